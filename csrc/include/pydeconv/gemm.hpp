@@ -1,0 +1,53 @@
+// pydeconv: single-precision GEMM, the workhorse of conv2d / transposed conv / linear.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+namespace pydeconv::kernels {
+
+// Row-major C[m x n] = op(A)[m x k] * op(B)[k x n]  (+ C when accumulate).
+//   op(A) = A (m x k, row stride lda) or, with trans_a, A stored k x m (row stride lda) used transposed.
+//   op(B) = B (k x n, row stride ldb) or, with trans_b, B stored n x k (row stride ldb) used transposed.
+// `threads` OpenMP threads at most (1 = serial). Deterministic: for a given thread count the
+// result is bit-identical run to run (each C element is summed in a fixed order).
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate, int threads);
+
+// The naive triple loop (double accumulation): the definition of correct, used by tests and when
+// reference kernels are forced (PYDECONV_REFERENCE=1).
+void sgemm_ref(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate);
+
+// Which micro-kernel sgemm uses on this CPU: "avx2_fma_6x16" or "portable".
+const char* sgemm_isa();
+
+// Forces the portable (plain C++) micro-kernel even on an AVX2/FMA CPU, for tests; process-wide.
+// Results may differ from the AVX2 path in the last bits (separate multiply and add vs FMA).
+void sgemm_force_portable(bool on);
+
+// op(A) packed once into the layout sgemm's micro-kernel reads, for a matrix reused on every call
+// (conv weights: out = W * col forward, col = W^T * gout on the way down). Immutable and cheap to
+// copy (shared storage), so one PackedA may serve many threads at once.
+class PackedA {
+ public:
+  PackedA() = default;
+  int64_t m() const { return m_; }
+  int64_t k() const { return k_; }
+  bool empty() const { return data_ == nullptr; }
+  const float* data() const { return data_.get(); }  // the packed panels (layout private to gemm)
+
+ private:
+  friend PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda);
+  int64_t m_ = 0, k_ = 0;
+  std::shared_ptr<const float> data_;
+};
+
+// Packs op(A) (m x k; A stored k x m when trans_a), as sgemm would on every call.
+PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda);
+
+// C[m x n] = op(A) * op(B) (+ C) with A pre-packed; m, k come from `a`. Bit-identical to sgemm
+// with the same arguments (same blocking, same summation order).
+void sgemm_packed(const PackedA& a, bool trans_b, int64_t n, const float* b, int64_t ldb, float* c,
+                  int64_t ldc, bool accumulate, int threads);
+
+}  // namespace pydeconv::kernels

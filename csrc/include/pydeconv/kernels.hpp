@@ -1,0 +1,94 @@
+// pydeconv: the compute kernels. They know nothing of layers or graphs: plain tensors in and out,
+// shapes already validated by the caller. Every `*_backward` ACCUMULATES into its gradient output.
+// Backward kernels take a gradient batch B = N * reps: gradient sample b belongs to forward sample
+// b / reps (several start signals for one image are projected in one pass).
+#pragma once
+#include <cstdint>
+
+#include "pydeconv/tensor.hpp"
+
+namespace pydeconv {
+
+// How to run a kernel: thread count and whether to use the naive reference kernels.
+struct Ctx {
+  int threads = 1;
+  bool reference = false;
+};
+
+// A rectangle [y0, y1) x [x0, x1) of a feature map that may hold non-zero values.
+struct Region {
+  int64_t y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+  bool empty() const { return y1 <= y0 || x1 <= x0; }
+  static Region full(const Shape& s) { return {0, s.h, 0, s.w}; }
+};
+
+// Geometry shared by conv2d and the pooling layers.
+struct Window2d {
+  int64_t kh = 1, kw = 1;
+  int64_t sh = 1, sw = 1;
+  int64_t pt = 0, pl = 0, pb = 0, pr = 0;  // padding top, left, bottom, right
+  int64_t dh = 1, dw = 1;
+  bool ceil_mode = false;
+  int64_t out_h(int64_t h) const { return out_size(h, kh, sh, pt, pb, dh); }
+  int64_t out_w(int64_t w) const { return out_size(w, kw, sw, pl, pr, dw); }
+  // floor/ceil((in + pads - dil*(k-1) - 1) / s) + 1; with ceil_mode a window starting in the
+  // end padding is dropped (PyTorch/ONNX rule). Returns <= 0 when the window does not fit.
+  int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p0, int64_t p1, int64_t d) const;
+};
+
+namespace kernels {
+
+// conv2d: in (N, C, H, W), weight (OC, C/groups, KH, KW), bias (OC) or null, out (N, OC, OH, OW).
+void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
+                    const Window2d& g, int64_t groups, Tensor& out);
+// The transposed convolution (the adjoint of conv2d without bias): gin += W^T * gout.
+// Only the gout region `r` (same for every sample) may be non-zero; the work is limited to it.
+void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Region& r, const Tensor& weight,
+                     const Window2d& g, int64_t groups, Tensor& gin);
+void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias, const Window2d& g,
+                        int64_t groups, Tensor& out);
+void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g, int64_t groups,
+                         Tensor& gin, int64_t reps);
+
+// max_pool2d with switches: index ih * W + iw into the input plane, ties to the first in row-major
+// window order, padding never wins. Unpooling scatters (sums) gout through the switches.
+void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Tensor& out,
+                        IndexTensor& switches);
+void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Region& r, const IndexTensor& switches,
+                  Tensor& gin, int64_t reps);
+void max_unpool2d_ref(const Tensor& gout, const IndexTensor& switches, Tensor& gin, int64_t reps);
+void max_pool2d_forward_ref(const Tensor& in, const Window2d& g, Tensor& out, IndexTensor& switches);
+
+void avg_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, bool count_include_pad,
+                        Tensor& out);
+void avg_pool2d_backward(const Ctx& ctx, const Tensor& gout, const Window2d& g,
+                         bool count_include_pad, Tensor& gin);
+
+// linear: in (N, I) (any rank, flattened), weight (O, I), bias (O) or null, out (N, O).
+void linear_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
+                    Tensor& out);
+void linear_backward(const Ctx& ctx, const Tensor& gout, const Tensor& weight, Tensor& gin);
+
+// Cross-channel LRN: y_c = x_c / (bias + alpha/size * sum_j x_j^2)^beta.
+struct LrnParams {
+  int64_t size = 5;
+  double alpha = 1e-4, beta = 0.75, bias = 1.0;
+};
+void lrn_forward(const Ctx& ctx, const Tensor& in, const LrnParams& p, Tensor& out);
+// gin += J(x)^T gout, the LRN Jacobian at the forward input x.
+void lrn_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Region& r,
+                  const LrnParams& p, Tensor& gin, int64_t reps);
+
+// Per-channel affine y = x * a[c] + b[c] (inference batch norm); backward gin += gout * a[c].
+void channel_affine_forward(const Ctx& ctx, const Tensor& in, const float* a, const float* b,
+                            Tensor& out);
+void channel_affine_backward(const Ctx& ctx, const Tensor& gout, const Region& r, const float* a,
+                             Tensor& gin);
+
+// Softmax over channels (per sample and position); backward through its Jacobian at output y.
+void softmax_forward(const Ctx& ctx, const Tensor& in, Tensor& out);
+void softmax_backward(const Ctx& ctx, const Tensor& y, const Tensor& gout, Tensor& gin,
+                      int64_t reps);
+
+}  // namespace kernels
+}  // namespace pydeconv

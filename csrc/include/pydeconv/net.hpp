@@ -1,0 +1,103 @@
+// pydeconv: the graph executor. A Net is built once from a GraphSpec (validated completely), is
+// immutable afterwards and safe to use from several threads at once: every call allocates its own
+// scratch, and results live in the Trace the caller owns.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pydeconv/layer.hpp"
+
+namespace pydeconv {
+
+struct GraphSpec {
+  std::string input_name = "input";
+  int64_t c = 0, h = 0, w = 0;  // the input's per-sample shape
+  std::vector<LayerSpec> layers;
+  std::vector<std::string> outputs;  // empty: the last layer
+};
+
+// Per layer: output shape (batch 1) and receptive field in input pixels. Output position (y, x)
+// sees rows rf_start_h + y * rf_stride_h ... + rf_size_h - 1 (likewise columns; may pass the border).
+struct LayerInfo {
+  std::string name, kind;
+  std::vector<std::string> inputs;
+  Shape shape;
+  int64_t rf_size_h = 1, rf_size_w = 1, rf_stride_h = 1, rf_stride_w = 1;
+  int64_t rf_start_h = 0, rf_start_w = 0;
+  int64_t params = 0;
+  std::string rule;  // how the signal goes back down through this layer
+};
+
+enum class Keep {
+  All,      // every layer's output (for inspection)
+  Minimal,  // only what projections need: switches, ReLU masks, LRN inputs, softmax outputs
+};
+
+class Net;
+
+// What a forward pass recorded. Owned by the caller; refers to the Net that made it.
+class Trace {
+ public:
+  int64_t batch() const { return batch_; }
+  bool minimal() const { return minimal_; }
+  // Null when that layer's output was not kept (Keep::Minimal) or not computed (upto).
+  const Tensor* activation(int tensor_id) const;
+  const IndexTensor* switches(int tensor_id) const;
+  const TensorT<uint8_t>* mask(int tensor_id) const;
+  bool ran(int tensor_id) const;  // whether the forward pass computed that tensor
+
+ private:
+  friend class Net;
+  const void* net_ = nullptr;
+  int64_t batch_ = 0;
+  bool minimal_ = false;
+  std::vector<Tensor> acts_;         // by tensor id (0 = the input, i + 1 = layer i)
+  std::vector<IndexTensor> switches_;
+  std::vector<TensorT<uint8_t>> masks_;
+  std::vector<bool> ran_;
+};
+
+// Where the start signal of a projection comes from.
+struct At {
+  enum Kind { Max, Map, Position } kind = Max;
+  int64_t y = 0, x = 0;
+};
+
+class Net {
+ public:
+  explicit Net(GraphSpec spec);  // throws Error(Graph/Shape) naming the layer and field
+  ~Net();
+  Net(const Net&) = delete;
+  Net& operator=(const Net&) = delete;
+
+  const std::string& input_name() const;
+  Shape input_shape() const;  // batch 1
+  const std::vector<LayerInfo>& info() const;
+  const std::vector<std::string>& outputs() const;
+  int layer_index(const std::string& name) const;  // throws Error(NotFound)
+  const Layer& layer(int i) const;
+  int64_t num_layers() const;
+
+  // Runs the layers that `upto` (default: every graph output) depends on.
+  Trace forward(const Ctx& ctx, const Tensor& x, const std::string& upto = "",
+                Keep keep = Keep::All) const;
+  // The activation of a layer in a trace; throws when it was not kept or computed.
+  const Tensor& activation(const Trace& t, const std::string& layer) const;
+  const IndexTensor& switches(const Trace& t, const std::string& layer) const;
+
+  // Start signals (batch N * channels.size(), sample n * K + k) from the layer's activation.
+  Tensor start_signal(const Trace& t, const std::string& layer, const std::vector<int64_t>& channels,
+                      const At& at) const;
+  // Sends `start` (batch N * reps, the layer's output shape) down to the input under `rule`.
+  // Returns the signal at the input, batch N * reps.
+  Tensor project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
+                 Rule rule) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pydeconv

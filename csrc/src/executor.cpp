@@ -1,0 +1,113 @@
+// The forward executor: runs the layers a target depends on, records what projections need.
+#include <algorithm>
+
+#include "net_impl.hpp"
+
+namespace pydeconv {
+
+const Tensor* Trace::activation(int id) const {
+  if (id < 0 || id >= static_cast<int>(acts_.size()) || acts_[id].empty()) return nullptr;
+  return &acts_[id];
+}
+const IndexTensor* Trace::switches(int id) const {
+  if (id < 0 || id >= static_cast<int>(switches_.size()) || switches_[id].empty()) return nullptr;
+  return &switches_[id];
+}
+bool Trace::ran(int id) const {
+  return id >= 0 && id < static_cast<int>(ran_.size()) && ran_[id];
+}
+const TensorT<uint8_t>* Trace::mask(int id) const {
+  if (id < 0 || id >= static_cast<int>(masks_.size()) || masks_[id].empty()) return nullptr;
+  return &masks_[id];
+}
+
+Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Keep keep) const {
+  const Impl& m = *impl_;
+  const Shape& xs = x.shape();
+  if (xs.rank != 4 || !xs.same_chw(m.input) || xs.n <= 0)
+    fail(ErrorKind::Shape, "input '" + m.input_name + "': expected shape (N, " +
+                               std::to_string(m.input.c) + ", " + std::to_string(m.input.h) + ", " +
+                               std::to_string(m.input.w) + "), got " + xs.str());
+  const size_t nt = m.shapes.size();
+  std::vector<bool> need(nt, false);
+  std::vector<int> targets;
+  if (upto.empty()) targets = m.output_ids;
+  else targets = {layer_index(upto) + 1};
+  for (int t : targets) {
+    auto a = m.ancestors(t);
+    for (size_t i = 0; i < nt; ++i) need[i] = need[i] || a[i];
+  }
+
+  // What outlives the pass under Keep::Minimal.
+  std::vector<bool> keep_act(nt, keep == Keep::All);
+  std::vector<int> uses(nt, 0);
+  for (int t : targets) keep_act[t] = true;
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    if (!need[i + 1]) continue;
+    Needs nd = m.layers[i]->needs();
+    if (nd.input)
+      for (int j : m.in_ids[i]) keep_act[j] = true;
+    if (nd.output) keep_act[i + 1] = true;
+    for (int j : m.in_ids[i]) ++uses[j];
+  }
+
+  Trace t;
+  t.net_ = this;
+  t.batch_ = xs.n;
+  t.minimal_ = keep == Keep::Minimal;
+  t.acts_.resize(nt);
+  t.switches_.resize(nt);
+  t.masks_.resize(nt);
+  t.ran_ = need;
+  t.acts_[0] = x;
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    const int id = static_cast<int>(i) + 1;
+    if (!need[id]) continue;
+    const Layer& layer = *m.layers[i];
+    ForwardArgs a;
+    for (int j : m.in_ids[i]) a.in.push_back(&t.acts_[j]);
+    Tensor out(m.shapes[id].with_n(xs.n));
+    a.out = &out;
+    Needs nd = layer.needs();
+    if (nd.switches) {
+      t.switches_[id] = IndexTensor(out.shape());
+      a.switches = &t.switches_[id];
+    }
+    layer.forward(ctx, a);
+    if (nd.mask && keep == Keep::Minimal) {
+      // [x > 0] == [relu(x) > 0]: the mask comes from the output, one byte per element.
+      TensorT<uint8_t> mk(out.shape());
+      for (int64_t k = 0; k < out.numel(); ++k) mk.data()[k] = out.data()[k] > 0.f;
+      t.masks_[id] = std::move(mk);
+    }
+    t.acts_[id] = std::move(out);
+    if (keep == Keep::Minimal) {
+      for (int j : m.in_ids[i])
+        if (--uses[j] == 0 && !keep_act[j]) t.acts_[j] = Tensor();
+      if (uses[id] == 0 && !keep_act[id]) t.acts_[id] = Tensor();
+    }
+  }
+  return t;
+}
+
+const Tensor& Net::activation(const Trace& t, const std::string& layer) const {
+  int id = layer == impl_->input_name ? 0 : layer_index(layer) + 1;
+  const Tensor* a = t.activation(id);
+  if (!a)
+    fail(ErrorKind::Value, "layer '" + layer + "': its output is not in this trace (" +
+                               (t.minimal() ? "forward with keep='all' to keep every layer's output"
+                                            : "the forward pass stopped before it (upto)") + ")");
+  return *a;
+}
+
+const IndexTensor& Net::switches(const Trace& t, const std::string& layer) const {
+  int i = layer_index(layer);
+  if (!impl_->layers[i]->needs().switches)
+    fail(ErrorKind::Value, "layer '" + layer + "' is a " + impl_->layers[i]->kind() +
+                               " layer; only max_pool2d layers record switches");
+  const IndexTensor* s = t.switches(i + 1);
+  if (!s) fail(ErrorKind::Value, "layer '" + layer + "' did not run in this trace (upto)");
+  return *s;
+}
+
+}  // namespace pydeconv

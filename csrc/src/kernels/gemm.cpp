@@ -1,0 +1,398 @@
+// pydeconv: the SGEMM driver (BLIS-style): blocking, packing, threading, micro-kernel dispatch.
+//
+// Loop nest (BLIS names):
+//   jc: n in NC-wide blocks
+//     pc: k in KC-long blocks, in order
+//       pack B[pc, jc] into NR-column panels (one shared buffer, the threads split the panels)
+//       work items = (ic: a block of MR-row panels of A) x (jr: a chunk of the B panels); each:
+//         pack A[ic, pc] into MR-row panels (a private buffer per thread, or taken from a PackedA)
+//         jr over the chunk's B panels, ir over the block's A panels -> micro-kernel (MR x NR of C)
+// Threads split M and N only, never K. Each C element gets one FMA chain per KC block, added to C
+// in pc order, and edge tiles run the same micro-kernel on zero-padded panels: the result is
+// bit-identical for any thread count and any M/N tiling (only the KC blocking, fixed by k, and the
+// micro-kernel's ISA matter).
+#include "pydeconv/gemm.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <limits>
+#include <new>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu.hpp"
+#include "pydeconv/error.hpp"
+
+namespace pydeconv::kernels {
+
+#if PYDECONV_X86
+// Defined in x86/sgemm_avx2.cpp (built with -mavx2 -mfma); called only if cpu_has_avx2_fma().
+void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                             bool accumulate);
+#endif
+
+namespace {
+
+constexpr int64_t MR = 6, NR = 16;  // micro-tile: 12 ymm accumulators on AVX2
+// KC: an A panel (6 KB) and a B panel (16 KB) stay in a 32-48 KB L1 across the k loop.
+// MC: an A block (MC x KC, <= 288 KB) stays in L2; large enough that m = 256 is one block, so
+//     two threads can split N evenly instead of splitting 43 row panels 21/22.
+// NC: the packed B block (KC x NC, 4 MB) lives in L3 / the outer L2s.
+constexpr int64_t KC = 256, MC = 288, NC = 4080;
+// Below this many flops a parallel region costs more than it saves.
+constexpr double kMinParallelFlops = 4e5;
+
+using Ukernel = void (*)(int64_t, const float*, const float*, float*, int64_t, bool);
+
+// The baseline-x86-64 micro-kernel, same contract as the AVX2 one; the compiler vectorises the
+// j loop with SSE2. Used on CPUs without AVX2/FMA and when forced for tests.
+void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, float* c,
+                                 int64_t ldc, bool accumulate) {
+  float acc[MR][NR] = {};
+  for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
+    for (int64_t i = 0; i < MR; ++i) {
+      const float ai = a[i];
+      for (int64_t j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
+    }
+  }
+  for (int64_t i = 0; i < MR; ++i) {
+    float* row = c + i * ldc;
+    for (int64_t j = 0; j < NR; ++j) row[j] = accumulate ? row[j] + acc[i][j] : acc[i][j];
+  }
+}
+
+std::atomic<bool> g_force_portable{false};
+
+bool use_avx2() {
+  return PYDECONV_X86 && cpu_has_avx2_fma() && !g_force_portable.load(std::memory_order_relaxed);
+}
+
+Ukernel pick_ukernel() {
+#if PYDECONV_X86
+  if (use_avx2()) return sgemm_ukernel_6x16_avx2;
+#endif
+  return sgemm_ukernel_6x16_portable;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// KC blocks of (nearly) equal length, so k = 300 runs as 150 + 150, not 256 + 44. Depends on k
+// alone: this is what fixes the summation order.
+int64_t kc_for(int64_t k) { return ceil_div(k, ceil_div(k, KC)); }
+
+// 64-byte aligned float storage, freed with std::free.
+float* alloc_floats(int64_t count) {
+  const std::size_t bytes =
+      static_cast<std::size_t>(round_up(std::max<int64_t>(count, 1) * 4, 64));
+  void* p = std::aligned_alloc(64, bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+
+// Packing scratch reused across calls by the thread that calls sgemm (grows, never shrinks), so
+// repeated GEMMs do not page-fault fresh buffers every time.
+class Scratch {
+ public:
+  ~Scratch() { std::free(p_); }
+  float* get(int64_t count) {
+    if (count > cap_) {
+      float* fresh = alloc_floats(count);
+      std::free(p_);
+      p_ = fresh;
+      cap_ = count;
+    }
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+  int64_t cap_ = 0;
+};
+
+thread_local Scratch tl_pack_a, tl_pack_b;
+
+// One MR-row panel of op(A): dst[p*MR + i] = op(A)(i0 + i, p0 + p), rows past mr zero.
+void pack_a_panel(bool trans_a, const float* a, int64_t lda, int64_t i0, int64_t mr, int64_t p0,
+                  int64_t kcb, float* dst) {
+  if (trans_a) {  // op(A)(i, p) = a[p*lda + i]: each p reads mr contiguous values
+    for (int64_t p = 0; p < kcb; ++p) {
+      const float* src = a + (p0 + p) * lda + i0;
+      float* d = dst + p * MR;
+      for (int64_t i = 0; i < mr; ++i) d[i] = src[i];
+      for (int64_t i = mr; i < MR; ++i) d[i] = 0.0f;
+    }
+  } else {  // op(A)(i, p) = a[i*lda + p]: read each row contiguously, scatter with stride MR
+    for (int64_t i = 0; i < mr; ++i) {
+      const float* src = a + (i0 + i) * lda + p0;
+      for (int64_t p = 0; p < kcb; ++p) dst[p * MR + i] = src[p];
+    }
+    for (int64_t i = mr; i < MR; ++i) {
+      for (int64_t p = 0; p < kcb; ++p) dst[p * MR + i] = 0.0f;
+    }
+  }
+}
+
+// One NR-column panel of op(B): dst[p*NR + j] = op(B)(p0 + p, j0 + j), columns past nr zero.
+void pack_b_panel(bool trans_b, const float* b, int64_t ldb, int64_t j0, int64_t nr, int64_t p0,
+                  int64_t kcb, float* dst) {
+  if (trans_b) {  // op(B)(p, j) = b[j*ldb + p]
+    for (int64_t j = 0; j < nr; ++j) {
+      const float* src = b + (j0 + j) * ldb + p0;
+      for (int64_t p = 0; p < kcb; ++p) dst[p * NR + j] = src[p];
+    }
+    for (int64_t j = nr; j < NR; ++j) {
+      for (int64_t p = 0; p < kcb; ++p) dst[p * NR + j] = 0.0f;
+    }
+  } else {  // op(B)(p, j) = b[p*ldb + j]: a contiguous copy per p
+    for (int64_t p = 0; p < kcb; ++p) {
+      const float* src = b + (p0 + p) * ldb + j0;
+      float* d = dst + p * NR;
+      for (int64_t j = 0; j < nr; ++j) d[j] = src[j];
+      for (int64_t j = nr; j < NR; ++j) d[j] = 0.0f;
+    }
+  }
+}
+
+// Part `t` of `parts` of [0, count): contiguous ranges whose sizes differ by at most one.
+int64_t part_begin(int64_t count, int64_t t, int64_t parts) { return count * t / parts; }
+
+// How the work of one (jc, pc) step is split: n_ic row blocks x n_jr column chunks, handed to
+// threads in contiguous ranges. Chosen to minimise the busiest thread's micro-tile count.
+struct Split {
+  int64_t n_ic = 1, n_jr = 1;
+};
+
+int64_t busiest_thread(int64_t pm, int64_t pn, Split s, int64_t threads) {
+  const int64_t items = s.n_ic * s.n_jr;
+  int64_t worst = 0;
+  for (int64_t t = 0; t < threads; ++t) {
+    int64_t load = 0;
+    for (int64_t w = part_begin(items, t, threads); w < part_begin(items, t + 1, threads); ++w) {
+      const int64_t ic = w / s.n_jr, jr = w % s.n_jr;
+      const int64_t rows = part_begin(pm, ic + 1, s.n_ic) - part_begin(pm, ic, s.n_ic);
+      const int64_t cols = part_begin(pn, jr + 1, s.n_jr) - part_begin(pn, jr, s.n_jr);
+      load += rows * cols;
+    }
+    worst = std::max(worst, load);
+  }
+  return worst;
+}
+
+Split choose_split(int64_t m, int64_t pn, int64_t threads) {
+  const int64_t pm = ceil_div(m, MR);
+  const int64_t base = std::min(ceil_div(m, MC), pm);  // blocks needed for the A block to fit L2
+  Split best{base, 1};
+  if (threads == 1) return best;
+  int64_t best_load = busiest_thread(pm, pn, best, threads);
+  // Candidates: more row blocks (each thread its own A block), or column chunks (threads share
+  // row blocks and each packs its own copy of A, cheap when m is small). Ties keep fewer items.
+  const Split candidates[] = {{std::min(round_up(base, threads), pm), 1},
+                              {base, std::min(threads, pn)},
+                              {base, std::min(2 * threads, pn)}};
+  for (const Split& s : candidates) {
+    const int64_t load = busiest_thread(pm, pn, s, threads);
+    if (load < best_load) best = s, best_load = load;
+  }
+  return best;
+}
+
+struct Problem {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;       // raw op(A) source, packed per block, or
+  const float* packed = nullptr;  // the PackedA panels (then `a` is unused)
+  int64_t lda = 0;
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  bool accumulate = false;
+};
+
+class Driver {
+ public:
+  Driver(const Problem& pr, int threads) : pr_(pr), ukernel_(pick_ukernel()) {
+    kc_ = kc_for(pr.k);
+    nc_ = round_up(ceil_div(pr.n, ceil_div(pr.n, NC)), NR);  // equal-width NC blocks
+    pm_ = ceil_div(pr.m, MR);
+    split_ = choose_split(pr.m, ceil_div(std::min(pr.n, nc_), NR), threads);
+    // Allocation happens here, before any parallel region, so nothing inside one can throw.
+    bpack_ = tl_pack_b.get(kc_ * nc_);
+    if (pr.packed == nullptr) {
+      a_stride_ = ceil_div(pm_, split_.n_ic) * MR * kc_;
+      apack_ = tl_pack_a.get(a_stride_ * threads);
+    }
+  }
+
+  // The whole loop nest as seen by thread `tid` of `nth`; nth == 1 is the serial path.
+  void run(int tid, int nth) {
+    const Problem& pr = pr_;
+    for (int64_t jc = 0; jc < pr.n; jc += nc_) {
+      const int64_t ncb = std::min(nc_, pr.n - jc);
+      const int64_t pn = ceil_div(ncb, NR);
+      for (int64_t pc = 0; pc < pr.k; pc += kc_) {
+        const int64_t kcb = std::min(kc_, pr.k - pc);
+        for (int64_t jp = part_begin(pn, tid, nth); jp < part_begin(pn, tid + 1, nth); ++jp) {
+          const int64_t j0 = jc + jp * NR;
+          pack_b_panel(pr.trans_b, pr.b, pr.ldb, j0, std::min(NR, pr.n - j0), pc, kcb,
+                       bpack_ + jp * kcb * NR);
+        }
+        barrier(nth);  // every B panel packed before anyone reads them
+        const int64_t items = split_.n_ic * split_.n_jr;
+        for (int64_t w = part_begin(items, tid, nth); w < part_begin(items, tid + 1, nth); ++w) {
+          work_item(tid, w / split_.n_jr, w % split_.n_jr, jc, pn, pc, kcb);
+        }
+        barrier(nth);  // everyone done with B before it is repacked
+      }
+    }
+  }
+
+ private:
+  static void barrier(int nth) {
+    if (nth > 1) {
+#pragma omp barrier
+    }
+  }
+
+  void work_item(int tid, int64_t ic, int64_t jr, int64_t jc, int64_t pn, int64_t pc,
+                 int64_t kcb) {
+    const Problem& pr = pr_;
+    const int64_t pa0 = part_begin(pm_, ic, split_.n_ic), pa1 = part_begin(pm_, ic + 1, split_.n_ic);
+    const int64_t pb0 = part_begin(pn, jr, split_.n_jr), pb1 = part_begin(pn, jr + 1, split_.n_jr);
+    const float* ablock;
+    if (pr.packed != nullptr) {
+      // PackedA layout: KC blocks one after another, each pm_ panels of kcb x MR.
+      ablock = pr.packed + pc * pm_ * MR + pa0 * kcb * MR;
+    } else {
+      float* dst = apack_ + tid * a_stride_;
+      for (int64_t ip = pa0; ip < pa1; ++ip) {
+        const int64_t i0 = ip * MR;
+        pack_a_panel(pr.trans_a, pr.a, pr.lda, i0, std::min(MR, pr.m - i0), pc, kcb,
+                     dst + (ip - pa0) * kcb * MR);
+      }
+      ablock = dst;
+    }
+    const bool acc = pr.accumulate || pc > 0;  // later KC blocks add to what earlier ones wrote
+    for (int64_t jp = pb0; jp < pb1; ++jp) {
+      const int64_t j0 = jc + jp * NR, nr = std::min(NR, pr.n - j0);
+      const float* bpanel = bpack_ + jp * kcb * NR;
+      for (int64_t ip = pa0; ip < pa1; ++ip) {
+        const int64_t i0 = ip * MR, mr = std::min(MR, pr.m - i0);
+        const float* apanel = ablock + (ip - pa0) * kcb * MR;
+        float* ctile = pr.c + i0 * pr.ldc + j0;
+        if (mr == MR && nr == NR) {
+          ukernel_(kcb, apanel, bpanel, ctile, pr.ldc, acc);
+        } else {
+          // Edge tile: full tile into a scratch, then the valid part; same arithmetic.
+          alignas(64) float tmp[MR * NR];
+          ukernel_(kcb, apanel, bpanel, tmp, NR, false);
+          for (int64_t i = 0; i < mr; ++i) {
+            float* row = ctile + i * pr.ldc;
+            for (int64_t j = 0; j < nr; ++j) row[j] = acc ? row[j] + tmp[i * NR + j] : tmp[i * NR + j];
+          }
+        }
+      }
+    }
+  }
+
+  Problem pr_;
+  Ukernel ukernel_;
+  int64_t kc_ = 0, nc_ = 0, pm_ = 0;
+  Split split_;
+  float* bpack_ = nullptr;
+  float* apack_ = nullptr;
+  int64_t a_stride_ = 0;  // floats between two threads' A buffers
+};
+
+void check_args(int64_t m, int64_t n, int64_t k, int64_t lda_min, int64_t lda, int64_t ldb_min,
+                int64_t ldb, int64_t ldc) {
+  if (m < 0 || n < 0 || k < 0)
+    fail(ErrorKind::Value, "sgemm: negative size m=" + std::to_string(m) + " n=" +
+                               std::to_string(n) + " k=" + std::to_string(k));
+  if (lda < lda_min || ldb < ldb_min || ldc < n)
+    fail(ErrorKind::Value, "sgemm: a leading dimension is smaller than its row");
+}
+
+void run_problem(const Problem& pr, int threads) {
+  if (pr.m == 0 || pr.n == 0) return;
+  if (pr.k == 0) {  // empty sum
+    if (!pr.accumulate) {
+      for (int64_t i = 0; i < pr.m; ++i) std::fill(pr.c + i * pr.ldc, pr.c + i * pr.ldc + pr.n, 0.0f);
+    }
+    return;
+  }
+#ifdef _OPENMP
+  const double flops = 2.0 * static_cast<double>(pr.m) * static_cast<double>(pr.n) *
+                       static_cast<double>(pr.k);
+  if (flops < kMinParallelFlops) threads = 1;
+#else
+  threads = 1;
+#endif
+  threads = std::max(threads, 1);
+  Driver driver(pr, threads);
+  if (threads == 1) {
+    driver.run(0, 1);
+    return;
+  }
+#ifdef _OPENMP
+  // Nothing in run() allocates or throws (pure loops over preallocated buffers).
+#pragma omp parallel num_threads(threads)
+  driver.run(omp_get_thread_num(), omp_get_num_threads());
+#endif
+}
+
+}  // namespace
+
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate, int threads) {
+  check_args(m, n, k, trans_a ? m : k, lda, trans_b ? k : n, ldb, ldc);
+  Problem pr;
+  pr.trans_a = trans_a, pr.trans_b = trans_b;
+  pr.m = m, pr.n = n, pr.k = k;
+  pr.a = a, pr.lda = lda, pr.b = b, pr.ldb = ldb, pr.c = c, pr.ldc = ldc;
+  pr.accumulate = accumulate;
+  run_problem(pr, threads);
+}
+
+PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda) {
+  check_args(m, 0, k, trans_a ? m : k, lda, 0, 0, 0);
+  const int64_t pm = ceil_div(m, MR);
+  const int64_t kc = k > 0 ? kc_for(k) : 1;
+  float* data = alloc_floats(pm * MR * k);
+  PackedA out;
+  out.m_ = m, out.k_ = k;
+  out.data_ = std::shared_ptr<const float>(data, [](const float* p) { std::free(const_cast<float*>(p)); });
+  // Same layout the driver builds per block: KC blocks in order, each all MR panels of that block.
+  for (int64_t pc = 0; pc < k; pc += kc) {
+    const int64_t kcb = std::min(kc, k - pc);
+    for (int64_t ip = 0; ip < pm; ++ip) {
+      const int64_t i0 = ip * MR;
+      pack_a_panel(trans_a, a, lda, i0, std::min(MR, m - i0), pc, kcb, data + pc * pm * MR + ip * kcb * MR);
+    }
+  }
+  return out;
+}
+
+void sgemm_packed(const PackedA& a, bool trans_b, int64_t n, const float* b, int64_t ldb, float* c,
+                  int64_t ldc, bool accumulate, int threads) {
+  if (a.empty()) fail(ErrorKind::Value, "sgemm_packed: empty PackedA");
+  check_args(a.m(), n, a.k(), 0, 0, trans_b ? a.k() : n, ldb, ldc);
+  Problem pr;
+  pr.trans_b = trans_b;
+  pr.m = a.m(), pr.n = n, pr.k = a.k();
+  pr.packed = a.data();
+  pr.b = b, pr.ldb = ldb, pr.c = c, pr.ldc = ldc;
+  pr.accumulate = accumulate;
+  run_problem(pr, threads);
+}
+
+const char* sgemm_isa() { return use_avx2() ? "avx2_fma_6x16" : "portable"; }
+
+void sgemm_force_portable(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
+
+}  // namespace pydeconv::kernels

@@ -1,0 +1,57 @@
+// conv2d. Forward: cross-correlation + bias. Back (all rules): the transposed convolution with the
+// same filters, bias unused.
+#include "layers.hpp"
+#include "window_attrs.hpp"
+
+namespace pydeconv {
+namespace {
+
+class Conv2d : public WindowLayer {
+ public:
+  using WindowLayer::WindowLayer;
+
+  Shape infer(const std::vector<Shape>& in) override {
+    expect_inputs(in, 1, 1);
+    check_attrs({"kernel_size", "stride", "padding", "dilation", "groups"});
+    check_params({"weight", "bias"});
+    weight_ = param("weight", true);
+    bias_ = param("bias", false);
+    const Shape& ws = weight_->shape();
+    if (ws.rank != 4) bad("parameter 'weight' must be (out, in/groups, kh, kw), got " + ws.str());
+    parse_window({ws.h, ws.w}, false, true, false);
+    if (g_.kh != ws.h || g_.kw != ws.w)
+      bad("attribute 'kernel_size' disagrees with the weight shape " + ws.str());
+    groups_ = int1("groups", 1);
+    if (in[0].rank != 4) bad("needs a (N, C, H, W) input, got " + in[0].str());
+    if (groups_ <= 0 || in[0].c % groups_ || ws.n % groups_)
+      bad("groups=" + std::to_string(groups_) + " must divide the input channels (" +
+          std::to_string(in[0].c) + ") and output channels (" + std::to_string(ws.n) + ")");
+    if (ws.c != in[0].c / groups_)
+      bad("parameter 'weight' " + ws.str() + " expects " + std::to_string(ws.c * groups_) +
+          " input channels, the input has " + std::to_string(in[0].c));
+    if (bias_ && (bias_->shape().rank != 1 || bias_->shape().n != ws.n))
+      bad("parameter 'bias' must have shape (" + std::to_string(ws.n) + ",)");
+    return window_out(in[0], ws.n);
+  }
+
+  void forward(const Ctx& ctx, ForwardArgs& a) const override {
+    kernels::conv2d_forward(ctx, *a.in[0], *weight_, bias_ ? bias_->data() : nullptr, g_, groups_,
+                            *a.out);
+  }
+
+  // All rules: gin += conv_transpose(gout, W).
+  void backward(const Ctx& ctx, BackwardArgs& a) const override {
+    kernels::conv2d_backward(ctx, *a.gout, a.region, *weight_, g_, groups_, *a.gin[0]);
+  }
+
+ private:
+  const Tensor* weight_ = nullptr;
+  const Tensor* bias_ = nullptr;
+  int64_t groups_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_conv2d(const LayerSpec& s) { return std::make_unique<Conv2d>(s); }
+
+}  // namespace pydeconv

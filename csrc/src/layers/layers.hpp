@@ -1,0 +1,21 @@
+// Internal: the factory of every layer kind (one per file group), listed once in registry.cpp.
+#pragma once
+#include "pydeconv/layer.hpp"
+
+namespace pydeconv {
+
+std::unique_ptr<Layer> make_conv2d(const LayerSpec& s);
+std::unique_ptr<Layer> make_relu(const LayerSpec& s);
+std::unique_ptr<Layer> make_max_pool2d(const LayerSpec& s);
+std::unique_ptr<Layer> make_avg_pool2d(const LayerSpec& s);
+std::unique_ptr<Layer> make_global_avg_pool(const LayerSpec& s);
+std::unique_ptr<Layer> make_lrn(const LayerSpec& s);
+std::unique_ptr<Layer> make_batch_norm(const LayerSpec& s);
+std::unique_ptr<Layer> make_linear(const LayerSpec& s);
+std::unique_ptr<Layer> make_flatten(const LayerSpec& s);
+std::unique_ptr<Layer> make_dropout(const LayerSpec& s);
+std::unique_ptr<Layer> make_softmax(const LayerSpec& s);
+std::unique_ptr<Layer> make_add(const LayerSpec& s);
+std::unique_ptr<Layer> make_concat(const LayerSpec& s);
+
+}  // namespace pydeconv

@@ -1,0 +1,179 @@
+// Building a Net: validation, topological order, shape inference, receptive fields.
+#include <algorithm>
+#include <set>
+
+#include "net_impl.hpp"
+
+namespace pydeconv {
+namespace {
+
+constexpr int64_t kMaxDim = 1 << 20;
+
+// Kahn's algorithm, stable: among ready layers the earliest listed runs first.
+std::vector<size_t> topo_order(const GraphSpec& g, const std::map<std::string, size_t>& idx) {
+  const size_t n = g.layers.size();
+  std::vector<int> missing(n, 0);
+  std::vector<std::vector<size_t>> users(n);
+  for (size_t i = 0; i < n; ++i) {
+    for (const auto& in : g.layers[i].inputs) {
+      if (in == g.input_name) continue;
+      auto it = idx.find(in);
+      if (it == idx.end())
+        fail(ErrorKind::Graph, "layer '" + g.layers[i].name + "': input '" + in +
+                                   "' is neither the graph input nor a layer (dangling input)");
+      ++missing[i];
+      users[it->second].push_back(i);
+    }
+  }
+  std::set<size_t> ready;
+  for (size_t i = 0; i < n; ++i)
+    if (missing[i] == 0) ready.insert(i);
+  std::vector<size_t> order;
+  while (!ready.empty()) {
+    size_t i = *ready.begin();
+    ready.erase(ready.begin());
+    order.push_back(i);
+    for (size_t u : users[i])
+      if (--missing[u] == 0) ready.insert(u);
+  }
+  if (order.size() != n) {
+    std::string cyc;
+    for (size_t i = 0; i < n; ++i)
+      if (missing[i] > 0) cyc += (cyc.empty() ? "'" : ", '") + g.layers[i].name + "'";
+    fail(ErrorKind::Graph, "the graph has a cycle through layers " + cyc);
+  }
+  return order;
+}
+
+struct Rf {
+  int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, start_h = 0, start_w = 0;
+};
+
+}  // namespace
+
+std::vector<bool> Net::Impl::ancestors(int target) const {
+  std::vector<bool> need(shapes.size(), false);
+  need[target] = true;
+  for (int t = target; t >= 1; --t) {
+    if (!need[t]) continue;
+    for (int j : in_ids[t - 1]) need[j] = true;
+  }
+  return need;
+}
+
+Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  if (g.input_name.empty()) fail(ErrorKind::Graph, "the graph input has no name");
+  if (g.c <= 0 || g.h <= 0 || g.w <= 0 || g.c > kMaxDim || g.h > kMaxDim || g.w > kMaxDim)
+    fail(ErrorKind::Shape, "input '" + g.input_name + "': shape (" + std::to_string(g.c) + ", " +
+                               std::to_string(g.h) + ", " + std::to_string(g.w) +
+                               ") must be positive");
+  if (g.layers.empty()) fail(ErrorKind::Graph, "the graph has no layers");
+  std::map<std::string, size_t> idx;
+  for (size_t i = 0; i < g.layers.size(); ++i) {
+    const auto& name = g.layers[i].name;
+    if (name.empty()) fail(ErrorKind::Graph, "layer #" + std::to_string(i) + " has no name");
+    if (name.find('/') != std::string::npos)
+      fail(ErrorKind::Graph, "layer '" + name + "': names must not contain '/'");
+    if (name == g.input_name)
+      fail(ErrorKind::Graph, "layer '" + name + "' has the graph input's name");
+    if (!idx.emplace(name, i).second) fail(ErrorKind::Graph, "duplicate layer name '" + name + "'");
+    if (g.layers[i].inputs.empty()) fail(ErrorKind::Graph, "layer '" + name + "' has no inputs");
+  }
+  std::vector<size_t> order = topo_order(g, idx);
+
+  m.input_name = g.input_name;
+  m.input = Shape::nchw(1, g.c, g.h, g.w);
+  m.shapes.push_back(m.input);
+  m.consumers.emplace_back();
+  std::vector<Rf> rf{Rf{}};
+  for (size_t pos = 0; pos < order.size(); ++pos) {
+    LayerSpec& spec = g.layers[order[pos]];
+    m.by_name[spec.name] = static_cast<int>(pos);
+    std::vector<int> ids;
+    std::vector<Shape> in_shapes;
+    for (const auto& in : spec.inputs) {
+      int id = in == g.input_name ? 0 : m.by_name.at(in) + 1;
+      ids.push_back(id);
+      in_shapes.push_back(m.shapes[id]);
+      m.consumers[id].push_back(static_cast<int>(pos));
+    }
+    auto layer = make_layer(spec);
+    Shape out = layer->infer(in_shapes);
+    if (out.numel() <= 0 || out.numel() > (int64_t(1) << 31))
+      fail(ErrorKind::Shape, "layer '" + spec.name + "': output shape " + out.str() + " is out of range");
+
+    // Receptive field: the union over inputs, stepped through this layer's window.
+    RfStep s = layer->rf();
+    Rf r;
+    if (s.global) {
+      r = {g.h, g.w, g.h, g.w, 0, 0};
+    } else {
+      Rf u = rf[ids[0]];
+      for (int id : ids) {
+        const Rf& o = rf[id];
+        int64_t end_h = std::max(u.start_h + u.size_h, o.start_h + o.size_h);
+        int64_t end_w = std::max(u.start_w + u.size_w, o.start_w + o.size_w);
+        u.start_h = std::min(u.start_h, o.start_h);
+        u.start_w = std::min(u.start_w, o.start_w);
+        u.size_h = end_h - u.start_h;
+        u.size_w = end_w - u.start_w;
+        u.stride_h = std::max(u.stride_h, o.stride_h);
+        u.stride_w = std::max(u.stride_w, o.stride_w);
+      }
+      r.stride_h = u.stride_h * s.stride_h;
+      r.stride_w = u.stride_w * s.stride_w;
+      r.size_h = u.size_h + (s.size_h - 1) * u.stride_h;
+      r.size_w = u.size_w + (s.size_w - 1) * u.stride_w;
+      r.start_h = u.start_h - s.pad_h * u.stride_h;
+      r.start_w = u.start_w - s.pad_w * u.stride_w;
+    }
+    rf.push_back(r);
+
+    LayerInfo li;
+    li.name = spec.name;
+    li.kind = spec.kind;
+    li.inputs = spec.inputs;
+    li.shape = out;
+    li.rf_size_h = r.size_h;
+    li.rf_size_w = r.size_w;
+    li.rf_stride_h = r.stride_h;
+    li.rf_stride_w = r.stride_w;
+    li.rf_start_h = r.start_h;
+    li.rf_start_w = r.start_w;
+    li.params = layer->param_count();
+    for (const auto& k : layer_kinds())
+      if (spec.kind == k.name) li.rule = k.rule;
+    m.info.push_back(li);
+    m.shapes.push_back(out);
+    m.consumers.emplace_back();
+    m.in_ids.push_back(ids);
+    m.layers.push_back(std::move(layer));
+  }
+  m.outputs = g.outputs.empty() ? std::vector<std::string>{g.layers.back().name} : g.outputs;
+  for (const auto& o : m.outputs) m.output_ids.push_back(layer_index(o) + 1);
+}
+
+Net::~Net() = default;
+
+const std::string& Net::input_name() const { return impl_->input_name; }
+Shape Net::input_shape() const { return impl_->input; }
+const std::vector<LayerInfo>& Net::info() const { return impl_->info; }
+const std::vector<std::string>& Net::outputs() const { return impl_->outputs; }
+const Layer& Net::layer(int i) const { return *impl_->layers.at(static_cast<size_t>(i)); }
+int64_t Net::num_layers() const { return static_cast<int64_t>(impl_->layers.size()); }
+
+int Net::layer_index(const std::string& name) const {
+  auto it = impl_->by_name.find(name);
+  if (it == impl_->by_name.end()) {
+    std::string hint;
+    for (const auto& li : impl_->info) {
+      if (hint.size() > 200) { hint += ", ..."; break; }
+      hint += (hint.empty() ? "" : ", ") + li.name;
+    }
+    fail(ErrorKind::NotFound, "unknown layer '" + name + "' (layers: " + hint + ")");
+  }
+  return it->second;
+}
+
+}  // namespace pydeconv

@@ -1,0 +1,122 @@
+// Projection: start signals, and the walk back down the graph to the input pixels.
+#include <algorithm>
+
+#include "net_impl.hpp"
+
+namespace pydeconv {
+namespace {
+
+// Bounding box of the non-zero values over every sample and channel.
+Region nonzero_region(const Tensor& t) {
+  const Shape& s = t.shape();
+  Region r{s.h, 0, s.w, 0};
+  for (int64_t p = 0; p < s.n * s.c; ++p) {
+    const float* v = t.data() + p * s.plane();
+    for (int64_t y = 0; y < s.h; ++y)
+      for (int64_t x = 0; x < s.w; ++x)
+        if (v[y * s.w + x] != 0.f) {
+          r.y0 = std::min(r.y0, y);
+          r.y1 = std::max(r.y1, y + 1);
+          r.x0 = std::min(r.x0, x);
+          r.x1 = std::max(r.x1, x + 1);
+        }
+  }
+  return r.empty() ? Region{0, 0, 0, 0} : r;
+}
+
+Region unite(const Region& a, const Region& b) {
+  if (a.empty()) return b;
+  if (b.empty()) return a;
+  return {std::min(a.y0, b.y0), std::max(a.y1, b.y1), std::min(a.x0, b.x0), std::max(a.x1, b.x1)};
+}
+
+}  // namespace
+
+Tensor Net::start_signal(const Trace& t, const std::string& layer,
+                         const std::vector<int64_t>& channels, const At& at) const {
+  const Tensor& act = activation(t, layer);
+  const Shape& s = act.shape();
+  if (channels.empty()) fail(ErrorKind::Value, "layer '" + layer + "': no channel given");
+  for (int64_t c : channels)
+    if (c < 0 || c >= s.c)
+      fail(ErrorKind::Range, "layer '" + layer + "': channel " + std::to_string(c) +
+                                 " out of range (the layer has " + std::to_string(s.c) +
+                                 " channels)");
+  if (at.kind == At::Position && (at.y < 0 || at.y >= s.h || at.x < 0 || at.x >= s.w))
+    fail(ErrorKind::Range, "layer '" + layer + "': position (" + std::to_string(at.y) + ", " +
+                               std::to_string(at.x) + ") is outside its " + std::to_string(s.h) +
+                               "x" + std::to_string(s.w) + " map");
+  const int64_t k = static_cast<int64_t>(channels.size());
+  Tensor start(s.with_n(s.n * k), 0.f);
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t j = 0; j < k; ++j) {
+      const float* src = act.plane(n, channels[j]);
+      float* dst = start.plane(n * k + j, channels[j]);
+      if (at.kind == At::Map) {
+        std::copy(src, src + s.plane(), dst);
+      } else if (at.kind == At::Position) {
+        dst[at.y * s.w + at.x] = src[at.y * s.w + at.x];
+      } else {  // the strongest activation; ties go to the first in row-major order
+        int64_t best = 0;
+        for (int64_t i = 1; i < s.plane(); ++i)
+          if (src[i] > src[best]) best = i;
+        dst[best] = src[best];
+      }
+    }
+  return start;
+}
+
+Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
+                    Rule rule) const {
+  const Impl& m = *impl_;
+  if (t.net_ != this) fail(ErrorKind::Value, "the trace was made by another model");
+  const int target = layer_index(layer) + 1;
+  const Shape& ls = m.shapes[target];
+  const Shape& ss = start.shape();
+  if (!ss.same_chw(ls) || ss.n <= 0 || ss.n % t.batch() != 0)
+    fail(ErrorKind::Shape, "layer '" + layer + "': the start signal must have shape (N*K, " +
+                               ls.str().substr(4) + " with N = " + std::to_string(t.batch()) +
+                               ", got " + ss.str());
+  const int64_t reps = ss.n / t.batch();
+  const std::vector<bool> need = m.ancestors(target);
+  if (!t.ran(target))
+    fail(ErrorKind::Value, "layer '" + layer + "' did not run in this trace (upto)");
+
+  std::vector<Tensor> grad(m.shapes.size());
+  std::vector<Region> region(m.shapes.size());
+  grad[target] = start.clone();
+  region[target] = nonzero_region(start);
+  for (int id = target; id >= 1; --id) {
+    if (grad[id].empty()) continue;
+    const int li = id - 1;
+    const Layer& L = *m.layers[li];
+    BackwardArgs a;
+    a.rule = rule;
+    a.gout = &grad[id];
+    a.region = region[id];
+    a.reps = reps;
+    a.out = t.activation(id);
+    a.mask = t.mask(id);
+    a.switches = t.switches(id);
+    Needs nd = L.needs();
+    if (nd.switches && !a.switches)
+      fail(ErrorKind::Value, "layer '" + L.name() + "': its switches are not in this trace");
+    if (nd.output && !a.out)
+      fail(ErrorKind::Value, "layer '" + L.name() + "': its output is not in this trace");
+    for (int j : m.in_ids[li]) {
+      a.in.push_back(t.activation(j));
+      if (nd.input && !t.activation(j))
+        fail(ErrorKind::Value, "layer '" + L.name() + "': its input is not in this trace");
+      if (grad[j].empty()) grad[j] = Tensor(m.shapes[j].with_n(ss.n), 0.f);
+      Region r = region[id].empty() ? Region{0, 0, 0, 0} : L.input_region(region[id], m.shapes[j]);
+      region[j] = unite(region[j], r);
+    }
+    for (int j : m.in_ids[li]) a.gin.push_back(&grad[j]);
+    if (!region[id].empty()) L.backward(ctx, a);
+    grad[id] = Tensor();  // free as we go
+  }
+  if (grad[0].empty()) return Tensor(m.input.with_n(ss.n), 0.f);
+  return std::move(grad[0]);
+}
+
+}  // namespace pydeconv

@@ -1,0 +1,49 @@
+"""pydeconv: what a convolutional network sees.
+
+Exact Zeiler & Fergus DeconvNet projections (with guided backprop and plain backprop as
+alternative rules) on a small C++/OpenMP CPU engine that records max-pooling switches.
+"""
+
+from . import errors
+from .errors import (
+    ChannelError,
+    GraphError,
+    ImageError,
+    LayerNotFoundError,
+    ModelFormatError,
+    PydeconvError,
+    ShapeError,
+    UnsupportedOperatorError,
+)
+from .net import Net, Trace, build, convert, get_num_threads, load, set_num_threads, set_reference_kernels
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # lazy submodules: image (Pillow), onnx
+    if name in ("image", "onnx"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'pydeconv' has no attribute {name!r}")
+
+
+__all__ = [
+    "Net",
+    "Trace",
+    "build",
+    "load",
+    "convert",
+    "set_num_threads",
+    "get_num_threads",
+    "set_reference_kernels",
+    "errors",
+    "PydeconvError",
+    "ModelFormatError",
+    "GraphError",
+    "UnsupportedOperatorError",
+    "ShapeError",
+    "LayerNotFoundError",
+    "ChannelError",
+    "ImageError",
+]

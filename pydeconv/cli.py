@@ -1,0 +1,322 @@
+"""The ``pydeconv`` command line: info, convert, project, switches, demo.
+
+Every error a user can cause (a bad model, image, layer, channel, path) ends the program with one
+line ``pydeconv: error: ...`` and a non-zero status, never a traceback. Outputs are never
+overwritten without ``--force``; the check runs before any work, and files are written through a
+temporary file and a rename.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from pydeconv import demo
+from pydeconv import image as pimg
+from pydeconv import report
+from pydeconv.errors import ChannelError, LayerNotFoundError, PydeconvError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"pydeconv: error: {message} (see {self.prog} --help)\n")
+
+
+def log(msg: str) -> None:
+    print(f"pydeconv: {msg}", file=sys.stderr, flush=True)
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise PydeconvError(f"{path} exists (use --force to overwrite)")
+    if path.is_dir():
+        raise PydeconvError(f"{path} is a folder")
+    if not path.parent.is_dir():
+        raise PydeconvError(f"folder {path.parent} does not exist")
+
+
+def _load(path: str) -> Any:
+    import pydeconv
+
+    if str(path).lower().endswith(".onnx"):
+        log(f"importing {path}")
+    return pydeconv.load(path)
+
+
+def _forward(net: Any, image: str, upto: str, threads: int | None) -> tuple[np.ndarray, Any]:
+    if upto not in net.layers:
+        raise LayerNotFoundError(f"the model has no layer named {upto!r}")
+    x = pimg.load(image, net)
+    t0 = time.perf_counter()
+    _, trace = net.forward(x, upto=upto, threads=threads)
+    log(f"forward to {upto} in {time.perf_counter() - t0:.2f} s")
+    return x, trace
+
+
+# --- info ----------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    net = _load(args.model)
+    rows = [("name", "kind", "output", "rf size", "rf stride", "rf start", "params")]
+    for r in net.info():
+        rows.append((
+            r["name"], r["kind"], "x".join(str(int(v)) for v in r["shape"]),
+            "x".join(str(int(v)) for v in r["rf_size"]),
+            "x".join(str(int(v)) for v in r["rf_stride"]),
+            ",".join(str(int(v)) for v in r["rf_start"]),
+            f"{int(r['params']):,}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    pre = net.preprocess
+    print(f"model {net.graph.get('name', '?')}: input {net.input_name} "
+          f"{'x'.join(str(v) for v in net.input_shape)}")
+    print(f"preprocess: size {pre['size']}, {pre['channel_order']}, scale {pre['scale']:.6g}, "
+          f"mean {pre['mean']}, std {pre['std']} (source {pre.get('source_layout', 'NCHW')})")
+    if net.labels:
+        more = ", ..." if len(net.labels) > 5 else ""
+        print(f"labels: {len(net.labels)} ({', '.join(net.labels[:5])}{more})")
+    for i, row in enumerate(rows):
+        # numbers right-aligned, names left-aligned
+        cells = [c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"total parameters: {sum(int(r['params']) for r in net.info()):,}")
+    return 0
+
+
+# --- convert -------------------------------------------------------------------------------------
+
+
+def _read_labels(path: str) -> list[str]:
+    """One label per line, or a JSON list, or a JSON {name: index} / {index: name} object."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PydeconvError(f"{path}: labels are not UTF-8 text ({exc.reason})") from None
+    if path.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise PydeconvError(f"{path}: not valid JSON ({exc})") from None
+        if isinstance(data, list):
+            return [str(v) for v in data]
+        if isinstance(data, dict):
+            try:
+                if all(isinstance(v, int) for v in data.values()):
+                    return [k for k, _ in sorted(data.items(), key=lambda kv: kv[1])]
+                return [str(v) for _, v in sorted(data.items(), key=lambda kv: int(kv[0]))]
+            except ValueError:
+                pass
+        raise PydeconvError(f"{path}: expected a list or an index mapping of labels")
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise PydeconvError(f"{path}: no labels in the file")
+    return labels
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import pydeconv
+    from pydeconv.onnx import import_onnx
+
+    dst = Path(args.dst)
+    if dst.suffix.lower() != ".npz":
+        raise PydeconvError(f"{dst}: the output must be a .npz file")
+    _check_output(dst, args.force)
+    preprocess = {key: value for key, value in (
+        ("mean", args.mean), ("std", args.std), ("scale", args.scale),
+        ("channel_order", args.channel_order),
+    ) if value is not None}
+    labels = _read_labels(args.labels) if args.labels else None
+    t0 = time.perf_counter()
+    log(f"importing {args.src}")
+    graph, params = import_onnx(args.src, preprocess=preprocess or None, labels=labels)
+    net = pydeconv.build(graph, params)
+    report.write_via_temp(dst, net.save)
+    log(f"wrote {dst} ({len(net.layers)} layers) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+# --- project -------------------------------------------------------------------------------------
+
+
+def _parse_at(text: str) -> str | tuple[int, int]:
+    if text in ("max", "map"):
+        return text
+    try:
+        y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected max, map or Y,X; got {text!r}") from None
+    return y, x
+
+
+def _check_channels(net: Any, layer: str, channels: Sequence[int], at: Any) -> None:
+    """Catch a bad channel or position from the layer table, before the forward pass."""
+    shape = {r["name"]: tuple(r["shape"]) for r in net.info()}.get(layer)
+    if shape is None:
+        raise LayerNotFoundError(f"the model has no layer named {layer!r}")
+    for c in channels:
+        if not 0 <= c < shape[0]:
+            raise ChannelError(f"channel {c} is out of range: layer {layer!r} has {shape[0]}")
+    if isinstance(at, tuple) and (
+        len(shape) != 3 or not (0 <= at[0] < shape[1] and 0 <= at[1] < shape[2])
+    ):
+        raise ChannelError(f"position {at} is outside layer {layer!r} of shape {shape}")
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    _check_output(out, args.force)
+    net = _load(args.model)
+    _check_channels(net, args.layer, args.channel or [], args.at)
+    x, trace = _forward(net, args.image, args.layer, args.threads)
+    if args.channel:
+        channels = list(args.channel)
+    else:
+        channels = demo.top_channels(trace.activation(args.layer)[0], args.top)
+    t0 = time.perf_counter()
+    tiles, captions, texts = demo.feature_panels(net, x, trace, args.layer, channels, at=args.at,
+                                                 rule=args.rule, threads=args.threads)
+    log(f"{len(channels)} projection(s) of {args.layer} ({args.rule}) in "
+        f"{time.perf_counter() - t0:.2f} s")
+    picture = pimg.grid(tiles, cols=2 * min(3, len(channels)), pad=3, captions=captions)
+    report.write_atomic(out, report.png_bytes(picture))
+    for text in texts:
+        print(text)
+    print(f"wrote {out}")
+    return 0
+
+
+# --- switches ------------------------------------------------------------------------------------
+
+
+def cmd_switches(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    _check_output(out, args.force)
+    net = _load(args.model)
+    kinds = {r["name"]: r["kind"] for r in net.info()}
+    if kinds.get(args.layer, "max_pool2d") != "max_pool2d":
+        raise PydeconvError(f"layer {args.layer!r} is a {kinds[args.layer]}, not a max_pool2d")
+    _, trace = _forward(net, args.image, args.layer, args.threads)
+    switches = trace.switches(args.layer)
+    buf = io.BytesIO()
+    np.save(buf, switches, allow_pickle=False)
+    report.write_atomic(out, buf.getvalue())
+    print(f"wrote {out}: int32 {switches.shape}, index ih*W+iw into the input plane of "
+          f"{args.layer}")
+    return 0
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    index = demo.run_demo(args.output, images=args.image, model=args.model, threads=args.threads,
+                          force=args.force, log=log)
+    print(f"open {index.resolve()}")
+    return 0
+
+
+# --- the parser ----------------------------------------------------------------------------------
+
+
+def _threads(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=_threads, metavar="N",
+                        help="worker threads (default: all cores)")
+    writes = argparse.ArgumentParser(add_help=False)
+    writes.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+    parser = _Parser(prog="pydeconv",
+                     description="Zeiler & Fergus deconvnet projections: what a CNN sees.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+
+    p = sub.add_parser("info", parents=[common], help="layer table of a model")
+    p.add_argument("model", help=".npz or .onnx model")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", parents=[common, writes], help="ONNX to pydeconv .npz")
+    p.add_argument("src", help=".onnx model")
+    p.add_argument("dst", help="output .npz")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean, after scaling")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel std, after scaling")
+    p.add_argument("--scale", type=float, help="pixel scale (default 1/255)")
+    p.add_argument("--channel-order", choices=["RGB", "BGR", "L"])
+    p.add_argument("--labels", metavar="FILE", help="class names: one per line, or JSON")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("project", parents=[common, writes], help="projections of one layer")
+    p.add_argument("model")
+    p.add_argument("image")
+    p.add_argument("--layer", required=True)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--channel", type=int, nargs="+", metavar="C", help="channels to project")
+    which.add_argument("--top", type=int, default=9, metavar="K",
+                       help="the K most active channels for this image (default 9)")
+    p.add_argument("--at", type=_parse_at, default="max", help="max (default), map, or Y,X")
+    p.add_argument("--rule", choices=["deconvnet", "guided", "backprop"], default="deconvnet")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.set_defaults(func=cmd_project)
+
+    p = sub.add_parser("switches", parents=[common, writes], help="max-pooling switches as .npy")
+    p.add_argument("model")
+    p.add_argument("image")
+    p.add_argument("--layer", required=True, metavar="POOL")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npy")
+    p.set_defaults(func=cmd_switches)
+
+    p = sub.add_parser("demo", parents=[common, writes], help="the Fig. 2 demo on VGG16")
+    p.add_argument("-o", "--output", default="pydeconv-demo", metavar="DIR")
+    p.add_argument("--image", nargs="+", metavar="PATH",
+                   help="images (default: the bundled photos)")
+    p.add_argument("--model", help="another .npz/.onnx model instead of the default VGG16")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.threads is not None:
+            import pydeconv
+
+            pydeconv.set_num_threads(args.threads)
+        if getattr(args, "top", 1) < 1 and not getattr(args, "channel", None):
+            raise PydeconvError("--top must be >= 1")
+        return args.func(args)
+    except (PydeconvError, OSError) as exc:
+        print(f"pydeconv: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pydeconv: error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

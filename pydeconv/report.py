@@ -1,0 +1,143 @@
+"""Output files: atomic writes and the static, offline HTML report of a demo run.
+
+The report is one self-contained ``index.html`` next to its PNGs: relative links only, inline CSS,
+no scripts, so the folder can be opened from disk, zipped or served as it is.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from urllib.parse import quote
+
+from PIL import Image
+
+
+def write_atomic(path: str | PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
+
+    A crash or a full disk leaves either the old file or none, never a half-written one.
+    """
+    write_via_temp(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_via_temp(path: str | PathLike[str], writer: Callable[[str], object]) -> None:
+    """Let ``writer`` fill a temporary path (same folder and suffix as ``path``), then rename it.
+
+    The suffix is kept because some writers (``np.savez``) append one when it is missing.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent or ".")
+    os.close(fd)
+    try:
+        writer(tmp)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """An image encoded as PNG."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+@dataclass
+class Figure:
+    """One PNG of the report with its heading and one caption per tile pair."""
+
+    src: str  # path relative to the report's folder
+    title: str
+    captions: Sequence[str] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    """Everything shown for one input image."""
+
+    title: str
+    input_src: str | None = None  # the preprocessed input as the model saw it
+    subtitle: str = ""
+    figures: Sequence[Figure] = field(default_factory=list)
+
+
+_CSS = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; background: #fafafa; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1em; margin-bottom: 0.3em; }
+.notes { max-width: 60em; color: #444; }
+.input img { image-rendering: pixelated; border: 1px solid #ccc; }
+figure { margin: 0 0 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; background: #fff; }
+figcaption ol { margin: 0.3em 0; padding-left: 1.5em; columns: 3; font-size: 0.85em; }
+"""
+
+
+def _src(path: str) -> str:
+    """A relative link, percent-encoded and HTML-escaped; absolute paths and URLs are refused."""
+    if path.startswith(("/", "\\")) or "://" in path or path.startswith(".."):
+        raise ValueError(f"report links must stay inside the report folder: {path!r}")
+    return html.escape(quote(path.replace(os.sep, "/")), quote=True)
+
+
+def render_html(title: str, sections: Sequence[Section], notes: Sequence[str] = ()) -> str:
+    """The report as an HTML string; every caption and title is escaped."""
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    if notes:
+        out.append('<div class="notes">')
+        out.extend(f"<p>{e(n)}</p>" for n in notes)
+        out.append("</div>")
+    if len(sections) > 1:
+        out.append("<ul>")
+        out.extend(f'<li><a href="#s{i}">{e(s.title)}</a></li>' for i, s in enumerate(sections))
+        out.append("</ul>")
+    for i, sec in enumerate(sections):
+        out.append(f'<h2 id="s{i}">{e(sec.title)}</h2>')
+        if sec.subtitle:
+            out.append(f"<p>{e(sec.subtitle)}</p>")
+        if sec.input_src:
+            src = _src(sec.input_src)
+            out.append(f'<p class="input"><img src="{src}" alt="{e(sec.title)}"></p>')
+        for fig in sec.figures:
+            out.append("<figure>")
+            out.append(f"<h3>{e(fig.title)}</h3>")
+            src = _src(fig.src)
+            out.append(f'<a href="{src}"><img src="{src}" alt="{e(fig.title)}"></a>')
+            if fig.captions:
+                out.append("<figcaption><ol>")
+                out.extend(f"<li>{e(c)}</li>" for c in fig.captions)
+                out.append("</ol></figcaption>")
+            out.append("</figure>")
+    out += ["</body>", "</html>", ""]
+    return "\n".join(out)
+
+
+def write_report(
+    path: str | PathLike[str], title: str, sections: Sequence[Section], notes: Sequence[str] = ()
+) -> None:
+    """Write :func:`render_html` to ``path`` atomically (UTF-8)."""
+    write_atomic(path, render_html(title, sections, notes).encode("utf-8"))

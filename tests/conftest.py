@@ -1,0 +1,38 @@
+"""Shared fixtures: thread counts and kernel selection, each restoring the engine's state."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import pydeconv
+
+THREADS = (1, 2)
+
+
+@pytest.fixture(params=THREADS, ids=lambda n: f"threads{n}")
+def threads(request):
+    """The thread count to pass to forward/project; the global setting is restored afterwards."""
+    before = pydeconv.get_num_threads()
+    yield request.param
+    pydeconv.set_num_threads(before)
+
+
+def _reference_kernels_now():
+    getter = getattr(pydeconv, "get_reference_kernels", None)
+    if getter is not None:
+        return bool(getter())
+    return os.environ.get("PYDECONV_REFERENCE", "") == "1"
+
+
+@pytest.fixture(params=[False, True], ids=["fast", "reference"])
+def kernels(request):
+    """Runs a test once on the optimised kernels and once with the reference kernels forced; the
+    previous selection is restored even when the test fails."""
+    before = _reference_kernels_now()
+    pydeconv.set_reference_kernels(request.param)
+    try:
+        yield request.param
+    finally:
+        pydeconv.set_reference_kernels(before)

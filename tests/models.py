@@ -1,0 +1,208 @@
+"""Tiny seeded models in the FORMAT.md dict form: each builder returns (graph, params).
+
+Parameters are float32 and named "LAYER/PARAM".  Weights are scaled by 1/sqrt(fan_in) so that
+activations stay O(1) through every layer, which keeps relative tolerances meaningful.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import npref
+
+
+class _Builder:
+    """Appends layers in execution order and draws their parameters from one seeded generator."""
+
+    def __init__(self, name, in_shape, seed):
+        self.rng = np.random.default_rng(seed)
+        self.graph = {
+            "format": "pydeconv",
+            "version": 1,
+            "name": name,
+            "input": {"name": "input", "shape": [int(s) for s in in_shape]},
+            "layers": [],
+        }
+        self.params = {}
+        self.shapes = {"input": tuple(int(s) for s in in_shape)}
+
+    def add(self, name, kind, inputs, attrs=None, params=None):
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        layer = {"name": name, "kind": kind, "inputs": inputs}
+        if attrs:
+            layer["attrs"] = attrs
+        if params:
+            layer["params"] = {k: list(v.shape) for k, v in params.items()}
+            for k, v in params.items():
+                self.params[f"{name}/{k}"] = np.ascontiguousarray(v, dtype=np.float32)
+        self.graph["layers"].append(layer)
+        self.shapes[name] = self._infer_shape(name)
+        return name
+
+    def _infer_shape(self, name):
+        """Per-sample output shape, taken from the reference itself on a one-sample zero input."""
+        x = np.zeros((1,) + self.shapes["input"])
+        acts, _ = npref.forward(self.graph, self.params, x)
+        return acts[name].shape[1:]
+
+    def weight(self, shape, fan_in):
+        return self.rng.standard_normal(shape) / np.sqrt(fan_in)
+
+    def conv(self, name, src, oc, k, stride=1, padding=0, dilation=1, groups=1, bias=True):
+        ic = self.shapes[src][0]
+        attrs = {
+            "kernel_size": [k, k],
+            "stride": [stride, stride],
+            "padding": list(npref._padding(padding)),
+            "dilation": [dilation, dilation],
+            "groups": groups,
+        }
+        p = {"weight": self.weight((oc, ic // groups, k, k), ic // groups * k * k)}
+        if bias:
+            p["bias"] = 0.1 * self.rng.standard_normal(oc)
+        return self.add(name, "conv2d", src, attrs, p)
+
+    def linear(self, name, src, out, bias=True):
+        fan_in = int(np.prod(self.shapes[src]))
+        p = {"weight": self.weight((out, fan_in), fan_in)}
+        if bias:
+            p["bias"] = 0.1 * self.rng.standard_normal(out)
+        return self.add(name, "linear", src, None, p)
+
+    def batch_norm(self, name, src, affine=True):
+        c = self.shapes[src][0]
+        p = {
+            "scale": self.rng.uniform(0.5, 1.5, c),
+            "bias": 0.2 * self.rng.standard_normal(c) if affine else np.zeros(c),
+            "mean": 0.2 * self.rng.standard_normal(c) if affine else np.zeros(c),
+            "var": self.rng.uniform(0.5, 2.0, c),
+        }
+        return self.add(name, "batch_norm", src, {"epsilon": 1e-3}, p)
+
+    def done(self):
+        self.graph["outputs"] = [self.graph["layers"][-1]["name"]]
+        return self.graph, self.params
+
+
+# LRN with a large alpha so that the normalisation (and its gradient) is far from the identity.
+LRN_ATTRS = {"size": 3, "alpha": 0.5, "beta": 0.75, "bias": 2.0}
+
+
+def zfnet_like(seed=0, size=37):
+    """A shrunken ZFNet: 3 x size x size input, the same layer sequence and edge cases
+    (asymmetric padding, overlapping ceil_mode pools, groups, dilation, a linear head)."""
+    b = _Builder("zfnet-like", (3, size, size), seed)
+    b.conv("conv1", "input", 8, 7, stride=2, padding=[1, 2, 3, 1])
+    b.add("relu1", "relu", "conv1")
+    b.add("lrn1", "lrn", "relu1", LRN_ATTRS)
+    b.add("pool1", "max_pool2d", "lrn1", {"kernel_size": [3, 3], "stride": [2, 2], "ceil_mode": True})
+    b.conv("conv2", "pool1", 12, 5, stride=2, padding=2)
+    b.add("relu2", "relu", "conv2")
+    b.add("lrn2", "lrn", "relu2", LRN_ATTRS)
+    b.add("pool2", "max_pool2d", "lrn2",
+          {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1], "ceil_mode": True})
+    b.conv("conv3", "pool2", 16, 3, padding=1, groups=2)
+    b.add("relu3", "relu", "conv3")
+    b.conv("conv4", "relu3", 16, 3, padding=2, dilation=2)
+    b.add("relu4", "relu", "conv4")
+    b.add("pool3", "max_pool2d", "relu4", {"kernel_size": [2, 2], "stride": [1, 1]})
+    b.add("flatten", "flatten", "pool3")
+    b.linear("fc6", "flatten", 20)
+    b.add("relu6", "relu", "fc6")
+    b.add("drop6", "dropout", "relu6")
+    b.linear("fc7", "drop6", 10)
+    b.add("prob", "softmax", "fc7")
+    return b.done()
+
+
+def small_dag(seed=0):
+    """Branches that split and meet again: add, concat, a tensor with three consumers, batch_norm,
+    avg pools with both divisor modes (ceil_mode windows running past the padding), global average
+    pool and a residual add."""
+    b = _Builder("small-dag", (3, 12, 10), seed)
+    b.conv("conv1", "input", 6, 3, padding=1)
+    b.add("relu1", "relu", "conv1")
+    b.conv("conv_a", "relu1", 6, 3, padding=1)
+    b.add("relu_a", "relu", "conv_a")
+    b.conv("conv_b", "relu1", 6, 1)
+    b.batch_norm("bn_b", "conv_b")
+    b.add("add1", "add", ["relu_a", "bn_b"])
+    b.add("cat1", "concat", ["relu_a", "conv_b", "relu1"])
+    b.batch_norm("bn1", "cat1")
+    b.add("relu2", "relu", "bn1")
+    pool = {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1], "ceil_mode": True}
+    b.add("avg1", "avg_pool2d", "relu2", dict(pool, count_include_pad=False))
+    b.add("avg2", "avg_pool2d", "add1", dict(pool, count_include_pad=True))
+    b.conv("conv_c", "avg1", 6, 1)
+    b.add("add2", "add", ["conv_c", "avg2"])
+    b.add("relu3", "relu", "add2")
+    b.add("gap", "global_avg_pool", "relu3")
+    b.add("flatten", "flatten", "gap")
+    b.linear("fc", "flatten", 4)
+    return b.done()
+
+
+def single_layer(kind, in_shape, attrs=None, seed=0, with_params=True):
+    """A graph of one layer of `kind` on an input of per-sample shape `in_shape`.
+
+    attrs go into the layer as given, except two builder-only keys: "out_channels" (conv2d, default
+    the input channels) and "out_features" (linear, default 5).  For add and concat, "n_inputs"
+    (default 2) copies of the input feed the layer.  with_params=False builds the bias-free, linear
+    version: conv2d and linear without bias, batch_norm with zero mean and bias."""
+    attrs = dict(attrs or {})
+    b = _Builder(f"single-{kind}", in_shape, seed)
+    c = in_shape[0]
+    if kind == "conv2d":
+        oc = attrs.pop("out_channels", c)
+        groups = attrs.get("groups", 1)
+        k = npref._pair(attrs.setdefault("kernel_size", [3, 3]), None)
+        p = {"weight": b.weight((oc, c // groups, k[0], k[1]), c // groups * k[0] * k[1])}
+        if with_params:
+            p["bias"] = 0.1 * b.rng.standard_normal(oc)
+        b.add(kind, kind, "input", attrs, p)
+    elif kind == "linear":
+        out = attrs.pop("out_features", 5)
+        fan_in = int(np.prod(in_shape))
+        p = {"weight": b.weight((out, fan_in), fan_in)}
+        if with_params:
+            p["bias"] = 0.1 * b.rng.standard_normal(out)
+        b.add(kind, kind, "input", attrs or None, p)
+    elif kind == "batch_norm":
+        b.batch_norm(kind, "input", affine=with_params)
+        if attrs:
+            b.graph["layers"][-1]["attrs"].update(attrs)
+    elif kind in ("add", "concat"):
+        n = attrs.pop("n_inputs", 2)
+        b.add(kind, kind, ["input"] * n, attrs or None)
+    else:
+        b.add(kind, kind, "input", attrs or None)
+    return b.done()
+
+
+def merge_net(kind, in_shape, out_channels=(3, 5), seed=0):
+    """Bias-free 1x1 convolutions "br0", "br1", ... of the input meeting in one `kind` layer ("add"
+    or "concat") named like the kind: distinct inputs, so a projection must route each part back
+    through its own branch."""
+    b = _Builder(f"merge-{kind}", in_shape, seed)
+    if kind == "add":
+        out_channels = [out_channels[0]] * len(out_channels)
+    names = [b.conv(f"br{i}", "input", oc, 1, bias=False) for i, oc in enumerate(out_channels)]
+    b.add(kind, kind, names)
+    return b.done()
+
+
+def head_net(in_shape=(3, 2, 3), seed=0):
+    """The rank-2 layers on their own: flatten, linear, relu, dropout, linear, softmax."""
+    b = _Builder("head", in_shape, seed)
+    b.add("flatten", "flatten", "input")
+    b.linear("fc1", "flatten", 7)
+    b.add("relu", "relu", "fc1")
+    b.add("dropout", "dropout", "relu")
+    b.linear("fc2", "dropout", 5)
+    b.add("softmax", "softmax", "fc2")
+    return b.done()
+
+
+def random_input(shape, seed=0):
+    """Standard normal float32 input of the full (N, C, H, W) shape."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -1,0 +1,147 @@
+"""Adjoint tests: <A x, y> == <x, A^T y> with A x the engine's forward of a bias-free one-layer net
+and A^T y its backprop projection.  They catch flipped kernels and padding off-by-ones exactly.
+Layers that are not linear (lrn, batch_norm with its shift, softmax) are checked at the forward point:
+the engine's projection against npref's, and against central finite differences of npref's forward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import models
+import npref
+import pydeconv
+
+N = 2
+
+
+def _dot(a, b):
+    return float(np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64)))
+
+
+def _adjoint_pair(graph, params, layer, seed=0, threads=None):
+    """Returns (<A x, y>, <x, A^T y>, scale) for random x and y, using the engine only."""
+    net = pydeconv.build(graph, params)
+    x = models.random_input((N,) + tuple(graph["input"]["shape"]), seed)
+    out, trace = net.forward(x, threads=threads)
+    ax = trace.activation(layer)
+    y = models.random_input(ax.shape, seed + 1)
+    aty = net.project(trace, layer, at=y, rule="backprop", threads=threads)
+    assert aty.shape == x.shape
+    # float32 sums of K products carry errors of order eps * sum |terms|.
+    scale = np.sum(np.abs(np.asarray(ax, np.float64) * y)) + np.sum(np.abs(np.asarray(aty, np.float64) * x))
+    return _dot(ax, y), _dot(x, aty), scale
+
+
+def _check(lhs, rhs, scale):
+    assert abs(lhs - rhs) <= 1e-5 * scale + 1e-12, (lhs, rhs, scale)
+
+
+CONV = [
+    ("plain", (3, 7, 7), {"kernel_size": [3, 3]}),
+    ("stride2_asym_pad", (3, 13, 13), {"kernel_size": [7, 7], "stride": [2, 2], "padding": [1, 2, 3, 1]}),
+    ("stride_gt_kernel", (13, 13, 13), {"kernel_size": [2, 2], "stride": [3, 3], "padding": [1, 0, 1, 0]}),
+    ("dilation", (3, 13, 7), {"kernel_size": [3, 3], "dilation": [2, 3], "padding": [2, 3, 1, 0]}),
+    ("groups", (6, 7, 7), {"kernel_size": [3, 3], "groups": 3, "padding": [1, 1, 1, 1], "out_channels": 9}),
+    ("depthwise", (13, 7, 7), {"kernel_size": [3, 3], "groups": 13, "stride": [2, 2], "padding": [1, 1, 1, 1]}),
+    ("rect", (3, 7, 13), {"kernel_size": [1, 5], "stride": [2, 1], "padding": [0, 2, 0, 2], "out_channels": 4}),
+    ("one_pixel", (1, 1, 1), {"kernel_size": [1, 1]}),
+]
+
+
+@pytest.mark.parametrize("cid,shape,attrs", CONV, ids=[c[0] for c in CONV])
+def test_conv2d(cid, shape, attrs, threads):
+    graph, params = models.single_layer("conv2d", shape, attrs, seed=1, with_params=False)
+    _check(*_adjoint_pair(graph, params, "conv2d", threads=threads))
+
+
+POOLS = [
+    ("3s2_pad_ceil", (3, 7, 7), {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1], "ceil_mode": True}),
+    ("asym_ceil", (13, 8, 13), {"kernel_size": [3, 2], "stride": [2, 3], "padding": [1, 0, 0, 1], "ceil_mode": True}),
+    ("overlap_s1", (3, 7, 7), {"kernel_size": [5, 5], "stride": [1, 1], "padding": [2, 2, 2, 2]}),
+    ("past_padding", (1, 8, 8), {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1], "ceil_mode": True}),
+]
+
+
+@pytest.mark.parametrize("cid,shape,attrs", POOLS, ids=[p[0] for p in POOLS])
+def test_max_pool_through_fixed_switches(cid, shape, attrs, threads):
+    """With its switches S fixed, max pooling is the gather x -> x[S] and unpooling its transpose."""
+    graph, params = models.single_layer("max_pool2d", shape, attrs)
+    net = pydeconv.build(graph, params)
+    x = models.random_input((N,) + shape, 4)
+    out, trace = net.forward(x, threads=threads)
+    s = trace.switches("max_pool2d")
+    planes = x.reshape(N * shape[0], -1)
+    gathered = np.take_along_axis(planes, s.reshape(N * shape[0], -1), axis=1)
+    np.testing.assert_array_equal(out.reshape(gathered.shape), gathered)
+    y = models.random_input(out.shape, 5)
+    aty = net.project(trace, "max_pool2d", at=y, rule="backprop", threads=threads)
+    _check(_dot(out, y), _dot(x, aty), np.sum(np.abs(np.asarray(out, np.float64) * y)))
+    npref.assert_close(aty, npref.max_unpool2d(y.astype(np.float64), s, x.shape))
+
+
+@pytest.mark.parametrize("count_include_pad", [False, True])
+@pytest.mark.parametrize("cid,shape,attrs", POOLS, ids=[p[0] for p in POOLS])
+def test_avg_pool(cid, shape, attrs, count_include_pad, threads):
+    graph, params = models.single_layer("avg_pool2d", shape, dict(attrs, count_include_pad=count_include_pad))
+    _check(*_adjoint_pair(graph, params, "avg_pool2d", threads=threads))
+
+
+LINEAR_ONES = [
+    ("global_avg_pool", (13, 7, 13), {}),
+    ("linear", (3, 7, 5), {"out_features": 6}),
+    ("linear", (13, 1, 1), {"out_features": 1}),
+    ("flatten", (3, 7, 5), {}),
+    ("dropout", (3, 7, 5), {}),
+    ("batch_norm", (13, 7, 5), {}),
+    ("add", (3, 7, 5), {"n_inputs": 3}),
+    ("concat", (3, 7, 5), {"n_inputs": 2}),
+]
+
+
+@pytest.mark.parametrize("kind,shape,attrs", LINEAR_ONES, ids=[f"{k}_{s[0]}" for k, s, _ in LINEAR_ONES])
+def test_linear_kinds(kind, shape, attrs, threads):
+    graph, params = models.single_layer(kind, shape, attrs, seed=2, with_params=False)
+    _check(*_adjoint_pair(graph, params, kind, threads=threads))
+
+
+@pytest.mark.parametrize("kind", ["add", "concat"])
+def test_merge_through_branches(kind, threads):
+    """Distinct branches meeting in add/concat: each part of the signal goes back through its own."""
+    graph, params = models.merge_net(kind, (3, 7, 5), (2, 5, 3))
+    _check(*_adjoint_pair(graph, params, kind, threads=threads))
+
+
+# Nonlinear layers, linearised at the forward point x0: J^T y against npref and against central
+# finite differences <y, (f(x0 + e v) - f(x0 - e v)) / 2e> along a few random directions v.
+JACOBIAN = [
+    ("lrn", (13, 7, 5), {"size": 5, "alpha": 0.8, "beta": 0.75, "bias": 1.0}),
+    ("lrn", (3, 7, 5), {"size": 4, "alpha": 2.0, "beta": 0.9, "bias": 1.5}),
+    ("lrn", (7, 1, 1), {}),
+    ("batch_norm", (13, 7, 5), {}),
+    ("softmax", (13, 3, 2), {}),
+]
+
+
+@pytest.mark.parametrize("kind,shape,attrs", JACOBIAN, ids=[f"{k}_{s[0]}_{a.get('size', '')}" for k, s, a in JACOBIAN])
+def test_jacobian_at_forward_point(kind, shape, attrs, threads):
+    graph, params = models.single_layer(kind, shape, attrs, seed=3)
+    net = pydeconv.build(graph, params)
+    x = models.random_input((N,) + shape, 6)
+    _, trace = net.forward(x, threads=threads)
+    y = models.random_input(trace.activation(kind).shape, 7)
+    aty = net.project(trace, kind, at=y, rule="backprop", threads=threads)
+    acts, switches = npref.forward(graph, params, x)
+    ref = npref.project(graph, params, acts, switches, kind, y, "backprop")
+    npref.assert_close(aty, ref)
+    rng = np.random.default_rng(8)
+    eps = 1e-6
+    x64 = x.astype(np.float64)
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        plus = npref.forward(graph, params, x64 + eps * v)[0][kind]
+        minus = npref.forward(graph, params, x64 - eps * v)[0][kind]
+        fd = _dot(plus - minus, y) / (2 * eps)
+        assert abs(_dot(ref, v) - fd) <= 1e-6 * max(1.0, abs(fd))  # npref's own gradient
+        assert abs(_dot(aty, v) - fd) <= 1e-4 * np.sum(np.abs(np.asarray(aty, np.float64) * v)) + 1e-6

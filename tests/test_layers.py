@@ -1,0 +1,181 @@
+"""Every layer kind on its own, forward and projected, against the NumPy float64 reference.
+
+Shapes are deliberately odd (channels 1/3/13, sizes 1/7/13, stride > kernel, asymmetric padding,
+dilation, groups, ceil_mode windows that run past or would start in the padding) and every case runs
+at 1 and 2 threads and with the reference kernels forced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import models
+import npref
+import pydeconv
+
+
+def _pool(k, s=None, pad=None, ceil=False, **extra):
+    attrs = {"kernel_size": k if isinstance(k, list) else [k, k], "ceil_mode": ceil, **extra}
+    if s is not None:
+        attrs["stride"] = s if isinstance(s, list) else [s, s]
+    if pad is not None:
+        attrs["padding"] = pad
+    return attrs
+
+
+def _conv(k, out, s=1, pad=(0, 0, 0, 0), d=1, g=1):
+    k = k if isinstance(k, list) else [k, k]
+    s = s if isinstance(s, list) else [s, s]
+    return {"kernel_size": k, "stride": s, "padding": list(pad), "dilation": [d, d], "groups": g,
+            "out_channels": out}
+
+
+# (id, kind, per-sample input shape, attrs)
+CASES = [
+    ("conv_1x1_on_1x1", "conv2d", (1, 1, 1), _conv(1, 1)),
+    ("conv_k3_asym_pad", "conv2d", (3, 7, 7), _conv(3, 5, pad=(0, 1, 2, 1))),
+    ("conv_stride_gt_kernel", "conv2d", (13, 13, 13), _conv(3, 4, s=4, pad=(1, 1, 1, 1))),
+    ("conv_dilation_asym", "conv2d", (3, 13, 7), _conv(3, 4, d=2, pad=(2, 1, 0, 3))),
+    ("conv_k7_s2_zf", "conv2d", (3, 13, 13), _conv(7, 8, s=2, pad=(1, 2, 3, 1))),
+    ("conv_rect_kernel", "conv2d", (3, 7, 13), _conv([2, 5], 6, s=[1, 2], pad=(1, 0, 0, 2))),
+    ("conv_groups3", "conv2d", (3, 7, 7), _conv(3, 6, pad=(1, 1, 1, 1), g=3)),
+    ("conv_depthwise", "conv2d", (13, 7, 7), _conv(3, 13, pad=(1, 1, 1, 1), g=13)),
+    ("conv_depthwise_x2", "conv2d", (13, 7, 13), _conv(3, 26, s=2, d=2, pad=(2, 2, 2, 2), g=13)),
+    ("conv_wide", "conv2d", (16, 9, 9), _conv(3, 40, pad=(1, 1, 1, 1))),
+    ("relu", "relu", (3, 7, 7), {}),
+    ("relu_1x1", "relu", (13, 1, 1), {}),
+    ("max_3s2_ceil", "max_pool2d", (3, 7, 7), _pool(3, 2, ceil=True)),
+    ("max_3s2_pad_ceil", "max_pool2d", (13, 13, 13), _pool(3, 2, [1, 1, 1, 1], ceil=True)),
+    ("max_stride_gt_kernel", "max_pool2d", (3, 7, 7), _pool(2, 3, ceil=True)),
+    ("max_asym_pad", "max_pool2d", (3, 8, 8), _pool(3, 2, [1, 0, 0, 1], ceil=True)),
+    # ceil_mode would add a window starting in the bottom/right padding: it must be dropped.
+    ("max_last_window_in_pad", "max_pool2d", (3, 6, 6), _pool(2, 2, [0, 0, 1, 1], ceil=True)),
+    ("max_sppf", "max_pool2d", (3, 7, 7), _pool(5, 1, [2, 2, 2, 2])),
+    ("max_1x1", "max_pool2d", (1, 1, 1), _pool(1)),
+    ("max_rect", "max_pool2d", (13, 7, 13), _pool([2, 3], [1, 2], [1, 1, 0, 1])),
+    ("max_whole_plane", "max_pool2d", (3, 13, 13), _pool(13)),
+]
+for _cip in (False, True):
+    _tag = "incpad" if _cip else "excpad"
+    CASES += [
+        (f"avg_3s2_pad_ceil_{_tag}", "avg_pool2d", (3, 7, 7), _pool(3, 2, [1, 1, 1, 1], True, count_include_pad=_cip)),
+        (f"avg_stride_gt_kernel_{_tag}", "avg_pool2d", (3, 7, 7), _pool(2, 3, None, True, count_include_pad=_cip)),
+        (f"avg_asym_pad_{_tag}", "avg_pool2d", (13, 8, 8), _pool(3, 2, [1, 0, 0, 1], True, count_include_pad=_cip)),
+        (f"avg_last_window_in_pad_{_tag}", "avg_pool2d", (3, 6, 6), _pool(2, 2, [0, 0, 1, 1], True, count_include_pad=_cip)),
+        # The last window runs past the padded input (rows 7, 8 = pad, 9 = beyond).
+        (f"avg_past_padding_{_tag}", "avg_pool2d", (3, 8, 8), _pool(3, 2, [1, 1, 1, 1], True, count_include_pad=_cip)),
+        (f"avg_s1_{_tag}", "avg_pool2d", (13, 13, 13), _pool(3, 1, [1, 1, 1, 1], count_include_pad=_cip)),
+        (f"avg_1x1_{_tag}", "avg_pool2d", (1, 1, 1), _pool(1, count_include_pad=_cip)),
+    ]
+CASES += [
+    ("gap_1x1", "global_avg_pool", (1, 1, 1), {}),
+    ("gap_13x7x13", "global_avg_pool", (13, 7, 13), {}),
+    ("gap_3x1x7", "global_avg_pool", (3, 1, 7), {}),
+    ("lrn_default", "lrn", (13, 7, 7), {}),
+    ("lrn_strong", "lrn", (13, 7, 7), {"size": 3, "alpha": 0.5, "beta": 0.75, "bias": 2.0}),
+    ("lrn_even_size", "lrn", (13, 1, 7), {"size": 4, "alpha": 1.0, "beta": 0.6, "bias": 1.5}),
+    ("lrn_wider_than_channels", "lrn", (3, 7, 7), {"size": 7, "alpha": 2.0, "beta": 0.9, "bias": 1.0}),
+    ("lrn_one_channel", "lrn", (1, 7, 7), {"size": 5, "alpha": 1.0, "beta": 0.75, "bias": 1.0}),
+    ("bn_1", "batch_norm", (1, 7, 7), {}),
+    ("bn_13", "batch_norm", (13, 1, 13), {}),
+    ("linear_3x7x7", "linear", (3, 7, 7), {"out_features": 5}),
+    ("linear_13", "linear", (13, 1, 1), {"out_features": 13}),
+    ("linear_1", "linear", (1, 1, 1), {"out_features": 1}),
+    ("flatten", "flatten", (3, 7, 7), {}),
+    ("flatten_1x1", "flatten", (13, 1, 1), {}),
+    ("dropout", "dropout", (3, 7, 7), {}),
+    ("softmax_13", "softmax", (13, 1, 1), {}),
+    ("softmax_spatial", "softmax", (3, 7, 5), {}),
+    ("add_2", "add", (3, 7, 7), {"n_inputs": 2}),
+    ("add_3", "add", (13, 1, 7), {"n_inputs": 3}),
+    ("concat_2", "concat", (3, 7, 7), {"n_inputs": 2}),
+    ("concat_3", "concat", (1, 7, 13), {"n_inputs": 3}),
+]
+
+# Nets whose interesting layer is not the only one: (id, builder, layer).
+NETS = [
+    ("merge_add", lambda: models.merge_net("add", (3, 7, 7), (4, 4, 4)), "add"),
+    ("merge_concat", lambda: models.merge_net("concat", (3, 7, 13), (1, 3, 13)), "concat"),
+] + [(f"head_{name}", models.head_net, name) for name in ("fc1", "relu", "dropout", "fc2", "softmax")]
+
+ALL = [(cid, lambda k=kind, s=shape, a=attrs: models.single_layer(k, s, a, seed=7), kind)
+       for cid, kind, shape, attrs in CASES] + NETS
+IDS = [c[0] for c in ALL]
+
+
+def _setup(build, seed=3):
+    graph, params = build()
+    net = pydeconv.build(graph, params)
+    x = models.random_input((2,) + tuple(graph["input"]["shape"]), seed)
+    acts, switches = npref.forward(graph, params, x)
+    return graph, params, net, x, acts, switches
+
+
+@pytest.mark.parametrize("cid,build,layer", ALL, ids=IDS)
+def test_forward(cid, build, layer, threads, kernels):
+    graph, params, net, x, acts, switches = _setup(build)
+    out, trace = net.forward(x, threads=threads)
+    for name in net.layers:
+        npref.assert_close(trace.activation(name), acts[name], err_msg=f"{cid}: {name}")
+    npref.assert_close(out, acts[graph["layers"][-1]["name"]], err_msg=f"{cid}: output")
+    for name, ref in switches.items():
+        got = trace.switches(name)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, ref, err_msg=f"{cid}: switches of {name}")
+
+
+@pytest.mark.parametrize("rule", npref.RULES)
+@pytest.mark.parametrize("cid,build,layer", ALL, ids=IDS)
+def test_project(cid, build, layer, rule, threads, kernels):
+    graph, params, net, x, acts, switches = _setup(build)
+    _, trace = net.forward(x, threads=threads)
+    # A signed random start signal, so that the rules differ wherever a ReLU is crossed.
+    start = np.random.default_rng(5).standard_normal(acts[layer].shape).astype(np.float32)
+    got = net.project(trace, layer, at=start, rule=rule, threads=threads)
+    ref = npref.project(graph, params, acts, switches, layer, start, rule)
+    npref.assert_close(got, ref, err_msg=f"{cid}: at=array")
+    channel = acts[layer].shape[1] - 1
+    got = net.project(trace, layer, channel=channel, at="max", rule=rule, threads=threads)
+    ref = npref.project(graph, params, acts, switches, layer, npref.start_signal(acts[layer], channel, "max"), rule)
+    npref.assert_close(got, ref, err_msg=f"{cid}: at=max")
+
+
+# Inputs full of ties: the switch must be the first index of the window in row-major order.
+TIE_INPUTS = {
+    "zeros": lambda shape, rng: np.zeros(shape),
+    "constant": lambda shape, rng: np.full(shape, 1.5),
+    "relu_of_noise": lambda shape, rng: np.maximum(rng.standard_normal(shape) - 0.5, 0.0),
+    "few_levels": lambda shape, rng: rng.integers(0, 3, shape).astype(float),
+    "negative_constant": lambda shape, rng: np.full(shape, -2.0),
+}
+TIE_POOLS = [
+    ("3s2_pad_ceil", (3, 13, 13), _pool(3, 2, [1, 1, 1, 1], ceil=True)),
+    ("2s2_last_in_pad", (1, 7, 7), _pool(2, 2, [0, 0, 1, 1], ceil=True)),
+    ("sppf", (13, 7, 7), _pool(5, 1, [2, 2, 2, 2])),
+    ("asym", (3, 8, 13), _pool([3, 2], [2, 1], [1, 0, 0, 1], ceil=True)),
+]
+
+
+@pytest.mark.parametrize("tie", TIE_INPUTS)
+@pytest.mark.parametrize("pid,shape,attrs", TIE_POOLS, ids=[p[0] for p in TIE_POOLS])
+def test_max_pool_switch_ties(pid, shape, attrs, tie, threads, kernels):
+    graph, params = models.single_layer("max_pool2d", shape, attrs)
+    net = pydeconv.build(graph, params)
+    x = TIE_INPUTS[tie]((2,) + shape, np.random.default_rng(11)).astype(np.float32)
+    acts, switches = npref.forward(graph, params, x)
+    out, trace = net.forward(x, threads=threads)
+    np.testing.assert_array_equal(out, acts["max_pool2d"].astype(np.float32))
+    np.testing.assert_array_equal(trace.switches("max_pool2d"), switches["max_pool2d"])
+    g = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    got = net.project(trace, "max_pool2d", at=g, rule="deconvnet", threads=threads)
+    npref.assert_close(got, npref.max_unpool2d(g.astype(np.float64), switches["max_pool2d"], x.shape))
+
+
+def test_max_pool_tie_rule_is_row_major_first():
+    """A hand-made plane: both windows hold their maximum twice; the first in row-major order wins."""
+    graph, params = models.single_layer("max_pool2d", (1, 2, 4), _pool(2))
+    net = pydeconv.build(graph, params)
+    x = np.array([[[[0, 5, 7, 1], [5, 2, 3, 7]]]], dtype=np.float32)
+    _, trace = net.forward(x)
+    np.testing.assert_array_equal(trace.switches("max_pool2d"), [[[[1, 2]]]])
