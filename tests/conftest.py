@@ -6,7 +6,12 @@ import os
 
 import pytest
 
-import pydeconv
+# These tests run thousands of tiny parallel regions; on a shared, oversubscribed machine libgomp's
+# default spin-waiting turns each into a scheduler-quantum stall (10x slower suites).  Must be set
+# before the engine (and so libgomp) is loaded; an explicit setting from the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import pydeconv  # noqa: E402
 
 THREADS = (1, 2)
 

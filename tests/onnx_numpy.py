@@ -173,8 +173,12 @@ def run_node(node, ins, opset):
     if op == "Gather":
         return np.take(x, ins[1], axis=a.get("axis", 0))
     if op == "Slice":
-        starts, ends = ins[1], ins[2]
-        axes = ins[3] if len(ins) > 3 else range(len(starts))
+        if len(ins) == 1:   # opset < 10: attributes
+            starts, ends = a["starts"], a["ends"]
+            axes = a.get("axes", range(len(starts)))
+        else:
+            starts, ends = ins[1], ins[2]
+            axes = ins[3] if len(ins) > 3 else range(len(starts))
         index = [slice(None)] * x.ndim
         for st, en, ax in zip(starts, ends, axes):
             index[int(ax)] = slice(int(st), int(en))

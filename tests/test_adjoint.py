@@ -47,6 +47,9 @@ CONV = [
     ("depthwise", (13, 7, 7), {"kernel_size": [3, 3], "groups": 13, "stride": [2, 2], "padding": [1, 1, 1, 1]}),
     ("rect", (3, 7, 13), {"kernel_size": [1, 5], "stride": [2, 1], "padding": [0, 2, 0, 2], "out_channels": 4}),
     ("one_pixel", (1, 1, 1), {"kernel_size": [1, 1]}),
+    ("pointwise", (13, 7, 5), {"kernel_size": [1, 1], "out_channels": 6}),
+    ("gemm_blocks", (32, 13, 13), {"kernel_size": [3, 3], "padding": [1, 1, 1, 1], "out_channels": 70}),
+    ("row_tiles", (32, 66, 66), {"kernel_size": [3, 3], "padding": [1, 1, 1, 1], "out_channels": 8}),
 ]
 
 
@@ -92,6 +95,7 @@ LINEAR_ONES = [
     ("global_avg_pool", (13, 7, 13), {}),
     ("linear", (3, 7, 5), {"out_features": 6}),
     ("linear", (13, 1, 1), {"out_features": 1}),
+    ("linear", (64, 4, 4), {"out_features": 300}),
     ("flatten", (3, 7, 5), {}),
     ("dropout", (3, 7, 5), {}),
     ("batch_norm", (13, 7, 5), {}),

@@ -43,6 +43,13 @@ CASES = [
     ("conv_depthwise", "conv2d", (13, 7, 7), _conv(3, 13, pad=(1, 1, 1, 1), g=13)),
     ("conv_depthwise_x2", "conv2d", (13, 7, 13), _conv(3, 26, s=2, d=2, pad=(2, 2, 2, 2), g=13)),
     ("conv_wide", "conv2d", (16, 9, 9), _conv(3, 40, pad=(1, 1, 1, 1))),
+    ("conv_pointwise", "conv2d", (13, 7, 13), _conv(1, 17)),
+    ("conv_pointwise_strided", "conv2d", (13, 7, 13), _conv(1, 5, s=2, pad=(0, 1, 1, 0))),
+    # Sizes past the GEMM's blocking: k = 288 > KC (two k blocks), m = 70 and n = 169 ragged
+    # against the 6x16 micro-tile, and enough work to run in parallel.
+    ("conv_gemm_blocks", "conv2d", (32, 13, 13), _conv(3, 70, pad=(1, 1, 1, 1))),
+    # A column buffer larger than one tile: im2col/col2im run over several row tiles.
+    ("conv_row_tiles", "conv2d", (32, 66, 66), _conv(3, 8, pad=(1, 1, 1, 1))),
     ("relu", "relu", (3, 7, 7), {}),
     ("relu_1x1", "relu", (13, 1, 1), {}),
     ("max_3s2_ceil", "max_pool2d", (3, 7, 7), _pool(3, 2, ceil=True)),
@@ -82,6 +89,7 @@ CASES += [
     ("linear_3x7x7", "linear", (3, 7, 7), {"out_features": 5}),
     ("linear_13", "linear", (13, 1, 1), {"out_features": 13}),
     ("linear_1", "linear", (1, 1, 1), {"out_features": 1}),
+    ("linear_large", "linear", (64, 4, 4), {"out_features": 300}),
     ("flatten", "flatten", (3, 7, 7), {}),
     ("flatten_1x1", "flatten", (13, 1, 1), {}),
     ("dropout", "dropout", (3, 7, 7), {}),

@@ -96,6 +96,8 @@ def map_reduce_mean(m: Mapper, node: Node) -> None:
 
 
 def map_lrn(m: Mapper, node: Node) -> None:
+    if "size" not in node.attrs:
+        raise _fail(node, "the required attribute 'size' is missing")
     attrs = {"size": int(node.attrs["size"]), "alpha": float(node.attrs.get("alpha", 1e-4)),
              "beta": float(node.attrs.get("beta", 0.75)), "bias": float(node.attrs.get("bias", 1.0))}
     m.emit(node, "lrn", [m.src(node.inputs[0])], attrs)

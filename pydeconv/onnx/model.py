@@ -105,7 +105,7 @@ def parse_node(data: memoryview, model_dir: str) -> Node:
     for raw in msg.messages(5):
         name, value = parse_attribute(raw, model_dir)
         attrs[name] = value
-    return Node(
+    node = Node(
         op_type=msg.string(4),
         inputs=msg.strings(1),
         outputs=msg.strings(2),
@@ -113,6 +113,9 @@ def parse_node(data: memoryview, model_dir: str) -> Node:
         domain=msg.string(7),
         attrs=attrs,
     )
+    if not node.op_type or not node.outputs or not node.outputs[0]:
+        raise ModelFormatError(f"node '{node.name}' has no operator type or no output")
+    return node
 
 
 def parse_attribute(data: memoryview, model_dir: str) -> tuple[str, Any]:

@@ -20,7 +20,9 @@ Shape = tuple[int, ...]
 
 
 def conv_padding(node: Node, in_hw: Shape, kernel: Shape, stride: Shape, dilation: Shape) -> list[int]:
-    """ONNX pads/auto_pad -> [top, left, bottom, right] (ONNX orders pads x1_begin, x2_begin, x1_end, x2_end)."""
+    """ONNX pads/auto_pad -> [top, left, bottom, right].
+
+    ONNX orders pads x1_begin, x2_begin, x1_end, x2_end, which for 2-D is exactly t, l, b, r."""
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
     if auto_pad in ("", "NOTSET"):
         pads = list(node.attrs.get("pads", [0, 0, 0, 0]))

@@ -70,6 +70,13 @@ struct Entry {
   bool zip64_central = false; // sizes and offset only in the central ZIP64 extra field
 };
 
+Entry member(const std::string& name, const std::string& content) {
+  Entry e;
+  e.name = name;
+  e.content = content;
+  return e;
+}
+
 struct Built {
   std::string bytes;
   std::vector<size_t> local, central;
@@ -183,10 +190,10 @@ void expect_format_error(F fn, const std::string& needle, int line) {
 #define EXPECT_FORMAT(stmt, needle) expect_format_error([&] { stmt; }, needle, __LINE__)
 
 Entry weight_entry() {
-  return Entry{"conv1/weight.npy", npy("<f4", "(2, 2)", floats({1.5f, -2.0f, 3.25f, 0.0f}))};
+  return member("conv1/weight.npy", npy("<f4", "(2, 2)", floats({1.5f, -2.0f, 3.25f, 0.0f})));
 }
 
-Entry graph_entry() { return Entry{"__graph__.npy", npy("|u1", "(3,)", "{ }")}; }
+Entry graph_entry() { return member("__graph__.npy", npy("|u1", "(3,)", "{ }")); }
 
 }  // namespace
 
@@ -222,7 +229,7 @@ TEST(reads_deflated_members) {
   auto arrays = read(build_zip({e, graph_entry()}).bytes);
   CHECK(arrays[0].bytes.size() == 16 && arrays[0].shape[1] == 2);
   // Real zlib output too (what np.savez_compressed writes), on a compressible payload.
-  Entry big{"zeros.npy", npy("<f8", "(1000,)", std::string(8000, '\0'))};
+  Entry big = member("zeros.npy", npy("<f8", "(1000,)", std::string(8000, '\0')));
   big.method = 8;
   std::string packed(compressBound(big.content.size()), '\0');
   z_stream zs{};
@@ -313,8 +320,8 @@ TEST(rejects_overlapping_duplicate_encrypted_and_foreign_members) {
   Entry enc = weight_entry();
   enc.flags = 1;
   EXPECT_FORMAT(read(build_zip({enc}).bytes), "encrypted");
-  EXPECT_FORMAT(read(build_zip({Entry{"notes.txt", "hello"}}).bytes), "not a .npy file");
-  EXPECT_FORMAT(read(build_zip({Entry{".npy", npy("<f4", "()", floats({1}))}}).bytes), "not a .npy file");
+  EXPECT_FORMAT(read(build_zip({member("notes.txt", "hello")}).bytes), "not a .npy file");
+  EXPECT_FORMAT(read(build_zip({member(".npy", npy("<f4", "()", floats({1})))}).bytes), "not a .npy file");
   Entry bz = weight_entry();
   bz.method = 12;
   EXPECT_FORMAT(read(build_zip({bz}).bytes), "compression method 12");
@@ -323,7 +330,7 @@ TEST(rejects_overlapping_duplicate_encrypted_and_foreign_members) {
   EXPECT_FORMAT(read(crc.bytes), "CRC");
   EXPECT_FORMAT(read("PK\x05\x06 not really"), "not a zip archive");
   std::string huge_count = build_zip({weight_entry()}).bytes;
-  huge_count[huge_count.size() - 12] = '\xff';  // entry count 0xFF01 with a tiny directory
+  huge_count[huge_count.size() - 12] = '\xff';  // 255 entries claimed for a 1-entry directory
   huge_count[huge_count.size() - 14] = '\xff';
   EXPECT_FORMAT(read(huge_count), "entry count");
 }
@@ -336,7 +343,7 @@ TEST(parses_npy_versions_dtypes_and_shapes) {
   CHECK(v2.dtype == "<i8" && v2.numel() == 2);
   CHECK(parse(npy("<f4", "()", floats({7}), 3)).shape.empty());
   CHECK(parse(npy("<f2", "(0, 5)", "")).numel() == 0);
-  CHECK(parse(npy("|b1", "(3,)", "\x01\x00\x01")).itemsize() == 1);
+  CHECK(parse(npy("|b1", "(3,)", std::string("\x01\x00\x01", 3))).itemsize() == 1);
   CHECK(parse(npy("<f8", "(2,)", std::string(16, '\0'))).shape[0] == 2);
   // Double-quoted strings and a header without the trailing comma are fine too.
   std::string dq = npy("<f4", "(1,)", floats({1}));

@@ -1,0 +1,155 @@
+// The graph executor from C++: build, forward, switches, projections, adjoints, errors.
+#include <cmath>
+#include <random>
+
+#include "check.hpp"
+#include "pydeconv/net.hpp"
+
+using namespace pydeconv;
+
+namespace {
+
+Tensor random_tensor(const Shape& s, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  Tensor t(s);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = d(rng);
+  return t;
+}
+
+LayerSpec conv(const std::string& name, const std::string& in, int64_t oc, int64_t ic, int64_t k,
+               unsigned seed) {
+  LayerSpec s;
+  s.name = name;
+  s.kind = "conv2d";
+  s.inputs = {in};
+  s.attrs["padding"] = {double(k / 2)};
+  s.params["weight"] = random_tensor(Shape::nchw(oc, ic, k, k), seed);
+  return s;
+}
+
+LayerSpec simple(const std::string& name, const std::string& kind, std::vector<std::string> in) {
+  LayerSpec s;
+  s.name = name;
+  s.kind = kind;
+  s.inputs = std::move(in);
+  return s;
+}
+
+GraphSpec small_graph() {
+  GraphSpec g;
+  g.c = 2;
+  g.h = 9;
+  g.w = 9;
+  g.layers.push_back(conv("conv1", "input", 4, 2, 3, 1));
+  g.layers.push_back(simple("relu1", "relu", {"conv1"}));
+  LayerSpec pool = simple("pool1", "max_pool2d", {"relu1"});
+  pool.attrs["kernel_size"] = {3};
+  pool.attrs["stride"] = {2};
+  g.layers.push_back(pool);
+  g.layers.push_back(conv("conv2", "pool1", 3, 4, 3, 2));
+  return g;
+}
+
+double dot(const Tensor& a, const Tensor& b) {
+  double s = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) s += double(a.data()[i]) * b.data()[i];
+  return s;
+}
+
+}  // namespace
+
+TEST(forward_shapes_and_receptive_fields) {
+  Net net(small_graph());
+  Ctx ctx;
+  Trace t = net.forward(ctx, random_tensor(Shape::nchw(2, 2, 9, 9), 3));
+  CHECK(net.activation(t, "pool1").shape() == Shape::nchw(2, 4, 4, 4));
+  CHECK(net.activation(t, "conv2").shape() == Shape::nchw(2, 3, 4, 4));
+  const LayerInfo& li = net.info()[3];
+  CHECK(li.rf_size_h == 3 + 2 + 2 * 2);  // conv3 -> pool3/2 -> conv3 at stride 2
+  CHECK(li.rf_stride_h == 2);
+  CHECK(li.rf_start_h == -1 - 2);
+}
+
+TEST(switches_point_at_the_window_maximum) {
+  Net net(small_graph());
+  Ctx ctx;
+  Trace t = net.forward(ctx, random_tensor(Shape::nchw(1, 2, 9, 9), 4));
+  const Tensor& in = net.activation(t, "relu1");
+  const Tensor& out = net.activation(t, "pool1");
+  const IndexTensor& sw = net.switches(t, "pool1");
+  for (int64_t c = 0; c < 4; ++c)
+    for (int64_t i = 0; i < 16; ++i) CHECK(in.plane(0, c)[sw.plane(0, c)[i]] == out.plane(0, c)[i]);
+}
+
+TEST(backprop_projection_is_the_adjoint_of_a_linear_net) {
+  GraphSpec g;
+  g.c = 3;
+  g.h = 7;
+  g.w = 6;
+  g.layers.push_back(conv("conv1", "input", 5, 3, 3, 7));
+  Net net(std::move(g));
+  for (int threads : {1, 2}) {
+    Ctx ctx;
+    ctx.threads = threads;
+    Tensor x = random_tensor(Shape::nchw(1, 3, 7, 6), 8);
+    Tensor y = random_tensor(Shape::nchw(1, 5, 7, 6), 9);
+    Trace t = net.forward(ctx, x);
+    Tensor aty = net.project(ctx, t, "conv1", y, Rule::Backprop);
+    CHECK_NEAR(dot(net.activation(t, "conv1"), y), dot(x, aty), 1e-3);
+  }
+}
+
+TEST(deconvnet_start_at_max_keeps_one_value) {
+  Net net(small_graph());
+  Ctx ctx;
+  Trace t = net.forward(ctx, random_tensor(Shape::nchw(1, 2, 9, 9), 5));
+  Tensor s = net.start_signal(t, "conv2", {0, 2}, At{});
+  CHECK(s.shape() == Shape::nchw(2, 3, 4, 4));
+  int nonzero = 0;
+  for (int64_t i = 0; i < s.numel(); ++i) nonzero += s.data()[i] != 0.f;
+  CHECK(nonzero == 2);
+  Tensor p = net.project(ctx, t, "conv2", s, Rule::Deconvnet);
+  CHECK(p.shape() == Shape::nchw(2, 2, 9, 9));
+  // Keep::Minimal gives the same deconvnet projection.
+  Trace m = net.forward(ctx, random_tensor(Shape::nchw(1, 2, 9, 9), 5), "", Keep::Minimal);
+  Tensor q = net.project(ctx, m, "conv2", s, Rule::Deconvnet);
+  for (int64_t i = 0; i < p.numel(); ++i) CHECK(p.data()[i] == q.data()[i]);
+}
+
+TEST(graph_errors_name_the_layer) {
+  auto expect_error = [](GraphSpec g, ErrorKind kind, const std::string& needle) {
+    try {
+      Net net(std::move(g));
+    } catch (const Error& e) {
+      CHECK(e.kind() == kind);
+      CHECK(std::string(e.what()).find(needle) != std::string::npos);
+      return;
+    }
+    CHECK(!"no error");
+  };
+  GraphSpec g = small_graph();
+  g.layers[1].inputs = {"nowhere"};
+  expect_error(g, ErrorKind::Graph, "nowhere");
+  g = small_graph();
+  g.layers[0].inputs = {"conv2"};  // conv1 <- conv2 <- pool1 <- relu1 <- conv1
+  expect_error(g, ErrorKind::Graph, "cycle");
+  g = small_graph();
+  g.layers[1].kind = "gelu";
+  expect_error(g, ErrorKind::Graph, "gelu");
+  g = small_graph();
+  g.layers[3].params["weight"] = random_tensor(Shape::nchw(3, 5, 3, 3), 1);
+  expect_error(g, ErrorKind::Graph, "conv2");
+}
+
+TEST(runtime_errors) {
+  Net net(small_graph());
+  Ctx ctx;
+  CHECK_THROWS(net.forward(ctx, random_tensor(Shape::nchw(1, 3, 9, 9), 1)));
+  Trace t = net.forward(ctx, random_tensor(Shape::nchw(1, 2, 9, 9), 1));
+  CHECK_THROWS(net.start_signal(t, "conv2", {3}, At{}));
+  CHECK_THROWS(net.start_signal(t, "conv9", {0}, At{}));
+  CHECK_THROWS(net.switches(t, "conv1"));
+}
+
+PYDECONV_TEST_MAIN()
