@@ -457,17 +457,22 @@ def machine():
             f"{versions}; pydeconv sgemm micro-kernel {_core.sgemm_isa()}")
 
 
+PARTS = ("forward", "layers", "project", "all", "rss")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions and parts (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="one thread count, fewer repetitions (smoke run)")
     ap.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all)")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
     ap.add_argument("--save", help="also write the Markdown report to this file")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         return rss_child(args.rss_child)
-    threads = args.threads or sorted({1, os.cpu_count() or 1})
-    reps = 3 if args.quick else 7
+    ncpu = os.cpu_count() or 1
+    threads = args.threads or ([ncpu] if args.quick else sorted({1, ncpu}))
+    reps = 2 if args.quick else 7
     rep = Report(peak_gflops(threads))
     rep.say(f"# pydeconv benchmark{' (--quick)' if args.quick else ''}\n")
     rep.say(f"{machine()}\n")
@@ -475,11 +480,17 @@ def main():
             (", ".join(f"{v:.1f} GFLOP/s on {t} thread(s)" for t, v in rep.peaks.items()) or "not measured"))
     x = np.random.default_rng(2).standard_normal((1, 3, 224, 224), dtype=np.float32)
 
-    for title, ops in (("VGG16 conv trunk forward, 1x3x224x224", vgg16_trunk()),
-                       ("ZFNet forward, 1x3x224x224", zfnet())):
-        graph, params, shapes, flops = realise(title.split()[0].lower(), ops, (3, 224, 224))
+    models = [("VGG16 conv trunk forward, 1x3x224x224", "vgg16", vgg16_trunk())]
+    if "forward" in args.parts:
+        models.append(("ZFNet forward, 1x3x224x224", "zfnet", zfnet()))
+    for title, name, ops in models:
+        graph, params, shapes, flops = realise(name, ops, (3, 224, 224))
         net = pydeconv.build(graph, params)
         model = torch_model(ops, params, shapes) if torch is not None else None
+        if name == "vgg16":
+            vgg = (net, model, ops, params, shapes, flops)
+        if "forward" not in args.parts:
+            continue
         sess_for = None
         if ort is not None:
             blob = onnx_bytes(graph, params)
@@ -487,17 +498,20 @@ def main():
             def sess_for(t, blob=blob):
                 so = ort.SessionOptions()
                 so.intra_op_num_threads, so.inter_op_num_threads = t, 1
+                so.log_severity_level = 3  # no shape-merge warnings in the report
                 return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         total = sum(flops.values())
         forward_part(rep, f"{title} ({total / 1e9:.1f} GFLOP)", net, model, sess_for, x, total, threads, reps)
-        if title.startswith("VGG16"):
-            vgg = (net, model, ops, params, shapes, flops)
 
     net, model, ops, params, shapes, flops = vgg
-    per_layer_part(rep, ops, params, shapes, flops, threads, 2 if args.quick else 5)
-    projection_part(rep, net, model, ops, x, threads, reps)
-    all_channels_part(rep, net, model, ops, x, threads if not args.quick else threads[-1:], args.quick)
-    rss_part(rep)
+    if "layers" in args.parts:
+        per_layer_part(rep, ops, params, shapes, flops, threads, 1 if args.quick else 5)
+    if "project" in args.parts:
+        projection_part(rep, net, model, ops, x, threads, reps)
+    if "all" in args.parts:
+        all_channels_part(rep, net, model, ops, x, threads[-1:] if args.quick else threads, args.quick)
+    if "rss" in args.parts:
+        rss_part(rep)
     if args.save:
         Path(args.save).write_text("\n".join(rep.lines) + "\n")
 

@@ -49,7 +49,7 @@ CASES = [
     # against the 6x16 micro-tile, and enough work to run in parallel.
     ("conv_gemm_blocks", "conv2d", (32, 13, 13), _conv(3, 70, pad=(1, 1, 1, 1))),
     # A column buffer larger than one tile: im2col/col2im run over several row tiles.
-    ("conv_row_tiles", "conv2d", (32, 66, 66), _conv(3, 8, pad=(1, 1, 1, 1))),
+    ("conv_row_tiles", "conv2d", (32, 66, 66), _conv(3, 3, pad=(1, 1, 1, 1))),
     ("relu", "relu", (3, 7, 7), {}),
     ("relu_1x1", "relu", (13, 1, 1), {}),
     ("max_3s2_ceil", "max_pool2d", (3, 7, 7), _pool(3, 2, ceil=True)),
@@ -63,18 +63,19 @@ CASES = [
     ("max_rect", "max_pool2d", (13, 7, 13), _pool([2, 3], [1, 2], [1, 1, 0, 1])),
     ("max_whole_plane", "max_pool2d", (3, 13, 13), _pool(13)),
 ]
+AVG_CASES = [
+    ("3s2_pad_ceil", (3, 7, 7), _pool(3, 2, [1, 1, 1, 1], True)),
+    ("stride_gt_kernel", (3, 7, 7), _pool(2, 3, None, True)),
+    ("asym_pad", (13, 8, 8), _pool(3, 2, [1, 0, 0, 1], True)),
+    ("last_window_in_pad", (3, 6, 6), _pool(2, 2, [0, 0, 1, 1], True)),
+    # The last window runs past the padded input (rows 7, 8 = pad, 9 = beyond).
+    ("past_padding", (3, 8, 8), _pool(3, 2, [1, 1, 1, 1], True)),
+    ("s1", (13, 13, 13), _pool(3, 1, [1, 1, 1, 1])),
+    ("1x1", (1, 1, 1), _pool(1)),
+]
 for _cip in (False, True):
-    _tag = "incpad" if _cip else "excpad"
-    CASES += [
-        (f"avg_3s2_pad_ceil_{_tag}", "avg_pool2d", (3, 7, 7), _pool(3, 2, [1, 1, 1, 1], True, count_include_pad=_cip)),
-        (f"avg_stride_gt_kernel_{_tag}", "avg_pool2d", (3, 7, 7), _pool(2, 3, None, True, count_include_pad=_cip)),
-        (f"avg_asym_pad_{_tag}", "avg_pool2d", (13, 8, 8), _pool(3, 2, [1, 0, 0, 1], True, count_include_pad=_cip)),
-        (f"avg_last_window_in_pad_{_tag}", "avg_pool2d", (3, 6, 6), _pool(2, 2, [0, 0, 1, 1], True, count_include_pad=_cip)),
-        # The last window runs past the padded input (rows 7, 8 = pad, 9 = beyond).
-        (f"avg_past_padding_{_tag}", "avg_pool2d", (3, 8, 8), _pool(3, 2, [1, 1, 1, 1], True, count_include_pad=_cip)),
-        (f"avg_s1_{_tag}", "avg_pool2d", (13, 13, 13), _pool(3, 1, [1, 1, 1, 1], count_include_pad=_cip)),
-        (f"avg_1x1_{_tag}", "avg_pool2d", (1, 1, 1), _pool(1, count_include_pad=_cip)),
-    ]
+    CASES += [(f"avg_{cid}_{'incpad' if _cip else 'excpad'}", "avg_pool2d", shape, dict(attrs, count_include_pad=_cip))
+              for cid, shape, attrs in AVG_CASES]
 CASES += [
     ("gap_1x1", "global_avg_pool", (1, 1, 1), {}),
     ("gap_13x7x13", "global_avg_pool", (13, 7, 13), {}),
@@ -145,7 +146,8 @@ def test_project(cid, build, layer, rule, threads, kernels):
     npref.assert_close(got, ref, err_msg=f"{cid}: at=array")
     channel = acts[layer].shape[1] - 1
     got = net.project(trace, layer, channel=channel, at="max", rule=rule, threads=threads)
-    ref = npref.project(graph, params, acts, switches, layer, npref.start_signal(acts[layer], channel, "max"), rule)
+    start = npref.start_signal(acts[layer], channel, "max")
+    ref = npref.project(graph, params, acts, switches, layer, start, rule)
     npref.assert_close(got, ref, err_msg=f"{cid}: at=max")
 
 

@@ -98,8 +98,9 @@ def test_backprop_matches_finite_differences(model, layer):
         plus, minus = x.copy(), x.copy()
         plus[p] += eps
         minus[p] -= eps
-        diff = npref.forward(s.graph, s.params, plus)[0][layer] - npref.forward(s.graph, s.params, minus)[0][layer]
-        fds.append(np.sum(diff * start) / (2 * eps))
+        f_plus = npref.forward(s.graph, s.params, plus)[0][layer]
+        f_minus = npref.forward(s.graph, s.params, minus)[0][layer]
+        fds.append(np.sum((f_plus - f_minus) * start) / (2 * eps))
     npref.assert_close(np.array([got[p] for p in pixels]), np.array(fds))
 
 
@@ -167,7 +168,8 @@ def test_threads_agree_and_runs_repeat(model):
         runs = []
         for _ in range(2):
             out, trace = s.net.forward(s.x, threads=threads)
-            runs.append((out, s.net.project(trace, layer, channel=[0, 1], at="map", rule="guided", threads=threads)))
+            proj = s.net.project(trace, layer, channel=[0, 1], at="map", rule="guided", threads=threads)
+            runs.append((out, proj))
         for a, b in zip(runs[0], runs[1]):
             np.testing.assert_array_equal(a, b, err_msg=f"repeat at {threads} threads")
         results[threads] = runs[0]
