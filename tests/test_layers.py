@@ -68,13 +68,14 @@ AVG_CASES = [
     ("stride_gt_kernel", (3, 7, 7), _pool(2, 3, None, True)),
     ("asym_pad", (13, 8, 8), _pool(3, 2, [1, 0, 0, 1], True)),
     ("last_window_in_pad", (3, 6, 6), _pool(2, 2, [0, 0, 1, 1], True)),
-    # The last window runs past the padded input (rows 7, 8 = pad, 9 = beyond).
+    # The last window runs past the padded input (row 7 inside, 8 in the padding, 9 beyond).
     ("past_padding", (3, 8, 8), _pool(3, 2, [1, 1, 1, 1], True)),
     ("s1", (13, 13, 13), _pool(3, 1, [1, 1, 1, 1])),
     ("1x1", (1, 1, 1), _pool(1)),
 ]
 for _cip in (False, True):
-    CASES += [(f"avg_{cid}_{'incpad' if _cip else 'excpad'}", "avg_pool2d", shape, dict(attrs, count_include_pad=_cip))
+    _tag = "incpad" if _cip else "excpad"
+    CASES += [(f"avg_{cid}_{_tag}", "avg_pool2d", shape, dict(attrs, count_include_pad=_cip))
               for cid, shape, attrs in AVG_CASES]
 CASES += [
     ("gap_1x1", "global_avg_pool", (1, 1, 1), {}),
