@@ -390,7 +390,7 @@ def all_channels_part(rep, net, model, ops, x, threads, quick):
     """Every conv5_3 channel projected from its strongest activation."""
     _, trace = net.forward(x)
     nch = trace.activation("conv5_3").shape[1]
-    count = 32 if quick else nch
+    count = 16 if quick else nch
     chunk = 16  # channels per batched call: bounds the memory of the batched pass
     rows = []
     for t in threads:
@@ -402,7 +402,7 @@ def all_channels_part(rep, net, model, ops, x, threads, quick):
         rows.append(["pydeconv (batches of 16)", t, f"{ours:.1f}", note, "1.00x"])
         if model is not None:
             torch.set_num_threads(t)
-            deconv, few = TorchDeconvNet(model, ops), 2 if quick else 4
+            deconv, few = TorchDeconvNet(model, ops), 1 if quick else 4
             t0 = time.perf_counter()
             for ch in range(few):  # one channel at a time, each with its own forward, as a user would
                 deconv.project(*deconv.forward(torch.from_numpy(x), "conv5_3"), "conv5_3", ch)
@@ -428,17 +428,22 @@ def rss_child(engine):
         del params
         deconv = TorchDeconvNet(model, ops)
         deconv.project(*deconv.forward(torch.from_numpy(x), "conv5_3"), "conv5_3", 0)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    # Linux keeps ru_maxrss across fork + exec (the child would report the parent's peak if that
+    # was higher), so report the process image's own high-water mark, VmHWM, beside it.
+    hwm = next((int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")), 0)
+    print(f"{hwm / 1024.0:.0f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0:.0f}")
 
 
 def rss_part(rep):
     rows = []
     for engine in ["pydeconv"] + (["torch"] if torch is not None else []):
         out = subprocess.run([sys.executable, __file__, "--rss-child", engine], capture_output=True, text=True)
-        mb = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"failed: {out.stderr[-200:]}"
-        rows.append([engine, mb])
-    rep.table("Peak RSS, VGG16 trunk: build + forward + one conv5_3 projection (own process, MB, "
-              "includes the Python interpreter and imports)", ["engine", "peak RSS MB"], rows)
+        if out.returncode == 0:
+            rows.append([engine] + out.stdout.split()[-2:])
+        else:
+            rows.append([engine, f"failed: {out.stderr[-200:]}", "-"])
+    rep.table("Peak RSS, VGG16 trunk: build + forward + one conv5_3 projection (own process, MB; "
+              "includes the interpreter, NumPy and torch imports)", ["engine", "VmHWM MB", "ru_maxrss MB"], rows)
 
 
 def machine():
@@ -462,7 +467,8 @@ PARTS = ("forward", "layers", "project", "all", "rss")
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one thread count, fewer repetitions (smoke run)")
+    ap.add_argument("--quick", action="store_true",
+                    help="all threads only, fewer repetitions, no ZFNet, 16 of 512 channels (smoke run)")
     ap.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
     ap.add_argument("--save", help="also write the Markdown report to this file")
@@ -479,9 +485,11 @@ def main():
     rep.say("Peak fp32 FMA (bench/peak.cpp): " +
             (", ".join(f"{v:.1f} GFLOP/s on {t} thread(s)" for t, v in rep.peaks.items()) or "not measured"))
     x = np.random.default_rng(2).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    if "rss" in args.parts:
+        rss_part(rep)
 
     models = [("VGG16 conv trunk forward, 1x3x224x224", "vgg16", vgg16_trunk())]
-    if "forward" in args.parts:
+    if "forward" in args.parts and not args.quick:
         models.append(("ZFNet forward, 1x3x224x224", "zfnet", zfnet()))
     for title, name, ops in models:
         graph, params, shapes, flops = realise(name, ops, (3, 224, 224))
@@ -510,8 +518,6 @@ def main():
         projection_part(rep, net, model, ops, x, threads, reps)
     if "all" in args.parts:
         all_channels_part(rep, net, model, ops, x, threads[-1:] if args.quick else threads, args.quick)
-    if "rss" in args.parts:
-        rss_part(rep)
     if args.save:
         Path(args.save).write_text("\n".join(rep.lines) + "\n")
 

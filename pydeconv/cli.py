@@ -21,7 +21,7 @@ import numpy as np
 
 from pydeconv import demo
 from pydeconv import image as pimg
-from pydeconv import report
+from pydeconv import fileio, report
 from pydeconv.errors import ChannelError, LayerNotFoundError, PydeconvError
 
 
@@ -148,7 +148,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if values is not None:
             graph["preprocess"][key] = list(values) * channels if len(values) == 1 else list(values)
     net = pydeconv.build(graph, params)
-    report.write_via_temp(dst, net.save)
+    fileio.write_via_temp(dst, net.save)
     log(f"wrote {dst} ({len(net.layers)} layers) in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -196,7 +196,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     log(f"{len(channels)} projection(s) of {args.layer} ({args.rule}) in "
         f"{time.perf_counter() - t0:.2f} s")
     picture = pimg.grid(tiles, cols=2 * min(3, len(channels)), pad=3, captions=captions)
-    report.write_atomic(out, report.png_bytes(picture))
+    fileio.write_atomic(out, report.png_bytes(picture))
     for text in texts:
         print(text)
     print(f"wrote {out}")
@@ -217,7 +217,7 @@ def cmd_switches(args: argparse.Namespace) -> int:
     switches = trace.switches(args.layer)
     buf = io.BytesIO()
     np.save(buf, switches, allow_pickle=False)
-    report.write_atomic(out, buf.getvalue())
+    fileio.write_atomic(out, buf.getvalue())
     print(f"wrote {out}: int32 {switches.shape}, index ih*W+iw into the input plane of "
           f"{args.layer}")
     return 0

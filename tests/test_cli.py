@@ -185,7 +185,9 @@ def test_usage_errors_are_one_line(capsys, argv):
 
 
 def test_python_dash_m(files):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The folder holding the pydeconv under test (the source tree or site-packages), not the cwd.
+    here = str(Path(pydeconv.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
     help_run = subprocess.run([sys.executable, "-m", "pydeconv", "--help"], capture_output=True,
                               text=True, env=env, cwd=files, timeout=60)
     assert help_run.returncode == 0

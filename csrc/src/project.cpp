@@ -6,22 +6,26 @@
 namespace pydeconv {
 namespace {
 
-// Bounding box of the non-zero values over every sample and channel.
-Region nonzero_region(const Tensor& t) {
+// Per sample: the bounding box of the non-zero values over its channels.
+Regions nonzero_regions(const Tensor& t) {
   const Shape& s = t.shape();
-  Region r{s.h, 0, s.w, 0};
-  for (int64_t p = 0; p < s.n * s.c; ++p) {
-    const float* v = t.data() + p * s.plane();
-    for (int64_t y = 0; y < s.h; ++y)
-      for (int64_t x = 0; x < s.w; ++x)
-        if (v[y * s.w + x] != 0.f) {
-          r.y0 = std::min(r.y0, y);
-          r.y1 = std::max(r.y1, y + 1);
-          r.x0 = std::min(r.x0, x);
-          r.x1 = std::max(r.x1, x + 1);
-        }
+  Regions out;
+  for (int64_t b = 0; b < s.n; ++b) {
+    Region r{s.h, 0, s.w, 0};
+    for (int64_t c = 0; c < s.c; ++c) {
+      const float* v = t.plane(b, c);
+      for (int64_t y = 0; y < s.h; ++y)
+        for (int64_t x = 0; x < s.w; ++x)
+          if (v[y * s.w + x] != 0.f) {
+            r.y0 = std::min(r.y0, y);
+            r.y1 = std::max(r.y1, y + 1);
+            r.x0 = std::min(r.x0, x);
+            r.x1 = std::max(r.x1, x + 1);
+          }
+    }
+    out.push_back(r.empty() ? Region{0, 0, 0, 0} : r);
   }
-  return r.empty() ? Region{0, 0, 0, 0} : r;
+  return out;
 }
 
 Region unite(const Region& a, const Region& b) {
@@ -83,9 +87,9 @@ Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, co
     fail(ErrorKind::Value, "layer '" + layer + "' did not run in this trace (upto)");
 
   std::vector<Tensor> grad(m.shapes.size());
-  std::vector<Region> region(m.shapes.size());
+  std::vector<Regions> region(m.shapes.size(), Regions(static_cast<size_t>(ss.n)));
   grad[target] = start.clone();
-  region[target] = nonzero_region(start);
+  region[target] = nonzero_regions(start);
   for (int id = target; id >= 1; --id) {
     if (grad[id].empty()) continue;
     const int li = id - 1;
@@ -108,11 +112,15 @@ Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, co
       if (nd.input && !t.activation(j))
         fail(ErrorKind::Value, "layer '" + L.name() + "': its input is not in this trace");
       if (grad[j].empty()) grad[j] = Tensor(m.shapes[j].with_n(ss.n), 0.f);
-      Region r = region[id].empty() ? Region{0, 0, 0, 0} : L.input_region(region[id], m.shapes[j]);
-      region[j] = unite(region[j], r);
+      for (int64_t b = 0; b < ss.n; ++b) {
+        const Region& r = region[id][b];
+        if (!r.empty()) region[j][b] = unite(region[j][b], L.input_region(r, m.shapes[j]));
+      }
     }
     for (int j : m.in_ids[li]) a.gin.push_back(&grad[j]);
-    if (!region[id].empty()) L.backward(ctx, a);
+    bool any = false;
+    for (const Region& r : region[id]) any = any || !r.empty();
+    if (any) L.backward(ctx, a);
     grad[id] = Tensor();  // free as we go
   }
   if (grad[0].empty()) return Tensor(m.input.with_n(ss.n), 0.f);

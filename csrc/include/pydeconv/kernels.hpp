@@ -4,6 +4,7 @@
 // b / reps (several start signals for one image are projected in one pass).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "pydeconv/tensor.hpp"
 
@@ -21,6 +22,8 @@ struct Region {
   bool empty() const { return y1 <= y0 || x1 <= x0; }
   static Region full(const Shape& s) { return {0, s.h, 0, s.w}; }
 };
+// One region per sample of a gradient batch.
+using Regions = std::vector<Region>;
 
 // Geometry shared by conv2d and the pooling layers.
 struct Window2d {
@@ -42,8 +45,9 @@ namespace kernels {
 void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
                     const Window2d& g, int64_t groups, Tensor& out);
 // The transposed convolution (the adjoint of conv2d without bias): gin += W^T * gout.
-// Only the gout region `r` (same for every sample) may be non-zero; the work is limited to it.
-void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Region& r, const Tensor& weight,
+// Only the gout regions `r` (one per sample) may be non-zero; the work is limited to them, and
+// the rows of every sample's region share one GEMM (many small projections batch well).
+void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& weight,
                      const Window2d& g, int64_t groups, Tensor& gin);
 void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias, const Window2d& g,
                         int64_t groups, Tensor& out);
@@ -54,7 +58,7 @@ void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2
 // window order, padding never wins. Unpooling scatters (sums) gout through the switches.
 void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Tensor& out,
                         IndexTensor& switches);
-void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Region& r, const IndexTensor& switches,
+void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& r, const IndexTensor& switches,
                   Tensor& gin, int64_t reps);
 void max_unpool2d_ref(const Tensor& gout, const IndexTensor& switches, Tensor& gin, int64_t reps);
 void max_pool2d_forward_ref(const Tensor& in, const Window2d& g, Tensor& out, IndexTensor& switches);
@@ -76,13 +80,13 @@ struct LrnParams {
 };
 void lrn_forward(const Ctx& ctx, const Tensor& in, const LrnParams& p, Tensor& out);
 // gin += J(x)^T gout, the LRN Jacobian at the forward input x.
-void lrn_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Region& r,
+void lrn_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Regions& r,
                   const LrnParams& p, Tensor& gin, int64_t reps);
 
 // Per-channel affine y = x * a[c] + b[c] (inference batch norm); backward gin += gout * a[c].
 void channel_affine_forward(const Ctx& ctx, const Tensor& in, const float* a, const float* b,
                             Tensor& out);
-void channel_affine_backward(const Ctx& ctx, const Tensor& gout, const Region& r, const float* a,
+void channel_affine_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const float* a,
                              Tensor& gin);
 
 // Softmax over channels (per sample and position); backward through its Jacobian at output y.

@@ -48,7 +48,7 @@ struct ForwardArgs {
 struct BackwardArgs {
   Rule rule = Rule::Deconvnet;
   const Tensor* gout = nullptr;  // batch B = N * reps
-  Region region;                 // where gout may be non-zero (every sample)
+  Regions region;                // per sample: where gout may be non-zero
   std::vector<Tensor*> gin;      // accumulate here; same order as inputs; batch B
   std::vector<const Tensor*> in;  // forward inputs when needs().input (batch N)
   const Tensor* out = nullptr;    // forward output when needs().output

@@ -36,28 +36,34 @@ void im2col(const float* in, int64_t c0, int64_t cg, int64_t h, int64_t w, const
   }
 }
 
-// gin += col2im(col) for the same tile; parallel over channels, so no two threads share a plane.
-void col2im(const float* col, int64_t c0, int64_t cg, int64_t h, int64_t w, const Window2d& g,
-            int64_t oy0, int64_t oy1, int64_t ox0, int64_t ox1, float* gin, int threads) {
-  const int64_t pw = ox1 - ox0, pn = (oy1 - oy0) * pw, kk = g.kh * g.kw;
+// One row of a gradient region: sample b, output row oy, columns [x0, x1), stored from column
+// `col` of the current tile.
+struct RowSeg {
+  int64_t b, oy, x0, x1, col;
+};
+
+// gin += col2im(col) for a tile of row segments; parallel over channels, so no two threads ever
+// write the same plane.
+void col2im_rows(const float* col, int64_t ncols, const RowSeg* rows, size_t nrows, int64_t c0,
+                 int64_t cg, const Shape& is, const Window2d& g, Tensor& gin, int threads) {
+  const int64_t kk = g.kh * g.kw, h = is.h, w = is.w;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t c = 0; c < cg; ++c) {
-    float* plane = gin + (c0 + c) * h * w;
-    for (int64_t ki = 0; ki < g.kh; ++ki) {
+    for (int64_t ki = 0; ki < g.kh; ++ki)
       for (int64_t kj = 0; kj < g.kw; ++kj) {
-        const float* src = col + (c * kk + ki * g.kw + kj) * pn;
-        for (int64_t oy = oy0; oy < oy1; ++oy) {
-          const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
+        const float* src = col + (c * kk + ki * g.kw + kj) * ncols;
+        for (size_t k = 0; k < nrows; ++k) {
+          const RowSeg& r = rows[k];
+          const int64_t iy = r.oy * g.sh - g.pt + ki * g.dh;
           if (iy < 0 || iy >= h) continue;
-          float* d = plane + iy * w;
-          const float* s = src + (oy - oy0) * pw;
-          for (int64_t ox = ox0; ox < ox1; ++ox) {
+          float* d = gin.plane(r.b, c0 + c) + iy * w;
+          const float* sp = src + r.col - r.x0;
+          for (int64_t ox = r.x0; ox < r.x1; ++ox) {
             const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
-            if (ix >= 0 && ix < w) d[ix] += s[ox - ox0];
+            if (ix >= 0 && ix < w) d[ix] += sp[ox];
           }
         }
       }
-    }
   }
 }
 
@@ -108,34 +114,47 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
   }
 }
 
-void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Region& r, const Tensor& weight,
+void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, const Tensor& weight,
                      const Window2d& g, int64_t groups, Tensor& gin) {
   if (ctx.reference) return conv2d_backward_ref(gout, weight, g, groups, gin, 1);
-  if (r.empty()) return;
   const Shape& gs = gout.shape();
   const Shape& is = gin.shape();
   const int64_t cg = is.c / groups, ocg = gs.c / groups, krows = cg * g.kh * g.kw;
-  const int64_t rw = r.x1 - r.x0, rh = r.y1 - r.y0;
-  const int64_t tile = rows_per_tile(std::max(krows, ocg), rw, rh);
-  std::vector<float> col(static_cast<size_t>(krows * tile * rw));
-  std::vector<float> gbuf(static_cast<size_t>(ocg * tile * rw));
-  for (int64_t n = 0; n < gs.n; ++n) {
-    for (int64_t gi = 0; gi < groups; ++gi) {
-      const float* wg = weight.data() + gi * ocg * krows;
-      for (int64_t oy0 = r.y0; oy0 < r.y1; oy0 += tile) {
-        const int64_t oy1 = std::min(r.y1, oy0 + tile), pn = (oy1 - oy0) * rw;
-        // Gather the gradient tile into a dense (ocg x pn) matrix.
-        for (int64_t oc = 0; oc < ocg; ++oc) {
-          const float* src = gout.plane(n, gi * ocg + oc);
-          for (int64_t oy = oy0; oy < oy1; ++oy)
-            std::copy(src + oy * gs.w + r.x0, src + oy * gs.w + r.x1,
-                      gbuf.data() + oc * pn + (oy - oy0) * rw);
-        }
-        kernels::sgemm(true, false, krows, pn, ocg, wg, krows, gbuf.data(), pn, col.data(), pn,
-                       false, ctx.threads);
-        col2im(col.data(), gi * cg, cg, is.h, is.w, g, oy0, oy1, r.x0, r.x1, gin.sample(n),
-               ctx.threads);
+  std::vector<RowSeg> rows;
+  int64_t widest = 1;
+  for (int64_t b = 0; b < gs.n; ++b) {
+    const Region& r = rs[b];
+    if (r.empty()) continue;
+    widest = std::max(widest, r.x1 - r.x0);
+    for (int64_t oy = r.y0; oy < r.y1; ++oy) rows.push_back({b, oy, r.x0, r.x1, 0});
+  }
+  if (rows.empty()) return;
+  const int64_t max_cols = std::max(widest, kColBudget / std::max(krows, ocg));
+  std::vector<float> col, gbuf;
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    const float* wg = weight.data() + gi * ocg * krows;
+    for (size_t i = 0; i < rows.size();) {
+      // The next tile: as many whole row segments as fit the column budget.
+      size_t j = i;
+      int64_t ncols = 0;
+      while (j < rows.size() && (j == i || ncols + (rows[j].x1 - rows[j].x0) <= max_cols)) {
+        rows[j].col = ncols;
+        ncols += rows[j].x1 - rows[j].x0;
+        ++j;
       }
+      gbuf.resize(static_cast<size_t>(ocg * ncols));
+      col.resize(static_cast<size_t>(krows * ncols));
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && ocg > 1)
+      for (int64_t oc = 0; oc < ocg; ++oc)
+        for (size_t k = i; k < j; ++k) {
+          const RowSeg& r = rows[k];
+          const float* src = gout.plane(r.b, gi * ocg + oc) + r.oy * gs.w;
+          std::copy(src + r.x0, src + r.x1, gbuf.data() + oc * ncols + r.col);
+        }
+      kernels::sgemm(true, false, krows, ncols, ocg, wg, krows, gbuf.data(), ncols, col.data(),
+                     ncols, false, ctx.threads);
+      col2im_rows(col.data(), ncols, rows.data() + i, j - i, gi * cg, cg, is, g, gin, ctx.threads);
+      i = j;
     }
   }
 }

@@ -42,13 +42,14 @@ void channel_affine_forward(const Ctx& ctx, const Tensor& in, const float* a, co
   }
 }
 
-void channel_affine_backward(const Ctx& ctx, const Tensor& gout, const Region& r, const float* a,
+void channel_affine_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, const float* a,
                              Tensor& gin) {
   const Shape& s = gout.shape();
   const int64_t planes = s.n * s.c, hw = s.plane();
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
   for (int64_t p = 0; p < planes; ++p) {
     const int64_t c = p % s.c;
+    const Region& r = rs[p / s.c];
     const float* g = gout.data() + p * hw;
     float* d = gin.data() + p * hw;
     for (int64_t y = r.y0; y < r.y1; ++y)

@@ -1,12 +1,13 @@
 // pydeconv: the SGEMM driver (BLIS-style): blocking, packing, threading, micro-kernel dispatch.
 //
-// Loop nest (BLIS names):
-//   jc: n in NC-wide blocks
+// Threads split C into a grid of rectangles (choose_grid); on its rectangle each thread runs
+// the BLIS loop nest with private buffers:
+//   jc: columns in NC-wide blocks
 //     pc: k in KC-long blocks, in order
-//       pack B[pc, jc] into NR-column panels (one shared buffer, the threads split the panels)
-//       work items = (ic: a block of MR-row panels of A) x (jr: a chunk of the B panels); each:
-//         pack A[ic, pc] into MR-row panels (a private buffer per thread, or taken from a PackedA)
-//         jr over the chunk's B panels, ir over the block's A panels -> micro-kernel (MR x NR of C)
+//       pack B[pc, jc] into NR-column panels
+//       ic: rows in MC-tall blocks
+//         pack A[ic, pc] into MR-row panels (or take them from a PackedA)
+//         jr over B panels, ir over A panels -> micro-kernel (MR x NR of C)
 // Threads split M and N only, never K. Each C element gets one FMA chain per KC block, added to C
 // in pc order, and edge tiles run the same micro-kernel on zero-padded panels: the result is
 // bit-identical for any thread count and any M/N tiling (only the KC blocking, fixed by k, and the
@@ -39,9 +40,8 @@ namespace {
 
 constexpr int64_t MR = 6, NR = 16;  // micro-tile: 12 ymm accumulators on AVX2
 // KC: an A panel (6 KB) and a B panel (16 KB) stay in a 32-48 KB L1 across the k loop.
-// MC: an A block (MC x KC, <= 288 KB) stays in L2; large enough that m = 256 is one block, so
-//     two threads can split N evenly instead of splitting 43 row panels 21/22.
-// NC: the packed B block (KC x NC, 4 MB) lives in L3 / the outer L2s.
+// MC: an A block (MC x KC, <= 288 KB) stays in the core's L2 while B panels stream past it.
+// NC: a thread's packed B block (KC x NC, <= 4 MB) lives in L2 / L3.
 constexpr int64_t KC = 256, MC = 288, NC = 4080;
 // Below this many flops a parallel region costs more than it saves.
 constexpr double kMinParallelFlops = 4e5;
@@ -161,42 +161,28 @@ void pack_b_panel(bool trans_b, const float* b, int64_t ldb, int64_t j0, int64_t
 // Part `t` of `parts` of [0, count): contiguous ranges whose sizes differ by at most one.
 int64_t part_begin(int64_t count, int64_t t, int64_t parts) { return count * t / parts; }
 
-// How the work of one (jc, pc) step is split: n_ic row blocks x n_jr column chunks, handed to
-// threads in contiguous ranges. Chosen to minimise the busiest thread's micro-tile count.
-struct Split {
-  int64_t n_ic = 1, n_jr = 1;
+// Threads form a tm x tn grid over C; each owns one rectangle (a range of MR-row panels x a range
+// of NR-column panels) and runs the whole loop nest on it with private packing buffers. No
+// barriers and no shared buffers: a thread that the OS deschedules delays only its own tile, which
+// matters on small, busy machines (spinning OpenMP barriers turn every stall into a team stall).
+// The price is packing twice where the grid cuts: B once per grid row, A once per grid column.
+struct Grid {
+  int64_t tm = 1, tn = 1;
 };
 
-int64_t busiest_thread(int64_t pm, int64_t pn, Split s, int64_t threads) {
-  const int64_t items = s.n_ic * s.n_jr;
-  int64_t worst = 0;
-  for (int64_t t = 0; t < threads; ++t) {
-    int64_t load = 0;
-    for (int64_t w = part_begin(items, t, threads); w < part_begin(items, t + 1, threads); ++w) {
-      const int64_t ic = w / s.n_jr, jr = w % s.n_jr;
-      const int64_t rows = part_begin(pm, ic + 1, s.n_ic) - part_begin(pm, ic, s.n_ic);
-      const int64_t cols = part_begin(pn, jr + 1, s.n_jr) - part_begin(pn, jr, s.n_jr);
-      load += rows * cols;
+// Chosen to minimise the busiest thread's work: its flops plus its packing, counting one packed
+// element as ~16 flops (a load and a store against 80+ GFLOP/s of FMA).
+Grid choose_grid(int64_t m, int64_t n, bool a_prepacked, int threads) {
+  const int64_t pm = ceil_div(m, MR), pn = ceil_div(n, NR);
+  Grid best;
+  double best_cost = -1.0;
+  for (int64_t tm = 1; tm <= std::min<int64_t>(threads, pm); ++tm) {
+    for (int64_t tn = 1; tm * tn <= threads && tn <= pn; ++tn) {
+      const double rows = static_cast<double>(ceil_div(pm, tm) * MR);
+      const double cols = static_cast<double>(ceil_div(pn, tn) * NR);
+      const double cost = 2.0 * rows * cols + 16.0 * (cols + (a_prepacked ? 0.0 : rows));  // per k
+      if (best_cost < 0.0 || cost < best_cost * 0.999) best = {tm, tn}, best_cost = cost;
     }
-    worst = std::max(worst, load);
-  }
-  return worst;
-}
-
-Split choose_split(int64_t m, int64_t pn, int64_t threads) {
-  const int64_t pm = ceil_div(m, MR);
-  const int64_t base = std::min(ceil_div(m, MC), pm);  // blocks needed for the A block to fit L2
-  Split best{base, 1};
-  if (threads == 1) return best;
-  int64_t best_load = busiest_thread(pm, pn, best, threads);
-  // Candidates: more row blocks (each thread its own A block), or column chunks (threads share
-  // row blocks and each packs its own copy of A, cheap when m is small). Ties keep fewer items.
-  const Split candidates[] = {{std::min(round_up(base, threads), pm), 1},
-                              {base, std::min(threads, pn)},
-                              {base, std::min(2 * threads, pn)}};
-  for (const Split& s : candidates) {
-    const int64_t load = busiest_thread(pm, pn, s, threads);
-    if (load < best_load) best = s, best_load = load;
   }
   return best;
 }
@@ -218,82 +204,83 @@ class Driver {
  public:
   Driver(const Problem& pr, int threads) : pr_(pr), ukernel_(pick_ukernel()) {
     kc_ = kc_for(pr.k);
-    nc_ = round_up(ceil_div(pr.n, ceil_div(pr.n, NC)), NR);  // equal-width NC blocks
     pm_ = ceil_div(pr.m, MR);
-    split_ = choose_split(pr.m, ceil_div(std::min(pr.n, nc_), NR), threads);
+    grid_ = threads > 1 ? choose_grid(pr.m, pr.n, pr.packed != nullptr, threads) : Grid{};
+    // Widest column range and tallest row block any tile can have, for the buffer sizes.
+    const int64_t cols = ceil_div(ceil_div(pr.n, NR), grid_.tn) * NR;
+    nc_ = round_up(ceil_div(cols, ceil_div(cols, NC)), NR);
+    const int64_t rows = ceil_div(pm_, grid_.tm) * MR;
+    mc_ = round_up(ceil_div(rows, ceil_div(rows, MC)), MR);
     // Allocation happens here, before any parallel region, so nothing inside one can throw.
-    bpack_ = tl_pack_b.get(kc_ * nc_);
+    b_stride_ = kc_ * nc_;
+    bpack_ = tl_pack_b.get(b_stride_ * tiles());
     if (pr.packed == nullptr) {
-      a_stride_ = ceil_div(pm_, split_.n_ic) * MR * kc_;
-      apack_ = tl_pack_a.get(a_stride_ * threads);
+      a_stride_ = kc_ * mc_;
+      apack_ = tl_pack_a.get(a_stride_ * tiles());
     }
   }
 
-  // The whole loop nest as seen by thread `tid` of `nth`; nth == 1 is the serial path.
-  void run(int tid, int nth) {
+  int tiles() const { return static_cast<int>(grid_.tm * grid_.tn); }
+
+  // The loop nest over tile `t` of the grid (rows i0..i1, columns j0..j1 of C).
+  void run_tile(int t) {
     const Problem& pr = pr_;
-    for (int64_t jc = 0; jc < pr.n; jc += nc_) {
-      const int64_t ncb = std::min(nc_, pr.n - jc);
-      const int64_t pn = ceil_div(ncb, NR);
+    const int64_t gi = t / grid_.tn, gj = t % grid_.tn, pn = ceil_div(pr.n, NR);
+    const int64_t i0 = part_begin(pm_, gi, grid_.tm) * MR;
+    const int64_t i1 = std::min(pr.m, part_begin(pm_, gi + 1, grid_.tm) * MR);
+    const int64_t j0 = part_begin(pn, gj, grid_.tn) * NR;
+    const int64_t j1 = std::min(pr.n, part_begin(pn, gj + 1, grid_.tn) * NR);
+    float* bbuf = bpack_ + t * b_stride_;
+    float* abuf = apack_ + t * a_stride_;
+    for (int64_t jc = j0; jc < j1; jc += nc_) {
+      const int64_t ncb = std::min(nc_, j1 - jc);
       for (int64_t pc = 0; pc < pr.k; pc += kc_) {
         const int64_t kcb = std::min(kc_, pr.k - pc);
-        for (int64_t jp = part_begin(pn, tid, nth); jp < part_begin(pn, tid + 1, nth); ++jp) {
-          const int64_t j0 = jc + jp * NR;
-          pack_b_panel(pr.trans_b, pr.b, pr.ldb, j0, std::min(NR, pr.n - j0), pc, kcb,
-                       bpack_ + jp * kcb * NR);
+        for (int64_t jp = 0; jp * NR < ncb; ++jp) {
+          const int64_t j = jc + jp * NR;
+          pack_b_panel(pr.trans_b, pr.b, pr.ldb, j, std::min(NR, pr.n - j), pc, kcb, bbuf + jp * kcb * NR);
         }
-        barrier(nth);  // every B panel packed before anyone reads them
-        const int64_t items = split_.n_ic * split_.n_jr;
-        for (int64_t w = part_begin(items, tid, nth); w < part_begin(items, tid + 1, nth); ++w) {
-          work_item(tid, w / split_.n_jr, w % split_.n_jr, jc, pn, pc, kcb);
+        for (int64_t ic = i0; ic < i1; ic += mc_) {
+          const int64_t mcb = std::min(mc_, i1 - ic);
+          const float* ablock;
+          if (pr.packed != nullptr) {
+            // PackedA layout: KC blocks one after another, each pm_ panels of kcb x MR.
+            ablock = pr.packed + pc * pm_ * MR + (ic / MR) * kcb * MR;
+          } else {
+            for (int64_t ip = 0; ip * MR < mcb; ++ip) {
+              const int64_t i = ic + ip * MR;
+              pack_a_panel(pr.trans_a, pr.a, pr.lda, i, std::min(MR, pr.m - i), pc, kcb, abuf + ip * kcb * MR);
+            }
+            ablock = abuf;
+          }
+          macro_kernel(ablock, bbuf, ic, mcb, jc, ncb, kcb, pr.accumulate || pc > 0);
         }
-        barrier(nth);  // everyone done with B before it is repacked
       }
     }
   }
 
  private:
-  static void barrier(int nth) {
-    if (nth > 1) {
-#pragma omp barrier
-    }
-  }
-
-  void work_item(int tid, int64_t ic, int64_t jr, int64_t jc, int64_t pn, int64_t pc,
-                 int64_t kcb) {
+  // C[ic.., jc..] (+)= Ablock * Bblock, one micro-kernel per MR x NR tile; B panel outer so it
+  // stays in L1 while the A block streams from L2. `acc`: add to C (later KC blocks always do).
+  void macro_kernel(const float* ablock, const float* bblock, int64_t ic, int64_t mcb, int64_t jc,
+                    int64_t ncb, int64_t kcb, bool acc) {
     const Problem& pr = pr_;
-    const int64_t pa0 = part_begin(pm_, ic, split_.n_ic), pa1 = part_begin(pm_, ic + 1, split_.n_ic);
-    const int64_t pb0 = part_begin(pn, jr, split_.n_jr), pb1 = part_begin(pn, jr + 1, split_.n_jr);
-    const float* ablock;
-    if (pr.packed != nullptr) {
-      // PackedA layout: KC blocks one after another, each pm_ panels of kcb x MR.
-      ablock = pr.packed + pc * pm_ * MR + pa0 * kcb * MR;
-    } else {
-      float* dst = apack_ + tid * a_stride_;
-      for (int64_t ip = pa0; ip < pa1; ++ip) {
-        const int64_t i0 = ip * MR;
-        pack_a_panel(pr.trans_a, pr.a, pr.lda, i0, std::min(MR, pr.m - i0), pc, kcb,
-                     dst + (ip - pa0) * kcb * MR);
-      }
-      ablock = dst;
-    }
-    const bool acc = pr.accumulate || pc > 0;  // later KC blocks add to what earlier ones wrote
-    for (int64_t jp = pb0; jp < pb1; ++jp) {
-      const int64_t j0 = jc + jp * NR, nr = std::min(NR, pr.n - j0);
-      const float* bpanel = bpack_ + jp * kcb * NR;
-      for (int64_t ip = pa0; ip < pa1; ++ip) {
-        const int64_t i0 = ip * MR, mr = std::min(MR, pr.m - i0);
-        const float* apanel = ablock + (ip - pa0) * kcb * MR;
-        float* ctile = pr.c + i0 * pr.ldc + j0;
+    for (int64_t jp = 0; jp * NR < ncb; ++jp) {
+      const int64_t j = jc + jp * NR, nr = std::min(NR, pr.n - j);
+      const float* bpanel = bblock + jp * kcb * NR;
+      for (int64_t ip = 0; ip * MR < mcb; ++ip) {
+        const int64_t i = ic + ip * MR, mr = std::min(MR, pr.m - i);
+        const float* apanel = ablock + ip * kcb * MR;
+        float* ctile = pr.c + i * pr.ldc + j;
         if (mr == MR && nr == NR) {
           ukernel_(kcb, apanel, bpanel, ctile, pr.ldc, acc);
         } else {
-          // Edge tile: full tile into a scratch, then the valid part; same arithmetic.
+          // Edge tile: the full tile into a scratch, then the valid part; same arithmetic.
           alignas(64) float tmp[MR * NR];
           ukernel_(kcb, apanel, bpanel, tmp, NR, false);
-          for (int64_t i = 0; i < mr; ++i) {
-            float* row = ctile + i * pr.ldc;
-            for (int64_t j = 0; j < nr; ++j) row[j] = acc ? row[j] + tmp[i * NR + j] : tmp[i * NR + j];
+          for (int64_t r = 0; r < mr; ++r) {
+            float* row = ctile + r * pr.ldc;
+            for (int64_t q = 0; q < nr; ++q) row[q] = acc ? row[q] + tmp[r * NR + q] : tmp[r * NR + q];
           }
         }
       }
@@ -302,11 +289,11 @@ class Driver {
 
   Problem pr_;
   Ukernel ukernel_;
-  int64_t kc_ = 0, nc_ = 0, pm_ = 0;
-  Split split_;
+  int64_t kc_ = 0, nc_ = 0, mc_ = 0, pm_ = 0;
+  Grid grid_;
   float* bpack_ = nullptr;
   float* apack_ = nullptr;
-  int64_t a_stride_ = 0;  // floats between two threads' A buffers
+  int64_t a_stride_ = 0, b_stride_ = 0;  // floats between two tiles' packing buffers
 };
 
 void check_args(int64_t m, int64_t n, int64_t k, int64_t lda_min, int64_t lda, int64_t ldb_min,
@@ -335,14 +322,18 @@ void run_problem(const Problem& pr, int threads) {
 #endif
   threads = std::max(threads, 1);
   Driver driver(pr, threads);
-  if (threads == 1) {
-    driver.run(0, 1);
+  const int tiles = driver.tiles();
+  if (tiles == 1) {
+    driver.run_tile(0);
     return;
   }
 #ifdef _OPENMP
-  // Nothing in run() allocates or throws (pure loops over preallocated buffers).
-#pragma omp parallel num_threads(threads)
-  driver.run(omp_get_thread_num(), omp_get_num_threads());
+  // Nothing in run_tile() allocates or throws (pure loops over preallocated buffers). A team
+  // smaller than asked for still covers every tile.
+#pragma omp parallel num_threads(tiles)
+  {
+    for (int t = omp_get_thread_num(); t < tiles; t += omp_get_num_threads()) driver.run_tile(t);
+  }
 #endif
 }
 

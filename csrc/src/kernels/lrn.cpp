@@ -47,31 +47,35 @@ void lrn_forward(const Ctx& ctx, const Tensor& in, const LrnParams& p, Tensor& o
   }
 }
 
-void lrn_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Region& r,
+void lrn_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Regions& rs,
                   const LrnParams& p, Tensor& gin, int64_t reps) {
   const Shape& s = gout.shape();
-  const int64_t hw = s.plane(), rw = r.x1 - r.x0, cols = s.n * (r.y1 - r.y0) * rw;
+  const int64_t hw = s.plane();
   int64_t lo, hi;
   window(p, lo, hi);
   const double k2b = 2.0 * p.beta * p.alpha / double(p.size);
-#pragma omp parallel num_threads(ctx.threads) if (ctx.threads > 1)
-  {
-    std::vector<double> d(static_cast<size_t>(s.c)), t(static_cast<size_t>(s.c));
+  for (int64_t b = 0; b < s.n; ++b) {
+    const Region& r = rs[b];
+    const int64_t rw = r.x1 - r.x0, cols = r.empty() ? 0 : (r.y1 - r.y0) * rw;
+#pragma omp parallel num_threads(ctx.threads) if (ctx.threads > 1 && cols > 64)
+    {
+      std::vector<double> d(static_cast<size_t>(s.c)), t(static_cast<size_t>(s.c));
 #pragma omp for schedule(static)
-    for (int64_t q = 0; q < cols; ++q) {
-      const int64_t per = (r.y1 - r.y0) * rw, b = q / per;
-      const int64_t pos = (r.y0 + q % per / rw) * s.w + r.x0 + q % rw;
-      const float* xx = x.sample(b / reps) + pos;
-      const float* g = gout.sample(b) + pos;
-      float* out = gin.sample(b) + pos;
-      denominators(xx, s.c, hw, p, d.data());
-      for (int64_t ch = 0; ch < s.c; ++ch)
-        t[ch] = double(g[ch * hw]) * xx[ch * hw] * std::pow(d[ch], -p.beta - 1.0);
-      for (int64_t j = 0; j < s.c; ++j) {
-        double acc = 0.0;  // sum over c whose window holds j: c in [j - hi, j + lo]
-        for (int64_t ch = std::max<int64_t>(0, j - hi); ch <= std::min(s.c - 1, j + lo); ++ch)
-          acc += t[ch];
-        out[j * hw] += static_cast<float>(g[j * hw] * std::pow(d[j], -p.beta) - k2b * xx[j * hw] * acc);
+      for (int64_t q = 0; q < cols; ++q) {
+        const int64_t pos = (r.y0 + q / rw) * s.w + r.x0 + q % rw;
+        const float* xx = x.sample(b / reps) + pos;
+        const float* g = gout.sample(b) + pos;
+        float* out = gin.sample(b) + pos;
+        denominators(xx, s.c, hw, p, d.data());
+        for (int64_t ch = 0; ch < s.c; ++ch)
+          t[ch] = double(g[ch * hw]) * xx[ch * hw] * std::pow(d[ch], -p.beta - 1.0);
+        for (int64_t j = 0; j < s.c; ++j) {
+          double acc = 0.0;  // sum over c whose window holds j: c in [j - hi, j + lo]
+          for (int64_t ch = std::max<int64_t>(0, j - hi); ch <= std::min(s.c - 1, j + lo); ++ch)
+            acc += t[ch];
+          out[j * hw] +=
+              static_cast<float>(g[j * hw] * std::pow(d[j], -p.beta) - k2b * xx[j * hw] * acc);
+        }
       }
     }
   }

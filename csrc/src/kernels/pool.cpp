@@ -76,7 +76,7 @@ void max_pool2d_forward_ref(const Tensor& in, const Window2d& g, Tensor& out,
                    switches.data() + p * os.plane(), os.h, os.w);
 }
 
-void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Region& r, const IndexTensor& switches,
+void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const IndexTensor& switches,
                   Tensor& gin, int64_t reps) {
   if (ctx.reference) return max_unpool2d_ref(gout, switches, gin, reps);
   const Shape& gs = gout.shape();
@@ -85,6 +85,7 @@ void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Region& r, const Ind
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
   for (int64_t p = 0; p < planes; ++p) {
     const int64_t b = p / c, ch = p % c;
+    const Region& r = rs[b];
     const float* g = gout.data() + p * op;
     const int32_t* sw = switches.plane(b / reps, ch);
     float* d = gin.data() + p * ip;

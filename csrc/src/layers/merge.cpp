@@ -34,9 +34,9 @@ class Add : public Layer {
   // All rules: every input receives the whole signal.
   void backward(const Ctx&, BackwardArgs& a) const override {
     const Shape& s = a.gout->shape();
-    const Region r = a.region;
     for (Tensor* gin : a.gin)
       for (int64_t p = 0; p < s.n * s.c; ++p) {
+        const Region& r = a.region[p / s.c];
         const float* g = a.gout->data() + p * s.plane();
         float* d = gin->data() + p * s.plane();
         for (int64_t y = r.y0; y < r.y1; ++y)

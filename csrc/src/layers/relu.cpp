@@ -29,7 +29,6 @@ class Relu : public Layer {
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
     const Shape& s = a.gout->shape();
     const int64_t planes = s.n * s.c, hw = s.plane(), per_sample = s.sample();
-    const Region r = a.region;
     const Rule rule = a.rule;
     const uint8_t* mask = a.mask ? a.mask->data() : nullptr;
     const float* x = a.in.empty() || !a.in[0] ? nullptr : a.in[0]->data();
@@ -38,6 +37,7 @@ class Relu : public Layer {
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
     for (int64_t p = 0; p < planes; ++p) {
       const int64_t b = p / s.c, c = p % s.c;
+      const Region& r = a.region[b];
       const int64_t fwd = (b / a.reps) * per_sample + c * hw;  // offset in the forward tensors
       const float* g = a.gout->data() + p * hw;
       float* d = a.gin[0]->data() + p * hw;
