@@ -24,6 +24,8 @@ def write_via_temp(path: str | PathLike[str], writer: Callable[[str], object]) -
     The suffix is kept because some writers (``np.savez``) append one when it is missing.
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: the folder {str(path.parent)!r} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent or ".")
     os.close(fd)
     try:

@@ -44,12 +44,20 @@ def read_npz(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         with zipfile.ZipFile(p) as zf:
             _check_members(p, zf)
+        arrays = {}
         with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            for k in z.files:
+                try:
+                    arrays[k] = z[k]
+                except ValueError as e:  # object (pickled) arrays
+                    _fail(p, f"member '{k}': {e}")
     except ModelFormatError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
         _fail(p, f"corrupt or truncated archive ({e})")
+    for key, arr in arrays.items():
+        if key != GRAPH_MEMBER and arr.dtype != np.dtype("<f4"):
+            _fail(p, f"parameter '{key}' is stored as {arr.dtype} ({arr.dtype.str}); model files hold float32 ('<f4')", ShapeError)
     if GRAPH_MEMBER not in arrays:
         _fail(p, f"missing the '{GRAPH_MEMBER}' member (not a pydeconv model)")
     raw = arrays.pop(GRAPH_MEMBER)
@@ -112,12 +120,24 @@ def validate(graph: Any, params: dict[str, np.ndarray], path: str | None = None)
             _fail(path, f"{where}: unknown field(s) {sorted(unknown)}", GraphError)
         if not all(isinstance(s, str) for s in layer["inputs"]):
             _fail(path, f"{where}: 'inputs' must be a list of names", GraphError)
+        for field in ("attrs", "params"):
+            if not isinstance(layer.get(field, {}), dict):
+                _fail(path, f"{where}: '{field}' must be an object", GraphError)
         for key, value in (layer.get("attrs") or {}).items():
             _attr_values(value, f"{where}: attribute '{key}'", path)
         for pname, pshape in (layer.get("params") or {}).items():
             if not (isinstance(pshape, list) and all(isinstance(v, int) and v >= 0 for v in pshape)):
                 _fail(path, f"{where}: parameter '{pname}' shape must be a list of integers", GraphError)
             declared[f"{name}/{pname}"] = tuple(pshape)
+    if not isinstance(params, dict):
+        _fail(path, f"params must be a dict of 'LAYER/PARAM' arrays, got {type(params).__name__}", GraphError)
+    pre = graph.get("preprocess", {})
+    if not isinstance(pre, dict):
+        _fail(path, "graph 'preprocess' must be an object", GraphError)
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        if v is not None and not all(isinstance(t, (int, float)) for t in (v if isinstance(v, list) else [v])):
+            _fail(path, f"preprocess '{key}' must be numbers, got {v!r}", GraphError)
     outputs = graph.get("outputs", [])
     if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
         _fail(path, "graph 'outputs' must be a list of layer names", GraphError)
@@ -129,6 +149,10 @@ def validate(graph: Any, params: dict[str, np.ndarray], path: str | None = None)
             _fail(path, f"parameter '{key}' must be a float array, got {getattr(arr, 'dtype', type(arr))}", ShapeError)
         if tuple(arr.shape) != declared[key]:
             _fail(path, f"parameter '{key}' has shape {tuple(arr.shape)}, declared {declared[key]}", ShapeError)
+    names = {layer["name"] for layer in layers}
+    for o in outputs:
+        if o not in names:
+            _fail(path, f"graph 'outputs': unknown layer {o!r}", GraphError)
     extra = sorted(set(params) - set(declared))
     if extra:
         _fail(path, f"stored arrays not declared by any layer: {extra[:5]}")

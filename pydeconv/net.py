@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -22,7 +23,7 @@ _settings = {
 
 def set_num_threads(n: int) -> None:
     """Default number of threads for forward passes and projections."""
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise PydeconvError(f"number of threads must be a positive integer, got {n!r}")
     _settings["threads"] = n
 
@@ -43,7 +44,7 @@ def get_reference_kernels() -> bool:
 def _threads(threads: int | None) -> int:
     if threads is None:
         return _settings["threads"]
-    if not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise PydeconvError(f"threads must be a positive integer, got {threads!r}")
     return threads
 
@@ -62,6 +63,7 @@ class Trace:
 
     def activation(self, layer: str) -> np.ndarray:
         """A layer's output, (N, C, H, W) or (N, C); read-only view."""
+        self._net._check_layer(layer)
         a = self._net._core.activation(self._core, layer)
         a.flags.writeable = False
         return a
@@ -69,6 +71,7 @@ class Trace:
     def switches(self, layer: str) -> np.ndarray:
         """The max-location switches of a max_pool2d layer: int32, the pooled output's shape,
         each an index ``ih * W + iw`` into the pooling input plane."""
+        self._net._check_layer(layer)
         s = self._net._core.switches(self._core, layer)
         s.flags.writeable = False
         return s
@@ -78,8 +81,12 @@ class Net:
     """A model: an immutable graph with its weights, safe to share between threads."""
 
     def __init__(self, graph: dict, params: dict[str, np.ndarray], path: str | None = None):
+        graph = copy.deepcopy(graph)
         model.validate(graph, params, path)
-        self.preprocess = model.preprocess_of(graph)
+        try:
+            self.preprocess = model.preprocess_of(graph)
+        except PydeconvError as e:
+            raise type(e)(f"{path}: {e}" if path else str(e)) from None
         self.graph = graph
         self.path = path
         try:
@@ -207,7 +214,7 @@ class Net:
     def _channels(self, channel: Any, layer: str) -> tuple[list[int], bool]:
         if channel is None:
             raise ChannelError(f"layer '{layer}': give a channel (or a list of channels)")
-        single = isinstance(channel, (int, np.integer))
+        single = not isinstance(channel, (list, tuple, np.ndarray))
         chans = [channel] if single else list(channel)
         if not chans:
             raise ChannelError(f"layer '{layer}': the channel list is empty")
@@ -226,7 +233,9 @@ class Net:
                 return at, 0, 0
             raise PydeconvError(f"at must be 'max', 'map', (y, x) or an array, got {at!r}")
         try:
-            y, x = (int(v) for v in at)
+            y, x = at
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (y, x)):
+                raise TypeError
         except (TypeError, ValueError):
             raise PydeconvError(f"at must be 'max', 'map', (y, x) or an array, got {at!r}") from None
         return "pos", y, x
@@ -235,6 +244,8 @@ class Net:
         want = (n,) + tuple(self._by_name[layer]["shape"])
         if start.dtype.kind != "f" or tuple(start.shape) != want:
             raise ShapeError(f"layer '{layer}': the start signal must be a float array of shape {want}, got {start.dtype} {tuple(start.shape)}")
+        if not np.all(np.isfinite(start)):
+            raise ShapeError(f"layer '{layer}': the start signal holds NaN or infinity")
         return np.ascontiguousarray(start, dtype=np.float32)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import io
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike

@@ -15,7 +15,7 @@ from PIL import Image
 
 import models
 import pydeconv
-from pydeconv import demo, report
+from pydeconv import demo, fileio, report
 from pydeconv import image as pimg
 from pydeconv.errors import ChannelError, ModelFormatError, PydeconvError
 
@@ -139,10 +139,10 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        report.write_via_temp(target, failing)
+        fileio.write_via_temp(target, failing)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
-    report.write_atomic(target, b"new")
+    fileio.write_atomic(target, b"new")
     assert target.read_bytes() == b"new"
 
 
