@@ -187,8 +187,8 @@ class Net:
             return out
         channels, single = self._channels(channel, layer)
         kind, y, x = self._at(at)
-        start = self._core.start_signal(trace._core, layer, channels, kind, y, x)
-        out = self._core.project(trace._core, layer, start, rule, _threads(threads), _settings["reference"])
+        out = self._core.project_channels(trace._core, layer, channels, kind, y, x, rule, _threads(threads),
+                                          _settings["reference"])
         out = out.reshape(n, len(channels), c, h, w)
         return out[:, 0] if single else out
 

@@ -175,6 +175,22 @@ PYBIND11_MODULE(_core, m) {
              at.x = x;
              return to_numpy(n.start_signal(t, layer, channels, at));
            })
+      .def("project_channels",
+           [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
+              const std::string& kind, int64_t y, int64_t x, const std::string& rule, int threads,
+              bool reference) {
+             Rule r = parse_rule(rule);
+             At at;
+             at.kind = kind == "max" ? At::Max : kind == "map" ? At::Map : At::Position;
+             at.y = y;
+             at.x = x;
+             Tensor out;
+             {
+               py::gil_scoped_release release;
+               out = n.project_channels(make_ctx(threads, reference), t, layer, channels, at, r);
+             }
+             return to_numpy(out);
+           })
       .def("project",
            [](const Net& n, const Trace& t, const std::string& layer, py::array start,
               const std::string& rule, int threads, bool reference) {

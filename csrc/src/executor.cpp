@@ -73,7 +73,10 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
       t.switches_[id] = IndexTensor(out.shape());
       a.switches = &t.switches_[id];
     }
-    layer.forward(ctx, a);
+    {
+      LayerTimer timer("forward", layer);
+      layer.forward(ctx, a);
+    }
     if (nd.mask && keep == Keep::Minimal) {
       // [x > 0] == [relu(x) > 0]: the mask comes from the output, one byte per element.
       TensorT<uint8_t> mk(out.shape());

@@ -1,10 +1,39 @@
 // Internal state of a Net, shared by graph building, the forward executor and projection.
 #pragma once
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "pydeconv/net.hpp"
 
 namespace pydeconv {
+
+// PYDECONV_PROFILE=1 prints each layer's forward/backward time to stderr (a diagnosis aid).
+class LayerTimer {
+ public:
+  LayerTimer(const char* phase, const Layer& l) : phase_(phase), layer_(l) {
+    if (enabled()) t0_ = std::chrono::steady_clock::now();
+  }
+  ~LayerTimer() {
+    if (!enabled()) return;
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+    std::fprintf(stderr, "pydeconv %s %-12s %-40s %9.3f ms\n", phase_, layer_.kind().c_str(),
+                 layer_.name().c_str(), ms);
+  }
+  static bool enabled() {
+    static const bool on = [] {
+      const char* v = std::getenv("PYDECONV_PROFILE");
+      return v && *v && std::string(v) != "0";
+    }();
+    return on;
+  }
+
+ private:
+  const char* phase_;
+  const Layer& layer_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 // Layers are stored in execution order: layer i produces tensor id i + 1; id 0 is the input.
 struct Net::Impl {

@@ -38,6 +38,23 @@ Region unite(const Region& a, const Region& b) {
 
 Tensor Net::start_signal(const Trace& t, const std::string& layer,
                          const std::vector<int64_t>& channels, const At& at) const {
+  return make_start(t, layer, channels, at, nullptr);
+}
+
+Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
+                    Rule rule) const {
+  return project_regions(ctx, t, layer, start, nonzero_regions(start), rule);
+}
+
+Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& layer,
+                             const std::vector<int64_t>& channels, const At& at, Rule rule) const {
+  Regions regions;
+  Tensor start = make_start(t, layer, channels, at, &regions);
+  return project_regions(ctx, t, layer, start, std::move(regions), rule);
+}
+
+Tensor Net::make_start(const Trace& t, const std::string& layer,
+                       const std::vector<int64_t>& channels, const At& at, Regions* regions) const {
   const Tensor& act = activation(t, layer);
   const Shape& s = act.shape();
   if (channels.empty()) fail(ErrorKind::Value, "layer '" + layer + "': no channel given");
@@ -52,26 +69,35 @@ Tensor Net::start_signal(const Trace& t, const std::string& layer,
                                "x" + std::to_string(s.w) + " map");
   const int64_t k = static_cast<int64_t>(channels.size());
   Tensor start(s.with_n(s.n * k), 0.f);
+  if (regions) regions->assign(static_cast<size_t>(s.n * k), Region{0, 0, 0, 0});
   for (int64_t n = 0; n < s.n; ++n)
     for (int64_t j = 0; j < k; ++j) {
       const float* src = act.plane(n, channels[j]);
       float* dst = start.plane(n * k + j, channels[j]);
+      int64_t pos = -1;  // the one position kept, or -1 for the whole map
       if (at.kind == At::Map) {
         std::copy(src, src + s.plane(), dst);
       } else if (at.kind == At::Position) {
-        dst[at.y * s.w + at.x] = src[at.y * s.w + at.x];
+        pos = at.y * s.w + at.x;
       } else {  // the strongest activation; ties go to the first in row-major order
-        int64_t best = 0;
+        pos = 0;
         for (int64_t i = 1; i < s.plane(); ++i)
-          if (src[i] > src[best]) best = i;
-        dst[best] = src[best];
+          if (src[i] > src[pos]) pos = i;
+      }
+      if (pos >= 0) dst[pos] = src[pos];
+      if (!regions) continue;
+      Region& r = (*regions)[static_cast<size_t>(n * k + j)];
+      if (pos < 0) {
+        r = Region::full(s);
+      } else if (src[pos] != 0.f) {
+        r = {pos / s.w, pos / s.w + 1, pos % s.w, pos % s.w + 1};
       }
     }
   return start;
 }
 
-Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
-                    Rule rule) const {
+Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,
+                            const Tensor& start, Regions regions, Rule rule) const {
   const Impl& m = *impl_;
   if (t.net_ != this) fail(ErrorKind::Value, "the trace was made by another model");
   const int target = layer_index(layer) + 1;
@@ -88,8 +114,8 @@ Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, co
 
   std::vector<Tensor> grad(m.shapes.size());
   std::vector<Regions> region(m.shapes.size(), Regions(static_cast<size_t>(ss.n)));
-  grad[target] = start.clone();
-  region[target] = nonzero_regions(start);
+  grad[target] = start;  // read-only on the way down: no copy
+  region[target] = std::move(regions);
   for (int id = target; id >= 1; --id) {
     if (grad[id].empty()) continue;
     const int li = id - 1;
@@ -120,7 +146,10 @@ Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, co
     for (int j : m.in_ids[li]) a.gin.push_back(&grad[j]);
     bool any = false;
     for (const Region& r : region[id]) any = any || !r.empty();
-    if (any) L.backward(ctx, a);
+    if (any) {
+      LayerTimer timer("project", L);
+      L.backward(ctx, a);
+    }
     grad[id] = Tensor();  // free as we go
   }
   if (grad[0].empty()) return Tensor(m.input.with_n(ss.n), 0.f);

@@ -94,10 +94,18 @@ class Net {
   // Returns the signal at the input, batch N * reps.
   Tensor project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
                  Rule rule) const;
+  // start_signal + project in one call (batch N * channels.size(), sample n * K + k); the start's
+  // non-zero regions are known here, so nothing scans it.
+  Tensor project_channels(const Ctx& ctx, const Trace& t, const std::string& layer,
+                          const std::vector<int64_t>& channels, const At& at, Rule rule) const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  Tensor make_start(const Trace& t, const std::string& layer, const std::vector<int64_t>& channels,
+                    const At& at, Regions* regions) const;
+  Tensor project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,
+                         const Tensor& start, Regions regions, Rule rule) const;
 };
 
 }  // namespace pydeconv

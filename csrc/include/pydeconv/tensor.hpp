@@ -39,8 +39,12 @@ template <typename T>
 class TensorT {
  public:
   TensorT() = default;
-  explicit TensorT(const Shape& s) : shape_(s), data_(alloc(s.numel())) {}
-  TensorT(const Shape& s, T fill) : TensorT(s) { std::fill(data(), data() + numel(), fill); }
+  explicit TensorT(const Shape& s) : shape_(s), data_(alloc(s.numel(), false)) {}
+  // Zero-filled tensors of 1 MiB or more come straight from the OS, zero and untouched: a
+  // projection gradient that is non-zero only in a small receptive field never faults in the rest.
+  TensorT(const Shape& s, T fill) : shape_(s), data_(alloc(s.numel(), fill == T(0))) {
+    if (fill != T(0)) std::fill(data(), data() + numel(), fill);
+  }
   // Wraps external storage kept alive by `owner` (e.g. a NumPy array); no copy.
   TensorT(const Shape& s, std::shared_ptr<T> storage) : shape_(s), data_(std::move(storage)) {}
 
@@ -67,7 +71,7 @@ class TensorT {
   }
 
  private:
-  static std::shared_ptr<T> alloc(int64_t count);
+  static std::shared_ptr<T> alloc(int64_t count, bool zeroed);
   Shape shape_;
   std::shared_ptr<T> data_;
 };
@@ -75,16 +79,17 @@ class TensorT {
 using Tensor = TensorT<float>;
 using IndexTensor = TensorT<int32_t>;
 
-// 64-byte aligned allocation so SIMD kernels may use aligned loads on rows they own.
-void* aligned_alloc64(std::size_t bytes);
-void aligned_free64(void* p) noexcept;
+// 64-byte aligned allocation so SIMD kernels may use aligned loads on rows they own. Large blocks
+// are mapped from the OS (already zero); `bytes` must be passed back to the free.
+void* aligned_alloc64(std::size_t bytes, bool zeroed = false);
+void aligned_free64(void* p, std::size_t bytes) noexcept;
 
 template <typename T>
-std::shared_ptr<T> TensorT<T>::alloc(int64_t count) {
+std::shared_ptr<T> TensorT<T>::alloc(int64_t count, bool zeroed) {
   if (count < 0) fail(ErrorKind::Shape, "negative tensor size");
   std::size_t bytes = static_cast<std::size_t>(count > 0 ? count : 1) * sizeof(T);
-  T* p = static_cast<T*>(aligned_alloc64(bytes));
-  return std::shared_ptr<T>(p, [](T* q) { aligned_free64(q); });
+  T* p = static_cast<T*>(aligned_alloc64(bytes, zeroed));
+  return std::shared_ptr<T>(p, [bytes](T* q) { aligned_free64(q, bytes); });
 }
 
 }  // namespace pydeconv
