@@ -19,8 +19,9 @@ namespace {
 constexpr std::size_t kMapThreshold = std::size_t(1) << 20;
 }
 
-void* aligned_alloc64(std::size_t bytes, bool zeroed) {
-  if (bytes >= kMapThreshold) {
+void* aligned_alloc64(std::size_t bytes, bool zeroed, bool* mapped) {
+  *mapped = zeroed && bytes >= kMapThreshold;
+  if (*mapped) {
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
     return p;  // page-aligned and zero
@@ -32,8 +33,8 @@ void* aligned_alloc64(std::size_t bytes, bool zeroed) {
   return p;
 }
 
-void aligned_free64(void* p, std::size_t bytes) noexcept {
-  if (bytes >= kMapThreshold) munmap(p, bytes);
+void aligned_free64(void* p, std::size_t bytes, bool mapped) noexcept {
+  if (mapped) munmap(p, bytes);
   else std::free(p);
 }
 

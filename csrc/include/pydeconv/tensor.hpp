@@ -79,17 +79,20 @@ class TensorT {
 using Tensor = TensorT<float>;
 using IndexTensor = TensorT<int32_t>;
 
-// 64-byte aligned allocation so SIMD kernels may use aligned loads on rows they own. Large blocks
-// are mapped from the OS (already zero); `bytes` must be passed back to the free.
-void* aligned_alloc64(std::size_t bytes, bool zeroed = false);
-void aligned_free64(void* p, std::size_t bytes) noexcept;
+// 64-byte aligned allocation so SIMD kernels may use aligned loads on rows they own. A large
+// zero-filled block is mapped from the OS (zero, and only the pages written are ever faulted in);
+// everything else comes from the heap, which recycles memory across repeated forward passes.
+// `mapped` tells the free which one it was.
+void* aligned_alloc64(std::size_t bytes, bool zeroed, bool* mapped);
+void aligned_free64(void* p, std::size_t bytes, bool mapped) noexcept;
 
 template <typename T>
 std::shared_ptr<T> TensorT<T>::alloc(int64_t count, bool zeroed) {
   if (count < 0) fail(ErrorKind::Shape, "negative tensor size");
   std::size_t bytes = static_cast<std::size_t>(count > 0 ? count : 1) * sizeof(T);
-  T* p = static_cast<T*>(aligned_alloc64(bytes, zeroed));
-  return std::shared_ptr<T>(p, [bytes](T* q) { aligned_free64(q, bytes); });
+  bool mapped = false;
+  T* p = static_cast<T*>(aligned_alloc64(bytes, zeroed, &mapped));
+  return std::shared_ptr<T>(p, [bytes, mapped](T* q) { aligned_free64(q, bytes, mapped); });
 }
 
 }  // namespace pydeconv
