@@ -50,4 +50,24 @@ PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda);
 void sgemm_packed(const PackedA& a, bool trans_b, int64_t n, const float* b, int64_t ldb, float* c,
                   int64_t ldc, bool accumulate, int threads);
 
+// Width of the B panels the micro-kernel reads (its NR).
+constexpr int64_t kSgemmNR = 16;
+
+// op(B) supplied panel by panel instead of as a stored matrix, for GEMMs whose B would only be
+// written to be packed again (conv2d packs its im2col panels straight from the input planes).
+// pack() is called from several threads at once: it must be safe for that, and never throw or
+// allocate.
+class BPanels {
+ public:
+  virtual ~BPanels() = default;
+  // dst[p * kSgemmNR + j] = op(B)(p0 + p, j0 + j) for p < kcb, j < nr; 0 for nr <= j < kSgemmNR.
+  virtual void pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* dst) const = 0;
+};
+
+// C[m x n] = A * B + bias (+ C when accumulate), A pre-packed, B from `b` (k = a.k() rows);
+// bias[i] is added to row i when `bias` is not null (while the tile is in registers' reach).
+// Same blocking and summation order as sgemm_packed.
+void sgemm_packed_panels(const PackedA& a, int64_t n, const BPanels& b, const float* bias, float* c,
+                         int64_t ldc, bool accumulate, int threads);
+
 }  // namespace pydeconv::kernels

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "pydeconv/gemm.hpp"
 #include "pydeconv/tensor.hpp"
 
 namespace pydeconv {
@@ -42,13 +43,27 @@ struct Window2d {
 namespace kernels {
 
 // conv2d: in (N, C, H, W), weight (OC, C/groups, KH, KW), bias (OC) or null, out (N, OC, OH, OW).
+// The fast kernels run on weights packed once for the GEMM (a layer packs them at load; without
+// `packed` they are packed per call). Packs are immutable and may serve many threads at once.
+struct ConvPacked {
+  std::vector<PackedA> groups;  // one packed matrix per group
+};
+// Per group W_g as (OC/groups) x (C/groups * KH * KW): the forward GEMM's A.
+ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups);
+// The transposed convolution's A, per group. Stride 1: the filters flipped in space with in/out
+// channels swapped, (C/groups) x (OC/groups * KH * KW): the transposed conv is then a forward
+// conv of gout. Strided: W_g^T, (C/groups * KH * KW) x (OC/groups), for GEMM + col2im.
+ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t groups);
+
 void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
-                    const Window2d& g, int64_t groups, Tensor& out);
+                    const Window2d& g, int64_t groups, Tensor& out,
+                    const ConvPacked* packed = nullptr);
 // The transposed convolution (the adjoint of conv2d without bias): gin += W^T * gout.
 // Only the gout regions `r` (one per sample) may be non-zero; the work is limited to them, and
-// the rows of every sample's region share one GEMM (many small projections batch well).
+// the region pixels of every sample share one GEMM (many small projections batch well).
 void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& weight,
-                     const Window2d& g, int64_t groups, Tensor& gin);
+                     const Window2d& g, int64_t groups, Tensor& gin,
+                     const ConvPacked* packed = nullptr);
 void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias, const Window2d& g,
                         int64_t groups, Tensor& out);
 void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g, int64_t groups,
@@ -82,6 +97,11 @@ void lrn_forward(const Ctx& ctx, const Tensor& in, const LrnParams& p, Tensor& o
 // gin += J(x)^T gout, the LRN Jacobian at the forward input x.
 void lrn_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Regions& r,
                   const LrnParams& p, Tensor& gin, int64_t reps);
+// The naive double-precision definitions the fast LRN kernels are tested against (whole tensors,
+// no regions); ctx.reference selects them.
+void lrn_forward_ref(const Tensor& in, const LrnParams& p, Tensor& out);
+void lrn_backward_ref(const Tensor& x, const Tensor& gout, const LrnParams& p, Tensor& gin,
+                      int64_t reps);
 
 // Per-channel affine y = x * a[c] + b[c] (inference batch norm); backward gin += gout * a[c].
 void channel_affine_forward(const Ctx& ctx, const Tensor& in, const float* a, const float* b,

@@ -1,40 +1,42 @@
-// conv2d as im2col + GEMM, tiled over output rows so the column buffer stays small; the
-// transposed convolution as GEMM (W^T * gout) + col2im over the region that can be non-zero.
+// conv2d as one GEMM per sample and group, out = W * im2col(in) + bias, with the im2col done
+// inside the GEMM's B packing (Im2colPanels) and the weights pre-packed.
+//
+// The transposed convolution (the projection's way down), gin += W^T * gout:
+// - stride 1: it is itself a convolution of gout, with the filters flipped in space, in/out
+//   channels swapped and padding d*(k-1) - p. It runs as that forward conv restricted to the
+//   input region each sample's gout region reaches, all samples' regions in one GEMM, with no
+//   col2im at all (only a cheap add of the result into gin);
+// - strided: GEMM (W^T * gout rows) + col2im, where col2im sums the overlapping windows.
 #include <algorithm>
 #include <vector>
 
+#include "im2col_panels.hpp"
 #include "pydeconv/gemm.hpp"
 #include "pydeconv/kernels.hpp"
 
 namespace pydeconv::kernels {
 namespace {
 
-constexpr int64_t kColBudget = 1 << 20;  // floats per column buffer (4 MiB)
+constexpr int64_t kBufBudget = 1 << 21;  // floats per GEMM result / column buffer (8 MiB)
 
-// Rows of the column matrix for output rows [oy0, oy1) and columns [ox0, ox1) of one group.
-void im2col(const float* in, int64_t c0, int64_t cg, int64_t h, int64_t w, const Window2d& g,
-            int64_t oy0, int64_t oy1, int64_t ox0, int64_t ox1, float* col, int threads) {
-  const int64_t rows = cg * g.kh * g.kw, pw = ox1 - ox0, pn = (oy1 - oy0) * pw;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t c = c0 + r / (g.kh * g.kw), ki = r / g.kw % g.kh, kj = r % g.kw;
-    const float* plane = in + c * h * w;
-    float* dst = col + r * pn;
-    for (int64_t oy = oy0; oy < oy1; ++oy) {
-      const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
-      float* d = dst + (oy - oy0) * pw;
-      if (iy < 0 || iy >= h) {
-        std::fill(d, d + pw, 0.f);
-        continue;
-      }
-      const float* src = plane + iy * w;
-      for (int64_t ox = ox0; ox < ox1; ++ox) {
-        const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
-        d[ox - ox0] = (ix >= 0 && ix < w) ? src[ix] : 0.f;
-      }
-    }
-  }
+// Which way the transposed conv runs. The flipped-kernel forward conv has m = C/groups GEMM rows:
+// with fewer than a micro-tile's 6 (the projection's last step, to 3 RGB channels) most of each
+// micro-kernel call is padding and every packed B panel serves one call, so GEMM + col2im
+// (m = C/groups * KH * KW rows) is faster there, as it is for strided convs.
+bool flipped_backward(const Window2d& g, int64_t cg) { return g.sh == 1 && g.sw == 1 && cg >= 6; }
+
+// The transposed conv of a stride-1 conv as a forward conv: same sizes and dilation, the
+// padding that maps each input position back onto the outputs it fed.
+Window2d transposed_window(const Window2d& g) {
+  Window2d t = g;
+  t.pt = g.dh * (g.kh - 1) - g.pt;
+  t.pl = g.dw * (g.kw - 1) - g.pl;
+  t.pb = g.dh * (g.kh - 1) - g.pb;
+  t.pr = g.dw * (g.kw - 1) - g.pr;
+  return t;
 }
+
+// --- strided transposed conv: GEMM + col2im over the rows of the gout regions ---
 
 // One row of a gradient region: sample b, output row oy, columns [x0, x1), stored from column
 // `col` of the current tile.
@@ -67,56 +69,8 @@ void col2im_rows(const float* col, int64_t ncols, const RowSeg* rows, size_t nro
   }
 }
 
-bool is_pointwise(const Window2d& g) {
-  return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
-         g.pb == 0 && g.pr == 0;
-}
-
-int64_t rows_per_tile(int64_t k_rows, int64_t width, int64_t height) {
-  int64_t per_row = std::max<int64_t>(1, k_rows * width);
-  return std::clamp<int64_t>(kColBudget / per_row, 1, height);
-}
-
-}  // namespace
-
-void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
-                    const Window2d& g, int64_t groups, Tensor& out) {
-  if (ctx.reference) return conv2d_forward_ref(in, weight, bias, g, groups, out);
-  const Shape& is = in.shape();
-  const Shape& os = out.shape();
-  const int64_t cg = is.c / groups, ocg = os.c / groups, krows = cg * g.kh * g.kw;
-  const int64_t oh = os.h, ow = os.w, p = oh * ow;
-  const bool pointwise = is_pointwise(g);
-  const int64_t tile = pointwise ? oh : rows_per_tile(krows, ow, oh);
-  std::vector<float> col(pointwise ? 0 : static_cast<size_t>(krows * tile * ow));
-  for (int64_t n = 0; n < is.n; ++n) {
-    for (int64_t gi = 0; gi < groups; ++gi) {
-      const float* wg = weight.data() + gi * ocg * krows;
-      float* og = out.plane(n, gi * ocg);
-      if (pointwise) {
-        kernels::sgemm(false, false, ocg, p, krows, wg, krows, in.plane(n, gi * cg), p, og, p,
-                       false, ctx.threads);
-        continue;
-      }
-      for (int64_t oy0 = 0; oy0 < oh; oy0 += tile) {
-        const int64_t oy1 = std::min(oh, oy0 + tile), pn = (oy1 - oy0) * ow;
-        im2col(in.sample(n), gi * cg, cg, is.h, is.w, g, oy0, oy1, 0, ow, col.data(), ctx.threads);
-        kernels::sgemm(false, false, ocg, pn, krows, wg, krows, col.data(), pn, og + oy0 * ow, p,
-                       false, ctx.threads);
-      }
-    }
-    if (bias) {
-      float* o = out.sample(n);
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
-      for (int64_t c = 0; c < os.c; ++c)
-        for (int64_t i = 0; i < p; ++i) o[c * p + i] += bias[c];
-    }
-  }
-}
-
-void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, const Tensor& weight,
+void backward_col2im(const Ctx& ctx, const Tensor& gout, const Regions& rs, const ConvPacked& pk,
                      const Window2d& g, int64_t groups, Tensor& gin) {
-  if (ctx.reference) return conv2d_backward_ref(gout, weight, g, groups, gin, 1);
   const Shape& gs = gout.shape();
   const Shape& is = gin.shape();
   const int64_t cg = is.c / groups, ocg = gs.c / groups, krows = cg * g.kh * g.kw;
@@ -129,10 +83,9 @@ void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, cons
     for (int64_t oy = r.y0; oy < r.y1; ++oy) rows.push_back({b, oy, r.x0, r.x1, 0});
   }
   if (rows.empty()) return;
-  const int64_t max_cols = std::max(widest, kColBudget / std::max(krows, ocg));
+  const int64_t max_cols = std::max(widest, kBufBudget / std::max(krows, ocg));
   std::vector<float> col, gbuf;
   for (int64_t gi = 0; gi < groups; ++gi) {
-    const float* wg = weight.data() + gi * ocg * krows;
     for (size_t i = 0; i < rows.size();) {
       // The next tile: as many whole row segments as fit the column budget.
       size_t j = i;
@@ -151,12 +104,140 @@ void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, cons
           const float* src = gout.plane(r.b, gi * ocg + oc) + r.oy * gs.w;
           std::copy(src + r.x0, src + r.x1, gbuf.data() + oc * ncols + r.col);
         }
-      kernels::sgemm(true, false, krows, ncols, ocg, wg, krows, gbuf.data(), ncols, col.data(),
-                     ncols, false, ctx.threads);
+      sgemm_packed(pk.groups[gi], false, ncols, gbuf.data(), ncols, col.data(), ncols, false,
+                   ctx.threads);
       col2im_rows(col.data(), ncols, rows.data() + i, j - i, gi * cg, cg, is, g, gin, ctx.threads);
       i = j;
     }
   }
+}
+
+// --- stride-1 transposed conv: a forward conv of gout over the reachable input regions ---
+
+void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
+                          const ConvPacked& pk, const Window2d& g, int64_t groups, Tensor& gin) {
+  const Shape& gs = gout.shape();
+  const Shape& is = gin.shape();
+  const int64_t cg = is.c / groups, ocg = gs.c / groups;
+  const Window2d t = transposed_window(g);
+  // Each sample's gin rectangle that its gout region reaches, split by rows into pieces of at
+  // most `budget` columns; pieces are then grouped into GEMMs of at most `budget` columns.
+  const int64_t budget = std::max<int64_t>(kSgemmNR, kBufBudget / cg);
+  struct Piece {
+    int64_t b, y0, y1, x0, x1;
+  };
+  std::vector<Piece> pieces;
+  for (int64_t b = 0; b < gs.n; ++b) {
+    const Region& r = rs[b];
+    if (r.empty()) continue;
+    // Output oy reads inputs oy - pt + ki * dh, ki in [0, kh).
+    const int64_t y0 = std::max<int64_t>(0, r.y0 - g.pt), y1 = std::min(is.h, r.y1 + t.pt);
+    const int64_t x0 = std::max<int64_t>(0, r.x0 - g.pl), x1 = std::min(is.w, r.x1 + t.pl);
+    if (y1 <= y0 || x1 <= x0) continue;
+    const int64_t step = std::max<int64_t>(1, budget / (x1 - x0));
+    for (int64_t y = y0; y < y1; y += step) pieces.push_back({b, y, std::min(y1, y + step), x0, x1});
+  }
+  std::vector<float> buf;
+  for (size_t i = 0; i < pieces.size();) {
+    size_t j = i;
+    int64_t ncols = 0;
+    while (j < pieces.size()) {
+      const Piece& q = pieces[j];
+      const int64_t cols = (q.y1 - q.y0) * (q.x1 - q.x0);
+      if (j > i && ncols + cols > budget) break;
+      ncols += cols;
+      ++j;
+    }
+    buf.resize(static_cast<size_t>(cg * ncols));
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      std::vector<ColRect> rects;
+      int64_t col0 = 0;
+      for (size_t k = i; k < j; ++k) {
+        const Piece& q = pieces[k];
+        const Region& r = rs[q.b];
+        rects.push_back({gout.plane(q.b, gi * ocg), q.y0, q.x0, q.y1 - q.y0, q.x1 - q.x0, col0,
+                         r.y0, r.y1, r.x0, r.x1});
+        col0 += (q.y1 - q.y0) * (q.x1 - q.x0);
+      }
+      const Im2colPanels panels(t, ocg, gs.h, gs.w, std::move(rects));
+      sgemm_packed_panels(pk.groups[gi], ncols, panels, nullptr, buf.data(), ncols, false,
+                          ctx.threads);
+      // gin += the result, rectangle rows at a time; parallel over channels (disjoint planes).
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
+      for (int64_t c = 0; c < cg; ++c) {
+        const float* src = buf.data() + c * ncols;
+        for (size_t k = i; k < j; ++k) {
+          const Piece& q = pieces[k];
+          float* plane = gin.plane(q.b, gi * cg + c);
+          for (int64_t y = q.y0; y < q.y1; ++y, src += q.x1 - q.x0) {
+            float* d = plane + y * is.w;
+            for (int64_t x = q.x0; x < q.x1; ++x) d[x] += src[x - q.x0];
+          }
+        }
+      }
+    }
+    i = j;
+  }
+}
+
+}  // namespace
+
+ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups) {
+  const Shape& ws = weight.shape();
+  const int64_t ocg = ws.n / groups, krows = ws.c * ws.h * ws.w;
+  ConvPacked out;
+  for (int64_t gi = 0; gi < groups; ++gi)
+    out.groups.push_back(pack_a(false, ocg, krows, weight.data() + gi * ocg * krows, krows));
+  return out;
+}
+
+ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t groups) {
+  const Shape& ws = weight.shape();
+  const int64_t ocg = ws.n / groups, cg = ws.c, kk = ws.h * ws.w, krows = cg * kk;
+  ConvPacked out;
+  std::vector<float> flipped;
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    const float* wg = weight.data() + gi * ocg * krows;
+    if (!flipped_backward(g, cg)) {
+      out.groups.push_back(pack_a(true, krows, ocg, wg, krows));
+      continue;
+    }
+    // flipped[c][oc][t] = W[oc][c][kk - 1 - t]: tap t of the flipped kernel is tap kk-1-t.
+    flipped.resize(static_cast<size_t>(cg * ocg * kk));
+    for (int64_t c = 0; c < cg; ++c)
+      for (int64_t oc = 0; oc < ocg; ++oc)
+        for (int64_t tp = 0; tp < kk; ++tp)
+          flipped[(c * ocg + oc) * kk + tp] = wg[(oc * cg + c) * kk + (kk - 1 - tp)];
+    out.groups.push_back(pack_a(false, cg, ocg * kk, flipped.data(), ocg * kk));
+  }
+  return out;
+}
+
+void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
+                    const Window2d& g, int64_t groups, Tensor& out, const ConvPacked* packed) {
+  if (ctx.reference) return conv2d_forward_ref(in, weight, bias, g, groups, out);
+  ConvPacked local;
+  if (packed == nullptr) local = conv2d_pack_forward(weight, groups), packed = &local;
+  const Shape& is = in.shape();
+  const Shape& os = out.shape();
+  const int64_t cg = is.c / groups, ocg = os.c / groups, p = os.h * os.w;
+  for (int64_t n = 0; n < is.n; ++n)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const ColRect rect{in.plane(n, gi * cg), 0, 0, os.h, os.w, 0, 0, is.h, 0, is.w};
+      const Im2colPanels panels(g, cg, is.h, is.w, {rect});
+      sgemm_packed_panels(packed->groups[gi], p, panels, bias ? bias + gi * ocg : nullptr,
+                          out.plane(n, gi * ocg), p, false, ctx.threads);
+    }
+}
+
+void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, const Tensor& weight,
+                     const Window2d& g, int64_t groups, Tensor& gin, const ConvPacked* packed) {
+  if (ctx.reference) return conv2d_backward_ref(gout, weight, g, groups, gin, 1);
+  ConvPacked local;
+  if (packed == nullptr) local = conv2d_pack_backward(weight, g, groups), packed = &local;
+  if (flipped_backward(g, gin.shape().c / groups))
+    return backward_unit_stride(ctx, gout, rs, *packed, g, groups, gin);
+  backward_col2im(ctx, gout, rs, *packed, g, groups, gin);
 }
 
 }  // namespace pydeconv::kernels

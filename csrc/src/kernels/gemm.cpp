@@ -4,10 +4,12 @@
 // the BLIS loop nest with private buffers:
 //   jc: columns in NC-wide blocks
 //     pc: k in KC-long blocks, in order
-//       pack B[pc, jc] into NR-column panels
+//       pack B[pc, jc] into NR-column panels (from a matrix, or by a BPanels source)
 //       ic: rows in MC-tall blocks
 //         pack A[ic, pc] into MR-row panels (or take them from a PackedA)
 //         jr over B panels, ir over A panels -> micro-kernel (MR x NR of C)
+// When the tile's rows fit one MC block, each B panel is packed inside the jr loop instead, just
+// before its micro-kernels (it is used once per KC block, so it is still in L1 when read).
 // Threads split M and N only, never K. Each C element gets one FMA chain per KC block, added to C
 // in pc order, and edge tiles run the same micro-kernel on zero-padded panels: the result is
 // bit-identical for any thread count and any M/N tiling (only the KC blocking, fixed by k, and the
@@ -195,6 +197,8 @@ struct Problem {
   int64_t lda = 0;
   const float* b = nullptr;
   int64_t ldb = 0;
+  const BPanels* panels = nullptr;  // packs op(B) itself (then `b` is unused)
+  const float* bias = nullptr;      // added to row i of C once, with the first KC block
   float* c = nullptr;
   int64_t ldc = 0;
   bool accumulate = false;
@@ -232,14 +236,15 @@ class Driver {
     const int64_t j1 = std::min(pr.n, part_begin(pn, gj + 1, grid_.tn) * NR);
     float* bbuf = bpack_ + t * b_stride_;
     float* abuf = apack_ + t * a_stride_;
+    // With a single row block every B panel is used once per KC block: pack each just before
+    // its micro-kernels run, so it is still in L1 (and the packing reads overlap the FMAs).
+    const bool pack_late = i1 - i0 <= mc_;
     for (int64_t jc = j0; jc < j1; jc += nc_) {
       const int64_t ncb = std::min(nc_, j1 - jc);
       for (int64_t pc = 0; pc < pr.k; pc += kc_) {
         const int64_t kcb = std::min(kc_, pr.k - pc);
-        for (int64_t jp = 0; jp * NR < ncb; ++jp) {
-          const int64_t j = jc + jp * NR;
-          pack_b_panel(pr.trans_b, pr.b, pr.ldb, j, std::min(NR, pr.n - j), pc, kcb, bbuf + jp * kcb * NR);
-        }
+        for (int64_t jp = 0; !pack_late && jp * NR < ncb; ++jp)
+          pack_b(jc + jp * NR, pc, kcb, bbuf + jp * kcb * NR);
         for (int64_t ic = i0; ic < i1; ic += mc_) {
           const int64_t mcb = std::min(mc_, i1 - ic);
           const float* ablock;
@@ -253,25 +258,47 @@ class Driver {
             }
             ablock = abuf;
           }
-          macro_kernel(ablock, bbuf, ic, mcb, jc, ncb, kcb, pr.accumulate || pc > 0);
+          macro_kernel(ablock, bbuf, pack_late, ic, mcb, jc, ncb, pc, kcb);
         }
       }
     }
   }
 
  private:
+  // The NR-column panel of op(B) at column j, rows pc..pc+kcb.
+  void pack_b(int64_t j, int64_t pc, int64_t kcb, float* dst) const {
+    const int64_t nr = std::min(NR, pr_.n - j);
+    if (pr_.panels != nullptr) {
+      pr_.panels->pack(j, nr, pc, kcb, dst);
+    } else {
+      pack_b_panel(pr_.trans_b, pr_.b, pr_.ldb, j, nr, pc, kcb, dst);
+    }
+  }
+
   // C[ic.., jc..] (+)= Ablock * Bblock, one micro-kernel per MR x NR tile; B panel outer so it
-  // stays in L1 while the A block streams from L2. `acc`: add to C (later KC blocks always do).
-  void macro_kernel(const float* ablock, const float* bblock, int64_t ic, int64_t mcb, int64_t jc,
-                    int64_t ncb, int64_t kcb, bool acc) {
+  // stays in L1 while the A block streams from L2. With `pack_late` each B panel is packed here,
+  // into the first panel slot of `bblock`. The first KC block (pc = 0) overwrites C unless the
+  // caller accumulates, and adds the bias: C starts from the bias and the micro-kernel adds to it.
+  void macro_kernel(const float* ablock, float* bblock, bool pack_late, int64_t ic, int64_t mcb,
+                    int64_t jc, int64_t ncb, int64_t pc, int64_t kcb) {
     const Problem& pr = pr_;
+    const bool bias = pr.bias != nullptr && pc == 0;
+    const bool acc = pr.accumulate || pc > 0 || bias;
     for (int64_t jp = 0; jp * NR < ncb; ++jp) {
       const int64_t j = jc + jp * NR, nr = std::min(NR, pr.n - j);
-      const float* bpanel = bblock + jp * kcb * NR;
+      float* bpanel = bblock + (pack_late ? 0 : jp * kcb * NR);
+      if (pack_late) pack_b(j, pc, kcb, bpanel);
       for (int64_t ip = 0; ip * MR < mcb; ++ip) {
         const int64_t i = ic + ip * MR, mr = std::min(MR, pr.m - i);
         const float* apanel = ablock + ip * kcb * MR;
         float* ctile = pr.c + i * pr.ldc + j;
+        if (bias) {
+          for (int64_t r = 0; r < mr; ++r) {
+            float* row = ctile + r * pr.ldc;
+            const float v = pr.bias[i + r];
+            for (int64_t q = 0; q < nr; ++q) row[q] = pr.accumulate ? row[q] + v : v;
+          }
+        }
         if (mr == MR && nr == NR) {
           ukernel_(kcb, apanel, bpanel, ctile, pr.ldc, acc);
         } else {
@@ -367,6 +394,23 @@ PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda) 
     }
   }
   return out;
+}
+
+void sgemm_packed_panels(const PackedA& a, int64_t n, const BPanels& b, const float* bias, float* c,
+                         int64_t ldc, bool accumulate, int threads) {
+  if (a.empty()) fail(ErrorKind::Value, "sgemm_packed_panels: empty PackedA");
+  check_args(a.m(), n, a.k(), 0, 0, 0, 0, ldc);
+  Problem pr;
+  pr.m = a.m(), pr.n = n, pr.k = a.k();
+  pr.packed = a.data();
+  pr.panels = &b, pr.bias = bias, pr.c = c, pr.ldc = ldc;
+  pr.accumulate = accumulate;
+  if (pr.k == 0 && bias != nullptr && n > 0) {  // C = bias (+ C): the empty sum plus the bias
+    for (int64_t i = 0; i < pr.m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + bias[i];
+    return;
+  }
+  run_problem(pr, threads);
 }
 
 void sgemm_packed(const PackedA& a, bool trans_b, int64_t n, const float* b, int64_t ldb, float* c,

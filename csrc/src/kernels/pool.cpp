@@ -1,5 +1,12 @@
 // Pooling kernels: max pooling that records switches, unpooling through them, average pooling.
 // Parallel over (n, c) planes: each plane's scatter stays inside its plane, so no races.
+//
+// Fast max pooling works one output row at a time. Outputs whose window lies wholly inside the
+// input columns (the interior) are computed a kernel row per pass: each pass folds KW inputs into
+// the running (max, switch) of every output in the row, a loop over outputs the compiler
+// vectorises (strict `>` keeps the first maximum, and the passes run in row-major window order,
+// so ties and NaNs resolve exactly as in the reference). Windows that cross the left or right
+// border take the general scalar path.
 #include <algorithm>
 #include <limits>
 
@@ -8,31 +15,115 @@
 namespace pydeconv::kernels {
 namespace {
 
-// One plane of max pooling; `switches` gets ih * W + iw of the first maximum in row-major order.
+// Folds one kernel row into the running max/switch of `n` interior outputs. `s` points at the
+// input of the first output's window in this row; `idx` is that element's plane index. KW and SW
+// are compile-time for the common windows (unrolled, vectorised over outputs); FIRST starts the
+// running values from the window's first element.
+template <int KW, int SW, bool FIRST>
+void fold_row(const float* s, int64_t n, int32_t idx, float* best, int32_t* arg) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* r = s + i * SW;
+    const int32_t at = idx + static_cast<int32_t>(i * SW);
+    float b = FIRST ? r[0] : best[i];
+    int32_t a = FIRST ? at : arg[i];
+    for (int kj = FIRST ? 1 : 0; kj < KW; ++kj) {
+      const bool gt = r[kj] > b;
+      b = gt ? r[kj] : b;
+      a = gt ? at + kj : a;
+    }
+    best[i] = b;
+    arg[i] = a;
+  }
+}
+
+// The same with run-time width, stride and dilation (any other window).
+void fold_row_any(const float* s, int64_t n, int32_t idx, int64_t kw, int64_t sw, int64_t dw,
+                  bool first, float* best, int32_t* arg) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* r = s + i * sw;
+    const int32_t at = idx + static_cast<int32_t>(i * sw);
+    float b = first ? r[0] : best[i];
+    int32_t a = first ? at : arg[i];
+    for (int64_t kj = first ? 1 : 0; kj < kw; ++kj) {
+      const float v = r[kj * dw];
+      if (v > b) {
+        b = v;
+        a = at + static_cast<int32_t>(kj * dw);
+      }
+    }
+    best[i] = b;
+    arg[i] = a;
+  }
+}
+
+template <int KW, int SW>
+void fold(const float* s, int64_t n, int32_t idx, bool first, float* best, int32_t* arg) {
+  if (first)
+    fold_row<KW, SW, true>(s, n, idx, best, arg);
+  else
+    fold_row<KW, SW, false>(s, n, idx, best, arg);
+}
+
+// One output of a window that may cross the input's border: the definition, in window order.
+void pool_one(const float* in, int64_t h, int64_t w, const Window2d& g, int64_t oy, int64_t ox,
+              float* out, int32_t* sw) {
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t arg = -1;
+  for (int64_t ki = 0; ki < g.kh; ++ki) {
+    const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
+    if (iy < 0 || iy >= h) continue;
+    for (int64_t kj = 0; kj < g.kw; ++kj) {
+      const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
+      if (ix < 0 || ix >= w) continue;
+      const float v = in[iy * w + ix];
+      if (arg < 0 || v > best) {
+        best = v;
+        arg = iy * w + ix;
+      }
+    }
+  }
+  *out = best;
+  *sw = static_cast<int32_t>(arg);
+}
+
 void max_pool_plane(const float* in, int64_t h, int64_t w, const Window2d& g, float* out,
                     int32_t* sw, int64_t oh, int64_t ow) {
+  // Interior outputs: ox * sw - pl >= 0 and ox * sw - pl + (kw - 1) * dw <= w - 1.
+  const int64_t span = (g.kw - 1) * g.dw;
+  const int64_t lo = std::min(ow, (g.pl + g.sw - 1) / g.sw);
+  const int64_t hi = w - 1 - span + g.pl < 0 ? 0 : std::min(ow, (w - 1 - span + g.pl) / g.sw + 1);
+  const int64_t n = std::max<int64_t>(0, hi - lo);
+  const bool k2s2 = g.kw == 2 && g.sw == 2 && g.dw == 1;
+  const bool k3s2 = g.kw == 3 && g.sw == 2 && g.dw == 1;
+  const bool k3s1 = g.kw == 3 && g.sw == 1 && g.dw == 1;
   for (int64_t oy = 0; oy < oh; ++oy) {
-    const int64_t y0 = oy * g.sh - g.pt;
-    for (int64_t ox = 0; ox < ow; ++ox) {
-      const int64_t x0 = ox * g.sw - g.pl;
-      float best = -std::numeric_limits<float>::infinity();
-      int64_t arg = -1;
-      for (int64_t ki = 0; ki < g.kh; ++ki) {
-        const int64_t iy = y0 + ki * g.dh;
-        if (iy < 0 || iy >= h) continue;
-        for (int64_t kj = 0; kj < g.kw; ++kj) {
-          const int64_t ix = x0 + kj * g.dw;
-          if (ix < 0 || ix >= w) continue;
-          const float v = in[iy * w + ix];
-          // Strictly greater keeps the first maximum; `arg < 0` admits -inf and NaN inputs.
-          if (arg < 0 || v > best) {
-            best = v;
-            arg = iy * w + ix;
-          }
-        }
-      }
-      out[oy * ow + ox] = best;
-      sw[oy * ow + ox] = static_cast<int32_t>(arg);
+    float* orow = out + oy * ow;
+    int32_t* srow = sw + oy * ow;
+    for (int64_t ox = 0; ox < std::min(lo, ow); ++ox)
+      pool_one(in, h, w, g, oy, ox, orow + ox, srow + ox);
+    for (int64_t ox = std::max(lo, hi); ox < ow; ++ox)
+      pool_one(in, h, w, g, oy, ox, orow + ox, srow + ox);
+    if (n == 0) continue;
+    bool first = true;
+    for (int64_t ki = 0; ki < g.kh; ++ki) {
+      const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
+      if (iy < 0 || iy >= h) continue;  // padding rows never win
+      const int64_t x0 = lo * g.sw - g.pl;
+      const float* s = in + iy * w + x0;
+      const int32_t idx = static_cast<int32_t>(iy * w + x0);
+      if (k2s2)
+        fold<2, 2>(s, n, idx, first, orow + lo, srow + lo);
+      else if (k3s2)
+        fold<3, 2>(s, n, idx, first, orow + lo, srow + lo);
+      else if (k3s1)
+        fold<3, 1>(s, n, idx, first, orow + lo, srow + lo);
+      else
+        fold_row_any(s, n, idx, g.kw, g.sw, g.dw, first, orow + lo, srow + lo);
+      first = false;
+    }
+    if (first) {  // a dilated window can straddle a small input: nothing inside, no switch
+      std::fill(orow + lo, orow + lo + n, -std::numeric_limits<float>::infinity());
+      std::fill(srow + lo, srow + lo + n, -1);
     }
   }
 }
@@ -53,6 +144,9 @@ int64_t avg_count(const Window2d& g, int64_t h, int64_t w, int64_t oy, int64_t o
   return std::max<int64_t>(1, (y1 - y0) * (x1 - x0));
 }
 
+// Below this many window reads a pooling call stays on one thread (a fork costs ~10 us).
+constexpr int64_t kParallelWork = 1 << 15;
+
 }  // namespace
 
 void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Tensor& out,
@@ -61,17 +155,9 @@ void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Ten
   const Shape& is = in.shape();
   const Shape& os = out.shape();
   const int64_t planes = is.n * is.c;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
+  const bool par = ctx.threads > 1 && planes > 1 && os.numel() * g.kh * g.kw > kParallelWork;
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (par)
   for (int64_t p = 0; p < planes; ++p)
-    max_pool_plane(in.data() + p * is.plane(), is.h, is.w, g, out.data() + p * os.plane(),
-                   switches.data() + p * os.plane(), os.h, os.w);
-}
-
-void max_pool2d_forward_ref(const Tensor& in, const Window2d& g, Tensor& out,
-                            IndexTensor& switches) {
-  const Shape& is = in.shape();
-  const Shape& os = out.shape();
-  for (int64_t p = 0; p < is.n * is.c; ++p)
     max_pool_plane(in.data() + p * is.plane(), is.h, is.w, g, out.data() + p * os.plane(),
                    switches.data() + p * os.plane(), os.h, os.w);
 }
@@ -89,22 +175,13 @@ void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const I
     const float* g = gout.data() + p * op;
     const int32_t* sw = switches.plane(b / reps, ch);
     float* d = gin.data() + p * ip;
+    // Only the region may be non-zero; overlapping windows sharing a switch sum (the gradient).
     for (int64_t oy = r.y0; oy < r.y1; ++oy)
       for (int64_t ox = r.x0; ox < r.x1; ++ox) {
         const int64_t i = oy * gs.w + ox;
         if (sw[i] >= 0) d[sw[i]] += g[i];
       }
   }
-}
-
-void max_unpool2d_ref(const Tensor& gout, const IndexTensor& switches, Tensor& gin, int64_t reps) {
-  const Shape& gs = gout.shape();
-  for (int64_t b = 0; b < gs.n; ++b)
-    for (int64_t ch = 0; ch < gs.c; ++ch)
-      for (int64_t i = 0; i < gs.plane(); ++i) {
-        const int32_t s = switches.plane(b / reps, ch)[i];
-        if (s >= 0) gin.plane(b, ch)[s] += gout.plane(b, ch)[i];
-      }
 }
 
 void avg_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, bool count_include_pad,

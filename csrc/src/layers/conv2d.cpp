@@ -1,5 +1,7 @@
 // conv2d. Forward: cross-correlation + bias. Back (all rules): the transposed convolution with the
 // same filters, bias unused.
+#include <mutex>
+
 #include "layers.hpp"
 #include "window_attrs.hpp"
 
@@ -31,23 +33,33 @@ class Conv2d : public WindowLayer {
           " input channels, the input has " + std::to_string(in[0].c));
     if (bias_ && (bias_->shape().rank != 1 || bias_->shape().n != ws.n))
       bad("parameter 'bias' must have shape (" + std::to_string(ws.n) + ",)");
+    packed_ = kernels::conv2d_pack_forward(*weight_, groups_);
     return window_out(in[0], ws.n);
   }
 
   void forward(const Ctx& ctx, ForwardArgs& a) const override {
     kernels::conv2d_forward(ctx, *a.in[0], *weight_, bias_ ? bias_->data() : nullptr, g_, groups_,
-                            *a.out);
+                            *a.out, &packed_);
   }
 
   // All rules: gin += conv_transpose(gout, W).
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
-    kernels::conv2d_backward(ctx, *a.gout, a.region, *weight_, g_, groups_, *a.gin[0]);
+    if (ctx.reference)
+      return kernels::conv2d_backward(ctx, *a.gout, a.region, *weight_, g_, groups_, *a.gin[0]);
+    // Packed on first use, not at load: a model used only forward never pays the memory.
+    std::call_once(packed_back_once_,
+                   [&] { packed_back_ = kernels::conv2d_pack_backward(*weight_, g_, groups_); });
+    kernels::conv2d_backward(ctx, *a.gout, a.region, *weight_, g_, groups_, *a.gin[0],
+                             &packed_back_);
   }
 
  private:
   const Tensor* weight_ = nullptr;
   const Tensor* bias_ = nullptr;
   int64_t groups_ = 1;
+  kernels::ConvPacked packed_;  // the weights as the forward GEMM reads them, packed at load
+  mutable std::once_flag packed_back_once_;
+  mutable kernels::ConvPacked packed_back_;  // the transposed conv's, set once by call_once
 };
 
 }  // namespace

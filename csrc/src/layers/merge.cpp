@@ -1,10 +1,14 @@
 // add (residual) and concat (channels): the DAG joins.
 #include <algorithm>
+#include <vector>
 
 #include "layers.hpp"
 
 namespace pydeconv {
 namespace {
+
+constexpr int64_t kChunk = 4096;         // add: elements per chunk (16 KiB, stays in L1)
+constexpr int64_t kParallel = 1 << 16;   // elements below which one thread does it all
 
 class Add : public Layer {
  public:
@@ -23,25 +27,42 @@ class Add : public Layer {
     float* y = a.out->data();
     const int64_t n = a.out->numel();
     const auto& in = a.in;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > 32768)
-    for (int64_t i = 0; i < n; ++i) {
-      float acc = in[0]->data()[i];
-      for (size_t k = 1; k < in.size(); ++k) acc += in[k]->data()[i];
-      y[i] = acc;
+    // Chunks of the flat tensor, each summed input by input: the inner loops are plain
+    // contiguous adds that vectorise, and the chunk stays in cache between inputs.
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallel)
+    for (int64_t q = 0; q < chunks; ++q) {
+      const int64_t i0 = q * kChunk, m = std::min(kChunk, n - i0);
+      const float* x0 = in[0]->data() + i0;
+      const float* x1 = in[1]->data() + i0;
+      float* d = y + i0;
+      for (int64_t i = 0; i < m; ++i) d[i] = x0[i] + x1[i];
+      for (size_t k = 2; k < in.size(); ++k) {
+        const float* xk = in[k]->data() + i0;
+        for (int64_t i = 0; i < m; ++i) d[i] += xk[i];
+      }
     }
   }
 
   // All rules: every input receives the whole signal.
-  void backward(const Ctx&, BackwardArgs& a) const override {
+  void backward(const Ctx& ctx, BackwardArgs& a) const override {
     const Shape& s = a.gout->shape();
-    for (Tensor* gin : a.gin)
-      for (int64_t p = 0; p < s.n * s.c; ++p) {
-        const Region& r = a.region[p / s.c];
-        const float* g = a.gout->data() + p * s.plane();
-        float* d = gin->data() + p * s.plane();
-        for (int64_t y = r.y0; y < r.y1; ++y)
-          for (int64_t x = r.x0; x < r.x1; ++x) d[y * s.w + x] += g[y * s.w + x];
-      }
+    const int64_t planes = s.n * s.c;
+    int64_t work = 0;
+    for (const Region& r : a.region)
+      if (!r.empty()) work += (r.y1 - r.y0) * (r.x1 - r.x0) * s.c;
+    work *= static_cast<int64_t>(a.gin.size());
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && work > kParallel)
+    for (int64_t p = 0; p < planes; ++p) {
+      const Region& r = a.region[p / s.c];
+      for (Tensor* gin : a.gin)
+        for (int64_t y = r.y0; y < r.y1; ++y) {
+          const int64_t i0 = p * s.plane() + y * s.w + r.x0, m = r.x1 - r.x0;
+          const float* g = a.gout->data() + i0;
+          float* d = gin->data() + i0;
+          for (int64_t i = 0; i < m; ++i) d[i] += g[i];
+        }
+    }
   }
 };
 
@@ -75,17 +96,36 @@ class Concat : public Layer {
     }
   }
 
-  // All rules: each input receives its own slice of channels.
-  void backward(const Ctx&, BackwardArgs& a) const override {
+  // All rules: each input receives its own slice of channels (only the region's rows).
+  void backward(const Ctx& ctx, BackwardArgs& a) const override {
     const Shape& gs = a.gout->shape();
-    for (int64_t b = 0; b < gs.n; ++b) {
-      const float* src = a.gout->sample(b);
-      for (Tensor* gin : a.gin) {
-        float* d = gin->sample(b);
-        const int64_t len = gin->shape().sample();
-        for (int64_t i = 0; i < len; ++i) d[i] += src[i];
-        src += len;
-      }
+    const int64_t hw = gs.plane(), planes = gs.n * gs.c;
+    // Where each output channel comes from: input k, channel ch - first[k].
+    std::vector<int64_t> first;
+    int64_t c0 = 0;
+    for (const Tensor* gin : a.gin) {
+      first.push_back(c0);
+      c0 += gin->shape().c;
+    }
+    int64_t work = 0;
+    for (const Region& r : a.region)
+      if (!r.empty()) work += (r.y1 - r.y0) * (r.x1 - r.x0) * gs.c;
+    // concat(x, x) hands the same gradient tensor twice: its planes then take two writers.
+    bool distinct = true;
+    for (size_t i = 0; i < a.gin.size(); ++i)
+      for (size_t j = i + 1; j < a.gin.size(); ++j) distinct = distinct && a.gin[i] != a.gin[j];
+    const bool par = ctx.threads > 1 && work > kParallel && distinct;
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (par)
+    for (int64_t p = 0; p < planes; ++p) {
+      const int64_t b = p / gs.c, ch = p % gs.c;
+      size_t k = first.size() - 1;
+      while (first[k] > ch) --k;
+      Tensor& gin = *a.gin[k];
+      const Region& r = a.region[b];
+      const float* g = a.gout->data() + p * hw;
+      float* d = gin.plane(b, ch - first[k]);
+      for (int64_t y = r.y0; y < r.y1; ++y)
+        for (int64_t x = r.x0; x < r.x1; ++x) d[y * gs.w + x] += g[y * gs.w + x];
     }
   }
 };

@@ -1,0 +1,108 @@
+// Implicit im2col panels (see im2col_panels.hpp). pack() runs for every KC x NR panel of every
+// conv GEMM, so it is written for the common case: a panel's 16 columns lie in one or two output
+// rows, and with stride 1 each of those runs is a plain copy of consecutive input values.
+#include "im2col_panels.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace pydeconv::kernels {
+namespace {
+
+constexpr int64_t NR = kSgemmNR;
+
+}  // namespace
+
+Im2colPanels::Im2colPanels(const Window2d& g, int64_t channels, int64_t h, int64_t w,
+                           std::vector<ColRect> rects)
+    : g_(g), channels_(channels), h_(h), w_(w), rects_(std::move(rects)) {
+  if (rects_.size() == 1) {
+    const ColRect& r = rects_[0];
+    contiguous_ = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
+                  r.oy0 == 0 && r.ox0 == 0 && r.cols == w && r.rows <= h && r.ylo <= 0 &&
+                  r.yhi >= h && r.xlo <= 0 && r.xhi >= w;
+  }
+}
+
+int64_t Im2colPanels::n() const {
+  return rects_.empty() ? 0 : rects_.back().col0 + rects_.back().rows * rects_.back().cols;
+}
+
+void Im2colPanels::pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* dst) const {
+  const int64_t plane = h_ * w_;
+  if (contiguous_) {  // B is the input itself: row p is channel p's plane
+    const float* base = rects_[0].src + j0;
+    for (int64_t p = 0; p < kcb; ++p) {
+      float* d = dst + p * NR;
+      std::memcpy(d, base + (p0 + p) * plane, static_cast<size_t>(nr) * sizeof(float));
+      std::fill(d + nr, d + NR, 0.0f);
+    }
+    return;
+  }
+
+  // Split the panel's columns into runs, one per output row touched.
+  Run runs[NR];
+  int nruns = 0;
+  auto it = std::upper_bound(rects_.begin(), rects_.end(), j0,
+                             [](int64_t j, const ColRect& r) { return j < r.col0; });
+  size_t ri = static_cast<size_t>(it - rects_.begin()) - 1;
+  for (int64_t j = j0; j < j0 + nr;) {
+    const ColRect* r = &rects_[ri];
+    while (j >= r->col0 + r->rows * r->cols) r = &rects_[++ri];
+    const int64_t local = j - r->col0, oy = r->oy0 + local / r->cols, cx = local % r->cols;
+    const int64_t len = std::min(r->cols - cx, j0 + nr - j);
+    runs[nruns++] = {r->src, oy * g_.sh - g_.pt, (r->ox0 + cx) * g_.sw - g_.pl, len, j - j0,
+                     r->ylo, r->yhi, r->xlo, r->xhi};
+    j += len;
+  }
+
+  const int64_t taps = g_.kh * g_.kw;
+  int64_t c = p0 / taps, ki = p0 % taps / g_.kw, kj = p0 % g_.kw;
+  const bool one_run = nruns == 1 && runs[0].len == NR && g_.sw == 1;
+  for (int64_t p = 0; p < kcb; ++p) {
+    float* d = dst + p * NR;
+    const Run& u0 = runs[0];
+    const int64_t iy0 = u0.iy0 + ki * g_.dh, ix0 = u0.ix0 + kj * g_.dw;
+    if (one_run && iy0 >= u0.ylo && iy0 < u0.yhi && ix0 >= u0.xlo && ix0 + NR <= u0.xhi) {
+      // The common case, kept branch-light: 16 in-bounds columns of one input row.
+      // memcpy of a constant size: four 16-byte moves (a plain loop stays scalar, as the
+      // compiler cannot rule out overlap).
+      std::memcpy(d, u0.src + c * plane + iy0 * w_ + ix0, NR * sizeof(float));
+    } else {
+      for (int i = 0; i < nruns; ++i) pack_run(runs[i], c * plane, ki, kj, d + runs[i].at);
+      std::fill(d + nr, d + NR, 0.0f);
+    }
+    if (++kj == g_.kw) {
+      kj = 0;
+      if (++ki == g_.kh) ki = 0, ++c;
+    }
+  }
+}
+
+// One run of one panel row (kernel tap ki, kj of the channel at `offset`), zero where the tap
+// falls outside the readable rectangle.
+void Im2colPanels::pack_run(const Run& u, int64_t offset, int64_t ki, int64_t kj, float* o) const {
+  const int64_t iy = u.iy0 + ki * g_.dh, ix = u.ix0 + kj * g_.dw;
+  if (iy < u.ylo || iy >= u.yhi) {
+    std::fill(o, o + u.len, 0.0f);
+    return;
+  }
+  const float* row = u.src + offset + iy * w_;
+  if (g_.sw == 1) {
+    const int64_t lo = std::clamp<int64_t>(u.xlo - ix, 0, u.len);
+    const int64_t hi = std::clamp<int64_t>(u.xhi - ix, lo, u.len);
+    // Runs are short (<= 16): plain loops, not library calls; the source never overlaps o.
+    float* __restrict dst = o;
+    const float* __restrict src = row + ix;
+    for (int64_t q = 0; q < lo; ++q) dst[q] = 0.0f;
+    for (int64_t q = lo; q < hi; ++q) dst[q] = src[q];
+    for (int64_t q = hi; q < u.len; ++q) dst[q] = 0.0f;
+  } else {
+    for (int64_t q = 0; q < u.len; ++q) {
+      const int64_t x = ix + q * g_.sw;
+      o[q] = (x >= u.xlo && x < u.xhi) ? row[x] : 0.0f;
+    }
+  }
+}
+
+}  // namespace pydeconv::kernels

@@ -1,0 +1,247 @@
+// The fast conv2d kernels (implicit-im2col GEMM forward; the transposed conv as a flipped-kernel
+// forward conv for stride 1, GEMM + col2im when strided) against the naive reference kernels:
+// strides, asymmetric padding, dilation, groups incl. depthwise, 1x1, odd sizes, batch > 1,
+// per-sample gradient regions, 1 and 2 threads, portable and AVX2 micro-kernels, pre-packed and
+// per-call packed weights. Tolerances come from the float error bound of each sum:
+// |error| <= (K + 4) * 2^-24 * sum |terms|, with sum |terms| computed by the reference kernel on
+// absolute values.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "check.hpp"
+#include "pydeconv/gemm.hpp"
+#include "pydeconv/kernels.hpp"
+
+using namespace pydeconv;
+
+namespace {
+
+struct ConvCase {
+  const char* name;
+  int64_t n, c, h, w, oc;
+  Window2d g;
+  int64_t groups;
+};
+
+Window2d window(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pl, int64_t pb,
+                int64_t pr, int64_t dh = 1, int64_t dw = 1) {
+  Window2d g;
+  g.kh = kh, g.kw = kw, g.sh = sh, g.sw = sw, g.pt = pt, g.pl = pl, g.pb = pb, g.pr = pr;
+  g.dh = dh, g.dw = dw;
+  return g;
+}
+
+// The stride-1 transposed conv runs as a flipped-kernel conv when a group has >= 6 input
+// channels and as GEMM + col2im below that: the stride-1 cases cover both sides.
+const ConvCase kCases[] = {
+    {"plain3x3", 1, 3, 7, 7, 4, window(3, 3, 1, 1, 0, 0, 0, 0), 1},
+    {"same_pad_batch", 3, 5, 9, 11, 7, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
+    {"same_pad_flipped", 3, 6, 9, 11, 7, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
+    {"asym_pad", 2, 7, 13, 10, 5, window(3, 5, 1, 1, 2, 0, 1, 3), 1},
+    {"asym_pad_col2im", 2, 3, 13, 10, 5, window(3, 5, 1, 1, 2, 0, 1, 3), 1},
+    {"pad_beyond_kernel", 1, 6, 5, 6, 3, window(2, 2, 1, 1, 3, 2, 3, 2), 1},
+    {"stride2_asym", 2, 3, 13, 13, 4, window(7, 7, 2, 2, 1, 2, 3, 1), 1},
+    {"stride_gt_kernel", 1, 4, 13, 13, 3, window(2, 2, 3, 3, 1, 0, 1, 0), 1},
+    {"stride_hw", 2, 3, 11, 17, 5, window(3, 2, 2, 3, 1, 0, 0, 1), 1},
+    {"dilation", 2, 8, 13, 7, 4, window(3, 3, 1, 1, 2, 3, 1, 0, 2, 3), 1},
+    {"dilation_col2im", 2, 3, 13, 7, 4, window(3, 3, 1, 1, 2, 3, 1, 0, 2, 3), 1},
+    {"dilation_stride", 1, 3, 15, 14, 2, window(3, 3, 2, 2, 2, 2, 2, 2, 2, 2), 1},
+    {"groups", 2, 6, 7, 7, 9, window(3, 3, 1, 1, 1, 1, 1, 1), 3},
+    {"groups_flipped", 2, 14, 9, 7, 6, window(3, 3, 1, 1, 0, 1, 2, 1), 2},
+    {"depthwise", 2, 13, 7, 7, 13, window(3, 3, 1, 1, 1, 1, 1, 1), 13},
+    {"depthwise_stride", 1, 13, 9, 8, 26, window(3, 3, 2, 2, 1, 1, 1, 1), 13},
+    {"pointwise", 2, 13, 7, 5, 6, window(1, 1, 1, 1, 0, 0, 0, 0), 1},
+    {"pointwise_stride", 1, 8, 9, 9, 5, window(1, 1, 2, 2, 0, 0, 0, 0), 1},
+    {"one_pixel", 3, 1, 1, 1, 1, window(1, 1, 1, 1, 0, 0, 0, 0), 1},
+    {"rect_kernel", 1, 3, 7, 13, 4, window(1, 5, 2, 1, 0, 2, 0, 2), 1},
+    // GEMM edges: m past MR/MC, k past KC (several KC blocks), n past several NR panels.
+    {"gemm_blocks", 2, 32, 13, 13, 70, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
+    {"wide_tall", 1, 40, 23, 37, 301, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
+};
+
+Tensor random_tensor(const Shape& s, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  Tensor t(s);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = u(rng);
+  return t;
+}
+
+Tensor abs_of(const Tensor& t) {
+  Tensor a = t.clone();
+  for (int64_t i = 0; i < a.numel(); ++i) a.data()[i] = std::fabs(a.data()[i]);
+  return a;
+}
+
+bool same_bits(const Tensor& x, const Tensor& y) {
+  return x.numel() == y.numel() &&
+         std::memcmp(x.data(), y.data(), static_cast<size_t>(x.numel()) * sizeof(float)) == 0;
+}
+
+// |got - want| <= (terms + 4) * u * bound + tiny, element by element.
+void check_close(const Tensor& got, const Tensor& want, const Tensor& bound, int64_t terms,
+                 const std::string& what) {
+  const double u = std::ldexp(1.0, -24);
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    const double tol = (terms + 4) * u * bound.data()[i] + 1e-30;
+    if (!(std::fabs(double(got.data()[i]) - want.data()[i]) <= tol))
+      check::fail_at(__FILE__, __LINE__,
+                     what + " at " + std::to_string(i) + ": got " + std::to_string(got.data()[i]) +
+                         " want " + std::to_string(want.data()[i]));
+  }
+}
+
+// The micro-kernels to test: the portable one always, the AVX2 one where the CPU has it.
+std::vector<bool> portable_modes() {
+  kernels::sgemm_force_portable(false);
+  const bool has_avx2 = std::string(kernels::sgemm_isa()) == "avx2_fma_6x16";
+  return has_avx2 ? std::vector<bool>{false, true} : std::vector<bool>{true};
+}
+
+Shape out_shape(const ConvCase& cs) {
+  return Shape::nchw(cs.n, cs.oc, cs.g.out_h(cs.h), cs.g.out_w(cs.w));
+}
+
+void check_forward(const ConvCase& cs, std::mt19937& rng) {
+  const Tensor in = random_tensor(Shape::nchw(cs.n, cs.c, cs.h, cs.w), rng);
+  const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c / cs.groups, cs.g.kh, cs.g.kw), rng);
+  const Tensor bias = random_tensor(Shape::vec(cs.oc), rng);
+  const Shape os = out_shape(cs);
+  Tensor want(os), bound(os);
+  kernels::conv2d_forward_ref(in, w, bias.data(), cs.g, cs.groups, want);
+  kernels::conv2d_forward_ref(abs_of(in), abs_of(w), abs_of(bias).data(), cs.g, cs.groups, bound);
+  const int64_t terms = cs.c / cs.groups * cs.g.kh * cs.g.kw + 1;
+  const kernels::ConvPacked packed = kernels::conv2d_pack_forward(w, cs.groups);
+  for (bool portable : portable_modes()) {
+    kernels::sgemm_force_portable(portable);
+    const std::string what = std::string(cs.name) + " forward " + kernels::sgemm_isa();
+    Tensor one(os, 7.0f), two(os, 7.0f), unpacked(os, 7.0f);
+    kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), cs.g, cs.groups, one, &packed);
+    kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, cs.groups, two, &packed);
+    kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, cs.groups, unpacked);
+    check_close(one, want, bound, terms, what);
+    if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, what + ": 2 threads differ");
+    if (!same_bits(two, unpacked)) check::fail_at(__FILE__, __LINE__, what + ": packing differs");
+    Tensor nobias(os), nobias_want(os);
+    kernels::conv2d_forward(Ctx{2, false}, in, w, nullptr, cs.g, cs.groups, nobias, &packed);
+    kernels::conv2d_forward_ref(in, w, nullptr, cs.g, cs.groups, nobias_want);
+    check_close(nobias, nobias_want, bound, terms, what + " no bias");
+  }
+  kernels::sgemm_force_portable(false);
+  Tensor ref_ctx(os);
+  kernels::conv2d_forward(Ctx{2, true}, in, w, bias.data(), cs.g, cs.groups, ref_ctx);
+  CHECK(same_bits(ref_ctx, want));
+}
+
+// Per-sample regions of gout that may be non-zero: the whole map, an inner rectangle, nothing,
+// one pixel (at a corner), cycling over the samples of the gradient batch.
+Regions make_regions(const Shape& gs) {
+  Regions rs;
+  for (int64_t b = 0; b < gs.n; ++b) {
+    switch (b % 4) {
+      case 0: rs.push_back(Region::full(gs)); break;
+      case 1: rs.push_back({gs.h / 3, std::max<int64_t>(gs.h / 3 + 1, gs.h - 1), gs.w / 2, gs.w}); break;
+      case 2: rs.push_back({0, 0, 0, 0}); break;
+      default: rs.push_back({gs.h - 1, gs.h, 0, 1}); break;
+    }
+  }
+  return rs;
+}
+
+void check_backward(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
+  const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c / cs.groups, cs.g.kh, cs.g.kw), rng);
+  const Shape gs = out_shape(cs).with_n(cs.n * reps);
+  const Shape is = Shape::nchw(cs.n * reps, cs.c, cs.h, cs.w);
+  const Regions rs = make_regions(gs);
+  Tensor gout = random_tensor(gs, rng);
+  for (int64_t b = 0; b < gs.n; ++b)  // the contract: zero outside the sample's region
+    for (int64_t c = 0; c < gs.c; ++c)
+      for (int64_t y = 0; y < gs.h; ++y)
+        for (int64_t x = 0; x < gs.w; ++x) {
+          const Region& r = rs[b];
+          if (y < r.y0 || y >= r.y1 || x < r.x0 || x >= r.x1) gout.plane(b, c)[y * gs.w + x] = 0.0f;
+        }
+  const Tensor gin0 = random_tensor(is, rng);  // backward accumulates into gin
+  Tensor want = gin0.clone(), bound = abs_of(gin0);
+  kernels::conv2d_backward_ref(gout, w, cs.g, cs.groups, want, reps);
+  kernels::conv2d_backward_ref(abs_of(gout), abs_of(w), cs.g, cs.groups, bound, reps);
+  const int64_t terms = cs.oc / cs.groups * cs.g.kh * cs.g.kw + 1;
+  const kernels::ConvPacked packed = kernels::conv2d_pack_backward(w, cs.g, cs.groups);
+  for (bool portable : portable_modes()) {
+    kernels::sgemm_force_portable(portable);
+    const std::string what = std::string(cs.name) + " backward " + kernels::sgemm_isa() +
+                             " reps=" + std::to_string(reps);
+    Tensor one = gin0.clone(), two = gin0.clone(), unpacked = gin0.clone(), again = gin0.clone();
+    kernels::conv2d_backward(Ctx{1, false}, gout, rs, w, cs.g, cs.groups, one, &packed);
+    kernels::conv2d_backward(Ctx{2, false}, gout, rs, w, cs.g, cs.groups, two, &packed);
+    kernels::conv2d_backward(Ctx{2, false}, gout, rs, w, cs.g, cs.groups, again, &packed);
+    kernels::conv2d_backward(Ctx{2, false}, gout, rs, w, cs.g, cs.groups, unpacked);
+    check_close(one, want, bound, terms, what);
+    if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, what + ": 2 threads differ");
+    if (!same_bits(two, again)) check::fail_at(__FILE__, __LINE__, what + ": not repeatable");
+    if (!same_bits(two, unpacked)) check::fail_at(__FILE__, __LINE__, what + ": packing differs");
+  }
+  kernels::sgemm_force_portable(false);
+  Tensor ref_ctx = gin0.clone();
+  kernels::conv2d_backward(Ctx{2, true}, gout, rs, w, cs.g, cs.groups, ref_ctx);
+  CHECK(same_bits(ref_ctx, want));
+}
+
+}  // namespace
+
+TEST(conv2d_forward_vs_reference) {
+  std::mt19937 rng(3);
+  for (const ConvCase& cs : kCases) check_forward(cs, rng);
+}
+
+TEST(conv2d_backward_vs_reference) {
+  std::mt19937 rng(5);
+  for (const ConvCase& cs : kCases) check_backward(cs, 1, rng);
+}
+
+// A gradient batch of several start signals per image (reps > 1) with mixed regions.
+TEST(conv2d_backward_batched_regions) {
+  std::mt19937 rng(9);
+  for (const ConvCase& cs : kCases) {
+    const std::string name = cs.name;
+    if (name == "same_pad_flipped" || name == "asym_pad_col2im" || name == "stride2_asym" ||
+        name == "groups_flipped" || name == "depthwise")
+      check_backward(cs, 3, rng);
+  }
+}
+
+// So many input channels that the result buffer (8 MiB) holds fewer columns than one sample's
+// region: the region is split by rows over several GEMMs.
+TEST(conv2d_backward_split_regions) {
+  std::mt19937 rng(13);
+  check_backward({"split", 2, 6144, 19, 19, 2, window(3, 3, 1, 1, 1, 1, 1, 1), 1}, 1, rng);
+}
+
+// Adjoint identity on the fast kernels alone: <conv(x), y> == <x, conv^T(y)>.
+TEST(conv2d_adjoint) {
+  std::mt19937 rng(11);
+  for (const ConvCase& cs : kCases) {
+    const Tensor x = random_tensor(Shape::nchw(cs.n, cs.c, cs.h, cs.w), rng);
+    const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c / cs.groups, cs.g.kh, cs.g.kw), rng);
+    const Shape os = out_shape(cs);
+    const Tensor y = random_tensor(os, rng);
+    Tensor ax(os), aty(x.shape(), 0.0f);
+    kernels::conv2d_forward(Ctx{2, false}, x, w, nullptr, cs.g, cs.groups, ax);
+    kernels::conv2d_backward(Ctx{2, false}, y, Regions(cs.n, Region::full(os)), w, cs.g, cs.groups, aty);
+    double lhs = 0, rhs = 0, scale = 0;
+    for (int64_t i = 0; i < ax.numel(); ++i) {
+      lhs += double(ax.data()[i]) * y.data()[i];
+      scale += std::fabs(double(ax.data()[i]) * y.data()[i]);
+    }
+    for (int64_t i = 0; i < aty.numel(); ++i) {
+      rhs += double(aty.data()[i]) * x.data()[i];
+      scale += std::fabs(double(aty.data()[i]) * x.data()[i]);
+    }
+    if (!(std::fabs(lhs - rhs) <= 1e-5 * scale + 1e-12))
+      check::fail_at(__FILE__, __LINE__, std::string(cs.name) + ": <Ax,y>=" + std::to_string(lhs) +
+                                             " <x,A^T y>=" + std::to_string(rhs));
+  }
+}
+
+PYDECONV_TEST_MAIN()
