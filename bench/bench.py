@@ -32,19 +32,23 @@ sys.path.insert(0, str(ROOT))
 import pydeconv  # noqa: E402
 from pydeconv import _core  # noqa: E402
 
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:
-    torch = None
-try:
-    import onnxruntime as ort
-except ImportError:
-    ort = None
-try:
-    from captum.attr import NeuronDeconvolution
-except ImportError:
-    NeuronDeconvolution = None
+# The pydeconv memory probe runs in its own process and must not carry the frameworks' imports.
+_PYDECONV_ONLY = len(sys.argv) > 2 and sys.argv[1] == "--rss-child" and sys.argv[2].startswith("pydeconv")
+torch = ort = NeuronDeconvolution = F = None
+if not _PYDECONV_ONLY:
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        torch = None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    try:
+        from captum.attr import NeuronDeconvolution
+    except ImportError:
+        NeuronDeconvolution = None
 
 # -- model specs: one list of ops, turned into a pydeconv graph, a torch model and an ONNX file --
 VGG16_CONVS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -413,17 +417,17 @@ def all_channels_part(rep, net, model, ops, x, threads, quick):
               ["engine", "threads", "seconds (total)", "how", "time / pydeconv"], rows)
 
 
-def rss_child(engine):
-    """Runs in a subprocess: build VGG16, forward + one conv5_3 projection; prints peak RSS in MB."""
-    ops = vgg16_trunk()
-    graph, params, shapes, _ = realise("vgg16-trunk", ops, (3, 224, 224))
+def rss_child(engine, model_path):
+    """Runs in a subprocess: load VGG16, forward + one conv5_3 projection; prints peak RSS in MiB.
+    pydeconv loads the model file as a user would (the parent wrote it); torch builds its model."""
     x = np.random.default_rng(2).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    if engine == "pydeconv":
-        net = pydeconv.build(graph, params)
-        del params
-        _, trace = net.forward(x)
+    if engine.startswith("pydeconv"):
+        net = pydeconv.load(model_path)
+        _, trace = net.forward(x, keep=["conv5_3"] if engine.endswith("minimal") else "all")
         net.project(trace, "conv5_3", 0, at="max")
     else:
+        ops = vgg16_trunk()
+        graph, params, shapes, _ = realise("vgg16-trunk", ops, (3, 224, 224))
         model = torch_model(ops, params, shapes)
         del params
         deconv = TorchDeconvNet(model, ops)
@@ -436,14 +440,20 @@ def rss_child(engine):
 
 def rss_part(rep):
     rows = []
-    for engine in ["pydeconv"] + (["torch"] if torch is not None else []):
-        out = subprocess.run([sys.executable, __file__, "--rss-child", engine], capture_output=True, text=True)
+    graph, params, _, _ = realise("vgg16-trunk", vgg16_trunk(), (3, 224, 224))
+    model_path = Path(tempfile.mkdtemp(prefix="pydeconv-bench-")) / "vgg16.npz"
+    pydeconv.build(graph, params).save(model_path)
+    for engine in ["pydeconv-minimal", "pydeconv-all"] + (["torch"] if torch is not None else []):
+        out = subprocess.run([sys.executable, __file__, "--rss-child", engine, str(model_path)],
+                             capture_output=True, text=True)
         if out.returncode == 0:
             rows.append([engine] + out.stdout.split()[-2:])
         else:
             rows.append([engine, f"failed: {out.stderr[-200:]}", "-"])
-    rep.table("Peak RSS, VGG16 trunk: build + forward + one conv5_3 projection (own process, MB; "
-              "includes the interpreter, NumPy and torch imports)", ["engine", "VmHWM MB", "ru_maxrss MB"], rows)
+    shutil.rmtree(model_path.parent, ignore_errors=True)
+    rep.table("Peak RSS, VGG16 trunk: load + forward + one conv5_3 projection (own process, MiB; includes "
+              "the interpreter and NumPy; pydeconv loads the .npz, keep=['conv5_3'] (minimal) or 'all'; "
+              "torch with its own import)", ["engine", "VmHWM MiB", "ru_maxrss MiB"], rows)
 
 
 def machine():
@@ -472,10 +482,10 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
     ap.add_argument("--save", help="also write the Markdown report to this file")
-    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
-        return rss_child(args.rss_child)
+        return rss_child(*args.rss_child)
     ncpu = os.cpu_count() or 1
     threads = args.threads or ([ncpu] if args.quick else sorted({1, ncpu}))
     reps = 2 if args.quick else 7

@@ -142,16 +142,24 @@ class Net:
         return f"<pydeconv.Net {self.graph.get('name', '')!r}: {len(self.layers)} layers, input {self.input_shape}>"
 
     # -- running -----------------------------------------------------------------------------
-    def forward(self, x: np.ndarray, upto: str | None = None, keep: str = "all", threads: int | None = None):
+    def forward(self, x: np.ndarray, upto: str | None = None, keep: str | Sequence[str] = "all",
+                threads: int | None = None):
         """Runs the net on ``x`` (float (N, C, H, W)). Returns ``(out, trace)``: ``out`` is the
         graph output (a dict name -> array when there are several) or, with ``upto``, that layer's
-        output. ``keep="minimal"`` keeps only what projections need."""
+        output. ``keep="all"`` keeps every layer's output; ``keep="minimal"`` only what projections
+        need (switches, ReLU masks, LRN inputs) plus ``upto``/the outputs; a list of layer names
+        keeps those outputs on top of the minimal set (the layers you will project from)."""
         x = self._check_input(x)
         if upto is not None:
             self._check_layer(upto)
-        if keep not in ("all", "minimal"):
-            raise PydeconvError(f"keep must be 'all' or 'minimal', got {keep!r}")
-        core_trace = self._core.forward(x, upto or "", keep == "minimal", _threads(threads), _settings["reference"])
+        also: list[str] = []
+        if isinstance(keep, (list, tuple)):
+            for name in keep:
+                self._check_layer(name)
+            also, keep = list(keep), "minimal"
+        elif keep not in ("all", "minimal"):
+            raise PydeconvError(f"keep must be 'all', 'minimal' or a list of layer names, got {keep!r}")
+        core_trace = self._core.forward(x, upto or "", keep == "minimal", _threads(threads), _settings["reference"], also)
         ran = self.layers if upto is None else [n for n in self.layers if self._ran(core_trace, n)]
         trace = Trace(self, core_trace, ran)
         if upto is not None:

@@ -24,10 +24,12 @@ Shape shape_of(const py::array& a, const std::string& what) {
                              std::to_string(r) + " dimensions");
 }
 
-Tensor to_tensor(const py::array& obj, const std::string& what) {
+// `persistent`: storage that lives as long as the model (parameters) is mapped from the OS when
+// large, so that it is really returned when a packed copy replaces it.
+Tensor to_tensor(const py::array& obj, const std::string& what, bool persistent = false) {
   FloatArray a = FloatArray::ensure(obj);
   if (!a) fail(ErrorKind::Shape, what + ": cannot convert to float32");
-  Tensor t(shape_of(a, what));
+  Tensor t = persistent ? Tensor(shape_of(a, what), 0.f) : Tensor(shape_of(a, what));
   std::copy(a.data(), a.data() + t.numel(), t.data());
   return t;
 }
@@ -59,7 +61,8 @@ LayerSpec to_spec(const py::dict& d) {
   if (d.contains("params"))
     for (auto kv : d["params"].cast<py::dict>()) {
       std::string key = kv.first.cast<std::string>();
-      s.params[key] = to_tensor(kv.second.cast<py::array>(), "layer '" + s.name + "' parameter '" + key + "'");
+      s.params[key] = to_tensor(kv.second.cast<py::array>(),
+                                "layer '" + s.name + "' parameter '" + key + "'", true);
     }
   return s;
 }
@@ -142,7 +145,7 @@ PYBIND11_MODULE(_core, m) {
         for (int64_t i = 0; i < n.num_layers(); ++i) {
           const Layer& l = n.layer(static_cast<int>(i));
           for (const auto& kv : l.spec().params) {
-            py::array a = to_numpy(kv.second);
+            py::array a = to_numpy(l.parameter(kv.first));
             a.attr("flags").attr("writeable") = false;
             out[py::str(l.name() + "/" + kv.first)] = a;
           }
@@ -151,11 +154,11 @@ PYBIND11_MODULE(_core, m) {
       })
       .def("forward",
            [](const Net& n, py::array x, const std::string& upto, bool minimal, int threads,
-              bool reference) {
+              bool reference, std::vector<std::string> also_keep) {
              Tensor t = to_tensor(x, "input");
              py::gil_scoped_release release;
              return n.forward(make_ctx(threads, reference), t, upto,
-                              minimal ? Keep::Minimal : Keep::All);
+                              minimal ? Keep::Minimal : Keep::All, also_keep);
            },
            py::keep_alive<0, 1>())
       .def("activation",

@@ -1,5 +1,8 @@
 // The forward executor: runs the layers a target depends on, records what projections need.
 #include <algorithm>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "net_impl.hpp"
 
@@ -21,7 +24,8 @@ const TensorT<uint8_t>* Trace::mask(int id) const {
   return &masks_[id];
 }
 
-Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Keep keep) const {
+Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Keep keep,
+                   const std::vector<std::string>& also_keep) const {
   const Impl& m = *impl_;
   const Shape& xs = x.shape();
   if (xs.rank != 4 || !xs.same_chw(m.input) || xs.n <= 0)
@@ -42,6 +46,7 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
   std::vector<bool> keep_act(nt, keep == Keep::All);
   std::vector<int> uses(nt, 0);
   for (int t : targets) keep_act[t] = true;
+  for (const auto& name : also_keep) keep_act[layer_index(name) + 1] = true;
   for (size_t i = 0; i < m.layers.size(); ++i) {
     if (!need[i + 1]) continue;
     Needs nd = m.layers[i]->needs();
@@ -90,6 +95,11 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
       if (uses[id] == 0 && !keep_act[id]) t.acts_[id] = Tensor();
     }
   }
+#if defined(__GLIBC__)
+  // Keep::Minimal is the memory-saving mode: hand the freed activations back to the OS instead of
+  // leaving them in the heap for the process's lifetime.
+  if (keep == Keep::Minimal) malloc_trim(0);
+#endif
   return t;
 }
 

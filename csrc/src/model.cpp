@@ -26,7 +26,7 @@ Tensor to_float_tensor(const NpyArray& a, const std::string& label) {
   if (a.dtype != "<f4")
     bad(label, "parameter '" + a.name + "' must be float32 ('<f4'), got '" + a.dtype + "'",
         ErrorKind::Shape);
-  Tensor t(param_shape(a.shape, label, a.name));
+  Tensor t(param_shape(a.shape, label, a.name), 0.f);  // mapped when large: see Tensor
   std::memcpy(t.data(), a.bytes.data(), static_cast<size_t>(t.numel()) * sizeof(float));
   return t;
 }

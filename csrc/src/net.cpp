@@ -99,6 +99,7 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
       m.consumers[id].push_back(static_cast<int>(pos));
     }
     auto layer = make_layer(spec);
+    spec.params.clear();  // the layer holds them now (and may keep only a packed copy)
     Shape out = layer->infer(in_shapes);
     if (out.numel() <= 0 || out.numel() > (int64_t(1) << 31))
       fail(ErrorKind::Shape, "layer '" + spec.name + "': output shape " + out.str() + " is out of range");

@@ -133,6 +133,11 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
       fail(ErrorKind::Value, "layer '" + L.name() + "': its switches are not in this trace");
     if (nd.output && !a.out)
       fail(ErrorKind::Value, "layer '" + L.name() + "': its output is not in this trace");
+    // An element-wise layer whose input has no signal yet works in place on gout's buffer
+    // (never on the caller's start signal).
+    const bool in_place = L.backward_in_place() && id != target && m.in_ids[li].size() == 1 &&
+                          grad[m.in_ids[li][0]].empty();
+    if (in_place) grad[m.in_ids[li][0]] = grad[id];
     for (int j : m.in_ids[li]) {
       a.in.push_back(t.activation(j));
       if (nd.input && !t.activation(j))

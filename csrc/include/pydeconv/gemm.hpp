@@ -38,12 +38,15 @@ class PackedA {
 
  private:
   friend PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda);
+  friend void unpack_a(const PackedA& a, float* out, int64_t lda);
   int64_t m_ = 0, k_ = 0;
   std::shared_ptr<const float> data_;
 };
 
 // Packs op(A) (m x k; A stored k x m when trans_a), as sgemm would on every call.
 PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda);
+// The inverse: writes op(A) back as a row-major m x k matrix (row stride lda >= k).
+void unpack_a(const PackedA& a, float* out, int64_t lda);
 
 // C[m x n] = op(A) * op(B) (+ C) with A pre-packed; m, k come from `a`. Bit-identical to sgemm
 // with the same arguments (same blocking, same summation order).

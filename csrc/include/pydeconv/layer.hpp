@@ -49,7 +49,9 @@ struct BackwardArgs {
   Rule rule = Rule::Deconvnet;
   const Tensor* gout = nullptr;  // batch B = N * reps
   Regions region;                // per sample: where gout may be non-zero
-  std::vector<Tensor*> gin;      // accumulate here; same order as inputs; batch B
+  std::vector<Tensor*> gin;      // accumulate here; same order as inputs; batch B. For layers
+                                 // with backward_in_place(), gin[0] may be gout's own buffer:
+                                 // then write the result over it instead of adding
   std::vector<const Tensor*> in;  // forward inputs when needs().input (batch N)
   const Tensor* out = nullptr;    // forward output when needs().output
   const TensorT<uint8_t>* mask = nullptr;  // when needs().mask
@@ -71,10 +73,14 @@ class Layer {
   virtual void forward(const Ctx& ctx, ForwardArgs& a) const = 0;
   virtual void backward(const Ctx& ctx, BackwardArgs& a) const = 0;
   virtual Needs needs() const { return {}; }
+  // Element-wise layers whose backward can overwrite gout with gin (saves a buffer per layer).
+  virtual bool backward_in_place() const { return false; }
   virtual RfStep rf() const { return {}; }
   // The input region that can be non-zero when the output's region `r` is (all inputs alike).
   virtual Region input_region(const Region& r, const Shape& in) const;
   int64_t param_count() const;
+  // A parameter in its stored layout (layers that keep only a packed copy rebuild it).
+  virtual Tensor parameter(const std::string& key) const;
 
  protected:
   // Attribute helpers: name the layer and field in every error.

@@ -80,9 +80,10 @@ class Net {
   const Layer& layer(int i) const;
   int64_t num_layers() const;
 
-  // Runs the layers that `upto` (default: every graph output) depends on.
+  // Runs the layers that `upto` (default: every graph output) depends on. Under Keep::Minimal the
+  // outputs of `also_keep` are kept too (e.g. the layers to be projected from).
   Trace forward(const Ctx& ctx, const Tensor& x, const std::string& upto = "",
-                Keep keep = Keep::All) const;
+                Keep keep = Keep::All, const std::vector<std::string>& also_keep = {}) const;
   // The activation of a layer in a trace; throws when it was not kept or computed.
   const Tensor& activation(const Trace& t, const std::string& layer) const;
   const IndexTensor& switches(const Trace& t, const std::string& layer) const;

@@ -29,6 +29,7 @@
 
 #include "cpu.hpp"
 #include "pydeconv/error.hpp"
+#include "pydeconv/tensor.hpp"
 
 namespace pydeconv::kernels {
 
@@ -381,10 +382,15 @@ PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda) 
   check_args(m, 0, k, trans_a ? m : k, lda, 0, 0, 0);
   const int64_t pm = ceil_div(m, MR);
   const int64_t kc = k > 0 ? kc_for(k) : 1;
-  float* data = alloc_floats(pm * MR * k);
+  // Packed weights live as long as the model: large ones are mapped from the OS so that freeing
+  // them (and the plain copies they replace) really returns the memory.
+  const std::size_t bytes = static_cast<std::size_t>(std::max<int64_t>(pm * MR * k, 1)) * sizeof(float);
+  bool mapped = false;
+  float* data = static_cast<float*>(aligned_alloc64(bytes, true, &mapped));
   PackedA out;
   out.m_ = m, out.k_ = k;
-  out.data_ = std::shared_ptr<const float>(data, [](const float* p) { std::free(const_cast<float*>(p)); });
+  out.data_ = std::shared_ptr<const float>(
+      data, [bytes, mapped](const float* p) { aligned_free64(const_cast<float*>(p), bytes, mapped); });
   // Same layout the driver builds per block: KC blocks in order, each all MR panels of that block.
   for (int64_t pc = 0; pc < k; pc += kc) {
     const int64_t kcb = std::min(kc, k - pc);
@@ -394,6 +400,23 @@ PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda) 
     }
   }
   return out;
+}
+
+void unpack_a(const PackedA& a, float* out, int64_t lda) {
+  const int64_t m = a.m_, k = a.k_, pm = ceil_div(m, MR);
+  if (m == 0 || k == 0) return;
+  if (lda < k) fail(ErrorKind::Value, "unpack_a: row stride smaller than k");
+  const int64_t kc = kc_for(k);
+  const float* data = a.data_.get();
+  for (int64_t pc = 0; pc < k; pc += kc) {
+    const int64_t kcb = std::min(kc, k - pc);
+    for (int64_t ip = 0; ip < pm; ++ip) {
+      const float* panel = data + pc * pm * MR + ip * kcb * MR;
+      const int64_t i0 = ip * MR, mr = std::min(MR, m - i0);
+      for (int64_t i = 0; i < mr; ++i)
+        for (int64_t p = 0; p < kcb; ++p) out[(i0 + i) * lda + pc + p] = panel[p * MR + i];
+    }
+  }
 }
 
 void sgemm_packed_panels(const PackedA& a, int64_t n, const BPanels& b, const float* bias, float* c,

@@ -34,29 +34,49 @@ class Conv2d : public WindowLayer {
     if (bias_ && (bias_->shape().rank != 1 || bias_->shape().n != ws.n))
       bad("parameter 'bias' must have shape (" + std::to_string(ws.n) + ",)");
     packed_ = kernels::conv2d_pack_forward(*weight_, groups_);
+    // Keep the weights once, packed: the plain layout is rebuilt when asked for (parameter(),
+    // reference kernels, packing the transposed conv) and dropped again.
+    weight_shape_ = ws;
+    spec_.params["weight"] = Tensor(ws, std::shared_ptr<float>());
+    weight_ = nullptr;
     return window_out(in[0], ws.n);
   }
 
+  Tensor parameter(const std::string& key) const override {
+    if (key != "weight") return Layer::parameter(key);
+    Tensor w(weight_shape_);
+    const int64_t ocg = weight_shape_.n / groups_, krows = weight_shape_.sample();
+    for (int64_t gi = 0; gi < groups_; ++gi)
+      kernels::unpack_a(packed_.groups[gi], w.data() + gi * ocg * krows, krows);
+    return w;
+  }
+
   void forward(const Ctx& ctx, ForwardArgs& a) const override {
-    kernels::conv2d_forward(ctx, *a.in[0], *weight_, bias_ ? bias_->data() : nullptr, g_, groups_,
-                            *a.out, &packed_);
+    const float* bias = bias_ ? bias_->data() : nullptr;
+    if (ctx.reference)
+      return kernels::conv2d_forward(ctx, *a.in[0], parameter("weight"), bias, g_, groups_, *a.out);
+    kernels::conv2d_forward(ctx, *a.in[0], Tensor(weight_shape_, std::shared_ptr<float>()), bias,
+                            g_, groups_, *a.out, &packed_);
   }
 
   // All rules: gin += conv_transpose(gout, W).
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
     if (ctx.reference)
-      return kernels::conv2d_backward(ctx, *a.gout, a.region, *weight_, g_, groups_, *a.gin[0]);
+      return kernels::conv2d_backward(ctx, *a.gout, a.region, parameter("weight"), g_, groups_,
+                                      *a.gin[0]);
     // Packed on first use, not at load: a model used only forward never pays the memory.
-    std::call_once(packed_back_once_,
-                   [&] { packed_back_ = kernels::conv2d_pack_backward(*weight_, g_, groups_); });
-    kernels::conv2d_backward(ctx, *a.gout, a.region, *weight_, g_, groups_, *a.gin[0],
-                             &packed_back_);
+    std::call_once(packed_back_once_, [&] {
+      packed_back_ = kernels::conv2d_pack_backward(parameter("weight"), g_, groups_);
+    });
+    kernels::conv2d_backward(ctx, *a.gout, a.region, Tensor(weight_shape_, std::shared_ptr<float>()),
+                             g_, groups_, *a.gin[0], &packed_back_);
   }
 
  private:
   const Tensor* weight_ = nullptr;
   const Tensor* bias_ = nullptr;
   int64_t groups_ = 1;
+  Shape weight_shape_;
   kernels::ConvPacked packed_;  // the weights as the forward GEMM reads them, packed at load
   mutable std::once_flag packed_back_once_;
   mutable kernels::ConvPacked packed_back_;  // the transposed conv's, set once by call_once

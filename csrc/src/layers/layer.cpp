@@ -91,8 +91,14 @@ Region Layer::input_region(const Region& r, const Shape& in) const {
 
 int64_t Layer::param_count() const {
   int64_t n = 0;
-  for (auto& kv : spec_.params) n += kv.second.numel();
+  for (auto& kv : spec_.params) n += kv.second.shape().numel();
   return n;
+}
+
+Tensor Layer::parameter(const std::string& key) const {
+  auto it = spec_.params.find(key);
+  if (it == spec_.params.end()) fail(ErrorKind::NotFound, "layer '" + name() + "' has no parameter '" + key + "'");
+  return it->second;
 }
 
 }  // namespace pydeconv

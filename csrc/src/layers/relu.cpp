@@ -1,6 +1,7 @@
 // relu. The only place the three rules differ:
 //   deconvnet gin += relu(g);  guided gin += relu(g) * [x > 0];  backprop gin += g * [x > 0].
 #include <algorithm>
+#include <type_traits>
 
 #include "layers.hpp"
 
@@ -33,7 +34,6 @@ class Relu : public Layer {
 
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
     const Shape& s = a.gout->shape();
-    const int64_t planes = s.n * s.c, hw = s.plane(), per_sample = s.sample();
     const Rule rule = a.rule;
     const uint8_t* mask = a.mask ? a.mask->data() : nullptr;
     const float* x = a.in.empty() || !a.in[0] ? nullptr : a.in[0]->data();
@@ -44,6 +44,24 @@ class Relu : public Layer {
       const Region& r = a.region[b];
       if (!r.empty()) work += (r.y1 - r.y0) * (r.x1 - r.x0) * s.c;
     }
+    // In place (gin is gout's own buffer, see BackwardArgs) the result replaces the signal;
+    // otherwise it is added to what other consumers already sent down.
+    if (a.gin[0]->data() == a.gout->data())
+      rows(ctx, a, x, mask, work, std::false_type{});
+    else
+      rows(ctx, a, x, mask, work, std::true_type{});
+  }
+
+  bool backward_in_place() const override { return true; }
+
+ private:
+  template <typename Accumulate>
+  static void rows(const Ctx& ctx, BackwardArgs& a, const float* x, const uint8_t* mask,
+                   int64_t work, Accumulate) {
+    constexpr bool acc = Accumulate::value;
+    const Shape& s = a.gout->shape();
+    const int64_t planes = s.n * s.c, hw = s.plane(), per_sample = s.sample();
+    const Rule rule = a.rule;
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && work > kParallel)
     for (int64_t p = 0; p < planes; ++p) {
       const int64_t b = p / s.c, c = p % s.c;
@@ -57,36 +75,37 @@ class Relu : public Layer {
         // Every load is unconditional (only the select depends on the mask), so the compiler
         // if-converts and vectorises each loop.
         if (rule == Rule::Deconvnet) {
-          for (int64_t i = 0; i < m; ++i) d[i] += std::max(g[i], 0.f);
+          for (int64_t i = 0; i < m; ++i) d[i] = (acc ? d[i] : 0.f) + std::max(g[i], 0.f);
         } else if (mask) {
           const uint8_t* on = mask + fwd + i0;
           if (rule == Rule::Guided)
             for (int64_t i = 0; i < m; ++i) {
               const float v = std::max(g[i], 0.f);
-              d[i] += on[i] ? v : 0.f;
+              d[i] = (acc ? d[i] : 0.f) + (on[i] ? v : 0.f);
             }
           else
             for (int64_t i = 0; i < m; ++i) {
               const float v = g[i];
-              d[i] += on[i] ? v : 0.f;
+              d[i] = (acc ? d[i] : 0.f) + (on[i] ? v : 0.f);
             }
         } else {
           const float* xx = x + fwd + i0;
           if (rule == Rule::Guided)
             for (int64_t i = 0; i < m; ++i) {
               const float v = std::max(g[i], 0.f);
-              d[i] += xx[i] > 0.f ? v : 0.f;
+              d[i] = (acc ? d[i] : 0.f) + (xx[i] > 0.f ? v : 0.f);
             }
           else
             for (int64_t i = 0; i < m; ++i) {
               const float v = g[i];
-              d[i] += xx[i] > 0.f ? v : 0.f;
+              d[i] = (acc ? d[i] : 0.f) + (xx[i] > 0.f ? v : 0.f);
             }
         }
       }
     }
   }
 
+ public:
   Needs needs() const override { return {false, false, true, false}; }
 };
 
