@@ -95,8 +95,9 @@ void check_close(const Tensor& got, const Tensor& want, const Tensor& bound, int
 // The micro-kernels to test: the portable one always, the AVX2 one where the CPU has it.
 std::vector<bool> portable_modes() {
   kernels::sgemm_force_portable(false);
-  const bool has_avx2 = std::string(kernels::sgemm_isa()) == "avx2_fma_6x16";
-  return has_avx2 ? std::vector<bool>{false, true} : std::vector<bool>{true};
+  // Any SIMD path (AVX2 or AVX-512) and the portable one, when the CPU has a SIMD path.
+  const bool has_simd = std::string(kernels::sgemm_isa()) != "portable";
+  return has_simd ? std::vector<bool>{false, true} : std::vector<bool>{true};
 }
 
 Shape out_shape(const ConvCase& cs) {

@@ -1,13 +1,17 @@
-// Tests of the blocked SGEMM (portable and AVX2 micro-kernels, 1 and 2 threads) against sgemm_ref:
+// Tests of the blocked SGEMM (portable, AVX2 and AVX-512 micro-kernels, each where the CPU has it;
+// 1 and 2 threads) against sgemm_ref:
 // every edge of the blocking (k=1, k<KC, k%KC!=0, m<MR, n<NR, ragged m/n, several MC/NC blocks),
 // strided operands, all four transpose combinations, accumulate on/off, the pre-packed A path,
 // B supplied by a panel packer with a bias epilogue,
-// bit-identical results across thread counts, and argument errors.
+// bit-identical results across thread counts and between the AVX2 and AVX-512 paths, ISA
+// selection, and argument errors.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "check.hpp"
@@ -96,23 +100,46 @@ bool same_bits(const std::vector<float>& x, const std::vector<float>& y) {
   return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
 }
 
-// The micro-kernels to test: the portable one always, the AVX2 one where the CPU has it.
-std::vector<bool> portable_modes() {
-  sgemm_force_portable(false);
-  const bool has_avx2 = std::string(sgemm_isa()) == "avx2_fma_6x16";
-  return has_avx2 ? std::vector<bool>{false, true} : std::vector<bool>{true};
+// The micro-kernel paths to test (sgemm_force_isa names): portable always, "avx2" and "avx512"
+// where this CPU has them (forcing one it lacks throws).
+std::vector<std::string> isa_modes() {
+  std::vector<std::string> modes{"portable"};
+  for (const char* isa : {"avx2", "avx512"}) {
+    try {
+      sgemm_force_isa(isa);
+      modes.push_back(isa);
+    } catch (const std::exception&) {
+    }
+  }
+  sgemm_force_isa("auto");
+  return modes;
 }
 
-// Runs one case on every micro-kernel at 1 and 2 threads: each close to the reference, and the
-// 2-thread result bit-identical to the 1-thread one.
+// Fails unless the AVX2 and AVX-512 results (when both ran) are bit-identical: same FMA chain per
+// element, only the tile shape differs. `by_isa` maps isa_modes() names to results.
+void check_avx_paths_agree(const std::vector<std::pair<std::string, std::vector<float>>>& by_isa,
+                           const std::string& what) {
+  const std::vector<float>* avx2 = nullptr;
+  const std::vector<float>* avx512 = nullptr;
+  for (const auto& [isa, result] : by_isa) {
+    if (isa == "avx2") avx2 = &result;
+    if (isa == "avx512") avx512 = &result;
+  }
+  if (avx2 != nullptr && avx512 != nullptr && !same_bits(*avx2, *avx512))
+    check::fail_at(__FILE__, __LINE__, "avx512 and avx2 results differ: " + what);
+}
+
+// Runs one case on every micro-kernel at 1 and 2 threads: each close to the reference, the
+// 2-thread result bit-identical to the 1-thread one, and AVX-512 bit-identical to AVX2.
 void run_case(const Case& cs, std::mt19937& rng) {
   const Operands op = make_operands(cs, rng);
   std::vector<float> ref = op.c0;
   sgemm_ref(cs.ta, cs.tb, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(), ref.data(),
             cs.ldc(), cs.accumulate);
   const std::vector<double> tol = tolerances(cs, op);
-  for (bool portable : portable_modes()) {
-    sgemm_force_portable(portable);
+  std::vector<std::pair<std::string, std::vector<float>>> by_isa;
+  for (const std::string& isa : isa_modes()) {
+    sgemm_force_isa(isa.c_str());
     std::vector<float> one = op.c0, two = op.c0;
     sgemm(cs.ta, cs.tb, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(), one.data(),
           cs.ldc(), cs.accumulate, 1);
@@ -121,19 +148,23 @@ void run_case(const Case& cs, std::mt19937& rng) {
     const std::string what = std::string(sgemm_isa());
     check_close(cs, tol, ref, one, what + " 1 thread");
     if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, what + ": 2 threads differ, " + cs.str());
+    by_isa.emplace_back(isa, std::move(one));
   }
-  sgemm_force_portable(false);
+  sgemm_force_isa("auto");
+  check_avx_paths_agree(by_isa, cs.str());
 }
 
 }  // namespace
 
 // Every transpose combination and accumulate mode over sizes straddling MR=6, NR=16, KC=256 and
-// MC=288 (m=301 is two row blocks; n=100 and the larger m are big enough to run in parallel).
+// MC=288 (m=301 is two row blocks; n=100 and the larger m are big enough to run in parallel), and
+// the AVX-512 path's tiles of 1-4 full panels (6: one; 19: three + a partial panel; 24, 48: four;
+// 37: four + two + a partial panel; 301: all of these across two row blocks).
 TEST(sgemm_edge_sweep) {
   std::mt19937 rng(7);
   for (bool ta : {false, true}) {
     for (bool tb : {false, true}) {
-      for (int64_t m : {1, 5, 6, 7, 37, 301}) {
+      for (int64_t m : {1, 5, 6, 7, 19, 24, 37, 48, 301}) {
         for (int64_t n : {1, 15, 16, 17, 100}) {
           for (int64_t k : {1, 7, 300}) {
             for (bool acc : {false, true}) run_case({ta, tb, m, n, k, acc}, rng);
@@ -167,8 +198,9 @@ TEST(sgemm_deterministic) {
   std::mt19937 rng(17);
   const Case cs{false, false, 200, 530, 600, false};
   const Operands op = make_operands(cs, rng);
-  for (bool portable : portable_modes()) {
-    sgemm_force_portable(portable);
+  std::vector<std::pair<std::string, std::vector<float>>> by_isa;
+  for (const std::string& isa : isa_modes()) {
+    sgemm_force_isa(isa.c_str());
     std::vector<float> first = op.c0;
     sgemm(false, false, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(), first.data(),
           cs.ldc(), false, 1);
@@ -178,8 +210,10 @@ TEST(sgemm_deterministic) {
             again.data(), cs.ldc(), false, threads);
       CHECK(same_bits(first, again));
     }
+    by_isa.emplace_back(isa, std::move(first));
   }
-  sgemm_force_portable(false);
+  sgemm_force_isa("auto");
+  check_avx_paths_agree(by_isa, "sgemm_deterministic");
 }
 
 // sgemm_packed equals sgemm bit for bit (same blocking and order), for A and A^T.
@@ -191,8 +225,8 @@ TEST(sgemm_packed_matches_sgemm) {
       const Operands op = make_operands(cs, rng);
       const PackedA pa = pack_a(cs.ta, cs.m, cs.k, op.a.data(), cs.lda());
       CHECK(pa.m() == cs.m && pa.k() == cs.k && !pa.empty());
-      for (bool portable : portable_modes()) {
-        sgemm_force_portable(portable);
+      for (const std::string& isa : isa_modes()) {
+        sgemm_force_isa(isa.c_str());
         for (int threads : {1, 2}) {
           std::vector<float> plain = op.c0, packed = op.c0;
           sgemm(cs.ta, cs.tb, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(),
@@ -204,7 +238,7 @@ TEST(sgemm_packed_matches_sgemm) {
       }
     }
   }
-  sgemm_force_portable(false);
+  sgemm_force_isa("auto");
 }
 
 // A BPanels source reading a stored op(B), the simplest possible packer.
@@ -243,8 +277,9 @@ TEST(sgemm_packed_panels_matches) {
         ref[i * cs.ldc() + j] += bias[i];
         tol[i * cs.n + j] += 2 * std::ldexp(1.0, -24) * (std::fabs(bias[i]) + std::fabs(ref[i * cs.ldc() + j]));
       }
-    for (bool portable : portable_modes()) {
-      sgemm_force_portable(portable);
+    std::vector<std::pair<std::string, std::vector<float>>> by_isa;
+    for (const std::string& isa : isa_modes()) {
+      sgemm_force_isa(isa.c_str());
       const std::string what = std::string(sgemm_isa()) + " panels";
       for (int threads : {1, 2}) {
         std::vector<float> plain = op.c0, viap = op.c0;
@@ -258,9 +293,11 @@ TEST(sgemm_packed_panels_matches) {
       sgemm_packed_panels(pa, cs.n, panels, bias.data(), two.data(), cs.ldc(), cs.accumulate, 2);
       check_close(cs, tol, ref, one, what + " + bias");
       CHECK(same_bits(one, two));
+      by_isa.emplace_back(isa, std::move(one));
     }
+    check_avx_paths_agree(by_isa, "panels + bias " + cs.str());
   }
-  sgemm_force_portable(false);
+  sgemm_force_isa("auto");
   // k = 0 with a bias: C = bias (+ C).
   const float a[2] = {1, 2}, bias[2] = {3, 4};
   const PackedA pa = pack_a(false, 2, 0, a, 1);
@@ -311,12 +348,28 @@ TEST(sgemm_ref_by_hand) {
   CHECK(d[0] == 58.0f && d[1] == 64.0f && d[2] == 139.0f && d[3] == 154.0f);
 }
 
+// The force switches and the names sgemm_isa() reports; "auto" picks the best ISA forced-able.
 TEST(sgemm_isa_names) {
   sgemm_force_portable(true);
   CHECK(std::string(sgemm_isa()) == "portable");
   sgemm_force_portable(false);
-  const std::string isa = sgemm_isa();
-  CHECK(isa == "portable" || isa == "avx2_fma_6x16");
+  const std::string best = sgemm_isa();
+  const std::vector<std::string> modes = isa_modes();
+  const std::string expect = modes.back() == "avx512" ? "avx512_24x16"
+                             : modes.back() == "avx2" ? "avx2_fma_6x16"
+                                                      : "portable";
+  CHECK(best == expect);
+  for (const std::string& isa : modes) {
+    sgemm_force_isa(isa.c_str());
+    const std::string name = sgemm_isa();
+    const std::string want = isa == "avx512" ? "avx512_24x16" : isa == "avx2" ? "avx2_fma_6x16" : "portable";
+    CHECK(name == want);
+  }
+  sgemm_force_isa("auto");
+  CHECK(std::string(sgemm_isa()) == best);
+  CHECK_THROWS(sgemm_force_isa("sse9"));
+  CHECK_THROWS(sgemm_force_isa(nullptr));
+  CHECK(std::string(sgemm_isa()) == best);  // a rejected name leaves the choice alone
 }
 
 PYDECONV_TEST_MAIN()

@@ -13,11 +13,12 @@
 // Threads split M and N only, never K. Each C element gets one FMA chain per KC block, added to C
 // in pc order, and edge tiles run the same micro-kernel on zero-padded panels: the result is
 // bit-identical for any thread count and any M/N tiling (only the KC blocking, fixed by k, and the
-// micro-kernel's ISA matter).
+// micro-kernel's ISA matter). On AVX-512 CPUs full 6-row panels against a full B panel go, up
+// to four at a time, to zmm kernels with the same per-element arithmetic, so the AVX-512 and AVX2
+// paths are bit-identical too.
 #include "pydeconv/gemm.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <limits>
 #include <new>
@@ -37,6 +38,11 @@ namespace pydeconv::kernels {
 // Defined in x86/sgemm_avx2.cpp (built with -mavx2 -mfma); called only if cpu_has_avx2_fma().
 void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                              bool accumulate);
+// Defined in x86/sgemm_avx512.cpp (built with -mavx512f ...); called only if cpu_has_avx512f().
+// `panels` (1..4) consecutive A panels (a, a + a_stride, ...) times one B panel: a
+// (6 * panels) x 16 tile of C.
+void sgemm_ukernel_avx512(int64_t panels, int64_t kc, const float* a, int64_t a_stride,
+                          const float* b, float* c, int64_t ldc, bool accumulate);
 #endif
 
 namespace {
@@ -68,17 +74,24 @@ void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, flo
   }
 }
 
-std::atomic<bool> g_force_portable{false};
+using WideUkernel = void (*)(int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t,
+                             bool);
+constexpr int64_t kWidePanels = 4;  // A panels per wide micro-tile at most (24 rows)
 
-bool use_avx2() {
-  return PYDECONV_X86 && cpu_has_avx2_fma() && !g_force_portable.load(std::memory_order_relaxed);
-}
-
-Ukernel pick_ukernel() {
+// The 6x16 kernel (AVX2 also serves the AVX-512 path's edge tiles) and the zmm one (or null).
+Ukernel pick_ukernel(GemmIsa isa) {
+  (void)isa;  // unused off x86
 #if PYDECONV_X86
-  if (use_avx2()) return sgemm_ukernel_6x16_avx2;
+  if (isa != GemmIsa::Portable) return sgemm_ukernel_6x16_avx2;
 #endif
   return sgemm_ukernel_6x16_portable;
+}
+WideUkernel pick_wide_ukernel(GemmIsa isa) {
+  (void)isa;
+#if PYDECONV_X86
+  if (isa == GemmIsa::Avx512) return sgemm_ukernel_avx512;
+#endif
+  return nullptr;
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -207,7 +220,8 @@ struct Problem {
 
 class Driver {
  public:
-  Driver(const Problem& pr, int threads) : pr_(pr), ukernel_(pick_ukernel()) {
+  Driver(const Problem& pr, int threads, GemmIsa isa)
+      : pr_(pr), ukernel_(pick_ukernel(isa)), wide_(pick_wide_ukernel(isa)) {
     kc_ = kc_for(pr.k);
     pm_ = ceil_div(pr.m, MR);
     grid_ = threads > 1 ? choose_grid(pr.m, pr.n, pr.packed != nullptr, threads) : Grid{};
@@ -289,17 +303,21 @@ class Driver {
       const int64_t j = jc + jp * NR, nr = std::min(NR, pr.n - j);
       float* bpanel = bblock + (pack_late ? 0 : jp * kcb * NR);
       if (pack_late) pack_b(j, pc, kcb, bpanel);
-      for (int64_t ip = 0; ip * MR < mcb; ++ip) {
+      int64_t ip = 0;
+      // Up to four full A panels and a full B panel: one zmm tile (mcb <= m - ic, so the rows
+      // are real); a partial last panel is left to the 6x16 kernel below.
+      while (wide_ != nullptr && nr == NR && ip < mcb / MR) {
+        const int64_t panels = std::min(kWidePanels, mcb / MR - ip), i = ic + ip * MR;
+        float* ctile = pr.c + i * pr.ldc + j;
+        if (bias) add_bias(ctile, i, panels * MR, nr);
+        wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, ctile, pr.ldc, acc);
+        ip += panels;
+      }
+      for (; ip * MR < mcb; ++ip) {
         const int64_t i = ic + ip * MR, mr = std::min(MR, pr.m - i);
         const float* apanel = ablock + ip * kcb * MR;
         float* ctile = pr.c + i * pr.ldc + j;
-        if (bias) {
-          for (int64_t r = 0; r < mr; ++r) {
-            float* row = ctile + r * pr.ldc;
-            const float v = pr.bias[i + r];
-            for (int64_t q = 0; q < nr; ++q) row[q] = pr.accumulate ? row[q] + v : v;
-          }
-        }
+        if (bias) add_bias(ctile, i, mr, nr);
         if (mr == MR && nr == NR) {
           ukernel_(kcb, apanel, bpanel, ctile, pr.ldc, acc);
         } else {
@@ -315,8 +333,18 @@ class Driver {
     }
   }
 
+  // Starts rows i.. of the C tile at `ctile` (rows x nr) from the bias, before the first KC block.
+  void add_bias(float* ctile, int64_t i, int64_t rows, int64_t nr) const {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = ctile + r * pr_.ldc;
+      const float v = pr_.bias[i + r];
+      for (int64_t q = 0; q < nr; ++q) row[q] = pr_.accumulate ? row[q] + v : v;
+    }
+  }
+
   Problem pr_;
   Ukernel ukernel_;
+  WideUkernel wide_;  // null unless the AVX-512 path is on
   int64_t kc_ = 0, nc_ = 0, mc_ = 0, pm_ = 0;
   Grid grid_;
   float* bpack_ = nullptr;
@@ -349,7 +377,7 @@ void run_problem(const Problem& pr, int threads) {
   threads = 1;
 #endif
   threads = std::max(threads, 1);
-  Driver driver(pr, threads);
+  Driver driver(pr, threads, gemm_isa());
   const int tiles = driver.tiles();
   if (tiles == 1) {
     driver.run_tile(0);
@@ -448,9 +476,5 @@ void sgemm_packed(const PackedA& a, bool trans_b, int64_t n, const float* b, int
   pr.accumulate = accumulate;
   run_problem(pr, threads);
 }
-
-const char* sgemm_isa() { return use_avx2() ? "avx2_fma_6x16" : "portable"; }
-
-void sgemm_force_portable(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
 
 }  // namespace pydeconv::kernels
