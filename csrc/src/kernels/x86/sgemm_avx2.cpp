@@ -1,4 +1,4 @@
-// pydeconv: the AVX2/FMA SGEMM micro-kernel, the only code in the project with intrinsics.
+// pydeconv: the AVX2/FMA SGEMM micro-kernel (intrinsics live only under kernels/x86/).
 // This file is compiled with -mavx2 -mfma; gemm.cpp calls it only when cpu_has_avx2_fma().
 //
 // C[6 x 16] (+)= Apanel[6 x kc] * Bpanel[kc x 16] from packed panels:
