@@ -160,19 +160,11 @@ class Net:
         elif keep not in ("all", "minimal"):
             raise PydeconvError(f"keep must be 'all', 'minimal' or a list of layer names, got {keep!r}")
         core_trace = self._core.forward(x, upto or "", keep == "minimal", _threads(threads), _settings["reference"], also)
-        ran = self.layers if upto is None else [n for n in self.layers if self._ran(core_trace, n)]
-        trace = Trace(self, core_trace, ran)
+        trace = Trace(self, core_trace, self._core.ran_layers(core_trace))
         if upto is not None:
             return trace.activation(upto), trace
         outs = {name: trace.activation(name) for name in self.outputs}
         return (next(iter(outs.values())) if len(outs) == 1 else outs), trace
-
-    def _ran(self, core_trace: Any, name: str) -> bool:
-        try:
-            self._core.activation(core_trace, name)
-            return True
-        except PydeconvError:
-            return False
 
     def project(self, trace: Trace, layer: str, channel: int | Sequence[int] | None = None, at: At = "max",
                 rule: str = "deconvnet", threads: int | None = None) -> np.ndarray:

@@ -46,3 +46,10 @@ def test_projection_does_not_modify_an_explicit_start(net):
     before = start.copy()
     net.project(trace, "relu2", at=start, rule="guided")
     np.testing.assert_array_equal(start, before)
+
+
+def test_trace_layers_lists_what_ran_even_when_outputs_were_dropped(net):
+    x = random_input((1,) + net.input_shape, seed=3)
+    _, full = net.forward(x, upto="conv3")
+    _, minimal = net.forward(x, upto="conv3", keep="minimal")
+    assert minimal.layers == full.layers == net.layers[: net.layers.index("conv3") + 1]

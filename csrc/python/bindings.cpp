@@ -169,14 +169,12 @@ PYBIND11_MODULE(_core, m) {
            [](const Net& n, const Trace& t, const std::string& layer) {
              return to_numpy(n.switches(t, layer));
            })
-      .def("start_signal",
-           [](const Net& n, const Trace& t, const std::string& layer,
-              std::vector<int64_t> channels, const std::string& kind, int64_t y, int64_t x) {
-             At at;
-             at.kind = kind == "max" ? At::Max : kind == "map" ? At::Map : At::Position;
-             at.y = y;
-             at.x = x;
-             return to_numpy(n.start_signal(t, layer, channels, at));
+      .def("ran_layers",
+           [](const Net& n, const Trace& t) {
+             std::vector<std::string> names;
+             for (int64_t i = 0; i < n.num_layers(); ++i)
+               if (t.ran(static_cast<int>(i) + 1)) names.push_back(n.info()[i].name);
+             return names;
            })
       .def("project_channels",
            [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
