@@ -108,7 +108,6 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
                                ls.str().substr(4) + " with N = " + std::to_string(t.batch()) +
                                ", got " + ss.str());
   const int64_t reps = ss.n / t.batch();
-  const std::vector<bool> need = m.ancestors(target);
   if (!t.ran(target))
     fail(ErrorKind::Value, "layer '" + layer + "' did not run in this trace (upto)");
 
