@@ -61,8 +61,39 @@ void unpack_a(const PackedA& a, float* out, int64_t lda);
 void sgemm_packed(const PackedA& a, bool trans_b, int64_t n, const float* b, int64_t ldb, float* c,
                   int64_t ldc, bool accumulate, int threads);
 
-// Width of the B panels the micro-kernel reads (its NR).
+// Width of the B panels the micro-kernel reads (its NR), height of its A panels (its MR).
 constexpr int64_t kSgemmNR = 16;
+constexpr int64_t kSgemmMR = 6;
+
+// The packed layouts, for producers that write operands straight into them (Winograd transforms).
+// k is cut into KC blocks of sgemm_kc(k) (the last may be shorter), one after another.
+//   A (m x k): in each KC block [pc, pc + kcb), ceil(m / MR) panels of kcb x MR, a[p * MR + i].
+//   B (k x n): in each KC block, ceil(n / NR) panels of kcb x NR, b[p * NR + j].
+// Rows/columns past m/n inside the last panel must be zero. The offsets of element (i, p) / (p, j):
+int64_t sgemm_kc(int64_t k);
+inline int64_t sgemm_packed_a_offset(int64_t m, int64_t k, int64_t kc, int64_t i, int64_t p) {
+  const int64_t pc = p / kc * kc, kcb = k - pc < kc ? k - pc : kc;
+  const int64_t pm = (m + kSgemmMR - 1) / kSgemmMR;
+  return pc * pm * kSgemmMR + (i / kSgemmMR) * kcb * kSgemmMR + (p - pc) * kSgemmMR + i % kSgemmMR;
+}
+inline int64_t sgemm_packed_b_offset(int64_t n, int64_t k, int64_t kc, int64_t p, int64_t j) {
+  const int64_t pc = p / kc * kc, kcb = k - pc < kc ? k - pc : kc;
+  const int64_t pn = (n + kSgemmNR - 1) / kSgemmNR;
+  return pc * pn * kSgemmNR + (j / kSgemmNR) * kcb * kSgemmNR + (p - pc) * kSgemmNR + j % kSgemmNR;
+}
+// Floats a packed A (m x k) / B (k x n) occupies.
+inline int64_t sgemm_packed_a_size(int64_t m, int64_t k) {
+  return (m + kSgemmMR - 1) / kSgemmMR * kSgemmMR * k;
+}
+inline int64_t sgemm_packed_b_size(int64_t k, int64_t n) {
+  return (n + kSgemmNR - 1) / kSgemmNR * kSgemmNR * k;
+}
+
+// C[m x n] = A * B (+ C) with both operands already in the packed layouts above; on the calling
+// thread only, no allocation, no packing: the micro-kernels read a and b in place. Same blocking
+// and summation order as the other entry points.
+void sgemm_prepacked(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+                     int64_t ldc, bool accumulate);
 
 // op(B) supplied panel by panel instead of as a stored matrix, for GEMMs whose B would only be
 // written to be packed again (conv2d packs its im2col panels straight from the input planes).

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "im2col_panels.hpp"
+#include "winograd.hpp"
 #include "pydeconv/gemm.hpp"
 #include "pydeconv/kernels.hpp"
 
@@ -221,6 +222,16 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
   const Shape& is = in.shape();
   const Shape& os = out.shape();
   const int64_t cg = is.c / groups, ocg = os.c / groups, p = os.h * os.w;
+  if (winograd_geometry(g, groups) &&
+      winograd_pays(os.c, is.c, p * is.n, is.n * ((os.h + 1) / 2) * ((os.w + 1) / 2))) {
+    std::vector<WinoRect> rects;
+    for (int64_t n = 0; n < is.n; ++n)
+      rects.push_back({in.plane(n, 0), out.plane(n, 0), 0, os.h, 0, os.w, 0, is.h, 0, is.w});
+    WinoConv wc;
+    wc.k_ch = is.c, wc.m_ch = os.c, wc.sh = is.h, wc.sw = is.w, wc.dh = os.h, wc.dw = os.w;
+    wc.pt = g.pt, wc.pl = g.pl, wc.bias = bias;
+    return winograd_conv3x3(ctx, wc, packed->groups[0], rects);
+  }
   for (int64_t n = 0; n < is.n; ++n)
     for (int64_t gi = 0; gi < groups; ++gi) {
       const ColRect rect{in.plane(n, gi * cg), 0, 0, os.h, os.w, 0, 0, is.h, 0, is.w};
@@ -228,6 +239,34 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
       sgemm_packed_panels(packed->groups[gi], p, panels, bias ? bias + gi * ocg : nullptr,
                           out.plane(n, gi * ocg), p, false, ctx.threads);
     }
+}
+
+bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& rs,
+                              const Window2d& g, int64_t groups, Tensor& gin,
+                              const ConvPacked& forward) {
+  if (ctx.reference || !winograd_geometry(g, groups)) return false;
+  const Shape& gs = gout.shape();
+  const Shape& is = gin.shape();
+  const Window2d t = transposed_window(g);
+  std::vector<WinoRect> rects;
+  int64_t pixels = 0, tiles = 0;
+  for (int64_t b = 0; b < gs.n; ++b) {
+    const Region& r = rs[b];
+    if (r.empty()) continue;
+    // The gin rectangle the gout region reaches (output y reads gout rows y - t.pt .. + 2).
+    const int64_t y0 = std::max<int64_t>(0, r.y0 - g.pt), y1 = std::min(is.h, r.y1 + t.pt);
+    const int64_t x0 = std::max<int64_t>(0, r.x0 - g.pl), x1 = std::min(is.w, r.x1 + t.pl);
+    if (y1 <= y0 || x1 <= x0) continue;
+    rects.push_back({gout.plane(b, 0), gin.plane(b, 0), y0, y1, x0, x1, r.y0, r.y1, r.x0, r.x1});
+    pixels += (y1 - y0) * (x1 - x0);
+    tiles += ((y1 - y0 + 1) / 2) * ((x1 - x0 + 1) / 2);
+  }
+  if (!winograd_pays(is.c, gs.c, pixels, tiles)) return false;
+  WinoConv wc;
+  wc.k_ch = gs.c, wc.m_ch = is.c, wc.sh = gs.h, wc.sw = gs.w, wc.dh = is.h, wc.dw = is.w;
+  wc.pt = t.pt, wc.pl = t.pl, wc.transposed = true;
+  winograd_conv3x3(ctx, wc, forward.groups[0], rects);
+  return true;
 }
 
 void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, const Tensor& weight,

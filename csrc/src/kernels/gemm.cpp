@@ -212,6 +212,7 @@ struct Problem {
   const float* b = nullptr;
   int64_t ldb = 0;
   const BPanels* panels = nullptr;  // packs op(B) itself (then `b` is unused)
+  const float* bpacked = nullptr;   // op(B) already packed (then `b`, `panels` are unused)
   const float* bias = nullptr;      // added to row i of C once, with the first KC block
   float* c = nullptr;
   int64_t ldc = 0;
@@ -232,7 +233,7 @@ class Driver {
     mc_ = round_up(ceil_div(rows, ceil_div(rows, MC)), MR);
     // Allocation happens here, before any parallel region, so nothing inside one can throw.
     b_stride_ = kc_ * nc_;
-    bpack_ = tl_pack_b.get(b_stride_ * tiles());
+    if (pr.bpacked == nullptr) bpack_ = tl_pack_b.get(b_stride_ * tiles());
     if (pr.packed == nullptr) {
       a_stride_ = kc_ * mc_;
       apack_ = tl_pack_a.get(a_stride_ * tiles());
@@ -249,16 +250,20 @@ class Driver {
     const int64_t i1 = std::min(pr.m, part_begin(pm_, gi + 1, grid_.tm) * MR);
     const int64_t j0 = part_begin(pn, gj, grid_.tn) * NR;
     const int64_t j1 = std::min(pr.n, part_begin(pn, gj + 1, grid_.tn) * NR);
-    float* bbuf = bpack_ + t * b_stride_;
+    float* bbuf = bpack_ != nullptr ? bpack_ + t * b_stride_ : nullptr;
     float* abuf = apack_ + t * a_stride_;
     // With a single row block every B panel is used once per KC block: pack each just before
     // its micro-kernels run, so it is still in L1 (and the packing reads overlap the FMAs).
-    const bool pack_late = i1 - i0 <= mc_;
+    const bool pack_late = i1 - i0 <= mc_ && pr.bpacked == nullptr;
     for (int64_t jc = j0; jc < j1; jc += nc_) {
       const int64_t ncb = std::min(nc_, j1 - jc);
       for (int64_t pc = 0; pc < pr.k; pc += kc_) {
         const int64_t kcb = std::min(kc_, pr.k - pc);
-        for (int64_t jp = 0; !pack_late && jp * NR < ncb; ++jp)
+        if (pr.bpacked != nullptr) {
+          // Pre-packed B: its KC block pc holds ceil(n / NR) panels of kcb x NR.
+          bbuf = const_cast<float*>(pr.bpacked) + pc * ceil_div(pr.n, NR) * NR + (jc / NR) * kcb * NR;
+        }
+        for (int64_t jp = 0; !pack_late && pr.bpacked == nullptr && jp * NR < ncb; ++jp)
           pack_b(jc + jp * NR, pc, kcb, bbuf + jp * kcb * NR);
         for (int64_t ic = i0; ic < i1; ic += mc_) {
           const int64_t mcb = std::min(mc_, i1 - ic);
@@ -394,6 +399,18 @@ void run_problem(const Problem& pr, int threads) {
 }
 
 }  // namespace
+
+int64_t sgemm_kc(int64_t k) { return k > 0 ? kc_for(k) : 1; }
+
+void sgemm_prepacked(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+                     int64_t ldc, bool accumulate) {
+  check_args(m, n, k, 0, 0, 0, 0, ldc);
+  Problem pr;
+  pr.m = m, pr.n = n, pr.k = k;
+  pr.packed = a, pr.bpacked = b, pr.c = c, pr.ldc = ldc;
+  pr.accumulate = accumulate;
+  run_problem(pr, 1);
+}
 
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
            const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate, int threads) {

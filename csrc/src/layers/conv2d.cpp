@@ -64,6 +64,9 @@ class Conv2d : public WindowLayer {
     if (ctx.reference)
       return kernels::conv2d_backward(ctx, *a.gout, a.region, parameter("weight"), g_, groups_,
                                       *a.gin[0]);
+    // Winograd straight from the forward packing where it pays (no second weight copy at all).
+    if (kernels::conv2d_backward_winograd(ctx, *a.gout, a.region, g_, groups_, *a.gin[0], packed_))
+      return;
     // Packed on first use, not at load: a model used only forward never pays the memory.
     std::call_once(packed_back_once_, [&] {
       packed_back_ = kernels::conv2d_pack_backward(parameter("weight"), g_, groups_);

@@ -1,0 +1,64 @@
+// Winograd F(2x2, 3x3) for 3x3, stride-1, undilated, ungrouped convolutions: each 2x2 block of
+// outputs ("tile") costs 16 multiply-adds per (input, output) channel pair instead of 36, so the
+// GEMM work drops 2.25x. Used by the forward conv and, with the filters flipped and transposed,
+// by the transposed conv of the projection (restricted to each sample's region).
+//
+//   V = B^T d B   (4x4 input patch d per tile and source channel)
+//   U = G g G^T   (per filter, computed per call from the layer's packed weights)
+//   M[xi] = U[xi] * V[xi]  for the 16 positions xi: 16 GEMMs (dst channels x src channels x tiles)
+//   Y = A^T M A   (2x2 outputs per tile)
+// The transforms use only +, - and * 0.5 (exact in binary), so the result differs from the direct
+// convolution by rounding only (relative error ~1e-6 in float32, tests/test_winograd*).
+//
+// No weights are stored transformed: U is rebuilt per call, per block of 48 destination channels
+// and per block of tiles, in the calling thread's L2 (the memory of a second weight copy would
+// cost more than the transform). V is written straight into the GEMM's packed B layout and U into
+// its packed A layout, so the GEMMs pack nothing.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "pydeconv/gemm.hpp"
+#include "pydeconv/kernels.hpp"
+
+namespace pydeconv::kernels {
+
+// Outputs [y0, y1) x [x0, x1) of one sample. Output (y, x) reads source rows y - pt .. y - pt + 2
+// and columns x - pl .. x - pl + 2; source positions outside [sy0, sy1) x [sx0, sx1) (a rectangle
+// inside the planes) read as zero.
+struct WinoRect {
+  const float* src = nullptr;  // the sample's first source plane
+  float* dst = nullptr;        // the sample's first destination plane
+  int64_t y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+  int64_t sy0 = 0, sy1 = 0, sx0 = 0, sx1 = 0;
+};
+
+struct WinoConv {
+  int64_t k_ch = 0, m_ch = 0;  // source channels (the GEMMs' k), destination channels (their m)
+  int64_t sh = 0, sw = 0;      // source plane size
+  int64_t dh = 0, dw = 0;      // destination plane size
+  int64_t pt = 0, pl = 0;      // top / left padding of the source
+  // false: dst[m] = sum_k W[m][k] (*) src[k] + bias (the layer's forward conv, W = weights);
+  // true:  dst[m] += sum_k flip(W[k][m]) (*) src[k] (its transposed conv as a forward conv of
+  //        gout: m = the layer's input channels, k = its output channels).
+  bool transposed = false;
+  const float* bias = nullptr;  // forward only; may be null
+};
+
+// weights: the layer's forward GEMM packing of W, (OC) x (C * 9).
+void winograd_conv3x3(const Ctx& ctx, const WinoConv& wc, const PackedA& weights,
+                      const std::vector<WinoRect>& rects);
+
+// Whether the layer's geometry allows Winograd F(2x2, 3x3): 3x3, stride 1, no dilation, no groups.
+bool winograd_geometry(const Window2d& g, int64_t groups);
+
+// Whether it is cheaper than the direct GEMM for m x k channels over `pixels` outputs that form
+// `tiles` 2x2 tiles (cost model: GEMM multiply-adds plus the transforms).
+bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles);
+
+// Process-wide switch (default on; PYDECONV_WINOGRAD=0 in the environment turns it off at start):
+// off, every convolution runs as a direct GEMM.
+void set_winograd_enabled(bool on);
+bool winograd_enabled();
+
+}  // namespace pydeconv::kernels
