@@ -22,9 +22,11 @@ from .net import (
     convert,
     get_num_threads,
     get_reference_kernels,
+    get_winograd,
     load,
     set_num_threads,
     set_reference_kernels,
+    set_winograd,
 )
 
 __version__ = "0.1.0"
@@ -48,6 +50,8 @@ __all__ = [
     "get_num_threads",
     "set_reference_kernels",
     "get_reference_kernels",
+    "set_winograd",
+    "get_winograd",
     "errors",
     "PydeconvError",
     "ModelFormatError",

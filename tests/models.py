@@ -115,6 +115,25 @@ def zfnet_like(seed=0, size=37):
     return b.done()
 
 
+def vgg_like(seed=0, size=20):
+    """3x3 stride-1 convs with enough channels (>= 16) for the Winograd F(2x2, 3x3) path, forward
+    and in the projection: odd map sizes after pooling, asymmetric padding, valid padding."""
+    b = _Builder("vgg-like", (3, size, size), seed)
+    b.conv("conv1_1", "input", 16, 3, padding=1)
+    b.add("relu1_1", "relu", "conv1_1")
+    b.conv("conv1_2", "relu1_1", 24, 3, padding=1)
+    b.add("relu1_2", "relu", "conv1_2")
+    b.add("pool1", "max_pool2d", "relu1_2", {"kernel_size": [2, 2], "stride": [2, 2]})
+    b.conv("conv2_1", "pool1", 32, 3, padding=[1, 0, 2, 1])
+    b.add("relu2_1", "relu", "conv2_1")
+    b.conv("conv2_2", "relu2_1", 16, 3, padding=0)
+    b.add("relu2_2", "relu", "conv2_2")
+    b.conv("conv2_3", "relu2_2", 20, 3, padding=1, bias=False)
+    b.add("relu2_3", "relu", "conv2_3")
+    b.add("pool2", "max_pool2d", "relu2_3", {"kernel_size": [2, 2], "stride": [2, 2], "ceil_mode": True})
+    return b.done()
+
+
 def small_dag(seed=0):
     """Branches that split and meet again: add, concat, a tensor with three consumers, batch_norm,
     avg pools with both divisor modes (ceil_mode windows running past the padding), global average

@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "../../csrc/src/kernels/winograd.hpp"
 #include "check.hpp"
 #include "pydeconv/gemm.hpp"
 #include "pydeconv/kernels.hpp"
@@ -243,6 +244,91 @@ TEST(conv2d_adjoint) {
       check::fail_at(__FILE__, __LINE__, std::string(cs.name) + ": <Ax,y>=" + std::to_string(lhs) +
                                              " <x,A^T y>=" + std::to_string(rhs));
   }
+}
+
+// Winograd F(2x2, 3x3): forward and the transposed conv (with per-sample regions) against the
+// reference kernels. Its transforms add a few roundings per term, so the bound is 8x the direct
+// GEMM's. Shapes cover odd sizes, asymmetric and large padding, one tile block and several (with
+// threads taking whole blocks), tile rows split over blocks, and 1 vs 2 threads bit for bit.
+const ConvCase kWinoCases[] = {
+    {"wino_small", 2, 16, 9, 11, 16, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
+    {"wino_asym", 3, 24, 13, 10, 30, window(3, 3, 1, 1, 2, 0, 1, 2), 1},
+    {"wino_valid", 1, 17, 12, 15, 19, window(3, 3, 1, 1, 0, 0, 0, 0), 1},
+    {"wino_big_pad", 1, 16, 5, 6, 16, window(3, 3, 1, 1, 2, 2, 2, 2), 1},
+    {"wino_blocks", 1, 64, 70, 71, 20, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
+    {"wino_wide_rows", 1, 16, 3, 2101, 16, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
+    {"wino_deep", 2, 512, 9, 9, 40, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
+};
+
+void check_winograd(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
+  const std::string name = cs.name;
+  const Tensor in = random_tensor(Shape::nchw(cs.n, cs.c, cs.h, cs.w), rng);
+  const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c, 3, 3), rng);
+  const Tensor bias = random_tensor(Shape::vec(cs.oc), rng);
+  const kernels::ConvPacked packed = kernels::conv2d_pack_forward(w, 1);
+  const int64_t fterms = cs.c * 9 + 1, bterms = cs.oc * 9 + 1;
+  // Forward (the dispatcher picks Winograd for these shapes; the direct path with it off).
+  const Shape os = out_shape(cs);
+  Tensor want(os), bound(os);
+  kernels::conv2d_forward_ref(in, w, bias.data(), cs.g, 1, want);
+  kernels::conv2d_forward_ref(abs_of(in), abs_of(w), abs_of(bias).data(), cs.g, 1, bound);
+  Tensor one(os, 7.0f), two(os, 7.0f), direct(os, 7.0f);
+  kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), cs.g, 1, one, &packed);
+  kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, 1, two, &packed);
+  kernels::set_winograd_enabled(false);
+  kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, 1, direct, &packed);
+  kernels::set_winograd_enabled(true);
+  check_close(one, want, bound, 8 * fterms, name + " winograd forward");
+  check_close(direct, want, bound, fterms, name + " direct forward");
+  if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, name + ": 2 threads differ");
+  // The dispatcher did take Winograd: its result is not the direct GEMM's bit for bit.
+  if (same_bits(one, direct)) check::fail_at(__FILE__, __LINE__, name + ": Winograd not used");
+  // Transposed conv over regions.
+  const Shape gs = os.with_n(cs.n * reps);
+  const Regions rs = make_regions(gs);
+  Tensor gout = random_tensor(gs, rng);
+  for (int64_t b = 0; b < gs.n; ++b)
+    for (int64_t c = 0; c < gs.c; ++c)
+      for (int64_t y = 0; y < gs.h; ++y)
+        for (int64_t x = 0; x < gs.w; ++x) {
+          const Region& r = rs[b];
+          if (y < r.y0 || y >= r.y1 || x < r.x0 || x >= r.x1) gout.plane(b, c)[y * gs.w + x] = 0.0f;
+        }
+  const Shape is = Shape::nchw(cs.n * reps, cs.c, cs.h, cs.w);
+  const Tensor gin0 = random_tensor(is, rng);
+  Tensor bwant = gin0.clone(), bbound = abs_of(gin0);
+  kernels::conv2d_backward_ref(gout, w, cs.g, 1, bwant, reps);
+  kernels::conv2d_backward_ref(abs_of(gout), abs_of(w), cs.g, 1, bbound, reps);
+  Tensor b1 = gin0.clone(), b2 = gin0.clone();
+  CHECK(kernels::conv2d_backward_winograd(Ctx{1, false}, gout, rs, cs.g, 1, b1, packed));
+  CHECK(kernels::conv2d_backward_winograd(Ctx{2, false}, gout, rs, cs.g, 1, b2, packed));
+  check_close(b1, bwant, bbound, 8 * bterms, name + " winograd backward");
+  if (!same_bits(b1, b2)) check::fail_at(__FILE__, __LINE__, name + ": backward 2 threads differ");
+  // Off, or with reference kernels, the entry point declines and leaves gin alone.
+  Tensor untouched = gin0.clone();
+  CHECK(!kernels::conv2d_backward_winograd(Ctx{2, true}, gout, rs, cs.g, 1, untouched, packed));
+  kernels::set_winograd_enabled(false);
+  CHECK(!kernels::conv2d_backward_winograd(Ctx{2, false}, gout, rs, cs.g, 1, untouched, packed));
+  kernels::set_winograd_enabled(true);
+  CHECK(same_bits(untouched, gin0));
+}
+
+TEST(winograd_vs_reference) {
+  std::mt19937 rng(17);
+  for (const ConvCase& cs : kWinoCases) check_winograd(cs, cs.n == 1 ? 4 : 1, rng);
+}
+
+// Geometry it refuses (strided, dilated, grouped, not 3x3), and tiny regions it leaves to the
+// direct GEMM.
+TEST(winograd_dispatch) {
+  CHECK(kernels::winograd_geometry(window(3, 3, 1, 1, 1, 1, 1, 1), 1));
+  CHECK(!kernels::winograd_geometry(window(3, 3, 2, 2, 1, 1, 1, 1), 1));
+  CHECK(!kernels::winograd_geometry(window(3, 3, 1, 1, 1, 1, 1, 1, 2, 2), 1));
+  CHECK(!kernels::winograd_geometry(window(3, 3, 1, 1, 1, 1, 1, 1), 2));
+  CHECK(!kernels::winograd_geometry(window(5, 5, 1, 1, 2, 2, 2, 2), 1));
+  CHECK(kernels::winograd_pays(512, 512, 56 * 56, 28 * 28));
+  CHECK(!kernels::winograd_pays(512, 512, 9, 4));  // a 3x3 region: 4 tiles padded to 16
+  CHECK(!kernels::winograd_pays(64, 3, 224 * 224, 112 * 112));  // k = 3: transforms dominate
 }
 
 PYDECONV_TEST_MAIN()

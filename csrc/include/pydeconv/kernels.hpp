@@ -64,6 +64,13 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
 void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& weight,
                      const Window2d& g, int64_t groups, Tensor& gin,
                      const ConvPacked* packed = nullptr);
+// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (forward and the projection's transposed
+// conv) where it is cheaper than the direct GEMM: 2.25x fewer multiply-adds, results equal to the
+// direct conv up to float rounding. Process-wide switch, default on; PYDECONV_WINOGRAD=0 in the
+// environment turns it off at start. Off, every convolution runs as a direct GEMM.
+void set_winograd_enabled(bool on);
+bool winograd_enabled();
+
 // The transposed conv by Winograd F(2x2, 3x3) from the forward packing, when the geometry allows
 // it (3x3, stride 1, no dilation or groups) and it is cheaper than the direct GEMM for these
 // regions; returns false (and does nothing) otherwise, or with reference kernels.

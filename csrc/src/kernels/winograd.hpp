@@ -56,9 +56,4 @@ bool winograd_geometry(const Window2d& g, int64_t groups);
 // `tiles` 2x2 tiles (cost model: GEMM multiply-adds plus the transforms).
 bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles);
 
-// Process-wide switch (default on; PYDECONV_WINOGRAD=0 in the environment turns it off at start):
-// off, every convolution runs as a direct GEMM.
-void set_winograd_enabled(bool on);
-bool winograd_enabled();
-
 }  // namespace pydeconv::kernels

@@ -1,0 +1,89 @@
+"""Winograd F(2x2, 3x3) (3x3 stride-1 convs with >= 16 channels, forward and the projection's
+transposed convs) against the NumPy float64 reference and against the direct GEMM path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import models
+import npref
+import pydeconv
+
+LAYERS = ["conv1_2", "relu2_1", "conv2_2", "pool2"]
+RULES = ["deconvnet", "guided", "backprop"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    graph, params = models.vgg_like()
+    net = pydeconv.build(graph, params)
+    x = models.random_input((2,) + tuple(graph["input"]["shape"]), 5)
+    acts, switches = npref.forward(graph, params, x)
+    return graph, params, net, x, acts, switches
+
+
+@pytest.fixture
+def winograd_off():
+    pydeconv.set_winograd(False)
+    yield
+    pydeconv.set_winograd(True)
+
+
+def test_default_on():
+    assert pydeconv.get_winograd() is True
+
+
+def test_forward_matches_reference(setup):
+    graph, params, net, x, acts, switches = setup
+    _, trace = net.forward(x, threads=2)
+    for name in net.layers:
+        npref.assert_close(trace.activation(name), acts[name], err_msg=name)
+    for name, ref in switches.items():
+        np.testing.assert_array_equal(trace.switches(name), ref, err_msg=name)
+
+
+def test_thread_counts_bit_identical(setup):
+    _, _, net, x, _, _ = setup
+    _, t1 = net.forward(x, threads=1)
+    _, t2 = net.forward(x, threads=2)
+    for name in net.layers:
+        np.testing.assert_array_equal(t1.activation(name), t2.activation(name), err_msg=name)
+    for layer in LAYERS:
+        p1 = net.project(t1, layer, channel=3, at="max", threads=1)
+        p2 = net.project(t2, layer, channel=3, at="max", threads=2)
+        np.testing.assert_array_equal(p1, p2, err_msg=layer)
+
+
+def test_winograd_is_used_and_agrees_with_direct(setup, winograd_off):
+    _, _, net, x, _, _ = setup
+    _, direct = net.forward(x, threads=2)
+    pydeconv.set_winograd(True)
+    _, wino = net.forward(x, threads=2)
+    a, b = wino.activation("conv1_2"), direct.activation("conv1_2")
+    assert not np.array_equal(a, b)  # a different summation: Winograd did run
+    npref.assert_close(a, b, err_msg="conv1_2")
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_projection_matches_reference(setup, layer, rule):
+    graph, params, net, x, acts, switches = setup
+    _, trace = net.forward(x, threads=2)
+    for channel, at in [(0, "max"), (5, "map"), (7, (2, 1))]:
+        if at == (2, 1) and trace.activation(layer).ndim != 4:
+            continue
+        got = net.project(trace, layer, channel=channel, at=at, rule=rule)
+        start = npref.start_signal(acts[layer], channel, at)
+        ref = npref.project(graph, params, acts, switches, layer, start, rule)
+        npref.assert_close(got, ref, err_msg=f"{layer} ch{channel} {at} {rule}")
+
+
+def test_many_channels_batched(setup):
+    """All channels of a layer in one batched pass (regions per sample) vs one at a time."""
+    _, _, net, x, _, _ = setup
+    _, trace = net.forward(x, threads=2)
+    many = net.project(trace, "conv2_2", channel=list(range(16)), at="max")
+    for c in (0, 7, 15):
+        one = net.project(trace, "conv2_2", channel=c, at="max")
+        npref.assert_close(many[:, c], one, err_msg=f"channel {c}")
