@@ -71,22 +71,31 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
     const Layer& layer = *m.layers[i];
     ForwardArgs a;
     for (int j : m.in_ids[i]) a.in.push_back(&t.acts_[j]);
-    Tensor out(m.shapes[id].with_n(xs.n));
+    const Shape os = m.shapes[id].with_n(xs.n);
+    Tensor out;
+    if (keep == Keep::Minimal && layer.forward_in_place() && m.in_ids[i].size() == 1) {
+      // Write over the input when this layer is its last reader, nothing keeps it, it is not
+      // the caller's array and no other tensor shares its storage (a flatten view, say).
+      const int j = m.in_ids[i][0];
+      Tensor& src = t.acts_[j];
+      if (j != 0 && uses[j] == 1 && !keep_act[j] && src.shape() == os &&
+          src.storage().use_count() == 1)
+        out = src;
+    }
+    if (out.data() == nullptr) out = Tensor(os);
     a.out = &out;
     Needs nd = layer.needs();
     if (nd.switches) {
       t.switches_[id] = IndexTensor(out.shape());
       a.switches = &t.switches_[id];
     }
+    if (nd.mask && keep == Keep::Minimal) {
+      t.masks_[id] = TensorT<uint8_t>(out.shape());
+      a.mask = &t.masks_[id];
+    }
     {
       LayerTimer timer("forward", layer);
       layer.forward(ctx, a);
-    }
-    if (nd.mask && keep == Keep::Minimal) {
-      // [x > 0] == [relu(x) > 0]: the mask comes from the output, one byte per element.
-      TensorT<uint8_t> mk(out.shape());
-      for (int64_t k = 0; k < out.numel(); ++k) mk.data()[k] = out.data()[k] > 0.f;
-      t.masks_[id] = std::move(mk);
     }
     t.acts_[id] = std::move(out);
     if (keep == Keep::Minimal) {

@@ -43,6 +43,10 @@ struct ForwardArgs {
   std::vector<const Tensor*> in;
   Tensor* out = nullptr;
   IndexTensor* switches = nullptr;  // allocated by the executor when needs().switches
+  // When not null (needs().mask under Keep::Minimal), the layer also writes [out > 0] here, one
+  // byte per element, in the same pass. `out` may be `in[0]`'s own buffer for layers with
+  // forward_in_place().
+  TensorT<uint8_t>* mask = nullptr;
 };
 
 struct BackwardArgs {
@@ -73,6 +77,9 @@ class Layer {
   virtual void forward(const Ctx& ctx, ForwardArgs& a) const = 0;
   virtual void backward(const Ctx& ctx, BackwardArgs& a) const = 0;
   virtual Needs needs() const { return {}; }
+  // Element-wise layers whose forward may write over their input (out aliasing in[0]); the
+  // executor does so when nothing else reads that input afterwards.
+  virtual bool forward_in_place() const { return false; }
   // Element-wise layers whose backward can overwrite gout with gin (saves a buffer per layer).
   virtual bool backward_in_place() const { return false; }
   virtual RfStep rf() const { return {}; }

@@ -27,10 +27,23 @@ class Relu : public Layer {
     float* y = a.out->data();
     const int64_t n = a.out->numel();
     // A plain select the compiler turns into packed compares at the baseline ISA; a second
-    // thread only pays once the tensor is well past the cache (memory bound either way).
+    // thread only pays once the tensor is well past the cache (memory bound either way). y may
+    // be x itself (in place).
+    if (a.mask == nullptr) {
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallel)
-    for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
+      return;
+    }
+    uint8_t* m = a.mask->data();
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallel)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = x[i];
+      y[i] = v > 0.f ? v : 0.f;
+      m[i] = v > 0.f;
+    }
   }
+
+  bool forward_in_place() const override { return true; }
 
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
     const Shape& s = a.gout->shape();
