@@ -82,15 +82,15 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
           src.storage().use_count() == 1)
         out = src;
     }
-    if (out.data() == nullptr) out = Tensor(os);
+    if (out.data() == nullptr) out = Tensor(os, m.pool);
     a.out = &out;
     Needs nd = layer.needs();
     if (nd.switches) {
-      t.switches_[id] = IndexTensor(out.shape());
+      t.switches_[id] = IndexTensor(out.shape(), m.pool);
       a.switches = &t.switches_[id];
     }
     if (nd.mask && keep == Keep::Minimal) {
-      t.masks_[id] = TensorT<uint8_t>(out.shape());
+      t.masks_[id] = TensorT<uint8_t>(out.shape(), m.pool);
       a.mask = &t.masks_[id];
     }
     {

@@ -47,6 +47,9 @@ struct Net::Impl {
   std::map<std::string, int> by_name;        // layer name -> layer index
   std::vector<std::string> outputs;
   std::vector<int> output_ids;
+  // Activations, masks and switches of forward passes come from here and go back when freed, so
+  // repeated passes reuse the same memory; project() empties it first (memory for gradients).
+  mutable BufferPool pool{std::size_t(256) << 20};
 
   // Tensor ids that `target` depends on (itself included), as a mask over tensor ids.
   std::vector<bool> ancestors(int target) const;

@@ -100,6 +100,8 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
                             const Tensor& start, Regions regions, Rule rule) const {
   const Impl& m = *impl_;
   if (t.net_ != this) fail(ErrorKind::Value, "the trace was made by another model");
+  // Idle forward buffers would only add to the gradients' memory.
+  m.pool.clear();
   const int target = layer_index(layer) + 1;
   const Shape& ls = m.shapes[target];
   const Shape& ss = start.shape();

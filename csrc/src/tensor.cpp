@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <new>
 
 namespace pydeconv {
@@ -36,6 +38,67 @@ void* aligned_alloc64(std::size_t bytes, bool zeroed, bool* mapped) {
 void aligned_free64(void* p, std::size_t bytes, bool mapped) noexcept {
   if (mapped) munmap(p, bytes);
   else std::free(p);
+}
+
+struct BufferPool::State {
+  std::mutex mu;
+  std::multimap<std::size_t, void*> idle;  // block size -> block
+  std::size_t idle_bytes = 0, max_bytes = 0;
+  ~State() {
+    for (auto& kv : idle) std::free(kv.second);
+  }
+};
+
+BufferPool::BufferPool(std::size_t max_bytes) : st_(std::make_shared<State>()) {
+  st_->max_bytes = max_bytes;
+}
+
+std::shared_ptr<void> BufferPool::get(std::size_t bytes) {
+  bytes = (bytes + 63) / 64 * 64;
+  void* p = nullptr;
+  std::size_t size = bytes;
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    // The smallest idle block that fits, unless it is much larger than asked for.
+    auto it = st_->idle.lower_bound(bytes);
+    if (it != st_->idle.end() && it->first <= bytes + bytes / 4) {
+      size = it->first;
+      p = it->second;
+      st_->idle_bytes -= size;
+      st_->idle.erase(it);
+    }
+  }
+  if (p == nullptr) {
+    p = std::aligned_alloc(64, size);
+    if (p == nullptr) throw std::bad_alloc();
+  }
+  std::weak_ptr<State> home = st_;
+  return std::shared_ptr<void>(p, [home, size](void* q) {
+    if (auto st = home.lock()) {
+      std::lock_guard<std::mutex> lock(st->mu);
+      if (st->idle_bytes + size <= st->max_bytes) {
+        st->idle.emplace(size, q);
+        st->idle_bytes += size;
+        return;
+      }
+    }
+    std::free(q);
+  });
+}
+
+void BufferPool::clear() {
+  std::multimap<std::size_t, void*> idle;
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    idle.swap(st_->idle);
+    st_->idle_bytes = 0;
+  }
+  for (auto& kv : idle) std::free(kv.second);
+}
+
+std::size_t BufferPool::idle_bytes() const {
+  std::lock_guard<std::mutex> lock(st_->mu);
+  return st_->idle_bytes;
 }
 
 }  // namespace pydeconv
