@@ -82,7 +82,7 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
           src.storage().use_count() == 1)
         out = src;
     }
-    if (out.data() == nullptr) out = Tensor(os, m.pool);
+    if (out.data() == nullptr) out = Tensor(os, m.pool, keep == Keep::Minimal && !keep_act[id]);
     a.out = &out;
     Needs nd = layer.needs();
     if (nd.switches) {

@@ -1,6 +1,9 @@
 #include "pydeconv/tensor.hpp"
 
 #include <sys/mman.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cstdlib>
 #include <cstring>
@@ -45,33 +48,40 @@ struct BufferPool::State {
   std::multimap<std::size_t, void*> idle;  // block size -> block
   std::size_t idle_bytes = 0, max_bytes = 0;
   ~State() {
-    for (auto& kv : idle) std::free(kv.second);
+    for (auto& kv : idle) release(kv.second, kv.first);
   }
+  // Blocks of 1 MiB or more are mapped from the OS, so giving one back really returns it (a heap
+  // block may stay in the process, pinned by its neighbours).
+  static void* acquire(std::size_t size) {
+    bool mapped = false;
+    return aligned_alloc64(size, size >= kMapThreshold, &mapped);
+  }
+  static void release(void* p, std::size_t size) { aligned_free64(p, size, size >= kMapThreshold); }
 };
 
 BufferPool::BufferPool(std::size_t max_bytes) : st_(std::make_shared<State>()) {
   st_->max_bytes = max_bytes;
 }
 
-std::shared_ptr<void> BufferPool::get(std::size_t bytes) {
+std::shared_ptr<void> BufferPool::get(std::size_t bytes, bool transient) {
   bytes = (bytes + 63) / 64 * 64;
   void* p = nullptr;
   std::size_t size = bytes;
   {
     std::lock_guard<std::mutex> lock(st_->mu);
-    // The smallest idle block that fits, unless it is much larger than asked for.
+    // The smallest idle block that fits, unless it is larger than asked for: up to 4x for a
+    // transient tensor (a layer's freed input serves the next, smaller outputs, as a heap would
+    // reuse it), the same size for one that may be kept (it would pin the rest of the block,
+    // whose pages its earlier use made resident).
     auto it = st_->idle.lower_bound(bytes);
-    if (it != st_->idle.end() && it->first <= bytes + bytes / 4) {
+    if (it != st_->idle.end() && it->first <= (transient ? 4 * bytes : bytes)) {
       size = it->first;
       p = it->second;
       st_->idle_bytes -= size;
       st_->idle.erase(it);
     }
   }
-  if (p == nullptr) {
-    p = std::aligned_alloc(64, size);
-    if (p == nullptr) throw std::bad_alloc();
-  }
+  if (p == nullptr) p = State::acquire(size);
   std::weak_ptr<State> home = st_;
   return std::shared_ptr<void>(p, [home, size](void* q) {
     if (auto st = home.lock()) {
@@ -82,7 +92,7 @@ std::shared_ptr<void> BufferPool::get(std::size_t bytes) {
         return;
       }
     }
-    std::free(q);
+    State::release(q, size);
   });
 }
 
@@ -93,7 +103,10 @@ void BufferPool::clear() {
     idle.swap(st_->idle);
     st_->idle_bytes = 0;
   }
-  for (auto& kv : idle) std::free(kv.second);
+  for (auto& kv : idle) State::release(kv.second, kv.first);
+#if defined(__GLIBC__)
+  if (!idle.empty()) malloc_trim(0);  // the small (heap) blocks too
+#endif
 }
 
 std::size_t BufferPool::idle_bytes() const {

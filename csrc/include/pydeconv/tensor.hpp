@@ -47,7 +47,7 @@ class TensorT {
   }
   // Uninitialised storage from `pool` (see BufferPool), returned to it when the last owner
   // lets go.
-  TensorT(const Shape& s, class BufferPool& pool);
+  TensorT(const Shape& s, class BufferPool& pool, bool transient = false);
   // Wraps external storage kept alive by `owner` (e.g. a NumPy array); no copy.
   TensorT(const Shape& s, std::shared_ptr<T> storage) : shape_(s), data_(std::move(storage)) {}
 
@@ -98,7 +98,8 @@ class BufferPool {
  public:
   explicit BufferPool(std::size_t max_bytes);
   // A block of at least `bytes` (uninitialised); the deleter returns it to the pool.
-  std::shared_ptr<void> get(std::size_t bytes);
+  // `transient`: the caller frees it soon, so a much larger idle block may serve.
+  std::shared_ptr<void> get(std::size_t bytes, bool transient);
   // Hands every idle block back to the system.
   void clear();
   std::size_t idle_bytes() const;
@@ -109,9 +110,10 @@ class BufferPool {
 };
 
 template <typename T>
-TensorT<T>::TensorT(const Shape& s, BufferPool& pool) : shape_(s) {
+TensorT<T>::TensorT(const Shape& s, BufferPool& pool, bool transient) : shape_(s) {
   if (s.numel() < 0) fail(ErrorKind::Shape, "negative tensor size");
-  std::shared_ptr<void> block = pool.get(static_cast<std::size_t>(std::max<int64_t>(s.numel(), 1)) * sizeof(T));
+  std::shared_ptr<void> block =
+      pool.get(static_cast<std::size_t>(std::max<int64_t>(s.numel(), 1)) * sizeof(T), transient);
   data_ = std::shared_ptr<T>(block, static_cast<T*>(block.get()));
 }
 
