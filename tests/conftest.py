@@ -10,6 +10,9 @@ import pytest
 # default spin-waiting turns each into a scheduler-quantum stall (10x slower suites).  Must be set
 # before the engine (and so libgomp) is loaded; an explicit setting from the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# Pool blocks (activations, gradients) start as NaN bytes: a kernel that reads memory it never
+# wrote, or a gradient not cleared where it is read, fails the tests instead of seeing zeros.
+os.environ.setdefault("PYDECONV_POISON", "1")
 
 import pydeconv  # noqa: E402
 

@@ -28,6 +28,25 @@ Regions nonzero_regions(const Tensor& t) {
   return out;
 }
 
+// Zeroes the part of sample b's planes inside `grown` but outside `old` (old inside grown, or
+// empty): what a partially cleared gradient must add before a new writer accumulates there.
+void clear_growth(Tensor& g, int64_t b, const Region& old, const Region& grown) {
+  const Shape& s = g.shape();
+  const int64_t w = s.rank == 4 ? s.w : 1;
+  for (int64_t c = 0; c < s.c; ++c) {
+    float* plane = g.plane(b, c);
+    for (int64_t y = grown.y0; y < grown.y1; ++y) {
+      float* row = plane + y * w;
+      if (old.empty() || y < old.y0 || y >= old.y1) {
+        std::fill(row + grown.x0, row + grown.x1, 0.0f);
+      } else {
+        std::fill(row + grown.x0, row + old.x0, 0.0f);
+        std::fill(row + old.x1, row + grown.x1, 0.0f);
+      }
+    }
+  }
+}
+
 Region unite(const Region& a, const Region& b) {
   if (a.empty()) return b;
   if (b.empty()) return a;
@@ -100,8 +119,6 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
                             const Tensor& start, Regions regions, Rule rule) const {
   const Impl& m = *impl_;
   if (t.net_ != this) fail(ErrorKind::Value, "the trace was made by another model");
-  // Idle forward buffers would only add to the gradients' memory.
-  m.pool.clear();
   const int target = layer_index(layer) + 1;
   const Shape& ls = m.shapes[target];
   const Shape& ss = start.shape();
@@ -115,6 +132,11 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
 
   std::vector<Tensor> grad(m.shapes.size());
   std::vector<Regions> region(m.shapes.size(), Regions(static_cast<size_t>(ss.n)));
+  // Gradient buffers come from the net's pool (the forward's idle activations, the previous
+  // projection's gradients): no fresh pages to fault in. partial[j]: grad[j] is zero only inside
+  // its regions, which is all its reader (layer j - 1, whose backward reads gout only there)
+  // looks at; otherwise it is cleared in full.
+  std::vector<bool> partial(m.shapes.size(), false);
   grad[target] = start;  // read-only on the way down: no copy
   region[target] = std::move(regions);
   for (int id = target; id >= 1; --id) {
@@ -138,15 +160,27 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
     // (never on the caller's start signal).
     const bool in_place = L.backward_in_place() && id != target && m.in_ids[li].size() == 1 &&
                           grad[m.in_ids[li][0]].empty();
-    if (in_place) grad[m.in_ids[li][0]] = grad[id];
+    if (in_place) {
+      const int j = m.in_ids[li][0];
+      grad[j] = grad[id];
+      partial[j] = partial[id];
+      region[j] = region[id];  // the signal already there is the input's (ReLU: same region)
+    }
     for (int j : m.in_ids[li]) {
       a.in.push_back(t.activation(j));
       if (nd.input && !t.activation(j))
         fail(ErrorKind::Value, "layer '" + L.name() + "': its input is not in this trace");
-      if (grad[j].empty()) grad[j] = Tensor(m.shapes[j].with_n(ss.n), 0.f);
+      if (grad[j].empty()) {
+        grad[j] = Tensor(m.shapes[j].with_n(ss.n), m.pool, true);
+        partial[j] = j > 0 && !ctx.reference && m.layers[j - 1]->backward_reads_region_only();
+        if (!partial[j]) grad[j].zero();
+      }
       for (int64_t b = 0; b < ss.n; ++b) {
         const Region& r = region[id][b];
-        if (!r.empty()) region[j][b] = unite(region[j][b], L.input_region(r, m.shapes[j]));
+        if (r.empty()) continue;
+        const Region grown = unite(region[j][b], L.input_region(r, m.shapes[j]));
+        if (partial[j]) clear_growth(grad[j], b, region[j][b], grown);
+        region[j][b] = grown;
       }
     }
     for (int j : m.in_ids[li]) a.gin.push_back(&grad[j]);
@@ -159,7 +193,7 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
     grad[id] = Tensor();  // free as we go
   }
   if (grad[0].empty()) return Tensor(m.input.with_n(ss.n), 0.f);
-  return std::move(grad[0]);
+  return std::move(grad[0]);  // never partial: the input has no reader layer
 }
 
 }  // namespace pydeconv

@@ -82,6 +82,9 @@ class Layer {
   virtual bool forward_in_place() const { return false; }
   // Element-wise layers whose backward can overwrite gout with gin (saves a buffer per layer).
   virtual bool backward_in_place() const { return false; }
+  // Layers whose fast backward reads gout only inside its regions (then the gradient buffer
+  // may hold anything outside them: it is not cleared in full).
+  virtual bool backward_reads_region_only() const { return false; }
   virtual RfStep rf() const { return {}; }
   // The input region that can be non-zero when the output's region `r` is (all inputs alike).
   virtual Region input_region(const Region& r, const Shape& in) const;

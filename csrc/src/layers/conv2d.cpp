@@ -59,6 +59,8 @@ class Conv2d : public WindowLayer {
                             g_, groups_, *a.out, &packed_);
   }
 
+  bool backward_reads_region_only() const override { return true; }
+
   // All rules: gin += conv_transpose(gout, W).
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
     if (ctx.reference)

@@ -44,6 +44,8 @@ class Add : public Layer {
     }
   }
 
+  bool backward_reads_region_only() const override { return true; }
+
   // All rules: every input receives the whole signal.
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
     const Shape& s = a.gout->shape();
@@ -95,6 +97,8 @@ class Concat : public Layer {
       }
     }
   }
+
+  bool backward_reads_region_only() const override { return true; }
 
   // All rules: each input receives its own slice of channels (only the region's rows).
   void backward(const Ctx& ctx, BackwardArgs& a) const override {

@@ -33,6 +33,8 @@ class Lrn : public Layer {
     kernels::lrn_backward(ctx, *a.in[0], *a.gout, a.region, p_, *a.gin[0], a.reps);
   }
 
+  bool backward_reads_region_only() const override { return true; }
+
   Needs needs() const override { return {true, false, false, false}; }
 
  private:
@@ -77,6 +79,8 @@ class BatchNorm : public Layer {
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
     kernels::channel_affine_backward(ctx, *a.gout, a.region, a_.data(), *a.gin[0]);
   }
+
+  bool backward_reads_region_only() const override { return true; }
 
  private:
   std::vector<float> a_, b_;

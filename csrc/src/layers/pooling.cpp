@@ -31,6 +31,8 @@ class MaxPool2d : public WindowLayer {
     kernels::max_unpool2d(ctx, *a.gout, a.region, *a.switches, *a.gin[0], a.reps);
   }
 
+  bool backward_reads_region_only() const override { return true; }
+
   Needs needs() const override { return {false, false, false, true}; }
 };
 

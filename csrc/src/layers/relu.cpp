@@ -65,6 +65,8 @@ class Relu : public Layer {
       rows(ctx, a, x, mask, work, std::true_type{});
   }
 
+  bool backward_reads_region_only() const override { return true; }
+
   bool backward_in_place() const override { return true; }
 
  private:
