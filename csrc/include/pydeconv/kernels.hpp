@@ -72,11 +72,13 @@ void set_winograd_enabled(bool on);
 bool winograd_enabled();
 
 // The transposed conv by Winograd F(2x2, 3x3) from the forward packing, when the geometry allows
-// it (3x3, stride 1, no dilation or groups) and it is cheaper than the direct GEMM for these
-// regions; returns false (and does nothing) otherwise, or with reference kernels.
+// it (3x3, stride 1, no dilation or groups, enough channels) and it is cheaper than the direct
+// GEMM for these regions, or whenever it applies with `prefer` (the direct GEMM would first
+// have to pack a second copy of the weights); returns false (and does nothing) otherwise, or with
+// reference kernels.
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& r,
                               const Window2d& g, int64_t groups, Tensor& gin,
-                              const ConvPacked& forward);
+                              const ConvPacked& forward, bool prefer = false);
 void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias, const Window2d& g,
                         int64_t groups, Tensor& out);
 void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g, int64_t groups,

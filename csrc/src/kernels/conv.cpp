@@ -243,7 +243,7 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
 
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& rs,
                               const Window2d& g, int64_t groups, Tensor& gin,
-                              const ConvPacked& forward) {
+                              const ConvPacked& forward, bool prefer) {
   if (ctx.reference || !winograd_geometry(g, groups)) return false;
   const Shape& gs = gout.shape();
   const Shape& is = gin.shape();
@@ -261,7 +261,7 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
     pixels += (y1 - y0) * (x1 - x0);
     tiles += ((y1 - y0 + 1) / 2) * ((x1 - x0 + 1) / 2);
   }
-  if (!winograd_pays(is.c, gs.c, pixels, tiles)) return false;
+  if (!winograd_pays(is.c, gs.c, pixels, tiles, prefer ? 3.0 : 0.85)) return false;
   WinoConv wc;
   wc.k_ch = gs.c, wc.m_ch = is.c, wc.sh = gs.h, wc.sw = gs.w, wc.dh = is.h, wc.dw = is.w;
   wc.pt = t.pt, wc.pl = t.pl, wc.transposed = true;

@@ -109,12 +109,17 @@ void gather_filters(const PackedA& w, bool transposed, int64_t r0, int64_t rows,
     const int64_t p0 = std::max(r0 * 9, pc), p1 = std::min((r0 + rows) * 9, pc + kcb);
     for (int64_t ip = 0; ip < pm; ++ip) {
       const float* panel = data + pc * pm * MR + ip * kcb * MR;
-      const int64_t i1 = std::min(m, ip * MR + MR);
-      for (int64_t p = p0; p < p1; ++p) {
-        const float* src = panel + (p - pc) * MR;
-        const int64_t row = p / 9 - r0, tap = 8 - p % 9;  // the flipped tap
-        float* d = plain + (row / MR * kch * 9 + tap) * MR + row % MR;
-        for (int64_t oc = ip * MR; oc < i1; ++oc) d[oc * 9 * MR] = src[oc - ip * MR];
+      const int64_t lanes = std::min(m, ip * MR + MR) - ip * MR;
+      // Column p = ci * 9 + tap of the source: row ci - r0 of the destination, flipped tap.
+      for (int64_t ci = p0 / 9; ci * 9 < p1; ++ci) {
+        const int64_t row = ci - r0, t0 = std::max<int64_t>(0, p0 - ci * 9);
+        const int64_t t1 = std::min<int64_t>(9, p1 - ci * 9);
+        float* base = plain + (row / MR * kch * 9 + ip * MR * 9) * MR + row % MR;
+        const float* src = panel + (ci * 9 - pc) * MR;
+        for (int64_t l = 0; l < lanes; ++l) {
+          float* d = base + l * 9 * MR;
+          for (int64_t tap = t0; tap < t1; ++tap) d[(8 - tap) * MR] = src[tap * MR + l];
+        }
       }
     }
   }
@@ -433,7 +438,7 @@ bool winograd_geometry(const Window2d& g, int64_t groups) {
   return groups == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
 }
 
-bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles) {
+bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles, double slack) {
   if (!winograd_enabled() || m < 8 || k < 16 || tiles <= 0) return false;
   // In units of one multiply-add per (m, k) pair: the direct GEMM does 9 per pixel; Winograd 16
   // per tile (NR-padded), plus the transforms per tile, plus ~3 filter transforms' worth per
@@ -443,7 +448,7 @@ bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles) {
   const double transforms = tp * (kd * 3.0 + md * 3.0) / (md * kd);
   const double blocks = static_cast<double>(ceil_div(tiles, std::clamp<int64_t>(kVBudget / (kXi * k) / NR * NR, NR, kMaxBlockTiles)));
   const double wino = 16.0 * tp + transforms + 40.0 * blocks;
-  return wino < 0.85 * 9.0 * static_cast<double>(pixels);
+  return wino < slack * 9.0 * static_cast<double>(pixels);
 }
 
 void set_winograd_enabled(bool on) { enabled_flag().store(on); }

@@ -52,8 +52,8 @@ void winograd_conv3x3(const Ctx& ctx, const WinoConv& wc, const PackedA& weights
 // Whether the layer's geometry allows Winograd F(2x2, 3x3): 3x3, stride 1, no dilation, no groups.
 bool winograd_geometry(const Window2d& g, int64_t groups);
 
-// Whether it is cheaper than the direct GEMM for m x k channels over `pixels` outputs that form
-// `tiles` 2x2 tiles (cost model: GEMM multiply-adds plus the transforms).
-bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles);
+// Whether it costs less than `slack` times the direct GEMM for m x k channels over `pixels`
+// outputs that form `tiles` 2x2 tiles (cost model: GEMM multiply-adds plus the transforms).
+bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles, double slack = 0.85);
 
 }  // namespace pydeconv::kernels
