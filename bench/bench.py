@@ -184,13 +184,21 @@ def onnx_bytes(graph, params):
 
 
 # -- timing -------------------------------------------------------------------------------------
+# Pause before each timed call. The engines' worker threads keep spinning for a while after a
+# call returns (ONNX Runtime's intra-op pool, OpenMP runtimes); without a pause, whichever engine
+# runs next shares the cores with them (on 2 cores that halved pydeconv's 2-thread ZFNet speed).
+SETTLE_S = 0.05
+
+
 def interleaved(fns: dict, reps: int) -> dict:
-    """Runs each callable once to warm up, then `reps` rounds of all of them; seconds per call."""
+    """Runs each callable once to warm up, then `reps` rounds of all of them; seconds per call.
+    Every call starts after the same SETTLE_S pause."""
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
