@@ -258,7 +258,10 @@ HEAD = ["engine", "threads", "median ms", "min ms", "GFLOP/s", "% peak", "time /
 def forward_part(rep, title, net, model, sess_for, x, flops, threads, reps):
     rows = []
     for t in threads:
-        fns = {"pydeconv": lambda: net.forward(x, threads=t)}
+        # keep='all' (the default: every activation returned) and keep='minimal' (only what a
+        # projection needs: switches and ReLU masks; ReLUs then run in place).
+        fns = {"pydeconv": lambda: net.forward(x, threads=t),
+               "pydeconv keep=minimal": lambda: net.forward(x, threads=t, keep="minimal")}
         if model is not None:
             torch.set_num_threads(t)
             xt = torch.from_numpy(x)
