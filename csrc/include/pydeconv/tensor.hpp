@@ -40,8 +40,8 @@ class TensorT {
  public:
   TensorT() = default;
   explicit TensorT(const Shape& s) : shape_(s), data_(alloc(s.numel(), false)) {}
-  // Zero-filled tensors of 1 MiB or more come straight from the OS, zero and untouched: a
-  // projection gradient that is non-zero only in a small receptive field never faults in the rest.
+  // Zero-filled tensors of 1 MiB or more come straight from the OS, zero and untouched: pages
+  // nobody writes are never faulted in.
   TensorT(const Shape& s, T fill) : shape_(s), data_(alloc(s.numel(), fill == T(0))) {
     if (fill != T(0)) std::fill(data(), data() + numel(), fill);
   }
