@@ -126,25 +126,37 @@ void gather_filters(const PackedA& w, bool transposed, int64_t r0, int64_t rows,
   }
 }
 
-// U = G g G^T for one panel of 6 filters, lane l reading tap t at g[t * 6 + l]; writes
-// u[xi * u_stride + l]. G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1].
-inline void filter_transform6(const float* g, float* u, int64_t u_stride) {
-  float q[3][4][MR];  // q[r][b] = (g G^T)[r][b]
-  for (int r = 0; r < 3; ++r)
-    for (int l = 0; l < MR; ++l) {
-      const float a = g[(3 * r) * MR + l], b = g[(3 * r + 1) * MR + l], c = g[(3 * r + 2) * MR + l];
-      q[r][0][l] = a;
-      q[r][1][l] = 0.5f * (a + b + c);
-      q[r][2][l] = 0.5f * (a - b + c);
-      q[r][3][l] = c;
+// U = G g G^T for up to kLanes filters at once (8 source channels x one 6-row panel), lane i
+// reading tap t at g[t * kLanes + i]; writes u[xi * u_stride + i] for i < n, contiguous per xi
+// (the panel's columns c .. c + 7 are consecutive in packed-A layout).
+// G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1].
+constexpr int64_t kChanBlock = 8, kLanes = kChanBlock * MR;
+inline void filter_transform_lanes(const float* __restrict__ g, int64_t n, float* __restrict__ u,
+                                   int64_t u_stride) {
+  alignas(64) float q[3][4][kLanes];  // q[r][b] = (g G^T)[r][b], lane-innermost
+  for (int r = 0; r < 3; ++r) {
+    const float* ga = g + (3 * r) * kLanes;
+    const float* gb = ga + kLanes;
+    const float* gc = gb + kLanes;
+    for (int64_t i = 0; i < kLanes; ++i) {
+      q[r][0][i] = ga[i];
+      q[r][1][i] = 0.5f * (ga[i] + gb[i] + gc[i]);
+      q[r][2][i] = 0.5f * (ga[i] - gb[i] + gc[i]);
+      q[r][3][i] = gc[i];
     }
-  for (int b = 0; b < 4; ++b)
-    for (int l = 0; l < MR; ++l) {
-      u[b * u_stride + l] = q[0][b][l];
-      u[(4 + b) * u_stride + l] = 0.5f * (q[0][b][l] + q[1][b][l] + q[2][b][l]);
-      u[(8 + b) * u_stride + l] = 0.5f * (q[0][b][l] - q[1][b][l] + q[2][b][l]);
-      u[(12 + b) * u_stride + l] = q[2][b][l];
+  }
+  for (int b = 0; b < 4; ++b) {
+    float* u0 = u + b * u_stride;
+    float* u1 = u + (4 + b) * u_stride;
+    float* u2 = u + (8 + b) * u_stride;
+    float* u3 = u + (12 + b) * u_stride;
+    for (int64_t i = 0; i < n; ++i) {
+      u0[i] = q[0][b][i];
+      u1[i] = 0.5f * (q[0][b][i] + q[1][b][i] + q[2][b][i]);
+      u2[i] = 0.5f * (q[0][b][i] - q[1][b][i] + q[2][b][i]);
+      u3[i] = q[2][b][i];
     }
+  }
 }
 
 // V = B^T d B for `len` (<= NR) consecutive tiles whose 4 source rows start at r0..r3 (tile t at
@@ -363,15 +375,24 @@ class Winograd {
     const int64_t a_stride = xi_stride(sgemm_packed_a_size(mpad, k_));
     float* plain = wk.plain;
     gather_filters(w_, wc_.transposed, r0, rows, mpad, plain);
-    // U[xi] in packed-A layout (mpad x k), straight from the panel-major filters.
+    // U[xi] in packed-A layout (mpad x k), from the panel-major filters: per panel, blocks of
+    // up to 8 consecutive source channels (inside one KC block) are regrouped tap-major, so the
+    // transform runs over 48 lanes and writes each xi's 48 values in one contiguous run.
     float* u = wk.u;
     const int64_t pm = mpad / MR;
+    alignas(64) float g[9 * kLanes];
     for (int64_t pc = 0; pc < k_; pc += kc_) {
       const int64_t kcb = std::min(kc_, k_ - pc);
       for (int64_t ip = 0; ip < pm; ++ip) {
         float* dst = u + pc * pm * MR + ip * kcb * MR;
-        const float* g = plain + (ip * k_ + pc) * 9 * MR;
-        for (int64_t p = 0; p < kcb; ++p) filter_transform6(g + p * 9 * MR, dst + p * MR, a_stride);
+        const float* src = plain + (ip * k_ + pc) * 9 * MR;
+        for (int64_t p = 0; p < kcb; p += kChanBlock) {
+          const int64_t nc = std::min(kChanBlock, kcb - p);
+          for (int64_t c = 0; c < nc; ++c)
+            for (int tp = 0; tp < 9; ++tp)
+              std::memcpy(g + tp * kLanes + c * MR, src + ((p + c) * 9 + tp) * MR, MR * 4);
+          filter_transform_lanes(g, nc * MR, dst + p * MR, a_stride);
+        }
       }
     }
     // M[xi] = U[xi] * V[xi], mpad x tpad each.
