@@ -88,33 +88,43 @@ class Relu : public Layer {
         const float* g = a.gout->data() + p * hw + i0;
         float* d = a.gin[0]->data() + p * hw + i0;
         // Every load is unconditional (only the select depends on the mask), so the compiler
-        // if-converts and vectorises each loop.
+        // if-converts and vectorises each loop. In place (acc false) d is g itself: the loops
+        // then use d alone, or the vectoriser's overlap check sends them down its scalar path.
+        if (!acc) {
+          if (rule == Rule::Deconvnet) {
+            for (int64_t i = 0; i < m; ++i) d[i] = d[i] > 0.f ? d[i] : 0.f;
+          } else {
+            const bool guided = rule == Rule::Guided;
+            if (mask) {
+              const uint8_t* on = mask + fwd + i0;
+              if (guided)
+                for (int64_t i = 0; i < m; ++i) d[i] = on[i] && d[i] > 0.f ? d[i] : 0.f;
+              else
+                for (int64_t i = 0; i < m; ++i) d[i] = on[i] ? d[i] : 0.f;
+            } else {
+              const float* xx = x + fwd + i0;
+              if (guided)
+                for (int64_t i = 0; i < m; ++i) d[i] = xx[i] > 0.f && d[i] > 0.f ? d[i] : 0.f;
+              else
+                for (int64_t i = 0; i < m; ++i) d[i] = xx[i] > 0.f ? d[i] : 0.f;
+            }
+          }
+          continue;
+        }
         if (rule == Rule::Deconvnet) {
-          for (int64_t i = 0; i < m; ++i) d[i] = (acc ? d[i] : 0.f) + std::max(g[i], 0.f);
+          for (int64_t i = 0; i < m; ++i) d[i] += std::max(g[i], 0.f);
         } else if (mask) {
           const uint8_t* on = mask + fwd + i0;
           if (rule == Rule::Guided)
-            for (int64_t i = 0; i < m; ++i) {
-              const float v = std::max(g[i], 0.f);
-              d[i] = (acc ? d[i] : 0.f) + (on[i] ? v : 0.f);
-            }
+            for (int64_t i = 0; i < m; ++i) d[i] += on[i] ? std::max(g[i], 0.f) : 0.f;
           else
-            for (int64_t i = 0; i < m; ++i) {
-              const float v = g[i];
-              d[i] = (acc ? d[i] : 0.f) + (on[i] ? v : 0.f);
-            }
+            for (int64_t i = 0; i < m; ++i) d[i] += on[i] ? g[i] : 0.f;
         } else {
           const float* xx = x + fwd + i0;
           if (rule == Rule::Guided)
-            for (int64_t i = 0; i < m; ++i) {
-              const float v = std::max(g[i], 0.f);
-              d[i] = (acc ? d[i] : 0.f) + (xx[i] > 0.f ? v : 0.f);
-            }
+            for (int64_t i = 0; i < m; ++i) d[i] += xx[i] > 0.f ? std::max(g[i], 0.f) : 0.f;
           else
-            for (int64_t i = 0; i < m; ++i) {
-              const float v = g[i];
-              d[i] = (acc ? d[i] : 0.f) + (xx[i] > 0.f ? v : 0.f);
-            }
+            for (int64_t i = 0; i < m; ++i) d[i] += xx[i] > 0.f ? g[i] : 0.f;
         }
       }
     }
