@@ -10,6 +10,8 @@
 // run and across thread counts.
 #include "winograd.hpp"
 
+#include "cpu.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -20,7 +22,22 @@
 #include <omp.h>
 #endif
 
+#define PYDECONV_WINO_FN(name) name##_portable
+#include "winograd_kernels.inc"
+
 namespace pydeconv::kernels {
+
+#if PYDECONV_X86
+#define PYDECONV_WINO_DECLARE(isa)                                                              \
+  void wino_filter_##isa(const float* __restrict__, int64_t, float* __restrict__, int64_t);    \
+  void wino_input_##isa(const float*, const float*, const float*, const float*, int64_t,       \
+                        float* __restrict__, int64_t);                                         \
+  void wino_output_##isa(const float* const*, int64_t, float* __restrict__, float* __restrict__);
+PYDECONV_WINO_DECLARE(avx2)
+PYDECONV_WINO_DECLARE(avx512)
+#undef PYDECONV_WINO_DECLARE
+#endif
+
 namespace {
 
 constexpr int64_t NR = kSgemmNR, MR = kSgemmMR;
@@ -126,73 +143,21 @@ void gather_filters(const PackedA& w, bool transposed, int64_t r0, int64_t rows,
   }
 }
 
-// U = G g G^T for up to kLanes filters at once (8 source channels x one 6-row panel), lane i
-// reading tap t at g[t * kLanes + i]; writes u[xi * u_stride + i] for i < n, contiguous per xi
-// (the panel's columns c .. c + 7 are consecutive in packed-A layout).
-// G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1].
-constexpr int64_t kChanBlock = 8, kLanes = kChanBlock * MR;
-inline void filter_transform_lanes(const float* __restrict__ g, int64_t n, float* __restrict__ u,
-                                   int64_t u_stride) {
-  alignas(64) float q[3][4][kLanes];  // q[r][b] = (g G^T)[r][b], lane-innermost
-  for (int r = 0; r < 3; ++r) {
-    const float* ga = g + (3 * r) * kLanes;
-    const float* gb = ga + kLanes;
-    const float* gc = gb + kLanes;
-    for (int64_t i = 0; i < kLanes; ++i) {
-      q[r][0][i] = ga[i];
-      q[r][1][i] = 0.5f * (ga[i] + gb[i] + gc[i]);
-      q[r][2][i] = 0.5f * (ga[i] - gb[i] + gc[i]);
-      q[r][3][i] = gc[i];
-    }
-  }
-  for (int b = 0; b < 4; ++b) {
-    float* u0 = u + b * u_stride;
-    float* u1 = u + (4 + b) * u_stride;
-    float* u2 = u + (8 + b) * u_stride;
-    float* u3 = u + (12 + b) * u_stride;
-    for (int64_t i = 0; i < n; ++i) {
-      u0[i] = q[0][b][i];
-      u1[i] = 0.5f * (q[0][b][i] + q[1][b][i] + q[2][b][i]);
-      u2[i] = 0.5f * (q[0][b][i] - q[1][b][i] + q[2][b][i]);
-      u3[i] = q[2][b][i];
-    }
-  }
-}
+constexpr int64_t kChanBlock = 8, kLanes = kChanBlock * MR;  // filters per transform call
 
-// V = B^T d B for `len` (<= NR) consecutive tiles whose 4 source rows start at r0..r3 (tile t at
-// column 2t); V[xi] of tile t goes to v[xi * v_stride + t].
-// B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-inline void transform_run(const float* r0, const float* r1, const float* r2, const float* r3,
-                          int64_t len, float* v, int64_t v_stride) {
-  float h[4][4][NR];  // h[r][b][t] = (d B)[r][b]
-  const float* rr[4] = {r0, r1, r2, r3};
-  for (int r = 0; r < 4; ++r) {
-    const float* d = rr[r];
-    for (int64_t t = 0; t < len; ++t) {
-      h[r][0][t] = d[2 * t] - d[2 * t + 2];
-      h[r][1][t] = d[2 * t + 1] + d[2 * t + 2];
-      h[r][2][t] = d[2 * t + 2] - d[2 * t + 1];
-      h[r][3][t] = d[2 * t + 1] - d[2 * t + 3];
-    }
-  }
-  for (int b = 0; b < 4; ++b) {
-    float* v0 = v + b * v_stride;
-    float* v1 = v + (4 + b) * v_stride;
-    float* v2 = v + (8 + b) * v_stride;
-    float* v3 = v + (12 + b) * v_stride;
-    for (int64_t t = 0; t < len; ++t) {
-      v0[t] = h[0][b][t] - h[2][b][t];
-      v1[t] = h[1][b][t] + h[2][b][t];
-      v2[t] = h[2][b][t] - h[1][b][t];
-      v3[t] = h[1][b][t] - h[3][b][t];
-    }
-  }
-}
+// The transform loops (winograd_kernels.inc), built for the baseline ISA here and for AVX2 /
+// AVX-512 in x86/winograd_*.cpp; one set is picked per call with the GEMM's instruction set.
+struct TransformFns {
+  void (*filter)(const float*, int64_t, float*, int64_t);
+  void (*input)(const float*, const float*, const float*, const float*, int64_t, float*, int64_t);
+  void (*output)(const float* const*, int64_t, float*, float*);
+};
+TransformFns transform_fns();
 
 class Winograd {
  public:
   Winograd(const Ctx& ctx, const WinoConv& wc, const PackedA& w, const std::vector<WinoRect>& rects)
-      : wc_(wc), w_(w), rects_(rects) {
+      : wc_(wc), w_(w), rects_(rects), fn_(transform_fns()) {
     threads_ = std::max(ctx.threads, 1);
     k_ = wc.k_ch, m_ = wc.m_ch;
     kc_ = sgemm_kc(k_);
@@ -356,7 +321,7 @@ class Winograd {
       for (int64_t t = 0; t < n;) {
         const int64_t col = sg.t0 + t, len = std::min(n - t, NR - col % NR);
         float* vx = v + sgemm_packed_b_offset(tpad, k_, kc_, c, col);
-        transform_run(r0 + 2 * t, r1 + 2 * t, r2 + 2 * t, r3 + 2 * t, len, vx, v_stride_);
+        fn_.input(r0 + 2 * t, r1 + 2 * t, r2 + 2 * t, r3 + 2 * t, len, vx, v_stride_);
         t += len;
       }
     }
@@ -391,7 +356,7 @@ class Winograd {
           for (int64_t c = 0; c < nc; ++c)
             for (int tp = 0; tp < 9; ++tp)
               std::memcpy(g + tp * kLanes + c * MR, src + ((p + c) * 9 + tp) * MR, MR * 4);
-          filter_transform_lanes(g, nc * MR, dst + p * MR, a_stride);
+          fn_.filter(g, nc * MR, dst + p * MR, a_stride);
         }
       }
     }
@@ -417,17 +382,7 @@ class Winograd {
         const float* mx[kXi];
         for (int64_t xi = 0; xi < kXi; ++xi) mx[xi] = m + xi * m_size + i * tpad + sg.t0;
         const int64_t n = sg.count;
-        for (int64_t t = 0; t < n; ++t) {
-          float sr[2][4];
-          for (int b = 0; b < 4; ++b) {
-            sr[0][b] = mx[b][t] + mx[4 + b][t] + mx[8 + b][t];
-            sr[1][b] = mx[4 + b][t] - mx[8 + b][t] - mx[12 + b][t];
-          }
-          for (int a = 0; a < 2; ++a) {
-            y[a][2 * t] = sr[a][0] + sr[a][1] + sr[a][2];
-            y[a][2 * t + 1] = sr[a][1] - sr[a][2] - sr[a][3];
-          }
-        }
+        fn_.output(mx, n, y[0], y[1]);
         float* plane = rc.dst + ch * wc_.dh * wc_.dw;
         const int64_t oy = rc.y0 + 2 * sg.ty, ox = rc.x0 + 2 * sg.tx0;
         const int64_t len = std::min(2 * n, rc.x1 - ox);
@@ -447,12 +402,23 @@ class Winograd {
   WinoConv wc_;
   const PackedA& w_;
   const std::vector<WinoRect>& rects_;
+  TransformFns fn_;
   int threads_ = 1;
   int64_t k_ = 0, m_ = 0, kc_ = 0, tmax_ = 0, target_ = 0, rows_ = 0, v_stride_ = 0;
   bool by_blocks_ = false;
   std::vector<Seg> segs_;
   std::vector<size_t> block_start_;  // segs_[block_start_[b] .. block_start_[b + 1]) = block b
 };
+
+TransformFns transform_fns() {
+  switch (gemm_isa()) {
+#if PYDECONV_X86
+    case GemmIsa::Avx512: return {wino_filter_avx512, wino_input_avx512, wino_output_avx512};
+    case GemmIsa::Avx2: return {wino_filter_avx2, wino_input_avx2, wino_output_avx2};
+#endif
+    default: return {wino_filter_portable, wino_input_portable, wino_output_portable};
+  }
+}
 
 }  // namespace
 
