@@ -65,10 +65,20 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
   t.masks_.resize(nt);
   t.ran_ = need;
   t.acts_[0] = x;
+  // ReLU layers whose output (and mask) the conv before them already wrote (fused).
+  std::vector<bool> fused(m.layers.size(), false);
   for (size_t i = 0; i < m.layers.size(); ++i) {
     const int id = static_cast<int>(i) + 1;
     if (!need[id]) continue;
     const Layer& layer = *m.layers[i];
+    if (fused[i]) {
+      if (keep == Keep::Minimal) {
+        for (int j : m.in_ids[i])
+          if (--uses[j] == 0 && !keep_act[j]) t.acts_[j] = Tensor();
+        if (uses[id] == 0 && !keep_act[id]) t.acts_[id] = Tensor();
+      }
+      continue;
+    }
     ForwardArgs a;
     for (int j : m.in_ids[i]) a.in.push_back(&t.acts_[j]);
     const Shape os = m.shapes[id].with_n(xs.n);
@@ -93,11 +103,37 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
       t.masks_[id] = TensorT<uint8_t>(out.shape(), m.pool);
       a.mask = &t.masks_[id];
     }
+    // A ReLU reading this layer's output is computed in the same pass when the layer can (conv):
+    // into this output's own buffer when nothing else reads or keeps the pre-ReLU values.
+    int relu = -1;
+    if (layer.fuses_relu())
+      for (int c : m.consumers[id])
+        if (need[c + 1] && m.layers[c]->kind() == "relu" && m.in_ids[c].size() == 1) {
+          relu = c;
+          break;
+        }
+    Tensor relu_out;
+    if (relu >= 0) {
+      const int rid = relu + 1;
+      if (keep == Keep::Minimal && uses[id] == 1 && !keep_act[id])
+        relu_out = out;
+      else
+        relu_out = Tensor(os, m.pool, keep == Keep::Minimal && !keep_act[rid]);
+      a.relu_out = &relu_out;
+      if (m.layers[relu]->needs().mask && keep == Keep::Minimal) {
+        t.masks_[rid] = TensorT<uint8_t>(os, m.pool);
+        a.relu_mask = &t.masks_[rid];
+      }
+    }
     {
       LayerTimer timer("forward", layer);
       layer.forward(ctx, a);
     }
     t.acts_[id] = std::move(out);
+    if (relu >= 0) {
+      t.acts_[relu + 1] = std::move(relu_out);
+      fused[static_cast<size_t>(relu)] = true;
+    }
     if (keep == Keep::Minimal) {
       for (int j : m.in_ids[i])
         if (--uses[j] == 0 && !keep_act[j]) t.acts_[j] = Tensor();

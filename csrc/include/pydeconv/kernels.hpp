@@ -55,9 +55,12 @@ ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups);
 // conv of gout. Strided: W_g^T, (C/groups * KH * KW) x (OC/groups), for GEMM + col2im.
 ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t groups);
 
+// With relu_out (may be `out` itself) also relu(out) there, and [out > 0] in relu_mask when given:
+// a following ReLU fused into the conv's output pass (its own pass in the other cases).
 void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
                     const Window2d& g, int64_t groups, Tensor& out,
-                    const ConvPacked* packed = nullptr);
+                    const ConvPacked* packed = nullptr, Tensor* relu_out = nullptr,
+                    TensorT<uint8_t>* relu_mask = nullptr);
 // The transposed convolution (the adjoint of conv2d without bias): gin += W^T * gout.
 // Only the gout regions `r` (one per sample) may be non-zero; the work is limited to them, and
 // the region pixels of every sample share one GEMM (many small projections batch well).

@@ -47,6 +47,11 @@ struct ForwardArgs {
   // byte per element, in the same pass. `out` may be `in[0]`'s own buffer for layers with
   // forward_in_place().
   TensorT<uint8_t>* mask = nullptr;
+  // Conv + ReLU fused (layers with fuses_relu()): when not null, the layer also writes relu(out)
+  // here (it may be `out` itself: then only the rectified values are written) and, when
+  // relu_mask is not null, [out > 0]; the executor then skips the ReLU layer's own pass.
+  Tensor* relu_out = nullptr;
+  TensorT<uint8_t>* relu_mask = nullptr;
 };
 
 struct BackwardArgs {
@@ -80,6 +85,8 @@ class Layer {
   // Element-wise layers whose forward may write over their input (out aliasing in[0]); the
   // executor does so when nothing else reads that input afterwards.
   virtual bool forward_in_place() const { return false; }
+  // Layers that can also produce a following ReLU's output in their own pass (ForwardArgs).
+  virtual bool fuses_relu() const { return false; }
   // Element-wise layers whose backward can overwrite gout with gin (saves a buffer per layer).
   virtual bool backward_in_place() const { return false; }
   // Layers whose fast backward reads gout only inside its regions (then the gradient buffer

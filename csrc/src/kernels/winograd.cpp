@@ -391,8 +391,21 @@ class Winograd {
           const float* src = y[a];
           if (wc_.transposed) {
             for (int64_t x = 0; x < len; ++x) d[x] += src[x];
-          } else {
+          } else if (rc.relu_dst == nullptr) {
             for (int64_t x = 0; x < len; ++x) d[x] = src[x] + bias;
+          } else {
+            const int64_t at = ch * wc_.dh * wc_.dw + (oy + a) * wc_.dw + ox;
+            float* r = rc.relu_dst + at;
+            if (r != d)
+              for (int64_t x = 0; x < len; ++x) d[x] = src[x] + bias;
+            for (int64_t x = 0; x < len; ++x) {
+              const float v = src[x] + bias;
+              r[x] = v > 0.f ? v : 0.f;
+            }
+            if (rc.mask != nullptr) {
+              uint8_t* mk = rc.mask + at;
+              for (int64_t x = 0; x < len; ++x) mk[x] = src[x] + bias > 0.f;
+            }
           }
         }
       }

@@ -31,6 +31,10 @@ struct WinoRect {
   float* dst = nullptr;        // the sample's first destination plane
   int64_t y0 = 0, y1 = 0, x0 = 0, x1 = 0;
   int64_t sy0 = 0, sy1 = 0, sx0 = 0, sx1 = 0;
+  // Forward only, optional: relu(result) also goes here (may be dst itself: then only the
+  // rectified values are written), and [result > 0] into mask.
+  float* relu_dst = nullptr;
+  uint8_t* mask = nullptr;
 };
 
 struct WinoConv {

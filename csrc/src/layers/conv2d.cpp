@@ -55,10 +55,13 @@ class Conv2d : public WindowLayer {
   void forward(const Ctx& ctx, ForwardArgs& a) const override {
     const float* bias = bias_ ? bias_->data() : nullptr;
     if (ctx.reference)
-      return kernels::conv2d_forward(ctx, *a.in[0], parameter("weight"), bias, g_, groups_, *a.out);
+      return kernels::conv2d_forward(ctx, *a.in[0], parameter("weight"), bias, g_, groups_, *a.out,
+                                     nullptr, a.relu_out, a.relu_mask);
     kernels::conv2d_forward(ctx, *a.in[0], Tensor(weight_shape_, std::shared_ptr<float>()), bias,
-                            g_, groups_, *a.out, &packed_);
+                            g_, groups_, *a.out, &packed_, a.relu_out, a.relu_mask);
   }
+
+  bool fuses_relu() const override { return true; }
 
   bool backward_reads_region_only() const override { return true; }
 
