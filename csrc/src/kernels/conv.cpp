@@ -37,6 +37,13 @@ Window2d transposed_window(const Window2d& g) {
   return t;
 }
 
+// The gin rectangle a stride-1 conv's gout region r reaches: gin row y reads gout rows
+// y - t.pt .. y - t.pt + (kh - 1) * dh (t: the transposed window). Empty if it falls outside.
+Region reachable_input(const Region& r, const Window2d& g, const Window2d& t, const Shape& is) {
+  return {std::max<int64_t>(0, r.y0 - g.pt), std::min(is.h, r.y1 + t.pt),
+          std::max<int64_t>(0, r.x0 - g.pl), std::min(is.w, r.x1 + t.pl)};
+}
+
 // --- strided transposed conv: GEMM + col2im over the rows of the gout regions ---
 
 // One row of a gradient region: sample b, output row oy, columns [x0, x1), stored from column
@@ -131,10 +138,9 @@ void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
   for (int64_t b = 0; b < gs.n; ++b) {
     const Region& r = rs[b];
     if (r.empty()) continue;
-    // Output oy reads inputs oy - pt + ki * dh, ki in [0, kh).
-    const int64_t y0 = std::max<int64_t>(0, r.y0 - g.pt), y1 = std::min(is.h, r.y1 + t.pt);
-    const int64_t x0 = std::max<int64_t>(0, r.x0 - g.pl), x1 = std::min(is.w, r.x1 + t.pl);
-    if (y1 <= y0 || x1 <= x0) continue;
+    const Region in = reachable_input(r, g, t, is);
+    if (in.empty()) continue;
+    const int64_t y0 = in.y0, y1 = in.y1, x0 = in.x0, x1 = in.x1;
     const int64_t step = std::max<int64_t>(1, budget / (x1 - x0));
     for (int64_t y = y0; y < y1; y += step) pieces.push_back({b, y, std::min(y1, y + step), x0, x1});
   }
@@ -285,10 +291,9 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
   for (int64_t b = 0; b < gs.n; ++b) {
     const Region& r = rs[b];
     if (r.empty()) continue;
-    // The gin rectangle the gout region reaches (output y reads gout rows y - t.pt .. + 2).
-    const int64_t y0 = std::max<int64_t>(0, r.y0 - g.pt), y1 = std::min(is.h, r.y1 + t.pt);
-    const int64_t x0 = std::max<int64_t>(0, r.x0 - g.pl), x1 = std::min(is.w, r.x1 + t.pl);
-    if (y1 <= y0 || x1 <= x0) continue;
+    const Region in = reachable_input(r, g, t, is);
+    if (in.empty()) continue;
+    const int64_t y0 = in.y0, y1 = in.y1, x0 = in.x0, x1 = in.x1;
     rects.push_back({gout.plane(b, 0), gin.plane(b, 0), y0, y1, x0, x1, r.y0, r.y1, r.x0, r.x1});
     pixels += (y1 - y0) * (x1 - x0);
     tiles += ((y1 - y0 + 1) / 2) * ((x1 - x0 + 1) / 2);

@@ -29,6 +29,7 @@
 #endif
 
 #include "cpu.hpp"
+#include "scratch.hpp"
 #include "pydeconv/error.hpp"
 #include "pydeconv/tensor.hpp"
 
@@ -101,35 +102,7 @@ int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 // alone: this is what fixes the summation order.
 int64_t kc_for(int64_t k) { return ceil_div(k, ceil_div(k, KC)); }
 
-// 64-byte aligned float storage, freed with std::free.
-float* alloc_floats(int64_t count) {
-  const std::size_t bytes =
-      static_cast<std::size_t>(round_up(std::max<int64_t>(count, 1) * 4, 64));
-  void* p = std::aligned_alloc(64, bytes);
-  if (p == nullptr) throw std::bad_alloc();
-  return static_cast<float*>(p);
-}
-
-// Packing scratch reused across calls by the thread that calls sgemm (grows, never shrinks), so
-// repeated GEMMs do not page-fault fresh buffers every time.
-class Scratch {
- public:
-  ~Scratch() { std::free(p_); }
-  float* get(int64_t count) {
-    if (count > cap_) {
-      float* fresh = alloc_floats(count);
-      std::free(p_);
-      p_ = fresh;
-      cap_ = count;
-    }
-    return p_;
-  }
-
- private:
-  float* p_ = nullptr;
-  int64_t cap_ = 0;
-};
-
+// Packing scratch reused across calls by the thread that calls sgemm (scratch.hpp).
 thread_local Scratch tl_pack_a, tl_pack_b;
 
 // One MR-row panel of op(A): dst[p*MR + i] = op(A)(i0 + i, p0 + p), rows past mr zero.

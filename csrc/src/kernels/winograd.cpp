@@ -11,6 +11,7 @@
 #include "winograd.hpp"
 
 #include "cpu.hpp"
+#include "scratch.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -58,27 +59,7 @@ std::atomic<bool>& enabled_flag() {
   return flag;
 }
 
-// Grow-only 64-byte aligned float buffer owned by the calling thread, so repeated calls do not
-// page-fault fresh memory every time.
-class Scratch {
- public:
-  ~Scratch() { std::free(p_); }
-  float* get(int64_t count) {
-    if (count > cap_) {
-      const std::size_t bytes = static_cast<std::size_t>(round_up(std::max<int64_t>(count, 1) * 4, 64));
-      void* p = std::aligned_alloc(64, bytes);
-      if (p == nullptr) throw std::bad_alloc();
-      std::free(p_);
-      p_ = static_cast<float*>(p);
-      cap_ = count;
-    }
-    return p_;
-  }
-
- private:
-  float* p_ = nullptr;
-  int64_t cap_ = 0;
-};
+// Buffers reused across calls by the calling thread (scratch.hpp).
 thread_local Scratch tl_v, tl_work;
 
 // A run of `count` consecutive tiles of one tile row of one rectangle: tile tx covers outputs
