@@ -121,6 +121,9 @@ void lrn_forward_ref(const Tensor& in, const LrnParams& p, Tensor& out);
 void lrn_backward_ref(const Tensor& x, const Tensor& gout, const LrnParams& p, Tensor& gin,
                       int64_t reps);
 
+// y = relu(x) over n elements, and mask = [x > 0] when mask is not null; y may be x itself.
+void relu_forward(const Ctx& ctx, const float* x, float* y, uint8_t* mask, int64_t n);
+
 // Per-channel affine y = x * a[c] + b[c] (inference batch norm); backward gin += gout * a[c].
 void channel_affine_forward(const Ctx& ctx, const Tensor& in, const float* a, const float* b,
                             Tensor& out);

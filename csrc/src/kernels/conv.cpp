@@ -220,35 +220,14 @@ ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t
   return out;
 }
 
-namespace {
-
-// relu_out = relu(out) (in place when they are the same tensor), mask = [out > 0] if given.
-void relu_pass(const Ctx& ctx, Tensor& out, Tensor& relu_out, TensorT<uint8_t>* mask) {
-  const int64_t n = out.numel();
-  float* x = out.data();
-  float* y = relu_out.data();
-  uint8_t* mk = mask != nullptr ? mask->data() : nullptr;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > (1 << 16))
-  for (int64_t c = 0; c < (n + 4095) / 4096; ++c) {
-    const int64_t i0 = c * 4096, i1 = std::min(n, i0 + 4096);
-    if (mk != nullptr)
-      for (int64_t i = i0; i < i1; ++i) mk[i] = x[i] > 0.f;
-    if (y == x) {
-      for (int64_t i = i0; i < i1; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
-    } else {
-      for (int64_t i = i0; i < i1; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
-    }
-  }
-}
-
-}  // namespace
-
 void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
                     const Window2d& g, int64_t groups, Tensor& out, const ConvPacked* packed,
                     Tensor* relu_out, TensorT<uint8_t>* relu_mask) {
   if (ctx.reference) {
     conv2d_forward_ref(in, weight, bias, g, groups, out);
-    if (relu_out != nullptr) relu_pass(ctx, out, *relu_out, relu_mask);
+    if (relu_out != nullptr)
+    relu_forward(ctx, out.data(), relu_out->data(), relu_mask ? relu_mask->data() : nullptr,
+                 out.numel());
     return;
   }
   ConvPacked local;
@@ -276,7 +255,9 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
       sgemm_packed_panels(packed->groups[gi], p, panels, bias ? bias + gi * ocg : nullptr,
                           out.plane(n, gi * ocg), p, false, ctx.threads);
     }
-  if (relu_out != nullptr) relu_pass(ctx, out, *relu_out, relu_mask);
+  if (relu_out != nullptr)
+    relu_forward(ctx, out.data(), relu_out->data(), relu_mask ? relu_mask->data() : nullptr,
+                 out.numel());
 }
 
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& rs,

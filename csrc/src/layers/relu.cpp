@@ -22,25 +22,10 @@ class Relu : public Layer {
     return in[0];
   }
 
+  // y = relu(x), [x > 0] into the mask under keep='minimal'; y may be x itself (in place).
   void forward(const Ctx& ctx, ForwardArgs& a) const override {
-    const float* x = a.in[0]->data();
-    float* y = a.out->data();
-    const int64_t n = a.out->numel();
-    // A plain select the compiler turns into packed compares at the baseline ISA; a second
-    // thread only pays once the tensor is well past the cache (memory bound either way). y may
-    // be x itself (in place).
-    if (a.mask == nullptr) {
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallel)
-      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
-      return;
-    }
-    uint8_t* m = a.mask->data();
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallel)
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = x[i];
-      y[i] = v > 0.f ? v : 0.f;
-      m[i] = v > 0.f;
-    }
+    kernels::relu_forward(ctx, a.in[0]->data(), a.out->data(),
+                          a.mask != nullptr ? a.mask->data() : nullptr, a.out->numel());
   }
 
   bool forward_in_place() const override { return true; }
