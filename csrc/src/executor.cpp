@@ -65,6 +65,14 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
   t.masks_.resize(nt);
   t.ran_ = need;
   t.acts_[0] = x;
+  // Under Keep::Minimal, once layer i has run: drop its inputs it was the last reader of, and
+  // its own output if nothing reads or keeps it.
+  auto release = [&](size_t i, int id) {
+    if (keep != Keep::Minimal) return;
+    for (int j : m.in_ids[i])
+      if (--uses[j] == 0 && !keep_act[j]) t.acts_[j] = Tensor();
+    if (uses[id] == 0 && !keep_act[id]) t.acts_[id] = Tensor();
+  };
   // ReLU layers whose output (and mask) the conv before them already wrote (fused).
   std::vector<bool> fused(m.layers.size(), false);
   for (size_t i = 0; i < m.layers.size(); ++i) {
@@ -72,11 +80,7 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
     if (!need[id]) continue;
     const Layer& layer = *m.layers[i];
     if (fused[i]) {
-      if (keep == Keep::Minimal) {
-        for (int j : m.in_ids[i])
-          if (--uses[j] == 0 && !keep_act[j]) t.acts_[j] = Tensor();
-        if (uses[id] == 0 && !keep_act[id]) t.acts_[id] = Tensor();
-      }
+      release(i, id);
       continue;
     }
     ForwardArgs a;
@@ -134,11 +138,7 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
       t.acts_[relu + 1] = std::move(relu_out);
       fused[static_cast<size_t>(relu)] = true;
     }
-    if (keep == Keep::Minimal) {
-      for (int j : m.in_ids[i])
-        if (--uses[j] == 0 && !keep_act[j]) t.acts_[j] = Tensor();
-      if (uses[id] == 0 && !keep_act[id]) t.acts_[id] = Tensor();
-    }
+    release(i, id);
   }
 #if defined(__GLIBC__)
   // Keep::Minimal is the memory-saving mode: hand the freed activations back to the OS instead of
