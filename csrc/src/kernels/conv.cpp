@@ -274,10 +274,11 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
     if (r.empty()) continue;
     const Region in = reachable_input(r, g, t, is);
     if (in.empty()) continue;
-    const int64_t y0 = in.y0, y1 = in.y1, x0 = in.x0, x1 = in.x1;
-    rects.push_back({gout.plane(b, 0), gin.plane(b, 0), y0, y1, x0, x1, r.y0, r.y1, r.x0, r.x1});
-    pixels += (y1 - y0) * (x1 - x0);
-    tiles += ((y1 - y0 + 1) / 2) * ((x1 - x0 + 1) / 2);
+    rects.push_back({gout.plane(b, 0), gin.plane(b, 0), in.y0, in.y1, in.x0, in.x1, r.y0, r.y1,
+                     r.x0, r.x1});
+    const int64_t h = in.y1 - in.y0, w = in.x1 - in.x0;
+    pixels += h * w;
+    tiles += ((h + 1) / 2) * ((w + 1) / 2);
   }
   if (!winograd_pays(is.c, gs.c, pixels, tiles, prefer ? 3.0 : 0.85)) return false;
   WinoConv wc;

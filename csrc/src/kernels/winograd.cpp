@@ -51,6 +51,16 @@ constexpr int64_t kRowsPerBlock = 48;        // destination channels per GEMM bl
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+// Tiles per block at most for k source channels. With few channels the filter transform per
+// block is cheap and the block's V and M should stay in L2 (128 tiles: 0.5-1 MiB each for
+// k <= 128; measured 1.3-1.5x faster on VGG16's 64/128-channel layers than 1024 tiles); with
+// many, blocks are as large as the V budget allows (a multiple of NR), so the transform of the
+// k x m filters is amortised over more tiles.
+int64_t max_block_tiles(int64_t k) {
+  return k <= 128 ? kSmallKTiles
+                  : std::clamp<int64_t>(kVBudget / (kXi * k) / NR * NR, NR, kMaxBlockTiles);
+}
+
 std::atomic<bool>& enabled_flag() {
   static std::atomic<bool> flag{[] {
     const char* e = std::getenv("PYDECONV_WINOGRAD");
@@ -91,10 +101,9 @@ void gather_filters(const PackedA& w, bool transposed, int64_t r0, int64_t rows,
                     float* plain) {
   const int64_t m = w.m(), k = w.k(), kc = sgemm_kc(k), pm = ceil_div(m, MR);
   const int64_t kch = transposed ? m : k / 9;  // source channels
-  std::fill(plain, plain + kch * 9 * mpad, 0.0f);
   const float* data = w.data();
   // W packed as (OC) x (C * 9): panel ip holds rows (output channels) ip*6 .. ip*6 + 5.
-  if (!transposed) {
+  if (!transposed) {  // whole panels (rows past m are zero in the packing): copies fill plain
     for (int64_t pc = 0; pc < k; pc += kc) {
       const int64_t kcb = std::min(kc, k - pc);
       for (int64_t ip = r0 / MR; ip * MR < r0 + rows; ++ip)
@@ -103,6 +112,7 @@ void gather_filters(const PackedA& w, bool transposed, int64_t r0, int64_t rows,
     }
     return;
   }
+  std::fill(plain, plain + kch * 9 * mpad, 0.0f);  // rows past `rows` stay zero
   for (int64_t pc = r0 * 9 / kc * kc; pc < (r0 + rows) * 9; pc += kc) {
     const int64_t kcb = std::min(kc, k - pc);
     const int64_t p0 = std::max(r0 * 9, pc), p1 = std::min((r0 + rows) * 9, pc + kcb);
@@ -142,13 +152,7 @@ class Winograd {
     threads_ = std::max(ctx.threads, 1);
     k_ = wc.k_ch, m_ = wc.m_ch;
     kc_ = sgemm_kc(k_);
-    // Tiles per block: V (16 x k x tiles) within the budget, a multiple of NR.
-    // With few source channels the filter transform per block is cheap and the block's V and M
-    // should stay in L2 (128 tiles: 0.5-1 MiB each for k <= 128; measured 1.3-1.5x faster on
-    // VGG16's 64/128-channel layers than 1024 tiles); with many, blocks are as large as the
-    // budget allows, so the transform of k x m filters is amortised over more tiles.
-    tmax_ = k_ <= 128 ? kSmallKTiles
-                      : std::clamp<int64_t>(kVBudget / (kXi * k_) / NR * NR, NR, kMaxBlockTiles);
+    tmax_ = max_block_tiles(k_);
     // Blocks of (nearly) equal size, a multiple of the thread count when there are several.
     int64_t total = 0;
     for (const WinoRect& rc : rects_)
@@ -177,6 +181,9 @@ class Winograd {
       if (busiest(24) * 10 < busiest(48) * 9) rows_ = 24;
     }
   }
+
+  // Tiles in the block ending at segment s1 (its columns, before padding to NR).
+  int64_t block_tiles(size_t s1) const { return segs_[s1 - 1].t0 + segs_[s1 - 1].count; }
 
   void run() {
     if (segs_.empty()) return;
@@ -210,7 +217,7 @@ class Winograd {
         Work& wk = work[0];
 #endif
         const size_t s0 = block_start_[static_cast<size_t>(b)], s1 = block_start_[static_cast<size_t>(b) + 1];
-        const int64_t bt = round_up(segs_[s1 - 1].t0 + segs_[s1 - 1].count, NR);
+        const int64_t bt = round_up(block_tiles(s1), NR);
         for (int64_t c = 0; c < k_; ++c) input_transform(c, s0, s1, bt, wk.v, wk);
         for (int64_t r0 = 0; r0 < m_; r0 += rows_) gemm_rows(r0, std::min(m_, r0 + rows_), s0, s1, bt, wk.v, wk);
       }
@@ -218,7 +225,7 @@ class Winograd {
     }
     for (int64_t b = 0; b < nblocks; ++b) {
       const size_t s0 = block_start_[static_cast<size_t>(b)], s1 = block_start_[static_cast<size_t>(b) + 1];
-      run_block(s0, s1, round_up(segs_[s1 - 1].t0 + segs_[s1 - 1].count, NR), work);
+      run_block(s0, s1, round_up(block_tiles(s1), NR), work);
     }
   }
 
@@ -248,10 +255,8 @@ class Winograd {
 
   void run_block(size_t s0, size_t s1, int64_t tpad, std::vector<Work>& work) {
     float* v = work[0].v;
-    const int threads = threads_;
     const int64_t nblk = ceil_div(m_, rows_);
-    (void)threads;
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(threads_) if (threads_ > 1)
     {
 #ifdef _OPENMP
       Work& wk = work[static_cast<size_t>(omp_get_thread_num())];
@@ -308,9 +313,8 @@ class Winograd {
     }
     // Columns past the block's last tile: zero (their results are never read, but keep them
     // finite and deterministic).
-    const int64_t tiles = segs_[s1 - 1].t0 + segs_[s1 - 1].count;
     for (int64_t xi = 0; xi < kXi; ++xi)
-      for (int64_t col = tiles; col < tpad; ++col)
+      for (int64_t col = block_tiles(s1); col < tpad; ++col)
         v[xi * v_stride_ + sgemm_packed_b_offset(tpad, k_, kc_, c, col)] = 0.0f;
   }
 
@@ -433,7 +437,7 @@ bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles, double s
   const double tp = static_cast<double>(round_up(tiles, NR));
   const double md = static_cast<double>(m), kd = static_cast<double>(k);
   const double transforms = tp * (kd * 3.0 + md * 3.0) / (md * kd);
-  const double blocks = static_cast<double>(ceil_div(tiles, std::clamp<int64_t>(kVBudget / (kXi * k) / NR * NR, NR, kMaxBlockTiles)));
+  const double blocks = static_cast<double>(ceil_div(tiles, max_block_tiles(k)));
   const double wino = 16.0 * tp + transforms + 40.0 * blocks;
   return wino < slack * 9.0 * static_cast<double>(pixels);
 }
