@@ -41,18 +41,27 @@ def get_reference_kernels() -> bool:
     return _settings["reference"]
 
 
-def set_winograd(on: bool) -> None:
-    """Use Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions where it is cheaper (the default).
+def set_winograd(mode: bool | int) -> None:
+    """Use Winograd convolution for 3x3 stride-1 convolutions where it is cheaper (the default).
 
-    It does 2.25x fewer multiply-adds than the direct GEMM; results agree with it to float rounding
-    (relative ~1e-6), not bit for bit. Off, every convolution runs as a direct GEMM. Process-wide;
-    the environment variable PYDECONV_WINOGRAD=0 turns it off at start.
+    ``True``: per call, the cheapest of F(2x2, 3x3) (2.25x fewer multiply-adds than the direct
+    GEMM), F(4x4, 3x3) (4x fewer) and the direct GEMM. ``2`` or ``4``: that tile size wherever it
+    applies, whatever it costs (for tests and benchmarks). ``False``: every convolution runs as a direct GEMM. Results agree with the direct
+    GEMM to float rounding (relative ~1e-6), not bit for bit. Process-wide; the environment
+    variable PYDECONV_WINOGRAD=0 / 2 / 4 sets it at start.
     """
-    _core.set_winograd(bool(on))
+    if mode is True or mode is False:
+        _core.set_winograd_mode(int(mode))
+    elif isinstance(mode, int) and mode in (2, 4):
+        _core.set_winograd_mode(mode)
+    else:
+        raise PydeconvError(f"set_winograd: expected True, False, 2 or 4, not {mode!r}")
 
 
-def get_winograd() -> bool:
-    return bool(_core.get_winograd())
+def get_winograd() -> bool | int:
+    """The mode set_winograd set: True, False, 2 or 4."""
+    mode = _core.winograd_mode()
+    return {0: False, 1: True}.get(mode, mode)
 
 
 def _threads(threads: int | None) -> int:

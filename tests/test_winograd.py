@@ -1,5 +1,6 @@
-"""Winograd F(2x2, 3x3) (3x3 stride-1 convs with >= 16 channels, forward and the projection's
-transposed convs) against the NumPy float64 reference and against the direct GEMM path."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) (3x3 stride-1 convs with >= 16 channels, forward and the
+projection's transposed convs) against the NumPy float64 reference and against the direct GEMM
+path; each variant forced in turn where it matters."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def setup():
     return graph, params, net, x, acts, switches
 
 
+@pytest.fixture(params=[True, 2, 4], ids=["auto", "F2", "F4"])
+def wmode(request):
+    """Each test runs with the cost model's choice and with each tile size forced."""
+    before = pydeconv.get_winograd()
+    pydeconv.set_winograd(request.param)
+    yield request.param
+    pydeconv.set_winograd(before)
+
+
 @pytest.fixture
 def winograd_off():
     before = pydeconv.get_winograd()
@@ -33,14 +43,28 @@ def winograd_off():
     pydeconv.set_winograd(before)
 
 
-_ENV_OFF = os.environ.get("PYDECONV_WINOGRAD", "") == "0"
+_ENV = os.environ.get("PYDECONV_WINOGRAD", "")
 
 
 def test_default_follows_environment():
-    assert pydeconv.get_winograd() is (not _ENV_OFF)
+    assert pydeconv.get_winograd() == {"0": False, "2": 2, "4": 4}.get(_ENV, True)
 
 
-def test_forward_matches_reference(setup):
+def test_set_winograd_modes():
+    before = pydeconv.get_winograd()
+    try:
+        for mode in (False, 2, 4, True):
+            pydeconv.set_winograd(mode)
+            assert pydeconv.get_winograd() == mode and type(pydeconv.get_winograd()) is type(mode)
+        for bad in (3, 1, 0, "4", None, 2.0):
+            with pytest.raises(pydeconv.PydeconvError, match="set_winograd"):
+                pydeconv.set_winograd(bad)
+        assert pydeconv.get_winograd() is True
+    finally:
+        pydeconv.set_winograd(before)
+
+
+def test_forward_matches_reference(setup, wmode):
     graph, params, net, x, acts, switches = setup
     _, trace = net.forward(x, threads=2)
     for name in net.layers:
@@ -49,7 +73,7 @@ def test_forward_matches_reference(setup):
         np.testing.assert_array_equal(trace.switches(name), ref, err_msg=name)
 
 
-def test_thread_counts_bit_identical(setup):
+def test_thread_counts_bit_identical(setup, wmode):
     _, _, net, x, _, _ = setup
     _, t1 = net.forward(x, threads=1)
     _, t2 = net.forward(x, threads=2)
@@ -74,7 +98,7 @@ def test_winograd_is_used_and_agrees_with_direct(setup, winograd_off):
 
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("layer", LAYERS)
-def test_projection_matches_reference(setup, layer, rule):
+def test_projection_matches_reference(setup, layer, rule, wmode):
     graph, params, net, x, acts, switches = setup
     _, trace = net.forward(x, threads=2)
     for channel, at in [(0, "max"), (5, "map"), (7, (2, 1))]:
@@ -86,7 +110,7 @@ def test_projection_matches_reference(setup, layer, rule):
         npref.assert_close(got, ref, err_msg=f"{layer} ch{channel} {at} {rule}")
 
 
-def test_many_channels_batched(setup):
+def test_many_channels_batched(setup, wmode):
     """All channels of a layer in one batched pass (regions per sample) vs one at a time."""
     _, _, net, x, _, _ = setup
     _, trace = net.forward(x, threads=2)

@@ -98,8 +98,8 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("sgemm_isa", &kernels::sgemm_isa);
-  m.def("set_winograd", &kernels::set_winograd_enabled);
-  m.def("get_winograd", &kernels::winograd_enabled);
+  m.def("set_winograd_mode", &kernels::set_winograd_mode);
+  m.def("winograd_mode", &kernels::winograd_mode);
   m.def("layer_kinds", [] {
     py::list out;
     for (const auto& k : layer_kinds()) out.append(py::make_tuple(k.name, k.rule));

@@ -246,10 +246,12 @@ TEST(conv2d_adjoint) {
   }
 }
 
-// Winograd F(2x2, 3x3): forward and the transposed conv (with per-sample regions) against the
-// reference kernels. Its transforms add a few roundings per term, so the bound is 8x the direct
-// GEMM's. Shapes cover odd sizes, asymmetric and large padding, one tile block and several (with
-// threads taking whole blocks), tile rows split over blocks, and 1 vs 2 threads bit for bit.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3), each forced in turn: forward and the transposed conv
+// (with per-sample regions) against the reference kernels. The transforms add a few roundings
+// per term, so the bound is 8x the direct GEMM's for F(2x2); F(4x4)'s coefficients (up to 8 and
+// rounded sixths) make it 32x. Shapes cover odd sizes, asymmetric and large padding, one tile
+// block and several (with threads taking whole blocks), tile rows split over blocks, and 1 vs 2
+// threads bit for bit.
 const ConvCase kWinoCases[] = {
     {"wino_small", 2, 16, 9, 11, 16, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
     {"wino_asym", 3, 24, 13, 10, 30, window(3, 3, 1, 1, 2, 0, 1, 2), 1},
@@ -260,8 +262,10 @@ const ConvCase kWinoCases[] = {
     {"wino_deep", 2, 512, 9, 9, 40, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
 };
 
-void check_winograd(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
-  const std::string name = cs.name;
+void check_winograd(const ConvCase& cs, int mode, int64_t reps, std::mt19937& rng) {
+  const std::string name = std::string(cs.name) + " F(" + std::to_string(mode) + ")";
+  const int64_t slack = mode == 4 ? 32 : 8;
+  kernels::set_winograd_mode(mode);
   const Tensor in = random_tensor(Shape::nchw(cs.n, cs.c, cs.h, cs.w), rng);
   const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c, 3, 3), rng);
   const Tensor bias = random_tensor(Shape::vec(cs.oc), rng);
@@ -277,8 +281,8 @@ void check_winograd(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
   kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, 1, two, &packed);
   kernels::set_winograd_enabled(false);
   kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, 1, direct, &packed);
-  kernels::set_winograd_enabled(true);
-  check_close(one, want, bound, 8 * fterms, name + " winograd forward");
+  kernels::set_winograd_mode(mode);
+  check_close(one, want, bound, slack * fterms, name + " winograd forward");
   check_close(direct, want, bound, fterms, name + " direct forward");
   if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, name + ": 2 threads differ");
   // The dispatcher did take Winograd: its result is not the direct GEMM's bit for bit.
@@ -300,22 +304,23 @@ void check_winograd(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
   kernels::conv2d_backward_ref(gout, w, cs.g, 1, bwant, reps);
   kernels::conv2d_backward_ref(abs_of(gout), abs_of(w), cs.g, 1, bbound, reps);
   Tensor b1 = gin0.clone(), b2 = gin0.clone();
-  CHECK(kernels::conv2d_backward_winograd(Ctx{1, false}, gout, rs, cs.g, 1, b1, packed));
-  CHECK(kernels::conv2d_backward_winograd(Ctx{2, false}, gout, rs, cs.g, 1, b2, packed));
-  check_close(b1, bwant, bbound, 8 * bterms, name + " winograd backward");
+  CHECK(kernels::conv2d_backward_winograd(Ctx{1, false}, gout, rs, cs.g, 1, b1, packed, true));
+  CHECK(kernels::conv2d_backward_winograd(Ctx{2, false}, gout, rs, cs.g, 1, b2, packed, true));
+  check_close(b1, bwant, bbound, slack * bterms, name + " winograd backward");
   if (!same_bits(b1, b2)) check::fail_at(__FILE__, __LINE__, name + ": backward 2 threads differ");
   // Off, or with reference kernels, the entry point declines and leaves gin alone.
   Tensor untouched = gin0.clone();
   CHECK(!kernels::conv2d_backward_winograd(Ctx{2, true}, gout, rs, cs.g, 1, untouched, packed));
   kernels::set_winograd_enabled(false);
   CHECK(!kernels::conv2d_backward_winograd(Ctx{2, false}, gout, rs, cs.g, 1, untouched, packed));
-  kernels::set_winograd_enabled(true);
+  kernels::set_winograd_mode(1);
   CHECK(same_bits(untouched, gin0));
 }
 
 TEST(winograd_vs_reference) {
   std::mt19937 rng(17);
-  for (const ConvCase& cs : kWinoCases) check_winograd(cs, cs.n == 1 ? 4 : 1, rng);
+  for (int mode : {2, 4})
+    for (const ConvCase& cs : kWinoCases) check_winograd(cs, mode, cs.n == 1 ? 4 : 1, rng);
 }
 
 // Geometry it refuses (strided, dilated, grouped, not 3x3), and tiny regions it leaves to the
@@ -326,9 +331,29 @@ TEST(winograd_dispatch) {
   CHECK(!kernels::winograd_geometry(window(3, 3, 1, 1, 1, 1, 1, 1, 2, 2), 1));
   CHECK(!kernels::winograd_geometry(window(3, 3, 1, 1, 1, 1, 1, 1), 2));
   CHECK(!kernels::winograd_geometry(window(5, 5, 1, 1, 2, 2, 2, 2), 1));
-  CHECK(kernels::winograd_pays(512, 512, 56 * 56, 28 * 28));
-  CHECK(!kernels::winograd_pays(512, 512, 9, 4));  // a 3x3 region: 4 tiles padded to 16
-  CHECK(!kernels::winograd_pays(64, 3, 224 * 224, 112 * 112));  // k = 3: transforms dominate
+  auto count = [](int64_t h, int64_t w) {
+    kernels::WinoCount c;
+    c.add(h, w);
+    return c;
+  };
+  CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 4);
+  CHECK(kernels::winograd_tile(512, 512, count(3, 3)) == 0);  // 4 tiles padded to 16
+  CHECK(kernels::winograd_tile(64, 3, count(224, 224)) == 0);  // k = 3: transforms dominate
+  kernels::set_winograd_mode(2);
+  CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 2);
+  kernels::set_winograd_mode(4);
+  CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 4);
+  kernels::set_winograd_mode(0);
+  CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 0);
+  kernels::set_winograd_mode(1);
+  bool threw = false;
+  try {
+    kernels::set_winograd_mode(3);
+  } catch (const Error& e) {
+    threw = e.kind() == ErrorKind::Value;
+  }
+  CHECK(threw);
+  CHECK(kernels::winograd_mode() == 1);
 }
 
 PYDECONV_TEST_MAIN()

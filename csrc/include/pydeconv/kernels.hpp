@@ -67,15 +67,21 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
 void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& weight,
                      const Window2d& g, int64_t groups, Tensor& gin,
                      const ConvPacked* packed = nullptr);
-// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (forward and the projection's transposed
-// conv) where it is cheaper than the direct GEMM: 2.25x fewer multiply-adds, results equal to the
-// direct conv up to float rounding. Process-wide switch, default on; PYDECONV_WINOGRAD=0 in the
-// environment turns it off at start. Off, every convolution runs as a direct GEMM.
-void set_winograd_enabled(bool on);
-bool winograd_enabled();
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) for 3x3 stride-1 convolutions (forward and the
+// projection's transposed conv) where one is cheaper than the direct GEMM: 2.25x / 4x fewer
+// multiply-adds, results equal to the direct conv up to float rounding. Process-wide mode:
+//   0  off: every convolution runs as a direct GEMM;
+//   1  the default: per call, the cheapest of F(2x2), F(4x4) and the direct GEMM;
+//   2 / 4  F(2x2) / F(4x4) wherever it applies, whatever it costs (for tests and benchmarks).
+// PYDECONV_WINOGRAD=0 / 2 / 4 in the environment sets it at start. Other values throw Value.
+void set_winograd_mode(int mode);
+int winograd_mode();
+inline void set_winograd_enabled(bool on) { set_winograd_mode(on ? 1 : 0); }
+inline bool winograd_enabled() { return winograd_mode() != 0; }
 
-// The transposed conv by Winograd F(2x2, 3x3) from the forward packing, when the geometry allows
-// it (3x3, stride 1, no dilation or groups, enough channels) and it is cheaper than the direct
+// The transposed conv by Winograd (F(2x2, 3x3) or F(4x4, 3x3)) from the forward packing, when
+// the geometry allows it (3x3, stride 1, no dilation or groups, enough channels) and it is
+// cheaper than the direct
 // GEMM for these regions, or whenever it applies with `prefer` (the direct GEMM would first
 // have to pack a second copy of the weights); returns false (and does nothing) otherwise, or with
 // reference kernels.

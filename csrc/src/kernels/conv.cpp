@@ -8,6 +8,7 @@
 //   col2im at all (only a cheap add of the result into gin);
 // - strided: GEMM (W^T * gout rows) + col2im, where col2im sums the overlapping windows.
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "im2col_panels.hpp"
@@ -235,8 +236,10 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
   const Shape& is = in.shape();
   const Shape& os = out.shape();
   const int64_t cg = is.c / groups, ocg = os.c / groups, p = os.h * os.w;
-  if (winograd_geometry(g, groups) &&
-      winograd_pays(os.c, is.c, p * is.n, is.n * ((os.h + 1) / 2) * ((os.w + 1) / 2))) {
+  WinoCount count;
+  for (int64_t n = 0; n < is.n; ++n) count.add(os.h, os.w);
+  const int tile = winograd_geometry(g, groups) ? winograd_tile(os.c, is.c, count) : 0;
+  if (tile != 0) {
     std::vector<WinoRect> rects;
     for (int64_t n = 0; n < is.n; ++n) {
       rects.push_back({in.plane(n, 0), out.plane(n, 0), 0, os.h, 0, os.w, 0, is.h, 0, is.w});
@@ -245,7 +248,7 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
     }
     WinoConv wc;
     wc.k_ch = is.c, wc.m_ch = os.c, wc.sh = is.h, wc.sw = is.w, wc.dh = os.h, wc.dw = os.w;
-    wc.pt = g.pt, wc.pl = g.pl, wc.bias = bias;
+    wc.pt = g.pt, wc.pl = g.pl, wc.bias = bias, wc.tile = tile;
     return winograd_conv3x3(ctx, wc, packed->groups[0], rects);
   }
   for (int64_t n = 0; n < is.n; ++n)
@@ -268,7 +271,7 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
   const Shape& is = gin.shape();
   const Window2d t = transposed_window(g);
   std::vector<WinoRect> rects;
-  int64_t pixels = 0, tiles = 0;
+  WinoCount count;
   for (int64_t b = 0; b < gs.n; ++b) {
     const Region& r = rs[b];
     if (r.empty()) continue;
@@ -276,14 +279,15 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
     if (in.empty()) continue;
     rects.push_back({gout.plane(b, 0), gin.plane(b, 0), in.y0, in.y1, in.x0, in.x1, r.y0, r.y1,
                      r.x0, r.x1});
-    const int64_t h = in.y1 - in.y0, w = in.x1 - in.x0;
-    pixels += h * w;
-    tiles += ((h + 1) / 2) * ((w + 1) / 2);
+    count.add(in.y1 - in.y0, in.x1 - in.x0);
   }
-  if (!winograd_pays(is.c, gs.c, pixels, tiles, prefer ? 3.0 : 0.85)) return false;
+  // With `prefer`, any Winograd beats packing a second copy of the weights for the direct GEMM.
+  const int tile =
+      winograd_tile(is.c, gs.c, count, prefer ? std::numeric_limits<double>::infinity() : 0.85);
+  if (tile == 0) return false;
   WinoConv wc;
   wc.k_ch = gs.c, wc.m_ch = is.c, wc.sh = gs.h, wc.sw = gs.w, wc.dh = is.h, wc.dw = is.w;
-  wc.pt = t.pt, wc.pl = t.pl, wc.transposed = true;
+  wc.pt = t.pt, wc.pl = t.pl, wc.transposed = true, wc.tile = tile;
   winograd_conv3x3(ctx, wc, forward.groups[0], rects);
   return true;
 }

@@ -1,10 +1,11 @@
-// Winograd F(2x2, 3x3): see winograd.hpp for the method.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3): see winograd.hpp for the method.
 //
 // Work is cut into blocks of tiles (whole tile rows where they fit), sized so the transformed
-// input of a block (16 x k_ch x tiles floats) stays within a few MiB. Per block:
+// input of a block (alpha^2 x k_ch x tiles floats) stays within a few MiB. Per block:
 //   1. input transform, threads split the source channels: V[xi] in packed-B layout;
 //   2. threads take blocks of <= 48 destination channels: U[xi] for those rows (packed-A
-//      layout), the 16 GEMMs into M (rows x tiles each), then the output transform of those rows.
+//      layout), the alpha^2 GEMMs into M (rows x tiles each), then the output transform of those
+//      rows.
 // Every output element is computed by the same operations in the same order whatever the thread
 // count (threads only choose which rows/channels they do), so results are bit-identical run to
 // run and across thread counts.
@@ -12,12 +13,14 @@
 
 #include "cpu.hpp"
 #include "scratch.hpp"
+#include "pydeconv/error.hpp"
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -29,110 +32,101 @@
 namespace pydeconv::kernels {
 
 #if PYDECONV_X86
-#define PYDECONV_WINO_DECLARE(isa)                                                              \
-  void wino_filter_##isa(const float* __restrict__, int64_t, float* __restrict__, int64_t);    \
-  void wino_input_##isa(const float*, const float*, const float*, const float*, int64_t,       \
-                        float* __restrict__, int64_t);                                         \
-  void wino_output_##isa(const float* const*, int64_t, float* __restrict__, float* __restrict__);
-PYDECONV_WINO_DECLARE(avx2)
-PYDECONV_WINO_DECLARE(avx512)
+#define PYDECONV_WINO_DECLARE(f, isa)                                                           \
+  void f##_filter_##isa(const float* __restrict__, int64_t, float* __restrict__, int64_t);     \
+  void f##_input_##isa(const float* const*, int64_t, float* __restrict__, int64_t);            \
+  void f##_output_##isa(const float* const*, int64_t, float* const*);
+PYDECONV_WINO_DECLARE(wino2, avx2)
+PYDECONV_WINO_DECLARE(wino2, avx512)
+PYDECONV_WINO_DECLARE(wino4, avx2)
+PYDECONV_WINO_DECLARE(wino4, avx512)
 #undef PYDECONV_WINO_DECLARE
 #endif
 
 namespace {
 
 constexpr int64_t NR = kSgemmNR, MR = kSgemmMR;
-constexpr int64_t kXi = 16;                  // 4 x 4 transform positions
-constexpr int64_t kVBudget = 1 << 20;        // floats of V per block (4 MiB)
-constexpr int64_t kMaxBlockTiles = 1024;    // tiles per block at most
-constexpr int64_t kSmallKTiles = 128;  // tiles per block for k <= 128 source channels
-constexpr int64_t kRowsPerBlock = 48;        // destination channels per GEMM block (8 A panels)
+constexpr int64_t kMaxXi = 36;           // transform positions: alpha^2, alpha = tile + 2
+constexpr int64_t kVBudget = 1 << 20;    // floats of V per block (4 MiB; up to 1.5x, block_count)
+constexpr int64_t kMaxBlockTiles = 1024;  // max_block_tiles at most
+constexpr int64_t kSmallKPixels = 512;   // outputs per block for k <= 128 source channels
+constexpr int64_t kRowsPerBlock = 48;    // destination channels per GEMM block (8 A panels)
+// Floats of U computed once per call for all destination channels (4 MiB), when there are
+// several blocks of tiles; larger filter banks are transformed per block and row block.
+constexpr int64_t kSharedUBudget = 1 << 20;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// Tiles per block at most for k source channels. With few channels the filter transform per
-// block is cheap and the block's V and M should stay in L2 (128 tiles: 0.5-1 MiB each for
-// k <= 128; measured 1.3-1.5x faster on VGG16's 64/128-channel layers than 1024 tiles); with
-// many, blocks are as large as the V budget allows (a multiple of NR), so the transform of the
-// k x m filters is amortised over more tiles.
-int64_t max_block_tiles(int64_t k) {
-  return k <= 128 ? kSmallKTiles
-                  : std::clamp<int64_t>(kVBudget / (kXi * k) / NR * NR, NR, kMaxBlockTiles);
+int64_t alpha_sq(int64_t tile) { return (tile + 2) * (tile + 2); }
+
+// Tiles per block at most for k source channels and tile x tile tiles. With few channels the
+// filter transform per block is cheap and the block's V and M should stay in L2 (512 outputs:
+// 128 F(2x2) tiles, 0.5-1 MiB each for k <= 128; measured 1.3-1.5x faster on VGG16's
+// 64/128-channel layers than 1024 tiles); with many, blocks are as large as the V budget allows
+// (a multiple of NR), so the transform of the k x m filters is amortised over more tiles.
+int64_t max_block_tiles(int64_t k, int64_t tile) {
+  return k <= 128 ? kSmallKPixels / (tile * tile)
+                  : std::clamp<int64_t>(kVBudget / (alpha_sq(tile) * k) / NR * NR, NR,
+                                        kMaxBlockTiles);
 }
 
-std::atomic<bool>& enabled_flag() {
-  static std::atomic<bool> flag{[] {
+// 0 off, 1 both tile sizes, 2 / 4 that tile size only (PYDECONV_WINOGRAD=0 / 2 / 4).
+// Blocks for `tiles` tiles at most `tmax` each, rounded to the nearest count (so a block may
+// hold up to 1.5x tmax): one more block would mean one more filter transform where U is not
+// shared, which costs more than a somewhat larger V.
+int64_t block_count(int64_t tiles, int64_t tmax) {
+  return std::max<int64_t>(1, (2 * tiles + tmax) / (2 * tmax));
+}
+
+std::atomic<int>& mode_flag() {
+  static std::atomic<int> flag{[] {
     const char* e = std::getenv("PYDECONV_WINOGRAD");
-    return !(e != nullptr && e[0] == '0');
+    if (e == nullptr || e[0] == '\0' || e[1] != '\0') return 1;
+    return e[0] == '0' ? 0 : e[0] == '2' ? 2 : e[0] == '4' ? 4 : 1;
   }()};
   return flag;
 }
 
 // Buffers reused across calls by the calling thread (scratch.hpp).
-thread_local Scratch tl_v, tl_work;
+thread_local Scratch tl_v, tl_work, tl_u;
 
 // A run of `count` consecutive tiles of one tile row of one rectangle: tile tx covers outputs
-// (y, x) with y = rect.y0 + 2 * ty + {0, 1}, x = rect.x0 + 2 * (tx0 + tx) + {0, 1}. `t0` is the
-// block column of its first tile.
+// (y, x) with y = rect.y0 + T * ty + {0 .. T-1}, x = rect.x0 + T * (tx0 + tx) + {0 .. T-1} for
+// tile size T. `t0` is the block column of its first tile.
 struct Seg {
   int64_t rect, ty, tx0, count, t0;
 };
 
 // Per-thread work buffers, carved from one allocation made before the parallel regions.
 struct Work {
-  float* v;       // V: 16 packed B matrices (k x tiles), shared unless threads take whole blocks
-  float* rowbuf;  // 4 zero-padded source rows of a segment: 4 x (2 * seg + 2)
-  float* plain;   // the filters of a row block, untransformed
-  float* u;       // 16 packed A matrices (mpad x k)
-  float* m;       // 16 GEMM results (mpad x tpad)
+  float* v;       // V: alpha^2 packed B matrices (k x tiles), shared unless threads take blocks
+  float* rowbuf;  // alpha zero-padded source rows of (part of) a segment: alpha x (T * seg + 2)
+  float* ybuf;    // T output rows of a segment: T x (T * seg)
+  float* u;       // alpha^2 packed A matrices (mpad x k)
+  float* m;       // alpha^2 GEMM results (mpad x tpad)
 };
 
-// Strides between the 16 per-position matrices: padded so the 16 streams a transform writes or
-// reads do not all fall on the same L1 sets (sizes that are multiples of 4 KiB otherwise alias).
+// Strides between the per-position matrices: padded so the streams a transform writes or reads
+// do not all fall on the same L1 sets (sizes that are multiples of 4 KiB otherwise alias).
 int64_t xi_stride(int64_t size) { return round_up(size, 16) + 16; }
 
-// The filters of destination rows [r0, r0 + rows) as plain taps, panel-major like the packed A
-// they become: f(i, c, tap) at plain[((i / 6 * kch + c) * 9 + tap) * 6 + i % 6] for kch source
-// channels, rows past `rows` zero. Forward: row i is output channel r0 + i and f = W[r0 + i][c]
-// (r0 a multiple of 6: each chunk is a straight copy from the forward packing). Transposed: row
-// i is input channel r0 + i, c an output channel, and f = W[c][r0 + i] flipped in space.
-void gather_filters(const PackedA& w, bool transposed, int64_t r0, int64_t rows, int64_t mpad,
-                    float* plain) {
-  const int64_t m = w.m(), k = w.k(), kc = sgemm_kc(k), pm = ceil_div(m, MR);
-  const int64_t kch = transposed ? m : k / 9;  // source channels
-  const float* data = w.data();
-  // W packed as (OC) x (C * 9): panel ip holds rows (output channels) ip*6 .. ip*6 + 5.
-  if (!transposed) {  // whole panels (rows past m are zero in the packing): copies fill plain
-    for (int64_t pc = 0; pc < k; pc += kc) {
-      const int64_t kcb = std::min(kc, k - pc);
-      for (int64_t ip = r0 / MR; ip * MR < r0 + rows; ++ip)
-        std::memcpy(plain + ((ip - r0 / MR) * k + pc) * MR, data + pc * pm * MR + ip * kcb * MR,
-                    static_cast<size_t>(kcb * MR) * 4);
-    }
-    return;
-  }
-  std::fill(plain, plain + kch * 9 * mpad, 0.0f);  // rows past `rows` stay zero
-  for (int64_t pc = r0 * 9 / kc * kc; pc < (r0 + rows) * 9; pc += kc) {
-    const int64_t kcb = std::min(kc, k - pc);
-    const int64_t p0 = std::max(r0 * 9, pc), p1 = std::min((r0 + rows) * 9, pc + kcb);
-    for (int64_t ip = 0; ip < pm; ++ip) {
-      const float* panel = data + pc * pm * MR + ip * kcb * MR;
-      const int64_t lanes = std::min(m, ip * MR + MR) - ip * MR;
-      // Column p = ci * 9 + tap of the source: row ci - r0 of the destination, flipped tap.
-      for (int64_t ci = p0 / 9; ci * 9 < p1; ++ci) {
-        const int64_t row = ci - r0, t0 = std::max<int64_t>(0, p0 - ci * 9);
-        const int64_t t1 = std::min<int64_t>(9, p1 - ci * 9);
-        float* base = plain + (row / MR * kch * 9 + ip * MR * 9) * MR + row % MR;
-        const float* src = panel + (ci * 9 - pc) * MR;
-        for (int64_t l = 0; l < lanes; ++l) {
-          float* d = base + l * 9 * MR;
-          for (int64_t tap = t0; tap < t1; ++tap) d[(8 - tap) * MR] = src[tap * MR + l];
-        }
-      }
+// Where column p of the layer's packed weights (W as (OC) x (C * 9), the forward GEMM packing)
+// lives: row i of it is at data[base[p] + (i / MR) * panel[p] + i % MR] (panel[p]: the floats of
+// one row panel in p's KC block). Built once per call, so the filter transform reads the packed
+// weights in place.
+struct PackedCols {
+  std::vector<int64_t> base, panel;
+  explicit PackedCols(const PackedA& w) {
+    const int64_t k = w.k(), kc = sgemm_kc(k), pm = ceil_div(w.m(), MR);
+    base.resize(static_cast<size_t>(k)), panel.resize(static_cast<size_t>(k));
+    for (int64_t p = 0; p < k; ++p) {
+      const int64_t pc = p / kc * kc, kcb = std::min(kc, k - pc);
+      base[static_cast<size_t>(p)] = pc * pm * MR + (p - pc) * MR;
+      panel[static_cast<size_t>(p)] = kcb * MR;
     }
   }
-}
+};
 
 constexpr int64_t kChanBlock = 8, kLanes = kChanBlock * MR;  // filters per transform call
 
@@ -140,26 +134,28 @@ constexpr int64_t kChanBlock = 8, kLanes = kChanBlock * MR;  // filters per tran
 // AVX-512 in x86/winograd_*.cpp; one set is picked per call with the GEMM's instruction set.
 struct TransformFns {
   void (*filter)(const float*, int64_t, float*, int64_t);
-  void (*input)(const float*, const float*, const float*, const float*, int64_t, float*, int64_t);
-  void (*output)(const float* const*, int64_t, float*, float*);
+  void (*input)(const float* const*, int64_t, float*, int64_t);
+  void (*output)(const float* const*, int64_t, float* const*);
 };
-TransformFns transform_fns();
+TransformFns transform_fns(int64_t tile);
 
 class Winograd {
  public:
   Winograd(const Ctx& ctx, const WinoConv& wc, const PackedA& w, const std::vector<WinoRect>& rects)
-      : wc_(wc), w_(w), rects_(rects), fn_(transform_fns()) {
+      : wc_(wc), w_(w), cols_(w), rects_(rects), fn_(transform_fns(wc.tile)) {
     threads_ = std::max(ctx.threads, 1);
     k_ = wc.k_ch, m_ = wc.m_ch;
+    tile_ = wc.tile, alpha_ = tile_ + 2, xi_ = alpha_ * alpha_;
     kc_ = sgemm_kc(k_);
-    tmax_ = max_block_tiles(k_);
+    tmax_ = max_block_tiles(k_, tile_);
     // Blocks of (nearly) equal size, a multiple of the thread count when there are several.
     int64_t total = 0;
     for (const WinoRect& rc : rects_)
-      if (rc.y1 > rc.y0 && rc.x1 > rc.x0) total += ceil_div(rc.y1 - rc.y0, 2) * ceil_div(rc.x1 - rc.x0, 2);
-    int64_t nb = ceil_div(total, tmax_);
+      if (rc.y1 > rc.y0 && rc.x1 > rc.x0)
+        total += ceil_div(rc.y1 - rc.y0, tile_) * ceil_div(rc.x1 - rc.x0, tile_);
+    int64_t nb = block_count(total, tmax_);
     if (nb > 1) nb = round_up(nb, threads_);
-    target_ = std::min(tmax_, std::max(NR, ceil_div(total, std::max<int64_t>(nb, 1))));
+    target_ = std::max(NR, ceil_div(total, nb));
     segments();
     // Threads take whole blocks when there are enough of them (big maps); otherwise they share
     // each block: the source channels for the input transform, row blocks for the GEMMs.
@@ -191,21 +187,35 @@ class Winograd {
     const int64_t tpad = round_up(target_, NR), mpad = round_up(rows_, MR);
     v_stride_ = xi_stride(sgemm_packed_b_size(k_, tpad));
     const int64_t nv = by_blocks_ ? threads_ : 1;
-    float* v = tl_v.get(kXi * v_stride_ * nv);
-    const int64_t rowbuf = 4 * (2 * target_ + 2), plain = mpad * k_ * 9;
-    const int64_t u = kXi * xi_stride(sgemm_packed_a_size(mpad, k_));
-    const int64_t mm = kXi * xi_stride(mpad * tpad);
-    const int64_t per = round_up(rowbuf, 16) + round_up(plain, 16) + round_up(u, 16) + round_up(mm, 16);
+    float* v = tl_v.get(xi_ * v_stride_ * nv);
+    const int64_t rowbuf = alpha_ * (tile_ * target_ + 2), ybuf = tile_ * tile_ * target_;
+    // U: for all destination channels once, when that fits the budget (then no block redoes
+    // the filter transform); otherwise per thread, for its row block of the moment.
+    const int64_t u_rows = xi_ * xi_stride(sgemm_packed_a_size(mpad, k_));
+    const int64_t nrb = ceil_div(m_, rows_);
+    const bool shared = nrb * u_rows <= kSharedUBudget && block_start_.size() > 2;
+    const int64_t u = shared ? 0 : u_rows;
+    const int64_t mm = xi_ * xi_stride(mpad * tpad);
+    const int64_t per = round_up(rowbuf, 16) + round_up(ybuf, 16) + round_up(u, 16) +
+                        round_up(mm, 16);
     float* base = tl_work.get(per * threads_);
     std::vector<Work> work(static_cast<size_t>(threads_));
     for (int t = 0; t < threads_; ++t) {
       float* p = base + per * t;
       Work& wk = work[static_cast<size_t>(t)];
-      wk.v = v + (by_blocks_ ? kXi * v_stride_ * t : 0);
+      wk.v = v + (by_blocks_ ? xi_ * v_stride_ * t : 0);
       wk.rowbuf = p, p += round_up(rowbuf, 16);
-      wk.plain = p, p += round_up(plain, 16);
+      wk.ybuf = p, p += round_up(ybuf, 16);
       wk.u = p, p += round_up(u, 16);
       wk.m = p;
+    }
+    shared_u_ = nullptr;
+    if (shared) {
+      float* all = tl_u.get(nrb * u_rows);
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (threads_ > 1)
+      for (int64_t rb = 0; rb < nrb; ++rb)
+        filter_transform(rb * rows_, std::min(m_, rb * rows_ + rows_), all + rb * u_rows);
+      shared_u_ = all;
     }
     const int64_t nblocks = static_cast<int64_t>(block_start_.size()) - 1;
     if (by_blocks_) {
@@ -238,7 +248,7 @@ class Winograd {
     for (size_t r = 0; r < rects_.size(); ++r) {
       const WinoRect& rc = rects_[r];
       if (rc.y1 <= rc.y0 || rc.x1 <= rc.x0) continue;
-      const int64_t th = ceil_div(rc.y1 - rc.y0, 2), tw = ceil_div(rc.x1 - rc.x0, 2);
+      const int64_t th = ceil_div(rc.y1 - rc.y0, tile_), tw = ceil_div(rc.x1 - rc.x0, tile_);
       for (int64_t ty = 0; ty < th; ++ty)
         for (int64_t tx = 0; tx < tw; tx += target_) {
           const int64_t count = std::min(target_, tw - tx);
@@ -280,98 +290,161 @@ class Winograd {
       const Seg& sg = segs_[s];
       const WinoRect& rc = rects_[static_cast<size_t>(sg.rect)];
       const float* plane = rc.src + c * sh * sw;
-      const int64_t n = sg.count, width = 2 * n + 2;
-      const int64_t iy0 = rc.y0 + 2 * sg.ty - wc_.pt, ix0 = rc.x0 + 2 * sg.tx0 - wc_.pl;
-      // The 4 source rows under the segment, zero outside the source rectangle.
-      float* rows = wk.rowbuf;
-      const int64_t xa = std::clamp(rc.sx0 - ix0, int64_t{0}, width);
-      const int64_t xb = std::clamp(rc.sx1 - ix0, xa, width);
-      for (int64_t r = 0; r < 4; ++r) {
-        float* d = rows + r * width;
-        const int64_t iy = iy0 + r;
-        if (iy < rc.sy0 || iy >= rc.sy1 || xb <= xa) {
-          std::fill(d, d + width, 0.0f);
-          continue;
-        }
-        std::fill(d, d + xa, 0.0f);
-        std::memcpy(d + xa, plane + iy * sw + ix0 + xa, static_cast<size_t>(xb - xa) * 4);
-        std::fill(d + xb, d + width, 0.0f);
+      const int64_t n = sg.count;
+      const int64_t iy0 = rc.y0 + tile_ * sg.ty - wc_.pt, ix0 = rc.x0 + tile_ * sg.tx0 - wc_.pl;
+      // Tiles [ta, tb) read only source pixels inside the rectangle: straight from the plane.
+      // The others (at the rectangle's edges) read zero-padded copies of their rows.
+      int64_t ta = n, tb = n;
+      if (iy0 >= rc.sy0 && iy0 + alpha_ <= rc.sy1) {
+        ta = std::min(n, std::max<int64_t>(0, ceil_div(rc.sx0 - ix0, tile_)));
+        const int64_t last = rc.sx1 - ix0 - alpha_;  // tile t fits while tile * t <= last
+        tb = last < 0 ? ta : std::clamp(last / tile_ + 1, ta, n);
       }
-      // h[r][b] = (d B)[r][b] along each row, then V[a][b] = (B^T h)[a][b] down the columns,
-      // written straight into packed-B layout: column t0 + t of row c, in runs that stay inside
-      // one NR-column panel.
-      const float* r0 = rows;
-      const float* r1 = rows + width;
-      const float* r2 = rows + 2 * width;
-      const float* r3 = rows + 3 * width;
-      for (int64_t t = 0; t < n;) {
-        const int64_t col = sg.t0 + t, len = std::min(n - t, NR - col % NR);
-        float* vx = v + sgemm_packed_b_offset(tpad, k_, kc_, c, col);
-        fn_.input(r0 + 2 * t, r1 + 2 * t, r2 + 2 * t, r3 + 2 * t, len, vx, v_stride_);
-        t += len;
+      const float* rp[6];
+      if (ta < tb) {
+        for (int64_t r = 0; r < alpha_; ++r) rp[r] = plane + (iy0 + r) * sw + ix0 + tile_ * ta;
+        emit_input(rp, tb - ta, sg.t0 + ta, c, tpad, v);
       }
+      if (ta > 0) padded_input(plane, iy0, ix0, 0, ta, sg.t0, c, tpad, rc, v, wk);
+      if (tb < n) padded_input(plane, iy0, ix0, tb, n, sg.t0, c, tpad, rc, v, wk);
     }
     // Columns past the block's last tile: zero (their results are never read, but keep them
     // finite and deterministic).
-    for (int64_t xi = 0; xi < kXi; ++xi)
+    for (int64_t xi = 0; xi < xi_; ++xi)
       for (int64_t col = block_tiles(s1); col < tpad; ++col)
         v[xi * v_stride_ + sgemm_packed_b_offset(tpad, k_, kc_, c, col)] = 0.0f;
   }
 
-  // Destination channels [r0, r1): filter transform, 16 GEMMs, output transform.
+  // The input transform of `count` consecutive tiles at block columns col0.., with rp[r]
+  // pointing at source row r under the first: V[a][b] = (B^T d B), written straight into
+  // packed-B layout (column col0 + t of row c) in runs that stay inside one NR-column panel.
+  void emit_input(const float* const* rp, int64_t count, int64_t col0, int64_t c, int64_t tpad,
+                  float* v) const {
+    for (int64_t t = 0; t < count;) {
+      const int64_t col = col0 + t, len = std::min(count - t, NR - col % NR);
+      const float* at[6];
+      for (int64_t r = 0; r < alpha_; ++r) at[r] = rp[r] + tile_ * t;
+      fn_.input(at, len, v + sgemm_packed_b_offset(tpad, k_, kc_, c, col), v_stride_);
+      t += len;
+    }
+  }
+
+  // emit_input for tiles [t0, t1) from copies of their source rows, zero outside the source
+  // rectangle.
+  void padded_input(const float* plane, int64_t iy0, int64_t ix0, int64_t t0, int64_t t1,
+                    int64_t col0, int64_t c, int64_t tpad, const WinoRect& rc, float* v,
+                    Work& wk) const {
+    const int64_t width = tile_ * (t1 - t0) + 2, x0 = ix0 + tile_ * t0;
+    const int64_t xa = std::clamp(rc.sx0 - x0, int64_t{0}, width);
+    const int64_t xb = std::clamp(rc.sx1 - x0, xa, width);
+    const float* rp[6];
+    for (int64_t r = 0; r < alpha_; ++r) {
+      float* d = wk.rowbuf + r * width;
+      rp[r] = d;
+      const int64_t iy = iy0 + r;
+      if (iy < rc.sy0 || iy >= rc.sy1 || xb <= xa) {
+        std::fill(d, d + width, 0.0f);
+        continue;
+      }
+      std::fill(d, d + xa, 0.0f);
+      std::memcpy(d + xa, plane + iy * wc_.sw + x0 + xa, static_cast<size_t>(xb - xa) * 4);
+      std::fill(d + xb, d + width, 0.0f);
+    }
+    emit_input(rp, t1 - t0, col0 + t0, c, tpad, v);
+  }
+
+  // Destination channels [r0, r1): filter transform, alpha^2 GEMMs, output transform.
   void gemm_rows(int64_t r0, int64_t r1, size_t s0, size_t s1, int64_t tpad, const float* v,
                  Work& wk) const {
     const int64_t rows = r1 - r0, mpad = round_up(rows, MR);
     const int64_t a_stride = xi_stride(sgemm_packed_a_size(mpad, k_));
-    float* plain = wk.plain;
-    gather_filters(w_, wc_.transposed, r0, rows, mpad, plain);
-    // U[xi] in packed-A layout (mpad x k), from the panel-major filters: per panel, blocks of
-    // up to 8 consecutive source channels (inside one KC block) are regrouped tap-major, so the
-    // transform runs over 48 lanes and writes each xi's 48 values in one contiguous run.
-    float* u = wk.u;
+    const float* u = shared_u_;
+    if (u != nullptr) {
+      u += r0 / rows_ * xi_ * xi_stride(sgemm_packed_a_size(round_up(rows_, MR), k_));
+    } else {
+      filter_transform(r0, r1, wk.u);
+      u = wk.u;
+    }
+    // M[xi] = U[xi] * V[xi], mpad x tpad each.
+    float* m = wk.m;
+    const int64_t m_stride = xi_stride(mpad * tpad);
+    for (int64_t xi = 0; xi < xi_; ++xi)
+      sgemm_prepacked(mpad, tpad, k_, u + xi * a_stride, v + xi * v_stride_, m + xi * m_stride,
+                      tpad, false);
+    output_transform(r0, rows, s0, s1, tpad, m, m_stride, wk.ybuf);
+  }
+
+  // U for destination channels [r0, r1) into u: alpha^2 packed A matrices (mpad x k) at
+  // xi_stride(sgemm_packed_a_size(mpad, k)) apart.
+  void filter_transform(int64_t r0, int64_t r1, float* u) const {
+    const int64_t rows = r1 - r0, mpad = round_up(rows, MR);
+    const int64_t a_stride = xi_stride(sgemm_packed_a_size(mpad, k_));
+    // U[xi] in packed-A layout (mpad x k). Per panel of 6 destination rows, blocks of up to 8
+    // consecutive source channels (inside one KC block) are gathered tap-major straight from the
+    // packed weights, so the transform runs over 48 lanes and writes each xi's 48 values in one
+    // contiguous run. Forward: row i is output channel r0 + i, its 6-row panel copied as packed
+    // (rows past m are zero there). Transposed: row i is input channel r0 + i, source channel ch
+    // an output channel, and the tap flipped: W[ch][r0 + i][8 - tap]; rows past `rows` zero.
     const int64_t pm = mpad / MR;
+    const float* data = w_.data();
+    const int64_t* base = cols_.base.data();
+    const int64_t* panel = cols_.panel.data();
     alignas(64) float g[9 * kLanes];
     for (int64_t pc = 0; pc < k_; pc += kc_) {
       const int64_t kcb = std::min(kc_, k_ - pc);
       for (int64_t ip = 0; ip < pm; ++ip) {
         float* dst = u + pc * pm * MR + ip * kcb * MR;
-        const float* src = plain + (ip * k_ + pc) * 9 * MR;
         for (int64_t p = 0; p < kcb; p += kChanBlock) {
           const int64_t nc = std::min(kChanBlock, kcb - p);
-          for (int64_t c = 0; c < nc; ++c)
-            for (int tp = 0; tp < 9; ++tp)
-              std::memcpy(g + tp * kLanes + c * MR, src + ((p + c) * 9 + tp) * MR, MR * 4);
+          for (int64_t c = 0; c < nc; ++c) {
+            const int64_t ch = pc + p + c;
+            float* gc = g + c * MR;
+            if (!wc_.transposed) {
+              const int64_t gp = r0 / MR + ip;
+              for (int64_t tp = 0; tp < 9; ++tp) {
+                const int64_t col = ch * 9 + tp;
+                std::memcpy(gc + tp * kLanes, data + base[col] + gp * panel[col], MR * 4);
+              }
+              continue;
+            }
+            const float* wp = data + ch % MR;
+            for (int64_t l = 0; l < MR; ++l) {
+              const int64_t i = ip * MR + l;
+              if (i >= rows) {
+                for (int64_t tp = 0; tp < 9; ++tp) gc[tp * kLanes + l] = 0.0f;
+                continue;
+              }
+              for (int64_t tp = 0; tp < 9; ++tp) {
+                const int64_t col = (r0 + i) * 9 + 8 - tp;
+                gc[tp * kLanes + l] = wp[base[col] + ch / MR * panel[col]];
+              }
+            }
+          }
           fn_.filter(g, nc * MR, dst + p * MR, a_stride);
         }
       }
     }
-    // M[xi] = U[xi] * V[xi], mpad x tpad each.
-    float* m = wk.m;
-    const int64_t m_stride = xi_stride(mpad * tpad);
-    for (int64_t xi = 0; xi < kXi; ++xi)
-      sgemm_prepacked(mpad, tpad, k_, u + xi * a_stride, v + xi * v_stride_, m + xi * m_stride,
-                      tpad, false);
-    output_transform(r0, rows, s0, s1, tpad, m, m_stride);
   }
 
   // Y = A^T M A per tile, into the destination (+ bias, or added to it for the transposed conv).
   void output_transform(int64_t r0, int64_t rows, size_t s0, size_t s1, int64_t tpad,
-                        const float* m, int64_t m_size) const {
-    float y[2][2 * kMaxBlockTiles];
+                        const float* m, int64_t m_size, float* ybuf) const {
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t ch = r0 + i;
       const float bias = wc_.bias != nullptr ? wc_.bias[ch] : 0.0f;
       for (size_t s = s0; s < s1; ++s) {
         const Seg& sg = segs_[s];
         const WinoRect& rc = rects_[static_cast<size_t>(sg.rect)];
-        const float* mx[kXi];
-        for (int64_t xi = 0; xi < kXi; ++xi) mx[xi] = m + xi * m_size + i * tpad + sg.t0;
+        const float* mx[kMaxXi];
+        for (int64_t xi = 0; xi < xi_; ++xi) mx[xi] = m + xi * m_size + i * tpad + sg.t0;
         const int64_t n = sg.count;
-        fn_.output(mx, n, y[0], y[1]);
+        float* y[4];
+        for (int64_t a = 0; a < tile_; ++a) y[a] = ybuf + a * tile_ * n;
+        fn_.output(mx, n, y);
         float* plane = rc.dst + ch * wc_.dh * wc_.dw;
-        const int64_t oy = rc.y0 + 2 * sg.ty, ox = rc.x0 + 2 * sg.tx0;
-        const int64_t len = std::min(2 * n, rc.x1 - ox);
-        for (int64_t a = 0; a < 2 && oy + a < rc.y1; ++a) {
+        const int64_t oy = rc.y0 + tile_ * sg.ty, ox = rc.x0 + tile_ * sg.tx0;
+        const int64_t len = std::min(tile_ * n, rc.x1 - ox);
+        for (int64_t a = 0; a < tile_ && oy + a < rc.y1; ++a) {
           float* d = plane + (oy + a) * wc_.dw + ox;
           const float* src = y[a];
           if (wc_.transposed) {
@@ -399,23 +472,32 @@ class Winograd {
 
   WinoConv wc_;
   const PackedA& w_;
+  PackedCols cols_;
   const std::vector<WinoRect>& rects_;
   TransformFns fn_;
   int threads_ = 1;
+  int64_t tile_ = 2, alpha_ = 4, xi_ = 16;
   int64_t k_ = 0, m_ = 0, kc_ = 0, tmax_ = 0, target_ = 0, rows_ = 0, v_stride_ = 0;
   bool by_blocks_ = false;
+  const float* shared_u_ = nullptr;  // U of every row block, when computed once per call
   std::vector<Seg> segs_;
   std::vector<size_t> block_start_;  // segs_[block_start_[b] .. block_start_[b + 1]) = block b
 };
 
-TransformFns transform_fns() {
+TransformFns transform_fns(int64_t tile) {
+#define PYDECONV_WINO_SET(f, isa) TransformFns{f##_filter_##isa, f##_input_##isa, f##_output_##isa}
+  const bool four = tile == 4;
   switch (gemm_isa()) {
 #if PYDECONV_X86
-    case GemmIsa::Avx512: return {wino_filter_avx512, wino_input_avx512, wino_output_avx512};
-    case GemmIsa::Avx2: return {wino_filter_avx2, wino_input_avx2, wino_output_avx2};
+    case GemmIsa::Avx512:
+      return four ? PYDECONV_WINO_SET(wino4, avx512) : PYDECONV_WINO_SET(wino2, avx512);
+    case GemmIsa::Avx2:
+      return four ? PYDECONV_WINO_SET(wino4, avx2) : PYDECONV_WINO_SET(wino2, avx2);
 #endif
-    default: return {wino_filter_portable, wino_input_portable, wino_output_portable};
+    default:
+      return four ? PYDECONV_WINO_SET(wino4, portable) : PYDECONV_WINO_SET(wino2, portable);
   }
+#undef PYDECONV_WINO_SET
 }
 
 }  // namespace
@@ -429,20 +511,43 @@ bool winograd_geometry(const Window2d& g, int64_t groups) {
   return groups == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
 }
 
-bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles, double slack) {
-  if (!winograd_enabled() || m < 8 || k < 16 || tiles <= 0) return false;
-  // In units of one multiply-add per (m, k) pair: the direct GEMM does 9 per pixel; Winograd 16
-  // per tile (NR-padded), plus the transforms per tile, plus ~3 filter transforms' worth per
-  // block of tiles.
+namespace {
+
+// Cost of F(tile x tile, 3x3) over `tiles` tiles, in multiply-adds per (m, k) pair: alpha^2 per
+// tile (NR-padded); the input and output transforms, per tile and source / destination channel;
+// and the filter transform, once per call when all of U fits the shared budget, else once per
+// block of tiles. The weights were fitted to VGG16's and ZFNet's layers (AVX-512, 2 threads):
+// the transforms run far below the GEMM's rate (permutes, short runs, stores).
+double winograd_cost(int64_t m, int64_t k, int64_t tiles, int64_t tile) {
   const double tp = static_cast<double>(round_up(tiles, NR));
   const double md = static_cast<double>(m), kd = static_cast<double>(k);
-  const double transforms = tp * (kd * 3.0 + md * 3.0) / (md * kd);
-  const double blocks = static_cast<double>(ceil_div(tiles, max_block_tiles(k)));
-  const double wino = 16.0 * tp + transforms + 40.0 * blocks;
-  return wino < slack * 9.0 * static_cast<double>(pixels);
+  const double per_tile = tile == 4 ? 500.0 : 100.0, per_filter = tile == 4 ? 450.0 : 200.0;
+  const double transforms = tp * per_tile * (kd + md) / (md * kd);
+  const int64_t u = ceil_div(m, kRowsPerBlock) * alpha_sq(tile) *
+                    xi_stride(sgemm_packed_a_size(kRowsPerBlock, k));
+  const double filters = u <= kSharedUBudget
+                             ? 1.0
+                             : static_cast<double>(block_count(tiles, max_block_tiles(k, tile)));
+  return static_cast<double>(alpha_sq(tile)) * tp + transforms + per_filter * filters;
 }
 
-void set_winograd_enabled(bool on) { enabled_flag().store(on); }
-bool winograd_enabled() { return enabled_flag().load(); }
+}  // namespace
+
+int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack) {
+  const int mode = winograd_mode();
+  if (mode == 0 || m < 8 || k < 16 || n.tiles2 <= 0) return 0;
+  if (mode != 1) return mode;  // forced
+  const double c2 = winograd_cost(m, k, n.tiles2, 2), c4 = winograd_cost(m, k, n.tiles4, 4);
+  const int tile = c4 < c2 ? 4 : 2;
+  return std::min(c2, c4) < slack * 9.0 * static_cast<double>(n.pixels) ? tile : 0;
+}
+
+void set_winograd_mode(int mode) {
+  if (mode != 0 && mode != 1 && mode != 2 && mode != 4)
+    fail(ErrorKind::Value,
+         "Winograd mode must be 0 (off), 1 (auto), 2 or 4, not " + std::to_string(mode));
+  mode_flag().store(mode);
+}
+int winograd_mode() { return mode_flag().load(); }
 
 }  // namespace pydeconv::kernels

@@ -1,19 +1,23 @@
-// Winograd F(2x2, 3x3) for 3x3, stride-1, undilated, ungrouped convolutions: each 2x2 block of
-// outputs ("tile") costs 16 multiply-adds per (input, output) channel pair instead of 36, so the
-// GEMM work drops 2.25x. Used by the forward conv and, with the filters flipped and transposed,
-// by the transposed conv of the projection (restricted to each sample's region).
+// Winograd F(T x T, 3x3), T = 2 or 4, for 3x3, stride-1, undilated, ungrouped convolutions: each
+// T x T block of outputs ("tile") costs alpha^2 (alpha = T + 2) multiply-adds per (input, output)
+// channel pair instead of 9 T^2, so the GEMM work drops 2.25x (F(2x2): 16 for 36) or 4x
+// (F(4x4): 36 for 144). Used by the forward conv and, with the filters flipped and transposed, by
+// the transposed conv of the projection (restricted to each sample's region). A cost model picks
+// F(2x2), F(4x4) or the direct GEMM per call (winograd_tile).
 //
-//   V = B^T d B   (4x4 input patch d per tile and source channel)
+//   V = B^T d B   (alpha x alpha input patch d per tile and source channel)
 //   U = G g G^T   (per filter, computed per call from the layer's packed weights)
-//   M[xi] = U[xi] * V[xi]  for the 16 positions xi: 16 GEMMs (dst channels x src channels x tiles)
-//   Y = A^T M A   (2x2 outputs per tile)
-// The transforms use only +, - and * 0.5 (exact in binary), so the result differs from the direct
-// convolution by rounding only (relative error ~1e-6 in float32, tests/test_winograd*).
+//   M[xi] = U[xi] * V[xi]  for the alpha^2 positions xi: GEMMs (dst channels x src channels x tiles)
+//   Y = A^T M A   (T x T outputs per tile)
+// F(2x2)'s transforms use only +, - and * 0.5 (exact in binary); F(4x4)'s have larger
+// coefficients and rounded sixths. Either way the result differs from the direct convolution by
+// rounding only (relative error ~1e-6 in float32; tests/test_winograd.py, tests/cpp/test_conv).
 //
-// No weights are stored transformed: U is rebuilt per call, per block of 48 destination channels
-// and per block of tiles, in the calling thread's L2 (the memory of a second weight copy would
-// cost more than the transform). V is written straight into the GEMM's packed B layout and U into
-// its packed A layout, so the GEMMs pack nothing.
+// No weights are stored transformed: U is rebuilt per call (the memory of a second weight copy,
+// 1.8x or 4x the weights, would cost more than the transform). When U for all destination
+// channels fits 8 MiB it is built once per call, else per block of tiles and of 48 destination
+// channels, in the calling thread's L2. V is written straight into the GEMM's packed B layout and
+// U into its packed A layout, so the GEMMs pack nothing.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -47,6 +51,7 @@ struct WinoConv {
   //        gout: m = the layer's input channels, k = its output channels).
   bool transposed = false;
   const float* bias = nullptr;  // forward only; may be null
+  int64_t tile = 2;             // output tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))
 };
 
 // weights: the layer's forward GEMM packing of W, (OC) x (C * 9).
@@ -56,8 +61,20 @@ void winograd_conv3x3(const Ctx& ctx, const WinoConv& wc, const PackedA& weights
 // Whether the layer's geometry allows Winograd F(2x2, 3x3): 3x3, stride 1, no dilation, no groups.
 bool winograd_geometry(const Window2d& g, int64_t groups);
 
-// Whether it costs less than `slack` times the direct GEMM for m x k channels over `pixels`
-// outputs that form `tiles` 2x2 tiles (cost model: GEMM multiply-adds plus the transforms).
-bool winograd_pays(int64_t m, int64_t k, int64_t pixels, int64_t tiles, double slack = 0.85);
+// The output rectangles of one call, counted for the cost model.
+struct WinoCount {
+  int64_t pixels = 0, tiles2 = 0, tiles4 = 0;  // outputs, 2x2 tiles, 4x4 tiles
+  void add(int64_t h, int64_t w) {
+    pixels += h * w;
+    tiles2 += ((h + 1) / 2) * ((w + 1) / 2);
+    tiles4 += ((h + 3) / 4) * ((w + 3) / 4);
+  }
+};
+
+// The tile size (2 or 4) of the cheaper Winograd variant, if it costs less than `slack` times
+// the direct GEMM for m x k channels over these outputs; 0 (direct GEMM) otherwise. In the forced
+// modes 2 and 4, that tile size whenever m >= 8 and k >= 16. Cost model: GEMM multiply-adds plus the transforms, in units of one multiply-add per
+// (m, k) channel pair.
+int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack = 0.85);
 
 }  // namespace pydeconv::kernels
