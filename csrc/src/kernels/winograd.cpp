@@ -54,6 +54,8 @@ constexpr int64_t kRowsPerBlock = 48;    // destination channels per GEMM block 
 // Floats of U computed once per call for all destination channels (4 MiB), when there are
 // several blocks of tiles; larger filter banks are transformed per block and row block.
 constexpr int64_t kSharedUBudget = 1 << 20;
+// Below this many GEMM multiply-adds a call runs on one thread (about 50 us of work).
+constexpr double kMinParallelFma = 4e6;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -153,6 +155,10 @@ class Winograd {
     for (const WinoRect& rc : rects_)
       if (rc.y1 > rc.y0 && rc.x1 > rc.x0)
         total += ceil_div(rc.y1 - rc.y0, tile_) * ceil_div(rc.x1 - rc.x0, tile_);
+    // Small calls (a projection's first layers) run on the calling thread: waking the team
+    // costs more than it saves.
+    if (static_cast<double>(total) * static_cast<double>(xi_ * k_ * m_) < kMinParallelFma)
+      threads_ = 1;
     int64_t nb = block_count(total, tmax_);
     if (nb > 1) nb = round_up(nb, threads_);
     target_ = std::max(NR, ceil_div(total, nb));
