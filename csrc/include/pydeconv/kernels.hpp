@@ -82,10 +82,9 @@ inline bool winograd_enabled() { return winograd_mode() != 0; }
 
 // The transposed conv by Winograd (F(2x2, 3x3) or F(4x4, 3x3)) from the forward packing, when
 // the geometry allows it (3x3, stride 1, no dilation or groups, enough channels) and it is
-// cheaper than the direct
-// GEMM for these regions, or whenever it applies with `prefer` (the direct GEMM would first
-// have to pack a second copy of the weights); returns false (and does nothing) otherwise, or with
-// reference kernels.
+// cheaper than the direct GEMM for these regions, or (with `prefer`: the direct GEMM would first
+// have to pack a second copy of the weights) up to 3x dearer; returns false (and does nothing)
+// otherwise, or with reference kernels.
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& r,
                               const Window2d& g, int64_t groups, Tensor& gin,
                               const ConvPacked& forward, bool prefer = false);

@@ -8,7 +8,6 @@
 //   col2im at all (only a cheap add of the result into gin);
 // - strided: GEMM (W^T * gout rows) + col2im, where col2im sums the overlapping windows.
 #include <algorithm>
-#include <limits>
 #include <vector>
 
 #include "im2col_panels.hpp"
@@ -281,9 +280,10 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
                      r.x0, r.x1});
     count.add(in.y1 - in.y0, in.x1 - in.x0);
   }
-  // With `prefer`, any Winograd beats packing a second copy of the weights for the direct GEMM.
-  const int tile =
-      winograd_tile(is.c, gs.c, count, prefer ? std::numeric_limits<double>::infinity() : 0.85);
+  // With `prefer`, Winograd up to 3x the direct GEMM's cost beats packing a second copy of the
+  // weights for it; tiny regions (a few pixels, where the filter transform dominates) still go
+  // to the direct GEMM, which then packs once and serves every later call.
+  const int tile = winograd_tile(is.c, gs.c, count, prefer ? 3.0 : 0.85);
   if (tile == 0) return false;
   WinoConv wc;
   wc.k_ch = gs.c, wc.m_ch = is.c, wc.sh = gs.h, wc.sw = gs.w, wc.dh = is.h, wc.dw = is.w;

@@ -522,12 +522,12 @@ namespace {
 // Cost of F(tile x tile, 3x3) over `tiles` tiles, in multiply-adds per (m, k) pair: alpha^2 per
 // tile (NR-padded); the input and output transforms, per tile and source / destination channel;
 // and the filter transform, once per call when all of U fits the shared budget, else once per
-// block of tiles. The weights were fitted to VGG16's and ZFNet's layers (AVX-512, 2 threads):
-// the transforms run far below the GEMM's rate (permutes, short runs, stores).
+// block of tiles. F(2x2)'s weights were fitted to VGG16's layers; F(4x4)'s transforms do about
+// 4x the work per tile (and 2.25x per filter, with less regular arithmetic).
 double winograd_cost(int64_t m, int64_t k, int64_t tiles, int64_t tile) {
   const double tp = static_cast<double>(round_up(tiles, NR));
   const double md = static_cast<double>(m), kd = static_cast<double>(k);
-  const double per_tile = tile == 4 ? 500.0 : 100.0, per_filter = tile == 4 ? 450.0 : 200.0;
+  const double per_tile = tile == 4 ? 12.0 : 3.0, per_filter = tile == 4 ? 150.0 : 40.0;
   const double transforms = tp * per_tile * (kd + md) / (md * kd);
   const int64_t u = ceil_div(m, kRowsPerBlock) * alpha_sq(tile) *
                     xi_stride(sgemm_packed_a_size(kRowsPerBlock, k));
@@ -544,7 +544,7 @@ int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack) {
   if (mode == 0 || m < 8 || k < 16 || n.tiles2 <= 0) return 0;
   if (mode != 1) return mode;  // forced
   const double c2 = winograd_cost(m, k, n.tiles2, 2), c4 = winograd_cost(m, k, n.tiles4, 4);
-  const int tile = c4 < c2 ? 4 : 2;
+  const int tile = c4 < 0.9 * c2 ? 4 : 2;  // F(4x4) only where it clearly pays (more rounding)
   return std::min(c2, c4) < slack * 9.0 * static_cast<double>(n.pixels) ? tile : 0;
 }
 
