@@ -21,7 +21,6 @@ struct Ctx {
 struct Region {
   int64_t y0 = 0, y1 = 0, x0 = 0, x1 = 0;
   bool empty() const { return y1 <= y0 || x1 <= x0; }
-  int64_t area() const { return empty() ? 0 : (y1 - y0) * (x1 - x0); }
   static Region full(const Shape& s) { return {0, s.h, 0, s.w}; }
 };
 // One region per sample of a gradient batch.

@@ -168,10 +168,7 @@ void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const I
   const Shape& gs = gout.shape();
   const int64_t c = gs.c, op = gs.plane(), ip = gin.shape().plane();
   const int64_t planes = gs.n * c;
-  int64_t work = 0;  // region pixels over all planes: small projections stay on one thread
-  for (int64_t b = 0; b < gs.n; ++b) work += rs[b].area() * c;
-  const bool par = ctx.threads > 1 && planes > 1 && work > kParallelWork;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (par)
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
   for (int64_t p = 0; p < planes; ++p) {
     const int64_t b = p / c, ch = p % c;
     const Region& r = rs[b];

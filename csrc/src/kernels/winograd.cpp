@@ -68,7 +68,7 @@ int64_t alpha_sq(int64_t tile) { return (tile + 2) * (tile + 2); }
 // 64/128-channel layers than 1024 tiles); with many, blocks are as large as the V budget allows
 // (a multiple of NR), so the transform of the k x m filters is amortised over more tiles.
 int64_t max_block_tiles(int64_t k, int64_t tile) {
-  return k <= 128 ? kSmallKPixels / (tile * tile)
+  return k <= 128 ? (tile == 4 ? 2 : 1) * kSmallKPixels / (tile * tile)
                   : std::clamp<int64_t>(kVBudget / (alpha_sq(tile) * k) / NR * NR, NR,
                                         kMaxBlockTiles);
 }
@@ -414,15 +414,22 @@ class Winograd {
               continue;
             }
             const float* wp = data + ch % MR;
+            const int64_t cp = ch / MR;
             for (int64_t l = 0; l < MR; ++l) {
               const int64_t i = ip * MR + l;
               if (i >= rows) {
                 for (int64_t tp = 0; tp < 9; ++tp) gc[tp * kLanes + l] = 0.0f;
                 continue;
               }
+              const int64_t c0 = (r0 + i) * 9;
+              if (base[c0 + 8] - base[c0] == 8 * MR) {  // the 9 taps in one KC block
+                const float* src = wp + base[c0] + cp * panel[c0];
+                for (int64_t tp = 0; tp < 9; ++tp) gc[tp * kLanes + l] = src[(8 - tp) * MR];
+                continue;
+              }
               for (int64_t tp = 0; tp < 9; ++tp) {
-                const int64_t col = (r0 + i) * 9 + 8 - tp;
-                gc[tp * kLanes + l] = wp[base[col] + ch / MR * panel[col]];
+                const int64_t col = c0 + 8 - tp;
+                gc[tp * kLanes + l] = wp[base[col] + cp * panel[col]];
               }
             }
           }
@@ -539,12 +546,13 @@ double winograd_cost(int64_t m, int64_t k, int64_t tiles, int64_t tile) {
 
 }  // namespace
 
-int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack) {
+int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack, bool four) {
   const int mode = winograd_mode();
   if (mode == 0 || m < 8 || k < 16 || n.tiles2 <= 0) return 0;
   if (mode != 1) return mode;  // forced
   const double c2 = winograd_cost(m, k, n.tiles2, 2), c4 = winograd_cost(m, k, n.tiles4, 4);
-  const int tile = c4 < 0.9 * c2 ? 4 : 2;  // F(4x4) only where it clearly pays (more rounding)
+  // F(4x4) only where it clearly pays (it also rounds more).
+  const int tile = four && c4 < 0.9 * c2 ? 4 : 2;
   return std::min(c2, c4) < slack * 9.0 * static_cast<double>(n.pixels) ? tile : 0;
 }
 

@@ -75,6 +75,7 @@ struct WinoCount {
 // the direct GEMM for m x k channels over these outputs; 0 (direct GEMM) otherwise. In the forced
 // modes 2 and 4, that tile size whenever m >= 8 and k >= 16. Cost model: GEMM multiply-adds plus the transforms, in units of one multiply-add per
 // (m, k) channel pair.
-int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack = 0.85);
+// F(4x4) is considered only when `four`.
+int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack = 0.85, bool four = true);
 
 }  // namespace pydeconv::kernels
