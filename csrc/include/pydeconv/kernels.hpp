@@ -71,7 +71,8 @@ void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const
 // projection's transposed conv) where one is cheaper than the direct GEMM: 2.25x / 4x fewer
 // multiply-adds, results equal to the direct conv up to float rounding. Process-wide mode:
 //   0  off: every convolution runs as a direct GEMM;
-//   1  the default: per call, the cheapest of F(2x2), F(4x4) and the direct GEMM;
+//   1  the default: per call, the cheapest of F(2x2), F(4x4) and the direct GEMM (the
+//      projection's transposed convs: of F(2x2) and the direct GEMM);
 //   2 / 4  F(2x2) / F(4x4) wherever it applies, whatever it costs (for tests and benchmarks).
 // PYDECONV_WINOGRAD=0 / 2 / 4 in the environment sets it at start. Other values throw Value.
 void set_winograd_mode(int mode);
@@ -79,11 +80,11 @@ int winograd_mode();
 inline void set_winograd_enabled(bool on) { set_winograd_mode(on ? 1 : 0); }
 inline bool winograd_enabled() { return winograd_mode() != 0; }
 
-// The transposed conv by Winograd (F(2x2, 3x3) or F(4x4, 3x3)) from the forward packing, when
-// the geometry allows it (3x3, stride 1, no dilation or groups, enough channels) and it is
-// cheaper than the direct GEMM for these regions, or (with `prefer`: the direct GEMM would first
-// have to pack a second copy of the weights) up to 3x dearer; returns false (and does nothing)
-// otherwise, or with reference kernels.
+// The transposed conv by Winograd (F(2x2, 3x3); F(4x4, 3x3) only when forced) from the forward
+// packing, when the geometry allows it (3x3, stride 1, no dilation or groups, enough channels)
+// and it is cheaper than the direct GEMM for these regions, or (with `prefer`: the direct GEMM
+// would first have to pack a second copy of the weights) up to 3x dearer; returns false (and does
+// nothing) otherwise, or with reference kernels.
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& r,
                               const Window2d& g, int64_t groups, Tensor& gin,
                               const ConvPacked& forward, bool prefer = false);

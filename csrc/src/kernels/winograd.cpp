@@ -49,7 +49,7 @@ constexpr int64_t NR = kSgemmNR, MR = kSgemmMR;
 constexpr int64_t kMaxXi = 36;           // transform positions: alpha^2, alpha = tile + 2
 constexpr int64_t kVBudget = 1 << 20;    // floats of V per block (4 MiB; up to 1.5x, block_count)
 constexpr int64_t kMaxBlockTiles = 1024;  // max_block_tiles at most
-constexpr int64_t kSmallKPixels = 512;   // outputs per block for k <= 128 source channels
+constexpr int64_t kSmallKPixels = 512;   // outputs per F(2x2) block for k <= 128 (F(4x4): 2x)
 constexpr int64_t kRowsPerBlock = 48;    // destination channels per GEMM block (8 A panels)
 // Floats of U computed once per call for all destination channels (4 MiB), when there are
 // several blocks of tiles; larger filter banks are transformed per block and row block.
@@ -65,8 +65,9 @@ int64_t alpha_sq(int64_t tile) { return (tile + 2) * (tile + 2); }
 // Tiles per block at most for k source channels and tile x tile tiles. With few channels the
 // filter transform per block is cheap and the block's V and M should stay in L2 (512 outputs:
 // 128 F(2x2) tiles, 0.5-1 MiB each for k <= 128; measured 1.3-1.5x faster on VGG16's
-// 64/128-channel layers than 1024 tiles); with many, blocks are as large as the V budget allows
-// (a multiple of NR), so the transform of the k x m filters is amortised over more tiles.
+// 64/128-channel layers than 1024 tiles; F(4x4) takes 1024 outputs, 64 tiles, as its GEMMs over
+// 32 tiles ran ~1.5x slower on 40 x 40 maps); with many, blocks are as large as the V budget
+// allows (a multiple of NR), so the transform of the k x m filters is amortised over more tiles.
 int64_t max_block_tiles(int64_t k, int64_t tile) {
   return k <= 128 ? (tile == 4 ? 2 : 1) * kSmallKPixels / (tile * tile)
                   : std::clamp<int64_t>(kVBudget / (alpha_sq(tile) * k) / NR * NR, NR,

@@ -3,7 +3,8 @@
 // channel pair instead of 9 T^2, so the GEMM work drops 2.25x (F(2x2): 16 for 36) or 4x
 // (F(4x4): 36 for 144). Used by the forward conv and, with the filters flipped and transposed, by
 // the transposed conv of the projection (restricted to each sample's region). A cost model picks
-// F(2x2), F(4x4) or the direct GEMM per call (winograd_tile).
+// F(2x2), F(4x4) or the direct GEMM per call (winograd_tile; the transposed conv asks for F(2x2)
+// or the direct GEMM only).
 //
 //   V = B^T d B   (alpha x alpha input patch d per tile and source channel)
 //   U = G g G^T   (per filter, computed per call from the layer's packed weights)
