@@ -45,17 +45,15 @@ def set_winograd(mode: bool | int) -> None:
     """Use Winograd convolution for 3x3 stride-1 convolutions where it is cheaper (the default).
 
     ``True``: per call, the cheapest of F(2x2, 3x3) (2.25x fewer multiply-adds than the direct
-    GEMM), F(4x4, 3x3) (4x fewer) and the direct GEMM. ``2`` or ``4``: that tile size wherever it
-    applies, whatever it costs (for tests and benchmarks). ``False``: every convolution runs as a direct GEMM. Results agree with the direct
+    GEMM), F(4x4, 3x3) (4x fewer) and the direct GEMM (projections: of F(2x2) and the direct
+    GEMM). ``2`` or ``4``: that tile size wherever it applies, whatever it costs (for tests and
+    benchmarks). ``False``: every convolution runs as a direct GEMM. Results agree with the direct
     GEMM to float rounding (relative ~1e-6), not bit for bit. Process-wide; the environment
     variable PYDECONV_WINOGRAD=0 / 2 / 4 sets it at start.
     """
-    if mode is True or mode is False:
-        _core.set_winograd_mode(int(mode))
-    elif isinstance(mode, int) and mode in (2, 4):
-        _core.set_winograd_mode(mode)
-    else:
+    if not (isinstance(mode, bool) or (isinstance(mode, int) and mode in (2, 4))):
         raise PydeconvError(f"set_winograd: expected True, False, 2 or 4, not {mode!r}")
+    _core.set_winograd_mode(int(mode))
 
 
 def get_winograd() -> bool | int:

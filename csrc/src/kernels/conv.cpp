@@ -223,12 +223,15 @@ ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t
 void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
                     const Window2d& g, int64_t groups, Tensor& out, const ConvPacked* packed,
                     Tensor* relu_out, TensorT<uint8_t>* relu_mask) {
+  // The fused ReLU as its own pass, where the conv's output pass cannot do it (not Winograd).
+  auto relu_pass = [&] {
+    if (relu_out != nullptr)
+      relu_forward(ctx, out.data(), relu_out->data(), relu_mask ? relu_mask->data() : nullptr,
+                   out.numel());
+  };
   if (ctx.reference) {
     conv2d_forward_ref(in, weight, bias, g, groups, out);
-    if (relu_out != nullptr)
-    relu_forward(ctx, out.data(), relu_out->data(), relu_mask ? relu_mask->data() : nullptr,
-                 out.numel());
-    return;
+    return relu_pass();
   }
   ConvPacked local;
   if (packed == nullptr) local = conv2d_pack_forward(weight, groups), packed = &local;
@@ -257,9 +260,7 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
       sgemm_packed_panels(packed->groups[gi], p, panels, bias ? bias + gi * ocg : nullptr,
                           out.plane(n, gi * ocg), p, false, ctx.threads);
     }
-  if (relu_out != nullptr)
-    relu_forward(ctx, out.data(), relu_out->data(), relu_mask ? relu_mask->data() : nullptr,
-                 out.numel());
+  relu_pass();
 }
 
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& rs,

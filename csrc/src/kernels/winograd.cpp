@@ -114,6 +114,12 @@ struct Work {
 // do not all fall on the same L1 sets (sizes that are multiples of 4 KiB otherwise alias).
 int64_t xi_stride(int64_t size) { return round_up(size, 16) + 16; }
 
+// Stride between the per-position U matrices of a block of `rows` destination channels (packed
+// A, rows padded to MR, x k); a block's U is alpha^2 of them.
+int64_t u_stride(int64_t rows, int64_t k) {
+  return xi_stride(sgemm_packed_a_size(round_up(rows, MR), k));
+}
+
 // Where column p of the layer's packed weights (W as (OC) x (C * 9), the forward GEMM packing)
 // lives: row i of it is at data[base[p] + (i / MR) * panel[p] + i % MR] (panel[p]: the floats of
 // one row panel in p's KC block). Built once per call, so the filter transform reads the packed
@@ -198,7 +204,7 @@ class Winograd {
     const int64_t rowbuf = alpha_ * (tile_ * target_ + 2), ybuf = tile_ * tile_ * target_;
     // U: for all destination channels once, when that fits the budget (then no block redoes
     // the filter transform); otherwise per thread, for its row block of the moment.
-    const int64_t u_rows = xi_ * xi_stride(sgemm_packed_a_size(mpad, k_));
+    const int64_t u_rows = xi_ * u_stride(rows_, k_);
     const int64_t nrb = ceil_div(m_, rows_);
     const bool shared = nrb * u_rows <= kSharedUBudget && block_start_.size() > 2;
     const int64_t u = shared ? 0 : u_rows;
@@ -364,10 +370,10 @@ class Winograd {
   void gemm_rows(int64_t r0, int64_t r1, size_t s0, size_t s1, int64_t tpad, const float* v,
                  Work& wk) const {
     const int64_t rows = r1 - r0, mpad = round_up(rows, MR);
-    const int64_t a_stride = xi_stride(sgemm_packed_a_size(mpad, k_));
+    const int64_t a_stride = u_stride(rows, k_);
     const float* u = shared_u_;
     if (u != nullptr) {
-      u += r0 / rows_ * xi_ * xi_stride(sgemm_packed_a_size(round_up(rows_, MR), k_));
+      u += r0 / rows_ * xi_ * u_stride(rows_, k_);  // run()'s layout: row block r0 / rows_
     } else {
       filter_transform(r0, r1, wk.u);
       u = wk.u;
@@ -382,10 +388,10 @@ class Winograd {
   }
 
   // U for destination channels [r0, r1) into u: alpha^2 packed A matrices (mpad x k) at
-  // xi_stride(sgemm_packed_a_size(mpad, k)) apart.
+  // u_stride(r1 - r0, k) apart.
   void filter_transform(int64_t r0, int64_t r1, float* u) const {
     const int64_t rows = r1 - r0, mpad = round_up(rows, MR);
-    const int64_t a_stride = xi_stride(sgemm_packed_a_size(mpad, k_));
+    const int64_t a_stride = u_stride(rows, k_);
     // U[xi] in packed-A layout (mpad x k). Per panel of 6 destination rows, blocks of up to 8
     // consecutive source channels (inside one KC block) are gathered tap-major straight from the
     // packed weights, so the transform runs over 48 lanes and writes each xi's 48 values in one
@@ -537,8 +543,7 @@ double winograd_cost(int64_t m, int64_t k, int64_t tiles, int64_t tile) {
   const double md = static_cast<double>(m), kd = static_cast<double>(k);
   const double per_tile = tile == 4 ? 12.0 : 3.0, per_filter = tile == 4 ? 150.0 : 40.0;
   const double transforms = tp * per_tile * (kd + md) / (md * kd);
-  const int64_t u = ceil_div(m, kRowsPerBlock) * alpha_sq(tile) *
-                    xi_stride(sgemm_packed_a_size(kRowsPerBlock, k));
+  const int64_t u = ceil_div(m, kRowsPerBlock) * alpha_sq(tile) * u_stride(kRowsPerBlock, k);
   const double filters = u <= kSharedUBudget
                              ? 1.0
                              : static_cast<double>(block_count(tiles, max_block_tiles(k, tile)));
