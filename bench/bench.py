@@ -479,14 +479,10 @@ def machine():
     versions += f", torch {torch.__version__}" if torch is not None else ", torch absent"
     versions += f", onnxruntime {ort.__version__}" if ort is not None else ", onnxruntime absent"
     versions += ", captum present" if NeuronDeconvolution is not None else ", captum absent"
-    # `python bench/bench.py` imports whichever pydeconv is installed, which need not be this
-    # checkout's code: say which one ran.
+    # The script puts its checkout first on sys.path; the path shows which build of it ran.
     where = Path(pydeconv.__file__).resolve().parent
-    source = ("this checkout" if where == ROOT / "pydeconv" else
-              f"{where} -- NOT this checkout: reinstall (pip install .) or set PYTHONPATH={ROOT} "
-              f"to measure commit {commit}")
     return (f"commit {commit}; {model}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
-            f"{versions}; pydeconv from {source}, sgemm micro-kernel {_core.sgemm_isa()}")
+            f"{versions}; pydeconv from {where}, sgemm micro-kernel {_core.sgemm_isa()}")
 
 
 PARTS = ("forward", "layers", "project", "all", "rss")

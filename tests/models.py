@@ -116,8 +116,9 @@ def zfnet_like(seed=0, size=37):
 
 
 def vgg_like(seed=0, size=20):
-    """3x3 stride-1 convs with enough channels (>= 16) for the Winograd F(2x2, 3x3) path, forward
-    and in the projection: odd map sizes after pooling, asymmetric padding, valid padding."""
+    """3x3 stride-1 convs with enough channels (>= 16) for the Winograd paths (F(2x2, 3x3) and
+    F(4x4, 3x3)), forward and in the projection: odd map sizes after pooling, asymmetric padding,
+    valid padding."""
     b = _Builder("vgg-like", (3, size, size), seed)
     b.conv("conv1_1", "input", 16, 3, padding=1)
     b.add("relu1_1", "relu", "conv1_1")
