@@ -284,9 +284,9 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
   // With `prefer`, Winograd up to 3x the direct GEMM's cost beats packing a second copy of the
   // weights for it; tiny regions (a few pixels, where the filter transform dominates) still go
   // to the direct GEMM, which then packs once and serves every later call.
-  // F(2x2) only: on the projection's regions F(4x4) measured no faster for a conv5_3 unit and
-  // slower for a conv3_3 unit (its 40 x 40 region at conv1_2: 1.4 ms against 1.0), whatever the
-  // cost model says. Forcing (set_winograd(4)) still applies.
+  // F(2x2) only: on the projection's regions F(4x4) measured slower than F(2x2) for both a
+  // conv5_3 and a conv3_3 unit, whatever the cost model says (bench/winograd_modes.py, the forced
+  // columns of its "project" rows). Forcing (set_winograd(4)) still applies.
   const int tile = winograd_tile(is.c, gs.c, count, prefer ? 3.0 : 0.85, false);
   if (tile == 0) return false;
   WinoConv wc;

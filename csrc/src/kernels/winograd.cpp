@@ -65,9 +65,10 @@ int64_t alpha_sq(int64_t tile) { return (tile + 2) * (tile + 2); }
 // Tiles per block at most for k source channels and tile x tile tiles. With few channels the
 // filter transform per block is cheap and the block's V and M should stay in L2 (512 outputs:
 // 128 F(2x2) tiles, 0.5-1 MiB each for k <= 128; measured 1.3-1.5x faster on VGG16's
-// 64/128-channel layers than 1024 tiles; F(4x4) takes 1024 outputs, 64 tiles, as its GEMMs over
-// 32 tiles ran ~1.5x slower on 40 x 40 maps); with many, blocks are as large as the V budget
-// allows (a multiple of NR), so the transform of the k x m filters is amortised over more tiles.
+// 64/128-channel layers than 1024 tiles; F(4x4) takes 1024 outputs, 64 tiles: its GEMMs over 32
+// tiles, only two NR panels wide, measured slower on small maps); with many, blocks are as large
+// as the V budget allows (a multiple of NR), so the transform of the k x m filters is amortised
+// over more tiles.
 int64_t max_block_tiles(int64_t k, int64_t tile) {
   return k <= 128 ? (tile == 4 ? 2 : 1) * kSmallKPixels / (tile * tile)
                   : std::clamp<int64_t>(kVBudget / (alpha_sq(tile) * k) / NR * NR, NR,
