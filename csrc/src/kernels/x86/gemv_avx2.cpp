@@ -1,0 +1,48 @@
+// pydeconv: the matrix-vector product of linear layers at batch 1-2, on AVX2 + FMA (built with
+// -mavx2 -mfma; dense.cpp calls it only when gemm_isa() is Avx2).
+//
+// The same arithmetic as x86/gemv_avx512.cpp, with a row's 16 lanes in two ymm accumulators
+// (lanes 0-7 and 8-15) and the same scalar combine. The two kernels therefore give the same bits.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace pydeconv::kernels {
+namespace {
+
+float finish(__m256 lo, __m256 hi, const float* x, const float* w, int64_t p, int64_t k) {
+  alignas(32) float lane[16];
+  _mm256_store_ps(lane, lo);
+  _mm256_store_ps(lane + 8, hi);
+  for (int half = 8; half > 0; half /= 2)
+    for (int l = 0; l < half; ++l) lane[l] += lane[l + half];
+  float tail = 0.f;
+  for (; p < k; ++p) tail = std::fma(x[p], w[p], tail);  // explicit: no contraction choice
+  return lane[0] + tail;
+}
+
+template <int R>
+void rows_dot(const float* x, const float* w, int64_t k, float* out) {
+  __m256 lo[R], hi[R];
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + p), x1 = _mm256_loadu_ps(x + p + 8);
+    for (int r = 0; r < R; ++r) {
+      lo[r] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + r * k + p), lo[r]);
+      hi[r] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w + r * k + p + 8), hi[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = finish(lo[r], hi[r], x, w + r * k, p, k);
+}
+
+}  // namespace
+
+void gemv_rows_avx2(const float* x, const float* w, int64_t k, int64_t rows, float* out) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) rows_dot<4>(x, w + r * k, k, out + r);
+  for (; r < rows; ++r) rows_dot<1>(x, w + r * k, k, out + r);
+}
+
+}  // namespace pydeconv::kernels
