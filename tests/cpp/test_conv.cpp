@@ -57,6 +57,11 @@ const ConvCase kCases[] = {
     {"pointwise_stride", 1, 8, 9, 9, 5, window(1, 1, 2, 2, 0, 0, 0, 0), 1},
     {"one_pixel", 3, 1, 1, 1, 1, window(1, 1, 1, 1, 0, 0, 0, 0), 1},
     {"rect_kernel", 1, 3, 7, 13, 4, window(1, 5, 2, 1, 0, 2, 0, 2), 1},
+    // Strided rows of 16+ outputs: whole panel rows gathered by the stride-2 and general
+    // strided copies (ZFNet's 7x7/2 and 5x5/2 layers), next to edge panels that straddle rows.
+    {"stride2_wide", 1, 3, 41, 45, 8, window(7, 7, 2, 2, 1, 1, 1, 1), 1},
+    {"stride2_wide_nopad", 2, 4, 37, 39, 6, window(5, 5, 2, 2, 0, 0, 0, 0), 1},
+    {"stride3_wide", 1, 2, 20, 60, 5, window(3, 3, 3, 3, 1, 1, 1, 1), 1},
     // GEMM edges: m past MR/MC, k past KC (several KC blocks), n past several NR panels.
     {"gemm_blocks", 2, 32, 13, 13, 70, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
     {"wide_tall", 1, 40, 23, 37, 301, window(3, 3, 1, 1, 1, 1, 1, 1), 1},
