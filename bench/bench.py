@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import resource
 import shutil
 import statistics
@@ -186,21 +187,27 @@ def onnx_bytes(graph, params):
 # -- timing -------------------------------------------------------------------------------------
 # Pause before each timed call. The engines' worker threads keep spinning for a while after a
 # call returns (ONNX Runtime's intra-op pool, OpenMP runtimes); without a pause, whichever engine
-# runs next shares the cores with them (on 2 cores that halved pydeconv's 2-thread ZFNet speed).
-SETTLE_S = 0.05
+# runs next shares the cores with them. ONNX Runtime's spin outlasts 50 ms: `bench/settle.py`
+# (2-thread ZFNet forwards, medians of 25) timed pydeconv right after ONNX Runtime at 36.0 ms
+# against 31.4 ms right after itself with a 50 ms pause, and 33.0 against 34.0 ms with 200 ms.
+SETTLE_S = 0.2
 
 
 def interleaved(fns: dict, reps: int) -> dict:
     """Runs each callable once to warm up, then `reps` rounds of all of them; seconds per call.
-    Every call starts after the same SETTLE_S pause."""
+    Every call starts after the same SETTLE_S pause. Each round runs the engines in a fresh
+    (seeded) random order: a pause may not outlast the previous engine's spinning workers
+    (see SETTLE_S), and a fixed order would charge whatever is left of that to one engine."""
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
+    order, rng = list(fns), random.Random(0)
     for _ in range(reps):
-        for name, fn in fns.items():
+        rng.shuffle(order)
+        for name in order:
             time.sleep(SETTLE_S)
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t0)
     return times
 
