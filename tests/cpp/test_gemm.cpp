@@ -4,8 +4,7 @@
 // strided operands, all four transpose combinations, accumulate on/off, the pre-packed A path,
 // B supplied by a panel packer with a bias epilogue,
 // bit-identical results across thread counts and between the AVX2 and AVX-512 paths, ISA
-// selection, and argument errors; and linear_forward's matrix-vector path (batch 1-2) on each
-// ISA, against a float64 reference, with the same bit-identity checks.
+// selection, and argument errors.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -17,7 +16,6 @@
 
 #include "check.hpp"
 #include "pydeconv/gemm.hpp"
-#include "pydeconv/kernels.hpp"
 
 using namespace pydeconv::kernels;
 
@@ -372,56 +370,6 @@ TEST(sgemm_isa_names) {
   CHECK_THROWS(sgemm_force_isa("sse9"));
   CHECK_THROWS(sgemm_force_isa(nullptr));
   CHECK(std::string(sgemm_isa()) == best);  // a rejected name leaves the choice alone
-}
-
-// linear_forward at batch 1 and 2 runs a matrix-vector kernel per ISA (not the GEMM): rows in
-// groups of 4 plus a remainder, 16 lanes plus a k mod 16 tail. Every row count and k around those
-// edges, at 1 and 2 threads (the larger sizes pass the parallel threshold), against a float64
-// product within the dot-product error bound; the AVX2 and AVX-512 kernels must agree bit for bit.
-TEST(linear_gemv_paths) {
-  std::mt19937 rng(7);
-  std::normal_distribution<float> dist(0.f, 1.f);
-  const double u = std::ldexp(1.0, -24);
-  for (int64_t n : {1, 2}) {
-    for (int64_t o : {1, 3, 4, 5, 17, 300}) {
-      for (int64_t i : {1, 15, 16, 17, 33, 250}) {
-        pydeconv::Tensor in(pydeconv::Shape::nc(n, i)), w(pydeconv::Shape::nc(o, i));
-        for (int64_t q = 0; q < in.numel(); ++q) in.data()[q] = dist(rng);
-        for (int64_t q = 0; q < w.numel(); ++q) w.data()[q] = dist(rng);
-        std::vector<float> bias(static_cast<size_t>(o));
-        for (float& b : bias) b = dist(rng);
-        std::vector<std::pair<std::string, std::vector<float>>> by_isa;
-        for (const std::string& isa : isa_modes()) {
-          sgemm_force_isa(isa.c_str());
-          pydeconv::Tensor one(pydeconv::Shape::nc(n, o)), two(pydeconv::Shape::nc(n, o));
-          pydeconv::kernels::linear_forward(pydeconv::Ctx{1, false}, in, w, bias.data(), one);
-          pydeconv::kernels::linear_forward(pydeconv::Ctx{2, false}, in, w, bias.data(), two);
-          const std::string what = isa + " n=" + std::to_string(n) + " o=" + std::to_string(o) +
-                                   " i=" + std::to_string(i);
-          for (int64_t s = 0; s < n; ++s) {
-            for (int64_t j = 0; j < o; ++j) {
-              double ref = bias[j], mag = std::fabs(static_cast<double>(bias[j]));
-              for (int64_t p = 0; p < i; ++p) {
-                const double t = static_cast<double>(in.data()[s * i + p]) * w.data()[j * i + p];
-                ref += t;
-                mag += std::fabs(t);
-              }
-              const double got = one.data()[s * o + j];
-              if (!(std::fabs(got - ref) <= (i + 2) * u * mag + 1e-30))
-                check::fail_at(__FILE__, __LINE__, what + ": row " + std::to_string(j) + " off");
-            }
-          }
-          std::vector<float> a(one.data(), one.data() + one.numel());
-          if (std::memcmp(one.data(), two.data(), a.size() * sizeof(float)) != 0)
-            check::fail_at(__FILE__, __LINE__, what + ": 2 threads differ");
-          by_isa.emplace_back(isa, std::move(a));
-        }
-        sgemm_force_isa("auto");
-        check_avx_paths_agree(by_isa, "linear n=" + std::to_string(n) + " o=" + std::to_string(o) +
-                                          " i=" + std::to_string(i));
-      }
-    }
-  }
 }
 
 PYDECONV_TEST_MAIN()

@@ -58,6 +58,15 @@ struct PoolCase {
   }
 };
 
+// The kernel instruction sets to test (sgemm_force_isa names): portable always, "avx2" and
+// "avx512" where this CPU has them.
+std::vector<std::string> isa_modes() {
+  std::vector<std::string> modes{"portable"};
+  if (cpu_has_avx2_fma()) modes.push_back("avx2");
+  if (cpu_has_avx512f()) modes.push_back("avx512");
+  return modes;
+}
+
 Window2d window(int64_t kh, int64_t kw, int64_t sh, int64_t sw, std::vector<int64_t> pad,
                 bool ceil, int64_t dh = 1, int64_t dw = 1) {
   Window2d g;
@@ -101,27 +110,32 @@ Shape pooled(const PoolCase& pc, int64_t n) {
 }  // namespace
 
 TEST(max_pool_matches_reference_bit_exact) {
-  std::mt19937 rng(1);
-  int cases = 0;
-  for (const PoolCase& pc : pool_cases()) {
-    // Few levels: many ties; a few -inf and NaN values the first-element rule must handle.
-    Tensor x = random_tensor(Shape::nchw(2, pc.c, pc.h, pc.w), rng, 1.0f, 3);
-    for (int64_t i = 0; i < x.numel(); i += 17)
-      x.data()[i] = -std::numeric_limits<float>::infinity();
-    if (pc.c == 13) x.data()[x.numel() / 2] = std::numeric_limits<float>::quiet_NaN();
-    const Shape os = pooled(pc, 2);
-    Tensor ref(os), fast(os);
-    IndexTensor sref(os), sfast(os);
-    max_pool2d_forward(kRef, x, pc.g, ref, sref);
-    for (const Ctx& ctx : {kFast1, kFast2}) {
-      max_pool2d_forward(ctx, x, pc.g, fast, sfast);
-      if (!same_bits(ref, fast) || !same_bits(sref, sfast))
-        check::fail_at(__FILE__, __LINE__, "max pool differs: " + pc.str() +
-                                               " threads=" + std::to_string(ctx.threads));
+  // On every instruction set this CPU has (the interior fold is built per ISA).
+  for (const std::string& isa : isa_modes()) {
+    sgemm_force_isa(isa.c_str());
+    std::mt19937 rng(1);
+    int cases = 0;
+    for (const PoolCase& pc : pool_cases()) {
+      // Few levels: many ties; a few -inf and NaN values the first-element rule must handle.
+      Tensor x = random_tensor(Shape::nchw(2, pc.c, pc.h, pc.w), rng, 1.0f, 3);
+      for (int64_t i = 0; i < x.numel(); i += 17)
+        x.data()[i] = -std::numeric_limits<float>::infinity();
+      if (pc.c == 13) x.data()[x.numel() / 2] = std::numeric_limits<float>::quiet_NaN();
+      const Shape os = pooled(pc, 2);
+      Tensor ref(os), fast(os);
+      IndexTensor sref(os), sfast(os);
+      max_pool2d_forward(kRef, x, pc.g, ref, sref);
+      for (const Ctx& ctx : {kFast1, kFast2}) {
+        max_pool2d_forward(ctx, x, pc.g, fast, sfast);
+        if (!same_bits(ref, fast) || !same_bits(sref, sfast))
+          check::fail_at(__FILE__, __LINE__, "max pool differs: " + pc.str() + " " + isa +
+                                                 " threads=" + std::to_string(ctx.threads));
+      }
+      ++cases;
     }
-    ++cases;
+    CHECK(cases > 150);
   }
-  CHECK(cases > 150);
+  sgemm_force_isa("auto");
 }
 
 TEST(max_pool_switch_semantics) {
@@ -380,23 +394,34 @@ double dot_tol(const float* a, const float* b, int64_t k, int64_t sa, int64_t sb
 }  // namespace
 
 TEST(linear_small_batch_matches_reference) {
-  // Batches of 1 and 2 take the matrix-vector path, 3 the GEMM; lengths around the 16 lanes.
+  // Batches of 1 and 2 take the matrix-vector path (a kernel per ISA: rows in groups of 4 and a
+  // remainder, 16 lanes and a k mod 16 tail), 3 the GEMM; lengths around the 16 lanes. On every
+  // ISA this CPU has; the AVX2 and AVX-512 kernels must agree bit for bit.
   std::mt19937 rng(8);
   for (int64_t n : {1, 2, 3})
     for (int64_t i : {1, 15, 16, 17, 100, 1000})
       for (int64_t o : {1, 7, 33}) {
         Tensor x = random_tensor(Shape::nc(n, i), rng), w = random_tensor(Shape::nc(o, i), rng);
         Tensor bias = random_tensor(Shape::vec(o), rng);
-        Tensor ref(Shape::nc(n, o)), f1(ref.shape()), f2(ref.shape());
+        Tensor ref(Shape::nc(n, o));
         linear_forward(kRef, x, w, bias.data(), ref);
-        linear_forward(kFast1, x, w, bias.data(), f1);
-        linear_forward(kFast2, x, w, bias.data(), f2);
-        CHECK(same_bits(f1, f2));
-        for (int64_t s = 0; s < n; ++s)
-          for (int64_t j = 0; j < o; ++j)
-            CHECK_NEAR(f1.data()[s * o + j], ref.data()[s * o + j],
-                       dot_tol(x.sample(s), w.sample(j), i, 1, 1) +
-                           1e-6 * std::fabs(bias.data()[j]));
+        Tensor avx2, avx512;
+        for (const std::string& isa : isa_modes()) {
+          sgemm_force_isa(isa.c_str());
+          Tensor f1(ref.shape()), f2(ref.shape());
+          linear_forward(kFast1, x, w, bias.data(), f1);
+          linear_forward(kFast2, x, w, bias.data(), f2);
+          sgemm_force_isa("auto");
+          CHECK(same_bits(f1, f2));
+          for (int64_t s = 0; s < n; ++s)
+            for (int64_t j = 0; j < o; ++j)
+              CHECK_NEAR(f1.data()[s * o + j], ref.data()[s * o + j],
+                         dot_tol(x.sample(s), w.sample(j), i, 1, 1) +
+                             1e-6 * std::fabs(bias.data()[j]));
+          if (isa == "avx2") avx2 = f1;
+          if (isa == "avx512") avx512 = f1;
+        }
+        if (!avx2.empty() && !avx512.empty()) CHECK(same_bits(avx2, avx512));
       }
 }
 

@@ -10,30 +10,39 @@
 #include <algorithm>
 #include <limits>
 
+#include "cpu.hpp"
 #include "pydeconv/kernels.hpp"
 
+#define PYDECONV_POOL_FN(name) name##_portable
+#include "pool_fold.inc"
+#undef PYDECONV_POOL_FN
+
 namespace pydeconv::kernels {
+
+#if PYDECONV_X86
+// Defined in x86/pool_avx2.cpp and x86/pool_avx512.cpp (the same loop built with those flags).
+void pool_fold_avx2(int kind, const float* s, int64_t n, int32_t idx, bool first, float* best,
+                    int32_t* arg);
+void pool_fold_avx512(int kind, const float* s, int64_t n, int32_t idx, bool first, float* best,
+                      int32_t* arg);
+#endif
+
 namespace {
 
-// Folds one kernel row into the running max/switch of `n` interior outputs. `s` points at the
-// input of the first output's window in this row; `idx` is that element's plane index. KW and SW
-// are compile-time for the common windows (unrolled, vectorised over outputs); FIRST starts the
-// running values from the window's first element.
-template <int KW, int SW, bool FIRST>
-void fold_row(const float* s, int64_t n, int32_t idx, float* best, int32_t* arg) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float* r = s + i * SW;
-    const int32_t at = idx + static_cast<int32_t>(i * SW);
-    float b = FIRST ? r[0] : best[i];
-    int32_t a = FIRST ? at : arg[i];
-    for (int kj = FIRST ? 1 : 0; kj < KW; ++kj) {
-      const bool gt = r[kj] > b;
-      b = gt ? r[kj] : b;
-      a = gt ? at + kj : a;
-    }
-    best[i] = b;
-    arg[i] = a;
+using PoolFold = void (*)(int, const float*, int64_t, int32_t, bool, float*, int32_t*);
+
+PoolFold pool_fold() {
+#if PYDECONV_X86
+  switch (gemm_isa()) {
+    case GemmIsa::Avx512:
+      return pool_fold_avx512;
+    case GemmIsa::Avx2:
+      return pool_fold_avx2;
+    case GemmIsa::Portable:
+      break;
   }
+#endif
+  return pool_fold_portable;
 }
 
 // The same with run-time width, stride and dilation (any other window).
@@ -54,14 +63,6 @@ void fold_row_any(const float* s, int64_t n, int32_t idx, int64_t kw, int64_t sw
     best[i] = b;
     arg[i] = a;
   }
-}
-
-template <int KW, int SW>
-void fold(const float* s, int64_t n, int32_t idx, bool first, float* best, int32_t* arg) {
-  if (first)
-    fold_row<KW, SW, true>(s, n, idx, best, arg);
-  else
-    fold_row<KW, SW, false>(s, n, idx, best, arg);
 }
 
 // One output of a window that may cross the input's border: the definition, in window order.
@@ -93,9 +94,13 @@ void max_pool_plane(const float* in, int64_t h, int64_t w, const Window2d& g, fl
   const int64_t lo = std::min(ow, (g.pl + g.sw - 1) / g.sw);
   const int64_t hi = w - 1 - span + g.pl < 0 ? 0 : std::min(ow, (w - 1 - span + g.pl) / g.sw + 1);
   const int64_t n = std::max<int64_t>(0, hi - lo);
-  const bool k2s2 = g.kw == 2 && g.sw == 2 && g.dw == 1;
-  const bool k3s2 = g.kw == 3 && g.sw == 2 && g.dw == 1;
-  const bool k3s1 = g.kw == 3 && g.sw == 1 && g.dw == 1;
+  // pool_fold's kinds (2x2/2, 3x3/2, 3x3/1), -1 for any other window.
+  const int kind = g.dw != 1                  ? -1
+                   : g.kw == 2 && g.sw == 2 ? 0
+                   : g.kw == 3 && g.sw == 2 ? 1
+                   : g.kw == 3 && g.sw == 1 ? 2
+                                            : -1;
+  const PoolFold fold_fn = pool_fold();
   for (int64_t oy = 0; oy < oh; ++oy) {
     float* orow = out + oy * ow;
     int32_t* srow = sw + oy * ow;
@@ -111,12 +116,8 @@ void max_pool_plane(const float* in, int64_t h, int64_t w, const Window2d& g, fl
       const int64_t x0 = lo * g.sw - g.pl;
       const float* s = in + iy * w + x0;
       const int32_t idx = static_cast<int32_t>(iy * w + x0);
-      if (k2s2)
-        fold<2, 2>(s, n, idx, first, orow + lo, srow + lo);
-      else if (k3s2)
-        fold<3, 2>(s, n, idx, first, orow + lo, srow + lo);
-      else if (k3s1)
-        fold<3, 1>(s, n, idx, first, orow + lo, srow + lo);
+      if (kind >= 0)
+        fold_fn(kind, s, n, idx, first, orow + lo, srow + lo);
       else
         fold_row_any(s, n, idx, g.kw, g.sw, g.dw, first, orow + lo, srow + lo);
       first = false;
