@@ -1,0 +1,72 @@
+"""Per-layer forward times, medians over repeated forwards, for the figures quoted in closing notes.
+
+    python bench/layer_times.py [--model zfnet|vgg16] [--threads 2] [--reps 40]
+
+Builds bench.py's model (seeded random weights, 1x3x224x224) and runs `reps` forwards
+(keep='minimal', each after bench.SETTLE_S) in a child process with PYDECONV_PROFILE=1, which makes
+the engine print each layer's time to stderr. Prints each layer's median and minimum in ms, over
+the forwards after the first five, and the whole forward's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+import pydeconv  # noqa: E402
+
+
+def child(model: str, threads: int, reps: int) -> None:
+    ops = bench.zfnet() if model == "zfnet" else bench.vgg16_trunk()
+    graph, params, _, _ = bench.realise(model, ops, (3, 224, 224))
+    net = pydeconv.build(graph, params)
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    for _ in range(reps):
+        time.sleep(bench.SETTLE_S)
+        t0 = time.perf_counter()
+        net.forward(x, threads=threads, keep="minimal")
+        print(f"#total {1e3 * (time.perf_counter() - t0):.3f}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["zfnet", "vgg16"], default="zfnet")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=40)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.model, args.threads, args.reps)
+        return
+    cmd = [sys.executable, __file__, "--child", "--model", args.model, "--threads", str(args.threads),
+           "--reps", str(args.reps)]
+    err = subprocess.run(cmd, env={**os.environ, "PYDECONV_PROFILE": "1"}, capture_output=True,
+                         text=True, check=True).stderr
+    times = collections.defaultdict(list)
+    for line in err.splitlines():
+        m = re.match(r"pydeconv forward \S+\s+(\S+)\s+([\d.]+) ms", line)
+        if m:
+            times[m.group(1)].append(float(m.group(2)))
+        m = re.match(r"#total ([\d.]+)", line)
+        if m:
+            times["(forward)"].append(float(m.group(1)))
+    print(f"{args.model}, {args.threads} thread(s), forwards 6..{args.reps}: median / min ms")
+    for name, ts in times.items():
+        ts = ts[5:]
+        print(f"{name:10s} {statistics.median(ts):8.2f} {min(ts):8.2f}")
+
+
+if __name__ == "__main__":
+    main()
