@@ -282,13 +282,24 @@ class Driver {
       float* bpanel = bblock + (pack_late ? 0 : jp * kcb * NR);
       if (pack_late) pack_b(j, pc, kcb, bpanel);
       int64_t ip = 0;
-      // Up to four full A panels and a full B panel: one zmm tile (mcb <= m - ic, so the rows
-      // are real); a partial last panel is left to the 6x16 kernel below.
-      while (wide_ != nullptr && nr == NR && ip < mcb / MR) {
+      // Up to four full A panels: one zmm tile (mcb <= m - ic, so the rows are real); a partial
+      // last A panel is left to the 6x16 kernel below. A partial B panel (the last columns of a
+      // 13x13 or 14x14 map) runs the same zmm kernel into a scratch tile, as the 6x16 edge path
+      // does, instead of falling to the ymm kernel: same arithmetic, twice the width.
+      while (wide_ != nullptr && ip < mcb / MR) {
         const int64_t panels = std::min(kWidePanels, mcb / MR - ip), i = ic + ip * MR;
         float* ctile = pr.c + i * pr.ldc + j;
         if (bias) add_bias(ctile, i, panels * MR, nr);
-        wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, ctile, pr.ldc, acc);
+        if (nr == NR) {
+          wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, ctile, pr.ldc, acc);
+        } else {
+          alignas(64) float tmp[kWidePanels * MR * NR];
+          wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, tmp, NR, false);
+          for (int64_t r = 0; r < panels * MR; ++r) {
+            float* row = ctile + r * pr.ldc;
+            for (int64_t q = 0; q < nr; ++q) row[q] = acc ? row[q] + tmp[r * NR + q] : tmp[r * NR + q];
+          }
+        }
         ip += panels;
       }
       for (; ip * MR < mcb; ++ip) {
