@@ -158,6 +158,8 @@ const Tensor& Net::activation(const Trace& t, const std::string& layer) const {
   return *a;
 }
 
+Tensor Net::input_buffer(const Shape& s) const { return Tensor(s, impl_->pool); }
+
 const IndexTensor& Net::switches(const Trace& t, const std::string& layer) const {
   int i = layer_index(layer);
   if (!impl_->layers[i]->needs().switches)

@@ -1,4 +1,5 @@
 // The graph executor from C++: build, forward, switches, projections, adjoints, errors.
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -115,6 +116,27 @@ TEST(deconvnet_start_at_max_keeps_one_value) {
   Trace m = net.forward(ctx, random_tensor(Shape::nchw(1, 2, 9, 9), 5), "", Keep::Minimal);
   Tensor q = net.project(ctx, m, "conv2", s, Rule::Deconvnet);
   for (int64_t i = 0; i < p.numel(); ++i) CHECK(p.data()[i] == q.data()[i]);
+}
+
+// An input built in the net's buffer pool runs like any other tensor, and once its trace is gone
+// the next input_buffer of that shape reuses the block (no fresh pages per pass).
+TEST(input_buffer_comes_from_the_pool) {
+  Net net(small_graph());
+  Ctx ctx;
+  const Tensor x = random_tensor(Shape::nchw(1, 2, 9, 9), 7);
+  const Trace plain = net.forward(ctx, x);
+  const float* first = nullptr;
+  for (int pass = 0; pass < 2; ++pass) {
+    Tensor in = net.input_buffer(x.shape());
+    CHECK(in.shape() == x.shape());
+    std::copy(x.data(), x.data() + x.numel(), in.data());
+    if (pass == 0) first = in.data();
+    else CHECK(in.data() == first);
+    const Trace t = net.forward(ctx, in, "", Keep::Minimal);
+    const Tensor& a = net.activation(plain, "conv2");
+    const Tensor& b = net.activation(t, "conv2");
+    for (int64_t i = 0; i < a.numel(); ++i) CHECK(a.data()[i] == b.data()[i]);
+  }
 }
 
 TEST(graph_errors_name_the_layer) {

@@ -84,6 +84,9 @@ class Net {
   // outputs of `also_keep` are kept too (e.g. the layers to be projected from).
   Trace forward(const Ctx& ctx, const Tensor& x, const std::string& upto = "",
                 Keep keep = Keep::All, const std::vector<std::string>& also_keep = {}) const;
+  // Uninitialised storage for an input batch of shape `s` (the caller fills it) from the buffer
+  // pool the net's passes draw on: repeated passes reuse its memory instead of fresh pages.
+  Tensor input_buffer(const Shape& s) const;
   // The activation of a layer in a trace; throws when it was not kept or computed.
   const Tensor& activation(const Trace& t, const std::string& layer) const;
   const IndexTensor& switches(const Trace& t, const std::string& layer) const;
