@@ -1,12 +1,12 @@
 """Page faults and kernel (system) time per call, for the figures quoted in closing notes.
 
-    python bench/faults.py [--threads 2] [--calls 10]
+    python bench/faults.py [--threads 2] [--calls 10] [--model vgg16|zfnet]
 
-Builds bench.py's VGG16 trunk (seeded random weights, 1x3x224x224) and, after warm-up calls,
-reports per call (getrusage of this process): wall ms, minor page faults, system CPU ms, for
+Builds bench.py's VGG16 trunk (or ZFNet; seeded random weights, 1x3x224x224) and, after warm-up
+calls, reports per call (getrusage of this process): wall ms, minor page faults, system CPU ms, for
   - forward with keep="minimal" and with keep="all";
-  - the deconvnet projection (at="max") of one conv5_3 unit (channel 256, central: its receptive
-    field covers most of the image) and one conv3_3 unit (channel 86), after a forward.
+  - VGG16 only: the deconvnet projection (at="max") of one conv5_3 unit (channel 256, central: its
+    receptive field covers most of the image) and one conv3_3 unit (channel 86), after a forward.
 Run it on an older commit to compare (e.g. 5c5a805, before the buffer pool).
 """
 
@@ -41,13 +41,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calls", type=int, default=10)
+    ap.add_argument("--model", choices=["vgg16", "zfnet"], default="vgg16")
     args = ap.parse_args()
     t, calls = args.threads, args.calls
-    graph, params, _, _ = bench.realise("vgg16", bench.vgg16_trunk(), (3, 224, 224))
+    ops = bench.vgg16_trunk() if args.model == "vgg16" else bench.zfnet()
+    graph, params, _, _ = bench.realise(args.model, ops, (3, 224, 224))
     net = pydeconv.build(graph, params)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     for keep in ("minimal", "all"):
         print(f"forward keep={keep:8s}", per_call(lambda: net.forward(x, threads=t, keep=keep), calls))
+    if args.model != "vgg16":
+        return
     for layer, ch in (("conv5_3", 256), ("conv3_3", 86)):
         _, trace = net.forward(x, threads=t, keep=[layer])
         print(f"project {layer} ch {ch:3d}  ",
