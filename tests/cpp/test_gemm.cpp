@@ -293,6 +293,29 @@ TEST(sgemm_packed_panels_matches) {
       sgemm_packed_panels(pa, cs.n, panels, bias.data(), two.data(), cs.ldc(), cs.accumulate, 2);
       check_close(cs, tol, ref, one, what + " + bias");
       CHECK(same_bits(one, two));
+      // The ReLU epilogue: C itself as computed, relu(C) and [C > 0] beside it (every tile, edge
+      // tiles included, at 1 and 2 threads), or relu(C) in place of C without a mask.
+      for (int threads : {1, 2}) {
+        std::vector<float> c = op.c0, r(c.size(), -7.f), inplace = op.c0;
+        std::vector<uint8_t> mk(c.size(), 9);
+        ReluEpilogue ep{r.data(), mk.data()};
+        sgemm_packed_panels(pa, cs.n, panels, bias.data(), c.data(), cs.ldc(), cs.accumulate,
+                            threads, &ep);
+        CHECK(same_bits(c, one));
+        ReluEpilogue own{inplace.data(), nullptr};
+        sgemm_packed_panels(pa, cs.n, panels, bias.data(), inplace.data(), cs.ldc(), cs.accumulate,
+                            threads, &own);
+        for (int64_t i = 0; i < cs.m; ++i)
+          for (int64_t j = 0; j < cs.ldc(); ++j) {
+            const size_t at = static_cast<size_t>(i * cs.ldc() + j);
+            if (j >= cs.n) {  // padding columns: untouched
+              CHECK(r[at] == -7.f && mk[at] == 9 && same_bits({inplace[at]}, {op.c0[at]}));
+              continue;
+            }
+            const float want = one[at] > 0.f ? one[at] : 0.f;
+            CHECK(r[at] == want && inplace[at] == want && mk[at] == (one[at] > 0.f ? 1 : 0));
+          }
+      }
       by_isa.emplace_back(isa, std::move(one));
     }
     check_avx_paths_agree(by_isa, "panels + bias " + cs.str());
@@ -307,6 +330,14 @@ TEST(sgemm_packed_panels_matches) {
   CHECK(c[0] == 4.0f && c[1] == 4.0f && c[2] == 5.0f && c[3] == 5.0f);
   sgemm_packed_panels(pa, 2, none, bias, c, 2, false, 1);
   CHECK(c[0] == 3.0f && c[3] == 4.0f);
+  // ... and the ReLU epilogue on it.
+  const float negative[2] = {-3, 4};
+  float r[4] = {0, 0, 0, 0};
+  uint8_t mk[4] = {7, 7, 7, 7};
+  const ReluEpilogue ep{r, mk};
+  sgemm_packed_panels(pa, 2, none, negative, c, 2, false, 1, &ep);
+  CHECK(c[0] == -3.0f && r[0] == 0.0f && r[1] == 0.0f && r[2] == 4.0f && r[3] == 4.0f);
+  CHECK(mk[0] == 0 && mk[1] == 0 && mk[2] == 1 && mk[3] == 1);
 }
 
 // k = 0 is an empty sum: C becomes 0, or stays as it was when accumulating; m or n = 0 is a no-op.

@@ -106,10 +106,19 @@ class BPanels {
   virtual void pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* dst) const = 0;
 };
 
+// A ReLU applied to each finished tile of C while it is still in cache (a conv followed by a ReLU,
+// without a second pass over the output): relu(C) into `out` (C's layout and ldc; may be C
+// itself) and, when `mask` is not null, [C > 0] into mask (same layout, one byte per element).
+struct ReluEpilogue {
+  float* out = nullptr;
+  uint8_t* mask = nullptr;
+};
+
 // C[m x n] = A * B + bias (+ C when accumulate), A pre-packed, B from `b` (k = a.k() rows);
 // bias[i] is added to row i when `bias` is not null (while the tile is in registers' reach).
-// Same blocking and summation order as sgemm_packed.
+// Same blocking and summation order as sgemm_packed. With `relu`, see ReluEpilogue.
 void sgemm_packed_panels(const PackedA& a, int64_t n, const BPanels& b, const float* bias, float* c,
-                         int64_t ldc, bool accumulate, int threads);
+                         int64_t ldc, bool accumulate, int threads,
+                         const ReluEpilogue* relu = nullptr);
 
 }  // namespace pydeconv::kernels

@@ -223,15 +223,14 @@ ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t
 void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
                     const Window2d& g, int64_t groups, Tensor& out, const ConvPacked* packed,
                     Tensor* relu_out, TensorT<uint8_t>* relu_mask) {
-  // The fused ReLU as its own pass, where the conv's output pass cannot do it (not Winograd).
-  auto relu_pass = [&] {
+  if (ctx.reference) {
+    conv2d_forward_ref(in, weight, bias, g, groups, out);
+    // The fused ReLU as its own pass here; the fast paths apply it as they write each output
+    // (Winograd's output transform, the GEMM's epilogue).
     if (relu_out != nullptr)
       relu_forward(ctx, out.data(), relu_out->data(), relu_mask ? relu_mask->data() : nullptr,
                    out.numel());
-  };
-  if (ctx.reference) {
-    conv2d_forward_ref(in, weight, bias, g, groups, out);
-    return relu_pass();
+    return;
   }
   ConvPacked local;
   if (packed == nullptr) local = conv2d_pack_forward(weight, groups), packed = &local;
@@ -253,14 +252,20 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
     wc.pt = g.pt, wc.pl = g.pl, wc.bias = bias, wc.tile = tile;
     return winograd_conv3x3(ctx, wc, packed->groups[0], rects);
   }
+  // The ReLU (and its mask) on each output tile as the GEMM finishes it.
   for (int64_t n = 0; n < is.n; ++n)
     for (int64_t gi = 0; gi < groups; ++gi) {
       const ColRect rect{in.plane(n, gi * cg), 0, 0, os.h, os.w, 0, 0, is.h, 0, is.w};
       const Im2colPanels panels(g, cg, is.h, is.w, {rect});
+      ReluEpilogue relu;
+      if (relu_out != nullptr) {
+        relu.out = relu_out->plane(n, gi * ocg);
+        if (relu_mask != nullptr) relu.mask = relu_mask->plane(n, gi * ocg);
+      }
       sgemm_packed_panels(packed->groups[gi], p, panels, bias ? bias + gi * ocg : nullptr,
-                          out.plane(n, gi * ocg), p, false, ctx.threads);
+                          out.plane(n, gi * ocg), p, false, ctx.threads,
+                          relu_out != nullptr ? &relu : nullptr);
     }
-  relu_pass();
 }
 
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& rs,

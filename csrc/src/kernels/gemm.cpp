@@ -187,10 +187,25 @@ struct Problem {
   const BPanels* panels = nullptr;  // packs op(B) itself (then `b` is unused)
   const float* bpacked = nullptr;   // op(B) already packed (then `b`, `panels` are unused)
   const float* bias = nullptr;      // added to row i of C once, with the first KC block
+  ReluEpilogue relu;                // relu.out null: none
   float* c = nullptr;
   int64_t ldc = 0;
   bool accumulate = false;
 };
+
+// The ReLU epilogue on the finished C block at rows i.., columns j.. (rows x nr).
+void apply_relu(const Problem& pr, int64_t i, int64_t j, int64_t rows, int64_t nr) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t at = (i + r) * pr.ldc + j;
+    const float* x = pr.c + at;
+    float* y = pr.relu.out + at;
+    if (pr.relu.mask != nullptr) {
+      uint8_t* mk = pr.relu.mask + at;
+      for (int64_t q = 0; q < nr; ++q) mk[q] = x[q] > 0.f;
+    }
+    for (int64_t q = 0; q < nr; ++q) y[q] = x[q] > 0.f ? x[q] : 0.f;
+  }
+}
 
 class Driver {
  public:
@@ -277,6 +292,7 @@ class Driver {
     const Problem& pr = pr_;
     const bool bias = pr.bias != nullptr && pc == 0;
     const bool acc = pr.accumulate || pc > 0 || bias;
+    const bool last = pr.relu.out != nullptr && pc + kcb == pr.k;  // C tiles final: the epilogue
     for (int64_t jp = 0; jp * NR < ncb; ++jp) {
       const int64_t j = jc + jp * NR, nr = std::min(NR, pr.n - j);
       float* bpanel = bblock + (pack_late ? 0 : jp * kcb * NR);
@@ -300,6 +316,7 @@ class Driver {
             for (int64_t q = 0; q < nr; ++q) row[q] = acc ? row[q] + tmp[r * NR + q] : tmp[r * NR + q];
           }
         }
+        if (last) relu_tile(i, j, panels * MR, nr);
         ip += panels;
       }
       for (; ip * MR < mcb; ++ip) {
@@ -318,8 +335,13 @@ class Driver {
             for (int64_t q = 0; q < nr; ++q) row[q] = acc ? row[q] + tmp[r * NR + q] : tmp[r * NR + q];
           }
         }
+        if (last) relu_tile(i, j, mr, nr);
       }
     }
+  }
+
+  void relu_tile(int64_t i, int64_t j, int64_t rows, int64_t nr) const {
+    apply_relu(pr_, i, j, rows, nr);
   }
 
   // Starts rows i.. of the C tile at `ctile` (rows x nr) from the bias, before the first KC block.
@@ -449,7 +471,7 @@ void unpack_a(const PackedA& a, float* out, int64_t lda) {
 }
 
 void sgemm_packed_panels(const PackedA& a, int64_t n, const BPanels& b, const float* bias, float* c,
-                         int64_t ldc, bool accumulate, int threads) {
+                         int64_t ldc, bool accumulate, int threads, const ReluEpilogue* relu) {
   if (a.empty()) fail(ErrorKind::Value, "sgemm_packed_panels: empty PackedA");
   check_args(a.m(), n, a.k(), 0, 0, 0, 0, ldc);
   Problem pr;
@@ -457,9 +479,13 @@ void sgemm_packed_panels(const PackedA& a, int64_t n, const BPanels& b, const fl
   pr.packed = a.data();
   pr.panels = &b, pr.bias = bias, pr.c = c, pr.ldc = ldc;
   pr.accumulate = accumulate;
-  if (pr.k == 0 && bias != nullptr && n > 0) {  // C = bias (+ C): the empty sum plus the bias
+  if (relu != nullptr) pr.relu = *relu;
+  if (pr.k == 0) {  // C = bias (+ C): the empty sum plus the bias, then the epilogue
+    if (pr.m == 0 || n == 0) return;
     for (int64_t i = 0; i < pr.m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + bias[i];
+      for (int64_t j = 0; j < n; ++j)
+        c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + (bias != nullptr ? bias[i] : 0.0f);
+    if (pr.relu.out != nullptr) apply_relu(pr, 0, 0, pr.m, n);
     return;
   }
   run_problem(pr, threads);
