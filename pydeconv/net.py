@@ -148,6 +148,12 @@ class Net:
         """Parameters as read-only views of the engine's storage, keyed "LAYER/PARAM"."""
         return self._core.params()
 
+    def cache_bytes(self) -> int:
+        """Bytes the engine keeps to run faster: the Winograd-transformed filters of convs on small
+        maps (13x13 or 14x14 at hundreds of channels), filled by the first forward that uses them.
+        At most a quarter of the parameters' bytes; 0 when nothing qualified or fitted."""
+        return int(self._core.cache_bytes())
+
     def info(self) -> list[dict]:
         """Per layer, in execution order: name, kind, inputs, shape, receptive field, params, rule."""
         return [dict(d) for d in self._info]

@@ -118,3 +118,42 @@ def test_many_channels_batched(setup, wmode):
     for c in (0, 7, 15):
         one = net.project(trace, "conv2_2", channel=c, at="max")
         npref.assert_close(many[:, c], one, err_msg=f"channel {c}")
+
+
+@pytest.fixture(scope="module")
+def small_maps():
+    """13x13 maps at 64-96 channels: F(4x4) there qualifies for the transformed-filter cache (the
+    filter transform is ~20% of a call). The FC layer's 1.6M parameters give the net a budget (a
+    quarter of its parameter bytes, 1.6 MB) with room for both convs' transformed filters
+    (0.45 + 0.89 MB), as ZFNet's FC layers do for its conv3-5."""
+    b = models._Builder("small_maps", (32, 13, 13), 11)
+    b.conv("conv_a", "input", 64, 3, padding=1)
+    b.add("relu_a", "relu", "conv_a")
+    b.conv("conv_b", "relu_a", 96, 3, padding=1)
+    b.add("relu_b", "relu", "conv_b")
+    b.add("flat", "flatten", "relu_b")
+    b.linear("fc", "flat", 100)
+    graph, params = b.done()
+    x = models.random_input((1, 32, 13, 13), 12)
+    acts, _ = npref.forward(graph, params, x)
+    return graph, params, x, acts
+
+
+def test_filter_cache_gives_the_uncached_result(small_maps, wmode):
+    """The first forward keeps the transformed filters (F(4x4) only: under F(2x2) the transform
+    is a smaller share), later ones read them: every pass equals a fresh net's first bit for bit,
+    at 1 and 2 threads, and the reference within rounding."""
+    graph, params, x, acts = small_maps
+    net = pydeconv.build(graph, params)
+    assert net.cache_bytes() == 0
+    fresh = pydeconv.build(graph, params).forward(x, threads=1, keep="all")[1]
+    for t in (1, 1, 2, 2):
+        _, trace = net.forward(x, threads=t, keep="all")
+        for name in ("conv_a", "conv_b", "fc"):
+            np.testing.assert_array_equal(trace.activation(name), fresh.activation(name), err_msg=name)
+            npref.assert_close(trace.activation(name), acts[name], err_msg=name)
+    params_bytes = sum(4 * v.size for v in params.values())
+    if wmode == 2 or pydeconv.get_reference_kernels():
+        assert net.cache_bytes() == 0
+    else:
+        assert 4 * 36 * (64 * 32 + 96 * 64) <= net.cache_bytes() <= params_bytes // 4

@@ -130,6 +130,7 @@ PYBIND11_MODULE(_core, m) {
              return std::make_unique<Net>(std::move(g));
            }),
            py::arg("input_name"), py::arg("input_shape"), py::arg("layers"), py::arg("outputs"))
+      .def("cache_bytes", &Net::cache_bytes)
       .def("info", [](const Net& n) {
         py::list out;
         for (const auto& li : n.info()) {

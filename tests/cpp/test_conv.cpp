@@ -5,10 +5,14 @@
 // per-call packed weights. Tolerances come from the float error bound of each sum:
 // |error| <= (K + 4) * 2^-24 * sum |terms|, with sum |terms| computed by the reference kernel on
 // absolute values.
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "../../csrc/src/kernels/winograd.hpp"
 #include "check.hpp"
@@ -359,6 +363,69 @@ TEST(winograd_dispatch) {
   }
   CHECK(threw);
   CHECK(kernels::winograd_mode() == 1);
+}
+
+// The transformed-filter cache of a forward conv (conv2d_share_wino_budget): a 13x13 map under
+// F(4x4) qualifies (16 tiles: the filter transform is ~20% of the call). With room in the budget
+// the first call fills it and takes its bytes from the budget; every call (1 and 2 threads, and
+// 4 threads calling at once on a fresh cache) gives the uncached result bit for bit. Without room,
+// nothing is kept and the budget is untouched. Another instruction set does not use it.
+TEST(winograd_filter_cache) {
+  std::mt19937 rng(29);
+  const Window2d g = window(3, 3, 1, 1, 1, 1, 1, 1);
+  const Tensor in = random_tensor(Shape::nchw(1, 32, 13, 13), rng);
+  const Tensor w = random_tensor(Shape::nchw(40, 32, 3, 3), rng);
+  const Tensor bias = random_tensor(Shape::vec(40), rng);
+  const Shape os = Shape::nchw(1, 40, 13, 13);
+  kernels::WinoCount count;
+  count.add(13, 13);
+  CHECK(kernels::winograd_tile(40, 32, count) == 4);
+  const kernels::ConvPacked plain = kernels::conv2d_pack_forward(w, 1);
+  Tensor want(os);
+  kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), g, 1, want, &plain);
+  CHECK(kernels::conv2d_wino_cached_bytes(plain) == 0);
+
+  auto budget = std::make_shared<std::atomic<int64_t>>(int64_t(1) << 30);
+  kernels::ConvPacked cached = kernels::conv2d_pack_forward(w, 1);
+  kernels::conv2d_share_wino_budget(cached, budget);
+  for (int threads : {1, 1, 2, 2}) {
+    Tensor got(os);
+    kernels::conv2d_forward(Ctx{threads, false}, in, w, bias.data(), g, 1, got, &cached);
+    CHECK(same_bits(got, want));
+  }
+  const int64_t bytes = kernels::conv2d_wino_cached_bytes(cached);
+  CHECK(bytes >= int64_t(36 * 40 * 32 * sizeof(float)));  // U: 36 positions x m x k at least
+  CHECK(budget->load() == (int64_t(1) << 30) - bytes);
+
+  kernels::ConvPacked racing = kernels::conv2d_pack_forward(w, 1);
+  kernels::conv2d_share_wino_budget(racing, budget);
+  std::vector<Tensor> outs(4, Tensor(os));
+  std::vector<std::thread> team;
+  for (size_t t = 0; t < outs.size(); ++t)
+    team.emplace_back([&, t] {
+      kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), g, 1, outs[t], &racing);
+    });
+  for (std::thread& t : team) t.join();
+  for (const Tensor& o : outs) CHECK(same_bits(o, want));
+  CHECK(kernels::conv2d_wino_cached_bytes(racing) == bytes);  // filled once
+  CHECK(budget->load() == (int64_t(1) << 30) - 2 * bytes);
+
+  auto small = std::make_shared<std::atomic<int64_t>>(bytes - 1);
+  kernels::ConvPacked refused = kernels::conv2d_pack_forward(w, 1);
+  kernels::conv2d_share_wino_budget(refused, small);
+  Tensor got(os);
+  kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), g, 1, got, &refused);
+  CHECK(same_bits(got, want));
+  CHECK(kernels::conv2d_wino_cached_bytes(refused) == 0 && small->load() == bytes - 1);
+
+  if (std::string(kernels::sgemm_isa()) != "portable") {  // a forced ISA transforms per call
+    kernels::sgemm_force_isa("portable");
+    Tensor port(os), port_cached(os);
+    kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), g, 1, port, &plain);
+    kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), g, 1, port_cached, &cached);
+    kernels::sgemm_force_isa("auto");
+    CHECK(same_bits(port, port_cached));
+  }
 }
 
 PYDECONV_TEST_MAIN()

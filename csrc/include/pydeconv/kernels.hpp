@@ -3,7 +3,9 @@
 // Backward kernels take a gradient batch B = N * reps: gradient sample b belongs to forward sample
 // b / reps (several start signals for one image are projected in one pass).
 #pragma once
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "pydeconv/gemm.hpp"
@@ -45,8 +47,12 @@ namespace kernels {
 // conv2d: in (N, C, H, W), weight (OC, C/groups, KH, KW), bias (OC) or null, out (N, OC, OH, OW).
 // The fast kernels run on weights packed once for the GEMM (a layer packs them at load; without
 // `packed` they are packed per call). Packs are immutable and may serve many threads at once.
+struct WinoCache;  // kernels/winograd.hpp
 struct ConvPacked {
   std::vector<PackedA> groups;  // one packed matrix per group
+  // Winograd-transformed filters kept across forward calls, when enabled
+  // (conv2d_share_wino_budget); null otherwise.
+  std::shared_ptr<WinoCache> wino;
 };
 // Per group W_g as (OC/groups) x (C/groups * KH * KW): the forward GEMM's A.
 ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups);
@@ -54,6 +60,15 @@ ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups);
 // channels swapped, (C/groups) x (OC/groups * KH * KW): the transposed conv is then a forward
 // conv of gout. Strided: W_g^T, (C/groups * KH * KW) x (OC/groups), for GEMM + col2im.
 ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t groups);
+
+// Lets the forward conv keep its Winograd-transformed filters across calls where transforming
+// them costs a large share of each call (small maps: 13x13 or 14x14 at 256+ channels), drawing
+// their memory from `budget_bytes`, which the layers of a net share (net.cpp gives it a quarter
+// of the net's parameter bytes). The first call that qualifies reserves the bytes and fills the
+// cache; a refused reservation is final. Null: never cache.
+void conv2d_share_wino_budget(ConvPacked& p, std::shared_ptr<std::atomic<int64_t>> budget_bytes);
+// Bytes of transformed filters `p` keeps (0 when none).
+int64_t conv2d_wino_cached_bytes(const ConvPacked& p);
 
 // With relu_out (may be `out` itself) also relu(out) there, and [out > 0] in relu_mask when given:
 // a following ReLU fused into the conv's output pass (its own pass in the other cases).

@@ -1,6 +1,7 @@
 // pydeconv: layer specifications (what a model file describes) and the layer interface that the
 // executor drives through the registry.
 #pragma once
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -95,6 +96,11 @@ class Layer {
   virtual RfStep rf() const { return {}; }
   // The input region that can be non-zero when the output's region `r` is (all inputs alike).
   virtual Region input_region(const Region& r, const Shape& in) const;
+  // A byte budget, shared by a net's layers, for caches that trade memory for speed (conv:
+  // transformed filters). Called once by the net after building every layer.
+  virtual void share_cache_budget(const std::shared_ptr<std::atomic<int64_t>>& bytes) { (void)bytes; }
+  // Bytes such caches hold now.
+  virtual int64_t cache_bytes() const { return 0; }
   int64_t param_count() const;
   // A parameter in its stored layout (layers that keep only a packed copy rebuild it).
   virtual Tensor parameter(const std::string& key) const;

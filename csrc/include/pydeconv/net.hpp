@@ -84,6 +84,9 @@ class Net {
   // outputs of `also_keep` are kept too (e.g. the layers to be projected from).
   Trace forward(const Ctx& ctx, const Tensor& x, const std::string& upto = "",
                 Keep keep = Keep::All, const std::vector<std::string>& also_keep = {}) const;
+  // Bytes the layers' speed caches hold (Winograd-transformed filters of small-map convs, kept
+  // after the first forward that needs them); at most a quarter of the parameters' bytes.
+  int64_t cache_bytes() const;
   // Uninitialised storage for an input batch of shape `s` (the caller fills it) from the buffer
   // pool the net's passes draw on: repeated passes reuse its memory instead of fresh pages.
   Tensor input_buffer(const Shape& s) const;

@@ -249,7 +249,7 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
     }
     WinoConv wc;
     wc.k_ch = is.c, wc.m_ch = os.c, wc.sh = is.h, wc.sw = is.w, wc.dh = os.h, wc.dw = os.w;
-    wc.pt = g.pt, wc.pl = g.pl, wc.bias = bias, wc.tile = tile;
+    wc.pt = g.pt, wc.pl = g.pl, wc.bias = bias, wc.tile = tile, wc.cache = packed->wino.get();
     return winograd_conv3x3(ctx, wc, packed->groups[0], rects);
   }
   // The ReLU (and its mask) on each output tile as the GEMM finishes it.

@@ -149,6 +149,31 @@ struct TransformFns {
 };
 TransformFns transform_fns(int64_t tile);
 
+// Cost of F(tile x tile, 3x3) over `tiles` tiles, in multiply-adds per (m, k) pair: alpha^2 per
+// tile (NR-padded); the input and output transforms, per tile and source / destination channel;
+// and the filter transform, once per call when all of U fits the shared budget, else once per
+// block of tiles. F(2x2)'s weights were fitted to VGG16's layers; F(4x4)'s transforms do about
+// 4x the work per tile (and 2.25x per filter, with less regular arithmetic).
+struct WinoCost {
+  double total = 0.0, filters = 0.0;  // filters: the filter transform's part of the total
+};
+WinoCost winograd_cost(int64_t m, int64_t k, int64_t tiles, int64_t tile) {
+  const double tp = static_cast<double>(round_up(tiles, NR));
+  const double md = static_cast<double>(m), kd = static_cast<double>(k);
+  const double per_tile = tile == 4 ? 12.0 : 3.0, per_filter = tile == 4 ? 150.0 : 40.0;
+  const double transforms = tp * per_tile * (kd + md) / (md * kd);
+  const int64_t u = ceil_div(m, kRowsPerBlock) * alpha_sq(tile) * u_stride(kRowsPerBlock, k);
+  const double filters = per_filter * (u <= kSharedUBudget
+                                           ? 1.0
+                                           : static_cast<double>(block_count(tiles, max_block_tiles(k, tile))));
+  return {static_cast<double>(alpha_sq(tile)) * tp + transforms + filters, filters};
+}
+
+// A forward call keeps its U (WinoCache) when the filter transform is at least this share of its
+// cost: ZFNet's conv3-5 under F(4x4) (13x13 maps, 16 tiles: 21%), not VGG16's conv4 (28x28, 49
+// tiles: 6%).
+constexpr double kCacheShare = 0.15;
+
 class Winograd {
  public:
   Winograd(const Ctx& ctx, const WinoConv& wc, const PackedA& w, const std::vector<WinoRect>& rects)
@@ -167,6 +192,7 @@ class Winograd {
     // costs more than it saves.
     if (static_cast<double>(total) * static_cast<double>(xi_ * k_ * m_) < kMinParallelFma)
       threads_ = 1;
+    total_tiles_ = total;
     int64_t nb = block_count(total, tmax_);
     if (nb > 1) nb = round_up(nb, threads_);
     target_ = std::max(NR, ceil_div(total, nb));
@@ -207,8 +233,9 @@ class Winograd {
     // the filter transform); otherwise per thread, for its row block of the moment.
     const int64_t u_rows = xi_ * u_stride(rows_, k_);
     const int64_t nrb = ceil_div(m_, rows_);
-    const bool shared = nrb * u_rows <= kSharedUBudget && block_start_.size() > 2;
-    const int64_t u = shared ? 0 : u_rows;
+    const float* cached = cached_filters(nrb, u_rows);
+    const bool shared = cached == nullptr && nrb * u_rows <= kSharedUBudget && block_start_.size() > 2;
+    const int64_t u = shared || cached != nullptr ? 0 : u_rows;
     const int64_t mm = xi_ * xi_stride(mpad * tpad);
     const int64_t per = round_up(rowbuf, 16) + round_up(ybuf, 16) + round_up(u, 16) +
                         round_up(mm, 16);
@@ -223,7 +250,7 @@ class Winograd {
       wk.u = p, p += round_up(u, 16);
       wk.m = p;
     }
-    shared_u_ = nullptr;
+    shared_u_ = cached;
     if (shared) {
       float* all = tl_u.get(nrb * u_rows);
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (threads_ > 1)
@@ -254,6 +281,37 @@ class Winograd {
   }
 
  private:
+  // U of every row block (run()'s shared layout: row block rb at rb * u_rows) from the layer's
+  // WinoCache, filled here by the first forward call that qualifies (kCacheShare) while the net's
+  // budget has room; null when this call transforms its filters itself.
+  const float* cached_filters(int64_t nrb, int64_t u_rows) {
+    WinoCache* c = wc_.cache;
+    if (c == nullptr || wc_.transposed) return nullptr;
+    const int isa = static_cast<int>(gemm_isa());
+    std::lock_guard<std::mutex> lock(c->mu);
+    if (c->u != nullptr)
+      return c->tile == tile_ && c->rows == rows_ && c->isa == isa ? c->u.get() : nullptr;
+    if (c->settled || c->budget == nullptr) return nullptr;
+    const WinoCost cost = winograd_cost(m_, k_, total_tiles_, tile_);
+    if (cost.filters < kCacheShare * cost.total) return nullptr;  // a later call may qualify
+    const int64_t floats = nrb * u_rows, bytes = floats * int64_t(sizeof(float));
+    int64_t left = c->budget->load();
+    do {
+      if (left < bytes) {
+        c->settled = true;
+        return nullptr;
+      }
+    } while (!c->budget->compare_exchange_weak(left, left - bytes));
+    Tensor all(Shape::vec(floats));
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (threads_ > 1)
+    for (int64_t rb = 0; rb < nrb; ++rb)
+      filter_transform(rb * rows_, std::min(m_, rb * rows_ + rows_), all.data() + rb * u_rows);
+    c->u = all.storage();
+    c->tile = static_cast<int>(tile_), c->rows = rows_, c->isa = isa, c->bytes = bytes;
+    c->settled = true;
+    return c->u.get();
+  }
+
   // Tile rows of every rectangle, cut into segments of at most target_ tiles, grouped into blocks
   // of at most target_ tiles.
   void segments() {
@@ -499,8 +557,9 @@ class Winograd {
   int threads_ = 1;
   int64_t tile_ = 2, alpha_ = 4, xi_ = 16;
   int64_t k_ = 0, m_ = 0, kc_ = 0, tmax_ = 0, target_ = 0, rows_ = 0, v_stride_ = 0;
+  int64_t total_tiles_ = 0;
   bool by_blocks_ = false;
-  const float* shared_u_ = nullptr;  // U of every row block, when computed once per call
+  const float* shared_u_ = nullptr;  // U of every row block, computed once per call or cached
   std::vector<Seg> segs_;
   std::vector<size_t> block_start_;  // segs_[block_start_[b] .. block_start_[b + 1]) = block b
 };
@@ -528,36 +587,31 @@ void winograd_conv3x3(const Ctx& ctx, const WinoConv& wc, const PackedA& weights
   Winograd(ctx, wc, weights, rects).run();
 }
 
+void conv2d_share_wino_budget(ConvPacked& p, std::shared_ptr<std::atomic<int64_t>> budget_bytes) {
+  if (budget_bytes == nullptr) {
+    p.wino = nullptr;
+    return;
+  }
+  p.wino = std::make_shared<WinoCache>();
+  p.wino->budget = std::move(budget_bytes);
+}
+
+int64_t conv2d_wino_cached_bytes(const ConvPacked& p) {
+  if (p.wino == nullptr) return 0;
+  std::lock_guard<std::mutex> lock(p.wino->mu);
+  return p.wino->u != nullptr ? p.wino->bytes : 0;
+}
+
 bool winograd_geometry(const Window2d& g, int64_t groups) {
   return groups == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
 }
-
-namespace {
-
-// Cost of F(tile x tile, 3x3) over `tiles` tiles, in multiply-adds per (m, k) pair: alpha^2 per
-// tile (NR-padded); the input and output transforms, per tile and source / destination channel;
-// and the filter transform, once per call when all of U fits the shared budget, else once per
-// block of tiles. F(2x2)'s weights were fitted to VGG16's layers; F(4x4)'s transforms do about
-// 4x the work per tile (and 2.25x per filter, with less regular arithmetic).
-double winograd_cost(int64_t m, int64_t k, int64_t tiles, int64_t tile) {
-  const double tp = static_cast<double>(round_up(tiles, NR));
-  const double md = static_cast<double>(m), kd = static_cast<double>(k);
-  const double per_tile = tile == 4 ? 12.0 : 3.0, per_filter = tile == 4 ? 150.0 : 40.0;
-  const double transforms = tp * per_tile * (kd + md) / (md * kd);
-  const int64_t u = ceil_div(m, kRowsPerBlock) * alpha_sq(tile) * u_stride(kRowsPerBlock, k);
-  const double filters = u <= kSharedUBudget
-                             ? 1.0
-                             : static_cast<double>(block_count(tiles, max_block_tiles(k, tile)));
-  return static_cast<double>(alpha_sq(tile)) * tp + transforms + per_filter * filters;
-}
-
-}  // namespace
 
 int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack, bool four) {
   const int mode = winograd_mode();
   if (mode == 0 || m < 8 || k < 16 || n.tiles2 <= 0) return 0;
   if (mode != 1) return mode;  // forced
-  const double c2 = winograd_cost(m, k, n.tiles2, 2), c4 = winograd_cost(m, k, n.tiles4, 4);
+  const double c2 = winograd_cost(m, k, n.tiles2, 2).total;
+  const double c4 = winograd_cost(m, k, n.tiles4, 4).total;
   // F(4x4) only where it clearly pays (it also rounds more).
   const int tile = four && c4 < 0.9 * c2 ? 4 : 2;
   return std::min(c2, c4) < slack * 9.0 * static_cast<double>(n.pixels) ? tile : 0;

@@ -14,13 +14,17 @@
 // coefficients and rounded sixths. Either way the result differs from the direct convolution by
 // rounding only (relative error ~1e-6 in float32; tests/test_winograd.py, tests/cpp/test_conv).
 //
-// No weights are stored transformed: U is rebuilt per call (the memory of a second weight copy,
-// 1.8x or 4x the weights, would cost more than the transform). When U for all destination
-// channels fits 8 MiB it is built once per call, else per block of tiles and of 48 destination
+// U is rebuilt per call (a second weight copy, 1.8x or 4x the weights, costs more memory than
+// most transforms cost time), except where the layer's WinoCache keeps it: small maps, where the
+// transform of all the filters is a large share of every call. When U for all destination
+// channels fits 4 MiB it is built once per call, else per block of tiles and of 48 destination
 // channels, in the calling thread's L2. V is written straight into the GEMM's packed B layout and
 // U into its packed A layout, so the GEMMs pack nothing.
 #pragma once
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "pydeconv/gemm.hpp"
@@ -53,6 +57,21 @@ struct WinoConv {
   bool transposed = false;
   const float* bias = nullptr;  // forward only; may be null
   int64_t tile = 2;             // output tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))
+  WinoCache* cache = nullptr;   // forward only; may be null
+};
+
+// A forward conv's transformed filters (U for every destination channel, in the layout of one
+// call's row blocks), kept once a call has found the filter transform to be a large share of its
+// cost (kCacheShare in winograd.cpp) and the net's budget had room. Valid only for calls with the
+// same tile size, row-block height and instruction set (others transform per call). Thread-safe:
+// the first qualifying call fills it under the mutex; later calls read it.
+struct WinoCache {
+  std::shared_ptr<std::atomic<int64_t>> budget;  // bytes the net's caches may still take
+  std::mutex mu;
+  bool settled = false;          // filled, or the budget refused: never try again
+  int tile = 0, isa = -1;
+  int64_t rows = 0, bytes = 0;
+  std::shared_ptr<const float> u;
 };
 
 // weights: the layer's forward GEMM packing of W, (OC) x (C * 9).

@@ -61,6 +61,11 @@ class Conv2d : public WindowLayer {
                             g_, groups_, *a.out, &packed_, a.relu_out, a.relu_mask);
   }
 
+  void share_cache_budget(const std::shared_ptr<std::atomic<int64_t>>& bytes) override {
+    kernels::conv2d_share_wino_budget(packed_, bytes);
+  }
+  int64_t cache_bytes() const override { return kernels::conv2d_wino_cached_bytes(packed_); }
+
   bool fuses_relu() const override { return true; }
 
   bool backward_reads_region_only() const override { return true; }
