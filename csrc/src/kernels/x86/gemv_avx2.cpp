@@ -9,17 +9,16 @@
 #include <cstdint>
 
 namespace pydeconv::kernels {
+
+#include "gemv_combine.inc"
+
 namespace {
 
 float finish(__m256 lo, __m256 hi, const float* x, const float* w, int64_t p, int64_t k) {
   alignas(32) float lane[16];
   _mm256_store_ps(lane, lo);
   _mm256_store_ps(lane + 8, hi);
-  for (int half = 8; half > 0; half /= 2)
-    for (int l = 0; l < half; ++l) lane[l] += lane[l + half];
-  float tail = 0.f;
-  for (; p < k; ++p) tail = std::fma(x[p], w[p], tail);  // explicit: no contraction choice
-  return lane[0] + tail;
+  return combine16(lane, x, w, p, k);
 }
 
 template <int R>

@@ -14,18 +14,15 @@
 #include <cstdint>
 
 namespace pydeconv::kernels {
+
+#include "gemv_combine.inc"
+
 namespace {
 
-// The 16 lanes combined by halving, then the tail products in order (written out in scalar: once
-// per row, and the same code as the AVX2 kernel's, so the two agree bit for bit).
 float finish(__m512 acc, const float* x, const float* w, int64_t p, int64_t k) {
   alignas(64) float lane[16];
   _mm512_store_ps(lane, acc);
-  for (int half = 8; half > 0; half /= 2)
-    for (int l = 0; l < half; ++l) lane[l] += lane[l + half];
-  float tail = 0.f;
-  for (; p < k; ++p) tail = std::fma(x[p], w[p], tail);  // explicit: no contraction choice
-  return lane[0] + tail;
+  return combine16(lane, x, w, p, k);
 }
 
 template <int R>
