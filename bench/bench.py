@@ -539,7 +539,9 @@ def main():
                 so.log_severity_level = 3  # no shape-merge warnings in the report
                 return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         total = sum(flops.values())
-        forward_part(rep, f"{title} ({total / 1e9:.1f} GFLOP)", net, model, sess_for, x, total, threads, reps)
+        # Whole-network forwards are short and the host noisy: more rounds for their medians.
+        forward_part(rep, f"{title} ({total / 1e9:.1f} GFLOP)", net, model, sess_for, x, total, threads,
+                     reps if args.quick else 15)
 
     net, model, ops, params, shapes, flops = vgg
     if "layers" in args.parts:
