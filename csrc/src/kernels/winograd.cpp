@@ -381,10 +381,14 @@ class Winograd {
       if (tb < n) padded_input(plane, iy0, ix0, tb, n, sg.t0, c, tpad, rc, v, wk);
     }
     // Columns past the block's last tile: zero (their results are never read, but keep them
-    // finite and deterministic).
-    for (int64_t xi = 0; xi < xi_; ++xi)
-      for (int64_t col = block_tiles(s1); col < tpad; ++col)
-        v[xi * v_stride_ + sgemm_packed_b_offset(tpad, k_, kc_, c, col)] = 0.0f;
+    // finite and deterministic). tpad rounds the block up to whole NR-column panels, so they are
+    // one run of the last panel's row c.
+    const int64_t bt = block_tiles(s1);
+    if (bt < tpad)
+      for (int64_t xi = 0; xi < xi_; ++xi) {
+        float* z = v + xi * v_stride_ + sgemm_packed_b_offset(tpad, k_, kc_, c, bt);
+        for (int64_t j = 0; j < tpad - bt; ++j) z[j] = 0.0f;
+      }
   }
 
   // The input transform of `count` consecutive tiles at block columns col0.., with rp[r]
