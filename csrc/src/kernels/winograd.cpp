@@ -302,7 +302,13 @@ class Winograd {
         return nullptr;
       }
     } while (!c->budget->compare_exchange_weak(left, left - bytes));
-    Tensor all(Shape::vec(floats));
+    Tensor all;
+    try {
+      all = Tensor(Shape::vec(floats));
+    } catch (...) {
+      c->budget->fetch_add(bytes);  // nothing kept: the bytes go back
+      throw;
+    }
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (threads_ > 1)
     for (int64_t rb = 0; rb < nrb; ++rb)
       filter_transform(rb * rows_, std::min(m_, rb * rows_ + rows_), all.data() + rb * u_rows);
