@@ -6,6 +6,7 @@
 #include "pydeconv/gemm.hpp"
 #include "pydeconv/kernels.hpp"
 #include "cpu.hpp"
+#include "relu_run.hpp"
 
 namespace pydeconv::kernels {
 
@@ -130,20 +131,13 @@ void linear_backward(const Ctx& ctx, const Tensor& gout, const Tensor& weight, T
 }
 
 void relu_forward(const Ctx& ctx, const float* x, float* y, uint8_t* mask, int64_t n) {
-  // Plain selects the compiler turns into packed compares; a second thread only pays once the
-  // tensor is well past the cache (memory bound either way). In place (y == x) the loops use
-  // one pointer: with two that alias, the vectoriser's overlap check takes its scalar path.
+  // Plain selects the compiler turns into packed compares (relu_run); a second thread only pays
+  // once the tensor is well past the cache (memory bound either way).
   constexpr int64_t kChunk = 4096;
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallelWork)
   for (int64_t c = 0; c < (n + kChunk - 1) / kChunk; ++c) {
     const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);
-    if (mask != nullptr)
-      for (int64_t i = i0; i < i1; ++i) mask[i] = x[i] > 0.f;
-    if (y == x) {
-      for (int64_t i = i0; i < i1; ++i) y[i] = y[i] > 0.f ? y[i] : 0.f;
-    } else {
-      for (int64_t i = i0; i < i1; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
-    }
+    relu_run(x + i0, y + i0, mask != nullptr ? mask + i0 : nullptr, i1 - i0);
   }
 }
 

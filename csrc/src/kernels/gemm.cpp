@@ -29,6 +29,7 @@
 #endif
 
 #include "cpu.hpp"
+#include "relu_run.hpp"
 #include "scratch.hpp"
 #include "pydeconv/error.hpp"
 #include "pydeconv/tensor.hpp"
@@ -197,13 +198,7 @@ struct Problem {
 void apply_relu(const Problem& pr, int64_t i, int64_t j, int64_t rows, int64_t nr) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t at = (i + r) * pr.ldc + j;
-    const float* x = pr.c + at;
-    float* y = pr.relu.out + at;
-    if (pr.relu.mask != nullptr) {
-      uint8_t* mk = pr.relu.mask + at;
-      for (int64_t q = 0; q < nr; ++q) mk[q] = x[q] > 0.f;
-    }
-    for (int64_t q = 0; q < nr; ++q) y[q] = x[q] > 0.f ? x[q] : 0.f;
+    relu_run(pr.c + at, pr.relu.out + at, pr.relu.mask != nullptr ? pr.relu.mask + at : nullptr, nr);
   }
 }
 
@@ -311,12 +306,9 @@ class Driver {
         } else {
           alignas(64) float tmp[kWidePanels * MR * NR];
           wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, tmp, NR, false);
-          for (int64_t r = 0; r < panels * MR; ++r) {
-            float* row = ctile + r * pr.ldc;
-            for (int64_t q = 0; q < nr; ++q) row[q] = acc ? row[q] + tmp[r * NR + q] : tmp[r * NR + q];
-          }
+          store_edge(tmp, ctile, panels * MR, nr, acc);
         }
-        if (last) relu_tile(i, j, panels * MR, nr);
+        if (last) apply_relu(pr, i, j, panels * MR, nr);
         ip += panels;
       }
       for (; ip * MR < mcb; ++ip) {
@@ -330,18 +322,20 @@ class Driver {
           // Edge tile: the full tile into a scratch, then the valid part; same arithmetic.
           alignas(64) float tmp[MR * NR];
           ukernel_(kcb, apanel, bpanel, tmp, NR, false);
-          for (int64_t r = 0; r < mr; ++r) {
-            float* row = ctile + r * pr.ldc;
-            for (int64_t q = 0; q < nr; ++q) row[q] = acc ? row[q] + tmp[r * NR + q] : tmp[r * NR + q];
-          }
+          store_edge(tmp, ctile, mr, nr, acc);
         }
-        if (last) relu_tile(i, j, mr, nr);
+        if (last) apply_relu(pr, i, j, mr, nr);
       }
     }
   }
 
-  void relu_tile(int64_t i, int64_t j, int64_t rows, int64_t nr) const {
-    apply_relu(pr_, i, j, rows, nr);
+  // The valid rows x nr part of an edge tile computed in full into `tmp` (NR-wide rows), into
+  // or onto (acc) C at `ctile`.
+  void store_edge(const float* tmp, float* ctile, int64_t rows, int64_t nr, bool acc) const {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = ctile + r * pr_.ldc;
+      for (int64_t q = 0; q < nr; ++q) row[q] = acc ? row[q] + tmp[r * NR + q] : tmp[r * NR + q];
+    }
   }
 
   // Starts rows i.. of the C tile at `ctile` (rows x nr) from the bias, before the first KC block.
