@@ -253,9 +253,7 @@ class Winograd {
     shared_u_ = cached;
     if (shared) {
       float* all = tl_u.get(nrb * u_rows);
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (threads_ > 1)
-      for (int64_t rb = 0; rb < nrb; ++rb)
-        filter_transform(rb * rows_, std::min(m_, rb * rows_ + rows_), all + rb * u_rows);
+      all_filters(nrb, u_rows, all);
       shared_u_ = all;
     }
     const int64_t nblocks = static_cast<int64_t>(block_start_.size()) - 1;
@@ -281,6 +279,14 @@ class Winograd {
   }
 
  private:
+  // U of all nrb row blocks into u, row block rb at rb * u_rows (run()'s shared layout), the
+  // blocks spread over the threads.
+  void all_filters(int64_t nrb, int64_t u_rows, float* u) const {
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (threads_ > 1)
+    for (int64_t rb = 0; rb < nrb; ++rb)
+      filter_transform(rb * rows_, std::min(m_, rb * rows_ + rows_), u + rb * u_rows);
+  }
+
   // U of every row block (run()'s shared layout: row block rb at rb * u_rows) from the layer's
   // WinoCache, filled here by the first forward call that qualifies (kCacheShare) while the net's
   // budget has room; null when this call transforms its filters itself.
@@ -309,9 +315,7 @@ class Winograd {
       c->budget->fetch_add(bytes);  // nothing kept: the bytes go back
       throw;
     }
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (threads_ > 1)
-    for (int64_t rb = 0; rb < nrb; ++rb)
-      filter_transform(rb * rows_, std::min(m_, rb * rows_ + rows_), all.data() + rb * u_rows);
+    all_filters(nrb, u_rows, all.data());
     c->u = all.storage();
     c->tile = static_cast<int>(tile_), c->rows = rows_, c->isa = isa, c->bytes = bytes;
     c->settled = true;
