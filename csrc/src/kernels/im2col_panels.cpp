@@ -80,6 +80,12 @@ void Im2colPanels::pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* 
 
   const int64_t taps = g_.kh * g_.kw;
   int64_t c = p0 / taps, ki = p0 % taps / g_.kw, kj = p0 % g_.kw;
+  auto next_tap = [&] {  // GEMM row p + 1: the next kernel column, row, then channel
+    if (++kj == g_.kw) {
+      kj = 0;
+      if (++ki == g_.kh) ki = 0, ++c;
+    }
+  };
   const bool one_run = nruns == 1 && runs[0].len == NR;
   if (!one_run && interior(runs, nruns)) {
     // Every tap of every column reads inside its rectangle (no padding reached): each panel row
@@ -95,10 +101,7 @@ void Im2colPanels::pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* 
       const int64_t at = c * plane + ki * g_.dh * w_ + kj * g_.dw;
       for (int64_t q = 0; q < nr; ++q) d[q] = col[q][at];
       for (int64_t q = nr; q < NR; ++q) d[q] = 0.0f;
-      if (++kj == g_.kw) {
-        kj = 0;
-        if (++ki == g_.kh) ki = 0, ++c;
-      }
+      next_tap();
     }
     return;
   }
@@ -123,10 +126,7 @@ void Im2colPanels::pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* 
       for (int i = 0; i < nruns; ++i) pack_run(runs[i], c * plane, ki, kj, d + runs[i].at);
       std::fill(d + nr, d + NR, 0.0f);
     }
-    if (++kj == g_.kw) {
-      kj = 0;
-      if (++ki == g_.kh) ki = 0, ++c;
-    }
+    next_tap();
   }
 }
 
