@@ -31,6 +31,7 @@
 #include "cpu.hpp"
 #include "relu_run.hpp"
 #include "scratch.hpp"
+#include "tile_epilogue.hpp"
 #include "pydeconv/error.hpp"
 #include "pydeconv/tensor.hpp"
 
@@ -39,12 +40,13 @@ namespace pydeconv::kernels {
 #if PYDECONV_X86
 // Defined in x86/sgemm_avx2.cpp (built with -mavx2 -mfma); called only if cpu_has_avx2_fma().
 void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                             bool accumulate);
+                             bool accumulate, const TileEpilogue& ep);
 // Defined in x86/sgemm_avx512.cpp (built with -mavx512f ...); called only if cpu_has_avx512f().
 // `panels` (1..4) consecutive A panels (a, a + a_stride, ...) times one B panel: a
 // (6 * panels) x 16 tile of C.
 void sgemm_ukernel_avx512(int64_t panels, int64_t kc, const float* a, int64_t a_stride,
-                          const float* b, float* c, int64_t ldc, bool accumulate);
+                          const float* b, float* c, int64_t ldc, bool accumulate,
+                          const TileEpilogue& ep);
 #endif
 
 namespace {
@@ -57,12 +59,13 @@ constexpr int64_t KC = 256, MC = 288, NC = 4080;
 // Below this many flops a parallel region costs more than it saves.
 constexpr double kMinParallelFlops = 4e5;
 
-using Ukernel = void (*)(int64_t, const float*, const float*, float*, int64_t, bool);
+using Ukernel = void (*)(int64_t, const float*, const float*, float*, int64_t, bool,
+                        const TileEpilogue&);
 
 // The baseline-x86-64 micro-kernel, same contract as the AVX2 one; the compiler vectorises the
 // j loop with SSE2. Used on CPUs without AVX2/FMA and when forced for tests.
 void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, float* c,
-                                 int64_t ldc, bool accumulate) {
+                                 int64_t ldc, bool accumulate, const TileEpilogue& ep) {
   float acc[MR][NR] = {};
   for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
     for (int64_t i = 0; i < MR; ++i) {
@@ -72,12 +75,21 @@ void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, flo
   }
   for (int64_t i = 0; i < MR; ++i) {
     float* row = c + i * ldc;
-    for (int64_t j = 0; j < NR; ++j) row[j] = accumulate ? row[j] + acc[i][j] : acc[i][j];
+    for (int64_t j = 0; j < NR; ++j) {
+      if (accumulate) {
+        acc[i][j] += row[j];
+      } else if (ep.bias != nullptr) {
+        acc[i][j] += ep.bias[i];
+      }
+      row[j] = acc[i][j];
+    }
+    if (ep.relu != nullptr)
+      relu_run(row, ep.relu + i * ldc, ep.mask != nullptr ? ep.mask + i * ldc : nullptr, NR);
   }
 }
 
 using WideUkernel = void (*)(int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t,
-                             bool);
+                             bool, const TileEpilogue&);
 constexpr int64_t kWidePanels = 4;  // A panels per wide micro-tile at most (24 rows)
 
 // The 6x16 kernel (AVX2 also serves the AVX-512 path's edge tiles) and the zmm one (or null).
@@ -288,6 +300,19 @@ class Driver {
     const bool bias = pr.bias != nullptr && pc == 0;
     const bool acc = pr.accumulate || pc > 0 || bias;
     const bool last = pr.relu.out != nullptr && pc + kcb == pr.k;  // C tiles final: the epilogue
+    // Full tiles take the bias and the ReLU inside the micro-kernel (TileEpilogue); edge tiles
+    // and a bias added onto an accumulated C are done here, with the same arithmetic.
+    const bool fuse_bias = bias && !pr.accumulate;
+    const TileEpilogue none;
+    auto epilogue = [&](int64_t i, int64_t j) {
+      TileEpilogue ep;
+      if (fuse_bias) ep.bias = pr.bias + i;
+      if (last) {
+        ep.relu = pr.relu.out + i * pr.ldc + j;
+        if (pr.relu.mask != nullptr) ep.mask = pr.relu.mask + i * pr.ldc + j;
+      }
+      return ep;
+    };
     for (int64_t jp = 0; jp * NR < ncb; ++jp) {
       const int64_t j = jc + jp * NR, nr = std::min(NR, pr.n - j);
       float* bpanel = bblock + (pack_late ? 0 : jp * kcb * NR);
@@ -300,31 +325,34 @@ class Driver {
       while (wide_ != nullptr && ip < mcb / MR) {
         const int64_t panels = std::min(kWidePanels, mcb / MR - ip), i = ic + ip * MR;
         float* ctile = pr.c + i * pr.ldc + j;
-        if (bias) add_bias(ctile, i, panels * MR, nr);
         if (nr == NR) {
-          wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, ctile, pr.ldc, acc);
+          if (bias && !fuse_bias) add_bias(ctile, i, panels * MR, nr);
+          wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, ctile, pr.ldc,
+                acc && !fuse_bias, epilogue(i, j));
         } else {
+          if (bias) add_bias(ctile, i, panels * MR, nr);
           alignas(64) float tmp[kWidePanels * MR * NR];
-          wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, tmp, NR, false);
+          wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, tmp, NR, false, none);
           store_edge(tmp, ctile, panels * MR, nr, acc);
+          if (last) apply_relu(pr, i, j, panels * MR, nr);
         }
-        if (last) apply_relu(pr, i, j, panels * MR, nr);
         ip += panels;
       }
       for (; ip * MR < mcb; ++ip) {
         const int64_t i = ic + ip * MR, mr = std::min(MR, pr.m - i);
         const float* apanel = ablock + ip * kcb * MR;
         float* ctile = pr.c + i * pr.ldc + j;
-        if (bias) add_bias(ctile, i, mr, nr);
         if (mr == MR && nr == NR) {
-          ukernel_(kcb, apanel, bpanel, ctile, pr.ldc, acc);
+          if (bias && !fuse_bias) add_bias(ctile, i, mr, nr);
+          ukernel_(kcb, apanel, bpanel, ctile, pr.ldc, acc && !fuse_bias, epilogue(i, j));
         } else {
           // Edge tile: the full tile into a scratch, then the valid part; same arithmetic.
+          if (bias) add_bias(ctile, i, mr, nr);
           alignas(64) float tmp[MR * NR];
-          ukernel_(kcb, apanel, bpanel, tmp, NR, false);
+          ukernel_(kcb, apanel, bpanel, tmp, NR, false, none);
           store_edge(tmp, ctile, mr, nr, acc);
+          if (last) apply_relu(pr, i, j, mr, nr);
         }
-        if (last) apply_relu(pr, i, j, mr, nr);
       }
     }
   }

@@ -9,14 +9,17 @@
 // enough independent chains to cover FMA latency on two FMA ports.
 // Each C element is summed over p in order 0..kc-1 by one FMA chain, then added to C once:
 // the order is fixed, so results do not depend on how the driver tiles or threads the work.
+// The tile's epilogue (bias, ReLU, mask: tile_epilogue.hpp) is applied on the way out.
 #include <immintrin.h>
 
 #include <cstdint>
 
+#include "../tile_epilogue.hpp"
+
 namespace pydeconv::kernels {
 
 void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                             bool accumulate) {
+                             bool accumulate, const TileEpilogue& ep) {
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
   __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
   __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -24,10 +27,13 @@ void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* 
   __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
   __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
 
-  // Touch the C tile early so its lines arrive while the k loop runs.
+  // Touch the lines the epilogue will write (or read) early, so they arrive while the k loop
+  // runs (C's two lines per row, and the ReLU output's and mask's; see sgemm_avx512.cpp).
+  auto touch = [](const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); };
   for (int i = 0; i < 6; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 15), _MM_HINT_T0);
+    touch(c + i * ldc), touch(c + i * ldc + 15);
+    if (ep.relu != nullptr && ep.relu != c) touch(ep.relu + i * ldc), touch(ep.relu + i * ldc + 15);
+    if (ep.mask != nullptr) touch(ep.mask + i * ldc), touch(ep.mask + i * ldc + 15);
   }
 
 #pragma GCC unroll 4
@@ -56,21 +62,42 @@ void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* 
     b += 16;
   }
 
-  // Write one row: C = acc, or C = C + acc (a single rounding on top of the chain).
-  auto store_row = [&](float* row, __m256 lo, __m256 hi) {
+  // Write row r: C = acc, C = C + acc or C = bias + acc (a single rounding on top of the
+  // chain), then the ReLU and its mask.
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i one = _mm256_set1_epi32(1);
+  auto store_row = [&](int r, __m256 lo, __m256 hi) {
+    float* row = c + r * ldc;
     if (accumulate) {
       lo = _mm256_add_ps(_mm256_loadu_ps(row), lo);
       hi = _mm256_add_ps(_mm256_loadu_ps(row + 8), hi);
+    } else if (ep.bias != nullptr) {
+      const __m256 b = _mm256_set1_ps(ep.bias[r]);
+      lo = _mm256_add_ps(b, lo);
+      hi = _mm256_add_ps(b, hi);
     }
-    _mm256_storeu_ps(row, lo);
-    _mm256_storeu_ps(row + 8, hi);
+    if (ep.relu == nullptr || ep.relu != c) {
+      _mm256_storeu_ps(row, lo);
+      _mm256_storeu_ps(row + 8, hi);
+    }
+    if (ep.relu == nullptr) return;
+    float* y = ep.relu + r * ldc;
+    _mm256_storeu_ps(y, _mm256_max_ps(lo, zero));
+    _mm256_storeu_ps(y + 8, _mm256_max_ps(hi, zero));
+    if (ep.mask != nullptr) {  // 32-bit 0/1 lanes narrowed to 16 bytes, in column order
+      const __m256i ml = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(lo, zero, _CMP_GT_OQ)), one);
+      const __m256i mh = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(hi, zero, _CMP_GT_OQ)), one);
+      const __m128i w0 = _mm_packs_epi32(_mm256_castsi256_si128(ml), _mm256_extracti128_si256(ml, 1));
+      const __m128i w1 = _mm_packs_epi32(_mm256_castsi256_si128(mh), _mm256_extracti128_si256(mh, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ep.mask + r * ldc), _mm_packus_epi16(w0, w1));
+    }
   };
-  store_row(c + 0 * ldc, c00, c01);
-  store_row(c + 1 * ldc, c10, c11);
-  store_row(c + 2 * ldc, c20, c21);
-  store_row(c + 3 * ldc, c30, c31);
-  store_row(c + 4 * ldc, c40, c41);
-  store_row(c + 5 * ldc, c50, c51);
+  store_row(0, c00, c01);
+  store_row(1, c10, c11);
+  store_row(2, c20, c21);
+  store_row(3, c30, c31);
+  store_row(4, c40, c41);
+  store_row(5, c50, c51);
 }
 
 }  // namespace pydeconv::kernels

@@ -13,25 +13,40 @@
 // a zmm still does twice the work of a ymm).
 // Each C element is summed over p in order 0..kc-1 by one FMA chain starting at 0, then added
 // to C once: exactly what the 6x16 AVX2 kernel does, so the two give bit-identical results.
+// The tile's epilogue (bias, ReLU, mask: tile_epilogue.hpp) is applied on the way out.
 #include <immintrin.h>
 
 #include <cstdint>
+
+#include "../tile_epilogue.hpp"
 
 namespace pydeconv::kernels {
 namespace {
 
 template <int P>
 void ukernel(int64_t kc, const float* a, int64_t a_stride, const float* b, float* c, int64_t ldc,
-             bool accumulate) {
+             bool accumulate, const TileEpilogue& ep) {
   constexpr int R = 6 * P;  // rows of the C tile
   // An array, but every index is a compile-time constant after unrolling: it lives in registers.
   __m512 acc[R];
 #pragma GCC unroll 24
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
 
-  // Touch the C tile early so its lines arrive while the k loop runs.
+  // Touch the lines the epilogue will write (or read) early, so they arrive while the k loop
+  // runs: a 16-float C row spans two lines unless ldc keeps rows 64-byte aligned, and the ReLU's
+  // own output and mask rows are more lines again. Stores that miss at the end would stall the
+  // tile (the two-pass epilogue this replaces got these lines in by writing them before the loop).
+  auto touch = [](const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); };
 #pragma GCC unroll 24
-  for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+  for (int r = 0; r < R; ++r) touch(c + r * ldc), touch(c + r * ldc + 15);
+  if (ep.relu != nullptr && ep.relu != c) {
+#pragma GCC unroll 24
+    for (int r = 0; r < R; ++r) touch(ep.relu + r * ldc), touch(ep.relu + r * ldc + 15);
+  }
+  if (ep.mask != nullptr) {
+#pragma GCC unroll 24
+    for (int r = 0; r < R; ++r) touch(ep.mask + r * ldc), touch(ep.mask + r * ldc + 15);
+  }
 
   // One k step: one B row against the 6P A values of column p. _mm512_set1_ps(x[i]) as an FMA
   // operand compiles to an embedded-broadcast memory operand.
@@ -61,23 +76,43 @@ void ukernel(int64_t kc, const float* a, int64_t a_stride, const float* b, float
   }
   if (p < kc) step(0, b);
 
-  // Write each row: C = acc, or C = C + acc (a single rounding on top of the chain).
+  // Write each row: C = acc, C = C + acc or C = bias + acc (a single rounding on top of the
+  // chain), then the ReLU and its mask.
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i one = _mm512_set1_epi32(1);
 #pragma GCC unroll 24
   for (int r = 0; r < R; ++r) {
     float* row = c + r * ldc;
-    _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), acc[r]) : acc[r]);
+    __m512 v = acc[r];
+    if (accumulate) {
+      v = _mm512_add_ps(_mm512_loadu_ps(row), v);
+    } else if (ep.bias != nullptr) {
+      v = _mm512_add_ps(_mm512_set1_ps(ep.bias[r]), v);
+    }
+    if (ep.relu == nullptr) {
+      _mm512_storeu_ps(row, v);
+      continue;
+    }
+    // Lanes with C > 0 (false for NaN) keep C, the rest become +0: max(C, 0) exactly. (The
+    // zero-masking forms also avoid GCC 12's undefined-source intrinsics, bug 105593.)
+    const __mmask16 gt = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
+    if (ep.relu != c) _mm512_storeu_ps(row, v);
+    _mm512_storeu_ps(ep.relu + r * ldc, _mm512_maskz_mov_ps(gt, v));
+    if (ep.mask != nullptr)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ep.mask + r * ldc), _mm512_maskz_cvtepi32_epi8(gt, one));
   }
 }
 
 }  // namespace
 
 void sgemm_ukernel_avx512(int64_t panels, int64_t kc, const float* a, int64_t a_stride,
-                          const float* b, float* c, int64_t ldc, bool accumulate) {
+                          const float* b, float* c, int64_t ldc, bool accumulate,
+                          const TileEpilogue& ep) {
   switch (panels) {
-    case 4: return ukernel<4>(kc, a, a_stride, b, c, ldc, accumulate);
-    case 3: return ukernel<3>(kc, a, a_stride, b, c, ldc, accumulate);
-    case 2: return ukernel<2>(kc, a, a_stride, b, c, ldc, accumulate);
-    default: return ukernel<1>(kc, a, a_stride, b, c, ldc, accumulate);
+    case 4: return ukernel<4>(kc, a, a_stride, b, c, ldc, accumulate, ep);
+    case 3: return ukernel<3>(kc, a, a_stride, b, c, ldc, accumulate, ep);
+    case 2: return ukernel<2>(kc, a, a_stride, b, c, ldc, accumulate, ep);
+    default: return ukernel<1>(kc, a, a_stride, b, c, ldc, accumulate, ep);
   }
 }
 
