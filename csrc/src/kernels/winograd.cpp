@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <string>
 
@@ -41,6 +42,8 @@ PYDECONV_WINO_DECLARE(wino2, avx512)
 PYDECONV_WINO_DECLARE(wino4, avx2)
 PYDECONV_WINO_DECLARE(wino4, avx512)
 #undef PYDECONV_WINO_DECLARE
+void wino_gather_flipped_avx2(const float* __restrict__, const int32_t* __restrict__, float* __restrict__);
+void wino_gather_flipped_avx512(const float* __restrict__, const int32_t* __restrict__, float* __restrict__);
 #endif
 
 namespace {
@@ -146,6 +149,7 @@ struct TransformFns {
   void (*filter)(const float*, int64_t, float*, int64_t);
   void (*input)(const float* const*, int64_t, float*, int64_t);
   void (*output)(const float* const*, int64_t, float* const*);
+  void (*gather)(const float*, const int32_t*, float*);  // the transposed conv's filters
 };
 TransformFns transform_fns(int64_t tile);
 
@@ -476,12 +480,49 @@ class Winograd {
     const int64_t* base = cols_.base.data();
     const int64_t* panel = cols_.panel.data();
     alignas(64) float g[9 * kLanes];
+    alignas(64) int32_t idx[kLanes];
+    // Transposed, with offsets that fit 32 bits: lane (c, l) reads tap t at
+    // data[idx + (8 - t) * MR], gathered by fn_.gather (AVX-512: 16 lanes per instruction). A
+    // row whose 9 taps a KC boundary of the packing cuts (one input channel per boundary) is not
+    // linear in t: its lanes gather zeros and are filled one by one after.
+    const bool gather = wc_.transposed && round_up(w_.m(), MR) * w_.k() <= std::numeric_limits<int32_t>::max();
+    int64_t row_base[MR], row_panel[MR];
+    bool cut[MR];
     for (int64_t pc = 0; pc < k_; pc += kc_) {
       const int64_t kcb = std::min(kc_, k_ - pc);
       for (int64_t ip = 0; ip < pm; ++ip) {
         float* dst = u + pc * pm * MR + ip * kcb * MR;
+        for (int64_t l = 0; l < MR && gather; ++l) {
+          const int64_t i = ip * MR + l, c0 = (r0 + i) * 9;
+          cut[l] = i < rows && base[c0 + 8] - base[c0] != 8 * MR;
+          row_base[l] = i < rows && !cut[l] ? base[c0] : -1;
+          row_panel[l] = i < rows ? panel[c0] : 0;
+        }
         for (int64_t p = 0; p < kcb; p += kChanBlock) {
           const int64_t nc = std::min(kChanBlock, kcb - p);
+          if (gather) {
+            for (int64_t c = 0; c < kChanBlock; ++c) {
+              const int64_t ch = pc + p + c;
+              for (int64_t l = 0; l < MR; ++l)
+                idx[c * MR + l] = c < nc && row_base[l] >= 0
+                                      ? static_cast<int32_t>(row_base[l] + ch / MR * row_panel[l] + ch % MR)
+                                      : -1;
+            }
+            fn_.gather(data, idx, g);
+            for (int64_t l = 0; l < MR; ++l) {
+              if (!cut[l]) continue;
+              const int64_t c0 = (r0 + ip * MR + l) * 9;
+              for (int64_t c = 0; c < nc; ++c) {
+                const int64_t ch = pc + p + c;
+                for (int64_t tp = 0; tp < 9; ++tp) {
+                  const int64_t col = c0 + 8 - tp;
+                  g[tp * kLanes + c * MR + l] = data[base[col] + ch / MR * panel[col] + ch % MR];
+                }
+              }
+            }
+            fn_.filter(g, nc * MR, dst + p * MR, a_stride);
+            continue;
+          }
           for (int64_t c = 0; c < nc; ++c) {
             const int64_t ch = pc + p + c;
             float* gc = g + c * MR;
@@ -579,7 +620,8 @@ class Winograd {
 };
 
 TransformFns transform_fns(int64_t tile) {
-#define PYDECONV_WINO_SET(f, isa) TransformFns{f##_filter_##isa, f##_input_##isa, f##_output_##isa}
+#define PYDECONV_WINO_SET(f, isa) \
+  TransformFns{f##_filter_##isa, f##_input_##isa, f##_output_##isa, wino_gather_flipped_##isa}
   const bool four = tile == 4;
   switch (gemm_isa()) {
 #if PYDECONV_X86
