@@ -109,8 +109,11 @@ class Net {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  // The start signal of `channels` at `at`, and with `regions` each sample's non-zero box. With
+  // `region_only` (the layer's backward reads gout only inside those boxes) the buffer comes
+  // from the pool and only the boxes are cleared: the rest is never read.
   Tensor make_start(const Trace& t, const std::string& layer, const std::vector<int64_t>& channels,
-                    const At& at, Regions* regions) const;
+                    const At& at, Regions* regions, bool region_only = false) const;
   Tensor project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,
                          const Tensor& start, Regions regions, Rule rule) const;
 };
