@@ -106,6 +106,22 @@ void Im2colPanels::pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* 
     return;
   }
   const int64_t span = (NR - 1) * g_.sw + 1;  // input columns 16 outputs of one row read
+  // Each run's readable columns [lo, hi) per kernel column kj, worked out once per panel (at its
+  // first row off the fast path) rather than per row: two divisions per run and row otherwise.
+  constexpr int64_t kMaxKw = 16;
+  int64_t lo[NR][kMaxKw], hi[NR][kMaxKw];
+  bool cols_known = false;
+  auto known_cols = [&] {
+    if (g_.kw > kMaxKw) return false;
+    for (int i = 0; i < nruns && !cols_known; ++i)
+      for (int64_t j = 0; j < g_.kw; ++j) {
+        const Run& u = runs[i];
+        const int64_t ix = u.ix0 + j * g_.dw;
+        lo[i][j] = std::clamp<int64_t>(ceil_div_signed(u.xlo - ix, g_.sw), 0, u.len);
+        hi[i][j] = std::clamp<int64_t>(ceil_div_signed(u.xhi - ix, g_.sw), lo[i][j], u.len);
+      }
+    return cols_known = true;
+  };
   for (int64_t p = 0; p < kcb; ++p) {
     float* d = dst + p * NR;
     const Run& u0 = runs[0];
@@ -122,6 +138,10 @@ void Im2colPanels::pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* 
       } else {
         for (int64_t q = 0; q < NR; ++q) d[q] = src[q * g_.sw];
       }
+    } else if (cols_known || known_cols()) {
+      for (int i = 0; i < nruns; ++i)
+        copy_run(runs[i], c * plane, ki, kj, lo[i][kj], hi[i][kj], d + runs[i].at);
+      std::fill(d + nr, d + NR, 0.0f);
     } else {
       for (int i = 0; i < nruns; ++i) pack_run(runs[i], c * plane, ki, kj, d + runs[i].at);
       std::fill(d + nr, d + NR, 0.0f);
@@ -143,19 +163,25 @@ bool Im2colPanels::interior(const Run* runs, int n) const {
 // One run of one panel row (kernel tap ki, kj of the channel at `offset`), zero where the tap
 // falls outside the readable rectangle.
 void Im2colPanels::pack_run(const Run& u, int64_t offset, int64_t ki, int64_t kj, float* o) const {
-  const int64_t iy = u.iy0 + ki * g_.dh, ix = u.ix0 + kj * g_.dw;
+  const int64_t ix = u.ix0 + kj * g_.dw;
+  // Columns q in [lo, hi) read inside [xlo, xhi): ix + q * sw >= xlo and < xhi.
+  const int64_t lo = std::clamp<int64_t>(ceil_div_signed(u.xlo - ix, g_.sw), 0, u.len);
+  const int64_t hi = std::clamp<int64_t>(ceil_div_signed(u.xhi - ix, g_.sw), lo, u.len);
+  copy_run(u, offset, ki, kj, lo, hi, o);
+}
+
+// pack_run with the readable columns [lo, hi) of the run for this kj already known.
+void Im2colPanels::copy_run(const Run& u, int64_t offset, int64_t ki, int64_t kj, int64_t lo,
+                            int64_t hi, float* o) const {
+  const int64_t iy = u.iy0 + ki * g_.dh;
   if (iy < u.ylo || iy >= u.yhi) {
     std::fill(o, o + u.len, 0.0f);
     return;
   }
-  const float* row = u.src + offset + iy * w_;
-  // Columns q in [lo, hi) read inside [xlo, xhi): ix + q * sw >= xlo and < xhi.
-  const int64_t sw = g_.sw;
-  const int64_t lo = std::clamp<int64_t>(ceil_div_signed(u.xlo - ix, sw), 0, u.len);
-  const int64_t hi = std::clamp<int64_t>(ceil_div_signed(u.xhi - ix, sw), lo, u.len);
   // Runs are short (<= 16): plain loops, not library calls; the source never overlaps o.
+  const int64_t sw = g_.sw;
   float* __restrict dst = o;
-  const float* __restrict src = row + ix;
+  const float* __restrict src = u.src + offset + iy * w_ + u.ix0 + kj * g_.dw;
   for (int64_t q = 0; q < lo; ++q) dst[q] = 0.0f;
   if (sw == 1) {
     for (int64_t q = lo; q < hi; ++q) dst[q] = src[q];

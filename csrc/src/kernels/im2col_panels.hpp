@@ -41,6 +41,8 @@ class Im2colPanels : public BPanels {
     int64_t ylo, yhi, xlo, xhi;
   };
   void pack_run(const Run& u, int64_t offset, int64_t ki, int64_t kj, float* o) const;
+  void copy_run(const Run& u, int64_t offset, int64_t ki, int64_t kj, int64_t lo, int64_t hi,
+                float* o) const;
   // True when every kernel tap of every column of the runs reads inside its rectangle.
   bool interior(const Run* runs, int n) const;
 
