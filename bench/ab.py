@@ -6,9 +6,11 @@
 A speed change is easiest to judge against the build before it, on the same host at the same
 moment: this host's timings drift by tens of percent from minute to minute, so runs of the two
 builds one after the other compare the host's moods as much as the code. Here each checkout runs
-in its own child process (two builds cannot share one: pybind11 registers each type once per
-interpreter) and the parent alternates single calls between them, swapping which goes first every
-round, with a pause before each call (bench.SETTLE_S).
+in child processes of its own (two builds cannot share one: pybind11 registers each type once per
+interpreter) and the parent alternates single calls between them, rotating the order every round,
+with a pause before each call (bench.SETTLE_S). Each build gets two children, started A, B, B, A:
+with one child each, the same build measured against itself came out 3-6% apart depending on
+which child was started first.
 
 Cases: bench.py's "zfnet" and "vgg16" (forward, keep='minimal'), or "conv1" / "conv2" (ZFNet's
 first two convs, each with its ReLU and pool, as a net of their own). With --project LAYER:CHANNEL
@@ -85,8 +87,9 @@ def main() -> None:
     args = ap.parse_args()
     roots = {"A": str(Path(args.base).resolve()), "B": str(HERE.parent)}
     env = {**os.environ, "PYDECONV_PROFILE": "1" if args.layers else "0"}
-    procs = {k: subprocess.Popen([sys.executable, "-c", CHILD, root], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True, env=env) for k, root in roots.items()}
+    order = [("A", 0), ("B", 0), ("B", 1), ("A", 1)]  # start order; see the docstring
+    procs = {key: subprocess.Popen([sys.executable, "-c", CHILD, roots[key[0]]], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True, env=env) for key in order}
     cases = args.cases.split(",")
     threads = [int(t) for t in args.threads.split(",")]
     times: dict = {}
@@ -94,14 +97,15 @@ def main() -> None:
     for rnd in range(args.rounds + 2):  # the first two rounds warm up and are dropped
         for case in cases:
             for t in threads:
-                for k in ("A", "B") if rnd % 2 == 0 else ("B", "A"):
+                for key in order[rnd % 4:] + order[:rnd % 4]:
+                    k = key[0]
                     time.sleep(bench.SETTLE_S)
-                    p = procs[k]
+                    p = procs[key]
                     p.stdin.write(json.dumps({"case": case, "threads": t, "project": args.project}) + "\n")
                     p.stdin.flush()
                     line = p.stdout.readline()
                     if not line:
-                        sys.exit(f"ab.py: the child for {roots[k]} died (is its pydeconv built?)")
+                        sys.exit(f"ab.py: a child for {roots[k]} died (is its pydeconv built?)")
                     dt, per_layer = json.loads(line)
                     if rnd >= 2:
                         times.setdefault((case, t, k), []).append(dt * 1e3)
@@ -110,7 +114,8 @@ def main() -> None:
         p.stdin.close()
         p.wait()
     what = f"project {args.project}" if args.project else "forward"
-    print(f"A = {roots['A']}, B = {roots['B']}; {what}, {args.rounds} interleaved rounds, ms")
+    print(f"A = {roots['A']}, B = {roots['B']}; {what}, {args.rounds} interleaved rounds of 2 calls "
+          "per build, ms")
     for case in cases:
         for t in threads:
             a, b = times[(case, t, "A")], times[(case, t, "B")]
