@@ -70,8 +70,8 @@ Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& 
   Regions regions;
   // A start signal is zero but for one value per sample (or one map): cleared in full, a fresh
   // map's pages fault in on every call (255 faults, ~0.25 ms, for a conv3_3 unit of VGG16).
-  const bool region_only =
-      !ctx.reference && impl_->layers[static_cast<size_t>(layer_index(layer))]->backward_reads_region_only();
+  const Layer& target = *impl_->layers[static_cast<size_t>(layer_index(layer))];
+  const bool region_only = !ctx.reference && target.backward_reads_region_only();
   Tensor start = make_start(t, layer, channels, at, &regions, region_only);
   return project_regions(ctx, t, layer, start, std::move(regions), rule);
 }
@@ -93,7 +93,8 @@ Tensor Net::make_start(const Trace& t, const std::string& layer,
                                "x" + std::to_string(s.w) + " map");
   const int64_t k = static_cast<int64_t>(channels.size());
   region_only = region_only && regions != nullptr;
-  Tensor start = region_only ? Tensor(s.with_n(s.n * k), impl_->pool, true) : Tensor(s.with_n(s.n * k), 0.f);
+  Tensor start = region_only ? Tensor(s.with_n(s.n * k), impl_->pool, true)
+                             : Tensor(s.with_n(s.n * k), 0.f);
   if (regions) regions->assign(static_cast<size_t>(s.n * k), Region{0, 0, 0, 0});
   for (int64_t n = 0; n < s.n; ++n)
     for (int64_t j = 0; j < k; ++j) {
@@ -103,7 +104,7 @@ Tensor Net::make_start(const Trace& t, const std::string& layer,
       int64_t pos = -1;  // the one position kept, or -1 for the whole map
       if (at.kind == At::Position) {
         pos = at.y * s.w + at.x;
-      } else if (at.kind != At::Map) {  // the strongest activation; ties go to the first in row-major order
+      } else if (at.kind != At::Map) {  // the strongest activation; ties: the first, row-major
         pos = 0;
         for (int64_t i = 1; i < s.plane(); ++i)
           if (src[i] > src[pos]) pos = i;

@@ -42,8 +42,10 @@ PYDECONV_WINO_DECLARE(wino2, avx512)
 PYDECONV_WINO_DECLARE(wino4, avx2)
 PYDECONV_WINO_DECLARE(wino4, avx512)
 #undef PYDECONV_WINO_DECLARE
-void wino_gather_flipped_avx2(const float* __restrict__, const int32_t* __restrict__, float* __restrict__);
-void wino_gather_flipped_avx512(const float* __restrict__, const int32_t* __restrict__, float* __restrict__);
+void wino_gather_flipped_avx2(const float* __restrict__, const int32_t* __restrict__,
+                              float* __restrict__);
+void wino_gather_flipped_avx512(const float* __restrict__, const int32_t* __restrict__,
+                                float* __restrict__);
 #endif
 
 namespace {
@@ -485,7 +487,8 @@ class Winograd {
     // data[idx + (8 - t) * MR], gathered by fn_.gather (AVX-512: 16 lanes per instruction). A
     // row whose 9 taps a KC boundary of the packing cuts (one input channel per boundary) is not
     // linear in t: its lanes gather zeros and are filled one by one after.
-    const bool gather = wc_.transposed && round_up(w_.m(), MR) * w_.k() <= std::numeric_limits<int32_t>::max();
+    const bool gather = wc_.transposed &&
+                        round_up(w_.m(), MR) * w_.k() <= std::numeric_limits<int32_t>::max();
     int64_t row_base[MR], row_panel[MR];
     bool cut[MR];
     for (int64_t pc = 0; pc < k_; pc += kc_) {
@@ -503,10 +506,10 @@ class Winograd {
           if (gather) {
             for (int64_t c = 0; c < kChanBlock; ++c) {
               const int64_t ch = pc + p + c;
-              for (int64_t l = 0; l < MR; ++l)
-                idx[c * MR + l] = c < nc && row_base[l] >= 0
-                                      ? static_cast<int32_t>(row_base[l] + ch / MR * row_panel[l] + ch % MR)
-                                      : -1;
+              for (int64_t l = 0; l < MR; ++l) {
+                const int64_t at = row_base[l] + ch / MR * row_panel[l] + ch % MR;
+                idx[c * MR + l] = c < nc && row_base[l] >= 0 ? static_cast<int32_t>(at) : -1;
+              }
             }
             fn_.gather(data, idx, g);
             for (int64_t l = 0; l < MR; ++l) {

@@ -85,10 +85,13 @@ void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* 
     _mm256_storeu_ps(y, _mm256_max_ps(lo, zero));
     _mm256_storeu_ps(y + 8, _mm256_max_ps(hi, zero));
     if (ep.mask != nullptr) {  // 32-bit 0/1 lanes narrowed to 16 bytes, in column order
-      const __m256i ml = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(lo, zero, _CMP_GT_OQ)), one);
-      const __m256i mh = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(hi, zero, _CMP_GT_OQ)), one);
-      const __m128i w0 = _mm_packs_epi32(_mm256_castsi256_si128(ml), _mm256_extracti128_si256(ml, 1));
-      const __m128i w1 = _mm_packs_epi32(_mm256_castsi256_si128(mh), _mm256_extracti128_si256(mh, 1));
+      auto gt01 = [&](__m256 v) {  // 1 where v > 0 (false for NaN), else 0, as 32-bit lanes
+        return _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(v, zero, _CMP_GT_OQ)), one);
+      };
+      auto narrow = [](__m256i v) {
+        return _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+      };
+      const __m128i w0 = narrow(gt01(lo)), w1 = narrow(gt01(hi));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(ep.mask + r * ldc), _mm_packus_epi16(w0, w1));
     }
   };

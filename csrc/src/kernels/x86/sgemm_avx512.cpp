@@ -99,7 +99,8 @@ void ukernel(int64_t kc, const float* a, int64_t a_stride, const float* b, float
     if (ep.relu != c) _mm512_storeu_ps(row, v);
     _mm512_storeu_ps(ep.relu + r * ldc, _mm512_maskz_mov_ps(gt, v));
     if (ep.mask != nullptr)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(ep.mask + r * ldc), _mm512_maskz_cvtepi32_epi8(gt, one));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ep.mask + r * ldc),
+                       _mm512_maskz_cvtepi32_epi8(gt, one));
   }
 }
 
