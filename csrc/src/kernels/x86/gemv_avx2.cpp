@@ -29,6 +29,7 @@ void rows_dot(const float* x, const float* w, int64_t k, float* out) {
   for (; p + 16 <= k; p += 16) {
     const __m256 x0 = _mm256_loadu_ps(x + p), x1 = _mm256_loadu_ps(x + p + 8);
     for (int r = 0; r < R; ++r) {
+      prefetch_ahead(w + r * k + p);
       lo[r] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + r * k + p), lo[r]);
       hi[r] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w + r * k + p + 8), hi[r]);
     }

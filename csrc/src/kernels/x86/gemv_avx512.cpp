@@ -32,7 +32,10 @@ void rows_dot(const float* x, const float* w, int64_t k, float* out) {
   int64_t p = 0;
   for (; p + 16 <= k; p += 16) {
     const __m512 xv = _mm512_loadu_ps(x + p);
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(w + r * k + p), acc[r]);
+    for (int r = 0; r < R; ++r) {
+      prefetch_ahead(w + r * k + p);
+      acc[r] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(w + r * k + p), acc[r]);
+    }
   }
   for (int r = 0; r < R; ++r) out[r] = finish(acc[r], x, w + r * k, p, k);
 }
