@@ -483,27 +483,26 @@ class Winograd {
     const int64_t* panel = cols_.panel.data();
     alignas(64) float g[9 * kLanes];
     alignas(64) int32_t idx[kLanes];
-    // Transposed, with offsets that fit 32 bits: lane (c, l) reads tap t at
-    // data[idx + (8 - t) * MR], gathered by fn_.gather (AVX-512: 16 lanes per instruction). A
-    // row whose 9 taps a KC boundary of the packing cuts (one input channel per boundary) is not
-    // linear in t: its lanes gather zeros and are filled one by one after.
-    const bool gather = wc_.transposed &&
-                        round_up(w_.m(), MR) * w_.k() <= std::numeric_limits<int32_t>::max();
+    // Transposed: lane (c, l) reads tap t at data[idx + (8 - t) * MR], gathered by fn_.gather
+    // (AVX-512: 16 lanes per instruction). A row whose taps are not at that fixed step (a KC
+    // boundary of the packing cuts them: one input channel per boundary), or whose offsets would
+    // not fit 32 bits, gathers zeros and is filled one tap at a time after.
+    const bool fits32 = round_up(w_.m(), MR) * w_.k() <= std::numeric_limits<int32_t>::max();
     int64_t row_base[MR], row_panel[MR];
     bool cut[MR];
     for (int64_t pc = 0; pc < k_; pc += kc_) {
       const int64_t kcb = std::min(kc_, k_ - pc);
       for (int64_t ip = 0; ip < pm; ++ip) {
         float* dst = u + pc * pm * MR + ip * kcb * MR;
-        for (int64_t l = 0; l < MR && gather; ++l) {
+        for (int64_t l = 0; l < MR && wc_.transposed; ++l) {
           const int64_t i = ip * MR + l, c0 = (r0 + i) * 9;
-          cut[l] = i < rows && base[c0 + 8] - base[c0] != 8 * MR;
+          cut[l] = i < rows && (!fits32 || base[c0 + 8] - base[c0] != 8 * MR);
           row_base[l] = i < rows && !cut[l] ? base[c0] : -1;
           row_panel[l] = i < rows ? panel[c0] : 0;
         }
         for (int64_t p = 0; p < kcb; p += kChanBlock) {
           const int64_t nc = std::min(kChanBlock, kcb - p);
-          if (gather) {
+          if (wc_.transposed) {
             for (int64_t c = 0; c < kChanBlock; ++c) {
               const int64_t ch = pc + p + c;
               for (int64_t l = 0; l < MR; ++l) {
@@ -523,37 +522,13 @@ class Winograd {
                 }
               }
             }
-            fn_.filter(g, nc * MR, dst + p * MR, a_stride);
-            continue;
-          }
-          for (int64_t c = 0; c < nc; ++c) {
-            const int64_t ch = pc + p + c;
-            float* gc = g + c * MR;
-            if (!wc_.transposed) {
-              const int64_t gp = r0 / MR + ip;
+          } else {
+            const int64_t gp = r0 / MR + ip;
+            for (int64_t c = 0; c < nc; ++c) {
+              const int64_t ch = pc + p + c;
               for (int64_t tp = 0; tp < 9; ++tp) {
                 const int64_t col = ch * 9 + tp;
-                std::memcpy(gc + tp * kLanes, data + base[col] + gp * panel[col], MR * 4);
-              }
-              continue;
-            }
-            const float* wp = data + ch % MR;
-            const int64_t cp = ch / MR;
-            for (int64_t l = 0; l < MR; ++l) {
-              const int64_t i = ip * MR + l;
-              if (i >= rows) {
-                for (int64_t tp = 0; tp < 9; ++tp) gc[tp * kLanes + l] = 0.0f;
-                continue;
-              }
-              const int64_t c0 = (r0 + i) * 9;
-              if (base[c0 + 8] - base[c0] == 8 * MR) {  // the 9 taps in one KC block
-                const float* src = wp + base[c0] + cp * panel[c0];
-                for (int64_t tp = 0; tp < 9; ++tp) gc[tp * kLanes + l] = src[(8 - tp) * MR];
-                continue;
-              }
-              for (int64_t tp = 0; tp < 9; ++tp) {
-                const int64_t col = c0 + 8 - tp;
-                gc[tp * kLanes + l] = wp[base[col] + cp * panel[col]];
+                std::memcpy(g + c * MR + tp * kLanes, data + base[col] + gp * panel[col], MR * 4);
               }
             }
           }
