@@ -324,46 +324,47 @@ class Driver {
       // does, instead of falling to the ymm kernel: same arithmetic, twice the width.
       while (wide_ != nullptr && ip < mcb / MR) {
         const int64_t panels = std::min(kWidePanels, mcb / MR - ip), i = ic + ip * MR;
-        float* ctile = pr.c + i * pr.ldc + j;
         if (nr == NR) {
+          float* ctile = pr.c + i * pr.ldc + j;
           if (bias && !fuse_bias) add_bias(ctile, i, panels * MR, nr);
           wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, ctile, pr.ldc,
                 acc && !fuse_bias, epilogue(i, j));
         } else {
-          if (bias) add_bias(ctile, i, panels * MR, nr);
           alignas(64) float tmp[kWidePanels * MR * NR];
           wide_(panels, kcb, ablock + ip * kcb * MR, kcb * MR, bpanel, tmp, NR, false, none);
-          store_edge(tmp, ctile, panels * MR, nr, acc);
-          if (last) apply_relu(pr, i, j, panels * MR, nr);
+          finish_edge(tmp, i, j, panels * MR, nr, bias, acc, last);
         }
         ip += panels;
       }
       for (; ip * MR < mcb; ++ip) {
         const int64_t i = ic + ip * MR, mr = std::min(MR, pr.m - i);
         const float* apanel = ablock + ip * kcb * MR;
-        float* ctile = pr.c + i * pr.ldc + j;
         if (mr == MR && nr == NR) {
+          float* ctile = pr.c + i * pr.ldc + j;
           if (bias && !fuse_bias) add_bias(ctile, i, mr, nr);
           ukernel_(kcb, apanel, bpanel, ctile, pr.ldc, acc && !fuse_bias, epilogue(i, j));
         } else {
           // Edge tile: the full tile into a scratch, then the valid part; same arithmetic.
-          if (bias) add_bias(ctile, i, mr, nr);
           alignas(64) float tmp[MR * NR];
           ukernel_(kcb, apanel, bpanel, tmp, NR, false, none);
-          store_edge(tmp, ctile, mr, nr, acc);
-          if (last) apply_relu(pr, i, j, mr, nr);
+          finish_edge(tmp, i, j, mr, nr, bias, acc, last);
         }
       }
     }
   }
 
-  // The valid rows x nr part of an edge tile computed in full into `tmp` (NR-wide rows), into
-  // or onto (acc) C at `ctile`.
-  void store_edge(const float* tmp, float* ctile, int64_t rows, int64_t nr, bool acc) const {
+  // An edge tile (rows x nr valid at C rows i.., columns j..) computed in full into `tmp`
+  // (NR-wide rows): C starts from the bias on the first KC block, the valid part goes into or
+  // onto (acc) C, and the ReLU epilogue follows once C is final (`last`).
+  void finish_edge(const float* tmp, int64_t i, int64_t j, int64_t rows, int64_t nr, bool bias,
+                   bool acc, bool last) const {
+    float* ctile = pr_.c + i * pr_.ldc + j;
+    if (bias) add_bias(ctile, i, rows, nr);
     for (int64_t r = 0; r < rows; ++r) {
       float* row = ctile + r * pr_.ldc;
       for (int64_t q = 0; q < nr; ++q) row[q] = acc ? row[q] + tmp[r * NR + q] : tmp[r * NR + q];
     }
+    if (last) apply_relu(pr_, i, j, rows, nr);
   }
 
   // Starts rows i.. of the C tile at `ctile` (rows x nr) from the bias, before the first KC block.
