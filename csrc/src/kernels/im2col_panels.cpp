@@ -113,7 +113,7 @@ void Im2colPanels::pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* 
   bool cols_known = false;
   auto known_cols = [&] {
     if (g_.kw > kMaxKw) return false;
-    for (int i = 0; i < nruns && !cols_known; ++i)
+    for (int i = 0; i < nruns; ++i)
       for (int64_t j = 0; j < g_.kw; ++j) {
         const Run& u = runs[i];
         const int64_t ix = u.ix0 + j * g_.dw;
