@@ -49,10 +49,14 @@ for line in sys.stdin:
     cmd = json.loads(line)
     case = cmd["case"]
     if case not in nets:
-        shape, ops = SMALL[case] if case in SMALL else ((3, 224, 224), getattr(bench, "vgg16_trunk" if case == "vgg16" else case)())
-        graph, params, _, _ = bench.realise(case, ops, shape)
+        if case in SMALL:
+            shape, ops = SMALL[case]
+            graph, params, _, _ = bench.realise(case, ops, shape)
+            net = pydeconv.build(graph, params)
+        else:
+            shape, net = (3, 224, 224), bench.model_net(case)
         x = np.random.default_rng(0).standard_normal((1,) + shape, dtype=np.float32)
-        nets[case] = (pydeconv.build(graph, params), x)
+        nets[case] = (net, x)
     net, x = nets[case]
     if cmd["project"]:
         layer, ch = cmd["project"].split(":")

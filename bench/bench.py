@@ -130,6 +130,14 @@ def realise(name, ops, in_shape, seed=0):
     return graph, params, shapes, flops
 
 
+def model_net(name):
+    """bench.py's "zfnet" or "vgg16" (the trunk) for a 1x3x224x224 input, with realise()'s seeded
+    weights, built by pydeconv: what the helper scripts in bench/ time and compare."""
+    ops = zfnet() if name == "zfnet" else vgg16_trunk()
+    graph, params, _, _ = realise(name, ops, (3, 224, 224))
+    return pydeconv.build(graph, params)
+
+
 def torch_model(ops, params, shapes):
     """nn.Sequential with the same weights (module ReLUs so Captum can hook them)."""
     mods, prev = [], "input"

@@ -23,7 +23,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
-import pydeconv  # noqa: E402
 
 
 def per_call(fn, calls: int) -> str:
@@ -44,9 +43,7 @@ def main() -> None:
     ap.add_argument("--model", choices=["vgg16", "zfnet"], default="vgg16")
     args = ap.parse_args()
     t, calls = args.threads, args.calls
-    ops = bench.vgg16_trunk() if args.model == "vgg16" else bench.zfnet()
-    graph, params, _, _ = bench.realise(args.model, ops, (3, 224, 224))
-    net = pydeconv.build(graph, params)
+    net = bench.model_net(args.model)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     for keep in ("minimal", "all"):
         print(f"forward keep={keep:8s}", per_call(lambda: net.forward(x, threads=t, keep=keep), calls))

@@ -38,9 +38,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    for model, ops in (("zfnet", bench.zfnet()), ("vgg16", bench.vgg16_trunk())):
-        graph, params, _, _ = bench.realise(model, ops, (3, 224, 224))
-        net = pydeconv.build(graph, params)
+    for model in ("zfnet", "vgg16"):
+        net = bench.model_net(model)
         for mode in (True, False, 2, 4):
             pydeconv.set_winograd(mode)
             _, trace = net.forward(x, keep="all", threads=args.threads)

@@ -25,13 +25,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
-import pydeconv  # noqa: E402
 
 
 def child(model: str, threads: int, reps: int) -> None:
-    ops = bench.zfnet() if model == "zfnet" else bench.vgg16_trunk()
-    graph, params, _, _ = bench.realise(model, ops, (3, 224, 224))
-    net = pydeconv.build(graph, params)
+    net = bench.model_net(model)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     for _ in range(reps):
         time.sleep(bench.SETTLE_S)

@@ -19,7 +19,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
-import pydeconv  # noqa: E402
 
 
 def main() -> None:
@@ -28,9 +27,8 @@ def main() -> None:
     ap.add_argument("--channel", type=int, default=1)
     args = ap.parse_args()
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    for name, ops in (("zfnet", bench.zfnet()), ("vgg16", bench.vgg16_trunk())):
-        graph, params, _, _ = bench.realise(name, ops, (3, 224, 224))
-        net = pydeconv.build(graph, params)
+    for name in ("zfnet", "vgg16"):
+        net = bench.model_net(name)
         t0 = time.perf_counter()
         _, trace = net.forward(x, threads=args.threads)
         print(f"{name}: forward {1e3 * (time.perf_counter() - t0):.1f} ms")
