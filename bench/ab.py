@@ -13,7 +13,8 @@ with one child each, the same build measured against itself came out 3-6% apart 
 which child was started first.
 
 Cases: bench.py's "zfnet" and "vgg16" (forward, keep='minimal'), or "conv1" / "conv2" (ZFNet's
-first two convs, each with its ReLU and pool, as a net of their own). With --project LAYER:CHANNEL
+first two convs, each with its ReLU and pool, as a net of their own; "conv1c" is ZFNet's conv1
+alone, "conv1r" with its ReLU). With --project LAYER:CHANNEL
 the timed call is the projection of that unit (at="max") after an untimed forward. Prints, per
 case and thread count, the median and minimum of each build and their ratio (B = this checkout,
 A = --base); with --layers also each layer's median from PYDECONV_PROFILE. Build both checkouts
@@ -42,6 +43,8 @@ os.dup2(err.fileno(), 2)  # PYDECONV_PROFILE's per-layer lines, read back after 
 import numpy as np, bench, pydeconv
 SMALL = {
     "conv1": ((3, 224, 224), [("conv", "conv1", 96, 7, 2, 1), ("relu", "relu1"), ("pool", "pool1", 3, 2, 0, True)]),
+    "conv1c": ((3, 224, 224), [("conv", "conv1", 96, 7, 2, 1)]),
+    "conv1r": ((3, 224, 224), [("conv", "conv1", 96, 7, 2, 1), ("relu", "relu1")]),
     "conv2": ((96, 55, 55), [("conv", "conv2", 256, 5, 2, 0), ("relu", "relu2"), ("pool", "pool2", 3, 2, 0, True)]),
 }
 nets = {}

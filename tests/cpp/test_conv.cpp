@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "../../csrc/src/kernels/direct_conv.hpp"
 #include "../../csrc/src/kernels/winograd.hpp"
 #include "check.hpp"
 #include "pydeconv/gemm.hpp"
@@ -426,6 +427,55 @@ TEST(winograd_filter_cache) {
     kernels::sgemm_force_isa("auto");
     CHECK(same_bits(port, port_cached));
   }
+}
+
+// Few-input-channel convs (first layers) run on the direct kernel (direct_conv.hpp); it promises
+// the GEMM path's bits, fused ReLU and mask included, on every micro-kernel ISA the CPU has.
+TEST(direct_conv_matches_gemm) {
+  std::mt19937 rng(11);
+  int tested = 0;
+  for (const ConvCase& cs : kCases) {
+    const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c / cs.groups, cs.g.kh, cs.g.kw), rng);
+    if (!kernels::direct_conv_fits(w.shape(), cs.g, cs.groups)) continue;
+    ++tested;
+    const Tensor in = random_tensor(Shape::nchw(cs.n, cs.c, cs.h, cs.w), rng);
+    const Tensor bias = random_tensor(Shape::vec(cs.oc), rng);
+    const kernels::ConvPacked direct = kernels::conv2d_pack_forward(w, cs.groups);
+    CHECK(!direct.direct.empty());
+    kernels::ConvPacked gemm = kernels::conv2d_pack_forward(w, cs.groups);
+    gemm.direct.clear();
+    const Shape os = out_shape(cs);
+    for (const char* isa : {"portable", "avx2", "avx512"}) {
+      try {
+        kernels::sgemm_force_isa(isa);
+      } catch (const Error&) {
+        continue;  // not on this CPU
+      }
+      for (int threads : {1, 2})
+        for (const float* b : {bias.data(), static_cast<const float*>(nullptr)}) {
+          const std::string what = std::string(cs.name) + " " + isa + " threads " +
+                                   std::to_string(threads) + (b ? "" : " no bias");
+          const Ctx ctx{threads, false};
+          // Plain, then with a separate ReLU output and mask, then with the ReLU in place.
+          Tensor d_out(os, 7.0f), g_out(os, 7.0f);
+          kernels::conv2d_forward(ctx, in, w, b, cs.g, cs.groups, d_out, &direct);
+          kernels::conv2d_forward(ctx, in, w, b, cs.g, cs.groups, g_out, &gemm);
+          if (!same_bits(d_out, g_out)) check::fail_at(__FILE__, __LINE__, what + ": output");
+          Tensor d_relu(os, 7.0f), g_relu(os, 7.0f);
+          TensorT<uint8_t> d_mask(os, uint8_t(7)), g_mask(os, uint8_t(7));
+          kernels::conv2d_forward(ctx, in, w, b, cs.g, cs.groups, d_out, &direct, &d_relu, &d_mask);
+          kernels::conv2d_forward(ctx, in, w, b, cs.g, cs.groups, g_out, &gemm, &g_relu, &g_mask);
+          const bool masks_equal = std::memcmp(d_mask.data(), g_mask.data(),
+                                               static_cast<size_t>(d_mask.numel())) == 0;
+          if (!same_bits(d_out, g_out) || !same_bits(d_relu, g_relu) || !masks_equal)
+            check::fail_at(__FILE__, __LINE__, what + ": fused ReLU");
+          kernels::conv2d_forward(ctx, in, w, b, cs.g, cs.groups, d_out, &direct, &d_out, &d_mask);
+          if (!same_bits(d_out, g_relu)) check::fail_at(__FILE__, __LINE__, what + ": in place");
+        }
+    }
+    kernels::sgemm_force_isa("auto");
+  }
+  CHECK(tested >= 10);
 }
 
 PYDECONV_TEST_MAIN()

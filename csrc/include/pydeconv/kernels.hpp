@@ -53,6 +53,8 @@ struct ConvPacked {
   // Winograd-transformed filters kept across forward calls, when enabled
   // (conv2d_share_wino_budget); null otherwise.
   std::shared_ptr<WinoCache> wino;
+  // W^T for the direct kernel of few-input-channel convs (kernels/direct_conv.hpp), else empty.
+  std::vector<float> direct;
 };
 // Per group W_g as (OC/groups) x (C/groups * KH * KW): the forward GEMM's A.
 ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "direct_conv.hpp"
 #include "im2col_panels.hpp"
 #include "winograd.hpp"
 #include "pydeconv/gemm.hpp"
@@ -195,6 +196,7 @@ ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups) {
   ConvPacked out;
   for (int64_t gi = 0; gi < groups; ++gi)
     out.groups.push_back(pack_a(false, ocg, krows, weight.data() + gi * ocg * krows, krows));
+  if (direct_conv_fits(ws, Window2d{}, groups)) out.direct = direct_conv_pack(weight);
   return out;
 }
 
@@ -234,6 +236,10 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
   }
   ConvPacked local;
   if (packed == nullptr) local = conv2d_pack_forward(weight, groups), packed = &local;
+  // Forced Winograd (modes 2 and 4, for tests and benchmarks) keeps every conv it applies to.
+  if (!packed->direct.empty() && direct_conv_fits(weight.shape(), g, groups) &&
+      !(winograd_mode() >= 2 && winograd_geometry(g, groups)))
+    return direct_conv_forward(ctx, in, packed->direct, bias, g, out, relu_out, relu_mask);
   const Shape& is = in.shape();
   const Shape& os = out.shape();
   const int64_t cg = is.c / groups, ocg = os.c / groups, p = os.h * os.w;
