@@ -106,7 +106,10 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
       }
   thread_local Scratch scratch;
   float* p = scratch.get(is.c * sp.plane());
-  const int64_t blocks = (os.c + R - 1) / R, segs = (os.w + seg - 1) / seg, tasks = os.h * blocks;
+  // A row's vectors split evenly into segments of at most V (ZFNet's 110 columns: 3 + 2 + 2
+  // zmm, not 3 + 3 + 1, whose one-vector tail runs at the loads' rate, not the FMAs').
+  const int64_t vw = fn.shape.vw, nvec = (os.w + vw - 1) / vw, segs = (nvec + fn.shape.v - 1) / fn.shape.v;
+  const int64_t blocks = (os.c + R - 1) / R, tasks = os.h * blocks;
   for (int64_t n = 0; n < is.n; ++n) {
     split_input(ctx, in.plane(n, 0), is.c, is.h, is.w, g.pt, g.pl, sp, p);
     float* o = out.plane(n, 0);
@@ -114,7 +117,7 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
     uint8_t* mo = relu_mask ? relu_mask->plane(n, 0) : nullptr;
     // Channel blocks outermost: a thread's consecutive tasks write the next rows of the same R
     // channel planes (2R sequential store streams with the mask), and read P from L2.
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
+#pragma omp parallel for num_threads(ctx.threads) schedule(dynamic, 8) if (ctx.threads > 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t oy = task % os.h, co0 = task / os.h * R;
       DirectTile t;
@@ -125,10 +128,12 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
       t.rr = static_cast<int>(std::min(R, os.c - co0));
       t.bias = bias ? bias + co0 : nullptr;
       t.plane = os.plane();
-      for (int64_t s = 0; s < segs; ++s) {
-        const int64_t x0 = s * seg, at = co0 * os.plane() + oy * os.w + x0;
+      for (int64_t s = 0, v0 = 0; s < segs; ++s) {
+        const int64_t v1 = nvec * (s + 1) / segs;
+        const int64_t x0 = v0 * vw, at = co0 * os.plane() + oy * os.w + x0;
         t.src = p + oy * g.sh * sp.row_stride() + x0;
-        t.n = static_cast<int>(std::min(seg, os.w - x0));
+        t.n = static_cast<int>(std::min(v1 * vw, os.w) - x0);
+        v0 = v1;
         t.out = o + at;
         t.relu = ro ? ro + at : nullptr;
         t.mask = mo ? mo + at : nullptr;
