@@ -59,11 +59,20 @@ void split_input(const Ctx& ctx, const float* in, int64_t c, int64_t h, int64_t 
     }
     const float* src = in + (ch * h + y) * w;
     for (int64_t q = 0; q < sp.s; ++q) {
+      // Phase q's column j is input column j * s + q - pl: inside the input for j in [lo, hi).
       float* dq = d + q * sp.wq;
-      for (int64_t j = 0; j < sp.wq; ++j) {
-        const int64_t x = j * sp.s + q - pl;
-        dq[j] = x >= 0 && x < w ? src[x] : 0.f;
+      const int64_t lo = std::min(sp.wq, std::max<int64_t>(0, (pl - q + sp.s - 1) / sp.s));
+      const int64_t hi = std::max(lo, std::min(sp.wq, (w + pl - q + sp.s - 1) / sp.s));
+      std::fill(dq, dq + lo, 0.f);
+      const float* sq = src + lo * sp.s + q - pl;
+      if (sp.s == 1) {
+        std::copy(sq, sq + (hi - lo), dq + lo);
+      } else if (sp.s == 2) {
+        for (int64_t j = 0; j < hi - lo; ++j) dq[lo + j] = sq[2 * j];
+      } else {
+        for (int64_t j = 0; j < hi - lo; ++j) dq[lo + j] = sq[j * sp.s];
       }
+      std::fill(dq + hi, dq + sp.wq, 0.f);
     }
   }
 }
