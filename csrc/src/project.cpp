@@ -183,13 +183,17 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
       if (grad[j].empty()) {
         grad[j] = Tensor(m.shapes[j].with_n(ss.n), m.pool, true);
         partial[j] = j > 0 && !ctx.reference && m.layers[j - 1]->backward_reads_region_only();
+        // A fresh buffer that this layer alone writes, over all of its new regions: nothing to
+        // clear first (a conv's transposed conv, ~10% of a VGG16 conv5_3 unit's projection).
+        a.overwrite = partial[j] && L.backward_overwrites() && m.in_ids[li].size() == 1 &&
+                      m.consumers[static_cast<size_t>(j)].size() == 1;
         if (!partial[j]) grad[j].zero();
       }
       for (int64_t b = 0; b < ss.n; ++b) {
         const Region& r = region[id][b];
         if (r.empty()) continue;
         const Region grown = unite(region[j][b], L.input_region(r, m.shapes[j]));
-        if (partial[j]) clear_growth(grad[j], b, region[j][b], grown);
+        if (partial[j] && !a.overwrite) clear_growth(grad[j], b, region[j][b], grown);
         region[j][b] = grown;
       }
     }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -427,6 +428,69 @@ TEST(winograd_filter_cache) {
     kernels::sgemm_force_isa("auto");
     CHECK(same_bits(port, port_cached));
   }
+}
+
+// Where the transposed conv can overwrite (stride 1, 6+ channels per group), gin's reachable
+// rectangles get W^T gout whatever they held (NaN here), by the flipped-kernel GEMM and by
+// Winograd alike, and nothing outside them changes.
+TEST(conv2d_backward_overwrite) {
+  std::mt19937 rng(13);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  int tested = 0, winograd = 0;
+  for (const ConvCase& cs : kCases) {
+    const int64_t cg = cs.c / cs.groups;
+    if (!kernels::conv2d_backward_overwrites(cs.g, cg)) continue;
+    ++tested;
+    const Tensor w = random_tensor(Shape::nchw(cs.oc, cg, cs.g.kh, cs.g.kw), rng);
+    const Shape gs = out_shape(cs);
+    const Shape is = Shape::nchw(cs.n, cs.c, cs.h, cs.w);
+    const Regions rs = make_regions(gs);
+    Tensor gout = random_tensor(gs, rng);
+    for (int64_t b = 0; b < gs.n; ++b)
+      for (int64_t c = 0; c < gs.c; ++c)
+        for (int64_t y = 0; y < gs.h; ++y)
+          for (int64_t x = 0; x < gs.w; ++x) {
+            const Region& r = rs[b];
+            if (y < r.y0 || y >= r.y1 || x < r.x0 || x >= r.x1) gout.plane(b, c)[y * gs.w + x] = 0.0f;
+          }
+    Tensor want(is, 0.f), bound(is, 0.f);
+    kernels::conv2d_backward_ref(gout, w, cs.g, cs.groups, want, 1);
+    kernels::conv2d_backward_ref(abs_of(gout), abs_of(w), cs.g, cs.groups, bound, 1);
+    const int64_t terms = cs.oc / cs.groups * cs.g.kh * cs.g.kw + 1;
+    const kernels::ConvPacked back = kernels::conv2d_pack_backward(w, cs.g, cs.groups);
+    const kernels::ConvPacked fwd = kernels::conv2d_pack_forward(w, cs.groups);
+    for (int path = 0; path < 2; ++path) {
+      Tensor got(is, nan);
+      if (path == 0) {
+        kernels::conv2d_backward(Ctx{2, false}, gout, rs, w, cs.g, cs.groups, got, &back, true);
+      } else if (!kernels::conv2d_backward_winograd(Ctx{2, false}, gout, rs, cs.g, cs.groups, got,
+                                                    fwd, true, true)) {
+        continue;  // no Winograd for this geometry
+      }
+      winograd += path;
+      const std::string what = std::string(cs.name) + (path ? " winograd" : " gemm") + " overwrite";
+      const double u = std::ldexp(1.0, -24) * (terms + 4) * (path ? 64 : 1);
+      for (int64_t b = 0; b < is.n; ++b) {
+        const Region& r = rs[b];
+        // The reachable input rectangle: gin row y reads gout rows y - t.pt .. y + pt.
+        const int64_t reach_y = cs.g.dh * (cs.g.kh - 1) - cs.g.pt, reach_x = cs.g.dw * (cs.g.kw - 1) - cs.g.pl;
+        const int64_t y0 = std::max<int64_t>(0, r.y0 - cs.g.pt), y1 = std::min(cs.h, r.y1 + reach_y);
+        const int64_t x0 = std::max<int64_t>(0, r.x0 - cs.g.pl), x1 = std::min(cs.w, r.x1 + reach_x);
+        for (int64_t c = 0; c < cs.c; ++c)
+          for (int64_t y = 0; y < cs.h; ++y)
+            for (int64_t x = 0; x < cs.w; ++x) {
+              const int64_t i = y * cs.w + x;
+              const float v = got.plane(b, c)[i];
+              const bool inside = !r.empty() && y >= y0 && y < y1 && x >= x0 && x < x1;
+              const bool ok = inside ? std::fabs(double(v) - want.plane(b, c)[i]) <= u * bound.plane(b, c)[i] + 1e-30
+                                     : std::isnan(v);
+              if (!ok) check::fail_at(__FILE__, __LINE__, what + " at " + std::to_string(b) + "," +
+                                                            std::to_string(c) + "," + std::to_string(i));
+            }
+      }
+    }
+  }
+  CHECK(tested >= 5 && winograd >= 1);
 }
 
 // Few-input-channel convs (first layers) run on the direct kernel (direct_conv.hpp); it promises

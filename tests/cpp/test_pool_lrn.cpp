@@ -89,6 +89,7 @@ std::vector<PoolCase> pool_cases() {
       window(3, 2, 2, 3, {2, 1, 1, 1}, true),  window(2, 2, 1, 1, {0, 0, 1, 1}, false),
       window(3, 3, 2, 2, {1, 1, 1, 1}, true, 2, 2),  // dilated
       window(2, 2, 1, 1, {2, 0, 2, 0}, false, 3, 1),  // dilated rows that can miss a small input
+      window(2, 2, 2, 2, {1, 1, 1, 1}, false), window(3, 2, 3, 2, {1, 0, 2, 1}, true),  // padded tilings
   };
   std::vector<PoolCase> out;
   const int64_t sizes[][2] = {{1, 1}, {7, 7}, {13, 13}, {7, 13}, {13, 6}, {55, 55}};
@@ -190,6 +191,59 @@ TEST(max_unpool_region_limited_matches_reference) {
       if (!same_bits(ref, fast)) check::fail_at(__FILE__, __LINE__, "unpool differs: " + pc.str());
     }
   }
+}
+
+// Windows that tile the input (stride = size) overwrite: every element of each region pixel's
+// window is written (0 but at the switch), whatever gin held there, and nothing else is.
+TEST(max_unpool_tiling_overwrites_its_windows) {
+  std::mt19937 rng(12);
+  const int64_t n = 2, reps = 2;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  int tested = 0;
+  for (const PoolCase& pc : pool_cases()) {
+    const Window2d& g = pc.g;
+    if (g.kh != g.sh || g.kw != g.sw || g.dh != 1 || g.dw != 1 || pc.c == 96) continue;
+    ++tested;
+    Tensor x = random_tensor(Shape::nchw(n, pc.c, pc.h, pc.w), rng, 1.0f, 4);
+    const Shape os = pooled(pc, n);
+    Tensor y(os);
+    IndexTensor sw(os);
+    max_pool2d_forward(kRef, x, g, y, sw);
+    Tensor gout(os.with_n(n * reps), 0.f);
+    Regions rs;
+    for (int64_t b = 0; b < n * reps; ++b) {
+      Region r{os.h / 3, os.h, os.w / 2, os.w};
+      if (b == n * reps - 1) r = Region{0, 0, 0, 0};
+      for (int64_t c = 0; c < pc.c; ++c)
+        for (int64_t yy = r.y0; yy < r.y1; ++yy)
+          for (int64_t xx = r.x0; xx < r.x1; ++xx)
+            gout.plane(b, c)[yy * os.w + xx] = float(rng() % 7) - 3.f;
+      rs.push_back(r);
+    }
+    const Shape is = Shape::nchw(n * reps, pc.c, pc.h, pc.w);
+    Tensor ref(is, 0.f);
+    max_unpool2d_ref(gout, sw, ref, reps);
+    for (const Ctx& ctx : {kFast1, kFast2}) {
+      Tensor fast(is, nan);
+      max_unpool2d(ctx, gout, rs, sw, fast, reps, &g);
+      for (int64_t b = 0; b < is.n; ++b) {
+        const Region& r = rs[b];
+        // The windows' union: the input region of r.
+        const int64_t y0 = std::max<int64_t>(0, r.y0 * g.sh - g.pt), x0 = std::max<int64_t>(0, r.x0 * g.sw - g.pl);
+        const int64_t y1 = r.empty() ? 0 : std::min(pc.h, (r.y1 - 1) * g.sh - g.pt + g.kh);
+        const int64_t x1 = r.empty() ? 0 : std::min(pc.w, (r.x1 - 1) * g.sw - g.pl + g.kw);
+        for (int64_t c = 0; c < pc.c; ++c)
+          for (int64_t yy = 0; yy < pc.h; ++yy)
+            for (int64_t xx = 0; xx < pc.w; ++xx) {
+              const float got = fast.plane(b, c)[yy * pc.w + xx];
+              const bool inside = yy >= y0 && yy < y1 && xx >= x0 && xx < x1;
+              const bool ok = inside ? got == ref.plane(b, c)[yy * pc.w + xx] : std::isnan(got);
+              if (!ok) check::fail_at(__FILE__, __LINE__, "tiling unpool: " + pc.str());
+            }
+      }
+    }
+  }
+  CHECK(tested >= 10);
 }
 
 TEST(max_unpool_is_adjoint_of_switch_gather) {

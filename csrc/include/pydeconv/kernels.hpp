@@ -81,9 +81,15 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
 // The transposed convolution (the adjoint of conv2d without bias): gin += W^T * gout.
 // Only the gout regions `r` (one per sample) may be non-zero; the work is limited to them, and
 // the region pixels of every sample share one GEMM (many small projections batch well).
+// With `overwrite` (conv2d_backward_overwrites(g, C/groups) must hold), gin = W^T * gout over
+// the input rectangle each sample's region reaches, whatever gin held there.
 void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& weight,
                      const Window2d& g, int64_t groups, Tensor& gin,
-                     const ConvPacked* packed = nullptr);
+                     const ConvPacked* packed = nullptr, bool overwrite = false);
+// Whether conv2d_backward (and conv2d_backward_winograd) can overwrite for this geometry and
+// C/groups input channels per group: stride 1 and a group of 6+ channels (the flipped-kernel
+// path; the strided and few-channel paths scatter-add through col2im).
+bool conv2d_backward_overwrites(const Window2d& g, int64_t cg);
 // Winograd F(2x2, 3x3) and F(4x4, 3x3) for 3x3 stride-1 convolutions (forward and the
 // projection's transposed conv) where one is cheaper than the direct GEMM: 2.25x / 4x fewer
 // multiply-adds, results equal to the direct conv up to float rounding. Process-wide mode:
@@ -104,7 +110,8 @@ inline bool winograd_enabled() { return winograd_mode() != 0; }
 // nothing) otherwise, or with reference kernels.
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& r,
                               const Window2d& g, int64_t groups, Tensor& gin,
-                              const ConvPacked& forward, bool prefer = false);
+                              const ConvPacked& forward, bool prefer = false,
+                              bool overwrite = false);
 void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias, const Window2d& g,
                         int64_t groups, Tensor& out);
 void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g, int64_t groups,
@@ -114,8 +121,10 @@ void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2
 // window order, padding never wins. Unpooling scatters (sums) gout through the switches.
 void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Tensor& out,
                         IndexTensor& switches);
+// With `tiling` (the pool's window, whose stride equals its size: windows never overlap), gin is
+// overwritten over every region pixel's whole window (0 but at the switch) instead of added to.
 void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& r, const IndexTensor& switches,
-                  Tensor& gin, int64_t reps);
+                  Tensor& gin, int64_t reps, const Window2d* tiling = nullptr);
 void max_unpool2d_ref(const Tensor& gout, const IndexTensor& switches, Tensor& gin, int64_t reps);
 void max_pool2d_forward_ref(const Tensor& in, const Window2d& g, Tensor& out, IndexTensor& switches);
 

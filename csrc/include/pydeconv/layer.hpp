@@ -67,6 +67,10 @@ struct BackwardArgs {
   const TensorT<uint8_t>* mask = nullptr;  // when needs().mask
   const IndexTensor* switches = nullptr;
   int64_t reps = 1;
+  // Set by the executor only for layers with backward_overwrites(), when gin[0] is fresh: it
+  // holds anything inside its new regions too, and the backward must write (not add) every
+  // element of the input regions of `region`, not just clear-then-accumulate.
+  bool overwrite = false;
 };
 
 class Layer {
@@ -93,6 +97,10 @@ class Layer {
   // Layers whose fast backward reads gout only inside its regions (then the gradient buffer
   // may hold anything outside them: it is not cleared in full).
   virtual bool backward_reads_region_only() const { return false; }
+  // Layers whose fast backward can write its one input's gradient over the whole input region
+  // (input_region of each sample's region) instead of adding to it (BackwardArgs::overwrite):
+  // the executor then skips clearing that region first.
+  virtual bool backward_overwrites() const { return false; }
   virtual RfStep rf() const { return {}; }
   // The input region that can be non-zero when the output's region `r` is (all inputs alike).
   virtual Region input_region(const Region& r, const Shape& in) const;

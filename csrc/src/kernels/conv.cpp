@@ -13,6 +13,7 @@
 #include "direct_conv.hpp"
 #include "im2col_panels.hpp"
 #include "winograd.hpp"
+#include "pydeconv/error.hpp"
 #include "pydeconv/gemm.hpp"
 #include "pydeconv/kernels.hpp"
 
@@ -124,7 +125,8 @@ void backward_col2im(const Ctx& ctx, const Tensor& gout, const Regions& rs, cons
 // --- stride-1 transposed conv: a forward conv of gout over the reachable input regions ---
 
 void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
-                          const ConvPacked& pk, const Window2d& g, int64_t groups, Tensor& gin) {
+                          const ConvPacked& pk, const Window2d& g, int64_t groups, Tensor& gin,
+                          bool overwrite) {
   const Shape& gs = gout.shape();
   const Shape& is = gin.shape();
   const int64_t cg = is.c / groups, ocg = gs.c / groups;
@@ -170,7 +172,8 @@ void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
       const Im2colPanels panels(t, ocg, gs.h, gs.w, std::move(rects));
       sgemm_packed_panels(pk.groups[gi], ncols, panels, nullptr, buf.data(), ncols, false,
                           ctx.threads);
-      // gin += the result, rectangle rows at a time; parallel over channels (disjoint planes).
+      // gin += (or =) the result, rectangle rows at a time; parallel over channels (disjoint
+      // planes).
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
       for (int64_t c = 0; c < cg; ++c) {
         const float* src = buf.data() + c * ncols;
@@ -179,7 +182,10 @@ void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
           float* plane = gin.plane(q.b, gi * cg + c);
           for (int64_t y = q.y0; y < q.y1; ++y, src += q.x1 - q.x0) {
             float* d = plane + y * is.w;
-            for (int64_t x = q.x0; x < q.x1; ++x) d[x] += src[x - q.x0];
+            if (overwrite)
+              std::copy(src, src + (q.x1 - q.x0), d + q.x0);
+            else
+              for (int64_t x = q.x0; x < q.x1; ++x) d[x] += src[x - q.x0];
           }
         }
       }
@@ -274,9 +280,11 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
     }
 }
 
+bool conv2d_backward_overwrites(const Window2d& g, int64_t cg) { return flipped_backward(g, cg); }
+
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& rs,
                               const Window2d& g, int64_t groups, Tensor& gin,
-                              const ConvPacked& forward, bool prefer) {
+                              const ConvPacked& forward, bool prefer, bool overwrite) {
   if (ctx.reference || !winograd_geometry(g, groups)) return false;
   const Shape& gs = gout.shape();
   const Shape& is = gin.shape();
@@ -302,18 +310,24 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
   if (tile == 0) return false;
   WinoConv wc;
   wc.k_ch = gs.c, wc.m_ch = is.c, wc.sh = gs.h, wc.sw = gs.w, wc.dh = is.h, wc.dw = is.w;
-  wc.pt = t.pt, wc.pl = t.pl, wc.transposed = true, wc.tile = tile;
+  wc.pt = t.pt, wc.pl = t.pl, wc.transposed = true, wc.overwrite = overwrite, wc.tile = tile;
   winograd_conv3x3(ctx, wc, forward.groups[0], rects);
   return true;
 }
 
 void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, const Tensor& weight,
-                     const Window2d& g, int64_t groups, Tensor& gin, const ConvPacked* packed) {
-  if (ctx.reference) return conv2d_backward_ref(gout, weight, g, groups, gin, 1);
+                     const Window2d& g, int64_t groups, Tensor& gin, const ConvPacked* packed,
+                     bool overwrite) {
+  if (overwrite && !flipped_backward(g, gin.shape().c / groups))
+    fail(ErrorKind::Value, "conv2d_backward: this geometry cannot overwrite its gradient");
+  if (ctx.reference) {
+    if (overwrite) gin.zero();
+    return conv2d_backward_ref(gout, weight, g, groups, gin, 1);
+  }
   ConvPacked local;
   if (packed == nullptr) local = conv2d_pack_backward(weight, g, groups), packed = &local;
   if (flipped_backward(g, gin.shape().c / groups))
-    return backward_unit_stride(ctx, gout, rs, *packed, g, groups, gin);
+    return backward_unit_stride(ctx, gout, rs, *packed, g, groups, gin, overwrite);
   backward_col2im(ctx, gout, rs, *packed, g, groups, gin);
 }
 

@@ -164,10 +164,14 @@ void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Ten
 }
 
 void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const IndexTensor& switches,
-                  Tensor& gin, int64_t reps) {
-  if (ctx.reference) return max_unpool2d_ref(gout, switches, gin, reps);
+                  Tensor& gin, int64_t reps, const Window2d* tiling) {
+  if (ctx.reference) {
+    if (tiling != nullptr) gin.zero();
+    return max_unpool2d_ref(gout, switches, gin, reps);
+  }
   const Shape& gs = gout.shape();
   const int64_t c = gs.c, op = gs.plane(), ip = gin.shape().plane();
+  const int64_t ih = gin.shape().h, iw = gin.shape().w;
   const int64_t planes = gs.n * c;
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
   for (int64_t p = 0; p < planes; ++p) {
@@ -176,6 +180,23 @@ void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const I
     const float* g = gout.data() + p * op;
     const int32_t* sw = switches.plane(b / reps, ch);
     float* d = gin.data() + p * ip;
+    if (tiling != nullptr) {
+      // Each region row's windows tile their input rows: zero them, then put each value at its
+      // switch (no two windows share an element, so no sums).
+      const Window2d& t = *tiling;
+      if (r.empty()) continue;
+      const int64_t x0 = std::max<int64_t>(0, r.x0 * t.sw - t.pl);
+      const int64_t x1 = std::min(iw, (r.x1 - 1) * t.sw - t.pl + t.kw);
+      for (int64_t oy = r.y0; oy < r.y1; ++oy) {
+        const int64_t y0 = std::max<int64_t>(0, oy * t.sh - t.pt), y1 = std::min(ih, oy * t.sh - t.pt + t.kh);
+        for (int64_t y = y0; y < y1; ++y) std::fill(d + y * iw + x0, d + y * iw + x1, 0.0f);
+        for (int64_t ox = r.x0; ox < r.x1; ++ox) {
+          const int64_t i = oy * gs.w + ox;
+          if (sw[i] >= 0) d[sw[i]] = g[i];
+        }
+      }
+      continue;
+    }
     // Only the region may be non-zero; overlapping windows sharing a switch sum (the gradient).
     for (int64_t oy = r.y0; oy < r.y1; ++oy)
       for (int64_t ox = r.x0; ox < r.x1; ++ox) {

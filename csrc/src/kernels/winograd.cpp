@@ -538,7 +538,8 @@ class Winograd {
     }
   }
 
-  // Y = A^T M A per tile, into the destination (+ bias, or added to it for the transposed conv).
+  // Y = A^T M A per tile, into the destination (+ bias, or added to it for the transposed conv
+  // unless it overwrites).
   void output_transform(int64_t r0, int64_t rows, size_t s0, size_t s1, int64_t tpad,
                         const float* m, int64_t m_size, float* ybuf) const {
     for (int64_t i = 0; i < rows; ++i) {
@@ -559,7 +560,9 @@ class Winograd {
         for (int64_t a = 0; a < tile_ && oy + a < rc.y1; ++a) {
           float* d = plane + (oy + a) * wc_.dw + ox;
           const float* src = y[a];
-          if (wc_.transposed) {
+          if (wc_.transposed && wc_.overwrite) {
+            for (int64_t x = 0; x < len; ++x) d[x] = src[x];
+          } else if (wc_.transposed) {
             for (int64_t x = 0; x < len; ++x) d[x] += src[x];
           } else if (rc.relu_dst == nullptr) {
             for (int64_t x = 0; x < len; ++x) d[x] = src[x] + bias;

@@ -55,6 +55,7 @@ struct WinoConv {
   // true:  dst[m] += sum_k flip(W[k][m]) (*) src[k] (its transposed conv as a forward conv of
   //        gout: m = the layer's input channels, k = its output channels).
   bool transposed = false;
+  bool overwrite = false;       // transposed only: dst = result, not dst += result
   const float* bias = nullptr;  // forward only; may be null
   int64_t tile = 2;             // output tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))
   WinoCache* cache = nullptr;   // forward only; may be null

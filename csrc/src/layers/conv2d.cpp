@@ -70,16 +70,20 @@ class Conv2d : public WindowLayer {
 
   bool backward_reads_region_only() const override { return true; }
 
+  bool backward_overwrites() const override {
+    return kernels::conv2d_backward_overwrites(g_, weight_shape_.c);
+  }
+
   // All rules: gin += conv_transpose(gout, W).
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
     if (ctx.reference)
       return kernels::conv2d_backward(ctx, *a.gout, a.region, parameter("weight"), g_, groups_,
-                                      *a.gin[0]);
+                                      *a.gin[0], nullptr, a.overwrite);
     // Winograd straight from the forward packing where it pays, and wherever it applies until
     // the direct path's own packing exists (a second copy of the weights: 9.4 MB for a VGG16
     // conv5 layer, to save ~1 ms on the tiny regions near a unit).
     if (kernels::conv2d_backward_winograd(ctx, *a.gout, a.region, g_, groups_, *a.gin[0], packed_,
-                                          !packed_back_ready_.load()))
+                                          !packed_back_ready_.load(), a.overwrite))
       return;
     // Packed on first use, not at load: a model used only forward never pays the memory.
     std::call_once(packed_back_once_, [&] {
@@ -87,7 +91,7 @@ class Conv2d : public WindowLayer {
       packed_back_ready_.store(true);
     });
     kernels::conv2d_backward(ctx, *a.gout, a.region, Tensor(weight_shape_, std::shared_ptr<float>()),
-                             g_, groups_, *a.gin[0], &packed_back_);
+                             g_, groups_, *a.gin[0], &packed_back_, a.overwrite);
   }
 
  private:

@@ -28,10 +28,16 @@ class MaxPool2d : public WindowLayer {
 
   // All rules: unpool, each value to its switch; overlapping windows' contributions sum.
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
-    kernels::max_unpool2d(ctx, *a.gout, a.region, *a.switches, *a.gin[0], a.reps);
+    kernels::max_unpool2d(ctx, *a.gout, a.region, *a.switches, *a.gin[0], a.reps,
+                          a.overwrite ? &g_ : nullptr);
   }
 
   bool backward_reads_region_only() const override { return true; }
+
+  // Windows that tile the input (stride = size, no dilation: VGG's 2x2/2) are written whole.
+  bool backward_overwrites() const override {
+    return g_.kh == g_.sh && g_.kw == g_.sw && g_.dh == 1 && g_.dw == 1;
+  }
 
   Needs needs() const override { return {false, false, false, true}; }
 };
