@@ -162,19 +162,25 @@ Regions make_regions(const Shape& gs) {
   return rs;
 }
 
-void check_backward(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
-  const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c / cs.groups, cs.g.kh, cs.g.kw), rng);
-  const Shape gs = out_shape(cs).with_n(cs.n * reps);
-  const Shape is = Shape::nchw(cs.n * reps, cs.c, cs.h, cs.w);
-  const Regions rs = make_regions(gs);
+// A random gout that keeps the contract: zero outside each sample's region.
+Tensor region_gout(const Shape& gs, const Regions& rs, std::mt19937& rng) {
   Tensor gout = random_tensor(gs, rng);
-  for (int64_t b = 0; b < gs.n; ++b)  // the contract: zero outside the sample's region
+  for (int64_t b = 0; b < gs.n; ++b)
     for (int64_t c = 0; c < gs.c; ++c)
       for (int64_t y = 0; y < gs.h; ++y)
         for (int64_t x = 0; x < gs.w; ++x) {
           const Region& r = rs[b];
           if (y < r.y0 || y >= r.y1 || x < r.x0 || x >= r.x1) gout.plane(b, c)[y * gs.w + x] = 0.0f;
         }
+  return gout;
+}
+
+void check_backward(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
+  const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c / cs.groups, cs.g.kh, cs.g.kw), rng);
+  const Shape gs = out_shape(cs).with_n(cs.n * reps);
+  const Shape is = Shape::nchw(cs.n * reps, cs.c, cs.h, cs.w);
+  const Regions rs = make_regions(gs);
+  const Tensor gout = region_gout(gs, rs, rng);
   const Tensor gin0 = random_tensor(is, rng);  // backward accumulates into gin
   Tensor want = gin0.clone(), bound = abs_of(gin0);
   kernels::conv2d_backward_ref(gout, w, cs.g, cs.groups, want, reps);
@@ -301,14 +307,7 @@ void check_winograd(const ConvCase& cs, int mode, int64_t reps, std::mt19937& rn
   // Transposed conv over regions.
   const Shape gs = os.with_n(cs.n * reps);
   const Regions rs = make_regions(gs);
-  Tensor gout = random_tensor(gs, rng);
-  for (int64_t b = 0; b < gs.n; ++b)
-    for (int64_t c = 0; c < gs.c; ++c)
-      for (int64_t y = 0; y < gs.h; ++y)
-        for (int64_t x = 0; x < gs.w; ++x) {
-          const Region& r = rs[b];
-          if (y < r.y0 || y >= r.y1 || x < r.x0 || x >= r.x1) gout.plane(b, c)[y * gs.w + x] = 0.0f;
-        }
+  const Tensor gout = region_gout(gs, rs, rng);
   const Shape is = Shape::nchw(cs.n * reps, cs.c, cs.h, cs.w);
   const Tensor gin0 = random_tensor(is, rng);
   Tensor bwant = gin0.clone(), bbound = abs_of(gin0);
@@ -445,14 +444,7 @@ TEST(conv2d_backward_overwrite) {
     const Shape gs = out_shape(cs);
     const Shape is = Shape::nchw(cs.n, cs.c, cs.h, cs.w);
     const Regions rs = make_regions(gs);
-    Tensor gout = random_tensor(gs, rng);
-    for (int64_t b = 0; b < gs.n; ++b)
-      for (int64_t c = 0; c < gs.c; ++c)
-        for (int64_t y = 0; y < gs.h; ++y)
-          for (int64_t x = 0; x < gs.w; ++x) {
-            const Region& r = rs[b];
-            if (y < r.y0 || y >= r.y1 || x < r.x0 || x >= r.x1) gout.plane(b, c)[y * gs.w + x] = 0.0f;
-          }
+    const Tensor gout = region_gout(gs, rs, rng);
     Tensor want(is, 0.f), bound(is, 0.f);
     kernels::conv2d_backward_ref(gout, w, cs.g, cs.groups, want, 1);
     kernels::conv2d_backward_ref(abs_of(gout), abs_of(w), cs.g, cs.groups, bound, 1);

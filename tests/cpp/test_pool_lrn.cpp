@@ -160,6 +160,21 @@ TEST(max_pool_switch_semantics) {
   CHECK(sz.data()[0] == 0 && sz.data()[4] == 0 && sz.data()[8] == 4);
 }
 
+// An unpooling gout of batch `batch`, non-zero only inside each sample's region (the lower right
+// of the map; the last sample's is empty), with small integer values; the regions go to `rs`.
+Tensor region_gout(const Shape& os, int64_t batch, std::mt19937& rng, Regions& rs) {
+  Tensor gout(os.with_n(batch), 0.f);
+  for (int64_t b = 0; b < batch; ++b) {
+    Region r{os.h / 3, os.h, os.w / 2, os.w};
+    if (b == batch - 1) r = Region{0, 0, 0, 0};
+    for (int64_t c = 0; c < os.c; ++c)
+      for (int64_t yy = r.y0; yy < r.y1; ++yy)
+        for (int64_t xx = r.x0; xx < r.x1; ++xx) gout.plane(b, c)[yy * os.w + xx] = float(rng() % 7) - 3.f;
+    rs.push_back(r);
+  }
+  return gout;
+}
+
 TEST(max_unpool_region_limited_matches_reference) {
   std::mt19937 rng(2);
   const int64_t n = 2, reps = 2;
@@ -170,18 +185,8 @@ TEST(max_unpool_region_limited_matches_reference) {
     Tensor y(os);
     IndexTensor sw(os);
     max_pool2d_forward(kRef, x, pc.g, y, sw);
-    // gout: batch n * reps, non-zero only inside each sample's region (the last one is empty).
-    Tensor gout(os.with_n(n * reps), 0.f);
     Regions rs;
-    for (int64_t b = 0; b < n * reps; ++b) {
-      Region r{os.h / 3, os.h, os.w / 2, os.w};
-      if (b == n * reps - 1) r = Region{0, 0, 0, 0};
-      for (int64_t c = 0; c < pc.c; ++c)
-        for (int64_t yy = r.y0; yy < r.y1; ++yy)
-          for (int64_t xx = r.x0; xx < r.x1; ++xx)
-            gout.plane(b, c)[yy * os.w + xx] = float(rng() % 7) - 3.f;
-      rs.push_back(r);
-    }
+    const Tensor gout = region_gout(os, n * reps, rng, rs);
     const Tensor gin0 = random_tensor(Shape::nchw(n * reps, pc.c, pc.h, pc.w), rng);
     Tensor ref = gin0.clone();
     max_unpool2d_ref(gout, sw, ref, reps);
@@ -209,17 +214,8 @@ TEST(max_unpool_tiling_overwrites_its_windows) {
     Tensor y(os);
     IndexTensor sw(os);
     max_pool2d_forward(kRef, x, g, y, sw);
-    Tensor gout(os.with_n(n * reps), 0.f);
     Regions rs;
-    for (int64_t b = 0; b < n * reps; ++b) {
-      Region r{os.h / 3, os.h, os.w / 2, os.w};
-      if (b == n * reps - 1) r = Region{0, 0, 0, 0};
-      for (int64_t c = 0; c < pc.c; ++c)
-        for (int64_t yy = r.y0; yy < r.y1; ++yy)
-          for (int64_t xx = r.x0; xx < r.x1; ++xx)
-            gout.plane(b, c)[yy * os.w + xx] = float(rng() % 7) - 3.f;
-      rs.push_back(r);
-    }
+    const Tensor gout = region_gout(os, n * reps, rng, rs);
     const Shape is = Shape::nchw(n * reps, pc.c, pc.h, pc.w);
     Tensor ref(is, 0.f);
     max_unpool2d_ref(gout, sw, ref, reps);

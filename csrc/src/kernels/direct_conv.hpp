@@ -48,6 +48,22 @@ struct DirectTile {
   int64_t plane;
 };
 
+// Prefetches every line a tile's epilogue will write (outputs, ReLU outputs, mask bytes), before
+// its tap loop: stores that miss stall the tile once the store buffer fills. Shared by the
+// micro-tiles of every ISA.
+inline void touch_tile(const DirectTile& t) {
+  auto touch = [](const void* p, int64_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 1, 3);
+    __builtin_prefetch(c + bytes - 1, 1, 3);
+  };
+  for (int r = 0; r < t.rr; ++r) {
+    touch(t.out + r * t.plane, 4 * t.n);
+    if (t.relu != nullptr && t.relu != t.out) touch(t.relu + r * t.plane, 4 * t.n);
+    if (t.mask != nullptr) touch(t.mask + r * t.plane, t.n);
+  }
+}
+
 // Micro-tile shapes (rows R, vectors V of VW floats) per instruction set.
 struct DirectShape {
   int r, v, vw;

@@ -13,21 +13,9 @@ namespace {
 
 constexpr int R = 8, VW = 16;
 
-// Touches every line of the `n` floats (or bytes) at p, so the epilogue's stores hit the cache:
-// stores that miss stall the tile once the store buffer fills.
-inline void touch(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(c + i, _MM_HINT_T0);
-  _mm_prefetch(c + bytes - 1, _MM_HINT_T0);
-}
-
 template <int V>
 void tile(const DirectTile& t) {
-  for (int r = 0; r < t.rr; ++r) {
-    touch(t.out + r * t.plane, 4 * t.n);
-    if (t.relu != nullptr && t.relu != t.out) touch(t.relu + r * t.plane, 4 * t.n);
-    if (t.mask != nullptr) touch(t.mask + r * t.plane, t.n);
-  }
+  touch_tile(t);
   __m512 acc[R][V];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
