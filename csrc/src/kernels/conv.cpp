@@ -54,25 +54,35 @@ struct RowSeg {
   int64_t b, oy, x0, x1, col;
 };
 
-// gin += col2im(col) for a tile of row segments; parallel over channels, so no two threads ever
-// write the same plane.
+// gin += col2im(col) for a tile of row segments. Tasks own a channel and a band of gin rows, so
+// no two threads ever write the same row, and the work splits evenly even over few channels
+// (3 RGB channels on 2 threads: the projection's last step).
 void col2im_rows(const float* col, int64_t ncols, const RowSeg* rows, size_t nrows, int64_t c0,
                  int64_t cg, const Shape& is, const Window2d& g, Tensor& gin, int threads) {
   const int64_t kk = g.kh * g.kw, h = is.h, w = is.w;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t c = 0; c < cg; ++c) {
+  const int64_t bands = std::min<int64_t>(h, threads > 1 ? 8 * threads : 1), tasks = cg * bands;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t c = task / bands, band = task % bands;
+    const int64_t y0 = h * band / bands, y1 = h * (band + 1) / bands;
     for (int64_t ki = 0; ki < g.kh; ++ki)
       for (int64_t kj = 0; kj < g.kw; ++kj) {
         const float* src = col + (c * kk + ki * g.kw + kj) * ncols;
+        const int64_t off = kj * g.dw - g.pl;  // ix = ox * sw + off
+        // Outputs whose ix falls inside the row: ox in [ceil(-off / sw), ceil((w - off) / sw)).
+        const int64_t lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+        const int64_t hi = w - off <= 0 ? 0 : (w - off + g.sw - 1) / g.sw;
         for (size_t k = 0; k < nrows; ++k) {
           const RowSeg& r = rows[k];
           const int64_t iy = r.oy * g.sh - g.pt + ki * g.dh;
-          if (iy < 0 || iy >= h) continue;
+          if (iy < y0 || iy >= y1) continue;
           float* d = gin.plane(r.b, c0 + c) + iy * w;
           const float* sp = src + r.col - r.x0;
-          for (int64_t ox = r.x0; ox < r.x1; ++ox) {
-            const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
-            if (ix >= 0 && ix < w) d[ix] += sp[ox];
+          const int64_t x0 = std::max(r.x0, lo), x1 = std::min(r.x1, hi);
+          if (g.sw == 1) {
+            for (int64_t ox = x0; ox < x1; ++ox) d[ox + off] += sp[ox];
+          } else {
+            for (int64_t ox = x0; ox < x1; ++ox) d[ox * g.sw + off] += sp[ox];
           }
         }
       }
