@@ -95,7 +95,7 @@ bool conv2d_backward_overwrites(const Window2d& g, int64_t cg);
 // multiply-adds, results equal to the direct conv up to float rounding. Process-wide mode:
 //   0  off: every convolution runs as a direct GEMM;
 //   1  the default: per call, the cheapest of F(2x2), F(4x4) and the direct GEMM (the
-//      projection's transposed convs: of F(2x2) and the direct GEMM);
+//      projection's transposed convs take F(4x4) on large regions only);
 //   2 / 4  F(2x2) / F(4x4) wherever it applies, whatever it costs (for tests and benchmarks).
 // PYDECONV_WINOGRAD=0 / 2 / 4 in the environment sets it at start. Other values throw Value.
 void set_winograd_mode(int mode);
@@ -103,7 +103,7 @@ int winograd_mode();
 inline void set_winograd_enabled(bool on) { set_winograd_mode(on ? 1 : 0); }
 inline bool winograd_enabled() { return winograd_mode() != 0; }
 
-// The transposed conv by Winograd (F(2x2, 3x3); F(4x4, 3x3) only when forced) from the forward
+// The transposed conv by Winograd (F(2x2, 3x3); F(4x4, 3x3) on large regions) from the forward
 // packing, when the geometry allows it (3x3, stride 1, no dilation or groups, enough channels)
 // and it is cheaper than the direct GEMM for these regions, or (with `prefer`: the direct GEMM
 // would first have to pack a second copy of the weights) up to 3x dearer; returns false (and does

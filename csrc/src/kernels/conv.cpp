@@ -313,10 +313,12 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
   // With `prefer`, Winograd up to 3x the direct GEMM's cost beats packing a second copy of the
   // weights for it; tiny regions (a few pixels, where the filter transform dominates) still go
   // to the direct GEMM, which then packs once and serves every later call.
-  // F(2x2) only: on the projection's regions F(4x4) measured slower than F(2x2) for both a
-  // conv5_3 and a conv3_3 unit, whatever the cost model says (bench/winograd_modes.py, the forced
-  // columns of its "project" rows). Forcing (set_winograd(4)) still applies.
-  const int tile = winograd_tile(is.c, gs.c, count, prefer ? 3.0 : 0.85, false);
+  // F(4x4) only where the model puts it under 0.7x F(2x2) (the forward's bar is 0.9x): its
+  // flipped filters cost more here than the model's filter term says, and on VGG16's conv4
+  // regions under a conv5_3 unit (16-20 pixels square, F(4x4) at 0.68-0.83x by the model) it
+  // measured as fast or slower, while the conv1-3 regions (42-194 square, 0.56-0.66x) gained
+  // 11-22% (bench/ab.py --project conv5_3:256 --layers). Forcing (set_winograd(2 or 4)) applies.
+  const int tile = winograd_tile(is.c, gs.c, count, prefer ? 3.0 : 0.85, true, 0.7);
   if (tile == 0) return false;
   WinoConv wc;
   wc.k_ch = gs.c, wc.m_ch = is.c, wc.sh = gs.h, wc.sw = gs.w, wc.dh = is.h, wc.dw = is.w;

@@ -643,14 +643,15 @@ bool winograd_geometry(const Window2d& g, int64_t groups) {
   return groups == 1 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
 }
 
-int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack, bool four) {
+int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack, bool four,
+                  double four_ratio) {
   const int mode = winograd_mode();
   if (mode == 0 || m < 8 || k < 16 || n.tiles2 <= 0) return 0;
   if (mode != 1) return mode;  // forced
   const double c2 = winograd_cost(m, k, n.tiles2, 2).total;
   const double c4 = winograd_cost(m, k, n.tiles4, 4).total;
   // F(4x4) only where it clearly pays (it also rounds more).
-  const int tile = four && c4 < 0.9 * c2 ? 4 : 2;
+  const int tile = four && c4 < four_ratio * c2 ? 4 : 2;
   return std::min(c2, c4) < slack * 9.0 * static_cast<double>(n.pixels) ? tile : 0;
 }
 

@@ -3,8 +3,8 @@
 // channel pair instead of 9 T^2, so the GEMM work drops 2.25x (F(2x2): 16 for 36) or 4x
 // (F(4x4): 36 for 144). Used by the forward conv and, with the filters flipped and transposed, by
 // the transposed conv of the projection (restricted to each sample's region). A cost model picks
-// F(2x2), F(4x4) or the direct GEMM per call (winograd_tile; the transposed conv asks for F(2x2)
-// or the direct GEMM only).
+// F(2x2), F(4x4) or the direct GEMM per call (winograd_tile; the transposed conv sets a lower bar
+// for F(4x4): large regions only).
 //
 //   V = B^T d B   (alpha x alpha input patch d per tile and source channel)
 //   U = G g G^T   (per filter, computed per call from the layer's packed weights)
@@ -97,6 +97,8 @@ struct WinoCount {
 // modes 2 and 4, that tile size whenever m >= 8 and k >= 16. Cost model: GEMM multiply-adds plus the transforms, in units of one multiply-add per
 // (m, k) channel pair.
 // F(4x4) is considered only when `four`.
-int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack = 0.85, bool four = true);
+// F(4x4) is taken (`four`) where it costs under `four_ratio` times F(2x2).
+int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack = 0.85, bool four = true,
+                  double four_ratio = 0.9);
 
 }  // namespace pydeconv::kernels
