@@ -1,5 +1,5 @@
 // Direct convolution for few input channels (see direct_conv.hpp): the phase-split input copy,
-// the task loop over (output row, channel block), the ISA dispatch and the portable micro-tile.
+// the task loop over (channel block, output row), the ISA dispatch and the portable micro-tile.
 #include "direct_conv.hpp"
 
 #include <algorithm>
@@ -27,14 +27,14 @@ Isa isa() {
 #if PYDECONV_X86
   switch (gemm_isa()) {
     case GemmIsa::Avx512:
-      return {direct_tile_avx512, {8, 3, 16}};
+      return {direct_tile_avx512, direct_shape_avx512};
     case GemmIsa::Avx2:
-      return {direct_tile_avx2, {4, 3, 8}};
+      return {direct_tile_avx2, direct_shape_avx2};
     case GemmIsa::Portable:
       break;
   }
 #endif
-  return {direct_tile_portable, {4, 2, 8}};
+  return {direct_tile_portable, direct_shape_portable};
 }
 
 // The phase-split input of one sample: per channel, `rows` padded rows of `s` phases of `wq`
@@ -88,7 +88,8 @@ std::vector<float> direct_conv_pack(const Tensor& weight) {
   const int64_t k = ws.c * ws.h * ws.w, ldw = (ws.n + kOcAlign - 1) / kOcAlign * kOcAlign;
   std::vector<float> wt(static_cast<size_t>(k * ldw), 0.f);
   for (int64_t oc = 0; oc < ws.n; ++oc)
-    for (int64_t t = 0; t < k; ++t) wt[static_cast<size_t>(t * ldw + oc)] = weight.data()[oc * k + t];
+    for (int64_t t = 0; t < k; ++t)
+      wt[static_cast<size_t>(t * ldw + oc)] = weight.data()[oc * k + t];
   return wt;
 }
 
@@ -117,7 +118,8 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
   float* p = scratch.get(is.c * sp.plane());
   // A row's vectors split evenly into segments of at most V (ZFNet's 110 columns: 3 + 2 + 2
   // zmm, not 3 + 3 + 1, whose one-vector tail runs at the loads' rate, not the FMAs').
-  const int64_t vw = fn.shape.vw, nvec = (os.w + vw - 1) / vw, segs = (nvec + fn.shape.v - 1) / fn.shape.v;
+  const int64_t vw = fn.shape.vw, nvec = (os.w + vw - 1) / vw;
+  const int64_t segs = (nvec + fn.shape.v - 1) / fn.shape.v;
   const int64_t blocks = (os.c + R - 1) / R, tasks = os.h * blocks;
   for (int64_t n = 0; n < is.n; ++n) {
     split_input(ctx, in.plane(n, 0), is.c, is.h, is.w, g.pt, g.pl, sp, p);
@@ -152,10 +154,13 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
   }
 }
 
-// The portable micro-tile: R 4, V 2, VW 8, in plain loops. acc += w * x is the portable GEMM
-// kernel's arithmetic (no FMA on the baseline ISA), so the two paths agree here too.
+// The portable micro-tile: 4 rows x 16 columns (2 vectors of 8), in plain loops. acc += w * x
+// is the portable GEMM kernel's arithmetic (no FMA on the baseline ISA), so the two paths agree
+// here too.
+const DirectShape direct_shape_portable{4, 2, 8};
+
 void direct_tile_portable(const DirectTile& t) {
-  constexpr int R = 4, N = 16;
+  constexpr int R = 4, N = 16;  // direct_shape_portable: r, v * vw
   float acc[R][N] = {};
   for (int64_t i = 0; i < t.k; ++i) {
     const float* s = t.src + t.off[i];

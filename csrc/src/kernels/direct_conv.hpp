@@ -64,15 +64,19 @@ inline void touch_tile(const DirectTile& t) {
   }
 }
 
-// Micro-tile shapes (rows R, vectors V of VW floats) per instruction set.
+// Micro-tile shapes (rows R, up to V vectors of VW floats), each defined next to its tile, so
+// the driver's tiling can never disagree with it. R must divide 8 (direct_conv_pack's padding).
 struct DirectShape {
   int r, v, vw;
 };
 
 void direct_tile_portable(const DirectTile& t);
+extern const DirectShape direct_shape_portable;
 #if PYDECONV_X86
-void direct_tile_avx2(const DirectTile& t);    // R 4, V 3, VW 8 (x86/direct_conv_avx2.cpp)
-void direct_tile_avx512(const DirectTile& t);  // R 8, V 3, VW 16 (x86/direct_conv_avx512.cpp)
+void direct_tile_avx2(const DirectTile& t);    // x86/direct_conv_avx2.cpp
+extern const DirectShape direct_shape_avx2;
+void direct_tile_avx512(const DirectTile& t);  // x86/direct_conv_avx512.cpp
+extern const DirectShape direct_shape_avx512;
 #endif
 
 }  // namespace pydeconv::kernels

@@ -74,6 +74,8 @@ void tile(const DirectTile& t) {
 
 }  // namespace
 
+const DirectShape direct_shape_avx2{R, 3, VW};  // tile<1..3>
+
 void direct_tile_avx2(const DirectTile& t) {
   if (t.n > 2 * VW) return tile<3>(t);
   if (t.n > VW) return tile<2>(t);

@@ -62,6 +62,8 @@ void tile(const DirectTile& t) {
 
 }  // namespace
 
+const DirectShape direct_shape_avx512{R, 3, VW};  // tile<1..3>
+
 void direct_tile_avx512(const DirectTile& t) {
   if (t.n > 2 * VW) return tile<3>(t);
   if (t.n > VW) return tile<2>(t);
