@@ -184,7 +184,7 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
         grad[j] = Tensor(m.shapes[j].with_n(ss.n), m.pool, true);
         partial[j] = j > 0 && !ctx.reference && m.layers[j - 1]->backward_reads_region_only();
         // A fresh buffer that this layer alone writes, over all of its new regions: nothing to
-        // clear first (a conv's transposed conv, ~10% of a VGG16 conv5_3 unit's projection).
+        // clear first (stride-1 transposed convs, unpooling through tiling windows).
         a.overwrite = partial[j] && L.backward_overwrites() && m.in_ids[li].size() == 1 &&
                       m.consumers[static_cast<size_t>(j)].size() == 1;
         if (!partial[j]) grad[j].zero();
