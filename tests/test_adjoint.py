@@ -139,6 +139,18 @@ JACOBIAN = [
 
 JACOBIAN_IDS = [f"{k}_{s[0]}_{a.get('size', '')}" for k, s, a in JACOBIAN]
 
+# Per layer kind, the tests here that check its backward as a linear map (an adjoint test, or
+# the Jacobian at the forward point for the nonlinear kinds). tests/test_registry.py checks every
+# registered kind appears, but for ReLU, whose backward the rule decides (test_layers projects it
+# under each rule against npref).
+BACKWARD_TESTS: dict[str, set[str]] = {"conv2d": {"test_conv2d"},
+                                       "max_pool2d": {"test_max_pool_through_fixed_switches"},
+                                       "avg_pool2d": {"test_avg_pool"}}
+for _kind, _, _ in LINEAR_ONES:
+    BACKWARD_TESTS.setdefault(_kind, set()).add("test_linear_kinds")
+for _kind, _, _ in JACOBIAN:
+    BACKWARD_TESTS.setdefault(_kind, set()).add("test_jacobian_at_forward_point")
+
 
 @pytest.mark.parametrize("kind,shape,attrs", JACOBIAN, ids=JACOBIAN_IDS)
 def test_jacobian_at_forward_point(kind, shape, attrs, threads):

@@ -103,6 +103,12 @@ CASES += [
     ("concat_3", "concat", (1, 7, 13), {"n_inputs": 3}),
 ]
 
+# Per layer kind, its cases above: each runs forward (test_forward) and projected under all three
+# rules (test_project) against npref. tests/test_registry.py checks every registered kind has some.
+CASES_BY_KIND: dict[str, list[str]] = {}
+for _cid, _kind, _, _ in CASES:
+    CASES_BY_KIND.setdefault(_kind, []).append(_cid)
+
 # Nets whose interesting layer is not the only one: (id, builder, layer).
 NETS = [
     ("merge_add", lambda: models.merge_net("add", (3, 7, 7), (4, 4, 4)), "add"),

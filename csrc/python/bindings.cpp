@@ -105,9 +105,36 @@ PYBIND11_MODULE(_core, m) {
   m.def("sgemm_isa", &kernels::sgemm_isa);
   m.def("set_winograd_mode", &kernels::set_winograd_mode);
   m.def("winograd_mode", &kernels::winograd_mode);
-  m.def("layer_kinds", [] {
+  // The layer registry's rows as dicts (tests/test_registry.py walks them).
+  m.def("layer_registry", [] {
     py::list out;
-    for (const auto& k : layer_kinds()) out.append(py::make_tuple(k.name, k.rule));
+    for (const auto& k : layer_kinds()) {
+      py::list attrs, params;
+      const char* types[] = {"int", "bool", "number", "ignored"};
+      const char* ranges[] = {"any", "positive", "non-negative", "one"};
+      for (const auto& a : k.schema.attrs)
+        attrs.append(py::dict(py::arg("name") = a.name, py::arg("type") = types[int(a.type)],
+                              py::arg("n_min") = a.n_min, py::arg("n_max") = a.n_max,
+                              py::arg("default") = a.dflt, py::arg("range") = ranges[int(a.range)],
+                              py::arg("required") = a.required, py::arg("note") = a.note));
+      for (const auto& p : k.schema.params)
+        params.append(py::dict(py::arg("name") = p.name, py::arg("required") = p.required));
+      const Caps& c = k.caps;
+      const Needs& n = k.needs;
+      out.append(py::dict(
+          py::arg("name") = k.name, py::arg("rule") = k.rule, py::arg("reference") = k.reference,
+          py::arg("schema") = py::dict(py::arg("attrs") = attrs, py::arg("params") = params,
+                                       py::arg("min_inputs") = k.schema.min_inputs,
+                                       py::arg("max_inputs") = k.schema.max_inputs),
+          py::arg("caps") = py::dict(py::arg("forward_in_place") = c.forward_in_place,
+                                     py::arg("fuses_relu") = c.fuses_relu,
+                                     py::arg("fusable_relu") = c.fusable_relu,
+                                     py::arg("backward_in_place") = c.backward_in_place,
+                                     py::arg("backward_region_only") = c.backward_region_only,
+                                     py::arg("backward_overwrites") = c.backward_overwrites),
+          py::arg("needs") = py::dict(py::arg("input") = n.input, py::arg("output") = n.output,
+                                      py::arg("mask") = n.mask, py::arg("switches") = n.switches)));
+    }
     return out;
   });
 

@@ -49,7 +49,7 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
   for (const auto& name : also_keep) keep_act[layer_index(name) + 1] = true;
   for (size_t i = 0; i < m.layers.size(); ++i) {
     if (!need[i + 1]) continue;
-    Needs nd = m.layers[i]->needs();
+    const Needs& nd = m.layers[i]->needs();
     if (nd.input)
       for (int j : m.in_ids[i]) keep_act[j] = true;
     if (nd.output) keep_act[i + 1] = true;
@@ -87,7 +87,7 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
     for (int j : m.in_ids[i]) a.in.push_back(&t.acts_[j]);
     const Shape os = m.shapes[id].with_n(xs.n);
     Tensor out;
-    if (keep == Keep::Minimal && layer.forward_in_place() && m.in_ids[i].size() == 1) {
+    if (keep == Keep::Minimal && layer.caps().forward_in_place && m.in_ids[i].size() == 1) {
       // Write over the input when this layer is its last reader, nothing keeps it, it is not
       // the caller's array and no other tensor shares its storage (a flatten view, say).
       const int j = m.in_ids[i][0];
@@ -98,7 +98,7 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
     }
     if (out.data() == nullptr) out = Tensor(os, m.pool, keep == Keep::Minimal && !keep_act[id]);
     a.out = &out;
-    Needs nd = layer.needs();
+    const Needs& nd = layer.needs();
     if (nd.switches) {
       t.switches_[id] = IndexTensor(out.shape(), m.pool);
       a.switches = &t.switches_[id];
@@ -110,9 +110,9 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
     // A ReLU reading this layer's output is computed in the same pass when the layer can (conv):
     // into this output's own buffer when nothing else reads or keeps the pre-ReLU values.
     int relu = -1;
-    if (layer.fuses_relu())
+    if (layer.caps().fuses_relu)
       for (int c : m.consumers[id])
-        if (need[c + 1] && m.layers[c]->kind() == "relu" && m.in_ids[c].size() == 1) {
+        if (need[c + 1] && m.layers[c]->caps().fusable_relu && m.in_ids[c].size() == 1) {
           relu = c;
           break;
         }
@@ -123,10 +123,10 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
         relu_out = out;
       else
         relu_out = Tensor(os, m.pool, keep == Keep::Minimal && !keep_act[rid]);
-      a.relu_out = &relu_out;
+      a.relu.out = &relu_out;
       if (m.layers[relu]->needs().mask && keep == Keep::Minimal) {
         t.masks_[rid] = TensorT<uint8_t>(os, m.pool);
-        a.relu_mask = &t.masks_[rid];
+        a.relu.mask = &t.masks_[rid];
       }
     }
     {

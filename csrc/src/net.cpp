@@ -143,8 +143,7 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
     li.rf_start_h = r.start_h;
     li.rf_start_w = r.start_w;
     li.params = layer->param_count();
-    for (const auto& k : layer_kinds())
-      if (spec.kind == k.name) li.rule = k.rule;
+    li.rule = layer->row().rule;
     m.info.push_back(li);
     m.shapes.push_back(out);
     m.consumers.emplace_back();

@@ -47,8 +47,10 @@ struct Net::Impl {
   std::map<std::string, int> by_name;        // layer name -> layer index
   std::vector<std::string> outputs;
   std::vector<int> output_ids;
-  // Activations, masks and switches of forward passes come from here and go back when freed, so
-  // repeated passes reuse the same memory; project() empties it first (memory for gradients).
+  // Activations, masks and switches of forward passes, and the projections' gradient buffers,
+  // come from here and go back when freed, so repeated passes reuse the same memory (a forward's
+  // idle activations serve the next projection's gradients). Idle blocks beyond 256 MB go back to
+  // the system.
   mutable BufferPool pool{std::size_t(256) << 20};
 
   // Tensor ids that `target` depends on (itself included), as a mask over tensor ids.

@@ -71,7 +71,7 @@ Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& 
   // A start signal is zero but for one value per sample (or one map): cleared in full, a fresh
   // map's pages fault in on every call (255 faults, ~0.25 ms, for a conv3_3 unit of VGG16).
   const Layer& target = *impl_->layers[static_cast<size_t>(layer_index(layer))];
-  const bool region_only = !ctx.reference && target.backward_reads_region_only();
+  const bool region_only = !ctx.reference && target.caps().backward_region_only;
   Tensor start = make_start(t, layer, channels, at, &regions, region_only);
   return project_regions(ctx, t, layer, start, std::move(regions), rule);
 }
@@ -161,14 +161,14 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
     a.out = t.activation(id);
     a.mask = t.mask(id);
     a.switches = t.switches(id);
-    Needs nd = L.needs();
+    const Needs& nd = L.needs();
     if (nd.switches && !a.switches)
       fail(ErrorKind::Value, "layer '" + L.name() + "': its switches are not in this trace");
     if (nd.output && !a.out)
       fail(ErrorKind::Value, "layer '" + L.name() + "': its output is not in this trace");
     // An element-wise layer whose input has no signal yet works in place on gout's buffer
     // (never on the caller's start signal).
-    const bool in_place = L.backward_in_place() && id != target && m.in_ids[li].size() == 1 &&
+    const bool in_place = L.caps().backward_in_place && id != target && m.in_ids[li].size() == 1 &&
                           grad[m.in_ids[li][0]].empty();
     if (in_place) {
       const int j = m.in_ids[li][0];
@@ -182,10 +182,10 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
         fail(ErrorKind::Value, "layer '" + L.name() + "': its input is not in this trace");
       if (grad[j].empty()) {
         grad[j] = Tensor(m.shapes[j].with_n(ss.n), m.pool, true);
-        partial[j] = j > 0 && !ctx.reference && m.layers[j - 1]->backward_reads_region_only();
+        partial[j] = j > 0 && !ctx.reference && m.layers[j - 1]->caps().backward_region_only;
         // A fresh buffer that this layer alone writes, over all of its new regions: nothing to
         // clear first (stride-1 transposed convs, unpooling through tiling windows).
-        a.overwrite = partial[j] && L.backward_overwrites() && m.in_ids[li].size() == 1 &&
+        a.overwrite = partial[j] && L.caps().backward_overwrites && m.in_ids[li].size() == 1 &&
                       m.consumers[static_cast<size_t>(j)].size() == 1;
         if (!partial[j]) grad[j].zero();
       }

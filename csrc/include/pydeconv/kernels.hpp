@@ -155,17 +155,57 @@ void lrn_backward_ref(const Tensor& x, const Tensor& gout, const LrnParams& p, T
 
 // y = relu(x) over n elements, and mask = [x > 0] when mask is not null; y may be x itself.
 void relu_forward(const Ctx& ctx, const float* x, float* y, uint8_t* mask, int64_t n);
+// The ReLU's backward over each sample's region: gin += g, zeroed where `rectify` and g <= 0, and
+// where `gate` and the forward input was not positive (read from `mask` when not null, else from
+// x, batch N). Deconvnet rectifies, backprop gates, guided does both. In place (gin is gout's own
+// buffer) gin = that instead.
+void relu_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const float* x,
+                   const uint8_t* mask, bool rectify, bool gate, Tensor& gin, int64_t reps);
+void relu_forward_ref(const float* x, float* y, uint8_t* mask, int64_t n);
+void relu_backward_ref(const Tensor& gout, const float* x, const uint8_t* mask, bool rectify,
+                       bool gate, Tensor& gin, int64_t reps);
 
 // Per-channel affine y = x * a[c] + b[c] (inference batch norm); backward gin += gout * a[c].
 void channel_affine_forward(const Ctx& ctx, const Tensor& in, const float* a, const float* b,
                             Tensor& out);
 void channel_affine_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const float* a,
                              Tensor& gin);
+void channel_affine_forward_ref(const Tensor& in, const float* a, const float* b, Tensor& out);
+void channel_affine_backward_ref(const Tensor& gout, const float* a, Tensor& gin);
 
 // Softmax over channels (per sample and position); backward through its Jacobian at output y.
 void softmax_forward(const Ctx& ctx, const Tensor& in, Tensor& out);
 void softmax_backward(const Ctx& ctx, const Tensor& y, const Tensor& gout, Tensor& gin,
                       int64_t reps);
+void softmax_forward_ref(const Tensor& in, Tensor& out);
+void softmax_backward_ref(const Tensor& y, const Tensor& gout, Tensor& gin, int64_t reps);
+
+// Element-wise sum of 2+ same-shape inputs; backward hands the signal (each sample's region) to
+// every input. A tensor listed twice in gin receives it twice.
+void add_forward(const Ctx& ctx, const std::vector<const Tensor*>& in, Tensor& out);
+void add_backward(const Ctx& ctx, const Tensor& gout, const Regions& r,
+                  const std::vector<Tensor*>& gin);
+void add_forward_ref(const std::vector<const Tensor*>& in, Tensor& out);
+void add_backward_ref(const Tensor& gout, const std::vector<Tensor*>& gin);
+
+// Concatenation over channels; backward gives each input its own channels (each sample's region).
+void concat_forward(const Ctx& ctx, const std::vector<const Tensor*>& in, Tensor& out);
+void concat_backward(const Ctx& ctx, const Tensor& gout, const Regions& r,
+                     const std::vector<Tensor*>& gin);
+void concat_forward_ref(const std::vector<const Tensor*>& in, Tensor& out);
+void concat_backward_ref(const Tensor& gout, const std::vector<Tensor*>& gin);
+
+// The naive average pooling the fast kernels are tested against (the layer selects them under
+// ctx.reference).
+void avg_pool2d_forward_ref(const Tensor& in, const Window2d& g, bool count_include_pad,
+                            Tensor& out);
+void avg_pool2d_backward_ref(const Tensor& gout, const Window2d& g, bool count_include_pad,
+                             Tensor& gin);
+// Each plane to its mean, out (N, C, 1, 1); backward spreads each value evenly over its plane.
+void global_avg_pool_forward(const Ctx& ctx, const Tensor& in, Tensor& out);
+void global_avg_pool_backward(const Ctx& ctx, const Tensor& gout, Tensor& gin);
+void global_avg_pool_forward_ref(const Tensor& in, Tensor& out);
+void global_avg_pool_backward_ref(const Tensor& gout, Tensor& gin);
 
 }  // namespace kernels
 }  // namespace pydeconv

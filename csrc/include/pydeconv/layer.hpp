@@ -34,44 +34,70 @@ struct Needs {
   bool switches = false;  // max pooling switches
 };
 
+// What the executor and the projection may do with a layer kind, declared by its registry row
+// (a layer may narrow it for its own geometry while inferring its shape).
+struct Caps {
+  // Element-wise: the forward may write over its one input (out aliasing in[0]); the executor
+  // does so when nothing else reads that input afterwards.
+  bool forward_in_place = false;
+  // Can also produce a following ReLU's output in its own pass (ForwardArgs::relu).
+  bool fuses_relu = false;
+  // Is a ReLU that such a producer can compute: then it does not run itself.
+  bool fusable_relu = false;
+  // Element-wise: the backward can overwrite gout with gin (saves a buffer per layer).
+  bool backward_in_place = false;
+  // The fast backward reads gout only inside its regions (then the gradient buffer may hold
+  // anything outside them: it is not cleared in full).
+  bool backward_region_only = false;
+  // The fast backward can write its one input's gradient over the whole input region
+  // (input_region of each sample's region) instead of adding to it (BackwardArgs::overwrite):
+  // the executor then skips clearing that region first.
+  bool backward_overwrites = false;
+};
+
 // Receptive-field arithmetic of one layer: output position p covers input [p*stride - pad, ... + size).
 struct RfStep {
   int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   bool global = false;  // every output depends on the whole input (linear, global pooling)
 };
 
+// A ReLU computed by the layer before it, in the same pass (Caps::fuses_relu / fusable_relu).
+struct FusedRelu {
+  // When not null, the layer also writes relu(out) here (it may be `out` itself: then only the
+  // rectified values are written) and, when `mask` is not null, [out > 0].
+  Tensor* out = nullptr;
+  TensorT<uint8_t>* mask = nullptr;
+};
+
 struct ForwardArgs {
   std::vector<const Tensor*> in;
-  Tensor* out = nullptr;
+  Tensor* out = nullptr;  // may be `in[0]`'s own buffer for Caps::forward_in_place kinds
   IndexTensor* switches = nullptr;  // allocated by the executor when needs().switches
   // When not null (needs().mask under Keep::Minimal), the layer also writes [out > 0] here, one
-  // byte per element, in the same pass. `out` may be `in[0]`'s own buffer for layers with
-  // forward_in_place().
+  // byte per element, in the same pass.
   TensorT<uint8_t>* mask = nullptr;
-  // Conv + ReLU fused (layers with fuses_relu()): when not null, the layer also writes relu(out)
-  // here (it may be `out` itself: then only the rectified values are written) and, when
-  // relu_mask is not null, [out > 0]; the executor then skips the ReLU layer's own pass.
-  Tensor* relu_out = nullptr;
-  TensorT<uint8_t>* relu_mask = nullptr;
+  FusedRelu relu;  // the executor then skips the ReLU layer's own pass
 };
 
 struct BackwardArgs {
   Rule rule = Rule::Deconvnet;
   const Tensor* gout = nullptr;  // batch B = N * reps
   Regions region;                // per sample: where gout may be non-zero
-  std::vector<Tensor*> gin;      // accumulate here; same order as inputs; batch B. For layers
-                                 // with backward_in_place(), gin[0] may be gout's own buffer:
-                                 // then write the result over it instead of adding
+  std::vector<Tensor*> gin;      // accumulate here; same order as inputs; batch B. For
+                                 // Caps::backward_in_place kinds, gin[0] may be gout's own
+                                 // buffer: then write the result over it instead of adding
   std::vector<const Tensor*> in;  // forward inputs when needs().input (batch N)
   const Tensor* out = nullptr;    // forward output when needs().output
   const TensorT<uint8_t>* mask = nullptr;  // when needs().mask
   const IndexTensor* switches = nullptr;
   int64_t reps = 1;
-  // Set by the executor only for layers with backward_overwrites(), when gin[0] is fresh: it
-  // holds anything inside its new regions too, and the backward must write (not add) every
-  // element of the input regions of `region`, not just clear-then-accumulate.
+  // Set by the executor only under Caps::backward_overwrites, when gin[0] is fresh: it holds
+  // anything inside its new regions too, and the backward must write (not add) every element of
+  // the input regions of `region`, not just clear-then-accumulate.
   bool overwrite = false;
 };
+
+struct LayerKind;
 
 class Layer {
  public:
@@ -80,30 +106,19 @@ class Layer {
   const std::string& name() const { return spec_.name; }
   const std::string& kind() const { return spec_.kind; }
   const LayerSpec& spec() const { return spec_; }
+  const LayerKind& row() const { return *row_; }
+  const Caps& caps() const { return caps_; }
+  const Needs& needs() const { return needs_; }
 
-  // Validates attributes and parameters against the input shapes (batch 1) and returns the
-  // output shape. Throws Error naming the layer and the field.
-  virtual Shape infer(const std::vector<Shape>& in) = 0;
+  // Checks the spec against the kind's schema (attributes, parameters, input count), then runs
+  // the kind's shape rule; returns the output shape (batch 1). Throws Error naming the layer and
+  // the field.
+  Shape infer(const std::vector<Shape>& in);
   virtual void forward(const Ctx& ctx, ForwardArgs& a) const = 0;
   virtual void backward(const Ctx& ctx, BackwardArgs& a) const = 0;
-  virtual Needs needs() const { return {}; }
-  // Element-wise layers whose forward may write over their input (out aliasing in[0]); the
-  // executor does so when nothing else reads that input afterwards.
-  virtual bool forward_in_place() const { return false; }
-  // Layers that can also produce a following ReLU's output in their own pass (ForwardArgs).
-  virtual bool fuses_relu() const { return false; }
-  // Element-wise layers whose backward can overwrite gout with gin (saves a buffer per layer).
-  virtual bool backward_in_place() const { return false; }
-  // Layers whose fast backward reads gout only inside its regions (then the gradient buffer
-  // may hold anything outside them: it is not cleared in full).
-  virtual bool backward_reads_region_only() const { return false; }
-  // Layers whose fast backward can write its one input's gradient over the whole input region
-  // (input_region of each sample's region) instead of adding to it (BackwardArgs::overwrite):
-  // the executor then skips clearing that region first.
-  virtual bool backward_overwrites() const { return false; }
   virtual RfStep rf() const { return {}; }
   // The input region that can be non-zero when the output's region `r` is (all inputs alike).
-  virtual Region input_region(const Region& r, const Shape& in) const;
+  Region input_region(const Region& r, const Shape& in) const;
   // A byte budget, shared by a net's layers, for caches that trade memory for speed (conv:
   // transformed filters). Called once by the net after building every layer.
   virtual void share_cache_budget(const std::shared_ptr<std::atomic<int64_t>>& bytes) { (void)bytes; }
@@ -114,26 +129,60 @@ class Layer {
   virtual Tensor parameter(const std::string& key) const;
 
  protected:
-  // Attribute helpers: name the layer and field in every error.
-  [[noreturn]] void bad(const std::string& what) const;
-  std::vector<double> attr(const std::string& key, std::vector<double> dflt) const;
-  std::vector<int64_t> ints(const std::string& key, std::vector<int64_t> dflt, size_t n_min,
-                            size_t n_max) const;
-  int64_t int1(const std::string& key, int64_t dflt) const;
-  double num1(const std::string& key, double dflt) const;
-  const Tensor* param(const std::string& key, bool required) const;
-  void expect_inputs(const std::vector<Shape>& in, size_t n_min, size_t n_max) const;
-  void check_attrs(std::initializer_list<const char*> known) const;
-  void check_params(std::initializer_list<const char*> known) const;
+  // The kind's own shape rule and parameter checks, after the schema's (infer): attributes are
+  // then known, of the declared arity, integer where declared so and inside their range, and
+  // required parameters present and finite.
+  virtual Shape shape(const std::vector<Shape>& in) = 0;
+  [[noreturn]] void bad(const std::string& what) const;  // names the layer
+  // An attribute's values, or `dflt` when absent.
+  std::vector<int64_t> ints(const std::string& key, std::vector<int64_t> dflt) const;
+  // One-value attributes, or the schema's default when absent.
+  int64_t int1(const std::string& key) const;
+  double num1(const std::string& key) const;
+  const Tensor* param(const std::string& key) const;  // null when absent
 
   LayerSpec spec_;
+  Caps caps_;  // the row's; a kind may clear a capability its geometry lacks (in shape())
+
+ private:
+  friend std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
+  void check_schema(const std::vector<Shape>& in) const;
+  const LayerKind* row_ = nullptr;
+  Needs needs_;
 };
 
-// The registry: one row per layer kind.
+// The schema of one attribute. Integers (and bools, as 0/1) must be whole numbers of at most 1e9.
+enum class AttrType { Int, Bool, Number, Ignored };
+// The range every value of an attribute must lie in (checked before the kind's shape rule).
+enum class Range { Any, Positive, NonNegative, One };
+struct AttrSchema {
+  const char* name;
+  AttrType type;
+  int n_min = 1, n_max = 1;    // how many values
+  std::vector<double> dflt;    // the value when absent; empty: see `note`
+  Range range = Range::Any;
+  bool required = false;
+  const char* note = "";       // the default when it is not a constant
+};
+struct ParamSchema {
+  const char* name;
+  bool required;
+};
+struct Schema {
+  std::vector<AttrSchema> attrs;
+  std::vector<ParamSchema> params;
+  int min_inputs = 1, max_inputs = 1;  // max_inputs 0: no limit
+};
+
+// The registry: one row per layer kind (layers/registry.cpp).
 struct LayerKind {
   const char* name;
   std::unique_ptr<Layer> (*make)(const LayerSpec&);
-  const char* rule;  // one line: how the signal goes back down
+  Schema schema;
+  Caps caps;
+  Needs needs;
+  const char* rule;       // one line: how the signal goes back down
+  const char* reference;  // the reference kernels (kernels/ref/) that Ctx::reference runs
 };
 const std::vector<LayerKind>& layer_kinds();
 std::unique_ptr<Layer> make_layer(const LayerSpec& spec);  // throws Error(Graph) for unknown kinds

@@ -1,4 +1,4 @@
-// linear (GEMM), per-channel affine (batch norm), softmax over channels.
+// linear: GEMM, or matrix-vector products for small batches.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -6,7 +6,6 @@
 #include "pydeconv/gemm.hpp"
 #include "pydeconv/kernels.hpp"
 #include "cpu.hpp"
-#include "relu_run.hpp"
 
 namespace pydeconv::kernels {
 
@@ -128,80 +127,6 @@ void linear_backward(const Ctx& ctx, const Tensor& gout, const Tensor& weight, T
   else
     sgemm(false, false, b, i, o, gout.data(), o, weight.data(), i, gin.data(), i, true,
           ctx.threads);
-}
-
-void relu_forward(const Ctx& ctx, const float* x, float* y, uint8_t* mask, int64_t n) {
-  // Plain selects the compiler turns into packed compares (relu_run); a second thread only pays
-  // once the tensor is well past the cache (memory bound either way).
-  constexpr int64_t kChunk = 4096;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallelWork)
-  for (int64_t c = 0; c < (n + kChunk - 1) / kChunk; ++c) {
-    const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);
-    relu_run(x + i0, y + i0, mask != nullptr ? mask + i0 : nullptr, i1 - i0);
-  }
-}
-
-void channel_affine_forward(const Ctx& ctx, const Tensor& in, const float* a, const float* b,
-                            Tensor& out) {
-  const Shape& s = in.shape();
-  const int64_t planes = s.n * s.c, hw = s.plane();
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
-  for (int64_t p = 0; p < planes; ++p) {
-    const int64_t c = p % s.c;
-    const float* x = in.data() + p * hw;
-    float* y = out.data() + p * hw;
-    for (int64_t i = 0; i < hw; ++i) y[i] = x[i] * a[c] + b[c];
-  }
-}
-
-void channel_affine_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, const float* a,
-                             Tensor& gin) {
-  const Shape& s = gout.shape();
-  const int64_t planes = s.n * s.c, hw = s.plane();
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
-  for (int64_t p = 0; p < planes; ++p) {
-    const int64_t c = p % s.c;
-    const Region& r = rs[p / s.c];
-    const float* g = gout.data() + p * hw;
-    float* d = gin.data() + p * hw;
-    for (int64_t y = r.y0; y < r.y1; ++y)
-      for (int64_t x = r.x0; x < r.x1; ++x) d[y * s.w + x] += g[y * s.w + x] * a[c];
-  }
-}
-
-void softmax_forward(const Ctx& ctx, const Tensor& in, Tensor& out) {
-  const Shape& s = in.shape();
-  const int64_t hw = s.plane(), cols = s.n * hw;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
-  for (int64_t q = 0; q < cols; ++q) {
-    const int64_t n = q / hw, i = q % hw;
-    const float* x = in.sample(n) + i;
-    float* y = out.sample(n) + i;
-    float m = x[0];
-    for (int64_t c = 1; c < s.c; ++c) m = std::max(m, x[c * hw]);
-    double sum = 0.0;
-    for (int64_t c = 0; c < s.c; ++c) sum += std::exp(double(x[c * hw]) - m);
-    for (int64_t c = 0; c < s.c; ++c)
-      y[c * hw] = static_cast<float>(std::exp(double(x[c * hw]) - m) / sum);
-  }
-}
-
-// gin = y * (g - <g, y>) per column, the softmax Jacobian-vector product.
-void softmax_backward(const Ctx& ctx, const Tensor& y, const Tensor& gout, Tensor& gin,
-                      int64_t reps) {
-  const Shape& s = gout.shape();
-  const int64_t hw = s.plane(), cols = s.n * hw;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
-  for (int64_t q = 0; q < cols; ++q) {
-    const int64_t b = q / hw, i = q % hw;
-    const float* yy = y.sample(b / reps) + i;
-    const float* g = gout.sample(b) + i;
-    float* d = gin.sample(b) + i;
-    double dot = 0.0;
-    for (int64_t c = 0; c < s.c; ++c) dot += double(g[c * hw]) * yy[c * hw];
-    for (int64_t c = 0; c < s.c; ++c)
-      d[c * hw] += static_cast<float>(yy[c * hw] * (g[c * hw] - dot));
-  }
 }
 
 }  // namespace pydeconv::kernels

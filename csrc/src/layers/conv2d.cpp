@@ -13,20 +13,17 @@ class Conv2d : public WindowLayer {
  public:
   using WindowLayer::WindowLayer;
 
-  Shape infer(const std::vector<Shape>& in) override {
-    expect_inputs(in, 1, 1);
-    check_attrs({"kernel_size", "stride", "padding", "dilation", "groups"});
-    check_params({"weight", "bias"});
-    weight_ = param("weight", true);
-    bias_ = param("bias", false);
+  Shape shape(const std::vector<Shape>& in) override {
+    weight_ = param("weight");
+    bias_ = param("bias");
     const Shape& ws = weight_->shape();
     if (ws.rank != 4) bad("parameter 'weight' must be (out, in/groups, kh, kw), got " + ws.str());
     parse_window({ws.h, ws.w}, false, true, false);
     if (g_.kh != ws.h || g_.kw != ws.w)
       bad("attribute 'kernel_size' disagrees with the weight shape " + ws.str());
-    groups_ = int1("groups", 1);
+    groups_ = int1("groups");
     if (in[0].rank != 4) bad("needs a (N, C, H, W) input, got " + in[0].str());
-    if (groups_ <= 0 || in[0].c % groups_ || ws.n % groups_)
+    if (in[0].c % groups_ || ws.n % groups_)
       bad("groups=" + std::to_string(groups_) + " must divide the input channels (" +
           std::to_string(in[0].c) + ") and output channels (" + std::to_string(ws.n) + ")");
     if (ws.c != in[0].c / groups_)
@@ -40,6 +37,7 @@ class Conv2d : public WindowLayer {
     weight_shape_ = ws;
     spec_.params["weight"] = Tensor(ws, std::shared_ptr<float>());
     weight_ = nullptr;
+    caps_.backward_overwrites = kernels::conv2d_backward_overwrites(g_, weight_shape_.c);
     return window_out(in[0], ws.n);
   }
 
@@ -56,23 +54,15 @@ class Conv2d : public WindowLayer {
     const float* bias = bias_ ? bias_->data() : nullptr;
     if (ctx.reference)
       return kernels::conv2d_forward(ctx, *a.in[0], parameter("weight"), bias, g_, groups_, *a.out,
-                                     nullptr, a.relu_out, a.relu_mask);
+                                     nullptr, a.relu.out, a.relu.mask);
     kernels::conv2d_forward(ctx, *a.in[0], Tensor(weight_shape_, std::shared_ptr<float>()), bias,
-                            g_, groups_, *a.out, &packed_, a.relu_out, a.relu_mask);
+                            g_, groups_, *a.out, &packed_, a.relu.out, a.relu.mask);
   }
 
   void share_cache_budget(const std::shared_ptr<std::atomic<int64_t>>& bytes) override {
     kernels::conv2d_share_wino_budget(packed_, bytes);
   }
   int64_t cache_bytes() const override { return kernels::conv2d_wino_cached_bytes(packed_); }
-
-  bool fuses_relu() const override { return true; }
-
-  bool backward_reads_region_only() const override { return true; }
-
-  bool backward_overwrites() const override {
-    return kernels::conv2d_backward_overwrites(g_, weight_shape_.c);
-  }
 
   // All rules: gin += conv_transpose(gout, W).
   void backward(const Ctx& ctx, BackwardArgs& a) const override {

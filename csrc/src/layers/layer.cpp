@@ -1,7 +1,10 @@
+// The parts every layer kind shares: the schema checks that run before each kind's shape rule,
+// attribute and parameter access, and the receptive-field step back to an input region.
 #include "pydeconv/layer.hpp"
 
+#include <algorithm>
 #include <cmath>
-#include <set>
+#include <cstdint>
 
 namespace pydeconv {
 
@@ -16,66 +19,114 @@ void Layer::bad(const std::string& what) const {
   fail(ErrorKind::Graph, "layer '" + name() + "' (" + kind() + "): " + what);
 }
 
-std::vector<double> Layer::attr(const std::string& key, std::vector<double> dflt) const {
-  auto it = spec_.attrs.find(key);
-  return it == spec_.attrs.end() ? dflt : it->second;
+namespace {
+
+const AttrSchema* find_attr(const Schema& s, const std::string& key) {
+  for (const AttrSchema& a : s.attrs)
+    if (key == a.name) return &a;
+  return nullptr;
 }
 
-std::vector<int64_t> Layer::ints(const std::string& key, std::vector<int64_t> dflt, size_t n_min,
-                                 size_t n_max) const {
-  auto it = spec_.attrs.find(key);
-  if (it == spec_.attrs.end()) return dflt;
-  const auto& v = it->second;
-  if (v.size() < n_min || v.size() > n_max)
-    bad("attribute '" + key + "' has " + std::to_string(v.size()) + " values, expected " +
-        std::to_string(n_min) + (n_max != n_min ? " to " + std::to_string(n_max) : ""));
-  std::vector<int64_t> out;
-  for (double d : v) {
-    if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 1e9)
-      bad("attribute '" + key + "' must hold integers");
-    out.push_back(static_cast<int64_t>(d));
+const char* range_text(Range r) {
+  switch (r) {
+    case Range::Positive: return "positive";
+    case Range::NonNegative: return "non-negative";
+    case Range::One: return "1 (the only value supported)";
+    case Range::Any: break;
   }
-  return out;
+  return "";
 }
 
-int64_t Layer::int1(const std::string& key, int64_t dflt) const {
-  return ints(key, {dflt}, 1, 1)[0];
-}
-
-double Layer::num1(const std::string& key, double dflt) const {
-  auto v = attr(key, {dflt});
-  if (v.size() != 1 || !std::isfinite(v[0])) bad("attribute '" + key + "' must be one finite number");
-  return v[0];
-}
-
-const Tensor* Layer::param(const std::string& key, bool required) const {
-  auto it = spec_.params.find(key);
-  if (it == spec_.params.end()) {
-    if (required) bad("missing parameter '" + key + "'");
-    return nullptr;
+bool in_range(Range r, double v) {
+  switch (r) {
+    case Range::Positive: return v > 0;
+    case Range::NonNegative: return v >= 0;
+    case Range::One: return v == 1;
+    case Range::Any: break;
   }
-  const Tensor& t = it->second;
-  for (int64_t i = 0; i < t.numel(); ++i)
-    if (!std::isfinite(t.data()[i])) bad("parameter '" + key + "' holds NaN or infinity");
-  return &t;
+  return true;
 }
 
-void Layer::expect_inputs(const std::vector<Shape>& in, size_t n_min, size_t n_max) const {
+}  // namespace
+
+void Layer::check_schema(const std::vector<Shape>& in) const {
+  const Schema& sc = row_->schema;
+  const size_t n_min = static_cast<size_t>(sc.min_inputs);
+  const size_t n_max = sc.max_inputs == 0 ? SIZE_MAX : static_cast<size_t>(sc.max_inputs);
   if (in.size() < n_min || in.size() > n_max)
     bad("takes " + std::to_string(n_min) + (n_max > n_min ? " or more" : "") + " input(s), got " +
         std::to_string(in.size()));
-}
-
-void Layer::check_attrs(std::initializer_list<const char*> known) const {
-  std::set<std::string> k(known.begin(), known.end());
   for (auto& kv : spec_.attrs)
-    if (!k.count(kv.first)) bad("unknown attribute '" + kv.first + "'");
+    if (!find_attr(sc, kv.first)) bad("unknown attribute '" + kv.first + "'");
+  for (auto& kv : spec_.params) {
+    bool known = false;
+    for (const ParamSchema& p : sc.params) known = known || kv.first == p.name;
+    if (!known) bad("unknown parameter '" + kv.first + "'");
+  }
+  for (const ParamSchema& p : sc.params) {
+    auto it = spec_.params.find(p.name);
+    if (it == spec_.params.end()) {
+      if (p.required) bad("missing parameter '" + std::string(p.name) + "'");
+      continue;
+    }
+    const Tensor& t = it->second;
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(t.data()[i])) bad("parameter '" + it->first + "' holds NaN or infinity");
+  }
+  for (const AttrSchema& a : sc.attrs) {
+    auto it = spec_.attrs.find(a.name);
+    if (it == spec_.attrs.end()) {
+      if (a.required) bad("missing attribute '" + std::string(a.name) + "'");
+      continue;
+    }
+    if (a.type == AttrType::Ignored) continue;
+    const std::string key = a.name;
+    const auto& v = it->second;
+    const size_t lo = static_cast<size_t>(a.n_min), hi = static_cast<size_t>(a.n_max);
+    if (v.size() < lo || v.size() > hi) {
+      if (a.type == AttrType::Number && lo == 1 && hi == 1)
+        bad("attribute '" + key + "' must be one finite number");
+      bad("attribute '" + key + "' has " + std::to_string(v.size()) + " values, expected " +
+          std::to_string(lo) + (hi != lo ? " to " + std::to_string(hi) : ""));
+    }
+    for (double d : v) {
+      if (a.type == AttrType::Number) {
+        if (!std::isfinite(d)) bad("attribute '" + key + "' must be one finite number");
+      } else if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 1e9) {
+        bad("attribute '" + key + "' must hold integers");
+      }
+      if (!in_range(a.range, d)) bad("attribute '" + key + "' must be " + range_text(a.range));
+    }
+  }
 }
 
-void Layer::check_params(std::initializer_list<const char*> known) const {
-  std::set<std::string> k(known.begin(), known.end());
-  for (auto& kv : spec_.params)
-    if (!k.count(kv.first)) bad("unknown parameter '" + kv.first + "'");
+Shape Layer::infer(const std::vector<Shape>& in) {
+  check_schema(in);
+  return shape(in);
+}
+
+std::vector<int64_t> Layer::ints(const std::string& key, std::vector<int64_t> dflt) const {
+  auto it = spec_.attrs.find(key);
+  if (it == spec_.attrs.end()) return dflt;
+  std::vector<int64_t> out;
+  for (double d : it->second) out.push_back(static_cast<int64_t>(d));  // integers: check_schema
+  return out;
+}
+
+int64_t Layer::int1(const std::string& key) const {
+  const AttrSchema* a = find_attr(row_->schema, key);
+  return ints(key, {static_cast<int64_t>(a->dflt.at(0))})[0];
+}
+
+double Layer::num1(const std::string& key) const {
+  auto it = spec_.attrs.find(key);
+  if (it != spec_.attrs.end()) return it->second[0];
+  return find_attr(row_->schema, key)->dflt.at(0);
+}
+
+const Tensor* Layer::param(const std::string& key) const {
+  auto it = spec_.params.find(key);
+  return it == spec_.params.end() ? nullptr : &it->second;
 }
 
 Region Layer::input_region(const Region& r, const Shape& in) const {

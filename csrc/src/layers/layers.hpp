@@ -1,4 +1,5 @@
-// Internal: the factory of every layer kind (one per file group), listed once in registry.cpp.
+// Internal: the factory of every layer kind (one file each, named after the kind), listed once in
+// registry.cpp.
 #pragma once
 #include "pydeconv/layer.hpp"
 
@@ -17,5 +18,12 @@ std::unique_ptr<Layer> make_dropout(const LayerSpec& s);
 std::unique_ptr<Layer> make_softmax(const LayerSpec& s);
 std::unique_ptr<Layer> make_add(const LayerSpec& s);
 std::unique_ptr<Layer> make_concat(const LayerSpec& s);
+
+// The receptive-field step of layers whose every output depends on every input position.
+inline RfStep global_rf() {
+  RfStep s;
+  s.global = true;
+  return s;
+}
 
 }  // namespace pydeconv

@@ -2,25 +2,23 @@
 
 namespace pydeconv {
 
+// Arity, integer values and signs are the schema's (checked before the kind's shape rule); what
+// is left here is the geometry the schema cannot say.
 void WindowLayer::parse_window(std::vector<int64_t> kernel, bool stride_defaults_to_kernel,
                                bool dilation, bool ceil) {
-  auto k = ints("kernel_size", kernel, 1, 2);
+  auto k = ints("kernel_size", kernel);
   if (k.size() == 1) k.push_back(k[0]);
-  if (k[0] <= 0 || k[1] <= 0) bad("attribute 'kernel_size' must be positive");
-  auto s = ints("stride", stride_defaults_to_kernel ? k : std::vector<int64_t>{1, 1}, 1, 2);
+  if (k[0] <= 0 || k[1] <= 0) bad("attribute 'kernel_size' must be positive");  // a weight's dims
+  auto s = ints("stride", stride_defaults_to_kernel ? k : std::vector<int64_t>{1, 1});
   if (s.size() == 1) s.push_back(s[0]);
-  if (s[0] <= 0 || s[1] <= 0) bad("attribute 'stride' must be positive");
-  auto p = ints("padding", {0, 0, 0, 0}, 1, 4);
+  auto p = ints("padding", {0, 0, 0, 0});
   if (p.size() == 3) bad("attribute 'padding' takes 1, 2 or 4 values ([top, left, bottom, right])");
   if (p.size() == 1) p = {p[0], p[0], p[0], p[0]};
   if (p.size() == 2) p = {p[0], p[1], p[0], p[1]};
-  for (auto v : p)
-    if (v < 0) bad("attribute 'padding' must be non-negative");
   std::vector<int64_t> d{1, 1};
   if (dilation) {
-    d = ints("dilation", {1, 1}, 1, 2);
+    d = ints("dilation", {1, 1});
     if (d.size() == 1) d.push_back(d[0]);
-    if (d[0] <= 0 || d[1] <= 0) bad("attribute 'dilation' must be positive");
   }
   g_.kh = k[0];
   g_.kw = k[1];
@@ -32,7 +30,7 @@ void WindowLayer::parse_window(std::vector<int64_t> kernel, bool stride_defaults
   g_.pr = p[3];
   g_.dh = d[0];
   g_.dw = d[1];
-  g_.ceil_mode = ceil && int1("ceil_mode", 0) != 0;
+  g_.ceil_mode = ceil && int1("ceil_mode") != 0;
 }
 
 Shape WindowLayer::window_out(const Shape& in, int64_t channels) const {
