@@ -59,7 +59,6 @@ def test_block_layers_and_top_channels(tiny):
     act[3, 1, 1], act[1, 0, 0], act[4, 0, 1] = 2.0, 2.0, 5.0
     assert demo.top_channels(act, 3) == [4, 1, 3]
     assert demo.top_channels(np.array([1.0, 3.0, 2.0]), 9) == [1, 2, 0]
-    assert demo.strongest_position(np.array([[0, 7], [7, 1]])) == (0, 1)
 
 
 def test_feature_panels_match_the_engine(tiny):
