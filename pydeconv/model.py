@@ -31,9 +31,14 @@ def _non_finite(value: Any, where: str) -> str | None:
     """Where a NaN or infinity sits in a graph dict (JSON cannot hold one), or None."""
     if isinstance(value, (float, np.floating)) and not math.isfinite(value):
         return where
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        found = _non_finite(item, f"{where}[{key!r}]" if where else repr(key))
+    if isinstance(value, dict):
+        items = [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        items = []
+    for at, item in items:
+        found = _non_finite(item, at)
         if found:
             return found
     return None
@@ -49,7 +54,7 @@ def graph_text(graph: Any, label: str = "") -> str:
     try:
         return json.dumps(graph, indent=1, allow_nan=False, default=plain)
     except ValueError:
-        _fail(label, f"graph {_non_finite(graph, '')}: NaN and infinity cannot be stored in JSON", GraphError)
+        _fail(label, f"graph field {_non_finite(graph, '')} holds NaN or infinity, which JSON cannot store", GraphError)
     except TypeError as e:
         _fail(label, f"the graph holds a value JSON cannot store ({e})", GraphError)
     raise AssertionError  # unreachable: _fail raises
