@@ -188,9 +188,6 @@ def cmd_switches(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_output(out, args.force)
     net = _load(args.model)
-    kinds = {r["name"]: r["kind"] for r in net.info()}
-    if kinds.get(args.layer, "max_pool2d") != "max_pool2d":
-        raise PydeconvError(f"layer {args.layer!r} is a {kinds[args.layer]}, not a max_pool2d")
     _, trace = _forward(net, args.image, args.layer, args.threads)
     switches = trace.switches(args.layer)
     buf = io.BytesIO()
