@@ -299,7 +299,8 @@ class Net:
     def _start(self, start: np.ndarray, layer: str, n: int) -> np.ndarray:
         if start.dtype.kind != "f" or start.ndim not in (2, 4):
             want = (n,) + tuple(self.layer_info(layer)["shape"])
-            raise ShapeError(f"layer '{layer}': the start signal must be a float array of shape {want}, got {start.dtype} {tuple(start.shape)}")
+            raise ShapeError(f"layer '{layer}': the start signal must be a float array of shape {want}, "
+                             f"got {start.dtype} {tuple(start.shape)}")
         if not _all_finite(start):
             raise ShapeError(f"layer '{layer}': the start signal holds NaN or infinity")
         return np.ascontiguousarray(start, dtype=np.float32)

@@ -72,7 +72,8 @@ py::dict preprocess_dict(const Preprocess& p) {
 
 // (core Net, the graph's JSON text, the preprocessing with every default filled in).
 py::tuple model_tuple(Model m) {
-  return py::make_tuple(py::cast(std::move(m.net)), py::str(m.graph_json), preprocess_dict(m.preprocess));
+  return py::make_tuple(py::cast(std::move(m.net)), py::str(m.graph_json),
+                        preprocess_dict(m.preprocess));
 }
 
 At to_at(const std::string& kind, int64_t y, int64_t x) {
@@ -111,7 +112,8 @@ PYBIND11_MODULE(_core, m) {
       // Messages quote file contents (member names, JSON): undecodable bytes must not turn the
       // error into a UnicodeDecodeError.
       const std::string msg = e.what();
-      PyObject* text = PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "replace");
+      PyObject* text =
+          PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "replace");
       PyErr_SetObject(cls.ptr(), text);
       Py_XDECREF(text);
     }

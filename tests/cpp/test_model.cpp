@@ -25,7 +25,9 @@ std::string replaced(std::string s, const std::string& from, const std::string& 
   return s.replace(s.find(from), from.size(), to);
 }
 
-std::map<std::string, Tensor> params() { return {{"conv/weight", Tensor(Shape::nchw(3, 2, 3, 3), 0.5f)}}; }
+std::map<std::string, Tensor> params() {
+  return {{"conv/weight", Tensor(Shape::nchw(3, 2, 3, 3), 0.5f)}};
+}
 
 void expect_error(const std::string& text, ErrorKind kind, const std::string& needle,
                   std::map<std::string, Tensor> p = params()) {
@@ -72,7 +74,8 @@ TEST(preprocess_and_graph_errors_name_the_field) {
   auto extra = params();
   extra["relu/slope"] = Tensor(Shape::vec(1), 0.f);
   expect_error(graph(), ErrorKind::Format, "relu/slope", extra);
-  expect_error(graph(), ErrorKind::Shape, "(3, 2, 3, 3)", {{"conv/weight", Tensor(Shape::nchw(3, 2, 1, 1), 0.f)}});
+  expect_error(graph(), ErrorKind::Shape, "(3, 2, 3, 3)",
+               {{"conv/weight", Tensor(Shape::nchw(3, 2, 1, 1), 0.f)}});
   expect_error("{\"format\": ", ErrorKind::Format, "not valid JSON");
   expect_error(replaced(graph(), "\"version\": 1", "\"version\": 2"), ErrorKind::Graph, "version");
   expect_error(replaced(graph(), "[2, 6, 5]", "[2, 6]"), ErrorKind::Shape, "input 'shape'");

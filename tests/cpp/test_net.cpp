@@ -224,7 +224,8 @@ TEST(positions_are_where_the_start_signal_sits) {
       if (kind == At::Position) CHECK(p.y == 1 && p.x == 3);
       for (int64_t i = 0; i < 16; ++i)  // the only non-zero value of the plane (4x4) is there
         if (i != p.y * 4 + p.x) CHECK(plane[i] == 0.f);
-      const float* act = net.activation(t, "conv2").plane(b / 2, channels[static_cast<size_t>(b % 2)]);
+      const float* act =
+          net.activation(t, "conv2").plane(b / 2, channels[static_cast<size_t>(b % 2)]);
       CHECK(plane[p.y * 4 + p.x] == act[p.y * 4 + p.x]);
       if (kind == At::Max)
         for (int64_t i = 0; i < 16; ++i) CHECK(act[i] <= act[p.y * 4 + p.x]);

@@ -160,8 +160,8 @@ LayerSpec layer_from_json(const Json& lj, size_t index, std::map<std::string, Te
 }
 
 // mean or std: one value for every channel, or one per channel.
-std::vector<double> per_channel(const Json* v, double dflt, int64_t channels, const std::string& key,
-                                const Where& w) {
+std::vector<double> per_channel(const Json* v, double dflt, int64_t channels,
+                                const std::string& key, const Where& w) {
   if (!v || v->is_null()) return std::vector<double>(static_cast<size_t>(channels), dflt);
   std::vector<double> out;
   const bool list = v->is_array();
@@ -193,7 +193,8 @@ const Json& checked_input(const Json& g, const Where& w) {
 
 GraphSpec graph_spec(const Json& g, std::map<std::string, Tensor> params, const Where& w) {
   if (!g.is_object()) w.fail("the graph must be a JSON object");
-  only_fields(g, {"format", "version", "name", "input", "preprocess", "labels", "layers", "outputs"},
+  only_fields(g,
+              {"format", "version", "name", "input", "preprocess", "labels", "layers", "outputs"},
               "the graph", w);
   const Json* format = g.find("format");
   if (!format || !format->is_string() || format->as_string() != "pydeconv")
@@ -223,7 +224,8 @@ GraphSpec graph_spec(const Json& g, std::map<std::string, Tensor> params, const 
     if (!outs->is_array()) w.fail("graph 'outputs' must be a list of layer names");
     for (const auto& o : outs->as_array()) {
       if (!o.is_string()) w.fail("graph 'outputs' must be a list of layer names");
-      if (!names.count(o.as_string())) w.fail("graph 'outputs': unknown layer '" + o.as_string() + "'");
+      if (!names.count(o.as_string()))
+        w.fail("graph 'outputs': unknown layer '" + o.as_string() + "'");
       spec.outputs.push_back(o.as_string());
     }
   }
@@ -235,7 +237,8 @@ GraphSpec graph_spec(const Json& g, std::map<std::string, Tensor> params, const 
   std::string extra;
   for (const auto& kv : params)
     if (!used.count(kv.first)) extra += (extra.empty() ? "" : ", ") + quoted(kv.first);
-  if (!extra.empty()) w.fail("stored arrays not declared by any layer: " + extra, ErrorKind::Format);
+  if (!extra.empty())
+    w.fail("stored arrays not declared by any layer: " + extra, ErrorKind::Format);
   return spec;
 }
 
@@ -256,7 +259,8 @@ Preprocess preprocess_spec(const Json& g, const Where& w) {
   };
   if (const Json* size = given("size")) {
     const std::vector<int64_t> hw = shape_of(*size, 1);
-    if (hw.size() != 2) w.fail("preprocess 'size' must be two positive integers [H, W], got " + shown(*size));
+    if (hw.size() != 2)
+      w.fail("preprocess 'size' must be two positive integers [H, W], got " + shown(*size));
     if (hw[0] != chw[1] || hw[1] != chw[2])
       w.fail("preprocess 'size' " + shown(*size) + " differs from the model's input " +
              std::to_string(chw[1]) + "x" + std::to_string(chw[2]));
@@ -264,7 +268,8 @@ Preprocess preprocess_spec(const Json& g, const Where& w) {
   if (const Json* order = given("channel_order")) {
     const std::string v = order->is_string() ? order->as_string() : "";
     if (v != "RGB" && v != "BGR" && v != "L")
-      w.fail("preprocess 'channel_order' must be 'RGB', 'BGR' or 'L' (upper case), got " + shown(*order));
+      w.fail("preprocess 'channel_order' must be 'RGB', 'BGR' or 'L' (upper case), got " +
+             shown(*order));
     p.channel_order = v;
   }
   if (const Json* scale = given("scale")) {
@@ -329,7 +334,8 @@ Model load_model(const std::string& path) {
       params[a.name] = to_float_tensor(a, w);
     }
   }
-  if (!have_graph) w.fail("missing the '__graph__' member (not a pydeconv model)", ErrorKind::Format);
+  if (!have_graph)
+    w.fail("missing the '__graph__' member (not a pydeconv model)", ErrorKind::Format);
   return build(text, std::move(params), w);
 }
 
