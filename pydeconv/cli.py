@@ -22,7 +22,8 @@ import numpy as np
 from pydeconv import demo
 from pydeconv import image as pimg
 from pydeconv import fileio, report
-from pydeconv.errors import ChannelError, LayerNotFoundError, PydeconvError
+from pydeconv.errors import PydeconvError
+from pydeconv.net import RULES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,8 +55,7 @@ def _load(path: str) -> Any:
 
 
 def _forward(net: Any, image: str, upto: str, threads: int | None) -> tuple[np.ndarray, Any]:
-    if upto not in net.layers:
-        raise LayerNotFoundError(f"the model has no layer named {upto!r}")
+    net.layer_info(upto)  # an unknown layer fails before the image is read
     x = pimg.load(image, net)
     t0 = time.perf_counter()
     _, trace = net.forward(x, upto=upto, threads=threads)
@@ -128,27 +128,20 @@ def _read_labels(path: str) -> list[str]:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     import pydeconv
-    from pydeconv.onnx import import_onnx
 
     dst = Path(args.dst)
     if dst.suffix.lower() != ".npz":
         raise PydeconvError(f"{dst}: the output must be a .npz file")
     _check_output(dst, args.force)
+    # One mean or std value stands for every channel (docs/FORMAT.md).
     preprocess = {key: value for key, value in (
         ("scale", args.scale), ("channel_order", args.channel_order),
+        ("mean", args.mean), ("std", args.std),
     ) if value is not None}
     labels = _read_labels(args.labels) if args.labels else None
     t0 = time.perf_counter()
     log(f"importing {args.src}")
-    graph, params = import_onnx(args.src, preprocess=preprocess or None, labels=labels)
-    # mean and std are set after the import, when the channel count is known, so that one value
-    # can stand for every channel.
-    channels = int(graph["input"]["shape"][0])
-    for key, values in (("mean", args.mean), ("std", args.std)):
-        if values is not None:
-            graph["preprocess"][key] = list(values) * channels if len(values) == 1 else list(values)
-    net = pydeconv.build(graph, params)
-    fileio.write_via_temp(dst, net.save)
+    net = pydeconv.convert(args.src, dst, preprocess=preprocess or None, labels=labels)
     log(f"wrote {dst} ({len(net.layers)} layers) in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -166,25 +159,10 @@ def _parse_at(text: str) -> str | tuple[int, int]:
     return y, x
 
 
-def _check_channels(net: Any, layer: str, channels: Sequence[int], at: Any) -> None:
-    """Catch a bad channel or position from the layer table, before the forward pass."""
-    shape = {r["name"]: tuple(r["shape"]) for r in net.info()}.get(layer)
-    if shape is None:
-        raise LayerNotFoundError(f"the model has no layer named {layer!r}")
-    for c in channels:
-        if not 0 <= c < shape[0]:
-            raise ChannelError(f"channel {c} is out of range: layer {layer!r} has {shape[0]}")
-    if isinstance(at, tuple) and (
-        len(shape) != 3 or not (0 <= at[0] < shape[1] and 0 <= at[1] < shape[2])
-    ):
-        raise ChannelError(f"position {at} is outside layer {layer!r} of shape {shape}")
-
-
 def cmd_project(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_output(out, args.force)
     net = _load(args.model)
-    _check_channels(net, args.layer, args.channel or [], args.at)
     x, trace = _forward(net, args.image, args.layer, args.threads)
     if args.channel:
         channels = list(args.channel)
@@ -210,9 +188,6 @@ def cmd_switches(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_output(out, args.force)
     net = _load(args.model)
-    kinds = {r["name"]: r["kind"] for r in net.info()}
-    if kinds.get(args.layer, "max_pool2d") != "max_pool2d":
-        raise PydeconvError(f"layer {args.layer!r} is a {kinds[args.layer]}, not a max_pool2d")
     _, trace = _forward(net, args.image, args.layer, args.threads)
     switches = trace.switches(args.layer)
     buf = io.BytesIO()
@@ -278,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--top", type=int, default=9, metavar="K",
                        help="the K most active channels for this image (default 9)")
     p.add_argument("--at", type=_parse_at, default="max", help="max (default), map, or Y,X")
-    p.add_argument("--rule", choices=["deconvnet", "guided", "backprop"], default="deconvnet")
+    p.add_argument("--rule", choices=RULES, default="deconvnet")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png")
     p.set_defaults(func=cmd_project)
 

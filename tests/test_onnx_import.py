@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import npref
+import pydeconv
 import onnx_numpy
 from onnx_writer import OnnxBuilder
 from pydeconv.errors import GraphError
@@ -382,13 +383,15 @@ def test_preprocess_and_labels(tmp_path):
                            labels=["cat", "dog"])
     assert graph["name"] == "cls"
     assert graph["labels"] == ["cat", "dog"]
-    pre = graph["preprocess"]
+    assert graph["preprocess"] == {"size": [4, 4], "source_layout": "NCHW", "mean": [0.5, 0.4, 0.3],
+                                   "channel_order": "BGR"}
+    pre = pydeconv.load(path, preprocess={"mean": [0.5, 0.4, 0.3], "channel_order": "BGR"}).preprocess
     assert pre["mean"] == [0.5, 0.4, 0.3] and pre["std"] == [1.0] * 3 and pre["channel_order"] == "BGR"
     assert pre["scale"] == pytest.approx(1 / 255) and pre["size"] == [4, 4]
     with pytest.raises(GraphError, match="3 labels"):
         import_onnx(path, labels=["a", "b", "c"])
-    with pytest.raises(GraphError, match="unknown preprocess"):
-        import_onnx(path, preprocess={"meen": 0})
+    with pytest.raises(GraphError, match="cls.onnx: graph 'preprocess': unknown field.*'meen'"):
+        pydeconv.load(path, preprocess={"meen": 0})
 
 
 def test_symbolic_image_size_needs_preprocess_size(tmp_path):

@@ -7,6 +7,7 @@
 #include "pydeconv/error.hpp"
 #include "pydeconv/gemm.hpp"
 #include "pydeconv/kernels.hpp"
+#include "pydeconv/model.hpp"
 #include "pydeconv/net.hpp"
 
 namespace py = pybind11;
@@ -21,8 +22,10 @@ Shape shape_of(const py::array& a, const std::string& what) {
   if (r == 1) return Shape::vec(a.shape(0));
   if (r == 2) return Shape::nc(a.shape(0), a.shape(1));
   if (r == 4) return Shape::nchw(a.shape(0), a.shape(1), a.shape(2), a.shape(3));
-  fail(ErrorKind::Shape, what + ": expected a 1-, 2- or 4-dimensional array, got " +
-                             std::to_string(r) + " dimensions");
+  std::string dims;
+  for (py::ssize_t i = 0; i < r; ++i) dims += (i ? ", " : "") + std::to_string(a.shape(i));
+  fail(ErrorKind::Shape, what + ": got an array of shape (" + dims + (r == 1 ? ",)" : ")") +
+                             "; expected 1, 2 or 4 dimensions");
 }
 
 // `persistent`: storage that lives as long as the model (parameters) is mapped from the OS when
@@ -56,21 +59,29 @@ Ctx make_ctx(int threads, bool reference) {
   return c;
 }
 
-LayerSpec to_spec(const py::dict& d) {
-  LayerSpec s;
-  s.name = d["name"].cast<std::string>();
-  s.kind = d["kind"].cast<std::string>();
-  s.inputs = d["inputs"].cast<std::vector<std::string>>();
-  if (d.contains("attrs"))
-    for (auto kv : d["attrs"].cast<py::dict>())
-      s.attrs[kv.first.cast<std::string>()] = kv.second.cast<std::vector<double>>();
-  if (d.contains("params"))
-    for (auto kv : d["params"].cast<py::dict>()) {
-      std::string key = kv.first.cast<std::string>();
-      s.params[key] = to_tensor(kv.second.cast<py::array>(),
-                                "layer '" + s.name + "' parameter '" + key + "'", true);
-    }
-  return s;
+py::dict preprocess_dict(const Preprocess& p) {
+  py::dict d;
+  d["size"] = std::vector<int>{p.height, p.width};
+  d["channel_order"] = p.channel_order;
+  d["scale"] = p.scale;
+  d["mean"] = p.mean;
+  d["std"] = p.std;
+  d["source_layout"] = p.source_layout;
+  return d;
+}
+
+// (core Net, the graph's JSON text, the preprocessing with every default filled in).
+py::tuple model_tuple(Model m) {
+  return py::make_tuple(py::cast(std::move(m.net)), py::str(m.graph_json),
+                        preprocess_dict(m.preprocess));
+}
+
+At to_at(const std::string& kind, int64_t y, int64_t x) {
+  At at;
+  at.kind = kind == "max" ? At::Max : kind == "map" ? At::Map : At::Position;
+  at.y = y;
+  at.x = x;
+  return at;
 }
 
 }  // namespace
@@ -98,7 +109,13 @@ PYBIND11_MODULE(_core, m) {
         case ErrorKind::Range: cls = range_err; break;
         case ErrorKind::Value: cls = base_err; break;
       }
-      PyErr_SetString(cls.ptr(), e.what());
+      // Messages quote file contents (member names, JSON): undecodable bytes must not turn the
+      // error into a UnicodeDecodeError.
+      const std::string msg = e.what();
+      PyObject* text =
+          PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "replace");
+      PyErr_SetObject(cls.ptr(), text);
+      Py_XDECREF(text);
     }
   });
 
@@ -138,26 +155,36 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
 
-  py::class_<Trace>(m, "Trace")
-      .def_property_readonly("batch", &Trace::batch)
-      .def_property_readonly("minimal", &Trace::minimal);
+  py::class_<Trace>(m, "Trace").def_property_readonly("batch", &Trace::batch);
+
+  // Models come only from the C++ format code (format/model.cpp): the one definition of a valid
+  // model file, for Python as for C++ applications.
+  m.def("load_model", [](const std::string& path) {
+    Model model;
+    {
+      py::gil_scoped_release release;
+      model = load_model(path);
+    }
+    return model_tuple(std::move(model));
+  });
+  m.def("build_model", [](const std::string& graph_json, const py::dict& params,
+                          const std::string& label) {
+    std::map<std::string, Tensor> tensors;
+    for (auto kv : params) {
+      const std::string key = kv.first.cast<std::string>();
+      tensors[key] = to_tensor(kv.second.cast<py::array>(), "parameter '" + key + "'", true);
+    }
+    Model model;
+    {
+      py::gil_scoped_release release;
+      model = model_from_json(graph_json, std::move(tensors), label);
+    }
+    return model_tuple(std::move(model));
+  });
 
   py::class_<Net>(m, "Net")
-      .def(py::init([](const std::string& input_name, std::vector<int64_t> chw, py::list layers,
-                       std::vector<std::string> outputs) {
-             GraphSpec g;
-             g.input_name = input_name;
-             if (chw.size() != 3) fail(ErrorKind::Shape, "input shape must be [C, H, W]");
-             g.c = chw[0];
-             g.h = chw[1];
-             g.w = chw[2];
-             for (auto l : layers) g.layers.push_back(to_spec(l.cast<py::dict>()));
-             g.outputs = std::move(outputs);
-             py::gil_scoped_release release;
-             return std::make_unique<Net>(std::move(g));
-           }),
-           py::arg("input_name"), py::arg("input_shape"), py::arg("layers"), py::arg("outputs"))
       .def("cache_bytes", &Net::cache_bytes)
+      .def_property_readonly("outputs", &Net::outputs)
       .def("info", [](const Net& n) {
         py::list out;
         for (const auto& li : n.info()) {
@@ -217,16 +244,25 @@ PYBIND11_MODULE(_core, m) {
               const std::string& kind, int64_t y, int64_t x, const std::string& rule, int threads,
               bool reference) {
              Rule r = parse_rule(rule);
-             At at;
-             at.kind = kind == "max" ? At::Max : kind == "map" ? At::Map : At::Position;
-             at.y = y;
-             at.x = x;
+             const At at = to_at(kind, y, x);
              Tensor out;
              {
                py::gil_scoped_release release;
                out = n.project_channels(make_ctx(threads, reference), t, layer, channels, at, r);
              }
              return to_numpy(out);
+           })
+      .def("positions",
+           [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
+              const std::string& kind, int64_t y, int64_t x) {
+             std::vector<Position> chosen = n.positions(t, layer, channels, to_at(kind, y, x));
+             py::array_t<int64_t> out({static_cast<py::ssize_t>(chosen.size()), py::ssize_t(2)});
+             auto v = out.mutable_unchecked<2>();
+             for (size_t i = 0; i < chosen.size(); ++i) {
+               v(static_cast<py::ssize_t>(i), 0) = chosen[i].y;
+               v(static_cast<py::ssize_t>(i), 1) = chosen[i].x;
+             }
+             return out;
            })
       .def("project",
            [](const Net& n, const Trace& t, const std::string& layer, py::array start,

@@ -169,8 +169,6 @@ int64_t Net::cache_bytes() const {
   return sum;
 }
 
-const std::string& Net::input_name() const { return impl_->input_name; }
-Shape Net::input_shape() const { return impl_->input; }
 const std::vector<LayerInfo>& Net::info() const { return impl_->info; }
 const std::vector<std::string>& Net::outputs() const { return impl_->outputs; }
 const Layer& Net::layer(int i) const { return *impl_->layers.at(static_cast<size_t>(i)); }

@@ -47,6 +47,16 @@ void clear_growth(Tensor& g, int64_t b, const Region& old, const Region& grown) 
   }
 }
 
+// The index into a plane of `s` where `at` puts the start signal, or -1 for the whole map.
+int64_t chosen_index(const float* plane, const Shape& s, const At& at) {
+  if (at.kind == At::Position) return at.y * s.w + at.x;
+  if (at.kind == At::Map) return -1;
+  int64_t pos = 0;  // the strongest activation; ties: the first, row-major
+  for (int64_t i = 1; i < s.plane(); ++i)
+    if (plane[i] > plane[pos]) pos = i;
+  return pos;
+}
+
 Region unite(const Region& a, const Region& b) {
   if (a.empty()) return b;
   if (b.empty()) return a;
@@ -58,6 +68,19 @@ Region unite(const Region& a, const Region& b) {
 Tensor Net::start_signal(const Trace& t, const std::string& layer,
                          const std::vector<int64_t>& channels, const At& at) const {
   return make_start(t, layer, channels, at, nullptr);
+}
+
+std::vector<Position> Net::positions(const Trace& t, const std::string& layer,
+                                     const std::vector<int64_t>& channels, const At& at) const {
+  const Tensor& act = check_start_args(t, layer, channels, at);
+  const Shape& s = act.shape();
+  std::vector<Position> out;
+  for (int64_t n = 0; n < s.n; ++n)
+    for (int64_t c : channels) {
+      const int64_t pos = chosen_index(act.plane(n, c), s, at);
+      out.push_back(pos < 0 ? Position{} : Position{pos / s.w, pos % s.w});
+    }
+  return out;
 }
 
 Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
@@ -76,12 +99,12 @@ Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& 
   return project_regions(ctx, t, layer, start, std::move(regions), rule);
 }
 
-Tensor Net::make_start(const Trace& t, const std::string& layer,
-                       const std::vector<int64_t>& channels, const At& at, Regions* regions,
-                       bool region_only) const {
+const Tensor& Net::check_start_args(const Trace& t, const std::string& layer,
+                                    const std::vector<int64_t>& channels, const At& at) const {
+  if (t.net_ != this) fail(ErrorKind::Value, "the trace was made by another model");
   const Tensor& act = activation(t, layer);
   const Shape& s = act.shape();
-  if (channels.empty()) fail(ErrorKind::Value, "layer '" + layer + "': no channel given");
+  if (channels.empty()) fail(ErrorKind::Range, "layer '" + layer + "': no channel given");
   for (int64_t c : channels)
     if (c < 0 || c >= s.c)
       fail(ErrorKind::Range, "layer '" + layer + "': channel " + std::to_string(c) +
@@ -91,6 +114,14 @@ Tensor Net::make_start(const Trace& t, const std::string& layer,
     fail(ErrorKind::Range, "layer '" + layer + "': position (" + std::to_string(at.y) + ", " +
                                std::to_string(at.x) + ") is outside its " + std::to_string(s.h) +
                                "x" + std::to_string(s.w) + " map");
+  return act;
+}
+
+Tensor Net::make_start(const Trace& t, const std::string& layer,
+                       const std::vector<int64_t>& channels, const At& at, Regions* regions,
+                       bool region_only) const {
+  const Tensor& act = check_start_args(t, layer, channels, at);
+  const Shape& s = act.shape();
   const int64_t k = static_cast<int64_t>(channels.size());
   region_only = region_only && regions != nullptr;
   Tensor start = region_only ? Tensor(s.with_n(s.n * k), impl_->pool, true)
@@ -101,14 +132,7 @@ Tensor Net::make_start(const Trace& t, const std::string& layer,
       const int64_t b = n * k + j;
       const float* src = act.plane(n, channels[j]);
       float* dst = start.plane(b, channels[j]);
-      int64_t pos = -1;  // the one position kept, or -1 for the whole map
-      if (at.kind == At::Position) {
-        pos = at.y * s.w + at.x;
-      } else if (at.kind != At::Map) {  // the strongest activation; ties: the first, row-major
-        pos = 0;
-        for (int64_t i = 1; i < s.plane(); ++i)
-          if (src[i] > src[pos]) pos = i;
-      }
+      const int64_t pos = chosen_index(src, s, at);  // the one position kept, or -1: the map
       Region r{0, 0, 0, 0};
       if (pos < 0) {
         r = Region::full(s);
@@ -133,9 +157,10 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
   const Shape& ls = m.shapes[target];
   const Shape& ss = start.shape();
   if (!ss.same_chw(ls) || ss.n <= 0 || ss.n % t.batch() != 0)
-    fail(ErrorKind::Shape, "layer '" + layer + "': the start signal must have shape (N*K, " +
-                               ls.str().substr(4) + " with N = " + std::to_string(t.batch()) +
-                               ", got " + ss.str());
+    fail(ErrorKind::Shape, "layer '" + layer + "': the start signal must have shape " +
+                               ls.with_n(t.batch()).str() + " (or K * " +
+                               std::to_string(t.batch()) + " samples for K signals each), got " +
+                               ss.str());
   const int64_t reps = ss.n / t.batch();
   if (!t.ran(target))
     fail(ErrorKind::Value, "layer '" + layer + "' did not run in this trace (upto)");

@@ -28,13 +28,15 @@ int main(int argc, char** argv) {
     pydeconv::Trace trace = model.net->forward(ctx, x, layer);
     pydeconv::At at;  // the strongest activation, as in the paper
     pydeconv::Tensor start = model.net->start_signal(trace, layer, {channel}, at);
+    const pydeconv::Position where = model.net->positions(trace, layer, {channel}, at)[0];
     pydeconv::Tensor proj = model.net->project(ctx, trace, layer, start, pydeconv::Rule::Deconvnet);
 
     const pydeconv::Shape& s = proj.shape();
     pydeconv::Image out = pydeconv::render(proj.data(), static_cast<int>(s.c), static_cast<int>(s.h),
                                            static_cast<int>(s.w), model.preprocess.channel_order);
     pydeconv::write_ppm(argv[5], out);
-    std::printf("%s: layer %s channel %ld -> %s (%dx%d)\n", argv[1], layer.c_str(), channel, argv[5],
+    std::printf("%s: layer %s channel %ld at (%lld, %lld) -> %s (%dx%d)\n", argv[1], layer.c_str(),
+                channel, static_cast<long long>(where.y), static_cast<long long>(where.x), argv[5],
                 out.width, out.height);
     return 0;
   } catch (const std::invalid_argument&) {

@@ -19,15 +19,14 @@ from .mapper import Mapper
 from .mapping import OPERATORS
 from .model import Graph, Model, ValueInfo, parse_model
 
-_PREPROCESS_KEYS = {"size", "channel_order", "scale", "mean", "std", "source_layout"}
-
-
 def import_onnx(path: str | os.PathLike, preprocess: Optional[dict] = None,
                 labels: Optional[Sequence[str]] = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Read an ONNX model; return (graph dict of docs/FORMAT.md, {"LAYER/PARAM": float32 array}).
 
-    ``preprocess`` is merged over the defaults (scale 1/255, mean 0, std 1, RGB, size from the
-    input). Its ``size`` [H, W] also fixes an input whose height/width are symbolic in the file.
+    The graph's ``preprocess`` records the input size and layout and holds ``preprocess`` as given;
+    the format's defaults for what is left out (docs/FORMAT.md) are filled in by the C++ reader
+    when the graph is built. ``preprocess["size"]`` [H, W] also fixes an input whose height/width
+    are symbolic in the file.
     """
     path = os.fspath(path)
     label = os.path.basename(path) or path
@@ -140,22 +139,6 @@ def _output_channels(mapper: Mapper, tensor: str) -> Optional[int]:
 
 
 def _preprocess(chw: list[int], layout: str, given: Optional[dict]) -> dict:
-    channels = chw[0]
-    out = {
-        "size": [chw[1], chw[2]],
-        "channel_order": "L" if channels == 1 else "RGB",
-        "scale": 1.0 / 255.0,
-        "mean": [0.0] * channels,
-        "std": [1.0] * channels,
-        "source_layout": layout,
-    }
-    if given:
-        unknown = sorted(set(given) - _PREPROCESS_KEYS)
-        if unknown:
-            raise GraphError(f"unknown preprocess keys {unknown}; known: {sorted(_PREPROCESS_KEYS)}")
-        out.update(given)
-    if list(out["size"]) != [chw[1], chw[2]]:
-        raise GraphError(f"preprocess size {list(out['size'])} differs from the model's input "
-                         f"{chw[1]}x{chw[2]}")
-    out["size"] = [int(v) for v in out["size"]]
-    return out
+    """What the ONNX file says (size, layout) and what the caller gave; the C++ reader validates
+    it and fills in the defaults."""
+    return {"size": [chw[1], chw[2]], "source_layout": layout, **(given or {})}

@@ -91,10 +91,6 @@ def fixed32_to_float(bits: int) -> float:
     return struct.unpack("<f", bits.to_bytes(4, "little"))[0]
 
 
-def fixed64_to_double(bits: int) -> float:
-    return struct.unpack("<d", bits.to_bytes(8, "little"))[0]
-
-
 def unpack_varints(data: memoryview) -> list[int]:
     """Decode a packed repeated varint field (its whole payload)."""
     values = []

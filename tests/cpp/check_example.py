@@ -42,11 +42,13 @@ def main(exe: str) -> int:
             net = pydeconv.load(model)
             x = pydeconv.image.load(ppm, net)
             _, trace = net.forward(x, upto=layer)
-            proj = net.project(trace, layer, channel=channel, at="max", rule="deconvnet")
+            proj, where = net.project(trace, layer, channel=channel, at="max", rule="deconvnet",
+                                      return_positions=True)
             want = np.asarray(pydeconv.image.render(proj[0], net.preprocess["channel_order"]), dtype=np.int16)
             diff = np.abs(got - want)
             # Same engine, same thread count: identical bytes, up to a rounding tie in the last level.
             ok = got.shape == want.shape and diff.max() <= 1 and (diff > 0).mean() < 0.01
+            ok = ok and f"at ({where[0][0]}, {where[0][1]})" in res.stdout  # the same position chosen
             print(f"{'PASS' if ok else 'FAIL'} {layer} channel {channel}: {got.shape}, max diff {diff.max()}, differing {(diff > 0).mean():.4f}")
             failures += not ok
         bad = subprocess.run([exe, str(model), str(ppm), "nope", "0", str(Path(tmp) / "x.ppm")], capture_output=True, text=True)

@@ -1,5 +1,5 @@
 // Tests for json.hpp: parsing, access, building, round trips and every error path.
-#include "pydeconv/json.hpp"
+#include "format/json.hpp"
 
 #include <limits>
 #include <string>

@@ -174,4 +174,63 @@ TEST(runtime_errors) {
   CHECK_THROWS(net.switches(t, "conv1"));
 }
 
+TEST(start_arguments_are_checked_with_their_kind) {
+  Net net(small_graph());
+  Ctx ctx;
+  Trace t = net.forward(ctx, random_tensor(Shape::nchw(1, 2, 9, 9), 1));
+  auto kind_of = [&](auto&& call) {
+    try {
+      call();
+    } catch (const Error& e) {
+      return e.kind();
+    }
+    return ErrorKind::Value;  // no error: fails the CHECKs below
+  };
+  At pos;
+  pos.kind = At::Position;
+  pos.y = 4;  // conv2's map is 4x4
+  CHECK(kind_of([&] { net.start_signal(t, "conv2", {3}, At{}); }) == ErrorKind::Range);
+  CHECK(kind_of([&] { net.start_signal(t, "conv2", {-1}, At{}); }) == ErrorKind::Range);
+  CHECK(kind_of([&] { net.start_signal(t, "conv2", {}, At{}); }) == ErrorKind::Range);
+  CHECK(kind_of([&] { net.start_signal(t, "conv2", {0}, pos); }) == ErrorKind::Range);
+  CHECK(kind_of([&] { net.positions(t, "conv2", {0}, pos); }) == ErrorKind::Range);
+  CHECK(kind_of([&] { net.positions(t, "conv9", {0}, At{}); }) == ErrorKind::NotFound);
+  Net other(small_graph());
+  CHECK(kind_of([&] { other.start_signal(t, "conv2", {0}, At{}); }) == ErrorKind::Value);
+  CHECK(kind_of([&] { net.project(ctx, t, "conv2", Tensor(Shape::nchw(1, 3, 4, 3), 0.f),
+                                  Rule::Deconvnet); }) == ErrorKind::Shape);
+}
+
+TEST(positions_are_where_the_start_signal_sits) {
+  Net net(small_graph());
+  Ctx ctx;
+  Trace t = net.forward(ctx, random_tensor(Shape::nchw(2, 2, 9, 9), 5));
+  const std::vector<int64_t> channels{2, 0};
+  for (At::Kind kind : {At::Max, At::Position, At::Map}) {
+    At at;
+    at.kind = kind;
+    at.y = 1;
+    at.x = 3;
+    const std::vector<Position> pos = net.positions(t, "conv2", channels, at);
+    const Tensor start = net.start_signal(t, "conv2", channels, at);
+    CHECK(pos.size() == 4);
+    for (int64_t b = 0; b < 4; ++b) {
+      const Position& p = pos[static_cast<size_t>(b)];
+      const float* plane = start.plane(b, channels[static_cast<size_t>(b % 2)]);
+      if (kind == At::Map) {
+        CHECK(p.y == -1 && p.x == -1);
+        continue;
+      }
+      if (kind == At::Position) CHECK(p.y == 1 && p.x == 3);
+      for (int64_t i = 0; i < 16; ++i)  // the only non-zero value of the plane (4x4) is there
+        if (i != p.y * 4 + p.x) CHECK(plane[i] == 0.f);
+      const float* act =
+          net.activation(t, "conv2").plane(b / 2, channels[static_cast<size_t>(b % 2)]);
+      CHECK(plane[p.y * 4 + p.x] == act[p.y * 4 + p.x]);
+      if (kind == At::Max)
+        for (int64_t i = 0; i < 16; ++i) CHECK(act[i] <= act[p.y * 4 + p.x]);
+    }
+  }
+}
+
 PYDECONV_TEST_MAIN()

@@ -1,6 +1,6 @@
 // Tests for npz.hpp on hand-built archives: stored and deflated members, NumPy's ZIP64 local
 // headers, ZIP64 end records, truncation at every byte, overlapping members, bad .npy headers.
-#include "pydeconv/npz.hpp"
+#include "format/npz.hpp"
 
 #include <cstdio>
 #include <cstring>

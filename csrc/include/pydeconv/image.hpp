@@ -33,11 +33,14 @@ Image resize_bilinear(const Image& img, int width, int height);
 // i.e. L = R*299/1000 + G*587/1000 + B*114/1000 rounded. Grey input is returned unchanged.
 Image to_grey(const Image& img);
 
+// The defaults here are the format's defaults (docs/FORMAT.md); load_model fills in every field
+// (mean and std with one value per input channel), and Python reads the same filled-in answer.
 struct Preprocess {
   int height = 0, width = 0;          // model input size; 0 keeps the image's own size
-  std::string channel_order = "RGB";  // "RGB", "BGR" or "L" (case-insensitive)
+  std::string channel_order = "RGB";  // "RGB", "BGR" or "L" (to_input also takes lower case)
   double scale = 1.0 / 255;
   std::vector<double> mean, std;      // empty = 0 / 1; one value is used for every channel
+  std::string source_layout = "NCHW";  // how the original framework laid out its input (a record)
 };
 
 // Image -> (1, C, H, W) float32, as pydeconv.image.from_pil: convert to grey ("L") or RGB first

@@ -65,6 +65,12 @@ struct At {
   int64_t y = 0, x = 0;
 };
 
+// Where a start signal sits in its channel's map: the position an At chose (At::Max: the
+// strongest activation, ties to the first in row-major order), or (-1, -1) for At::Map.
+struct Position {
+  int64_t y = -1, x = -1;
+};
+
 class Net {
  public:
   explicit Net(GraphSpec spec);  // throws Error(Graph/Shape) naming the layer and field
@@ -72,8 +78,6 @@ class Net {
   Net(const Net&) = delete;
   Net& operator=(const Net&) = delete;
 
-  const std::string& input_name() const;
-  Shape input_shape() const;  // batch 1
   const std::vector<LayerInfo>& info() const;
   const std::vector<std::string>& outputs() const;
   int layer_index(const std::string& name) const;  // throws Error(NotFound)
@@ -95,8 +99,13 @@ class Net {
   const IndexTensor& switches(const Trace& t, const std::string& layer) const;
 
   // Start signals (batch N * channels.size(), sample n * K + k) from the layer's activation.
+  // Channels and positions are checked here (Error(Range) naming the layer).
   Tensor start_signal(const Trace& t, const std::string& layer, const std::vector<int64_t>& channels,
                       const At& at) const;
+  // The positions start_signal and project_channels use for the same arguments (N * K entries,
+  // sample n * K + k), so callers can show where each projection came from.
+  std::vector<Position> positions(const Trace& t, const std::string& layer,
+                                  const std::vector<int64_t>& channels, const At& at) const;
   // Sends `start` (batch N * reps, the layer's output shape) down to the input under `rule`.
   // Returns the signal at the input, batch N * reps.
   Tensor project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
@@ -112,6 +121,9 @@ class Net {
   // The start signal of `channels` at `at`, and with `regions` each sample's non-zero box. With
   // `region_only` (the layer's backward reads gout only inside those boxes) the buffer comes
   // from the pool and only the boxes are cleared: the rest is never read.
+  // The layer's activation, after checking the trace, the channels and the position.
+  const Tensor& check_start_args(const Trace& t, const std::string& layer,
+                                 const std::vector<int64_t>& channels, const At& at) const;
   Tensor make_start(const Trace& t, const std::string& layer, const std::vector<int64_t>& channels,
                     const At& at, Regions* regions, bool region_only = false) const;
   Tensor project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,

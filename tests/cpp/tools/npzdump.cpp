@@ -7,7 +7,7 @@
 #include <string>
 
 #include "pydeconv/error.hpp"
-#include "pydeconv/npz.hpp"
+#include "format/npz.hpp"
 
 namespace {
 

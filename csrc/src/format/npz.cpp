@@ -1,7 +1,8 @@
 // .npy / .npz reader. See npz.hpp for the contract; docs/FORMAT.md for how models use it.
-#include "pydeconv/npz.hpp"
+#include "format/npz.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -442,7 +443,7 @@ std::vector<NpyArray> read_npz_bytes(const unsigned char* data, size_t size, con
 
 std::vector<NpyArray> read_npz(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail(ErrorKind::Format, path + ": cannot open file");
+  if (!f) fail(ErrorKind::Format, path + ": cannot open file (" + std::strerror(errno) + ")");
   std::streamoff len = f.tellg();
   if (len < 0) fail(ErrorKind::Format, path + ": cannot read file");
   std::vector<unsigned char> buf(static_cast<size_t>(len));

@@ -1,5 +1,5 @@
 // A strict recursive-descent JSON parser and compact writer. See json.hpp for the contract.
-#include "pydeconv/json.hpp"
+#include "format/json.hpp"
 
 #include <charconv>
 #include <cmath>
@@ -40,6 +40,14 @@ class JsonParser {
                                 std::to_string(col) + ": " + what);
   }
 
+  // A character for a message: printable ASCII as itself, anything else as its byte value (the
+  // message must stay valid UTF-8 whatever the input holds).
+  static std::string shown_char(unsigned char c) {
+    if (c >= 0x20 && c < 0x7F) return "character '" + std::string(1, char(c)) + "'";
+    static const char* kHex = "0123456789abcdef";
+    return std::string("byte 0x") + kHex[c >> 4] + kHex[c & 15];
+  }
+
   int peek() const { return pos_ < s_.size() ? static_cast<unsigned char>(s_[pos_]) : -1; }
 
   void skip_ws() {
@@ -64,7 +72,7 @@ class JsonParser {
       case -1: error("unexpected end of input");
       default:
         if (peek() == '-' || (peek() >= '0' && peek() <= '9')) return number();
-        error("unexpected character '" + std::string(1, s_[pos_]) + "'");
+        error("unexpected " + shown_char(static_cast<unsigned char>(s_[pos_])));
     }
   }
 
