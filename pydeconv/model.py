@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,18 @@ def _non_finite(value: Any, where: str) -> str | None:
     return None
 
 
+def _field_name(graph: Any, where: str) -> str:
+    """A path such as ``layers[3].attrs.stride[0]`` named as the engine names fields:
+    ``layer 'conv1' (conv2d): attribute 'stride'[0]``; other paths as ``graph field PATH``."""
+    m = re.fullmatch(r"layers\[(\d+)\]\.(\w+)\.([^.\[]+)(.*)", where)
+    layers = graph.get("layers") if isinstance(graph, dict) else None
+    if m and isinstance(layers, list) and isinstance(layers[int(m[1])], dict):
+        layer = layers[int(m[1])]
+        field = {"attrs": "attribute", "params": "parameter"}.get(m[2], m[2])
+        return f"layer {layer.get('name')!r} ({layer.get('kind')}): {field} {m[3]!r}{m[4]}"
+    return f"graph field {where}"
+
+
 def graph_text(graph: Any, label: str = "") -> str:
     """A graph dict as the JSON text the file stores (and the C++ reader validates)."""
     def plain(v: Any) -> Any:  # NumPy scalars and arrays from importers or user code
@@ -54,7 +67,7 @@ def graph_text(graph: Any, label: str = "") -> str:
     try:
         return json.dumps(graph, indent=1, allow_nan=False, default=plain)
     except ValueError:
-        _fail(label, f"graph field {_non_finite(graph, '')} holds NaN or infinity, which JSON cannot store", GraphError)
+        _fail(label, f"{_field_name(graph, _non_finite(graph, '') or '')} holds NaN or infinity, which JSON cannot store", GraphError)
     except TypeError as e:
         _fail(label, f"the graph holds a value JSON cannot store ({e})", GraphError)
     raise AssertionError  # unreachable: _fail raises

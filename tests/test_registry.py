@@ -16,6 +16,7 @@ import pytest
 
 import test_adjoint
 import test_layers
+import pydeconv
 from pydeconv import _core
 from pydeconv.errors import GraphError
 
@@ -128,8 +129,11 @@ def test_readme_layer_table_matches_registry():
 
 # -- the schema checks every kind gets before its own shape rule ----------------------------------
 def _build(kind, attrs, params, n_inputs):
-    layer = {"name": "L1", "kind": kind, "inputs": ["x"] * n_inputs, "attrs": attrs, "params": params}
-    return _core.Net("x", [3, 9, 9], [layer], [])
+    layer = {"name": "L1", "kind": kind, "inputs": ["x"] * n_inputs, "attrs": attrs,
+             "params": {k: list(v.shape) for k, v in params.items()}}
+    graph = {"format": "pydeconv", "version": 1, "input": {"name": "x", "shape": [3, 9, 9]},
+             "layers": [layer]}
+    return pydeconv.build(graph, {f"L1/{k}": v for k, v in params.items()})
 
 
 def _refused(kind, attrs, params, n_inputs, field):
