@@ -47,6 +47,7 @@ KNOWN_ESCAPES = {
     ("npz", "builtins.RecursionError"): "issue: JSON graph nested deeper than Python's recursion limit",
     ("npz", "tokenize.TokenError"): "issue: corrupt .npy header text",
     ("npz", "builtins.AttributeError"): "issue: corrupt .npy member (empty member: 'bytes' has no 'dtype')",
+    ("npz", "builtins.TypeError"): "new: a JSON int past int64 (input shape 2**63) reaching the C++ constructor",
     ("npz", "zlib.error"): "new: a deflated member whose data is corrupt (zip CRC of the header intact)",
     ("npz", "builtins.NotImplementedError"): "new: a zip member needing an unsupported zip version",
     ("onnx", "builtins.MemoryError"): "issue: initializer/input sizes not limited before allocating",
