@@ -28,8 +28,7 @@ import tempfile
 import atheris
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, HERE)  # pydeconv itself: the installed one, or the checkout with PYTHONPATH=.
 
 import mutate  # noqa: E402
 import run_mutants  # noqa: E402
@@ -50,7 +49,8 @@ def _pack(target: str, data: bytes) -> tuple[str, bytes]:
     if target == "graph":
         return "npz", mutate.model_bytes(data, _PARAMS)
     if target == "npy":
-        members = [("__graph__.npy", mutate.npy_bytes(mutate.np.frombuffer(mutate.graph_bytes(_GRAPH), mutate.np.uint8)))]
+        graph = mutate.np.frombuffer(mutate.graph_bytes(_GRAPH), mutate.np.uint8)
+        members = [("__graph__.npy", mutate.npy_bytes(graph))]
         members += [(f"{k}.npy", data if k == "fc1/weight" else mutate.npy_bytes(v)) for k, v in _PARAMS.items()]
         return "npz", mutate.zip_bytes(members)
     if target == "image":

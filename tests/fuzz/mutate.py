@@ -544,7 +544,8 @@ def image_mutant(rng: random.Random) -> tuple[str, bytes]:
         elif op == 0 and fmt == "gif":
             data[6:10] = struct.pack("<HH", rng.choice([0, 65535, 20000]), rng.choice([0, 65535]))
         elif op == 0 and fmt == "bmp" and len(data) > 26:
-            data[18:26] = struct.pack("<ii", rng.choice([0, -1, 100000, 2**31 - 1]), rng.choice([0, -100000, 2**31 - 1]))
+            w, h = rng.choice([0, -1, 100000, 2**31 - 1]), rng.choice([0, -100000, 2**31 - 1])
+            data[18:26] = struct.pack("<ii", w, h)
         elif op == 1:
             data = data[: rng.randrange(len(data))]
         elif op == 2:
@@ -589,7 +590,7 @@ def seed_files(folder: str) -> list[str]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
-        sys.exit("usage: python tests/fuzz/mutate.py {npz|onnx|image} SEED OUTPUT_PREFIX  (writes PREFIX.<suffix>)")
+        sys.exit("usage: python tests/fuzz/mutate.py {npz|onnx|image} SEED PREFIX  (writes PREFIX.<suffix>)")
     suffix, blob = mutant(sys.argv[1], int(sys.argv[2]))
     out = f"{sys.argv[3]}.{suffix}"
     with open(out, "wb") as f:

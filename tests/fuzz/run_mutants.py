@@ -70,8 +70,6 @@ def _limit_memory(mib: int) -> None:
 
 
 def _run_model(path: str, seed: int) -> str:
-    import numpy as np
-
     import pydeconv
 
     net = pydeconv.load(path)
@@ -177,8 +175,14 @@ def worker_main(mem_mib: int) -> None:
 # -- parent side -----------------------------------------------------------------------------------
 class Worker:
     def __init__(self, mem_mib: int, threads: int):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", "--memory-mib", str(mem_mib)],
+        # the workers import the pydeconv this process imports (the checkout's or the installed one)
+        import pydeconv
+
+        where = os.path.dirname(os.path.dirname(os.path.abspath(pydeconv.__file__)))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+                   PYTHONPATH=where + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--memory-mib", str(mem_mib)]
+        self.proc = subprocess.Popen(cmd,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=env, cwd=ROOT, text=True, bufsize=1)
         self.job = None
@@ -216,7 +220,6 @@ def run(jobs, workers: int, timeout: float, mem_mib: int, startup: float = 60.0)
         w.kill()
         return start()
 
-    first = {}
     for _ in range(min(workers, len(jobs))):
         w = start()
         if jobs:
@@ -251,7 +254,6 @@ def run(jobs, workers: int, timeout: float, mem_mib: int, startup: float = 60.0)
     for w in pool:
         w.proc.stdin.close()
         w.kill()
-    del first
 
 
 def main(argv=None) -> int:
@@ -286,8 +288,6 @@ def main(argv=None) -> int:
     findings = collections.defaultdict(list)  # (kind, outcome, type, msg head) -> seeds
     done = 0
     for job, result in run(jobs, args.workers, args.timeout, args.memory_mib):
-        kind = "model" if job[0] in ("npz", "onnx") or (job[0] == "file" and job[1].endswith((".npz", ".onnx"))) \
-            else "image"
         outcome = result["outcome"]
         counts[(job[0], outcome)] += 1
         if outcome not in ("accepted", "rejected"):
@@ -298,7 +298,6 @@ def main(argv=None) -> int:
         done += 1
         if done % 2000 == 0:
             print(f"  ... {done}/{len(jobs)} inputs, {time.monotonic() - t0:.0f} s", flush=True)
-        del kind
     wall = time.monotonic() - t0
     return report(counts, findings, wall, args)
 
@@ -326,7 +325,7 @@ def report(counts, findings, wall, args) -> int:
         is_known = _known(kind, outcome, typ)
         (known if is_known and args.allow_known_escapes else failing).append(line)
     if failing:
-        print(f"\nFAILURES ({sum(1 for _ in failing)} kinds of outcome; reproduce: python tests/fuzz/mutate.py KIND SEED /tmp/x):")
+        print(f"\nFAILURES ({len(failing)} kinds of outcome; reproduce: python tests/fuzz/mutate.py KIND SEED /tmp/x):")
         print("\n".join(failing))
     if known:
         n = sum(len(s) for (k, o, t, h), s in findings.items() if _known(k, o, t))
