@@ -14,10 +14,10 @@ it serves many inputs and is restarted after a crash or a timeout. Outcomes:
   hang       no answer within --timeout seconds
   harness    the mutator itself failed on this seed (a bug in tests/fuzz/mutate.py; fails the run)
 
-The exit status is 1 on any crash, hang, escape or memory outcome. --allow-known-escapes turns
-the escapes and memory outcomes whose exception type is listed in KNOWN_ESCAPES (the ones issue 13
-section 3 reports today) into a loud report instead, so the stage can run in CI before those fixes
-land; crashes, hangs and any other escape still fail. Reproduce one input with
+The exit status is 1 on any crash, hang, escape, memory or harness outcome. --allow-known-escapes
+turns the escapes and memory outcomes whose (input kind, exception type) is listed in KNOWN_ESCAPES
+(what issue 13 section 3 describes today) into a loud report instead, so the stage can run in CI
+before those fixes land; crashes, hangs and any other escape still fail. Reproduce one input with
 ``python tests/fuzz/mutate.py KIND SEED /tmp/x`` then ``python tests/fuzz/run_mutants.py --replay /tmp/x.npz``.
 """
 
