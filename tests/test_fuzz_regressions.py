@@ -1,0 +1,74 @@
+"""Replays the fuzzing regression corpus (tests/fuzz/corpus/regressions/, issue 13 section 5).
+
+Every file goes through pydeconv.load (or pydeconv.image.load), forward and one projection in a
+worker process capped at 2 GiB of address space (several files declare sizes that would take
+hundreds of GiB if nothing refused them), and its outcome must be "accepted" or "rejected with a
+pydeconv.errors exception".
+
+The files that escape today are marked xfail(strict=True) with the issue-13 section of their fix.
+That is deliberate: the suite stays green while those escapes exist, and turns RED the moment a fix
+makes one of them pass (an XPASS under strict=True is a failure) until its mark is removed here,
+so a fix cannot land without the test that proves it. The corpus README says what each file is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "fuzz", "corpus", "regressions")
+sys.path.insert(0, os.path.join(HERE, "fuzz"))
+
+import run_mutants  # noqa: E402
+
+# file name -> what escapes today (the xfail reason). Everything else must pass.
+FAILING_TODAY = {
+    "image-escaped-DecompressionBombError-1.ppm": "issue 13 §3: PIL DecompressionBombError escapes image.load",
+    "image-memory-MemoryError-1.png": "issue 13 §3: MemoryError from Pillow reading a short IDAT",
+    "npz-escaped-AttributeError-1.npz": "issue 13 §3: AttributeError from a .npy member with a bad magic",
+    "npz-escaped-NotImplementedError-1.npz": "issue 13 §3: NotImplementedError from zipfile (flag bit 5)",
+    "npz-escaped-NotImplementedError-2.npz": "issue 13 §3: NotImplementedError from zipfile (zip version)",
+    "npz-escaped-RecursionError-1.npz": "issue 13 §3: RecursionError from deeply nested JSON",
+    "npz-escaped-TokenError-1.npz": "issue 13 §3: tokenize.TokenError from a .npy header",
+    "npz-escaped-TokenError-2.npz": "issue 13 §3: tokenize.TokenError from a .npy header",
+    "npz-escaped-TypeError-1.npz": "issue 13 §3: TypeError for an input dimension past int64",
+    "npz-escaped-zlib-error-1.npz": "issue 13 §3: zlib.error from a corrupt deflated member",
+    "npz-memory-MemoryError-1.npz": "issue 13 §3: MemoryError from a .npy header declaring 250e9 bytes",
+    "npz-memory-MemoryError-2.npz": "issue 13 §3: MemoryError from a .npy header declaring 2**31 floats",
+    "onnx-memory-MemoryError-1.onnx": "issue 13 §3: MemoryError from a declared dimension of 10**9",
+    "onnx-escaped-ZeroDivisionError-1.onnx": "issue 13 §3: ZeroDivisionError from a zero attribute",
+}
+FAILING_TODAY.update({f"onnx-escaped-IndexError-{i}.onnx": "issue 13 §3: IndexError from a short attribute/input list"
+                      for i in (1, 2)})
+FAILING_TODAY.update({f"onnx-escaped-TypeError-{i}.onnx": "issue 13 §3: TypeError from an attribute of the wrong type"
+                      for i in range(1, 11)})
+FAILING_TODAY.update({f"onnx-escaped-ValueError-{i}.onnx": "issue 13 §3: plain ValueError from the ONNX importer"
+                      for i in range(1, 5)})
+
+FILES = sorted(f for f in os.listdir(CORPUS) if f != "README.md")
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    jobs = [("file", os.path.join(CORPUS, f)) for f in FILES]
+    return {os.path.basename(job[1]): result for job, result in run_mutants.run(jobs, 1, 60.0, 2048)}
+
+
+def test_every_file_is_documented():
+    readme = open(os.path.join(CORPUS, "README.md"), encoding="utf-8").read()
+    for name in FILES:
+        stem = name.rsplit("-", 1)[0]  # numbered families share one README line
+        assert name in readme or stem in readme, f"{name} has no line in the corpus README"
+    assert set(FAILING_TODAY) <= set(FILES), sorted(set(FAILING_TODAY) - set(FILES))
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=FAILING_TODAY[f])) if f in FAILING_TODAY else f
+    for f in FILES])
+def test_replay(outcomes, name):
+    result = outcomes[name]
+    assert result["outcome"] in ("accepted", "rejected"), \
+        f"{name}: {result['outcome']}: {result.get('type')}: {result.get('msg')}"
