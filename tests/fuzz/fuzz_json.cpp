@@ -3,9 +3,9 @@
 #include <cstdlib>
 
 #include "fuzz_common.hpp"
-// The one line naming the JSON header (it may move to csrc/src/format/json.hpp; CMake puts both
+// The one line naming the JSON header (internal, csrc/src/format/json.hpp; CMake puts both
 // csrc/include and csrc/src on this target's include path).
-#include "pydeconv/json.hpp"
+#include "format/json.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
