@@ -4,9 +4,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "kernels/gemm.hpp"
+#include "kernels/kernels.hpp"
+#include "layers/layer.hpp"
 #include "pydeconv/error.hpp"
-#include "pydeconv/gemm.hpp"
-#include "pydeconv/kernels.hpp"
 #include "pydeconv/model.hpp"
 #include "pydeconv/net.hpp"
 
@@ -205,13 +206,10 @@ PYBIND11_MODULE(_core, m) {
       })
       .def("params", [](const Net& n) {
         py::dict out;
-        for (int64_t i = 0; i < n.num_layers(); ++i) {
-          const Layer& l = n.layer(static_cast<int>(i));
-          for (const auto& kv : l.spec().params) {
-            py::array a = to_numpy(l.parameter(kv.first));
-            a.attr("flags").attr("writeable") = false;
-            out[py::str(l.name() + "/" + kv.first)] = a;
-          }
+        for (const auto& kv : n.parameters()) {
+          py::array a = to_numpy(kv.second);
+          a.attr("flags").attr("writeable") = false;
+          out[py::str(kv.first)] = a;
         }
         return out;
       })

@@ -171,7 +171,13 @@ int64_t Net::cache_bytes() const {
 
 const std::vector<LayerInfo>& Net::info() const { return impl_->info; }
 const std::vector<std::string>& Net::outputs() const { return impl_->outputs; }
-const Layer& Net::layer(int i) const { return *impl_->layers.at(static_cast<size_t>(i)); }
+std::vector<std::pair<std::string, Tensor>> Net::parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& l : impl_->layers)
+    for (const auto& kv : l->spec().params)
+      out.emplace_back(l->name() + "/" + kv.first, l->parameter(kv.first));
+  return out;
+}
 int64_t Net::num_layers() const { return static_cast<int64_t>(impl_->layers.size()); }
 
 int Net::layer_index(const std::string& name) const {

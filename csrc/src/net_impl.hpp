@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <map>
 
+#include "buffer_pool.hpp"
+#include "layers/layer.hpp"
 #include "pydeconv/net.hpp"
 
 namespace pydeconv {

@@ -1,4 +1,4 @@
-#include "pydeconv/tensor.hpp"
+#include "buffer_pool.hpp"
 
 #include <sys/mman.h>
 #if defined(__GLIBC__)

@@ -6,8 +6,7 @@
 #include <cstdio>
 #include <string>
 
-#include "pydeconv/image.hpp"
-#include "pydeconv/model.hpp"
+#include "pydeconv/pydeconv.hpp"  // the whole public API
 
 int main(int argc, char** argv) {
   if (argc != 6) {

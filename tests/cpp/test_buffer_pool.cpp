@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pydeconv/tensor.hpp"
+#include "buffer_pool.hpp"
 
 using namespace pydeconv;
 

@@ -18,8 +18,8 @@
 #include "../../csrc/src/kernels/direct_conv.hpp"
 #include "../../csrc/src/kernels/winograd.hpp"
 #include "check.hpp"
-#include "pydeconv/gemm.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/kernels.hpp"
 
 using namespace pydeconv;
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 using namespace pydeconv;
 using namespace pydeconv::kernels;

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pydeconv/gemm.hpp"
+#include "kernels/gemm.hpp"
 
 using namespace pydeconv::kernels;
 

@@ -14,7 +14,7 @@
 
 #include "check.hpp"
 #include "kernels/cpu.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 using namespace pydeconv;
 using namespace pydeconv::kernels;

@@ -7,7 +7,7 @@
 
 #include "check.hpp"
 #include "pydeconv/error.hpp"
-#include "pydeconv/layer.hpp"
+#include "layers/layer.hpp"
 
 using namespace pydeconv;
 

@@ -3,13 +3,30 @@
 // scratch, and results live in the Trace the caller owns.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "pydeconv/layer.hpp"
+#include "pydeconv/ctx.hpp"
+#include "pydeconv/tensor.hpp"
 
 namespace pydeconv {
+
+// The three projection rules; they differ only at ReLU-like nonlinearities.
+enum class Rule { Deconvnet, Guided, Backprop };
+Rule parse_rule(const std::string& name);  // "deconvnet" | "guided" | "backprop"
+
+// One layer as the model file describes it. Attributes are numbers (bools as 0/1); a scalar is a
+// one-element list.
+struct LayerSpec {
+  std::string name;
+  std::string kind;
+  std::vector<std::string> inputs;
+  std::map<std::string, std::vector<double>> attrs;
+  std::map<std::string, Tensor> params;
+};
 
 struct GraphSpec {
   std::string input_name = "input";
@@ -71,6 +88,8 @@ struct Position {
   int64_t y = -1, x = -1;
 };
 
+struct Region;  // internal: a rectangle of a feature map a projection works in
+
 class Net {
  public:
   explicit Net(GraphSpec spec);  // throws Error(Graph/Shape) naming the layer and field
@@ -81,8 +100,10 @@ class Net {
   const std::vector<LayerInfo>& info() const;
   const std::vector<std::string>& outputs() const;
   int layer_index(const std::string& name) const;  // throws Error(NotFound)
-  const Layer& layer(int i) const;
   int64_t num_layers() const;
+  // Every parameter in its stored layout as ("LAYER/PARAM", tensor), in layer order (layers that
+  // keep only a packed copy rebuild it).
+  std::vector<std::pair<std::string, Tensor>> parameters() const;
 
   // Runs the layers that `upto` (default: every graph output) depends on. Under Keep::Minimal the
   // outputs of `also_keep` are kept too (e.g. the layers to be projected from).
@@ -125,9 +146,9 @@ class Net {
   const Tensor& check_start_args(const Trace& t, const std::string& layer,
                                  const std::vector<int64_t>& channels, const At& at) const;
   Tensor make_start(const Trace& t, const std::string& layer, const std::vector<int64_t>& channels,
-                    const At& at, Regions* regions, bool region_only = false) const;
+                    const At& at, std::vector<Region>* regions, bool region_only = false) const;
   Tensor project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,
-                         const Tensor& start, Regions regions, Rule rule) const;
+                         const Tensor& start, std::vector<Region> regions, Rule rule) const;
 };
 
 }  // namespace pydeconv

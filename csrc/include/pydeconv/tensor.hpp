@@ -45,8 +45,8 @@ class TensorT {
   TensorT(const Shape& s, T fill) : shape_(s), data_(alloc(s.numel(), fill == T(0))) {
     if (fill != T(0)) std::fill(data(), data() + numel(), fill);
   }
-  // Uninitialised storage from `pool` (see BufferPool), returned to it when the last owner
-  // lets go.
+  // Uninitialised storage from `pool` (internal: csrc/src/buffer_pool.hpp), returned to it when
+  // the last owner lets go.
   TensorT(const Shape& s, class BufferPool& pool, bool transient = false);
   // Wraps external storage kept alive by `owner` (e.g. a NumPy array); no copy.
   TensorT(const Shape& s, std::shared_ptr<T> storage) : shape_(s), data_(std::move(storage)) {}
@@ -88,34 +88,6 @@ using IndexTensor = TensorT<int32_t>;
 // `mapped` tells the free which one it was.
 void* aligned_alloc64(std::size_t bytes, bool zeroed, bool* mapped);
 void aligned_free64(void* p, std::size_t bytes, bool mapped) noexcept;
-
-// Freed 64-byte aligned blocks kept for reuse, for tensors allocated with the same sizes call
-// after call (a net's activations, ReLU masks and pooling switches on every forward pass): a
-// block that comes back is handed out again instead of being returned to the OS and faulted in
-// afresh (a VGG16 forward otherwise takes ~9,000 page faults). Holds at most `max_bytes` of idle
-// blocks; blocks freed past that, or after the pool is gone, go back to the system. Thread-safe.
-class BufferPool {
- public:
-  explicit BufferPool(std::size_t max_bytes);
-  // A block of at least `bytes` (uninitialised); the deleter returns it to the pool.
-  // `transient`: the caller frees it soon, so a much larger idle block may serve.
-  std::shared_ptr<void> get(std::size_t bytes, bool transient);
-  // Hands every idle block back to the system.
-  void clear();
-  std::size_t idle_bytes() const;
-
- private:
-  struct State;
-  std::shared_ptr<State> st_;
-};
-
-template <typename T>
-TensorT<T>::TensorT(const Shape& s, BufferPool& pool, bool transient) : shape_(s) {
-  if (s.numel() < 0) fail(ErrorKind::Shape, "negative tensor size");
-  std::shared_ptr<void> block =
-      pool.get(static_cast<std::size_t>(std::max<int64_t>(s.numel(), 1)) * sizeof(T), transient);
-  data_ = std::shared_ptr<T>(block, static_cast<T*>(block.get()));
-}
 
 template <typename T>
 std::shared_ptr<T> TensorT<T>::alloc(int64_t count, bool zeroed) {

@@ -2,7 +2,7 @@
 // whole signal to every input.
 #include <algorithm>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 namespace {

@@ -1,6 +1,6 @@
 // Per-channel affine y = x * a[c] + b[c] (inference batch norm), and its backward gin += gout * a[c]
 // over each sample's region.
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

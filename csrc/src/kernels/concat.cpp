@@ -1,7 +1,7 @@
 // concat over channels, and its backward: each input takes back its own slice of channels.
 #include <algorithm>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 namespace {

@@ -14,8 +14,8 @@
 #include "im2col_panels.hpp"
 #include "winograd.hpp"
 #include "pydeconv/error.hpp"
-#include "pydeconv/gemm.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "pydeconv/error.hpp"
-#include "pydeconv/gemm.hpp"
+#include "kernels/gemm.hpp"
 
 #if PYDECONV_X86
 #include <cpuid.h>

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <vector>
 
-#include "pydeconv/gemm.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/kernels.hpp"
 #include "cpu.hpp"
 
 namespace pydeconv::kernels {

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "cpu.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

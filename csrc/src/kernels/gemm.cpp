@@ -16,7 +16,7 @@
 // micro-kernel's ISA matter). On AVX-512 CPUs full 6-row panels against a full B panel go, up
 // to four at a time, to zmm kernels with the same per-element arithmetic, so the AVX-512 and AVX2
 // paths are bit-identical too.
-#include "pydeconv/gemm.hpp"
+#include "kernels/gemm.hpp"
 
 #include <algorithm>
 #include <cstdlib>

@@ -1,6 +1,6 @@
 // pydeconv: the reference SGEMM, a plain triple loop accumulating in double. It defines what
 // sgemm must compute and is what PYDECONV_REFERENCE=1 runs.
-#include "pydeconv/gemm.hpp"
+#include "kernels/gemm.hpp"
 
 namespace pydeconv::kernels {
 

@@ -1,6 +1,6 @@
 // Global average pooling (each plane to its mean, summed in double) and its backward, which
 // spreads each value evenly over the whole plane.
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "pydeconv/gemm.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

@@ -11,7 +11,7 @@
 #include <limits>
 
 #include "cpu.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 #define PYDECONV_POOL_FN(name) name##_portable
 #include "pool_fold.inc"

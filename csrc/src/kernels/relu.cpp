@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 #include "relu_run.hpp"
 
 namespace pydeconv::kernels {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

@@ -27,8 +27,8 @@
 #include <mutex>
 #include <vector>
 
-#include "pydeconv/gemm.hpp"
-#include "pydeconv/kernels.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

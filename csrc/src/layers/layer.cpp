@@ -1,6 +1,6 @@
 // The parts every layer kind shares: the schema checks that run before each kind's shape rule,
 // attribute and parameter access, and the receptive-field step back to an input region.
-#include "pydeconv/layer.hpp"
+#include "layers/layer.hpp"
 
 #include <algorithm>
 #include <cmath>

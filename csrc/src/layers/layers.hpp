@@ -1,7 +1,7 @@
 // Internal: the factory of every layer kind (one file each, named after the kind), listed once in
 // registry.cpp.
 #pragma once
-#include "pydeconv/layer.hpp"
+#include "layers/layer.hpp"
 
 namespace pydeconv {
 

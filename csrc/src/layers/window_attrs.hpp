@@ -1,6 +1,6 @@
 // Shared parsing of kernel_size / stride / padding / dilation / ceil_mode for conv and pooling.
 #pragma once
-#include "pydeconv/layer.hpp"
+#include "layers/layer.hpp"
 
 namespace pydeconv {
 

@@ -1,5 +1,5 @@
 // Reference add and concat: element by element over whole tensors, no regions.
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

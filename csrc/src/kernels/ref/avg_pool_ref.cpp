@@ -3,7 +3,7 @@
 // window clipped to the padded image); backward spreads each value evenly over the same elements.
 #include <algorithm>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 namespace {

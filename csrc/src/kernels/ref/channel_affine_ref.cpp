@@ -1,5 +1,5 @@
 // Reference per-channel affine: element by element over whole tensors, no regions.
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

@@ -1,5 +1,5 @@
 // Naive direct convolution and its adjoint, double accumulation: the definition of correct.
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

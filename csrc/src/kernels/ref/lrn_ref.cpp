@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 namespace {

@@ -2,7 +2,7 @@
 // docs/FORMAT.md. The fast kernels in pool.cpp are tested against these (switches bit-exact).
 #include <limits>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

@@ -1,5 +1,5 @@
 // Reference ReLU: element by element over the whole tensor, straight from the three rules.
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

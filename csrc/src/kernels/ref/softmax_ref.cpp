@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 

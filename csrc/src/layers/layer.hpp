@@ -1,5 +1,4 @@
-// pydeconv: layer specifications (what a model file describes) and the layer interface that the
-// executor drives through the registry.
+// pydeconv (internal): the layer interface that the executor drives through the registry.
 #pragma once
 #include <atomic>
 #include <map>
@@ -7,24 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "pydeconv/kernels.hpp"
+#include "kernels/kernels.hpp"
+#include "pydeconv/net.hpp"
 #include "pydeconv/tensor.hpp"
 
 namespace pydeconv {
-
-// The three projection rules; they differ only at ReLU-like nonlinearities.
-enum class Rule { Deconvnet, Guided, Backprop };
-Rule parse_rule(const std::string& name);  // "deconvnet" | "guided" | "backprop"
-
-// One layer as the model file describes it. Attributes are numbers (bools as 0/1); a scalar is a
-// one-element list.
-struct LayerSpec {
-  std::string name;
-  std::string kind;
-  std::vector<std::string> inputs;
-  std::map<std::string, std::vector<double>> attrs;
-  std::map<std::string, Tensor> params;
-};
 
 // What a layer's backward needs kept from the forward pass.
 struct Needs {

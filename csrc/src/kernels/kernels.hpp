@@ -1,4 +1,4 @@
-// pydeconv: the compute kernels. They know nothing of layers or graphs: plain tensors in and out,
+// pydeconv (internal): the compute kernels. They know nothing of layers or graphs: plain tensors in and out,
 // shapes already validated by the caller. Every `*_backward` ACCUMULATES into its gradient output.
 // Backward kernels take a gradient batch B = N * reps: gradient sample b belongs to forward sample
 // b / reps (several start signals for one image are projected in one pass).
@@ -8,16 +8,11 @@
 #include <memory>
 #include <vector>
 
-#include "pydeconv/gemm.hpp"
+#include "kernels/gemm.hpp"
+#include "pydeconv/ctx.hpp"
 #include "pydeconv/tensor.hpp"
 
 namespace pydeconv {
-
-// How to run a kernel: thread count and whether to use the naive reference kernels.
-struct Ctx {
-  int threads = 1;
-  bool reference = false;
-};
 
 // A rectangle [y0, y1) x [x0, x1) of a feature map that may hold non-zero values.
 struct Region {
