@@ -8,6 +8,7 @@
 #include "pydeconv/gemm.hpp"
 #include "pydeconv/kernels.hpp"
 #include "pydeconv/net.hpp"
+#include "pydeconv/settings.hpp"
 
 namespace py = pybind11;
 using namespace pydeconv;
@@ -103,8 +104,10 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("sgemm_isa", &kernels::sgemm_isa);
-  m.def("set_winograd_mode", &kernels::set_winograd_mode);
-  m.def("winograd_mode", &kernels::winograd_mode);
+  m.def("set_winograd_mode", &set_winograd_mode);
+  m.def("winograd_mode", &winograd_mode);
+  m.def("set_reference_kernels", &set_reference_kernels);
+  m.def("reference_kernels", &reference_kernels);
   m.def("layer_kinds", [] {
     py::list out;
     for (const auto& k : layer_kinds()) out.append(py::make_tuple(k.name, k.rule));

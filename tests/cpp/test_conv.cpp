@@ -282,7 +282,7 @@ const ConvCase kWinoCases[] = {
 void check_winograd(const ConvCase& cs, int mode, int64_t reps, std::mt19937& rng) {
   const std::string name = std::string(cs.name) + " F(" + std::to_string(mode) + ")";
   const int64_t slack = mode == 4 ? 32 : 8;
-  kernels::set_winograd_mode(mode);
+  set_winograd_mode(mode);
   const Tensor in = random_tensor(Shape::nchw(cs.n, cs.c, cs.h, cs.w), rng);
   const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c, 3, 3), rng);
   const Tensor bias = random_tensor(Shape::vec(cs.oc), rng);
@@ -296,9 +296,9 @@ void check_winograd(const ConvCase& cs, int mode, int64_t reps, std::mt19937& rn
   Tensor one(os, 7.0f), two(os, 7.0f), direct(os, 7.0f);
   kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), cs.g, 1, one, &packed);
   kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, 1, two, &packed);
-  kernels::set_winograd_enabled(false);
+  set_winograd_mode(0);
   kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, 1, direct, &packed);
-  kernels::set_winograd_mode(mode);
+  set_winograd_mode(mode);
   check_close(one, want, bound, slack * fterms, name + " winograd forward");
   check_close(direct, want, bound, fterms, name + " direct forward");
   if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, name + ": 2 threads differ");
@@ -321,9 +321,9 @@ void check_winograd(const ConvCase& cs, int mode, int64_t reps, std::mt19937& rn
   // Off, or with reference kernels, the entry point declines and leaves gin alone.
   Tensor untouched = gin0.clone();
   CHECK(!kernels::conv2d_backward_winograd(Ctx{2, true}, gout, rs, cs.g, 1, untouched, packed));
-  kernels::set_winograd_enabled(false);
+  set_winograd_mode(0);
   CHECK(!kernels::conv2d_backward_winograd(Ctx{2, false}, gout, rs, cs.g, 1, untouched, packed));
-  kernels::set_winograd_mode(1);
+  set_winograd_mode(1);
   CHECK(same_bits(untouched, gin0));
 }
 
@@ -349,21 +349,21 @@ TEST(winograd_dispatch) {
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 4);
   CHECK(kernels::winograd_tile(512, 512, count(3, 3)) == 0);  // 4 tiles padded to 16
   CHECK(kernels::winograd_tile(64, 3, count(224, 224)) == 0);  // k = 3: transforms dominate
-  kernels::set_winograd_mode(2);
+  set_winograd_mode(2);
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 2);
-  kernels::set_winograd_mode(4);
+  set_winograd_mode(4);
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 4);
-  kernels::set_winograd_mode(0);
+  set_winograd_mode(0);
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 0);
-  kernels::set_winograd_mode(1);
+  set_winograd_mode(1);
   bool threw = false;
   try {
-    kernels::set_winograd_mode(3);
+    set_winograd_mode(3);
   } catch (const Error& e) {
     threw = e.kind() == ErrorKind::Value;
   }
   CHECK(threw);
-  CHECK(kernels::winograd_mode() == 1);
+  CHECK(winograd_mode() == 1);
 }
 
 // The transformed-filter cache of a forward conv (conv2d_share_wino_budget): a 13x13 map under

@@ -9,14 +9,16 @@
 #include <vector>
 
 #include "pydeconv/gemm.hpp"
+#include "pydeconv/settings.hpp"
 #include "pydeconv/tensor.hpp"
 
 namespace pydeconv {
 
-// How to run a kernel: thread count and whether to use the naive reference kernels.
+// How to run a kernel: thread count and whether to use the naive reference kernels (by default
+// the reference_kernels() setting, PYDECONV_REFERENCE: see settings.hpp).
 struct Ctx {
   int threads = 1;
-  bool reference = false;
+  bool reference = reference_kernels();
 };
 
 // A rectangle [y0, y1) x [x0, x1) of a feature map that may hold non-zero values.
@@ -97,11 +99,7 @@ bool conv2d_backward_overwrites(const Window2d& g, int64_t cg);
 //   1  the default: per call, the cheapest of F(2x2), F(4x4) and the direct GEMM (the
 //      projection's transposed convs take F(4x4) on large regions only);
 //   2 / 4  F(2x2) / F(4x4) wherever it applies, whatever it costs (for tests and benchmarks).
-// PYDECONV_WINOGRAD=0 / 2 / 4 in the environment sets it at start. Other values throw Value.
-void set_winograd_mode(int mode);
-int winograd_mode();
-inline void set_winograd_enabled(bool on) { set_winograd_mode(on ? 1 : 0); }
-inline bool winograd_enabled() { return winograd_mode() != 0; }
+// The mode is a setting (settings.hpp: set_winograd_mode, PYDECONV_WINOGRAD=0 / 2 / 4).
 
 // The transposed conv by Winograd (F(2x2, 3x3); F(4x4, 3x3) on large regions) from the forward
 // packing, when the geometry allows it (3x3, stride 1, no dilation or groups, enough channels)

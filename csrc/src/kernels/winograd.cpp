@@ -80,21 +80,11 @@ int64_t max_block_tiles(int64_t k, int64_t tile) {
                                         kMaxBlockTiles);
 }
 
-// 0 off, 1 both tile sizes, 2 / 4 that tile size only (PYDECONV_WINOGRAD=0 / 2 / 4).
 // Blocks for `tiles` tiles at most `tmax` each, rounded to the nearest count (so a block may
 // hold up to 1.5x tmax): one more block would mean one more filter transform where U is not
 // shared, which costs more than a somewhat larger V.
 int64_t block_count(int64_t tiles, int64_t tmax) {
   return std::max<int64_t>(1, (2 * tiles + tmax) / (2 * tmax));
-}
-
-std::atomic<int>& mode_flag() {
-  static std::atomic<int> flag{[] {
-    const char* e = std::getenv("PYDECONV_WINOGRAD");
-    if (e == nullptr || e[0] == '\0' || e[1] != '\0') return 1;
-    return e[0] == '0' ? 0 : e[0] == '2' ? 2 : e[0] == '4' ? 4 : 1;
-  }()};
-  return flag;
 }
 
 // Buffers reused across calls by the calling thread (scratch.hpp).
@@ -654,13 +644,5 @@ int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack, bool f
   const int tile = four && c4 < four_ratio * c2 ? 4 : 2;
   return std::min(c2, c4) < slack * 9.0 * static_cast<double>(n.pixels) ? tile : 0;
 }
-
-void set_winograd_mode(int mode) {
-  if (mode != 0 && mode != 1 && mode != 2 && mode != 4)
-    fail(ErrorKind::Value,
-         "Winograd mode must be 0 (off), 1 (auto), 2 or 4, not " + std::to_string(mode));
-  mode_flag().store(mode);
-}
-int winograd_mode() { return mode_flag().load(); }
 
 }  // namespace pydeconv::kernels
