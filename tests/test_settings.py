@@ -39,3 +39,30 @@ def test_reference_environment(value, on):
     r = _run("import pydeconv; print(pydeconv.get_reference_kernels())", PYDECONV_REFERENCE=value)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(on)
+
+
+def test_isa_setting():
+    before = _core.isa()  # PYDECONV_ISA's, or the best this CPU runs
+    assert before in ("portable", "avx2", "avx512")
+    try:
+        _core.set_isa("portable")
+        assert _core.isa() == "portable" and _core.sgemm_isa() == "portable"
+        with pytest.raises(pydeconv.PydeconvError, match="unknown ISA"):
+            _core.set_isa("sse9")
+        assert _core.isa() == "portable"
+        _core.set_isa("auto")
+        assert _core.isa() in ("portable", "avx2", "avx512")  # never "auto"
+    finally:
+        _core.set_isa(before)
+
+
+def test_isa_environment():
+    r = _run("from pydeconv import _core; print(_core.isa())", PYDECONV_ISA="portable")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "portable"
+    code = ("import pydeconv\n"
+            "from pydeconv import _core\n"
+            "try:\n    _core.isa()\nexcept pydeconv.PydeconvError as e:\n    print(e)\n")
+    r = _run(code, PYDECONV_ISA="sse9")
+    assert r.returncode == 0, r.stderr
+    assert "PYDECONV_ISA=sse9: unknown ISA" in r.stdout

@@ -108,6 +108,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("winograd_mode", &winograd_mode);
   m.def("set_reference_kernels", &set_reference_kernels);
   m.def("reference_kernels", &reference_kernels);
+  m.def("set_isa", &set_isa);
+  m.def("isa", &isa);
   m.def("layer_kinds", [] {
     py::list out;
     for (const auto& k : layer_kinds()) out.append(py::make_tuple(k.name, k.rule));

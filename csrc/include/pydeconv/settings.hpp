@@ -19,6 +19,15 @@ void set_reference_kernels(bool on);
 int winograd_mode();
 void set_winograd_mode(int mode);
 
+// The instruction set of the kernels (one table of kernel functions per ISA, kernels/dispatch):
+// "portable", "avx2" (AVX2 + FMA) or "avx512" (AVX-512F), or "auto", the best this CPU and OS
+// run (the default). PYDECONV_ISA=portable / avx2 / avx512 / auto. set_isa throws Value for an
+// unknown name or an ISA this CPU cannot run (and leaves the setting alone); a PYDECONV_ISA
+// naming one makes the first kernel call throw the same error. isa() is the ISA in use, never
+// "auto".
+std::string isa();
+void set_isa(const std::string& name);
+
 // PYDECONV_POISON=1 (tests): every buffer-pool block handed out starts as NaN bytes, so a kernel
 // that reads memory it never wrote fails loudly instead of seeing a fresh page's zeros.
 bool poison_buffers();

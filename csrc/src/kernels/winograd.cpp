@@ -11,7 +11,7 @@
 // run and across thread counts.
 #include "winograd.hpp"
 
-#include "cpu.hpp"
+#include "dispatch.hpp"
 #include "scratch.hpp"
 #include "pydeconv/error.hpp"
 
@@ -31,22 +31,6 @@
 #include "winograd_kernels.inc"
 
 namespace pydeconv::kernels {
-
-#if PYDECONV_X86
-#define PYDECONV_WINO_DECLARE(f, isa)                                                           \
-  void f##_filter_##isa(const float* __restrict__, int64_t, float* __restrict__, int64_t);     \
-  void f##_input_##isa(const float* const*, int64_t, float* __restrict__, int64_t);            \
-  void f##_output_##isa(const float* const*, int64_t, float* const*);
-PYDECONV_WINO_DECLARE(wino2, avx2)
-PYDECONV_WINO_DECLARE(wino2, avx512)
-PYDECONV_WINO_DECLARE(wino4, avx2)
-PYDECONV_WINO_DECLARE(wino4, avx512)
-#undef PYDECONV_WINO_DECLARE
-void wino_gather_flipped_avx2(const float* __restrict__, const int32_t* __restrict__,
-                              float* __restrict__);
-void wino_gather_flipped_avx512(const float* __restrict__, const int32_t* __restrict__,
-                                float* __restrict__);
-#endif
 
 namespace {
 
@@ -136,14 +120,8 @@ struct PackedCols {
 constexpr int64_t kChanBlock = 8, kLanes = kChanBlock * MR;  // filters per transform call
 
 // The transform loops (winograd_kernels.inc), built for the baseline ISA here and for AVX2 /
-// AVX-512 in x86/winograd_*.cpp; one set is picked per call with the GEMM's instruction set.
-struct TransformFns {
-  void (*filter)(const float*, int64_t, float*, int64_t);
-  void (*input)(const float* const*, int64_t, float*, int64_t);
-  void (*output)(const float* const*, int64_t, float* const*);
-  void (*gather)(const float*, const int32_t*, float*);  // the transposed conv's filters
-};
-TransformFns transform_fns(int64_t tile);
+// AVX-512 in x86/winograd_*.cpp; one set per call, from the kernel table.
+using TransformFns = KernelTable::Winograd;
 
 // Cost of F(tile x tile, 3x3) over `tiles` tiles, in multiply-adds per (m, k) pair: alpha^2 per
 // tile (NR-padded); the input and output transforms, per tile and source / destination channel;
@@ -173,7 +151,8 @@ constexpr double kCacheShare = 0.15;
 class Winograd {
  public:
   Winograd(const Ctx& ctx, const WinoConv& wc, const PackedA& w, const std::vector<WinoRect>& rects)
-      : wc_(wc), w_(w), cols_(w), rects_(rects), fn_(transform_fns(wc.tile)) {
+      : wc_(wc), w_(w), cols_(w), rects_(rects), kt_(kernel_table()),
+        fn_(wc.tile == 4 ? kt_.wino4 : kt_.wino2) {
     threads_ = std::max(ctx.threads, 1);
     k_ = wc.k_ch, m_ = wc.m_ch;
     tile_ = wc.tile, alpha_ = tile_ + 2, xi_ = alpha_ * alpha_;
@@ -289,7 +268,7 @@ class Winograd {
   const float* cached_filters(int64_t nrb, int64_t u_rows) {
     WinoCache* c = wc_.cache;
     if (c == nullptr || wc_.transposed) return nullptr;
-    const int isa = static_cast<int>(gemm_isa());
+    const int isa = static_cast<int>(kt_.isa);
     std::lock_guard<std::mutex> lock(c->mu);
     if (c->u != nullptr)
       return c->tile == tile_ && c->rows == rows_ && c->isa == isa ? c->u.get() : nullptr;
@@ -579,6 +558,7 @@ class Winograd {
   const PackedA& w_;
   PackedCols cols_;
   const std::vector<WinoRect>& rects_;
+  const KernelTable& kt_;
   TransformFns fn_;
   int threads_ = 1;
   int64_t tile_ = 2, alpha_ = 4, xi_ = 16;
@@ -589,23 +569,6 @@ class Winograd {
   std::vector<Seg> segs_;
   std::vector<size_t> block_start_;  // segs_[block_start_[b] .. block_start_[b + 1]) = block b
 };
-
-TransformFns transform_fns(int64_t tile) {
-#define PYDECONV_WINO_SET(f, isa) \
-  TransformFns{f##_filter_##isa, f##_input_##isa, f##_output_##isa, wino_gather_flipped_##isa}
-  const bool four = tile == 4;
-  switch (gemm_isa()) {
-#if PYDECONV_X86
-    case GemmIsa::Avx512:
-      return four ? PYDECONV_WINO_SET(wino4, avx512) : PYDECONV_WINO_SET(wino2, avx512);
-    case GemmIsa::Avx2:
-      return four ? PYDECONV_WINO_SET(wino4, avx2) : PYDECONV_WINO_SET(wino2, avx2);
-#endif
-    default:
-      return four ? PYDECONV_WINO_SET(wino4, portable) : PYDECONV_WINO_SET(wino2, portable);
-  }
-#undef PYDECONV_WINO_SET
-}
 
 }  // namespace
 
