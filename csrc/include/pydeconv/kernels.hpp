@@ -1,7 +1,9 @@
 // pydeconv: the compute kernels. They know nothing of layers or graphs: plain tensors in and out,
-// shapes already validated by the caller. Every `*_backward` ACCUMULATES into its gradient output.
-// Backward kernels take a gradient batch B = N * reps: gradient sample b belongs to forward sample
-// b / reps (several start signals for one image are projected in one pass).
+// shapes already validated by the caller. Every backward kernel (`*_backward`, max_unpool2d)
+// ACCUMULATES into its gradient output, unless told to overwrite it (conv2d_backward's `overwrite`,
+// max_unpool2d's `tiling`). Those that read forward data (inputs, outputs, switches) take a
+// gradient batch B = N * reps: gradient sample b belongs to forward sample b / reps (several start
+// signals for one image are projected in one pass).
 #pragma once
 #include <atomic>
 #include <cstdint>
