@@ -32,7 +32,7 @@ struct KernelTable {
                      const TileEpilogue& ep);
   const char* sgemm_name;  // what sgemm_isa() reports
 
-  // linear's matrix-vector path (dense.cpp): out[r] = <x, row r of w (row stride k)>, r < rows.
+  // linear's matrix-vector path (linear.cpp): out[r] = <x, row r of w (row stride k)>, r < rows.
   void (*gemv_rows)(const float* x, const float* w, int64_t k, int64_t rows, float* out);
 
   // The direct convolution's micro-tile and its shape (direct_conv.hpp).
