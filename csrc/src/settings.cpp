@@ -102,7 +102,7 @@ Isa active_isa() {
   const int isa = g_isa.load(std::memory_order_relaxed);
   if (isa != kUnset) return static_cast<Isa>(isa);
   const std::string& e = environment().isa;
-  int want = static_cast<int>(parse_isa(e.empty() ? "auto" : e, "PYDECONV_ISA=" + e));
+  const int want = static_cast<int>(parse_isa(e.empty() ? "auto" : e, "PYDECONV_ISA=" + e));
   // A set_isa racing with this first read wins.
   int unset = kUnset;
   g_isa.compare_exchange_strong(unset, want, std::memory_order_relaxed);

@@ -23,8 +23,8 @@ void set_winograd_mode(int mode);
 // "portable", "avx2" (AVX2 + FMA) or "avx512" (AVX-512F), or "auto", the best this CPU and OS
 // run (the default). PYDECONV_ISA=portable / avx2 / avx512 / auto. set_isa throws Value for an
 // unknown name or an ISA this CPU cannot run (and leaves the setting alone); a PYDECONV_ISA
-// naming one makes the first kernel call throw the same error. isa() is the ISA in use, never
-// "auto".
+// naming one makes every kernel call (and isa()) throw the same error until set_isa replaces it.
+// isa() is the ISA in use, never "auto".
 std::string isa();
 void set_isa(const std::string& name);
 
