@@ -17,9 +17,10 @@ At = Union[str, Sequence[int], np.ndarray]
 RULES = ("deconvnet", "guided", "backprop")
 _INT64 = (-(2**63), 2**63 - 1)
 
+# The default thread count. Every other setting is the engine's: C++ reads the PYDECONV_*
+# environment variables (once) and the setters below forward to it.
 _settings = {
     "threads": max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)),
-    "reference": os.environ.get("PYDECONV_REFERENCE", "") not in ("", "0"),
 }
 
 
@@ -36,11 +37,11 @@ def get_num_threads() -> int:
 
 def set_reference_kernels(on: bool) -> None:
     """Force the naive reference kernels (the definition of correct; slow). Also PYDECONV_REFERENCE=1."""
-    _settings["reference"] = bool(on)
+    _core.set_reference_kernels(bool(on))
 
 
 def get_reference_kernels() -> bool:
-    return _settings["reference"]
+    return _core.reference_kernels()
 
 
 def set_winograd(mode: bool | int) -> None:
@@ -208,7 +209,7 @@ class Net:
         elif keep not in ("all", "minimal"):
             raise PydeconvError(f"keep must be 'all', 'minimal' or a list of layer names, got {keep!r}")
         target = "" if upto is None else _name(upto)
-        core_trace = self._core.forward(x, target, keep == "minimal", _threads(threads), _settings["reference"], also)
+        core_trace = self._core.forward(x, target, keep == "minimal", _threads(threads), get_reference_kernels(), also)
         trace = Trace(self, core_trace, self._core.ran_layers(core_trace))
         if upto is not None:
             return trace.activation(upto), trace
@@ -239,11 +240,11 @@ class Net:
             if return_positions:
                 raise PydeconvError("return_positions needs at='max', 'map' or (y, x), not a start array")
             start = self._start(at, layer, n)
-            return self._core.project(trace._core, layer, start, rule, _threads(threads), _settings["reference"])
+            return self._core.project(trace._core, layer, start, rule, _threads(threads), get_reference_kernels())
         channels, single = self._channels(channel, layer)
         kind, y, x = self._at(at, layer)
         out = self._core.project_channels(trace._core, layer, channels, kind, y, x, rule, _threads(threads),
-                                          _settings["reference"])
+                                          get_reference_kernels())
         out = out.reshape(n, len(channels), c, h, w)
         out = out[:, 0] if single else out
         if not return_positions:

@@ -10,6 +10,7 @@
 #include "pydeconv/error.hpp"
 #include "pydeconv/model.hpp"
 #include "pydeconv/net.hpp"
+#include "pydeconv/settings.hpp"
 
 namespace py = pybind11;
 using namespace pydeconv;
@@ -121,8 +122,12 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("sgemm_isa", &kernels::sgemm_isa);
-  m.def("set_winograd_mode", &kernels::set_winograd_mode);
-  m.def("winograd_mode", &kernels::winograd_mode);
+  m.def("set_winograd_mode", &set_winograd_mode);
+  m.def("winograd_mode", &winograd_mode);
+  m.def("set_reference_kernels", &set_reference_kernels);
+  m.def("reference_kernels", &reference_kernels);
+  m.def("set_isa", &set_isa);
+  m.def("isa", &isa);
   // The layer registry's rows as dicts (tests/test_registry.py walks them).
   m.def("layer_registry", [] {
     py::list out;

@@ -8,6 +8,7 @@
 #include "buffer_pool.hpp"
 #include "layers/layer.hpp"
 #include "pydeconv/net.hpp"
+#include "pydeconv/settings.hpp"
 
 namespace pydeconv {
 
@@ -23,13 +24,7 @@ class LayerTimer {
     std::fprintf(stderr, "pydeconv %s %-12s %-40s %9.3f ms\n", phase_, layer_.kind().c_str(),
                  layer_.name().c_str(), ms);
   }
-  static bool enabled() {
-    static const bool on = [] {
-      const char* v = std::getenv("PYDECONV_PROFILE");
-      return v && *v && std::string(v) != "0";
-    }();
-    return on;
-  }
+  static bool enabled() { return profile_layers(); }
 
  private:
   const char* phase_;

@@ -1,5 +1,7 @@
 #include "buffer_pool.hpp"
 
+#include "pydeconv/settings.hpp"
+
 #include <sys/mman.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -84,11 +86,7 @@ std::shared_ptr<void> BufferPool::get(std::size_t bytes, bool transient) {
   if (p == nullptr) p = State::acquire(size);
   // PYDECONV_POISON=1 (tests): every block handed out is filled with NaN bytes, so code that
   // reads pool memory it never wrote fails loudly instead of seeing a fresh page's zeros.
-  static const bool poison = [] {
-    const char* e = std::getenv("PYDECONV_POISON");
-    return e != nullptr && e[0] != '\0' && e[0] != '0';
-  }();
-  if (poison) std::memset(p, 0xff, size);
+  if (poison_buffers()) std::memset(p, 0xff, size);
   std::weak_ptr<State> home = st_;
   return std::shared_ptr<void>(p, [home, size](void* q) {
     if (auto st = home.lock()) {

@@ -18,6 +18,7 @@
 #include "../../csrc/src/kernels/direct_conv.hpp"
 #include "../../csrc/src/kernels/winograd.hpp"
 #include "check.hpp"
+#include "isa_modes.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/kernels.hpp"
 
@@ -104,14 +105,6 @@ void check_close(const Tensor& got, const Tensor& want, const Tensor& bound, int
   }
 }
 
-// The micro-kernels to test: the portable one always, the AVX2 one where the CPU has it.
-std::vector<bool> portable_modes() {
-  kernels::sgemm_force_portable(false);
-  // Any SIMD path (AVX2 or AVX-512) and the portable one, when the CPU has a SIMD path.
-  const bool has_simd = std::string(kernels::sgemm_isa()) != "portable";
-  return has_simd ? std::vector<bool>{false, true} : std::vector<bool>{true};
-}
-
 Shape out_shape(const ConvCase& cs) {
   return Shape::nchw(cs.n, cs.oc, cs.g.out_h(cs.h), cs.g.out_w(cs.w));
 }
@@ -126,8 +119,8 @@ void check_forward(const ConvCase& cs, std::mt19937& rng) {
   kernels::conv2d_forward_ref(abs_of(in), abs_of(w), abs_of(bias).data(), cs.g, cs.groups, bound);
   const int64_t terms = cs.c / cs.groups * cs.g.kh * cs.g.kw + 1;
   const kernels::ConvPacked packed = kernels::conv2d_pack_forward(w, cs.groups);
-  for (bool portable : portable_modes()) {
-    kernels::sgemm_force_portable(portable);
+  for (const std::string& isa : isa_modes()) {
+    set_isa(isa);
     const std::string what = std::string(cs.name) + " forward " + kernels::sgemm_isa();
     Tensor one(os, 7.0f), two(os, 7.0f), unpacked(os, 7.0f);
     kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), cs.g, cs.groups, one, &packed);
@@ -141,7 +134,7 @@ void check_forward(const ConvCase& cs, std::mt19937& rng) {
     kernels::conv2d_forward_ref(in, w, nullptr, cs.g, cs.groups, nobias_want);
     check_close(nobias, nobias_want, bound, terms, what + " no bias");
   }
-  kernels::sgemm_force_portable(false);
+  set_isa("auto");
   Tensor ref_ctx(os);
   kernels::conv2d_forward(Ctx{2, true}, in, w, bias.data(), cs.g, cs.groups, ref_ctx);
   CHECK(same_bits(ref_ctx, want));
@@ -187,8 +180,8 @@ void check_backward(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
   kernels::conv2d_backward_ref(abs_of(gout), abs_of(w), cs.g, cs.groups, bound, reps);
   const int64_t terms = cs.oc / cs.groups * cs.g.kh * cs.g.kw + 1;
   const kernels::ConvPacked packed = kernels::conv2d_pack_backward(w, cs.g, cs.groups);
-  for (bool portable : portable_modes()) {
-    kernels::sgemm_force_portable(portable);
+  for (const std::string& isa : isa_modes()) {
+    set_isa(isa);
     const std::string what = std::string(cs.name) + " backward " + kernels::sgemm_isa() +
                              " reps=" + std::to_string(reps);
     Tensor one = gin0.clone(), two = gin0.clone(), unpacked = gin0.clone(), again = gin0.clone();
@@ -201,7 +194,7 @@ void check_backward(const ConvCase& cs, int64_t reps, std::mt19937& rng) {
     if (!same_bits(two, again)) check::fail_at(__FILE__, __LINE__, what + ": not repeatable");
     if (!same_bits(two, unpacked)) check::fail_at(__FILE__, __LINE__, what + ": packing differs");
   }
-  kernels::sgemm_force_portable(false);
+  set_isa("auto");
   Tensor ref_ctx = gin0.clone();
   kernels::conv2d_backward(Ctx{2, true}, gout, rs, w, cs.g, cs.groups, ref_ctx);
   CHECK(same_bits(ref_ctx, want));
@@ -280,9 +273,9 @@ const ConvCase kWinoCases[] = {
 };
 
 void check_winograd(const ConvCase& cs, int mode, int64_t reps, std::mt19937& rng) {
-  const std::string name = std::string(cs.name) + " F(" + std::to_string(mode) + ")";
+  const std::string name = std::string(cs.name) + " F(" + std::to_string(mode) + ") " + isa();
   const int64_t slack = mode == 4 ? 32 : 8;
-  kernels::set_winograd_mode(mode);
+  set_winograd_mode(mode);
   const Tensor in = random_tensor(Shape::nchw(cs.n, cs.c, cs.h, cs.w), rng);
   const Tensor w = random_tensor(Shape::nchw(cs.oc, cs.c, 3, 3), rng);
   const Tensor bias = random_tensor(Shape::vec(cs.oc), rng);
@@ -296,9 +289,9 @@ void check_winograd(const ConvCase& cs, int mode, int64_t reps, std::mt19937& rn
   Tensor one(os, 7.0f), two(os, 7.0f), direct(os, 7.0f);
   kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), cs.g, 1, one, &packed);
   kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, 1, two, &packed);
-  kernels::set_winograd_enabled(false);
+  set_winograd_mode(0);
   kernels::conv2d_forward(Ctx{2, false}, in, w, bias.data(), cs.g, 1, direct, &packed);
-  kernels::set_winograd_mode(mode);
+  set_winograd_mode(mode);
   check_close(one, want, bound, slack * fterms, name + " winograd forward");
   check_close(direct, want, bound, fterms, name + " direct forward");
   if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, name + ": 2 threads differ");
@@ -321,16 +314,21 @@ void check_winograd(const ConvCase& cs, int mode, int64_t reps, std::mt19937& rn
   // Off, or with reference kernels, the entry point declines and leaves gin alone.
   Tensor untouched = gin0.clone();
   CHECK(!kernels::conv2d_backward_winograd(Ctx{2, true}, gout, rs, cs.g, 1, untouched, packed));
-  kernels::set_winograd_enabled(false);
+  set_winograd_mode(0);
   CHECK(!kernels::conv2d_backward_winograd(Ctx{2, false}, gout, rs, cs.g, 1, untouched, packed));
-  kernels::set_winograd_mode(1);
+  set_winograd_mode(1);
   CHECK(same_bits(untouched, gin0));
 }
 
 TEST(winograd_vs_reference) {
-  std::mt19937 rng(17);
-  for (int mode : {2, 4})
-    for (const ConvCase& cs : kWinoCases) check_winograd(cs, mode, cs.n == 1 ? 4 : 1, rng);
+  // On every instruction set this CPU has (the transforms come from the kernel table).
+  for (const std::string& isa : isa_modes()) {
+    set_isa(isa);
+    std::mt19937 rng(17);
+    for (int mode : {2, 4})
+      for (const ConvCase& cs : kWinoCases) check_winograd(cs, mode, cs.n == 1 ? 4 : 1, rng);
+  }
+  set_isa("auto");
 }
 
 // Geometry it refuses (strided, dilated, grouped, not 3x3), and tiny regions it leaves to the
@@ -349,21 +347,21 @@ TEST(winograd_dispatch) {
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 4);
   CHECK(kernels::winograd_tile(512, 512, count(3, 3)) == 0);  // 4 tiles padded to 16
   CHECK(kernels::winograd_tile(64, 3, count(224, 224)) == 0);  // k = 3: transforms dominate
-  kernels::set_winograd_mode(2);
+  set_winograd_mode(2);
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 2);
-  kernels::set_winograd_mode(4);
+  set_winograd_mode(4);
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 4);
-  kernels::set_winograd_mode(0);
+  set_winograd_mode(0);
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 0);
-  kernels::set_winograd_mode(1);
+  set_winograd_mode(1);
   bool threw = false;
   try {
-    kernels::set_winograd_mode(3);
+    set_winograd_mode(3);
   } catch (const Error& e) {
     threw = e.kind() == ErrorKind::Value;
   }
   CHECK(threw);
-  CHECK(kernels::winograd_mode() == 1);
+  CHECK(winograd_mode() == 1);
 }
 
 // The transformed-filter cache of a forward conv (conv2d_share_wino_budget): a 13x13 map under
@@ -420,11 +418,11 @@ TEST(winograd_filter_cache) {
   CHECK(kernels::conv2d_wino_cached_bytes(refused) == 0 && small->load() == bytes - 1);
 
   if (std::string(kernels::sgemm_isa()) != "portable") {  // a forced ISA transforms per call
-    kernels::sgemm_force_isa("portable");
+    set_isa("portable");
     Tensor port(os), port_cached(os);
     kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), g, 1, port, &plain);
     kernels::conv2d_forward(Ctx{1, false}, in, w, bias.data(), g, 1, port_cached, &cached);
-    kernels::sgemm_force_isa("auto");
+    set_isa("auto");
     CHECK(same_bits(port, port_cached));
   }
 }
@@ -503,7 +501,7 @@ TEST(direct_conv_matches_gemm) {
     const Shape os = out_shape(cs);
     for (const char* isa : {"portable", "avx2", "avx512"}) {
       try {
-        kernels::sgemm_force_isa(isa);
+        set_isa(isa);
       } catch (const Error&) {
         continue;  // not on this CPU
       }
@@ -529,7 +527,7 @@ TEST(direct_conv_matches_gemm) {
           if (!same_bits(d_out, g_relu)) check::fail_at(__FILE__, __LINE__, what + ": in place");
         }
     }
-    kernels::sgemm_force_isa("auto");
+    set_isa("auto");
   }
   CHECK(tested >= 10);
 }

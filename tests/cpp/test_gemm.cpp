@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "check.hpp"
+#include "isa_modes.hpp"
 #include "kernels/gemm.hpp"
+#include "pydeconv/settings.hpp"
 
 using namespace pydeconv::kernels;
 
@@ -100,21 +102,6 @@ bool same_bits(const std::vector<float>& x, const std::vector<float>& y) {
   return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
 }
 
-// The micro-kernel paths to test (sgemm_force_isa names): portable always, "avx2" and "avx512"
-// where this CPU has them (forcing one it lacks throws).
-std::vector<std::string> isa_modes() {
-  std::vector<std::string> modes{"portable"};
-  for (const char* isa : {"avx2", "avx512"}) {
-    try {
-      sgemm_force_isa(isa);
-      modes.push_back(isa);
-    } catch (const std::exception&) {
-    }
-  }
-  sgemm_force_isa("auto");
-  return modes;
-}
-
 // Fails unless the AVX2 and AVX-512 results (when both ran) are bit-identical: same FMA chain per
 // element, only the tile shape differs. `by_isa` maps isa_modes() names to results.
 void check_avx_paths_agree(const std::vector<std::pair<std::string, std::vector<float>>>& by_isa,
@@ -139,7 +126,7 @@ void run_case(const Case& cs, std::mt19937& rng) {
   const std::vector<double> tol = tolerances(cs, op);
   std::vector<std::pair<std::string, std::vector<float>>> by_isa;
   for (const std::string& isa : isa_modes()) {
-    sgemm_force_isa(isa.c_str());
+    pydeconv::set_isa(isa);
     std::vector<float> one = op.c0, two = op.c0;
     sgemm(cs.ta, cs.tb, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(), one.data(),
           cs.ldc(), cs.accumulate, 1);
@@ -150,7 +137,7 @@ void run_case(const Case& cs, std::mt19937& rng) {
     if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, what + ": 2 threads differ, " + cs.str());
     by_isa.emplace_back(isa, std::move(one));
   }
-  sgemm_force_isa("auto");
+  pydeconv::set_isa("auto");
   check_avx_paths_agree(by_isa, cs.str());
 }
 
@@ -200,7 +187,7 @@ TEST(sgemm_deterministic) {
   const Operands op = make_operands(cs, rng);
   std::vector<std::pair<std::string, std::vector<float>>> by_isa;
   for (const std::string& isa : isa_modes()) {
-    sgemm_force_isa(isa.c_str());
+    pydeconv::set_isa(isa);
     std::vector<float> first = op.c0;
     sgemm(false, false, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(), first.data(),
           cs.ldc(), false, 1);
@@ -212,7 +199,7 @@ TEST(sgemm_deterministic) {
     }
     by_isa.emplace_back(isa, std::move(first));
   }
-  sgemm_force_isa("auto");
+  pydeconv::set_isa("auto");
   check_avx_paths_agree(by_isa, "sgemm_deterministic");
 }
 
@@ -226,7 +213,7 @@ TEST(sgemm_packed_matches_sgemm) {
       const PackedA pa = pack_a(cs.ta, cs.m, cs.k, op.a.data(), cs.lda());
       CHECK(pa.m() == cs.m && pa.k() == cs.k && !pa.empty());
       for (const std::string& isa : isa_modes()) {
-        sgemm_force_isa(isa.c_str());
+        pydeconv::set_isa(isa);
         for (int threads : {1, 2}) {
           std::vector<float> plain = op.c0, packed = op.c0;
           sgemm(cs.ta, cs.tb, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(),
@@ -238,7 +225,7 @@ TEST(sgemm_packed_matches_sgemm) {
       }
     }
   }
-  sgemm_force_isa("auto");
+  pydeconv::set_isa("auto");
 }
 
 // A BPanels source reading a stored op(B), the simplest possible packer.
@@ -279,7 +266,7 @@ TEST(sgemm_packed_panels_matches) {
       }
     std::vector<std::pair<std::string, std::vector<float>>> by_isa;
     for (const std::string& isa : isa_modes()) {
-      sgemm_force_isa(isa.c_str());
+      pydeconv::set_isa(isa);
       const std::string what = std::string(sgemm_isa()) + " panels";
       for (int threads : {1, 2}) {
         std::vector<float> plain = op.c0, viap = op.c0;
@@ -320,7 +307,7 @@ TEST(sgemm_packed_panels_matches) {
     }
     check_avx_paths_agree(by_isa, "panels + bias " + cs.str());
   }
-  sgemm_force_isa("auto");
+  pydeconv::set_isa("auto");
   // k = 0 with a bias: C = bias (+ C).
   const float a[2] = {1, 2}, bias[2] = {3, 4};
   const PackedA pa = pack_a(false, 2, 0, a, 1);
@@ -379,11 +366,11 @@ TEST(sgemm_ref_by_hand) {
   CHECK(d[0] == 58.0f && d[1] == 64.0f && d[2] == 139.0f && d[3] == 154.0f);
 }
 
-// The force switches and the names sgemm_isa() reports; "auto" picks the best ISA forced-able.
+// The ISA setting and the names sgemm_isa() reports; "auto" picks the best ISA this CPU runs.
 TEST(sgemm_isa_names) {
-  sgemm_force_portable(true);
+  pydeconv::set_isa("portable");
   CHECK(std::string(sgemm_isa()) == "portable");
-  sgemm_force_portable(false);
+  pydeconv::set_isa("auto");
   const std::string best = sgemm_isa();
   const std::vector<std::string> modes = isa_modes();
   const std::string expect = modes.back() == "avx512" ? "avx512_24x16"
@@ -391,15 +378,17 @@ TEST(sgemm_isa_names) {
                                                       : "portable";
   CHECK(best == expect);
   for (const std::string& isa : modes) {
-    sgemm_force_isa(isa.c_str());
+    pydeconv::set_isa(isa);
     const std::string name = sgemm_isa();
     const std::string want = isa == "avx512" ? "avx512_24x16" : isa == "avx2" ? "avx2_fma_6x16" : "portable";
     CHECK(name == want);
+    CHECK(pydeconv::isa() == isa);
   }
-  sgemm_force_isa("auto");
+  pydeconv::set_isa("auto");
   CHECK(std::string(sgemm_isa()) == best);
-  CHECK_THROWS(sgemm_force_isa("sse9"));
-  CHECK_THROWS(sgemm_force_isa(nullptr));
+  CHECK(pydeconv::isa() == modes.back());
+  CHECK_THROWS(pydeconv::set_isa("sse9"));
+  CHECK_THROWS(pydeconv::set_isa(""));
   CHECK(std::string(sgemm_isa()) == best);  // a rejected name leaves the choice alone
 }
 

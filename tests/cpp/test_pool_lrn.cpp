@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "check.hpp"
+#include "isa_modes.hpp"
 #include "kernels/cpu.hpp"
 #include "kernels/kernels.hpp"
 
@@ -57,15 +58,6 @@ struct PoolCase {
            " ceil=" + std::to_string(g.ceil_mode);
   }
 };
-
-// The kernel instruction sets to test (sgemm_force_isa names): portable always, "avx2" and
-// "avx512" where this CPU has them.
-std::vector<std::string> isa_modes() {
-  std::vector<std::string> modes{"portable"};
-  if (cpu_has_avx2_fma()) modes.push_back("avx2");
-  if (cpu_has_avx512f()) modes.push_back("avx512");
-  return modes;
-}
 
 Window2d window(int64_t kh, int64_t kw, int64_t sh, int64_t sw, std::vector<int64_t> pad,
                 bool ceil, int64_t dh = 1, int64_t dw = 1) {
@@ -113,7 +105,7 @@ Shape pooled(const PoolCase& pc, int64_t n) {
 TEST(max_pool_matches_reference_bit_exact) {
   // On every instruction set this CPU has (the interior fold is built per ISA).
   for (const std::string& isa : isa_modes()) {
-    sgemm_force_isa(isa.c_str());
+    set_isa(isa);
     std::mt19937 rng(1);
     int cases = 0;
     for (const PoolCase& pc : pool_cases()) {
@@ -136,7 +128,7 @@ TEST(max_pool_matches_reference_bit_exact) {
     }
     CHECK(cases > 150);
   }
-  sgemm_force_isa("auto");
+  set_isa("auto");
 }
 
 TEST(max_pool_switch_semantics) {
@@ -313,17 +305,28 @@ void check_close(const Tensor& ref, const Tensor& got, double rel, double abs_to
 }  // namespace
 
 TEST(lrn_forward_matches_reference) {
+  // On every instruction set this CPU has (d^-0.75 comes from the kernel table), each giving the
+  // portable kernels' bits.
   std::mt19937 rng(4);
   for (const LrnCase& lc : lrn_cases()) {
     Tensor x = random_tensor(Shape::nchw(2, lc.c, lc.h, lc.w), rng, lc.scale);
-    Tensor ref(x.shape()), f1(x.shape()), f2(x.shape()), again(x.shape());
+    Tensor ref(x.shape()), portable;
     lrn_forward(kRef, x, lc.p, ref);
-    lrn_forward(kFast1, x, lc.p, f1);
-    lrn_forward(kFast2, x, lc.p, f2);
-    lrn_forward(kFast2, x, lc.p, again);
-    check_close(ref, f1, 1e-6, 1e-30, "lrn forward " + lc.str());
-    if (!same_bits(f1, f2) || !same_bits(f2, again))
-      check::fail_at(__FILE__, __LINE__, "lrn forward not deterministic: " + lc.str());
+    for (const std::string& isa : isa_modes()) {
+      set_isa(isa);
+      const std::string what = lc.str() + " " + isa;
+      Tensor f1(x.shape()), f2(x.shape()), again(x.shape());
+      lrn_forward(kFast1, x, lc.p, f1);
+      lrn_forward(kFast2, x, lc.p, f2);
+      lrn_forward(kFast2, x, lc.p, again);
+      check_close(ref, f1, 1e-6, 1e-30, "lrn forward " + what);
+      if (!same_bits(f1, f2) || !same_bits(f2, again))
+        check::fail_at(__FILE__, __LINE__, "lrn forward not deterministic: " + what);
+      if (isa == "portable") portable = f1;
+      if (!same_bits(f1, portable))
+        check::fail_at(__FILE__, __LINE__, "lrn forward differs from portable: " + what);
+    }
+    set_isa("auto");
   }
 }
 
@@ -360,17 +363,26 @@ TEST(lrn_backward_matches_reference) {
       rs.push_back(r);
     }
     const Tensor gin0 = random_tensor(gs, rng);
-    Tensor ref = gin0.clone(), f1 = gin0.clone(), f2 = gin0.clone();
+    Tensor ref = gin0.clone(), portable;
     lrn_backward(kRef, x, gout, rs, lc.p, ref, reps);
-    lrn_backward(kFast1, x, gout, rs, lc.p, f1, reps);
-    lrn_backward(kFast2, x, gout, rs, lc.p, f2, reps);
-    // The result is a difference of two terms: tolerance relative to the larger term's scale.
-    check_close(ref, f1, 1e-5, 1e-6, "lrn backward " + lc.str());
-    if (!same_bits(f1, f2))
-      check::fail_at(__FILE__, __LINE__, "lrn backward differs across threads: " + lc.str());
-    // Outside the regions gin is untouched (bit for bit).
-    for (int64_t i = 0; i < gs.sample(); ++i)
-      CHECK(std::memcmp(f1.sample(1) + i, gin0.sample(1) + i, sizeof(float)) == 0);
+    for (const std::string& isa : isa_modes()) {  // as in lrn_forward_matches_reference
+      set_isa(isa);
+      const std::string what = lc.str() + " " + isa;
+      Tensor f1 = gin0.clone(), f2 = gin0.clone();
+      lrn_backward(kFast1, x, gout, rs, lc.p, f1, reps);
+      lrn_backward(kFast2, x, gout, rs, lc.p, f2, reps);
+      // The result is a difference of two terms: tolerance relative to the larger term's scale.
+      check_close(ref, f1, 1e-5, 1e-6, "lrn backward " + what);
+      if (!same_bits(f1, f2))
+        check::fail_at(__FILE__, __LINE__, "lrn backward differs across threads: " + what);
+      if (isa == "portable") portable = f1;
+      if (!same_bits(f1, portable))
+        check::fail_at(__FILE__, __LINE__, "lrn backward differs from portable: " + what);
+      // Outside the regions gin is untouched (bit for bit).
+      for (int64_t i = 0; i < gs.sample(); ++i)
+        CHECK(std::memcmp(f1.sample(1) + i, gin0.sample(1) + i, sizeof(float)) == 0);
+    }
+    set_isa("auto");
   }
 }
 
@@ -457,11 +469,11 @@ TEST(linear_small_batch_matches_reference) {
         linear_forward(kRef, x, w, bias.data(), ref);
         Tensor avx2, avx512;
         for (const std::string& isa : isa_modes()) {
-          sgemm_force_isa(isa.c_str());
+          set_isa(isa);
           Tensor f1(ref.shape()), f2(ref.shape());
           linear_forward(kFast1, x, w, bias.data(), f1);
           linear_forward(kFast2, x, w, bias.data(), f2);
-          sgemm_force_isa("auto");
+          set_isa("auto");
           CHECK(same_bits(f1, f2));
           for (int64_t s = 0; s < n; ++s)
             for (int64_t j = 0; j < o; ++j)

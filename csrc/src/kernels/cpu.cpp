@@ -1,12 +1,6 @@
-// pydeconv: runtime CPU feature detection with cpuid + xgetbv, and the SGEMM ISA switch
-// (sgemm_isa / sgemm_force_isa / sgemm_force_portable from pydeconv/gemm.hpp).
+// pydeconv: runtime CPU feature detection with cpuid + xgetbv (the ISA setting and the kernel
+// tables it picks: settings.cpp, dispatch.cpp).
 #include "cpu.hpp"
-
-#include <atomic>
-#include <string>
-
-#include "pydeconv/error.hpp"
-#include "kernels/gemm.hpp"
 
 #if PYDECONV_X86
 #include <cpuid.h>
@@ -61,54 +55,5 @@ bool cpu_has_avx512f() {
 bool cpu_has_avx2_fma() { return false; }
 bool cpu_has_avx512f() { return false; }
 #endif
-
-namespace {
-
-// The forced GemmIsa as an int, or kAuto when none is forced (then the best one available).
-constexpr int kAuto = -1;
-std::atomic<int> g_forced{kAuto};
-
-bool has(GemmIsa isa) {
-  if (isa == GemmIsa::Avx512) return cpu_has_avx512f();
-  return isa == GemmIsa::Avx2 ? cpu_has_avx2_fma() : true;
-}
-
-}  // namespace
-
-GemmIsa gemm_isa() {
-  const int forced = g_forced.load(std::memory_order_relaxed);
-  if (forced != kAuto) return static_cast<GemmIsa>(forced);
-  if (has(GemmIsa::Avx512)) return GemmIsa::Avx512;
-  return has(GemmIsa::Avx2) ? GemmIsa::Avx2 : GemmIsa::Portable;
-}
-
-const char* sgemm_isa() {
-  const GemmIsa isa = gemm_isa();
-  if (isa == GemmIsa::Avx512) return "avx512_24x16";
-  return isa == GemmIsa::Avx2 ? "avx2_fma_6x16" : "portable";
-}
-
-void sgemm_force_portable(bool on) {
-  g_forced.store(on ? static_cast<int>(GemmIsa::Portable) : kAuto, std::memory_order_relaxed);
-}
-
-void sgemm_force_isa(const char* isa) {
-  const std::string name = isa != nullptr ? isa : "";
-  if (name == "auto") {
-    g_forced.store(kAuto, std::memory_order_relaxed);
-    return;
-  }
-  GemmIsa want = GemmIsa::Portable;
-  if (name == "avx2") {
-    want = GemmIsa::Avx2;
-  } else if (name == "avx512") {
-    want = GemmIsa::Avx512;
-  } else if (name != "portable") {
-    fail(ErrorKind::Value,
-         "sgemm_force_isa: unknown ISA '" + name + "' (portable, avx2, avx512 or auto)");
-  }
-  if (!has(want)) fail(ErrorKind::Value, "sgemm_force_isa: this CPU cannot run " + name);
-  g_forced.store(static_cast<int>(want), std::memory_order_relaxed);
-}
 
 }  // namespace pydeconv::kernels

@@ -1,5 +1,5 @@
-// pydeconv: what the CPU we run on can do, asked once at run time (never -march=native), and
-// which SGEMM micro-kernel family that selects.
+// pydeconv: what the CPU we run on can do, asked once at run time (never -march=native); the
+// kernel tables (dispatch.hpp) are chosen by it.
 #pragma once
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -18,10 +18,5 @@ bool cpu_has_avx2_fma();
 // (XCR0 bits 1, 2, 5, 6, 7: xmm, ymm, opmask, upper zmm0-15, zmm16-31): only then may the x86/
 // AVX-512 kernels run. Always false off x86.
 bool cpu_has_avx512f();
-
-// The SGEMM micro-kernel family in use: the one forced by sgemm_force_isa() /
-// sgemm_force_portable() (always one this CPU has), else the best this CPU has.
-enum class GemmIsa { Portable, Avx2, Avx512 };
-GemmIsa gemm_isa();
 
 }  // namespace pydeconv::kernels

@@ -1,11 +1,12 @@
 // Direct convolution for few input channels (see direct_conv.hpp): the phase-split input copy,
-// the task loop over (channel block, output row), the ISA dispatch and the portable micro-tile.
+// the task loop over (channel block, output row) and the portable micro-tile (the others: x86/,
+// reached through the kernel table).
 #include "direct_conv.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-#include "cpu.hpp"
+#include "dispatch.hpp"
 #include "scratch.hpp"
 
 namespace pydeconv::kernels {
@@ -15,27 +16,6 @@ constexpr int64_t kMaxK = 256;      // one multiply-add chain, as one KC block i
 constexpr int64_t kMaxChannels = 4;  // RGB, gray, RGBA inputs
 constexpr int64_t kMaxStride = 8;
 constexpr int64_t kOcAlign = 8;
-
-using TileFn = void (*)(const DirectTile&);
-
-struct Isa {
-  TileFn tile;
-  DirectShape shape;
-};
-
-Isa isa() {
-#if PYDECONV_X86
-  switch (gemm_isa()) {
-    case GemmIsa::Avx512:
-      return {direct_tile_avx512, direct_shape_avx512};
-    case GemmIsa::Avx2:
-      return {direct_tile_avx2, direct_shape_avx2};
-    case GemmIsa::Portable:
-      break;
-  }
-#endif
-  return {direct_tile_portable, direct_shape_portable};
-}
 
 // The phase-split input of one sample: per channel, `rows` padded rows of `s` phases of `wq`
 // floats; phase q of padded row y holds padded columns q, q + s, ... (padded column j is input
@@ -98,8 +78,10 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
                          TensorT<uint8_t>* relu_mask) {
   const Shape& is = in.shape();
   const Shape& os = out.shape();
-  const Isa fn = isa();
-  const int64_t R = fn.shape.r, seg = static_cast<int64_t>(fn.shape.v) * fn.shape.vw;
+  const KernelTable& kt = kernel_table();
+  const auto tile = kt.direct_tile;
+  const DirectShape& shape = *kt.direct_shape;
+  const int64_t R = shape.r, seg = static_cast<int64_t>(shape.v) * shape.vw;
   const int64_t k = is.c * g.kh * g.kw, ldw = static_cast<int64_t>(wt.size()) / k;
   // Padded rows read: up to (oh - 1) * sh + (kh - 1) * dh; columns (per phase): up to
   // (ow - 1) + (kw - 1) * dw / sw, plus a whole vector segment past the last output.
@@ -118,8 +100,8 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
   float* p = scratch.get(is.c * sp.plane());
   // A row's vectors split evenly into segments of at most V (ZFNet's 110 columns: 3 + 2 + 2
   // zmm, not 3 + 3 + 1, whose one-vector tail runs at the loads' rate, not the FMAs').
-  const int64_t vw = fn.shape.vw, nvec = (os.w + vw - 1) / vw;
-  const int64_t segs = (nvec + fn.shape.v - 1) / fn.shape.v;
+  const int64_t vw = shape.vw, nvec = (os.w + vw - 1) / vw;
+  const int64_t segs = (nvec + shape.v - 1) / shape.v;
   const int64_t blocks = (os.c + R - 1) / R, tasks = os.h * blocks;
   for (int64_t n = 0; n < is.n; ++n) {
     split_input(ctx, in.plane(n, 0), is.c, is.h, is.w, g.pt, g.pl, sp, p);
@@ -148,7 +130,7 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
         t.out = o + at;
         t.relu = ro ? ro + at : nullptr;
         t.mask = mo ? mo + at : nullptr;
-        fn.tile(t);
+        tile(t);
       }
     }
   }

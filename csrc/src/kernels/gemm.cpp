@@ -1,4 +1,5 @@
-// pydeconv: the SGEMM driver (BLIS-style): blocking, packing, threading, micro-kernel dispatch.
+// pydeconv: the SGEMM driver (BLIS-style): blocking, packing, threading; the micro-kernels come
+// from the kernel table (dispatch.hpp).
 //
 // Threads split C into a grid of rectangles (choose_grid); on its rectangle each thread runs
 // the BLIS loop nest with private buffers:
@@ -28,7 +29,7 @@
 #include <omp.h>
 #endif
 
-#include "cpu.hpp"
+#include "dispatch.hpp"
 #include "relu_run.hpp"
 #include "scratch.hpp"
 #include "tile_epilogue.hpp"
@@ -36,18 +37,6 @@
 #include "pydeconv/tensor.hpp"
 
 namespace pydeconv::kernels {
-
-#if PYDECONV_X86
-// Defined in x86/sgemm_avx2.cpp (built with -mavx2 -mfma); called only if cpu_has_avx2_fma().
-void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                             bool accumulate, const TileEpilogue& ep);
-// Defined in x86/sgemm_avx512.cpp (built with -mavx512f ...); called only if cpu_has_avx512f().
-// `panels` (1..4) consecutive A panels (a, a + a_stride, ...) times one B panel: a
-// (6 * panels) x 16 tile of C.
-void sgemm_ukernel_avx512(int64_t panels, int64_t kc, const float* a, int64_t a_stride,
-                          const float* b, float* c, int64_t ldc, bool accumulate,
-                          const TileEpilogue& ep);
-#endif
 
 namespace {
 
@@ -59,11 +48,12 @@ constexpr int64_t KC = 256, MC = 288, NC = 4080;
 // Below this many flops a parallel region costs more than it saves.
 constexpr double kMinParallelFlops = 4e5;
 
-using Ukernel = void (*)(int64_t, const float*, const float*, float*, int64_t, bool,
-                        const TileEpilogue&);
+constexpr int64_t kWidePanels = 4;  // A panels per wide micro-tile at most (24 rows)
+
+}  // namespace
 
 // The baseline-x86-64 micro-kernel, same contract as the AVX2 one; the compiler vectorises the
-// j loop with SSE2. Used on CPUs without AVX2/FMA and when forced for tests.
+// j loop with SSE2. The portable table's (dispatch.hpp): CPUs without AVX2/FMA, and when forced.
 void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, float* c,
                                  int64_t ldc, bool accumulate, const TileEpilogue& ep) {
   float acc[MR][NR] = {};
@@ -88,25 +78,8 @@ void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, flo
   }
 }
 
-using WideUkernel = void (*)(int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t,
-                             bool, const TileEpilogue&);
-constexpr int64_t kWidePanels = 4;  // A panels per wide micro-tile at most (24 rows)
 
-// The 6x16 kernel (AVX2 also serves the AVX-512 path's edge tiles) and the zmm one (or null).
-Ukernel pick_ukernel(GemmIsa isa) {
-  (void)isa;  // unused off x86
-#if PYDECONV_X86
-  if (isa != GemmIsa::Portable) return sgemm_ukernel_6x16_avx2;
-#endif
-  return sgemm_ukernel_6x16_portable;
-}
-WideUkernel pick_wide_ukernel(GemmIsa isa) {
-  (void)isa;
-#if PYDECONV_X86
-  if (isa == GemmIsa::Avx512) return sgemm_ukernel_avx512;
-#endif
-  return nullptr;
-}
+namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -216,8 +189,8 @@ void apply_relu(const Problem& pr, int64_t i, int64_t j, int64_t rows, int64_t n
 
 class Driver {
  public:
-  Driver(const Problem& pr, int threads, GemmIsa isa)
-      : pr_(pr), ukernel_(pick_ukernel(isa)), wide_(pick_wide_ukernel(isa)) {
+  Driver(const Problem& pr, int threads, const KernelTable& kt)
+      : pr_(pr), ukernel_(kt.sgemm_6x16), wide_(kt.sgemm_wide) {
     kc_ = kc_for(pr.k);
     pm_ = ceil_div(pr.m, MR);
     grid_ = threads > 1 ? choose_grid(pr.m, pr.n, pr.packed != nullptr, threads) : Grid{};
@@ -377,8 +350,8 @@ class Driver {
   }
 
   Problem pr_;
-  Ukernel ukernel_;
-  WideUkernel wide_;  // null unless the AVX-512 path is on
+  decltype(KernelTable::sgemm_6x16) ukernel_;
+  decltype(KernelTable::sgemm_wide) wide_;  // null unless the AVX-512 path is on
   int64_t kc_ = 0, nc_ = 0, mc_ = 0, pm_ = 0;
   Grid grid_;
   float* bpack_ = nullptr;
@@ -411,7 +384,7 @@ void run_problem(const Problem& pr, int threads) {
   threads = 1;
 #endif
   threads = std::max(threads, 1);
-  Driver driver(pr, threads, gemm_isa());
+  Driver driver(pr, threads, kernel_table());
   const int tiles = driver.tiles();
   if (tiles == 1) {
     driver.run_tile(0);
@@ -428,6 +401,8 @@ void run_problem(const Problem& pr, int threads) {
 }
 
 }  // namespace
+
+const char* sgemm_isa() { return kernel_table().sgemm_name; }
 
 int64_t sgemm_kc(int64_t k) { return k > 0 ? kc_for(k) : 1; }
 

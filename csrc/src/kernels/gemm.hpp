@@ -18,20 +18,12 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const fl
 void sgemm_ref(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
                int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate);
 
-// Which micro-kernel sgemm uses now: "avx512_24x16" (AVX-512 tiles of up to 24x16; partial
-// 6-row panels and partial 16-column panels by the AVX2 6x16 kernel), "avx2_fma_6x16" or
-// "portable".
+// Which micro-kernel sgemm uses now (the ISA setting, pydeconv/settings.hpp: set_isa):
+// "avx512_24x16" (AVX-512 tiles of up to 24x16; partial 6-row panels and partial 16-column panels
+// by the AVX2 6x16 kernel), "avx2_fma_6x16" or "portable". The AVX-512 and AVX2 paths give
+// bit-identical results; the portable one may differ from them in the last bits (separate
+// multiply and add vs FMA).
 const char* sgemm_isa();
-
-// Forces the portable (plain C++) micro-kernel even on an AVX2/FMA CPU, for tests; process-wide.
-// Results may differ from the AVX2 path in the last bits (separate multiply and add vs FMA).
-// sgemm_force_portable(false) is sgemm_force_isa("auto").
-void sgemm_force_portable(bool on);
-
-// Picks the micro-kernel process-wide, for tests and benchmarks: "portable", "avx2", "avx512"
-// or "auto" (the best this CPU has, the default). Throws a Value error for an unknown name or an
-// ISA this CPU (or OS) lacks. The AVX-512 and AVX2 paths give bit-identical results.
-void sgemm_force_isa(const char* isa);
 
 // op(A) packed once into the layout sgemm's micro-kernel reads, for a matrix reused on every call
 // (conv weights: out = W * col forward, col = W^T * gout on the way down). Immutable and cheap to

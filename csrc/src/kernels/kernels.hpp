@@ -1,7 +1,9 @@
 // pydeconv (internal): the compute kernels. They know nothing of layers or graphs: plain tensors in and out,
-// shapes already validated by the caller. Every `*_backward` ACCUMULATES into its gradient output.
-// Backward kernels take a gradient batch B = N * reps: gradient sample b belongs to forward sample
-// b / reps (several start signals for one image are projected in one pass).
+// shapes already validated by the caller. Every backward kernel (`*_backward`, max_unpool2d)
+// ACCUMULATES into its gradient output, unless told to overwrite it (conv2d_backward's `overwrite`,
+// max_unpool2d's `tiling`). Those that read forward data (inputs, outputs, switches) take a
+// gradient batch B = N * reps: gradient sample b belongs to forward sample b / reps (several start
+// signals for one image are projected in one pass).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -92,11 +94,7 @@ bool conv2d_backward_overwrites(const Window2d& g, int64_t cg);
 //   1  the default: per call, the cheapest of F(2x2), F(4x4) and the direct GEMM (the
 //      projection's transposed convs take F(4x4) on large regions only);
 //   2 / 4  F(2x2) / F(4x4) wherever it applies, whatever it costs (for tests and benchmarks).
-// PYDECONV_WINOGRAD=0 / 2 / 4 in the environment sets it at start. Other values throw Value.
-void set_winograd_mode(int mode);
-int winograd_mode();
-inline void set_winograd_enabled(bool on) { set_winograd_mode(on ? 1 : 0); }
-inline bool winograd_enabled() { return winograd_mode() != 0; }
+// The mode is a setting (settings.hpp: set_winograd_mode, PYDECONV_WINOGRAD=0 / 2 / 4).
 
 // The transposed conv by Winograd (F(2x2, 3x3); F(4x4, 3x3) on large regions) from the forward
 // packing, when the geometry allows it (3x3, stride 1, no dilation or groups, enough channels)

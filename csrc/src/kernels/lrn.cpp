@@ -15,16 +15,24 @@
 #include <cmath>
 #include <vector>
 
-#include "cpu.hpp"
+#include "dispatch.hpp"
 #include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {
 
-#if PYDECONV_X86
-// Defined in x86/lrn_avx2.cpp (built with -mavx2 -mfma); called only if cpu_has_avx2_fma().
-void lrn_inv_pow075_avx2(const double* d, int64_t m, float* r);
-void lrn_inv_pow075_avx2(const double* d, int64_t m, double* r);
-#endif
+// The portable table's d^-0.75 (dispatch.hpp). beta = 0.75 (AlexNet, ZFNet, GoogLeNet) is
+// 1/sqrt(d sqrt(d)): correctly rounded float sqrt and division keep it within a few float ulps
+// (x86/lrn_avx2.cpp does the same operations eight at a time, bit for bit).
+void lrn_inv_pow075_portable(const double* d, int64_t m, float* r) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float v = static_cast<float>(d[i]);
+    r[i] = 1.0f / std::sqrt(v * std::sqrt(v));
+  }
+}
+
+void lrn_inv_pow075_portable(const double* d, int64_t m, double* r) {
+  for (int64_t i = 0; i < m; ++i) r[i] = 1.0 / std::sqrt(d[i] * std::sqrt(d[i]));
+}
 
 namespace {
 
@@ -37,35 +45,17 @@ struct Window {
   explicit Window(const LrnParams& p) : lo((p.size - 1) / 2), hi(p.size - 1 - (p.size - 1) / 2) {}
 };
 
-bool use_avx2() { return PYDECONV_X86 && cpu_has_avx2_fma(); }
-
-// r[i] = d[i]^-beta. beta = 0.75 (AlexNet, ZFNet, GoogLeNet) is 1/sqrt(d sqrt(d)): correctly
-// rounded float sqrt and division keep it within a few float ulps (AVX2 does the same operations
-// eight at a time, bit for bit); other betas take exp(-beta log d) in double (half pow's cost).
-void inv_pow(const double* d, int64_t m, double beta, float* r) {
-  if (beta == 0.75) {
-#if PYDECONV_X86
-    if (use_avx2()) return lrn_inv_pow075_avx2(d, m, r);
-#endif
-    for (int64_t i = 0; i < m; ++i) {
-      const float v = static_cast<float>(d[i]);
-      r[i] = 1.0f / std::sqrt(v * std::sqrt(v));
-    }
-  } else {
-    for (int64_t i = 0; i < m; ++i) r[i] = static_cast<float>(std::exp(-beta * std::log(d[i])));
-  }
+// r[i] = d[i]^-beta: the kernel table's power for beta = 0.75 (the table `kt` is fetched once per
+// call, outside the parallel loops), other betas exp(-beta log d) in double (half pow's cost).
+void inv_pow(const KernelTable& kt, const double* d, int64_t m, double beta, float* r) {
+  if (beta == 0.75) return kt.lrn_pow075_float(d, m, r);
+  for (int64_t i = 0; i < m; ++i) r[i] = static_cast<float>(std::exp(-beta * std::log(d[i])));
 }
 
 // The backward pass keeps d^-beta in double: it feeds a difference of two terms.
-void inv_pow(const double* d, int64_t m, double beta, double* r) {
-  if (beta == 0.75) {
-#if PYDECONV_X86
-    if (use_avx2()) return lrn_inv_pow075_avx2(d, m, r);
-#endif
-    for (int64_t i = 0; i < m; ++i) r[i] = 1.0 / std::sqrt(d[i] * std::sqrt(d[i]));
-  } else {
-    for (int64_t i = 0; i < m; ++i) r[i] = std::exp(-beta * std::log(d[i]));
-  }
+void inv_pow(const KernelTable& kt, const double* d, int64_t m, double beta, double* r) {
+  if (beta == 0.75) return kt.lrn_pow075_double(d, m, r);
+  for (int64_t i = 0; i < m; ++i) r[i] = std::exp(-beta * std::log(d[i]));
 }
 
 // s += sign * x^2 over a block.
@@ -74,7 +64,8 @@ void add_squares(const float* x, int64_t m, double sign, double* s) {
 }
 
 // Forward on positions [0, m) of one sample; x, y point at channel 0 of the block.
-void forward_block(const float* x, float* y, int64_t c, int64_t hw, int64_t m, const LrnParams& p) {
+void forward_block(const float* x, float* y, int64_t c, int64_t hw, int64_t m, const LrnParams& p,
+                   const KernelTable& kt) {
   const Window win(p);
   const double k = p.alpha / double(p.size);
   double s[kBlock], d[kBlock];
@@ -87,7 +78,7 @@ void forward_block(const float* x, float* y, int64_t c, int64_t hw, int64_t m, c
       if (ch - win.lo - 1 >= 0) add_squares(x + (ch - win.lo - 1) * hw, m, -1.0, s);
     }
     for (int64_t i = 0; i < m; ++i) d[i] = p.bias + k * s[i];
-    inv_pow(d, m, p.beta, r);
+    inv_pow(kt, d, m, p.beta, r);
     const float* xc = x + ch * hw;
     float* yc = y + ch * hw;
     for (int64_t i = 0; i < m; ++i) yc[i] = xc[i] * r[i];
@@ -96,7 +87,7 @@ void forward_block(const float* x, float* y, int64_t c, int64_t hw, int64_t m, c
 
 // Backward on positions [0, m) of one sample. Scratch: r and t hold c * m doubles each, s and a m.
 void backward_block(const float* x, const float* g, float* out, int64_t c, int64_t hw, int64_t m,
-                    const LrnParams& p, double* r, double* t, double* s) {
+                    const LrnParams& p, const KernelTable& kt, double* r, double* t, double* s) {
   const Window win(p);
   const double k = p.alpha / double(p.size), k2b = 2.0 * p.beta * k;
   // Pass 1: r_c = d_c^-beta and t_c = g_c x_c d_c^(-beta-1) for every channel.
@@ -110,7 +101,7 @@ void backward_block(const float* x, const float* g, float* out, int64_t c, int64
     double* rc = r + ch * m;
     double* tc = t + ch * m;
     for (int64_t i = 0; i < m; ++i) tc[i] = p.bias + k * s[i];  // d_c, for now
-    inv_pow(tc, m, p.beta, rc);
+    inv_pow(kt, tc, m, p.beta, rc);
     const float* xc = x + ch * hw;
     const float* gc = g + ch * hw;
     for (int64_t i = 0; i < m; ++i) tc[i] = double(gc[i]) * xc[i] * rc[i] / tc[i];
@@ -149,10 +140,12 @@ void lrn_forward(const Ctx& ctx, const Tensor& in, const LrnParams& p, Tensor& o
   const Shape& s = in.shape();
   const int64_t hw = s.plane(), per = (hw + kBlock - 1) / kBlock, items = s.n * per;
   const bool par = ctx.threads > 1 && items > 1 && in.numel() > kParallelWork;
+  const KernelTable& kt = kernel_table();
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (par)
   for (int64_t q = 0; q < items; ++q) {
     const int64_t n = q / per, p0 = q % per * kBlock;
-    forward_block(in.sample(n) + p0, out.sample(n) + p0, s.c, hw, std::min(kBlock, hw - p0), p);
+    forward_block(in.sample(n) + p0, out.sample(n) + p0, s.c, hw, std::min(kBlock, hw - p0), p,
+                  kt);
   }
 }
 
@@ -182,13 +175,14 @@ void lrn_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Reg
   // Scratch per thread, allocated here so nothing inside the parallel region can throw.
   const int64_t per_thread = 2 * s.c * block + block;
   std::vector<double> scratch(static_cast<size_t>(threads * per_thread));
+  const KernelTable& kt = kernel_table();
   const int64_t count = static_cast<int64_t>(spans.size());
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t q = 0; q < count; ++q) {
     const Span& sp = spans[q];
     double* buf = scratch.data() + omp_get_thread_num() * per_thread;
     backward_block(x.sample(sp.b / reps) + sp.pos, gout.sample(sp.b) + sp.pos,
-                   gin.sample(sp.b) + sp.pos, s.c, hw, sp.m, p, buf, buf + s.c * block,
+                   gin.sample(sp.b) + sp.pos, s.c, hw, sp.m, p, kt, buf, buf + s.c * block,
                    buf + 2 * s.c * block);
   }
 }

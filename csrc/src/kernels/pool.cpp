@@ -10,7 +10,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "cpu.hpp"
+#include "dispatch.hpp"
 #include "kernels/kernels.hpp"
 
 #define PYDECONV_POOL_FN(name) name##_portable
@@ -19,31 +19,9 @@
 
 namespace pydeconv::kernels {
 
-#if PYDECONV_X86
-// Defined in x86/pool_avx2.cpp and x86/pool_avx512.cpp (the same loop built with those flags).
-void pool_fold_avx2(int kind, const float* s, int64_t n, int32_t idx, bool first, float* best,
-                    int32_t* arg);
-void pool_fold_avx512(int kind, const float* s, int64_t n, int32_t idx, bool first, float* best,
-                      int32_t* arg);
-#endif
-
 namespace {
 
-using PoolFold = void (*)(int, const float*, int64_t, int32_t, bool, float*, int32_t*);
-
-PoolFold pool_fold() {
-#if PYDECONV_X86
-  switch (gemm_isa()) {
-    case GemmIsa::Avx512:
-      return pool_fold_avx512;
-    case GemmIsa::Avx2:
-      return pool_fold_avx2;
-    case GemmIsa::Portable:
-      break;
-  }
-#endif
-  return pool_fold_portable;
-}
+using PoolFold = decltype(KernelTable::pool_fold);
 
 // The same with run-time width, stride and dilation (any other window).
 void fold_row_any(const float* s, int64_t n, int32_t idx, int64_t kw, int64_t sw, int64_t dw,
@@ -88,7 +66,7 @@ void pool_one(const float* in, int64_t h, int64_t w, const Window2d& g, int64_t 
 }
 
 void max_pool_plane(const float* in, int64_t h, int64_t w, const Window2d& g, float* out,
-                    int32_t* sw, int64_t oh, int64_t ow) {
+                    int32_t* sw, int64_t oh, int64_t ow, PoolFold fold_fn) {
   // Interior outputs: ox * sw - pl >= 0 and ox * sw - pl + (kw - 1) * dw <= w - 1.
   const int64_t span = (g.kw - 1) * g.dw;
   const int64_t lo = std::min(ow, (g.pl + g.sw - 1) / g.sw);
@@ -100,7 +78,6 @@ void max_pool_plane(const float* in, int64_t h, int64_t w, const Window2d& g, fl
                    : g.kw == 3 && g.sw == 2 ? 1
                    : g.kw == 3 && g.sw == 1 ? 2
                                             : -1;
-  const PoolFold fold_fn = pool_fold();
   for (int64_t oy = 0; oy < oh; ++oy) {
     float* orow = out + oy * ow;
     int32_t* srow = sw + oy * ow;
@@ -157,10 +134,11 @@ void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Ten
   const Shape& os = out.shape();
   const int64_t planes = is.n * is.c;
   const bool par = ctx.threads > 1 && planes > 1 && os.numel() * g.kh * g.kw > kParallelWork;
+  const PoolFold fold = kernel_table().pool_fold;
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (par)
   for (int64_t p = 0; p < planes; ++p)
     max_pool_plane(in.data() + p * is.plane(), is.h, is.w, g, out.data() + p * os.plane(),
-                   switches.data() + p * os.plane(), os.h, os.w);
+                   switches.data() + p * os.plane(), os.h, os.w, fold);
 }
 
 void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const IndexTensor& switches,

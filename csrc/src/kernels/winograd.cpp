@@ -11,7 +11,7 @@
 // run and across thread counts.
 #include "winograd.hpp"
 
-#include "cpu.hpp"
+#include "dispatch.hpp"
 #include "scratch.hpp"
 #include "pydeconv/error.hpp"
 
@@ -31,22 +31,6 @@
 #include "winograd_kernels.inc"
 
 namespace pydeconv::kernels {
-
-#if PYDECONV_X86
-#define PYDECONV_WINO_DECLARE(f, isa)                                                           \
-  void f##_filter_##isa(const float* __restrict__, int64_t, float* __restrict__, int64_t);     \
-  void f##_input_##isa(const float* const*, int64_t, float* __restrict__, int64_t);            \
-  void f##_output_##isa(const float* const*, int64_t, float* const*);
-PYDECONV_WINO_DECLARE(wino2, avx2)
-PYDECONV_WINO_DECLARE(wino2, avx512)
-PYDECONV_WINO_DECLARE(wino4, avx2)
-PYDECONV_WINO_DECLARE(wino4, avx512)
-#undef PYDECONV_WINO_DECLARE
-void wino_gather_flipped_avx2(const float* __restrict__, const int32_t* __restrict__,
-                              float* __restrict__);
-void wino_gather_flipped_avx512(const float* __restrict__, const int32_t* __restrict__,
-                                float* __restrict__);
-#endif
 
 namespace {
 
@@ -80,21 +64,11 @@ int64_t max_block_tiles(int64_t k, int64_t tile) {
                                         kMaxBlockTiles);
 }
 
-// 0 off, 1 both tile sizes, 2 / 4 that tile size only (PYDECONV_WINOGRAD=0 / 2 / 4).
 // Blocks for `tiles` tiles at most `tmax` each, rounded to the nearest count (so a block may
 // hold up to 1.5x tmax): one more block would mean one more filter transform where U is not
 // shared, which costs more than a somewhat larger V.
 int64_t block_count(int64_t tiles, int64_t tmax) {
   return std::max<int64_t>(1, (2 * tiles + tmax) / (2 * tmax));
-}
-
-std::atomic<int>& mode_flag() {
-  static std::atomic<int> flag{[] {
-    const char* e = std::getenv("PYDECONV_WINOGRAD");
-    if (e == nullptr || e[0] == '\0' || e[1] != '\0') return 1;
-    return e[0] == '0' ? 0 : e[0] == '2' ? 2 : e[0] == '4' ? 4 : 1;
-  }()};
-  return flag;
 }
 
 // Buffers reused across calls by the calling thread (scratch.hpp).
@@ -146,14 +120,8 @@ struct PackedCols {
 constexpr int64_t kChanBlock = 8, kLanes = kChanBlock * MR;  // filters per transform call
 
 // The transform loops (winograd_kernels.inc), built for the baseline ISA here and for AVX2 /
-// AVX-512 in x86/winograd_*.cpp; one set is picked per call with the GEMM's instruction set.
-struct TransformFns {
-  void (*filter)(const float*, int64_t, float*, int64_t);
-  void (*input)(const float* const*, int64_t, float*, int64_t);
-  void (*output)(const float* const*, int64_t, float* const*);
-  void (*gather)(const float*, const int32_t*, float*);  // the transposed conv's filters
-};
-TransformFns transform_fns(int64_t tile);
+// AVX-512 in x86/winograd_*.cpp; one set per call, from the kernel table.
+using TransformFns = KernelTable::Winograd;
 
 // Cost of F(tile x tile, 3x3) over `tiles` tiles, in multiply-adds per (m, k) pair: alpha^2 per
 // tile (NR-padded); the input and output transforms, per tile and source / destination channel;
@@ -183,7 +151,8 @@ constexpr double kCacheShare = 0.15;
 class Winograd {
  public:
   Winograd(const Ctx& ctx, const WinoConv& wc, const PackedA& w, const std::vector<WinoRect>& rects)
-      : wc_(wc), w_(w), cols_(w), rects_(rects), fn_(transform_fns(wc.tile)) {
+      : wc_(wc), w_(w), cols_(w), rects_(rects), kt_(kernel_table()),
+        fn_(wc.tile == 4 ? kt_.wino4 : kt_.wino2) {
     threads_ = std::max(ctx.threads, 1);
     k_ = wc.k_ch, m_ = wc.m_ch;
     tile_ = wc.tile, alpha_ = tile_ + 2, xi_ = alpha_ * alpha_;
@@ -299,7 +268,7 @@ class Winograd {
   const float* cached_filters(int64_t nrb, int64_t u_rows) {
     WinoCache* c = wc_.cache;
     if (c == nullptr || wc_.transposed) return nullptr;
-    const int isa = static_cast<int>(gemm_isa());
+    const int isa = static_cast<int>(kt_.isa);
     std::lock_guard<std::mutex> lock(c->mu);
     if (c->u != nullptr)
       return c->tile == tile_ && c->rows == rows_ && c->isa == isa ? c->u.get() : nullptr;
@@ -589,6 +558,7 @@ class Winograd {
   const PackedA& w_;
   PackedCols cols_;
   const std::vector<WinoRect>& rects_;
+  const KernelTable& kt_;
   TransformFns fn_;
   int threads_ = 1;
   int64_t tile_ = 2, alpha_ = 4, xi_ = 16;
@@ -599,23 +569,6 @@ class Winograd {
   std::vector<Seg> segs_;
   std::vector<size_t> block_start_;  // segs_[block_start_[b] .. block_start_[b + 1]) = block b
 };
-
-TransformFns transform_fns(int64_t tile) {
-#define PYDECONV_WINO_SET(f, isa) \
-  TransformFns{f##_filter_##isa, f##_input_##isa, f##_output_##isa, wino_gather_flipped_##isa}
-  const bool four = tile == 4;
-  switch (gemm_isa()) {
-#if PYDECONV_X86
-    case GemmIsa::Avx512:
-      return four ? PYDECONV_WINO_SET(wino4, avx512) : PYDECONV_WINO_SET(wino2, avx512);
-    case GemmIsa::Avx2:
-      return four ? PYDECONV_WINO_SET(wino4, avx2) : PYDECONV_WINO_SET(wino2, avx2);
-#endif
-    default:
-      return four ? PYDECONV_WINO_SET(wino4, portable) : PYDECONV_WINO_SET(wino2, portable);
-  }
-#undef PYDECONV_WINO_SET
-}
 
 }  // namespace
 
@@ -654,13 +607,5 @@ int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack, bool f
   const int tile = four && c4 < four_ratio * c2 ? 4 : 2;
   return std::min(c2, c4) < slack * 9.0 * static_cast<double>(n.pixels) ? tile : 0;
 }
-
-void set_winograd_mode(int mode) {
-  if (mode != 0 && mode != 1 && mode != 2 && mode != 4)
-    fail(ErrorKind::Value,
-         "Winograd mode must be 0 (off), 1 (auto), 2 or 4, not " + std::to_string(mode));
-  mode_flag().store(mode);
-}
-int winograd_mode() { return mode_flag().load(); }
 
 }  // namespace pydeconv::kernels

@@ -1,7 +1,7 @@
 // The direct convolution's AVX2 micro-tile (direct_conv.hpp): 4 output channels x 3 ymm of one
 // output row, 12 accumulators. Per tap: 3 loads of the phase-split input, 4 weight broadcasts,
-// 12 FMAs. Built with -mavx2 -mfma; direct_conv.cpp calls it only when the GEMM runs on AVX2
-// (gemm_isa()).
+// 12 FMAs. Built with -mavx2 -mfma; the AVX2 kernel table holds it
+// (dispatch.hpp).
 #include <immintrin.h>
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // The direct convolution's AVX-512 micro-tile (direct_conv.hpp): 8 output channels x 3 zmm of
 // one output row, 24 accumulators. Per tap: 3 loads of the phase-split input, 8 weight
-// broadcasts, 24 FMAs. Built with -mavx512f -mavx512vl -mavx512dq -mfma; direct_conv.cpp calls it
-// only when the GEMM runs on AVX-512 (gemm_isa()).
+// broadcasts, 24 FMAs. Built with -mavx512f -mavx512vl -mavx512dq -mfma; the AVX-512 kernel
+// table holds it (dispatch.hpp).
 #include <immintrin.h>
 
 #include <cstdint>

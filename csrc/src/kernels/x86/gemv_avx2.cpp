@@ -1,5 +1,5 @@
 // pydeconv: the matrix-vector product of linear layers at batch 1-2, on AVX2 + FMA (built with
-// -mavx2 -mfma; dense.cpp calls it only when gemm_isa() is Avx2).
+// -mavx2 -mfma; the AVX2 kernel table holds it).
 //
 // The same arithmetic as x86/gemv_avx512.cpp, with a row's 16 lanes in two ymm accumulators
 // (lanes 0-7 and 8-15) and the same scalar combine. The two kernels therefore give the same bits.

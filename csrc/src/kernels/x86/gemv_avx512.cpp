@@ -1,5 +1,5 @@
 // pydeconv: the matrix-vector product of linear layers at batch 1-2, on AVX-512 (built with
-// -mavx512f ...; dense.cpp calls it only when gemm_isa() is Avx512).
+// -mavx512f ...; the AVX-512 kernel table holds it).
 //
 // out[r] = sum_p x[p] w[r k + p] for rows r in [0, rows). One zmm accumulator per row: lane l sums
 // the products p = l mod 16 in ascending p with FMAs; the lanes then combine by halving (l += l+8,

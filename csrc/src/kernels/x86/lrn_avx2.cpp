@@ -1,5 +1,5 @@
 // pydeconv: LRN's d^-0.75 eight (float) or four (double) at a time. Compiled with -mavx2 -mfma;
-// lrn.cpp calls these only when cpu_has_avx2_fma(). The portable loops cannot vectorise: std::sqrt
+// the AVX2 and AVX-512 kernel tables hold them. The portable loops cannot vectorise: std::sqrt
 // may set errno, so the compiler keeps it scalar. Conversion, sqrt, multiply and divide are all
 // correctly rounded in both, so the results are bit-identical to the portable loops in lrn.cpp.
 #include <immintrin.h>

@@ -1,5 +1,5 @@
 // pydeconv: the AVX2/FMA SGEMM micro-kernel (intrinsics live only under kernels/x86/).
-// This file is compiled with -mavx2 -mfma; gemm.cpp calls it only when cpu_has_avx2_fma().
+// This file is compiled with -mavx2 -mfma; the AVX2 and AVX-512 kernel tables hold it.
 //
 // C[6 x 16] (+)= Apanel[6 x kc] * Bpanel[kc x 16] from packed panels:
 //   a: for each p, the 6 values of column p of the A tile (a[p*6 + i]);

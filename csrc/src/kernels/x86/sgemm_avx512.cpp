@@ -1,5 +1,5 @@
 // pydeconv: the AVX-512 SGEMM micro-kernels. This file is compiled with -mavx512f -mavx512vl
-// -mavx512dq -mfma; gemm.cpp calls it only when cpu_has_avx512f().
+// -mavx512dq -mfma; only the AVX-512 kernel table holds it (dispatch.hpp).
 //
 // C[6P x 16] (+)= A[6P x kc] * Bpanel[kc x 16] for P = 1..4 consecutive A panels, reading the
 // same packed layout as the 6x16 kernels (so PackedA and BPanels need no second layout):

@@ -3,18 +3,11 @@
 #include <cmath>
 #include <vector>
 
+#include "dispatch.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/kernels.hpp"
-#include "cpu.hpp"
 
 namespace pydeconv::kernels {
-
-// Defined in x86/gemv_avx2.cpp and x86/gemv_avx512.cpp (built with their ISA's flags); called
-// only when gemm_isa() selects that ISA. out[r] = <x, row r of w (row stride k)> for r < rows.
-#if PYDECONV_X86
-void gemv_rows_avx2(const float* x, const float* w, int64_t k, int64_t rows, float* out);
-void gemv_rows_avx512(const float* x, const float* w, int64_t k, int64_t rows, float* out);
-#endif
 
 namespace {
 
@@ -45,34 +38,23 @@ void dots(const float* x, const float* w, int64_t k, float* out, int64_t out_str
   }
 }
 
+}  // namespace
+
+// The portable table's gemv (dispatch.hpp); x86/gemv_*.cpp are the AVX2 and AVX-512 ones.
 void gemv_rows_portable(const float* x, const float* w, int64_t k, int64_t rows, float* out) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) dots<4>(x, w + r * k, k, out + r, 1);
   for (; r < rows; ++r) dots<1>(x, w + r * k, k, out + r, 1);
 }
 
-using GemvRows = void (*)(const float*, const float*, int64_t, int64_t, float*);
-
-GemvRows gemv_rows() {
-#if PYDECONV_X86
-  switch (gemm_isa()) {
-    case GemmIsa::Avx512:
-      return gemv_rows_avx512;
-    case GemmIsa::Avx2:
-      return gemv_rows_avx2;
-    case GemmIsa::Portable:
-      break;
-  }
-#endif
-  return gemv_rows_portable;
-}
+namespace {
 
 // out (n x o) = in (n x i) * W^T. Threads own contiguous runs of 16-row groups (one stream of
 // weights each); a group's rows are read from memory once and then serve every sample from cache.
 void gemv_forward(const Ctx& ctx, const float* in, const float* w, int64_t n, int64_t o, int64_t i,
                   float* out) {
   constexpr int64_t kGroup = 16;
-  const GemvRows rows = gemv_rows();
+  const auto rows = kernel_table().gemv_rows;
   const int64_t groups = (o + kGroup - 1) / kGroup;
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && o * i > kParallelWork)
   for (int64_t q = 0; q < groups; ++q) {
