@@ -186,6 +186,7 @@ void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const I
 
 void avg_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, bool count_include_pad,
                         Tensor& out) {
+  if (ctx.reference) return avg_pool2d_forward_ref(in, g, count_include_pad, out);
   const Shape& is = in.shape();
   const Shape& os = out.shape();
   const int64_t planes = is.n * is.c;
@@ -212,6 +213,7 @@ void avg_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, boo
 
 void avg_pool2d_backward(const Ctx& ctx, const Tensor& gout, const Window2d& g,
                          bool count_include_pad, Tensor& gin) {
+  if (ctx.reference) return avg_pool2d_backward_ref(gout, g, count_include_pad, gin);
   const Shape& gs = gout.shape();
   const Shape& is = gin.shape();
   const int64_t planes = gs.n * gs.c;

@@ -18,17 +18,12 @@ class AvgPool2d : public WindowLayer {
     return window_out(in[0], in[0].c);
   }
 
-  // The reference twins are chosen here: the fast kernels' file (kernels/pool.cpp) does not
-  // select them itself yet.
   void forward(const Ctx& ctx, ForwardArgs& a) const override {
-    if (ctx.reference) return kernels::avg_pool2d_forward_ref(*a.in[0], g_, include_pad_, *a.out);
     kernels::avg_pool2d_forward(ctx, *a.in[0], g_, include_pad_, *a.out);
   }
 
   // All rules: spread each value evenly over its window (the exact gradient).
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
-    if (ctx.reference)
-      return kernels::avg_pool2d_backward_ref(*a.gout, g_, include_pad_, *a.gin[0]);
     kernels::avg_pool2d_backward(ctx, *a.gout, g_, include_pad_, *a.gin[0]);
   }
 
