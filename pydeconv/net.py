@@ -143,7 +143,6 @@ class Net:
         self.path = path
         self._info = core.info()
         self.layers: list[str] = list(core.layers)
-        self._by_name = {d["name"]: d for d in self._info}
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -180,11 +179,8 @@ class Net:
         return [dict(d) for d in self._info]
 
     def layer_info(self, layer: str) -> dict:
-        row = self._by_name.get(layer) if isinstance(layer, str) else None
-        if row is None:
-            names = ", ".join(self.layers[:12]) + (", ..." if len(self.layers) > 12 else "")
-            raise LayerNotFoundError(f"unknown layer {layer!r} (layers: {names})")
-        return dict(row)
+        """The info() row of a layer, by name or alias (the engine resolves it)."""
+        return dict(self._info[self._core.layer_index(_name(layer))])
 
     def save(self, path: str | os.PathLike, compress: bool = False) -> None:
         """Writes the model file (atomically): the graph exactly as C++ validated it."""
