@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import copy
 
+import models
 import numpy as np
 import pytest
 
-import models
 import pydeconv
 from pydeconv.errors import GraphError, LayerNotFoundError
 
@@ -77,5 +77,7 @@ def test_unknown_layer_suggests_the_closest_names():
             call()
         msg = str(exc.value)
         assert "'cnv4'" in msg and "closest: 'conv4'" in msg, msg
-        assert "net.layers" in msg and "pydeconv info MODEL" in msg and f"all {len(net.layers)}" in msg
-        assert msg.count("'") == 2 * 4 and "\n" not in msg  # the name asked for and three suggestions
+        assert "net.layers" in msg and "pydeconv info MODEL" in msg
+        assert f"all {len(net.layers)}" in msg
+        # one line: the name asked for and three suggestions
+        assert msg.count("'") == 2 * 4 and "\n" not in msg

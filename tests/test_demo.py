@@ -219,7 +219,8 @@ def test_real_vgg16_demo(tmp_path, monkeypatch):
     layers = demo.block_layers(net)
     assert len(layers) == 5 and net.input_shape == (3, 240, 240)
     # Short Keras names (the README's), the tf2onnx node names as aliases.
-    assert layers == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"]
+    assert layers == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3",
+                      "block5_conv3"]
     assert net.layer_info("functional_1_block5_conv3_1_BiasAdd")["name"] == "block5_conv3"
     # The Caffe-style names of the old README point at the right layers.
     for old, new in (("conv5_3", "block5_conv3"), ("pool4", "block4_pool")):

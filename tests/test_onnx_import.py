@@ -491,7 +491,8 @@ def test_tf2onnx_keras3_scopes_become_keras_layer_names(tmp_path):
     assert trace.layers[-1] == "block1_conv1_relu"
     _, trace = net.forward(rand(rng, 1, 3, 6, 6))
     np.testing.assert_array_equal(trace.switches(old), trace.switches("block1_pool"))
-    np.testing.assert_array_equal(net.project(trace, "functional_1_block1_conv1_1_BiasAdd", channel=1),
+    old_conv = "functional_1_block1_conv1_1_BiasAdd"
+    np.testing.assert_array_equal(net.project(trace, old_conv, channel=1),
                                   net.project(trace, "block1_conv1", channel=1))
 
 
@@ -506,15 +507,15 @@ def test_short_names_are_unique_and_never_an_old_name():
               layer("Flat", "flatten", inputs=["n4"])]
     origin = {"a_Conv": "/a/Conv", "a_Relu": "/a/Relu", "a_Relu_2": "/a/Relu_2",
               "n4": "/a_Relu/Relu", "Flat": "/Flatten"}
-    renamed, outputs, params = rename_layers(layers, ["Flat"], {"a_Conv/weight": np.zeros(1)}, origin,
-                                             "pytorch", list(origin.values()), "x")
+    renamed, outputs, params = rename_layers(layers, ["Flat"], {"a_Conv/weight": np.zeros(1)},
+                                             origin, "pytorch", list(origin.values()), "x")
     names = [r["name"] for r in renamed]
     # The second and third layers of module "a" get their kind appended, then a number; module
     # "a_Relu" is another layer's old name (an alias), so it is taken too.
     assert names == ["a", "a_relu", "a_relu_2", "a_Relu_relu", "Flatten"]
     assert [r["inputs"] for r in renamed][1:4] == [["a"], ["a_relu"], ["a_relu_2"]]
     assert outputs == ["Flatten"] and list(params) == ["a/weight"]
-    assert all(r["aliases"] == [old] for r, old in zip(renamed, origin))
+    assert all(r["aliases"] == [old] for r, old in zip(renamed, origin, strict=True))
     # Unknown exporters keep the node-derived names, with no aliases.
     renamed, _, _ = rename_layers([layer("n1"), layer("n2", inputs=["n1"])], ["n2"], {},
                                   {"n1": "scope/n1/op", "n2": "n2"}, "other", [], "x")

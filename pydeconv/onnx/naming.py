@@ -21,7 +21,6 @@ caches that used it keep working.
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import numpy as np
 
@@ -71,7 +70,7 @@ def _candidates(base: str, kind: str):
         k += 1
 
 
-def _short(node_name: str, keras: bool, strip: bool) -> Optional[str]:
+def _short(node_name: str, keras: bool, strip: bool) -> str | None:
     if node_name.startswith("/"):
         return _torch_module_path(node_name)
     parts = node_name.split("/")
@@ -80,7 +79,7 @@ def _short(node_name: str, keras: bool, strip: bool) -> Optional[str]:
     return None
 
 
-def _torch_module_path(node_name: str) -> Optional[str]:
+def _torch_module_path(node_name: str) -> str | None:
     """torch.onnx scopes: ``/layer4/layer4.1/conv2/Conv``: a child of a Sequential/ModuleList
     repeats its parent's path (``layer4.1``), an attribute child does not (``conv2``)."""
     parts = node_name.split("/")[1:]
