@@ -81,7 +81,8 @@ def _threads(threads: int | None) -> int:
 
 
 def _name(layer: Any) -> str:
-    """A layer name for the engine, which checks it (LayerNotFoundError listing the layers)."""
+    """A layer name or alias for the engine, which resolves it (LayerNotFoundError suggesting the
+    closest names)."""
     if not isinstance(layer, str) or not layer:
         raise LayerNotFoundError(f"unknown layer {layer!r} (layer names are non-empty strings)")
     return layer

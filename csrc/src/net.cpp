@@ -67,7 +67,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 }
 
 // Letter runs and digit runs of a lower-cased name: "block5_conv3" -> {block, conv}, {5, 3}.
-void name_tokens(const std::string& s, std::set<std::string>& words, std::vector<std::string>& numbers) {
+void name_tokens(const std::string& s, std::set<std::string>& words,
+                 std::vector<std::string>& numbers) {
   std::string run;
   auto flush = [&] {
     if (run.empty()) return;
@@ -108,8 +109,9 @@ std::string unknown_layer(const std::string& name, const std::map<std::string, i
   for (const auto& kv : by_name) {
     const std::string have = lower(kv.first);
     size_t d = edit_distance(want, have);
-    if (!want.empty() && (have.find(want) != std::string::npos || want.find(have) != std::string::npos))
-      d = std::min<size_t>(d, 1);
+    const bool contains =
+        have.find(want) != std::string::npos || want.find(have) != std::string::npos;
+    if (!want.empty() && contains) d = std::min<size_t>(d, 1);
     if (same_tokens(want, have)) d = 0;
     scored.emplace_back(d, kv.second);
   }
@@ -250,7 +252,6 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
   auto budget = std::make_shared<std::atomic<int64_t>>(params * int64_t(sizeof(float)) / 4);
   for (auto& layer : m.layers) layer->share_cache_budget(budget);
   for (const auto& kv : g.aliases) m.by_name[kv.first] = m.by_name.at(kv.second);
-  m.aliases = std::move(g.aliases);
   m.outputs = g.outputs.empty() ? std::vector<std::string>{g.layers.back().name} : g.outputs;
   for (const auto& o : m.outputs) m.output_ids.push_back(layer_index(o) + 1);
 }
@@ -270,7 +271,8 @@ int64_t Net::num_layers() const { return static_cast<int64_t>(impl_->layers.size
 
 int Net::layer_index(const std::string& name) const {
   auto it = impl_->by_name.find(name);
-  if (it == impl_->by_name.end()) fail(ErrorKind::NotFound, unknown_layer(name, impl_->by_name, impl_->info));
+  if (it == impl_->by_name.end())
+    fail(ErrorKind::NotFound, unknown_layer(name, impl_->by_name, impl_->info));
   return it->second;
 }
 

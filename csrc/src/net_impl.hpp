@@ -45,7 +45,6 @@ struct Net::Impl {
   std::vector<std::vector<int>> consumers;   // per tensor id: layer indices reading it
   std::vector<LayerInfo> info;
   std::map<std::string, int> by_name;        // layer name or alias -> layer index
-  std::map<std::string, std::string> aliases;  // alias -> layer name
   std::vector<std::string> outputs;
   std::vector<int> output_ids;
   // Activations, masks and switches of forward passes, and the projections' gradient buffers,
