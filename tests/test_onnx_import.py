@@ -520,3 +520,16 @@ def test_short_names_are_unique_and_never_an_old_name():
     renamed, _, _ = rename_layers([layer("n1"), layer("n2", inputs=["n1"])], ["n2"], {},
                                   {"n1": "scope/n1/op", "n2": "n2"}, "other", [], "x")
     assert [r["name"] for r in renamed] == ["n1", "n2"] and not any("aliases" in r for r in renamed)
+
+
+@pytest.mark.parametrize("node, path", [
+    ("/layer4/layer4.1/conv2/Conv", "layer4.1.conv2"),    # torch >= 1.13: children repeat the path
+    ("/features/features.0/Conv", "features.0"),
+    ("/features/0/Conv", "features.0"),                   # older torch: bare child names
+    ("/layer4/layer4.1/Add", "layer4.1"),                 # an op of the block's own forward
+    ("/Flatten", "Flatten"),                              # an op of the model's forward
+])
+def test_torch_scopes_become_module_paths(node, path):
+    from pydeconv.onnx.naming import _torch_module_path
+
+    assert _torch_module_path(node) == path
