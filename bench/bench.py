@@ -29,7 +29,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# This checkout's pydeconv when it has a built engine (the development build copies _core into
+# pydeconv/), else the installed package: after `pip install .` the checkout has no _core and
+# importing it would fail ("cannot import name '_core'").
+if any((ROOT / "pydeconv").glob("_core*")):
+    sys.path.insert(0, str(ROOT))
 import pydeconv  # noqa: E402
 from pydeconv import _core  # noqa: E402
 
@@ -494,7 +498,7 @@ def machine():
     versions += f", torch {torch.__version__}" if torch is not None else ", torch absent"
     versions += f", onnxruntime {ort.__version__}" if ort is not None else ", onnxruntime absent"
     versions += ", captum present" if NeuronDeconvolution is not None else ", captum absent"
-    # The script puts its checkout first on sys.path; the path shows which build of it ran.
+    # The checkout's build or the installed package (see the imports); the path shows which ran.
     where = Path(pydeconv.__file__).resolve().parent
     return (f"commit {commit}; {model}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
             f"{versions}; pydeconv from {where}, sgemm micro-kernel {_core.sgemm_isa()}")

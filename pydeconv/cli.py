@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -161,6 +162,7 @@ def _parse_at(text: str) -> str | tuple[int, int]:
 
 def cmd_project(args: argparse.Namespace) -> int:
     out = Path(args.output)
+    report.image_format(out)  # an unwritable format fails before any work
     _check_output(out, args.force)
     net = _load(args.model)
     x, trace = _forward(net, args.image, args.layer, args.threads)
@@ -174,7 +176,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     log(f"{len(channels)} projection(s) of {args.layer} ({args.rule}) in "
         f"{time.perf_counter() - t0:.2f} s")
     picture = pimg.grid(tiles, cols=2 * min(3, len(channels)), pad=3, captions=captions)
-    fileio.write_atomic(out, report.png_bytes(picture))
+    fileio.write_atomic(out, report.image_bytes(picture, out))
     for text in texts:
         print(text)
     print(f"wrote {out}")
@@ -186,6 +188,8 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 def cmd_switches(args: argparse.Namespace) -> int:
     out = Path(args.output)
+    if out.suffix.lower() != ".npy":
+        raise PydeconvError(f"{out}: the switches are written as .npy (name the file OUT.npy)")
     _check_output(out, args.force)
     net = _load(args.model)
     _, trace = _forward(net, args.image, args.layer, args.threads)
@@ -202,8 +206,13 @@ def cmd_switches(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.save_model is not None:
+        saved = Path(args.save_model)
+        if saved.suffix.lower() != ".npz":
+            raise PydeconvError(f"{saved}: the model is saved as a .npz file")
+        _check_output(saved, args.force)
     index = demo.run_demo(args.output, images=args.image, model=args.model, threads=args.threads,
-                          force=args.force, log=log)
+                          force=args.force, log=log, save_model=args.save_model)
     print(f"open {index.resolve()}")
     return 0
 
@@ -212,21 +221,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _threads(text: str) -> int:
-    n = int(text)
+    # argparse names the option in front of an ArgumentTypeError ("argument --threads: ..."); a
+    # plain ValueError would print the function's name instead.
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if n < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=_threads, metavar="N",
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    """Options every command takes, before or after its name. SUPPRESS as the default: a value
+    given before the command is not overwritten by the subcommand parser's absent one."""
+    parser.add_argument("--threads", type=_threads, metavar="N", default=argparse.SUPPRESS,
                         help="worker threads (default: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pydeconv import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common)
     writes = argparse.ArgumentParser(add_help=False)
     writes.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     parser = _Parser(prog="pydeconv",
                      description="Zeiler & Fergus deconvnet projections: what a CNN sees.")
+    parser.add_argument("--version", action="version", version=f"pydeconv {__version__}")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 
@@ -254,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the K most active channels for this image (default 9)")
     p.add_argument("--at", type=_parse_at, default="max", help="max (default), map, or Y,X")
     p.add_argument("--rule", choices=RULES, default="deconvnet")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png",
+                   help="the picture grid: .png or .jpg")
     p.set_defaults(func=cmd_project)
 
     p = sub.add_parser("switches", parents=[common, writes], help="max-pooling switches as .npy")
@@ -269,12 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", nargs="+", metavar="PATH",
                    help="images (default: the bundled photos)")
     p.add_argument("--model", help="another .npz/.onnx model instead of the default VGG16")
+    p.add_argument("--save-model", metavar="FILE.npz",
+                   help="also save the model the demo used (for info, project, switches)")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.threads = getattr(args, "threads", None)
     try:
         if args.threads is not None:
             import pydeconv
@@ -283,12 +311,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "top", 1) < 1 and not getattr(args, "channel", None):
             raise PydeconvError("--top must be >= 1")
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`pydeconv info MODEL | head`): that is how a pipe ends, not an
+        # error. Output still buffered would fail again at exit, so stdout goes to /dev/null.
+        _quiet_stdout()
+        return 0
     except (PydeconvError, OSError) as exc:
         print(f"pydeconv: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pydeconv: error: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a file
+        pass
 
 
 def _one_line(exc: BaseException) -> str:

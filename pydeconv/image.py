@@ -204,6 +204,9 @@ def _layer_info(net: Any, layer: str) -> dict:
     for row in net.info():
         if row["name"] == layer:
             return row
+    lookup = getattr(net, "layer_info", None)  # a Net: aliases, and the closest names if unknown
+    if lookup is not None:
+        return lookup(layer)
     raise LayerNotFoundError(f"the model has no layer named {layer!r}")
 
 

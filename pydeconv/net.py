@@ -82,7 +82,8 @@ def _threads(threads: int | None) -> int:
 
 
 def _name(layer: Any) -> str:
-    """A layer name for the engine, which checks it (LayerNotFoundError listing the layers)."""
+    """A layer name or alias for the engine, which resolves it (LayerNotFoundError suggesting the
+    closest names)."""
     if not isinstance(layer, str) or not layer:
         raise LayerNotFoundError(f"unknown layer {layer!r} (layer names are non-empty strings)")
     return layer
@@ -144,7 +145,6 @@ class Net:
         self.path = path
         self._info = core.info()
         self.layers: list[str] = list(core.layers)
-        self._by_name = {d["name"]: d for d in self._info}
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -181,11 +181,8 @@ class Net:
         return [dict(d) for d in self._info]
 
     def layer_info(self, layer: str) -> dict:
-        row = self._by_name.get(layer) if isinstance(layer, str) else None
-        if row is None:
-            names = ", ".join(self.layers[:12]) + (", ..." if len(self.layers) > 12 else "")
-            raise LayerNotFoundError(f"unknown layer {layer!r} (layers: {names})")
-        return dict(row)
+        """The info() row of a layer, by name or alias (the engine resolves it)."""
+        return dict(self._info[self._core.layer_index(_name(layer))])
 
     def save(self, path: str | os.PathLike, compress: bool = False) -> None:
         """Writes the model file (atomically): the graph exactly as C++ validated it."""

@@ -17,13 +17,38 @@ from urllib.parse import quote
 
 from PIL import Image
 
+from .errors import PydeconvError
 from .fileio import write_atomic
+
+# The picture formats the writers choose by file suffix; anything else is refused before any work
+# (a .jpg name with PNG bytes inside confuses every viewer that trusts the name).
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
 def png_bytes(img: Image.Image) -> bytes:
     """An image encoded as PNG."""
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def image_format(path: str | PathLike[str]) -> str:
+    """"PNG" or "JPEG" by the path's suffix; PydeconvError for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        known = ", ".join(IMAGE_FORMATS)
+        raise PydeconvError(f"{path}: cannot write a picture with suffix {suffix or '(none)'!r} "
+                            f"(use one of {known})")
+    return IMAGE_FORMATS[suffix]
+
+
+def image_bytes(img: Image.Image, path: str | PathLike[str]) -> bytes:
+    """The picture encoded in the format its file name says (PNG or JPEG)."""
+    fmt = image_format(path)
+    if fmt == "PNG":
+        return png_bytes(img)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=95)
     return buf.getvalue()
 
 

@@ -170,6 +170,7 @@ class OnnxBuilder:
         self.inputs: list[tuple[str, list]] = []
         self.outputs: list[tuple[str, list]] = []
         self.list_inits_as_inputs = False   # what old exporters did
+        self.producer = "pydeconv-tests"    # tf2onnx's Keras scopes become short layer names
         self._count = 0
 
     def input(self, name: str, shape: list) -> str:
@@ -220,7 +221,7 @@ class OnnxBuilder:
         for name, shape in self.outputs:
             graph += f_bytes(12, value_info(name, shape))
         opset = f_str(1, "") + f_varint(2, self.opset)
-        return (f_varint(1, 8) + f_str(2, "pydeconv-tests") + f_bytes(7, graph)
+        return (f_varint(1, 8) + f_str(2, self.producer) + f_bytes(7, graph)
                 + f_bytes(8, opset))
 
     def save(self, path: str, packed: bool = True) -> str:

@@ -276,3 +276,86 @@ def test_convert(tmp_path, capsys):
     rc, _, err = run(capsys, "convert", src, dst, "--force")
     assert rc == 0, err
     assert pydeconv.load(str(dst)).preprocess["channel_order"] == "RGB"
+
+
+# --- issue 13: the command line as the README shows it -------------------------------------------
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pydeconv {pydeconv.__version__}"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_global_options_before_or_after_the_command(files, capsys, monkeypatch, where):
+    seen = []
+    monkeypatch.setattr(pydeconv, "set_num_threads", seen.append)
+    argv = (["--threads", "2", "info", files / "tiny.npz"] if where == "before"
+            else ["info", files / "tiny.npz", "--threads", "2"])
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0, err
+    assert seen == [2] and "conv1" in out
+
+
+def test_threads_not_a_number_names_the_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["info", "m.npz", "--threads", "abc"])
+    err = capsys.readouterr().err
+    assert_one_line_error(exc.value.code, err, "--threads", "'abc'")
+    assert "_threads" not in err
+
+
+def test_info_into_a_closed_pipe_ends_quietly(files):
+    """`pydeconv info MODEL | head -1`: the reader leaves early; no 'Broken pipe', exit 0."""
+    here = str(Path(pydeconv.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # Enough layers that the table outgrows the pipe's buffer: a long chain of ReLUs.
+    graph, params = models.zfnet_like(seed=0, size=37)
+    last = graph["layers"][-1]["name"]
+    for i in range(3000):
+        graph["layers"].append({"name": f"extra_relu_{i}_" + "x" * 40, "kind": "relu",
+                                "inputs": [last]})
+        last = graph["layers"][-1]["name"]
+    graph.pop("outputs", None)
+    pydeconv.build(graph, params).save(str(files / "long.npz"))
+    cmd = f"'{sys.executable}' -m pydeconv info '{files / 'long.npz'}' | head -1; " \
+          f"echo \"status ${{PIPESTATUS[0]}}\""
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.startswith("model ") and "status 0" in done.stdout, done
+    assert done.stderr == "", done.stderr
+
+
+def test_project_writes_the_format_its_name_says(files, tmp_path, capsys):
+    base = ["project", files / "tiny.npz", files / "img.png", "--layer", "conv2", "--top", "2"]
+    for name, fmt in (("out.jpg", "JPEG"), ("out.JPEG", "JPEG"), ("out.png", "PNG")):
+        rc, _, err = run(capsys, *base, "-o", tmp_path / name)
+        assert rc == 0, err
+        with Image.open(tmp_path / name) as img:
+            assert img.format == fmt
+    rc, _, err = run(capsys, *base, "-o", tmp_path / "out.gif")
+    assert_one_line_error(rc, err, "out.gif", ".png")
+    assert err.count("\n") == 1 and not (tmp_path / "out.gif").exists()  # refused before any work
+
+
+def test_switches_only_as_npy(files, tmp_path, capsys):
+    rc, _, err = run(capsys, "switches", files / "tiny.npz", files / "img.png", "--layer", "pool1",
+                     "-o", tmp_path / "s.png")
+    assert_one_line_error(rc, err, "s.png", ".npy")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_demo_saves_its_model(files, tmp_path, capsys):
+    """`pydeconv demo --save-model FILE`: the README's other examples run on that file."""
+    saved = tmp_path / "model.npz"
+    argv = ["demo", "-o", tmp_path / "demo", "--image", files / "img.png", "--model",
+            files / "tiny.npz", "--save-model", saved]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0, err
+    assert pydeconv.load(saved).layers == pydeconv.load(files / "tiny.npz").layers
+    rc, _, err = run(capsys, *argv[:2], tmp_path / "demo2", *argv[3:])
+    assert_one_line_error(rc, err, "model.npz", "--force")  # refused before any work
+    assert not (tmp_path / "demo2").exists()
+    rc, _, err = run(capsys, *argv[:2], tmp_path / "demo3", *argv[3:-1], tmp_path / "m.onnx")
+    assert_one_line_error(rc, err, "m.onnx", ".npz")

@@ -175,10 +175,21 @@ def test_model_cache(tiny, tmp_path, monkeypatch):
     assert calls[0][1]["size"] == [240, 240] and calls[0][2] == ["a", "b"]
     assert second.layers == first.layers
     cached = list((tmp_path / "cache" / "pydeconv").glob("*.npz"))
-    assert len(cached) == 1 and cached[0].name.startswith("vgg-12-")
+    assert len(cached) == 1 and cached[0].name.startswith(f"vgg-v{demo.IMPORT_VERSION}-12-")
     onnx_file.write_bytes(b"another onnx")  # new content, new key, new import
     demo.load_demo_model(onnx_file, log=log.append)
     assert len(calls) == 2
+
+
+def test_an_older_cache_is_imported_again(tmp_path, monkeypatch):
+    """The importer's version is part of the cache key: a cache written before the short layer
+    names (an older IMPORT_VERSION) is never reused."""
+    onnx_file = tmp_path / "vgg.onnx"
+    onnx_file.write_bytes(b"pretend onnx")
+    key = demo.cache_key(onnx_file)
+    assert f"-v{demo.IMPORT_VERSION}-" in key
+    monkeypatch.setattr(demo, "IMPORT_VERSION", demo.IMPORT_VERSION - 1)
+    assert demo.cache_key(onnx_file) != key
 
 
 def test_model_without_a_writable_cache(tmp_path, monkeypatch):
@@ -207,5 +218,13 @@ def test_real_vgg16_demo(tmp_path, monkeypatch):
     net = demo.load_demo_model(log=lambda m: None)
     layers = demo.block_layers(net)
     assert len(layers) == 5 and net.input_shape == (3, 240, 240)
+    # Short Keras names (the README's), the tf2onnx node names as aliases.
+    assert layers == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3",
+                      "block5_conv3"]
+    assert net.layer_info("functional_1_block5_conv3_1_BiasAdd")["name"] == "block5_conv3"
+    # The Caffe-style names of the old README point at the right layers.
+    for old, new in (("conv5_3", "block5_conv3"), ("pool4", "block4_pool")):
+        with pytest.raises(pydeconv.errors.LayerNotFoundError, match=f"closest: '{new}'"):
+            net.layer_info(old)
     assert len(list(index.parent.glob("01-astronaut-*.png"))) == 1 + 5
     assert elapsed < 60

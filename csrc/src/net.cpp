@@ -1,5 +1,6 @@
 // Building a Net: validation, topological order, shape inference, receptive fields.
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include "net_impl.hpp"
@@ -45,6 +46,89 @@ std::vector<size_t> topo_order(const GraphSpec& g, const std::map<std::string, s
   return order;
 }
 
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// Letter runs and digit runs of a lower-cased name: "block5_conv3" -> {block, conv}, {5, 3}.
+void name_tokens(const std::string& s, std::set<std::string>& words,
+                 std::vector<std::string>& numbers) {
+  std::string run;
+  auto flush = [&] {
+    if (run.empty()) return;
+    if (std::isdigit(static_cast<unsigned char>(run[0]))) numbers.push_back(run);
+    else words.insert(run);
+    run.clear();
+  };
+  for (char c : s) {
+    const bool digit = std::isdigit(static_cast<unsigned char>(c)) != 0;
+    if (!digit && !std::isalpha(static_cast<unsigned char>(c))) { flush(); continue; }
+    if (!run.empty() && (std::isdigit(static_cast<unsigned char>(run[0])) != 0) != digit) flush();
+    run += c;
+  }
+  flush();
+}
+
+// Another naming of the same layer: the same numbers in order and no word the candidate lacks
+// ("conv5_3" / "block5_conv3", "pool4" / "block4_pool": Caffe's VGG names against Keras').
+bool same_tokens(const std::string& want, const std::string& have) {
+  std::set<std::string> ww, hw;
+  std::vector<std::string> wn, hn;
+  name_tokens(want, ww, wn);
+  name_tokens(have, hw, hn);
+  if (wn != hn || ww.empty()) return false;
+  for (const auto& w : ww)
+    if (!hw.count(w)) return false;
+  return true;
+}
+
+// The message for a name that is neither a layer nor an alias: the three closest layer names (by
+// edit distance to the name or any alias, case-insensitive; a name containing the other, or with
+// the same words and numbers, counts as close) and how to list them all. A net may have hundreds
+// of layers; a truncated list hid the one the user needed.
+std::string unknown_layer(const std::string& name, const std::map<std::string, int>& by_name,
+                          const std::vector<LayerInfo>& info) {
+  const std::string want = lower(name);
+  std::vector<std::pair<size_t, int>> scored;  // (distance, layer index)
+  for (const auto& kv : by_name) {
+    const std::string have = lower(kv.first);
+    size_t d = edit_distance(want, have);
+    const bool contains =
+        have.find(want) != std::string::npos || want.find(have) != std::string::npos;
+    if (!want.empty() && contains) d = std::min<size_t>(d, 1);
+    if (same_tokens(want, have)) d = 0;
+    scored.emplace_back(d, kv.second);
+  }
+  std::sort(scored.begin(), scored.end());
+  std::string msg = "unknown layer '" + name + "'";
+  std::vector<int> shown;
+  for (const auto& s : scored) {
+    if (shown.size() == 3) break;
+    if (std::find(shown.begin(), shown.end(), s.second) != shown.end()) continue;
+    shown.push_back(s.second);
+    msg += (shown.size() == 1 ? " (closest: '" : ", '") + info[size_t(s.second)].name + "'";
+  }
+  if (!shown.empty()) msg += ")";
+  return msg + "; net.layers or `pydeconv info MODEL` lists all " +
+         std::to_string(info.size()) + " layers";
+}
+
 struct Rf {
   int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, start_h = 0, start_w = 0;
 };
@@ -79,6 +163,16 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
       fail(ErrorKind::Graph, "layer '" + name + "' has the graph input's name");
     if (!idx.emplace(name, i).second) fail(ErrorKind::Graph, "duplicate layer name '" + name + "'");
     if (g.layers[i].inputs.empty()) fail(ErrorKind::Graph, "layer '" + name + "' has no inputs");
+  }
+  for (const auto& kv : g.aliases) {
+    const std::string& alias = kv.first;
+    const std::string at = "layer '" + kv.second + "': alias '" + alias + "'";
+    if (!idx.count(kv.second)) fail(ErrorKind::Graph, "alias '" + alias + "' names no layer");
+    if (alias.empty()) fail(ErrorKind::Graph, "layer '" + kv.second + "': an alias is empty");
+    if (alias.find('/') != std::string::npos)
+      fail(ErrorKind::Graph, at + ": names must not contain '/'");
+    if (alias == g.input_name) fail(ErrorKind::Graph, at + " is the graph input's name");
+    if (idx.count(alias)) fail(ErrorKind::Graph, at + " is the name of a layer");
   }
   std::vector<size_t> order = topo_order(g, idx);
 
@@ -157,6 +251,7 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
   for (const LayerInfo& li : m.info) params += li.params;
   auto budget = std::make_shared<std::atomic<int64_t>>(params * int64_t(sizeof(float)) / 4);
   for (auto& layer : m.layers) layer->share_cache_budget(budget);
+  for (const auto& kv : g.aliases) m.by_name[kv.first] = m.by_name.at(kv.second);
   m.outputs = g.outputs.empty() ? std::vector<std::string>{g.layers.back().name} : g.outputs;
   for (const auto& o : m.outputs) m.output_ids.push_back(layer_index(o) + 1);
 }
@@ -182,14 +277,8 @@ int64_t Net::num_layers() const { return static_cast<int64_t>(impl_->layers.size
 
 int Net::layer_index(const std::string& name) const {
   auto it = impl_->by_name.find(name);
-  if (it == impl_->by_name.end()) {
-    std::string hint;
-    for (const auto& li : impl_->info) {
-      if (hint.size() > 200) { hint += ", ..."; break; }
-      hint += (hint.empty() ? "" : ", ") + li.name;
-    }
-    fail(ErrorKind::NotFound, "unknown layer '" + name + "' (layers: " + hint + ")");
-  }
+  if (it == impl_->by_name.end())
+    fail(ErrorKind::NotFound, unknown_layer(name, impl_->by_name, impl_->info));
   return it->second;
 }
 

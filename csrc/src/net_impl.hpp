@@ -41,7 +41,7 @@ struct Net::Impl {
   std::vector<Shape> shapes;                 // per tensor id, batch 1
   std::vector<std::vector<int>> consumers;   // per tensor id: layer indices reading it
   std::vector<LayerInfo> info;
-  std::map<std::string, int> by_name;        // layer name -> layer index
+  std::map<std::string, int> by_name;        // layer name or alias -> layer index
   std::vector<std::string> outputs;
   std::vector<int> output_ids;
   // Activations, masks and switches of forward passes, and the projections' gradient buffers,

@@ -18,6 +18,7 @@ from .fold import fold_constants
 from .mapper import Mapper
 from .mapping import OPERATORS
 from .model import Graph, Model, ValueInfo, parse_model
+from .naming import rename_layers
 
 def import_onnx(path: str | os.PathLike, preprocess: Optional[dict] = None,
                 labels: Optional[Sequence[str]] = None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -76,6 +77,8 @@ def convert(model: Model, name: str, preprocess: Optional[dict] = None,
     layers, outputs, params = mapper.finish(output_names)
     if not layers:
         raise GraphError("the ONNX graph maps to no layers")
+    layers, outputs, params = rename_layers(layers, outputs, params, mapper.origin, model.producer,
+                                            [node.name for node in graph.nodes], mapper.input_name)
 
     chw = [dims[3], dims[1], dims[2]] if mapper.input_layout == "NHWC" else list(dims[1:])
     channels_out = _output_channels(mapper, output_names[0])

@@ -42,6 +42,7 @@ class Mapper:
         self.by_name: dict[str, dict] = {}
         self.params: dict[str, np.ndarray] = {}
         self.taken = {input_name}
+        self.origin: dict[str, str] = {}     # layer name -> the ONNX node it came from (naming.py)
         self.node: Optional[Node] = None     # the node being mapped, for error messages
 
     # -- errors and lookups ---------------------------------------------------------------------
@@ -92,6 +93,7 @@ class Mapper:
         """Append a layer. Without a suffix it becomes what the node's first output maps to."""
         name = self.unique_name((node.name or node.outputs[0]) + suffix)
         layer = {"name": name, "kind": kind, "inputs": list(inputs)}
+        self.origin[name] = node.name or node.outputs[0]
         if attrs:
             layer["attrs"] = attrs
         if params:

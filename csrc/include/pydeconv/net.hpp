@@ -33,6 +33,9 @@ struct GraphSpec {
   int64_t c = 0, h = 0, w = 0;  // the input's per-sample shape
   std::vector<LayerSpec> layers;
   std::vector<std::string> outputs;  // empty: the last layer
+  // Other accepted names of layers (alias -> layer name): an importer's short names keep the
+  // long names older files used working. Every call that takes a layer name takes an alias.
+  std::map<std::string, std::string> aliases;
 };
 
 // Per layer: output shape (batch 1) and receptive field in input pixels. Output position (y, x)
@@ -99,7 +102,7 @@ class Net {
 
   const std::vector<LayerInfo>& info() const;
   const std::vector<std::string>& outputs() const;
-  int layer_index(const std::string& name) const;  // throws Error(NotFound)
+  int layer_index(const std::string& name) const;  // a name or alias; throws Error(NotFound)
   int64_t num_layers() const;
   // Every parameter in its stored layout as ("LAYER/PARAM", tensor), in layer order (layers that
   // keep only a packed copy rebuild it).

@@ -129,7 +129,7 @@ LayerSpec layer_from_json(const Json& lj, size_t index, std::map<std::string, Te
   ls.name = lj.at("name").as_string();
   ls.kind = lj.at("kind").as_string();
   const std::string where = "layer '" + ls.name + "'";
-  only_fields(lj, {"name", "kind", "inputs", "attrs", "params"}, where, w);
+  only_fields(lj, {"name", "kind", "inputs", "attrs", "params", "aliases"}, where, w);
   const Json* inputs = lj.find("inputs");
   if (!inputs || !inputs->is_array()) w.fail(where + ": 'inputs' must be a list of names");
   for (const auto& i : inputs->as_array()) {
@@ -178,6 +178,20 @@ std::vector<double> per_channel(const Json* v, double dflt, int64_t channels,
   return out;
 }
 
+// A layer's optional "aliases": other names it answers to (the Net checks they clash with none).
+void layer_aliases(const Json& lj, GraphSpec& spec, const Where& w) {
+  const Json* aliases = lj.find("aliases");
+  if (!aliases) return;
+  const std::string& name = spec.layers.back().name;
+  const std::string what = "layer '" + name + "': 'aliases' must be a list of non-empty strings";
+  if (!aliases->is_array()) w.fail(what + ", got " + shown(*aliases));
+  for (const auto& a : aliases->as_array()) {
+    if (!a.is_string() || a.as_string().empty()) w.fail(what + ", got " + shown(a));
+    if (!spec.aliases.emplace(a.as_string(), name).second)
+      w.fail("layer '" + name + "': alias '" + a.as_string() + "' is used twice", ErrorKind::Graph);
+  }
+}
+
 const Json& checked_input(const Json& g, const Where& w) {
   const Json* in = g.is_object() ? g.find("input") : nullptr;
   if (!in || !in->is_object() || !in->find("name") || !in->at("name").is_string())
@@ -219,6 +233,7 @@ GraphSpec graph_spec(const Json& g, std::map<std::string, Tensor> params, const 
   for (size_t i = 0; i < layers->size(); ++i) {
     spec.layers.push_back(layer_from_json(layers->at(i), i, params, used, w));
     names.insert(spec.layers.back().name);
+    layer_aliases(layers->at(i), spec, w);
   }
   if (const Json* outs = g.find("outputs")) {
     if (!outs->is_array()) w.fail("graph 'outputs' must be a list of layer names");
