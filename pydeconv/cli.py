@@ -2,8 +2,8 @@
 
 Every error a user can cause (a bad model, image, layer, channel, path) ends the program with one
 line ``pydeconv: error: ...`` and a non-zero status, never a traceback. Outputs are never
-overwritten without ``--force``; the check runs before any work, and files are written through a
-temporary file and a rename.
+overwritten without ``--force``, and only regular files ever are (pydeconv.fileio); the check runs
+before any work and again at the rename, and files are written through a temporary file.
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ def log(msg: str) -> None:
 
 
 def _check_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise PydeconvError(f"{path} exists (use --force to overwrite)")
-    if path.is_dir():
-        raise PydeconvError(f"{path} is a folder")
+    """Before any work: a new path, or a regular file with --force (a FIFO, device, folder or
+    symbolic link never)."""
+    fileio.check_destination(path, replace=force)
     if not path.parent.is_dir():
         raise PydeconvError(f"folder {path.parent} does not exist")
 
@@ -174,7 +173,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     log(f"{len(channels)} projection(s) of {args.layer} ({args.rule}) in "
         f"{time.perf_counter() - t0:.2f} s")
     picture = pimg.grid(tiles, cols=2 * min(3, len(channels)), pad=3, captions=captions)
-    fileio.write_atomic(out, report.png_bytes(picture))
+    fileio.write_atomic(out, report.png_bytes(picture), replace=args.force)
     for text in texts:
         print(text)
     print(f"wrote {out}")
@@ -192,7 +191,7 @@ def cmd_switches(args: argparse.Namespace) -> int:
     switches = trace.switches(args.layer)
     buf = io.BytesIO()
     np.save(buf, switches, allow_pickle=False)
-    fileio.write_atomic(out, buf.getvalue())
+    fileio.write_atomic(out, buf.getvalue(), replace=args.force)
     print(f"wrote {out}: int32 {switches.shape}, index ih*W+iw into the input plane of "
           f"{args.layer}")
     return 0

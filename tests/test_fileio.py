@@ -293,3 +293,86 @@ def test_a_write_after_a_kill_removes_the_leftover(tmp_path):
     assert len(temporaries(tmp_path)) == 1
     fileio.write_atomic(tmp_path / "other.npy", b"new")
     assert temporaries(tmp_path) == [] and not target.exists()
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    """A tiny model and image for the command line."""
+    import models
+    import numpy as np
+    from PIL import Image
+
+    import pydeconv
+
+    d = tmp_path_factory.mktemp("cli_files")
+    graph, params = models.zfnet_like(seed=0, size=37)
+    pydeconv.build(graph, params).save(str(d / "tiny.npz"))
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (50, 45, 3), dtype=np.uint8), "RGB").save(d / "img.png")
+    return d
+
+
+@posix_only
+@pytest.mark.parametrize("make", [_fifo, _symlink_to_file, _folder])
+def test_cli_force_refuses_before_the_forward_pass(cli_files, tmp_path, capsys, make):
+    from pydeconv.cli import main
+
+    out = tmp_path / "out.png"
+    kind = make(out)
+    before = os.lstat(out)
+    rc = main(["project", str(cli_files / "tiny.npz"), str(cli_files / "img.png"), "--layer",
+               "conv1", "-o", str(out), "--force"])
+    err = capsys.readouterr().err
+    # one line, the whole message and nothing else: no progress line of a forward pass before it
+    hint = " (links are not followed: give the target's path)" if "link" in kind else ""
+    assert rc == 1
+    assert err == f"pydeconv: error: {out} is {kind}; pydeconv only writes regular files{hint}\n"
+    assert (os.lstat(out).st_ino, os.lstat(out).st_mode) == (before.st_ino, before.st_mode)
+    assert temporaries(tmp_path) == []
+
+
+CLI_SLOW_WRITE = textwrap.dedent("""
+    import signal, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from pydeconv import cli, fileio
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    real = fileio.write_via_temp
+
+    def slow(path, writer, replace=True):  # the real write, then a pause before the rename
+        def pausing(tmp):
+            writer(tmp)
+            print("writing", flush=True)
+            time.sleep(60)
+        real(path, pausing, replace)
+
+    fileio.write_via_temp = slow
+    sys.exit(cli.main(sys.argv[2:]))
+""")
+
+
+@posix_only
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_cli_killed_mid_write_leaves_nothing(cli_files, tmp_path, sig):
+    out = tmp_path / "s.npy"
+    argv = ["switches", cli_files / "tiny.npz", cli_files / "img.png", "--layer", "pool1",
+            "-o", out]
+    proc = subprocess.Popen([sys.executable, "-c", CLI_SLOW_WRITE, ROOT, *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "writing\n", proc.stderr.read()
+        assert len(temporaries(tmp_path)) == 1
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    if sig == signal.SIGINT:  # KeyboardInterrupt: the command's own one-line message and status
+        assert proc.returncode == 130 and err.endswith("pydeconv: error: interrupted\n"), err
+    else:
+        assert proc.returncode == -sig
+    assert list(tmp_path.iterdir()) == []
