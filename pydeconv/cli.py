@@ -201,8 +201,12 @@ def cmd_switches(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    index = demo.run_demo(args.output, images=args.image, model=args.model, threads=args.threads,
-                          force=args.force, log=log)
+    try:
+        index = demo.run_demo(args.output, images=args.image, model=args.model,
+                              threads=args.threads, force=args.force, log=log)
+    except KeyboardInterrupt:
+        log(f"the same command, without --force, finishes {args.output}")
+        raise
     print(f"open {index.resolve()}")
     return 0
 
