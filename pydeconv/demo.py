@@ -278,6 +278,7 @@ def _png_name(stem: str, part: str) -> str:
 
 def _check_outputs(out_dir: Path, names: Sequence[str], ours: set[str], force: bool) -> None:
     """Before any projection: every output is new, the demo's own, or (--force) a regular file."""
+    fileio.check_destination(out_dir / MANIFEST, replace=True)
     for name in names:
         path = out_dir / name
         if not force and name not in ours and os.path.lexists(path):

@@ -134,8 +134,10 @@ def _create_temporary(path: Path) -> str:
 
 
 def _remove(tmp: str) -> None:
+    """Remove a temporary, unless a race left something other than our regular file there."""
     with contextlib.suppress(FileNotFoundError):
-        os.remove(tmp)
+        if stat.S_ISREG(os.lstat(tmp).st_mode):
+            os.remove(tmp)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -154,7 +156,9 @@ def remove_stale_temporaries(folder: str | PathLike[str]) -> list[Path]:
     """Remove the temporaries in ``folder`` left by processes that no longer exist.
 
     Another live process's temporary is kept (it is still being written), and so is one whose PID
-    has been reused since; only regular files are removed. Best effort: returns what went.
+    has been reused since; only regular files are removed. Best effort: returns what went. A writer
+    in another PID namespace (a container sharing the folder) looks dead: its temporary may go,
+    and then its rename fails with an error naming its path; no finished file is touched.
     """
     removed: list[Path] = []
     try:
@@ -198,7 +202,7 @@ def _on_signal(signum: int, frame: object) -> None:
     # same signal so that the parent sees the true cause.
     for tmp in list(_active):
         with contextlib.suppress(OSError):
-            os.remove(tmp)
+            _remove(tmp)
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)
     raise SystemExit(128 + signum)  # not reached: the default action ends the process
@@ -267,6 +271,11 @@ def _rename_into_place(tmp: str, path: Path, replace: bool) -> None:
     existing one (the old entry comes back to ``tmp``, is looked at, and swapped back if it is no
     longer a regular file). Elsewhere a last lstat just before the rename leaves a tiny window.
     """
+    with _signals_blocked():  # a signal between the exchange and the swap back must wait
+        _rename_or_exchange(tmp, path, replace)
+
+
+def _rename_or_exchange(tmp: str, path: Path, replace: bool) -> None:
     for _ in range(8):  # the destination changes under us: look again
         try:
             st = os.lstat(path)

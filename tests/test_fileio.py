@@ -119,6 +119,43 @@ def test_a_fifo_swapped_in_during_the_write_is_kept(tmp_path):
 
 
 @posix_only
+def test_a_fifo_swapped_in_after_the_last_look_is_swapped_back(tmp_path, monkeypatch):
+    """The race the exchange closes: the destination was a regular file at the last lstat and is
+    a FIFO at the rename. RENAME_EXCHANGE brings the FIFO to the temporary's name, where it is
+    seen and put back."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    if not fileio._renameat2(str(a), str(b), fileio._RENAME_EXCHANGE):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    a.unlink()
+    b.unlink()
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    real_lstat, regular = os.lstat, os.lstat(target)
+    armed = []
+
+    def lstat(path, *args, **kwargs):
+        if armed and os.fspath(path) == str(target):
+            armed.clear()
+            return regular  # the last look still sees the old regular file
+        return real_lstat(path, *args, **kwargs)
+
+    def writer(tmp):
+        Path(tmp).write_bytes(b"new")
+        target.unlink()
+        os.mkfifo(target)
+        armed.append(1)
+        monkeypatch.setattr(os, "lstat", lstat)
+
+    with pytest.raises(PydeconvError, match="out.png is a FIFO"):
+        fileio.write_via_temp(target, writer)
+    monkeypatch.undo()
+    assert stat.S_ISFIFO(os.lstat(target).st_mode) and not armed
+    assert temporaries(tmp_path) == []
+
+
+@posix_only
 def test_device_nodes_are_never_replaced(tmp_path):
     """`--force` once replaced /dev/full with a PNG when run as root. A private copy of /dev/null's
     node is used, so a failure cannot hurt the machine; /dev/null itself is only checked."""
