@@ -90,13 +90,23 @@ def main() -> None:
     ap.add_argument("--threads", default="2")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--project", default="", help="LAYER:CHANNEL: time that unit's projection")
-    ap.add_argument("--layers", action="store_true", help="also per-layer medians (PYDECONV_PROFILE)")
+    ap.add_argument(
+        "--layers", action="store_true", help="also per-layer medians (PYDECONV_PROFILE)"
+    )
     args = ap.parse_args()
     roots = {"A": str(Path(args.base).resolve()), "B": str(HERE.parent)}
     env = {**os.environ, "PYDECONV_PROFILE": "1" if args.layers else "0"}
     order = [("A", 0), ("B", 0), ("B", 1), ("A", 1)]  # start order; see the docstring
-    procs = {key: subprocess.Popen([sys.executable, "-c", CHILD, roots[key[0]]], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True, env=env) for key in order}
+    procs = {
+        key: subprocess.Popen(
+            [sys.executable, "-c", CHILD, roots[key[0]]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for key in order
+    }
     cases = args.cases.split(",")
     threads = [int(t) for t in args.threads.split(",")]
     times: dict = {}
@@ -104,11 +114,13 @@ def main() -> None:
     for rnd in range(args.rounds + 2):  # the first two rounds warm up and are dropped
         for case in cases:
             for t in threads:
-                for key in order[rnd % 4:] + order[:rnd % 4]:
+                for key in order[rnd % 4 :] + order[: rnd % 4]:
                     k = key[0]
                     time.sleep(bench.SETTLE_S)
                     p = procs[key]
-                    p.stdin.write(json.dumps({"case": case, "threads": t, "project": args.project}) + "\n")
+                    p.stdin.write(
+                        json.dumps({"case": case, "threads": t, "project": args.project}) + "\n"
+                    )
                     p.stdin.flush()
                     line = p.stdout.readline()
                     if not line:
@@ -121,21 +133,27 @@ def main() -> None:
         p.stdin.close()
         p.wait()
     what = f"project {args.project}" if args.project else "forward"
-    print(f"A = {roots['A']}, B = {roots['B']}; {what}, {args.rounds} interleaved rounds of 2 calls "
-          "per build, ms")
+    print(
+        f"A = {roots['A']}, B = {roots['B']}; {what}, {args.rounds} interleaved rounds of 2 calls "
+        "per build, ms"
+    )
     for case in cases:
         for t in threads:
             a, b = times[(case, t, "A")], times[(case, t, "B")]
-            print(f"{case:6s} {t} thr  A median {statistics.median(a):8.3f} min {min(a):8.3f}  "
-                  f"B median {statistics.median(b):8.3f} min {min(b):8.3f}  "
-                  f"B/A median {statistics.median(b) / statistics.median(a):.3f} min {min(b) / min(a):.3f}")
+            print(
+                f"{case:6s} {t} thr  A median {statistics.median(a):8.3f} min {min(a):8.3f}  "
+                f"B median {statistics.median(b):8.3f} min {min(b):8.3f}  "
+                f"B/A median {statistics.median(b) / statistics.median(a):.3f} min {min(b) / min(a):.3f}"
+            )
             if not args.layers:
                 continue
             la, lb = layers[(case, t, "A")], layers[(case, t, "B")]
             for name in la[0]:
                 ma = statistics.median(d.get(name, 0.0) for d in la)
                 mb = statistics.median(d.get(name, 0.0) for d in lb)
-                print(f"    {name:10s} A {ma:8.3f}  B {mb:8.3f}  B/A {mb / ma if ma else float('nan'):.3f}")
+                print(
+                    f"    {name:10s} A {ma:8.3f}  B {mb:8.3f}  B/A {mb / ma if ma else float('nan'):.3f}"
+                )
 
 
 if __name__ == "__main__":

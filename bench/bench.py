@@ -38,7 +38,9 @@ import pydeconv  # noqa: E402
 from pydeconv import _core  # noqa: E402
 
 # The pydeconv memory probe runs in its own process and must not carry the frameworks' imports.
-_PYDECONV_ONLY = len(sys.argv) > 2 and sys.argv[1] == "--rss-child" and sys.argv[2].startswith("pydeconv")
+_PYDECONV_ONLY = (
+    len(sys.argv) > 2 and sys.argv[1] == "--rss-child" and sys.argv[2].startswith("pydeconv")
+)
 torch = ort = NeuronDeconvolution = F = None
 if not _PYDECONV_ONLY:
     try:
@@ -56,7 +58,26 @@ if not _PYDECONV_ONLY:
         NeuronDeconvolution = None
 
 # -- model specs: one list of ops, turned into a pydeconv graph, a torch model and an ONNX file --
-VGG16_CONVS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+VGG16_CONVS = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+]
 
 
 def vgg16_trunk():
@@ -73,13 +94,29 @@ def vgg16_trunk():
 
 def zfnet():
     """ZFNet (Zeiler & Fergus 2014, Fig. 3): 7x7/2 conv, overlapping 3x3/2 pools, LRN, 3 FC."""
-    return [("conv", "conv1", 96, 7, 2, 1), ("relu", "relu1"), ("pool", "pool1", 3, 2, 0, True),
-            ("lrn", "norm1"), ("conv", "conv2", 256, 5, 2, 0), ("relu", "relu2"),
-            ("pool", "pool2", 3, 2, 0, True), ("lrn", "norm2"), ("conv", "conv3", 384, 3, 1, 1),
-            ("relu", "relu3"), ("conv", "conv4", 384, 3, 1, 1), ("relu", "relu4"),
-            ("conv", "conv5", 256, 3, 1, 1), ("relu", "relu5"), ("pool", "pool5", 3, 2, 0, True),
-            ("flatten", "flat"), ("linear", "fc6", 4096), ("relu", "relu6"),
-            ("linear", "fc7", 4096), ("relu", "relu7"), ("linear", "fc8", 1000)]
+    return [
+        ("conv", "conv1", 96, 7, 2, 1),
+        ("relu", "relu1"),
+        ("pool", "pool1", 3, 2, 0, True),
+        ("lrn", "norm1"),
+        ("conv", "conv2", 256, 5, 2, 0),
+        ("relu", "relu2"),
+        ("pool", "pool2", 3, 2, 0, True),
+        ("lrn", "norm2"),
+        ("conv", "conv3", 384, 3, 1, 1),
+        ("relu", "relu3"),
+        ("conv", "conv4", 384, 3, 1, 1),
+        ("relu", "relu4"),
+        ("conv", "conv5", 256, 3, 1, 1),
+        ("relu", "relu5"),
+        ("pool", "pool5", 3, 2, 0, True),
+        ("flatten", "flat"),
+        ("linear", "fc6", 4096),
+        ("relu", "relu6"),
+        ("linear", "fc7", 4096),
+        ("relu", "relu7"),
+        ("linear", "fc8", 1000),
+    ]
 
 
 def out_size(size, k, s, p, ceil):
@@ -91,8 +128,13 @@ def out_size(size, k, s, p, ceil):
 def realise(name, ops, in_shape, seed=0):
     """Seeded He-normal weights; returns (graph dict, params, per-op shapes, flops per op)."""
     rng = np.random.default_rng(seed)
-    graph = {"format": "pydeconv", "version": 1, "name": name,
-             "input": {"name": "input", "shape": list(in_shape)}, "layers": []}
+    graph = {
+        "format": "pydeconv",
+        "version": 1,
+        "name": name,
+        "input": {"name": "input", "shape": list(in_shape)},
+        "layers": [],
+    }
     params, shapes, flops, src, shape = {}, {"input": in_shape}, {}, "input", in_shape
     for op in ops:
         kind, lname = op[0], op[1]
@@ -100,22 +142,36 @@ def realise(name, ops, in_shape, seed=0):
         if kind == "conv":
             oc, k, s, p = op[2:]
             c, h, w = shape
-            wt = rng.standard_normal((oc, c, k, k), dtype=np.float32) * np.float32(np.sqrt(2.0 / (c * k * k)))
+            wt = rng.standard_normal((oc, c, k, k), dtype=np.float32) * np.float32(
+                np.sqrt(2.0 / (c * k * k))
+            )
             params[f"{lname}/weight"] = wt
             params[f"{lname}/bias"] = rng.standard_normal(oc, dtype=np.float32) * np.float32(0.01)
             shape = (oc, out_size(h, k, s, p, False), out_size(w, k, s, p, False))
             flops[lname] = 2 * oc * c * k * k * shape[1] * shape[2]
-            layer.update(kind="conv2d", attrs={"kernel_size": [k, k], "stride": [s, s], "padding": [p] * 4},
-                         params={"weight": list(wt.shape), "bias": [oc]})
+            layer.update(
+                kind="conv2d",
+                attrs={"kernel_size": [k, k], "stride": [s, s], "padding": [p] * 4},
+                params={"weight": list(wt.shape), "bias": [oc]},
+            )
         elif kind == "pool":
             k, s, p, ceil = op[2:]
             c, h, w = shape
             shape = (c, out_size(h, k, s, p, ceil), out_size(w, k, s, p, ceil))
-            layer.update(kind="max_pool2d", attrs={"kernel_size": [k, k], "stride": [s, s],
-                                                   "padding": [p] * 4, "ceil_mode": ceil})
+            layer.update(
+                kind="max_pool2d",
+                attrs={
+                    "kernel_size": [k, k],
+                    "stride": [s, s],
+                    "padding": [p] * 4,
+                    "ceil_mode": ceil,
+                },
+            )
         elif kind == "linear":
             fan_in = int(np.prod(shape))
-            wt = rng.standard_normal((op[2], fan_in), dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+            wt = rng.standard_normal((op[2], fan_in), dtype=np.float32) * np.float32(
+                np.sqrt(2.0 / fan_in)
+            )
             params[f"{lname}/weight"] = wt
             params[f"{lname}/bias"] = np.zeros(op[2], np.float32)
             shape = (op[2],)
@@ -180,12 +236,23 @@ def onnx_bytes(graph, params):
         kind, name, a = layer["kind"], layer["name"], layer.get("attrs", {})
         ins = [src]
         if kind in ("conv2d", "linear"):
-            ins += [b.init(f"{name}/weight", params[f"{name}/weight"]), b.init(f"{name}/bias", params[f"{name}/bias"])]
+            ins += [
+                b.init(f"{name}/weight", params[f"{name}/weight"]),
+                b.init(f"{name}/bias", params[f"{name}/bias"]),
+            ]
         if kind == "conv2d":
-            src = b.node("Conv", ins, kernel_shape=a["kernel_size"], strides=a["stride"], pads=a["padding"])
+            src = b.node(
+                "Conv", ins, kernel_shape=a["kernel_size"], strides=a["stride"], pads=a["padding"]
+            )
         elif kind == "max_pool2d":
-            src = b.node("MaxPool", ins, kernel_shape=a["kernel_size"], strides=a["stride"], pads=a["padding"],
-                         ceil_mode=int(a["ceil_mode"]))
+            src = b.node(
+                "MaxPool",
+                ins,
+                kernel_shape=a["kernel_size"],
+                strides=a["stride"],
+                pads=a["padding"],
+                ceil_mode=int(a["ceil_mode"]),
+            )
         elif kind == "lrn":
             src = b.node("LRN", ins, size=5, alpha=1e-4, beta=0.75, bias=1.0)
         elif kind == "linear":
@@ -231,10 +298,21 @@ def peak_gflops(threads: list[int]) -> dict:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "peak")
-        cmd = [cxx, "-O2", "-mavx2", "-mfma", "-fopenmp", str(ROOT / "bench" / "peak.cpp"), "-o", exe]
+        cmd = [
+            cxx,
+            "-O2",
+            "-mavx2",
+            "-mfma",
+            "-fopenmp",
+            str(ROOT / "bench" / "peak.cpp"),
+            "-o",
+            exe,
+        ]
         if subprocess.run(cmd, capture_output=True).returncode != 0:
             return {}
-        out = subprocess.run([exe] + [str(t) for t in threads], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [exe] + [str(t) for t in threads], capture_output=True, text=True
+        ).stdout
     peaks = {}
     for line in out.splitlines():
         fields = dict(f.split("=") for f in line.split())
@@ -264,9 +342,17 @@ class Report:
             med = statistics.median(ts)
             gf = flops / med * 1e-9 if flops else None
             peak = self.peaks.get(threads)
-            rows.append([name, threads, f"{med * 1e3:.1f}", f"{min(ts) * 1e3:.1f}",
-                         f"{gf:.1f}" if gf else "-", f"{100 * gf / peak:.0f}%" if gf and peak else "-",
-                         f"{med / ref:.2f}x" if ref else "-"])
+            rows.append(
+                [
+                    name,
+                    threads,
+                    f"{med * 1e3:.1f}",
+                    f"{min(ts) * 1e3:.1f}",
+                    f"{gf:.1f}" if gf else "-",
+                    f"{100 * gf / peak:.0f}%" if gf and peak else "-",
+                    f"{med / ref:.2f}x" if ref else "-",
+                ]
+            )
         return rows
 
 
@@ -279,8 +365,10 @@ def forward_part(rep, title, net, model, sess_for, x, flops, threads, reps):
     for t in threads:
         # keep='all' (the default: every activation returned) and keep='minimal' (only what a
         # projection needs: switches and ReLU masks; ReLUs then run in place).
-        fns = {"pydeconv": lambda: net.forward(x, threads=t),
-               "pydeconv keep=minimal": lambda: net.forward(x, threads=t, keep="minimal")}
+        fns = {
+            "pydeconv": lambda: net.forward(x, threads=t),
+            "pydeconv keep=minimal": lambda: net.forward(x, threads=t, keep="minimal"),
+        }
         if model is not None:
             torch.set_num_threads(t)
             xt = torch.from_numpy(x)
@@ -313,20 +401,26 @@ def per_layer_part(rep, ops, params, shapes, flops, threads, reps):
         if op[0] == "conv":
             name, (c, h, w) = op[1], shapes[prev]
             graph, lp, _, _ = realise(name, [op], (c, h, w))
-            lp = {f"{name}/weight": params[f"{name}/weight"], f"{name}/bias": params[f"{name}/bias"]}
+            lp = {
+                f"{name}/weight": params[f"{name}/weight"],
+                f"{name}/bias": params[f"{name}/bias"],
+            }
             net = pydeconv.build(graph, lp)
             x = np.random.default_rng(1).standard_normal((1, c, h, w), dtype=np.float32)
             for t in threads:
                 fns = {"pydeconv": lambda: net.forward(x, keep="minimal", threads=t)}
                 if torch is not None:
                     torch.set_num_threads(t)
-                    wt, bt, xt = (torch.from_numpy(a) for a in (lp[f"{name}/weight"], lp[f"{name}/bias"], x))
+                    wt, bt, xt = (
+                        torch.from_numpy(a) for a in (lp[f"{name}/weight"], lp[f"{name}/bias"], x)
+                    )
                     fns["torch"] = lambda: _torch_conv(xt, wt, bt, op[4], op[5])
                 for r in rep.timing_rows(interleaved(fns, reps), flops[name], t, "pydeconv"):
                     rows.append([name, f"{c}x{h}x{w}"] + r)
         prev = op[1]
-    rep.table("VGG16 conv layers one by one (1x3x224x224 activations)",
-              ["layer", "input"] + HEAD, rows)
+    rep.table(
+        "VGG16 conv layers one by one (1x3x224x224 activations)", ["layer", "input"] + HEAD, rows
+    )
 
 
 def _torch_conv(xt, wt, bt, stride, pad):
@@ -347,8 +441,14 @@ class TorchDeconvNet:
             h = xt
             for op, m in zip(self.ops, self.model):
                 if op[0] == "pool":
-                    out, idx = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode,
-                                            return_indices=True)
+                    out, idx = F.max_pool2d(
+                        h,
+                        m.kernel_size,
+                        m.stride,
+                        m.padding,
+                        ceil_mode=m.ceil_mode,
+                        return_indices=True,
+                    )
                     rec.append((op, m, h.shape, idx))
                     h = out
                 else:
@@ -365,7 +465,9 @@ class TorchDeconvNet:
             flat = a.reshape(a.shape[0], -1)
             pos = flat.argmax(dim=1)  # first maximum, as pydeconv's at="max"
             g = torch.zeros_like(acts[layer])
-            g[:, channel].reshape(a.shape[0], -1)[torch.arange(a.shape[0]), pos] = flat[torch.arange(a.shape[0]), pos]
+            g[:, channel].reshape(a.shape[0], -1)[torch.arange(a.shape[0]), pos] = flat[
+                torch.arange(a.shape[0]), pos
+            ]
             for op, m, in_shape, idx in reversed(rec):
                 if op[0] == "conv":
                     s, p, k = m.stride[0], m.padding[0], m.kernel_size[0]
@@ -374,7 +476,9 @@ class TorchDeconvNet:
                 elif op[0] == "relu":
                     g = F.relu(g)
                 elif op[0] == "pool":
-                    g = F.max_unpool2d(g, idx, m.kernel_size, m.stride, m.padding, output_size=in_shape[2:])
+                    g = F.max_unpool2d(
+                        g, idx, m.kernel_size, m.stride, m.padding, output_size=in_shape[2:]
+                    )
             return g
 
 
@@ -388,17 +492,24 @@ def projection_part(rep, net, model, ops, x, threads, reps):
         _, trace = net.forward(x)
         ch = strongest_channel(trace.activation(layer))
         for t in threads:
-            fns = {"pydeconv projection": lambda: net.project(trace, layer, ch, at="max", threads=t),
-                   "pydeconv forward + projection": lambda: net.project(net.forward(x, threads=t)[1], layer, ch,
-                                                                        at="max", threads=t)}
+            fns = {
+                "pydeconv projection": lambda: net.project(trace, layer, ch, at="max", threads=t),
+                "pydeconv forward + projection": lambda: net.project(
+                    net.forward(x, threads=t)[1], layer, ch, at="max", threads=t
+                ),
+            }
             if deconv is not None:
                 torch.set_num_threads(t)
                 xt = torch.from_numpy(x)
                 acts, rec = deconv.forward(xt, layer)
                 fns["torch projection"] = lambda: deconv.project(acts, rec, layer, ch)
-                fns["torch forward + projection"] = lambda: deconv.project(*deconv.forward(xt, layer), layer, ch)
+                fns["torch forward + projection"] = lambda: deconv.project(
+                    *deconv.forward(xt, layer), layer, ch
+                )
                 if NeuronDeconvolution is not None:
-                    fns["captum NeuronDeconvolution"] = lambda: _captum(model, ops, layer, trace, xt, ch)
+                    fns["captum NeuronDeconvolution"] = lambda: _captum(
+                        model, ops, layer, trace, xt, ch
+                    )
             times = interleaved(fns, reps)
             for r in rep.timing_rows(times, None, t, "pydeconv projection"):
                 rows.append([layer, ch] + r[:4] + r[6:])
@@ -406,10 +517,22 @@ def projection_part(rep, net, model, ops, x, threads, reps):
                 ours = net.project(trace, layer, ch, at="max", threads=t)
                 theirs = deconv.project(acts, rec, layer, ch).numpy()
                 err = np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30)
-                rep.say(f"- {layer} ch {ch}, {t} thread(s): max |pydeconv - torch| / max |torch| = {err:.1e}")
-    rep.table("Zeiler-Fergus projection of one unit (the channel's strongest activation, at=\"max\")",
-              ["layer", "channel", "engine", "threads", "median ms", "min ms", "time / pydeconv projection"],
-              rows)
+                rep.say(
+                    f"- {layer} ch {ch}, {t} thread(s): max |pydeconv - torch| / max |torch| = {err:.1e}"
+                )
+    rep.table(
+        'Zeiler-Fergus projection of one unit (the channel\'s strongest activation, at="max")',
+        [
+            "layer",
+            "channel",
+            "engine",
+            "threads",
+            "median ms",
+            "min ms",
+            "time / pydeconv projection",
+        ],
+        rows,
+    )
 
 
 def _captum(model, ops, layer, trace, xt, ch):
@@ -430,7 +553,9 @@ def all_channels_part(rep, net, model, ops, x, threads, quick):
     for t in threads:
         t0 = time.perf_counter()
         for c0 in range(0, count, chunk):
-            net.project(trace, "conv5_3", list(range(c0, min(count, c0 + chunk))), at="max", threads=t)
+            net.project(
+                trace, "conv5_3", list(range(c0, min(count, c0 + chunk))), at="max", threads=t
+            )
         ours = (time.perf_counter() - t0) * nch / count
         note = "measured" if count == nch else f"{count} channels measured, x{nch / count:g}"
         rows.append(["pydeconv (batches of 16)", t, f"{ours:.1f}", note, "1.00x"])
@@ -438,13 +563,25 @@ def all_channels_part(rep, net, model, ops, x, threads, quick):
             torch.set_num_threads(t)
             deconv, few = TorchDeconvNet(model, ops), 1 if quick else 4
             t0 = time.perf_counter()
-            for ch in range(few):  # one channel at a time, each with its own forward, as a user would
+            for ch in range(
+                few
+            ):  # one channel at a time, each with its own forward, as a user would
                 deconv.project(*deconv.forward(torch.from_numpy(x), "conv5_3"), "conv5_3", ch)
             theirs = (time.perf_counter() - t0) * nch / few
-            rows.append(["torch (one channel per pass)", t, f"{theirs:.1f}",
-                         f"{few} channels measured, x{nch / few:g}", f"{theirs / ours:.2f}x"])
-    rep.table(f"All {nch} conv5_3 channels projected (strongest activation each)",
-              ["engine", "threads", "seconds (total)", "how", "time / pydeconv"], rows)
+            rows.append(
+                [
+                    "torch (one channel per pass)",
+                    t,
+                    f"{theirs:.1f}",
+                    f"{few} channels measured, x{nch / few:g}",
+                    f"{theirs / ours:.2f}x",
+                ]
+            )
+    rep.table(
+        f"All {nch} conv5_3 channels projected (strongest activation each)",
+        ["engine", "threads", "seconds (total)", "how", "time / pydeconv"],
+        rows,
+    )
 
 
 def rss_child(engine, model_path):
@@ -464,7 +601,9 @@ def rss_child(engine, model_path):
         deconv.project(*deconv.forward(torch.from_numpy(x), "conv5_3"), "conv5_3", 0)
     # Linux keeps ru_maxrss across fork + exec (the child would report the parent's peak if that
     # was higher), so report the process image's own high-water mark, VmHWM, beside it.
-    hwm = next((int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")), 0)
+    hwm = next(
+        (int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")), 0
+    )
     print(f"{hwm / 1024.0:.0f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0:.0f}")
 
 
@@ -474,24 +613,41 @@ def rss_part(rep):
     model_path = Path(tempfile.mkdtemp(prefix="pydeconv-bench-")) / "vgg16.npz"
     pydeconv.build(graph, params).save(model_path)
     for engine in ["pydeconv-minimal", "pydeconv-all"] + (["torch"] if torch is not None else []):
-        out = subprocess.run([sys.executable, __file__, "--rss-child", engine, str(model_path)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--rss-child", engine, str(model_path)],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode == 0:
             rows.append([engine] + out.stdout.split()[-2:])
         else:
             rows.append([engine, f"failed: {out.stderr[-200:]}", "-"])
     shutil.rmtree(model_path.parent, ignore_errors=True)
-    rep.table("Peak RSS, VGG16 trunk: load + forward + one conv5_3 projection (own process, MiB; includes "
-              "the interpreter and NumPy; pydeconv loads the .npz, keep=['conv5_3'] (minimal) or 'all'; "
-              "torch with its own import)", ["engine", "VmHWM MiB", "ru_maxrss MiB"], rows)
+    rep.table(
+        "Peak RSS, VGG16 trunk: load + forward + one conv5_3 projection (own process, MiB; includes "
+        "the interpreter and NumPy; pydeconv loads the .npz, keep=['conv5_3'] (minimal) or 'all'; "
+        "torch with its own import)",
+        ["engine", "VmHWM MiB", "ru_maxrss MiB"],
+        rows,
+    )
 
 
 def machine():
-    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-                 platform.processor())
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     versions = f"numpy {np.__version__}"
@@ -500,19 +656,30 @@ def machine():
     versions += ", captum present" if NeuronDeconvolution is not None else ", captum absent"
     # The checkout's build or the installed package (see the imports); the path shows which ran.
     where = Path(pydeconv.__file__).resolve().parent
-    return (f"commit {commit}; {model}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
-            f"{versions}; pydeconv from {where}, sgemm micro-kernel {_core.sgemm_isa()}")
+    return (
+        f"commit {commit}; {model}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
+        f"{versions}; pydeconv from {where}, sgemm micro-kernel {_core.sgemm_isa()}"
+    )
 
 
 PARTS = ("forward", "layers", "project", "all", "rss")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="all threads only, fewer repetitions, no ZFNet, 16 of 512 channels (smoke run)")
-    ap.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all)")
-    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="all threads only, fewer repetitions, no ZFNet, 16 of 512 channels (smoke run)",
+    )
+    ap.add_argument(
+        "--threads", type=int, nargs="+", default=None, help="thread counts (default: 1 and all)"
+    )
+    ap.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run"
+    )
     ap.add_argument("--save", help="also write the Markdown report to this file")
     ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -524,8 +691,13 @@ def main():
     rep = Report(peak_gflops(threads))
     rep.say(f"# pydeconv benchmark{' (--quick)' if args.quick else ''}\n")
     rep.say(f"{machine()}\n")
-    rep.say("Peak fp32 FMA (bench/peak.cpp): " +
-            (", ".join(f"{v:.1f} GFLOP/s on {t} thread(s)" for t, v in rep.peaks.items()) or "not measured"))
+    rep.say(
+        "Peak fp32 FMA (bench/peak.cpp): "
+        + (
+            ", ".join(f"{v:.1f} GFLOP/s on {t} thread(s)" for t, v in rep.peaks.items())
+            or "not measured"
+        )
+    )
     x = np.random.default_rng(2).standard_normal((1, 3, 224, 224), dtype=np.float32)
     if "rss" in args.parts:
         rss_part(rep)
@@ -550,10 +722,20 @@ def main():
                 so.intra_op_num_threads, so.inter_op_num_threads = t, 1
                 so.log_severity_level = 3  # no shape-merge warnings in the report
                 return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+
         total = sum(flops.values())
         # Whole-network forwards are short and the host noisy: more rounds for their medians.
-        forward_part(rep, f"{title} ({total / 1e9:.1f} GFLOP)", net, model, sess_for, x, total, threads,
-                     reps if args.quick else 15)
+        forward_part(
+            rep,
+            f"{title} ({total / 1e9:.1f} GFLOP)",
+            net,
+            model,
+            sess_for,
+            x,
+            total,
+            threads,
+            reps if args.quick else 15,
+        )
 
     net, model, ops, params, shapes, flops = vgg
     if "layers" in args.parts:
@@ -561,7 +743,9 @@ def main():
     if "project" in args.parts:
         projection_part(rep, net, model, ops, x, threads, reps)
     if "all" in args.parts:
-        all_channels_part(rep, net, model, ops, x, threads[-1:] if args.quick else threads, args.quick)
+        all_channels_part(
+            rep, net, model, ops, x, threads[-1:] if args.quick else threads, args.quick
+        )
     if args.save:
         Path(args.save).write_text("\n".join(rep.lines) + "\n")
 

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
 
-
 def per_call(fn, calls: int) -> str:
     for _ in range(2):
         fn()
@@ -32,8 +31,10 @@ def per_call(fn, calls: int) -> str:
     for _ in range(calls):
         fn()
     r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
-    return (f"{1e3 * wall / calls:7.1f} ms  {(r1.ru_minflt - r0.ru_minflt) / calls:8.0f} faults  "
-            f"{1e3 * (r1.ru_stime - r0.ru_stime) / calls:6.1f} ms system")
+    return (
+        f"{1e3 * wall / calls:7.1f} ms  {(r1.ru_minflt - r0.ru_minflt) / calls:8.0f} faults  "
+        f"{1e3 * (r1.ru_stime - r0.ru_stime) / calls:6.1f} ms system"
+    )
 
 
 def main() -> None:
@@ -46,13 +47,17 @@ def main() -> None:
     net = bench.model_net(args.model)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     for keep in ("minimal", "all"):
-        print(f"forward keep={keep:8s}", per_call(lambda: net.forward(x, threads=t, keep=keep), calls))
+        print(
+            f"forward keep={keep:8s}", per_call(lambda: net.forward(x, threads=t, keep=keep), calls)
+        )
     if args.model != "vgg16":
         return
     for layer, ch in (("conv5_3", 256), ("conv3_3", 86)):
         _, trace = net.forward(x, threads=t, keep=[layer])
-        print(f"project {layer} ch {ch:3d}  ",
-              per_call(lambda: net.project(trace, layer, ch, at="max", threads=t), calls))
+        print(
+            f"project {layer} ch {ch:3d}  ",
+            per_call(lambda: net.project(trace, layer, ch, at="max", threads=t), calls),
+        )
 
 
 if __name__ == "__main__":

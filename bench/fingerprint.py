@@ -23,7 +23,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
-
 import pydeconv  # noqa: E402
 
 UNITS = {"zfnet": [("conv3", 7), ("conv5", 100)], "vgg16": [("conv3_3", 86), ("conv5_3", 256)]}

@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
 
-
 def child(model: str, threads: int, reps: int, project: str) -> None:
     net = bench.model_net(model)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
@@ -59,13 +58,27 @@ def main() -> None:
     if args.child:
         child(args.model, args.threads, args.reps, args.project)
         return
-    cmd = [sys.executable, __file__, "--child", "--model", args.model, "--threads", str(args.threads),
-           "--reps", str(args.reps), "--project", args.project]
-    err = subprocess.run(cmd, env={**os.environ, "PYDECONV_PROFILE": "1"}, capture_output=True,
-                         text=True, check=True).stderr
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--model",
+        args.model,
+        "--threads",
+        str(args.threads),
+        "--reps",
+        str(args.reps),
+        "--project",
+        args.project,
+    ]
+    err = subprocess.run(
+        cmd, env={**os.environ, "PYDECONV_PROFILE": "1"}, capture_output=True, text=True, check=True
+    ).stderr
     if args.project:
         err = err.split("#start", 1)[1]
-    phase, what = ("project", f"projections of {args.project}") if args.project else ("forward", "forwards")
+    phase, what = (
+        ("project", f"projections of {args.project}") if args.project else ("forward", "forwards")
+    )
     times = collections.defaultdict(list)
     for line in err.splitlines():
         m = re.match(rf"pydeconv {phase} \S+\s+(\S+)\s+([\d.]+) ms", line)

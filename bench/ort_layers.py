@@ -44,7 +44,9 @@ def main() -> None:
     so.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         so.profile_file_prefix = os.path.join(tmp, "ort")
-        sess = ort.InferenceSession(bench.onnx_bytes(graph, params), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            bench.onnx_bytes(graph, params), so, providers=["CPUExecutionProvider"]
+        )
         x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
         for _ in range(args.reps):
             time.sleep(bench.SETTLE_S)
@@ -55,8 +57,10 @@ def main() -> None:
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             times.setdefault(e["name"][: -len("_kernel_time")], []).append(e["dur"] / 1e3)
-    print(f"onnxruntime {ort.__version__}, {args.model}, {args.threads} thread(s), runs 6..{args.reps}: "
-          "median ms per node")
+    print(
+        f"onnxruntime {ort.__version__}, {args.model}, {args.threads} thread(s), runs 6..{args.reps}: "
+        "median ms per node"
+    )
     total = 0.0
     for name, ts in times.items():
         med = statistics.median(ts[5:])

@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=None)
@@ -37,7 +36,14 @@ def main() -> None:
             best = float("inf")
             for _ in range(3):
                 t0 = time.perf_counter()
-                net.project(trace, layer, channel=args.channel, at="max", rule="deconvnet", threads=args.threads)
+                net.project(
+                    trace,
+                    layer,
+                    channel=args.channel,
+                    at="max",
+                    rule="deconvnet",
+                    threads=args.threads,
+                )
                 best = min(best, time.perf_counter() - t0)
             print(f"{name}: {layer:8s} {1e3 * best:8.1f} ms")
 

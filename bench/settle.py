@@ -20,7 +20,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
-
 import pydeconv  # noqa: E402
 
 
@@ -38,13 +37,21 @@ def main() -> None:
     net = pydeconv.build(graph, params)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = 2, 1, 3
-    sess = ort.InferenceSession(bench.onnx_bytes(graph, params), so, providers=["CPUExecutionProvider"])
-    engines = {"pydeconv": lambda: net.forward(x, threads=2, keep="minimal"),
-               "onnxruntime": lambda: sess.run(None, {"input": x})}
+    sess = ort.InferenceSession(
+        bench.onnx_bytes(graph, params), so, providers=["CPUExecutionProvider"]
+    )
+    engines = {
+        "pydeconv": lambda: net.forward(x, threads=2, keep="minimal"),
+        "onnxruntime": lambda: sess.run(None, {"input": x}),
+    }
     for fn in engines.values():
         fn()
-    pairs = [("pydeconv", "pydeconv"), ("onnxruntime", "pydeconv"),
-             ("onnxruntime", "onnxruntime"), ("pydeconv", "onnxruntime")]
+    pairs = [
+        ("pydeconv", "pydeconv"),
+        ("onnxruntime", "pydeconv"),
+        ("onnxruntime", "onnxruntime"),
+        ("pydeconv", "onnxruntime"),
+    ]
     for pause in args.pause:
         times = {pair: [] for pair in pairs}
         for _ in range(args.reps):
@@ -56,8 +63,10 @@ def main() -> None:
                 engines[timed]()
                 times[(before, timed)].append(time.perf_counter() - t0)
         for (before, timed), ts in times.items():
-            print(f"pause {1e3 * pause:5.0f} ms: {timed:12s} after {before:12s} "
-                  f"median {1e3 * statistics.median(ts):6.2f} min {1e3 * min(ts):6.2f} ms")
+            print(
+                f"pause {1e3 * pause:5.0f} ms: {timed:12s} after {before:12s} "
+                f"median {1e3 * statistics.median(ts):6.2f} min {1e3 * min(ts):6.2f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
-
 import pydeconv  # noqa: E402
 
 MODES = {"off": False, "F2": 2, "F4": 4, "auto": True}
@@ -74,13 +73,18 @@ def main() -> None:
                 lp = {k: params[f"{name}/{k}"] for k in ("weight", "bias")}
                 one = pydeconv.build(g, {f"{name}/{k}": v for k, v in lp.items()})
                 xi = np.random.default_rng(1).standard_normal((1, c, h, w), dtype=np.float32)
-                row(f"{name} {c}x{h}x{w}", lambda one=one, xi=xi: one.forward(xi, keep="minimal", threads=t))
+                row(
+                    f"{name} {c}x{h}x{w}",
+                    lambda one=one, xi=xi: one.forward(xi, keep="minimal", threads=t),
+                )
             prev = op[1]
         _, trace = net.forward(x)
         for layer in ("conv5_3", "conv3_3"):
             ch = bench.strongest_channel(trace.activation(layer))
-            row(f"project {layer} ch {ch}",
-                lambda layer=layer, ch=ch: net.project(trace, layer, ch, at="max", threads=t))
+            row(
+                f"project {layer} ch {ch}",
+                lambda layer=layer, ch=ch: net.project(trace, layer, ch, at="max", threads=t),
+            )
     finally:
         pydeconv.set_winograd(before)
 

@@ -20,9 +20,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from pydeconv import demo
+from pydeconv import demo, fileio, report
 from pydeconv import image as pimg
-from pydeconv import fileio, report
 from pydeconv.errors import PydeconvError
 from pydeconv.net import RULES
 
@@ -70,19 +69,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     net = _load(args.model)
     rows = [("name", "kind", "output", "rf size", "rf stride", "rf start", "params")]
     for r in net.info():
-        rows.append((
-            r["name"], r["kind"], "x".join(str(int(v)) for v in r["shape"]),
-            "x".join(str(int(v)) for v in r["rf_size"]),
-            "x".join(str(int(v)) for v in r["rf_stride"]),
-            ",".join(str(int(v)) for v in r["rf_start"]),
-            f"{int(r['params']):,}",
-        ))
+        rows.append(
+            (
+                r["name"],
+                r["kind"],
+                "x".join(str(int(v)) for v in r["shape"]),
+                "x".join(str(int(v)) for v in r["rf_size"]),
+                "x".join(str(int(v)) for v in r["rf_stride"]),
+                ",".join(str(int(v)) for v in r["rf_start"]),
+                f"{int(r['params']):,}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     pre = net.preprocess
-    print(f"model {net.graph.get('name', '?')}: input {net.input_name} "
-          f"{'x'.join(str(v) for v in net.input_shape)}")
-    print(f"preprocess: size {pre['size']}, {pre['channel_order']}, scale {pre['scale']:.6g}, "
-          f"mean {pre['mean']}, std {pre['std']} (source {pre.get('source_layout', 'NCHW')})")
+    print(
+        f"model {net.graph.get('name', '?')}: input {net.input_name} "
+        f"{'x'.join(str(v) for v in net.input_shape)}"
+    )
+    print(
+        f"preprocess: size {pre['size']}, {pre['channel_order']}, scale {pre['scale']:.6g}, "
+        f"mean {pre['mean']}, std {pre['std']} (source {pre.get('source_layout', 'NCHW')})"
+    )
     if net.labels:
         more = ", ..." if len(net.labels) > 5 else ""
         print(f"labels: {len(net.labels)} ({', '.join(net.labels[:5])}{more})")
@@ -134,10 +141,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise PydeconvError(f"{dst}: the output must be a .npz file")
     _check_output(dst, args.force)
     # One mean or std value stands for every channel (docs/FORMAT.md).
-    preprocess = {key: value for key, value in (
-        ("scale", args.scale), ("channel_order", args.channel_order),
-        ("mean", args.mean), ("std", args.std),
-    ) if value is not None}
+    preprocess = {
+        key: value
+        for key, value in (
+            ("scale", args.scale),
+            ("channel_order", args.channel_order),
+            ("mean", args.mean),
+            ("std", args.std),
+        )
+        if value is not None
+    }
     labels = _read_labels(args.labels) if args.labels else None
     t0 = time.perf_counter()
     log(f"importing {args.src}")
@@ -170,10 +183,13 @@ def cmd_project(args: argparse.Namespace) -> int:
     else:
         channels = demo.top_channels(trace.activation(args.layer)[0], args.top)
     t0 = time.perf_counter()
-    tiles, captions, texts = demo.feature_panels(net, x, trace, args.layer, channels, at=args.at,
-                                                 rule=args.rule, threads=args.threads)
-    log(f"{len(channels)} projection(s) of {args.layer} ({args.rule}) in "
-        f"{time.perf_counter() - t0:.2f} s")
+    tiles, captions, texts = demo.feature_panels(
+        net, x, trace, args.layer, channels, at=args.at, rule=args.rule, threads=args.threads
+    )
+    log(
+        f"{len(channels)} projection(s) of {args.layer} ({args.rule}) in "
+        f"{time.perf_counter() - t0:.2f} s"
+    )
     picture = pimg.grid(tiles, cols=2 * min(3, len(channels)), pad=3, captions=captions)
     fileio.write_atomic(out, report.image_bytes(picture, out), replace=args.force)
     for text in texts:
@@ -196,8 +212,9 @@ def cmd_switches(args: argparse.Namespace) -> int:
     buf = io.BytesIO()
     np.save(buf, switches, allow_pickle=False)
     fileio.write_atomic(out, buf.getvalue(), replace=args.force)
-    print(f"wrote {out}: int32 {switches.shape}, index ih*W+iw into the input plane of "
-          f"{args.layer}")
+    print(
+        f"wrote {out}: int32 {switches.shape}, index ih*W+iw into the input plane of {args.layer}"
+    )
     return 0
 
 
@@ -211,9 +228,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise PydeconvError(f"{saved}: the model is saved as a .npz file")
         _check_output(saved, args.force)
     try:
-        index = demo.run_demo(args.output, images=args.image, model=args.model,
-                              threads=args.threads, force=args.force, log=log,
-                              save_model=args.save_model)
+        index = demo.run_demo(
+            args.output,
+            images=args.image,
+            model=args.model,
+            threads=args.threads,
+            force=args.force,
+            log=log,
+            save_model=args.save_model,
+        )
     except KeyboardInterrupt:
         log(f"the same command, without --force, finishes {args.output}")
         raise
@@ -239,8 +262,13 @@ def _threads(text: str) -> int:
 def _global_options(parser: argparse.ArgumentParser) -> None:
     """Options every command takes, before or after its name. SUPPRESS as the default: a value
     given before the command is not overwritten by the subcommand parser's absent one."""
-    parser.add_argument("--threads", type=_threads, metavar="N", default=argparse.SUPPRESS,
-                        help="worker threads (default: all cores)")
+    parser.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N",
+        default=argparse.SUPPRESS,
+        help="worker threads (default: all cores)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,12 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     writes = argparse.ArgumentParser(add_help=False)
     writes.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
-    parser = _Parser(prog="pydeconv",
-                     description="Zeiler & Fergus deconvnet projections: what a CNN sees.")
+    parser = _Parser(
+        prog="pydeconv", description="Zeiler & Fergus deconvnet projections: what a CNN sees."
+    )
     parser.add_argument("--version", action="version", version=f"pydeconv {__version__}")
     _global_options(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     p = sub.add_parser("info", parents=[common], help="layer table of a model")
     p.add_argument("model", help=".npz or .onnx model")
@@ -278,12 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", required=True)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--channel", type=int, nargs="+", metavar="C", help="channels to project")
-    which.add_argument("--top", type=int, default=9, metavar="K",
-                       help="the K most active channels for this image (default 9)")
+    which.add_argument(
+        "--top",
+        type=int,
+        default=9,
+        metavar="K",
+        help="the K most active channels for this image (default 9)",
+    )
     p.add_argument("--at", type=_parse_at, default="max", help="max (default), map, or Y,X")
     p.add_argument("--rule", choices=RULES, default="deconvnet")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png",
-                   help="the picture grid: .png or .jpg")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT.png", help="the picture grid: .png or .jpg"
+    )
     p.set_defaults(func=cmd_project)
 
     p = sub.add_parser("switches", parents=[common, writes], help="max-pooling switches as .npy")
@@ -295,11 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", parents=[common, writes], help="the Fig. 2 demo on VGG16")
     p.add_argument("-o", "--output", default="pydeconv-demo", metavar="DIR")
-    p.add_argument("--image", nargs="+", metavar="PATH",
-                   help="images (default: the bundled photos)")
+    p.add_argument(
+        "--image", nargs="+", metavar="PATH", help="images (default: the bundled photos)"
+    )
     p.add_argument("--model", help="another .npz/.onnx model instead of the default VGG16")
-    p.add_argument("--save-model", metavar="FILE.npz",
-                   help="also save the model the demo used (for info, project, switches)")
+    p.add_argument(
+        "--save-model",
+        metavar="FILE.npz",
+        help="also save the model the demo used (for info, project, switches)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

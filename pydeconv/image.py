@@ -246,8 +246,11 @@ def grid(
     cell_w = max(max(im.width for im in images), text_w)
     cell_h = max(im.height for im in images) + (text_h + pad if captions is not None else 0)
 
-    canvas = Image.new("RGB", (cols * cell_w + (cols + 1) * pad, rows * cell_h + (rows + 1) * pad),
-                       tuple(background))
+    canvas = Image.new(
+        "RGB",
+        (cols * cell_w + (cols + 1) * pad, rows * cell_h + (rows + 1) * pad),
+        tuple(background),
+    )
     draw = ImageDraw.Draw(canvas)
     # Dark text on a light background, light text on a dark one.
     ink = (0, 0, 0) if sum(background) >= 384 else (255, 255, 255)
@@ -260,6 +263,7 @@ def grid(
         canvas.paste(im.convert("RGB"), at)
         if captions is not None:
             text_x = x0 + (cell_w - boxes[i][2]) // 2
-            draw.multiline_text((text_x, y0 + tile_h + pad), captions[i], fill=ink, font=font,
-                                align="center")
+            draw.multiline_text(
+                (text_x, y0 + tile_h + pad), captions[i], fill=ink, font=font, align="center"
+            )
     return canvas

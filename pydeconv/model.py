@@ -59,6 +59,7 @@ def _field_name(graph: Any, where: str) -> str:
 
 def graph_text(graph: Any, label: str = "") -> str:
     """A graph dict as the JSON text the file stores (and the C++ reader validates)."""
+
     def plain(v: Any) -> Any:  # NumPy scalars and arrays from importers or user code
         if isinstance(v, (np.generic, np.ndarray)):
             return v.tolist()
@@ -67,7 +68,11 @@ def graph_text(graph: Any, label: str = "") -> str:
     try:
         return json.dumps(graph, indent=1, allow_nan=False, default=plain)
     except ValueError:
-        _fail(label, f"{_field_name(graph, _non_finite(graph, '') or '')} holds NaN or infinity, which JSON cannot store", GraphError)
+        _fail(
+            label,
+            f"{_field_name(graph, _non_finite(graph, '') or '')} holds NaN or infinity, which JSON cannot store",
+            GraphError,
+        )
     except TypeError as e:
         _fail(label, f"the graph holds a value JSON cannot store ({e})", GraphError)
     raise AssertionError  # unreachable: _fail raises
@@ -76,7 +81,11 @@ def graph_text(graph: Any, label: str = "") -> str:
 def core_params(params: Any, label: str = "") -> dict[str, np.ndarray]:
     """The parameters as C-contiguous float32 arrays (the C++ side checks names and shapes)."""
     if not isinstance(params, dict):
-        _fail(label, f"params must be a dict of 'LAYER/PARAM' arrays, got {type(params).__name__}", PydeconvError)
+        _fail(
+            label,
+            f"params must be a dict of 'LAYER/PARAM' arrays, got {type(params).__name__}",
+            PydeconvError,
+        )
     out = {}
     for key, arr in params.items():
         if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
@@ -102,14 +111,18 @@ def read_npz(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     return json.loads(text), core.params()
 
 
-def write_npz(path: str | os.PathLike, graph: dict, params: dict[str, np.ndarray], compress: bool = False) -> None:
+def write_npz(
+    path: str | os.PathLike, graph: dict, params: dict[str, np.ndarray], compress: bool = False
+) -> None:
     """Validates (in C++, as a reader will) and writes a model file atomically."""
     label = os.fspath(path)
     _, text, _ = build_core(graph, params, label)
     write_text(path, text, core_params(params, label), compress)
 
 
-def write_text(path: str | os.PathLike, text: str, params: dict[str, np.ndarray], compress: bool = False) -> None:
+def write_text(
+    path: str | os.PathLike, text: str, params: dict[str, np.ndarray], compress: bool = False
+) -> None:
     """Writes an already validated graph text and its parameters (a temporary file renamed)."""
     arrays = {GRAPH_MEMBER: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
     arrays.update({k: np.ascontiguousarray(v, dtype="<f4") for k, v in params.items()})

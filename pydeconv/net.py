@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -99,7 +100,7 @@ def _index(value: Any) -> int | None:
 class Trace:
     """Activations and max-pooling switches recorded by :meth:`Net.forward`."""
 
-    def __init__(self, net: "Net", core_trace: Any, layers: list[str]):
+    def __init__(self, net: Net, core_trace: Any, layers: list[str]):
         self._net = net
         self._core = core_trace
         self.layers = layers  # the layers that ran, in execution order
@@ -132,7 +133,7 @@ class Net:
         self._init(*model.build_core(graph, params, path or ""), path)
 
     @classmethod
-    def _from_core(cls, core: Any, text: str, preprocess: dict, path: str | None) -> "Net":
+    def _from_core(cls, core: Any, text: str, preprocess: dict, path: str | None) -> Net:
         net = cls.__new__(cls)
         net._init(core, text, preprocess, path)
         return net
@@ -192,8 +193,13 @@ class Net:
         return f"<pydeconv.Net {self.graph.get('name', '')!r}: {len(self.layers)} layers, input {self.input_shape}>"
 
     # -- running -----------------------------------------------------------------------------
-    def forward(self, x: np.ndarray, upto: str | None = None, keep: str | Sequence[str] = "all",
-                threads: int | None = None):
+    def forward(
+        self,
+        x: np.ndarray,
+        upto: str | None = None,
+        keep: str | Sequence[str] = "all",
+        threads: int | None = None,
+    ):
         """Runs the net on ``x`` (float (N, C, H, W)). Returns ``(out, trace)``: ``out`` is the
         graph output (a dict name -> array when there are several) or, with ``upto``, that layer's
         output. ``keep="all"`` keeps every layer's output; ``keep="minimal"`` only what projections
@@ -204,17 +210,29 @@ class Net:
         if isinstance(keep, (list, tuple)):
             also, keep = [_name(name) for name in keep], "minimal"
         elif keep not in ("all", "minimal"):
-            raise PydeconvError(f"keep must be 'all', 'minimal' or a list of layer names, got {keep!r}")
+            raise PydeconvError(
+                f"keep must be 'all', 'minimal' or a list of layer names, got {keep!r}"
+            )
         target = "" if upto is None else _name(upto)
-        core_trace = self._core.forward(x, target, keep == "minimal", _threads(threads), get_reference_kernels(), also)
+        core_trace = self._core.forward(
+            x, target, keep == "minimal", _threads(threads), get_reference_kernels(), also
+        )
         trace = Trace(self, core_trace, self._core.ran_layers(core_trace))
         if upto is not None:
             return trace.activation(upto), trace
         outs = {name: trace.activation(name) for name in self.outputs}
         return (next(iter(outs.values())) if len(outs) == 1 else outs), trace
 
-    def project(self, trace: Trace, layer: str, channel: int | Sequence[int] | None = None, at: At = "max",
-                rule: str = "deconvnet", threads: int | None = None, return_positions: bool = False):
+    def project(
+        self,
+        trace: Trace,
+        layer: str,
+        channel: int | Sequence[int] | None = None,
+        at: At = "max",
+        rule: str = "deconvnet",
+        threads: int | None = None,
+        return_positions: bool = False,
+    ):
         """Projects a layer's activation down to the input pixels.
 
         ``at``: "max" (the channel's strongest activation), "map" (its whole feature map), (y, x)
@@ -227,7 +245,9 @@ class Net:
         the strongest activation the engine chose (ties: the first in row-major order), for
         (y, x) that position, for "map" (-1, -1)."""
         if not isinstance(trace, Trace):
-            raise PydeconvError(f"trace must come from this net's forward(), got {type(trace).__name__}")
+            raise PydeconvError(
+                f"trace must come from this net's forward(), got {type(trace).__name__}"
+            )
         layer = _name(layer)
         if not isinstance(rule, str):
             raise PydeconvError(f"unknown rule {rule!r} (expected one of {', '.join(RULES)})")
@@ -235,18 +255,33 @@ class Net:
         c, h, w = self.input_shape
         if isinstance(at, np.ndarray):
             if return_positions:
-                raise PydeconvError("return_positions needs at='max', 'map' or (y, x), not a start array")
+                raise PydeconvError(
+                    "return_positions needs at='max', 'map' or (y, x), not a start array"
+                )
             start = self._start(at, layer, n)
-            return self._core.project(trace._core, layer, start, rule, _threads(threads), get_reference_kernels())
+            return self._core.project(
+                trace._core, layer, start, rule, _threads(threads), get_reference_kernels()
+            )
         channels, single = self._channels(channel, layer)
         kind, y, x = self._at(at, layer)
-        out = self._core.project_channels(trace._core, layer, channels, kind, y, x, rule, _threads(threads),
-                                          get_reference_kernels())
+        out = self._core.project_channels(
+            trace._core,
+            layer,
+            channels,
+            kind,
+            y,
+            x,
+            rule,
+            _threads(threads),
+            get_reference_kernels(),
+        )
         out = out.reshape(n, len(channels), c, h, w)
         out = out[:, 0] if single else out
         if not return_positions:
             return out
-        pos = self._core.positions(trace._core, layer, channels, kind, y, x).reshape(n, len(channels), 2)
+        pos = self._core.positions(trace._core, layer, channels, kind, y, x).reshape(
+            n, len(channels), 2
+        )
         return out, (pos[:, 0] if single else pos)
 
     # -- conversions to what the engine takes (it checks ranges, shapes and names itself) -------
@@ -297,8 +332,10 @@ class Net:
     def _start(self, start: np.ndarray, layer: str, n: int) -> np.ndarray:
         if start.dtype.kind != "f" or start.ndim not in (2, 4):
             want = (n,) + tuple(self.layer_info(layer)["shape"])
-            raise ShapeError(f"layer '{layer}': the start signal must be a float array of shape {want}, "
-                             f"got {start.dtype} {tuple(start.shape)}")
+            raise ShapeError(
+                f"layer '{layer}': the start signal must be a float array of shape {want}, "
+                f"got {start.dtype} {tuple(start.shape)}"
+            )
         if not _all_finite(start):
             raise ShapeError(f"layer '{layer}': the start signal holds NaN or infinity")
         return np.ascontiguousarray(start, dtype=np.float32)
@@ -309,7 +346,9 @@ def build(graph: dict, params: dict[str, np.ndarray]) -> Net:
     return Net(graph, params)
 
 
-def load(path: str | os.PathLike, preprocess: dict | None = None, labels: list[str] | None = None) -> Net:
+def load(
+    path: str | os.PathLike, preprocess: dict | None = None, labels: list[str] | None = None
+) -> Net:
     """Loads a ``.npz`` model (read and validated by the C++ reader), or imports an ``.onnx``
     file directly. ``preprocess`` entries and ``labels`` replace the file's."""
     p = os.fspath(path)
@@ -329,8 +368,13 @@ def load(path: str | os.PathLike, preprocess: dict | None = None, labels: list[s
     return Net(graph, net.params, p)
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, preprocess: dict | None = None,
-            labels: list[str] | None = None, compress: bool = False) -> Net:
+def convert(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    preprocess: dict | None = None,
+    labels: list[str] | None = None,
+    compress: bool = False,
+) -> Net:
     """Imports a model (ONNX, or another ``.npz``) and writes it as a pydeconv ``.npz``: the one
     convert pipeline (the CLI's ``convert`` and the demo's cache use it too)."""
     net = load(src, preprocess=preprocess, labels=labels)

@@ -33,12 +33,14 @@ def png_bytes(img: Image.Image) -> bytes:
 
 
 def image_format(path: str | PathLike[str]) -> str:
-    """"PNG" or "JPEG" by the path's suffix; PydeconvError for any other suffix."""
+    """ "PNG" or "JPEG" by the path's suffix; PydeconvError for any other suffix."""
     suffix = Path(path).suffix.lower()
     if suffix not in IMAGE_FORMATS:
         known = ", ".join(IMAGE_FORMATS)
-        raise PydeconvError(f"{path}: cannot write a picture with suffix {suffix or '(none)'!r} "
-                            f"(use one of {known})")
+        raise PydeconvError(
+            f"{path}: cannot write a picture with suffix {suffix or '(none)'!r} "
+            f"(use one of {known})"
+        )
     return IMAGE_FORMATS[suffix]
 
 
@@ -134,7 +136,10 @@ def render_html(title: str, sections: Sequence[Section], notes: Sequence[str] = 
 
 
 def write_report(
-    path: str | PathLike[str], title: str, sections: Sequence[Section], notes: Sequence[str] = (),
+    path: str | PathLike[str],
+    title: str,
+    sections: Sequence[Section],
+    notes: Sequence[str] = (),
     replace: bool = True,
 ) -> None:
     """Write :func:`render_html` to ``path`` atomically (UTF-8); only a regular file is replaced,

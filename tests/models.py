@@ -6,9 +6,8 @@ activations stay O(1) through every layer, which keeps relative tolerances meani
 
 from __future__ import annotations
 
-import numpy as np
-
 import npref
+import numpy as np
 
 
 class _Builder:
@@ -95,12 +94,18 @@ def zfnet_like(seed=0, size=37):
     b.conv("conv1", "input", 8, 7, stride=2, padding=[1, 2, 3, 1])
     b.add("relu1", "relu", "conv1")
     b.add("lrn1", "lrn", "relu1", LRN_ATTRS)
-    b.add("pool1", "max_pool2d", "lrn1", {"kernel_size": [3, 3], "stride": [2, 2], "ceil_mode": True})
+    b.add(
+        "pool1", "max_pool2d", "lrn1", {"kernel_size": [3, 3], "stride": [2, 2], "ceil_mode": True}
+    )
     b.conv("conv2", "pool1", 12, 5, stride=2, padding=2)
     b.add("relu2", "relu", "conv2")
     b.add("lrn2", "lrn", "relu2", LRN_ATTRS)
-    b.add("pool2", "max_pool2d", "lrn2",
-          {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1], "ceil_mode": True})
+    b.add(
+        "pool2",
+        "max_pool2d",
+        "lrn2",
+        {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1], "ceil_mode": True},
+    )
     b.conv("conv3", "pool2", 16, 3, padding=1, groups=2)
     b.add("relu3", "relu", "conv3")
     b.conv("conv4", "relu3", 16, 3, padding=2, dilation=2)
@@ -131,7 +136,12 @@ def vgg_like(seed=0, size=20):
     b.add("relu2_2", "relu", "conv2_2")
     b.conv("conv2_3", "relu2_2", 20, 3, padding=1, bias=False)
     b.add("relu2_3", "relu", "conv2_3")
-    b.add("pool2", "max_pool2d", "relu2_3", {"kernel_size": [2, 2], "stride": [2, 2], "ceil_mode": True})
+    b.add(
+        "pool2",
+        "max_pool2d",
+        "relu2_3",
+        {"kernel_size": [2, 2], "stride": [2, 2], "ceil_mode": True},
+    )
     return b.done()
 
 

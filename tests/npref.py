@@ -200,7 +200,9 @@ def avg_pool2d_transpose(g_out, x_shape, at):
     g = np.zeros(x_shape)
     for oy, ox, ys, xs in _windows(h, w, at):
         share = g_out[:, :, oy, ox] / _avg_divisor(h, w, at, ys, xs)
-        g[:, :, max(ys[0], 0) : min(ys[1], h), max(xs[0], 0) : min(xs[1], w)] += share[:, :, None, None]
+        g[:, :, max(ys[0], 0) : min(ys[1], h), max(xs[0], 0) : min(xs[1], w)] += share[
+            :, :, None, None
+        ]
     return g
 
 
@@ -286,7 +288,10 @@ def forward(graph, params, x):
             y = lrn(x0, _lrn_attrs(layer))
         elif kind == "batch_norm":
             eps = float(layer.get("attrs", {}).get("epsilon", 1e-5))
-            p = {k: _bcast(_param(params, layer, k), x0.ndim) for k in ("scale", "bias", "mean", "var")}
+            p = {
+                k: _bcast(_param(params, layer, k), x0.ndim)
+                for k in ("scale", "bias", "mean", "var")
+            }
             y = (x0 - p["mean"]) / np.sqrt(p["var"] + eps) * p["scale"] + p["bias"]
         elif kind == "linear":
             y = x0.reshape(len(x0), -1) @ _param(params, layer, "weight").T
@@ -361,7 +366,9 @@ def _layer_back(layer, params, acts, switches, g, rule):
     if kind == "avg_pool2d":
         return [avg_pool2d_transpose(g, x0.shape, _pool_attrs(layer))]
     if kind == "global_avg_pool":
-        return [np.broadcast_to(g.reshape(g.shape[:2] + (1, 1)), x0.shape) / (x0.shape[2] * x0.shape[3])]
+        return [
+            np.broadcast_to(g.reshape(g.shape[:2] + (1, 1)), x0.shape) / (x0.shape[2] * x0.shape[3])
+        ]
     if kind == "lrn":
         return [lrn_transpose(g, x0, _lrn_attrs(layer))]
     if kind == "batch_norm":
@@ -405,4 +412,6 @@ def assert_close(got, ref, rtol=1e-4, atol_scale=1e-5, err_msg=""):
     ref = np.asarray(ref, dtype=np.float64)
     assert np.shape(got) == ref.shape, f"{err_msg} shape {np.shape(got)} != {ref.shape}"
     atol = atol_scale * max(1.0, float(np.abs(ref).max(initial=0.0)))
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), ref, rtol=rtol, atol=atol, err_msg=err_msg)
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=np.float64), ref, rtol=rtol, atol=atol, err_msg=err_msg
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from onnx_writer import OnnxBuilder
 
 
@@ -24,8 +23,10 @@ def _pads(attrs, hw, kernel, strides, dilations):
     """((top, bottom), (left, right))."""
     auto = attrs.get("auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        return tuple(_same_pads(hw[i], kernel[i], strides[i], dilations[i], auto == "SAME_LOWER")
-                     for i in range(2))
+        return tuple(
+            _same_pads(hw[i], kernel[i], strides[i], dilations[i], auto == "SAME_LOWER")
+            for i in range(2)
+        )
     if auto == "VALID":
         return ((0, 0), (0, 0))
     p = attrs.get("pads", [0, 0, 0, 0])
@@ -44,13 +45,17 @@ def conv(x, w, b, attrs):
     out = np.zeros((x.shape[0], w.shape[0], oh, ow))
     cin, cout = w.shape[1], w.shape[0] // g
     for gi in range(g):
-        xs = xp[:, gi * cin:(gi + 1) * cin]
-        ws = w[gi * cout:(gi + 1) * cout]
+        xs = xp[:, gi * cin : (gi + 1) * cin]
+        ws = w[gi * cout : (gi + 1) * cout]
         for ky in range(kh):
             for kx in range(kw):
                 y0, x0 = ky * d[0], kx * d[1]
-                patch = xs[:, :, y0:y0 + s[0] * (oh - 1) + 1:s[0], x0:x0 + s[1] * (ow - 1) + 1:s[1]]
-                out[:, gi * cout:(gi + 1) * cout] += np.einsum("nchw,oc->nohw", patch, ws[:, :, ky, kx])
+                patch = xs[
+                    :, :, y0 : y0 + s[0] * (oh - 1) + 1 : s[0], x0 : x0 + s[1] * (ow - 1) + 1 : s[1]
+                ]
+                out[:, gi * cout : (gi + 1) * cout] += np.einsum(
+                    "nchw,oc->nohw", patch, ws[:, :, ky, kx]
+                )
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
     return out
@@ -66,7 +71,7 @@ def pool(x, attrs, mode):
         span = size + before + after - kk
         n = (math.ceil(span / ss) if attrs.get("ceil_mode", 0) else span // ss) + 1
         if attrs.get("ceil_mode", 0) and (n - 1) * ss >= size + before:
-            n -= 1   # ONNX drops a window that starts in the end padding
+            n -= 1  # ONNX drops a window that starts in the end padding
         sizes.append(n)
     oh, ow = sizes
     # Extra room on the right/bottom for ceil_mode windows that run past the padded input.
@@ -75,12 +80,12 @@ def pool(x, attrs, mode):
     widths = ((0, 0), (0, 0), (pt, pb + extra_h), (pl, pr + extra_w))
     fill = -np.inf if mode == "max" else 0.0
     xp = np.pad(x, widths, constant_values=fill)
-    inside = np.pad(np.ones((h, w)), widths[2:])                       # real input elements
+    inside = np.pad(np.ones((h, w)), widths[2:])  # real input elements
     padded = np.pad(np.ones((h + pt + pb, w + pl + pr)), ((0, extra_h), (0, extra_w)))
     out = np.zeros(x.shape[:2] + (oh, ow))
     for oy in range(oh):
         for ox in range(ow):
-            win = np.s_[oy * s[0]:oy * s[0] + k[0], ox * s[1]:ox * s[1] + k[1]]
+            win = np.s_[oy * s[0] : oy * s[0] + k[0], ox * s[1] : ox * s[1] + k[1]]
             region = xp[:, :, win[0], win[1]]
             if mode == "max":
                 out[:, :, oy, ox] = region.max(axis=(2, 3))
@@ -97,7 +102,7 @@ def lrn(x, attrs):
     square_sum = np.zeros_like(x)
     for ch in range(c):
         lo, hi = max(0, ch - (size - 1) // 2), min(c - 1, ch + math.ceil((size - 1) / 2))
-        square_sum[:, ch] = (x[:, lo:hi + 1] ** 2).sum(axis=1)
+        square_sum[:, ch] = (x[:, lo : hi + 1] ** 2).sum(axis=1)
     return x / (bias + alpha / size * square_sum) ** beta
 
 
@@ -150,7 +155,9 @@ def run_node(node, ins, opset):
         return np.squeeze(x, axis=None if axes is None else tuple(axes))
     if op == "Unsqueeze":
         out = x
-        for ax in sorted(int(v) % (x.ndim + len(_axes(node, ins, opset))) for v in _axes(node, ins, opset)):
+        for ax in sorted(
+            int(v) % (x.ndim + len(_axes(node, ins, opset))) for v in _axes(node, ins, opset)
+        ):
             out = np.expand_dims(out, ax)
         return out
     if op == "Transpose":
@@ -173,7 +180,7 @@ def run_node(node, ins, opset):
     if op == "Gather":
         return np.take(x, ins[1], axis=a.get("axis", 0))
     if op == "Slice":
-        if len(ins) == 1:   # opset < 10: attributes
+        if len(ins) == 1:  # opset < 10: attributes
             starts, ends = a["starts"], a["ends"]
             axes = a.get("axes", range(len(starts)))
         else:
@@ -186,7 +193,9 @@ def run_node(node, ins, opset):
     if op == "Constant":
         if "value" in a:
             return a["value"]
-        return np.array(a.get("value_floats", a.get("value_ints", a.get("value_float", a.get("value_int")))))
+        return np.array(
+            a.get("value_floats", a.get("value_ints", a.get("value_float", a.get("value_int"))))
+        )
     raise NotImplementedError(op)
 
 
@@ -194,7 +203,9 @@ def run(builder: OnnxBuilder, x: np.ndarray) -> dict[str, np.ndarray]:
     """Evaluate the builder's graph on ``x``; returns every tensor (float64 / int64)."""
     values = {}
     for name, array in builder.arrays().items():
-        values[name] = array.astype(np.float64) if array.dtype.kind == "f" else array.astype(np.int64)
+        values[name] = (
+            array.astype(np.float64) if array.dtype.kind == "f" else array.astype(np.int64)
+        )
     values[builder.inputs[0][0]] = np.asarray(x, dtype=np.float64)
     for node in builder.nodes:
         ins = [values[n] if n else None for n in node.inputs]

@@ -17,13 +17,18 @@ import numpy as np
 
 # TensorProto.DataType
 FLOAT, INT32, INT64, FLOAT16, DOUBLE = 1, 6, 7, 10, 11
-_DTYPE_CODES = {np.dtype("float32"): FLOAT, np.dtype("int32"): INT32, np.dtype("int64"): INT64,
-                np.dtype("float16"): FLOAT16, np.dtype("float64"): DOUBLE}
+_DTYPE_CODES = {
+    np.dtype("float32"): FLOAT,
+    np.dtype("int32"): INT32,
+    np.dtype("int64"): INT64,
+    np.dtype("float16"): FLOAT16,
+    np.dtype("float64"): DOUBLE,
+}
 
 
 # -- protobuf primitives ---------------------------------------------------------------------------
 def varint(value: int) -> bytes:
-    value &= (1 << 64) - 1          # negative int32/int64: 64-bit two's complement, 10 bytes
+    value &= (1 << 64) - 1  # negative int32/int64: 64-bit two's complement, 10 bytes
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -81,8 +86,13 @@ def f_doubles(field_number: int, values, packed: bool) -> bytes:
 
 
 # -- ONNX messages ---------------------------------------------------------------------------------
-def tensor_proto(name: str, array: np.ndarray, storage: str = "raw", packed: bool = True,
-                 external: dict | None = None) -> bytes:
+def tensor_proto(
+    name: str,
+    array: np.ndarray,
+    storage: str = "raw",
+    packed: bool = True,
+    external: dict | None = None,
+) -> bytes:
     """storage: "raw" (raw_data) or "typed" (float_data/int32_data/int64_data/double_data).
     external: {"location": ..., "offset": ..., "length": ...} entries (strings written as given)."""
     array = np.asarray(array)
@@ -101,7 +111,7 @@ def tensor_proto(name: str, array: np.ndarray, storage: str = "raw", packed: boo
         return out + f_doubles(10, flat, packed)
     if code == INT64:
         return out + f_varints(7, flat, packed)
-    if code == FLOAT16:          # float16 travels in int32_data as its bit pattern
+    if code == FLOAT16:  # float16 travels in int32_data as its bit pattern
         return out + f_varints(5, flat.view(np.uint16), packed)
     return out + f_varints(5, flat, packed)
 
@@ -143,7 +153,9 @@ class Node:
     domain: str = ""
 
     def proto(self, packed: bool = True) -> bytes:
-        out = b"".join(f_str(1, i) for i in self.inputs) + b"".join(f_str(2, o) for o in self.outputs)
+        out = b"".join(f_str(1, i) for i in self.inputs) + b"".join(
+            f_str(2, o) for o in self.outputs
+        )
         if self.name:
             out += f_str(3, self.name)
         out += f_str(4, self.op)
@@ -157,8 +169,8 @@ class Node:
 class Init:
     array: np.ndarray
     storage: str = "raw"
-    external: str | None = None     # file name (relative to the model) to write the data into
-    location: str | None = None     # the location string to record (default: ``external``)
+    external: str | None = None  # file name (relative to the model) to write the data into
+    location: str | None = None  # the location string to record (default: ``external``)
 
 
 class OnnxBuilder:
@@ -169,8 +181,8 @@ class OnnxBuilder:
         self.inits: dict[str, Init] = {}
         self.inputs: list[tuple[str, list]] = []
         self.outputs: list[tuple[str, list]] = []
-        self.list_inits_as_inputs = False   # what old exporters did
-        self.producer = "pydeconv-tests"    # tf2onnx's Keras scopes become short layer names
+        self.list_inits_as_inputs = False  # what old exporters did
+        self.producer = "pydeconv-tests"  # tf2onnx's Keras scopes become short layer names
         self._count = 0
 
     def input(self, name: str, shape: list) -> str:
@@ -181,13 +193,26 @@ class OnnxBuilder:
         self.outputs.append((name, list(shape or [])))
         return name
 
-    def init(self, name: str, array, storage: str = "raw", external: str | None = None,
-             location: str | None = None) -> str:
+    def init(
+        self,
+        name: str,
+        array,
+        storage: str = "raw",
+        external: str | None = None,
+        location: str | None = None,
+    ) -> str:
         self.inits[name] = Init(np.asarray(array), storage, external, location)
         return name
 
-    def node(self, op: str, inputs: list[str], name: str | None = None, outputs: list[str] | None = None,
-             domain: str = "", **attrs) -> str:
+    def node(
+        self,
+        op: str,
+        inputs: list[str],
+        name: str | None = None,
+        outputs: list[str] | None = None,
+        domain: str = "",
+        **attrs,
+    ) -> str:
         """Add a node; returns its first output's name (generated when not given)."""
         self._count += 1
         if outputs is None:
@@ -210,8 +235,11 @@ class OnnxBuilder:
                     with open(os.path.join(folder, init.external), "ab" if offset else "wb") as f:
                         f.write(data)
                 offsets[init.external] = offset + len(data)
-                external = {"location": init.location or init.external, "offset": offset,
-                            "length": len(data)}
+                external = {
+                    "location": init.location or init.external,
+                    "offset": offset,
+                    "length": len(data),
+                }
             graph += f_bytes(5, tensor_proto(name, init.array, init.storage, packed, external))
         for name, shape in self.inputs:
             graph += f_bytes(11, value_info(name, shape))
@@ -221,8 +249,7 @@ class OnnxBuilder:
         for name, shape in self.outputs:
             graph += f_bytes(12, value_info(name, shape))
         opset = f_str(1, "") + f_varint(2, self.opset)
-        return (f_varint(1, 8) + f_str(2, self.producer) + f_bytes(7, graph)
-                + f_bytes(8, opset))
+        return f_varint(1, 8) + f_str(2, self.producer) + f_bytes(7, graph) + f_bytes(8, opset)
 
     def save(self, path: str, packed: bool = True) -> str:
         data = self.to_bytes(os.path.dirname(os.path.abspath(path)), packed)

@@ -6,11 +6,11 @@ the engine's projection against npref's, and against central finite differences 
 
 from __future__ import annotations
 
+import models
+import npref
 import numpy as np
 import pytest
 
-import models
-import npref
 import pydeconv
 
 N = 2
@@ -30,7 +30,9 @@ def _adjoint_pair(graph, params, layer, seed=0, threads=None):
     aty = net.project(trace, layer, at=y, rule="backprop", threads=threads)
     assert aty.shape == x.shape
     # float32 sums of K products carry errors of order eps * sum |terms|.
-    scale = np.sum(np.abs(np.asarray(ax, np.float64) * y)) + np.sum(np.abs(np.asarray(aty, np.float64) * x))
+    scale = np.sum(np.abs(np.asarray(ax, np.float64) * y)) + np.sum(
+        np.abs(np.asarray(aty, np.float64) * x)
+    )
     return _dot(ax, y), _dot(x, aty), scale
 
 
@@ -39,22 +41,44 @@ def _check(lhs, rhs, scale):
 
 
 def _conv(k, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1, **extra):
-    return {"kernel_size": list(k), "stride": list(stride), "padding": list(padding),
-            "dilation": list(dilation), "groups": groups, **extra}
+    return {
+        "kernel_size": list(k),
+        "stride": list(stride),
+        "padding": list(padding),
+        "dilation": list(dilation),
+        "groups": groups,
+        **extra,
+    }
 
 
 CONV = [
     ("plain", (3, 7, 7), {"kernel_size": [3, 3]}),
-    ("stride2_asym_pad", (3, 13, 13), {"kernel_size": [7, 7], "stride": [2, 2], "padding": [1, 2, 3, 1]}),
-    ("stride_gt_kernel", (13, 13, 13), {"kernel_size": [2, 2], "stride": [3, 3], "padding": [1, 0, 1, 0]}),
+    (
+        "stride2_asym_pad",
+        (3, 13, 13),
+        {"kernel_size": [7, 7], "stride": [2, 2], "padding": [1, 2, 3, 1]},
+    ),
+    (
+        "stride_gt_kernel",
+        (13, 13, 13),
+        {"kernel_size": [2, 2], "stride": [3, 3], "padding": [1, 0, 1, 0]},
+    ),
     ("dilation", (3, 13, 7), _conv((3, 3), dilation=(2, 3), padding=(2, 3, 1, 0))),
     ("groups", (6, 7, 7), _conv((3, 3), groups=3, padding=(1, 1, 1, 1), out_channels=9)),
     ("depthwise", (13, 7, 7), _conv((3, 3), (2, 2), (1, 1, 1, 1), groups=13)),
     ("rect", (3, 7, 13), _conv((1, 5), (2, 1), (0, 2, 0, 2), out_channels=4)),
     ("one_pixel", (1, 1, 1), {"kernel_size": [1, 1]}),
     ("pointwise", (13, 7, 5), {"kernel_size": [1, 1], "out_channels": 6}),
-    ("gemm_blocks", (32, 13, 13), {"kernel_size": [3, 3], "padding": [1, 1, 1, 1], "out_channels": 70}),
-    ("row_tiles", (32, 66, 66), {"kernel_size": [3, 3], "padding": [1, 1, 1, 1], "out_channels": 3}),
+    (
+        "gemm_blocks",
+        (32, 13, 13),
+        {"kernel_size": [3, 3], "padding": [1, 1, 1, 1], "out_channels": 70},
+    ),
+    (
+        "row_tiles",
+        (32, 66, 66),
+        {"kernel_size": [3, 3], "padding": [1, 1, 1, 1], "out_channels": 3},
+    ),
 ]
 
 
@@ -65,7 +89,12 @@ def test_conv2d(cid, shape, attrs, threads):
 
 
 def _pool(k, stride, padding, ceil_mode=False):
-    return {"kernel_size": list(k), "stride": list(stride), "padding": list(padding), "ceil_mode": ceil_mode}
+    return {
+        "kernel_size": list(k),
+        "stride": list(stride),
+        "padding": list(padding),
+        "ceil_mode": ceil_mode,
+    }
 
 
 POOLS = [
@@ -96,7 +125,9 @@ def test_max_pool_through_fixed_switches(cid, shape, attrs, threads):
 @pytest.mark.parametrize("count_include_pad", [False, True])
 @pytest.mark.parametrize("cid,shape,attrs", POOLS, ids=[p[0] for p in POOLS])
 def test_avg_pool(cid, shape, attrs, count_include_pad, threads):
-    graph, params = models.single_layer("avg_pool2d", shape, dict(attrs, count_include_pad=count_include_pad))
+    graph, params = models.single_layer(
+        "avg_pool2d", shape, dict(attrs, count_include_pad=count_include_pad)
+    )
     _check(*_adjoint_pair(graph, params, "avg_pool2d", threads=threads))
 
 
@@ -113,7 +144,9 @@ LINEAR_ONES = [
 ]
 
 
-@pytest.mark.parametrize("kind,shape,attrs", LINEAR_ONES, ids=[f"{k}_{s[0]}" for k, s, _ in LINEAR_ONES])
+@pytest.mark.parametrize(
+    "kind,shape,attrs", LINEAR_ONES, ids=[f"{k}_{s[0]}" for k, s, _ in LINEAR_ONES]
+)
 def test_linear_kinds(kind, shape, attrs, threads):
     graph, params = models.single_layer(kind, shape, attrs, seed=2, with_params=False)
     _check(*_adjoint_pair(graph, params, kind, threads=threads))
@@ -143,9 +176,11 @@ JACOBIAN_IDS = [f"{k}_{s[0]}_{a.get('size', '')}" for k, s, a in JACOBIAN]
 # the Jacobian at the forward point for the nonlinear kinds). tests/test_registry.py checks every
 # registered kind appears, but for ReLU, whose backward the rule decides (test_layers projects it
 # under each rule against npref).
-BACKWARD_TESTS: dict[str, set[str]] = {"conv2d": {"test_conv2d"},
-                                       "max_pool2d": {"test_max_pool_through_fixed_switches"},
-                                       "avg_pool2d": {"test_avg_pool"}}
+BACKWARD_TESTS: dict[str, set[str]] = {
+    "conv2d": {"test_conv2d"},
+    "max_pool2d": {"test_max_pool_through_fixed_switches"},
+    "avg_pool2d": {"test_avg_pool"},
+}
 for _kind, _, _ in LINEAR_ONES:
     BACKWARD_TESTS.setdefault(_kind, set()).add("test_linear_kinds")
 for _kind, _, _ in JACOBIAN:
@@ -172,4 +207,6 @@ def test_jacobian_at_forward_point(kind, shape, attrs, threads):
         minus = npref.forward(graph, params, x64 - eps * v)[0][kind]
         fd = _dot(plus - minus, y) / (2 * eps)
         assert abs(_dot(ref, v) - fd) <= 1e-6 * max(1.0, abs(fd))  # npref's own gradient
-        assert abs(_dot(aty, v) - fd) <= 1e-4 * np.sum(np.abs(np.asarray(aty, np.float64) * v)) + 1e-6
+        assert (
+            abs(_dot(aty, v) - fd) <= 1e-4 * np.sum(np.abs(np.asarray(aty, np.float64) * v)) + 1e-6
+        )

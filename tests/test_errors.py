@@ -12,12 +12,12 @@ import copy
 import json
 import os
 
+import models
 import numpy as np
 import pytest
-
-import models
-import pydeconv
 from onnx_writer import OnnxBuilder
+
+import pydeconv
 from pydeconv.errors import (
     ChannelError,
     GraphError,
@@ -82,9 +82,16 @@ def test_zip_without_graph(tmp_path):
         pydeconv.load(path)
 
 
-@pytest.mark.parametrize("blob,dtype", [(b"{not json", np.uint8), (b"\xff\xfe\x00", np.uint8),
-                                        (b'{"format": "pydeconv"}', np.int8), (b"[1, 2]", np.uint8)],
-                         ids=["not-json", "not-utf8", "int8", "json-list"])
+@pytest.mark.parametrize(
+    "blob,dtype",
+    [
+        (b"{not json", np.uint8),
+        (b"\xff\xfe\x00", np.uint8),
+        (b'{"format": "pydeconv"}', np.int8),
+        (b"[1, 2]", np.uint8),
+    ],
+    ids=["not-json", "not-utf8", "int8", "json-list"],
+)
 def test_graph_member_not_json_or_wrong_dtype(tmp_path, blob, dtype):
     path = tmp_path / "bad.npz"
     np.savez(path, __graph__=np.frombuffer(blob, dtype=dtype))
@@ -110,7 +117,9 @@ def test_truncated_file_always_a_pydeconv_error(tmp_path, zf, compress):
     net.save(good, compress=compress)
     data = good.read_bytes()
     path = tmp_path / "cut.npz"
-    cuts = sorted(set(range(0, len(data), max(1, len(data) // 250))) | set(range(len(data) - 60, len(data))))
+    cuts = sorted(
+        set(range(0, len(data), max(1, len(data) // 250))) | set(range(len(data) - 60, len(data)))
+    )
     for cut in cuts:
         path.write_bytes(data[:cut])
         try:
@@ -159,6 +168,7 @@ def _both(*edits):
     def apply(g, p):
         for edit in edits:
             edit(g, p)
+
     return apply
 
 
@@ -185,40 +195,99 @@ GRAPH_CASES = [
     ("alpha-null", _attr("lrn1", alpha=None), GraphError, ["lrn1", "alpha"]),
     ("alpha-object", _attr("lrn1", alpha={"v": 1}), GraphError, ["lrn1", "alpha"]),
     ("unknown-attribute", _attr("conv1", bias_term=1), GraphError, ["conv1", "bias_term"]),
-    ("pool-without-kernel", lambda g, p: _layer(g, "pool1")["attrs"].pop("kernel_size"), GraphError,
-     ["pool1", "kernel_size"]),
+    (
+        "pool-without-kernel",
+        lambda g, p: _layer(g, "pool1")["attrs"].pop("kernel_size"),
+        GraphError,
+        ["pool1", "kernel_size"],
+    ),
     ("window-too-big", _attr("pool1", kernel_size=[100, 3]), GraphError, ["pool1"]),
     ("attrs-not-object", _set("lrn1", attrs=[3, 0.5]), GraphError, ["lrn1", "attrs"]),
     ("params-not-object", _set("conv1", params=[[8, 3, 7, 7]]), GraphError, ["conv1", "params"]),
-    ("stored-shape-differs", _array("conv1/weight", np.zeros((8, 3, 5, 7), np.float32)), ShapeError,
-     ["conv1/weight", "(8, 3, 5, 7)", "(8, 3, 7, 7)"]),
-    ("declared-shape-differs", lambda g, p: _layer(g, "fc6")["params"].update(weight=[20, 63]), ShapeError,
-     ["fc6/weight", "(20, 63)"]),
-    ("declared-shape-wrong-for-layer",
-     _both(lambda g, p: _layer(g, "conv2")["params"].update(weight=[12, 5, 5, 5]),
-           _array("conv2/weight", np.zeros((12, 5, 5, 5), np.float32))), GraphError, ["conv2", "weight"]),
+    (
+        "stored-shape-differs",
+        _array("conv1/weight", np.zeros((8, 3, 5, 7), np.float32)),
+        ShapeError,
+        ["conv1/weight", "(8, 3, 5, 7)", "(8, 3, 7, 7)"],
+    ),
+    (
+        "declared-shape-differs",
+        lambda g, p: _layer(g, "fc6")["params"].update(weight=[20, 63]),
+        ShapeError,
+        ["fc6/weight", "(20, 63)"],
+    ),
+    (
+        "declared-shape-wrong-for-layer",
+        _both(
+            lambda g, p: _layer(g, "conv2")["params"].update(weight=[12, 5, 5, 5]),
+            _array("conv2/weight", np.zeros((12, 5, 5, 5), np.float32)),
+        ),
+        GraphError,
+        ["conv2", "weight"],
+    ),
     ("missing-parameter", lambda g, p: p.pop("conv1/bias"), ModelFormatError, ["conv1/bias"]),
-    ("extra-array", _array("conv1/extra", np.zeros(3, np.float32)), ModelFormatError, ["conv1/extra"]),
-    ("integer-parameter", _array("fc7/bias", np.zeros(10, np.int32)), ShapeError, ["fc7/bias", "int32"]),
-    ("conv-without-weight", _both(lambda g, p: _layer(g, "conv1")["params"].pop("weight"),
-                                  lambda g, p: p.pop("conv1/weight")), GraphError, ["conv1", "weight"]),
-    ("parameter-on-relu", _both(_set("relu1", params={"slope": [1]}), _array("relu1/slope", np.ones(1, np.float32))),
-     GraphError, ["relu1", "slope"]),
-    ("unknown-output", lambda g, p: g.update(outputs=["fc9"]), (GraphError, LayerNotFoundError), ["outputs", "fc9"]),
+    (
+        "extra-array",
+        _array("conv1/extra", np.zeros(3, np.float32)),
+        ModelFormatError,
+        ["conv1/extra"],
+    ),
+    (
+        "integer-parameter",
+        _array("fc7/bias", np.zeros(10, np.int32)),
+        ShapeError,
+        ["fc7/bias", "int32"],
+    ),
+    (
+        "conv-without-weight",
+        _both(
+            lambda g, p: _layer(g, "conv1")["params"].pop("weight"),
+            lambda g, p: p.pop("conv1/weight"),
+        ),
+        GraphError,
+        ["conv1", "weight"],
+    ),
+    (
+        "parameter-on-relu",
+        _both(_set("relu1", params={"slope": [1]}), _array("relu1/slope", np.ones(1, np.float32))),
+        GraphError,
+        ["relu1", "slope"],
+    ),
+    (
+        "unknown-output",
+        lambda g, p: g.update(outputs=["fc9"]),
+        (GraphError, LayerNotFoundError),
+        ["outputs", "fc9"],
+    ),
     ("outputs-not-list", lambda g, p: g.update(outputs="prob"), GraphError, ["outputs"]),
     ("wrong-format", lambda g, p: g.update(format="caffe"), GraphError, ["format"]),
     ("wrong-version", lambda g, p: g.update(version=2), GraphError, ["version"]),
     ("input-shape", lambda g, p: g["input"].update(shape=[3, 37]), ShapeError, ["input", "shape"]),
     ("no-layers", lambda g, p: g.update(layers=[]), GraphError, ["layers"]),
-    ("preprocess-mean-strings", lambda g, p: g.update(preprocess={"mean": ["a", "b", "c"]}), GraphError,
-     ["preprocess", "mean"]),
-    ("preprocess-not-object", lambda g, p: g.update(preprocess=[0.5, 0.5]), GraphError, ["preprocess"]),
-    ("preprocess-channel-order", lambda g, p: g.update(preprocess={"channel_order": "RGBA"}), GraphError,
-     ["channel_order"]),
+    (
+        "preprocess-mean-strings",
+        lambda g, p: g.update(preprocess={"mean": ["a", "b", "c"]}),
+        GraphError,
+        ["preprocess", "mean"],
+    ),
+    (
+        "preprocess-not-object",
+        lambda g, p: g.update(preprocess=[0.5, 0.5]),
+        GraphError,
+        ["preprocess"],
+    ),
+    (
+        "preprocess-channel-order",
+        lambda g, p: g.update(preprocess={"channel_order": "RGBA"}),
+        GraphError,
+        ["channel_order"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("edit,cls,parts", [c[1:] for c in GRAPH_CASES], ids=[c[0] for c in GRAPH_CASES])
+@pytest.mark.parametrize(
+    "edit,cls,parts", [c[1:] for c in GRAPH_CASES], ids=[c[0] for c in GRAPH_CASES]
+)
 def test_bad_graph_in_a_file(tmp_path, zf, edit, cls, parts):
     graph, params, _ = zf
     graph, params = copy.deepcopy(graph), dict(params)
@@ -332,17 +401,31 @@ def test_project_unknown_layer_and_rule(traced):
         net.project(trace, "conv2", channel=0, rule="lrp")
 
 
-@pytest.mark.parametrize("channel,parts", [
-    (12, ["12", "out of range", "12 channels"]),
-    (-1, ["-1", "out of range"]),
-    ([0, 99], ["99", "out of range"]),
-    ("1", ["'1'", "not an integer"]),
-    (1.0, ["1.0", "not an integer"]),
-    ([0, 2.5], ["2.5", "not an integer"]),
-    (True, ["True", "not an integer"]),
-    ([], ["empty"]),
-    (None, ["channel"]),
-], ids=["too-big", "negative", "one-of-list", "string", "float", "float-in-list", "bool", "empty", "none"])
+@pytest.mark.parametrize(
+    "channel,parts",
+    [
+        (12, ["12", "out of range", "12 channels"]),
+        (-1, ["-1", "out of range"]),
+        ([0, 99], ["99", "out of range"]),
+        ("1", ["'1'", "not an integer"]),
+        (1.0, ["1.0", "not an integer"]),
+        ([0, 2.5], ["2.5", "not an integer"]),
+        (True, ["True", "not an integer"]),
+        ([], ["empty"]),
+        (None, ["channel"]),
+    ],
+    ids=[
+        "too-big",
+        "negative",
+        "one-of-list",
+        "string",
+        "float",
+        "float-in-list",
+        "bool",
+        "empty",
+        "none",
+    ],
+)
 def test_project_bad_channels(traced, channel, parts):
     net, _, trace = traced
     with expect(ChannelError, "conv2", *parts):
@@ -356,10 +439,33 @@ def test_project_position_outside_the_map(traced, at):
         net.project(trace, "conv2", channel=0, at=at)
 
 
-@pytest.mark.parametrize("at", ["min", "", None, (1, 1, 1), (1,), (1.5, 0), (0, 2.5), (float("nan"), 0),
-                                {"y": 1, "x": 1}, ("a", "b")],
-                         ids=["min", "empty", "none", "three", "one", "fraction-y", "fraction-x", "nan",
-                              "dict", "strings"])
+@pytest.mark.parametrize(
+    "at",
+    [
+        "min",
+        "",
+        None,
+        (1, 1, 1),
+        (1,),
+        (1.5, 0),
+        (0, 2.5),
+        (float("nan"), 0),
+        {"y": 1, "x": 1},
+        ("a", "b"),
+    ],
+    ids=[
+        "min",
+        "empty",
+        "none",
+        "three",
+        "one",
+        "fraction-y",
+        "fraction-x",
+        "nan",
+        "dict",
+        "strings",
+    ],
+)
 def test_project_bad_at(traced, at):
     net, _, trace = traced
     with expect(PydeconvError, "at"):
@@ -369,8 +475,12 @@ def test_project_bad_at(traced, at):
 def test_project_start_array_of_the_wrong_shape(traced):
     net, _, trace = traced
     want = "(2, 12, 5, 4)"
-    for bad in (np.zeros((2, 12, 5, 5), np.float32), np.zeros((1, 12, 5, 4), np.float32),
-                np.zeros((12, 5, 4), np.float32), np.zeros((2, 12, 5, 4), np.int32)):
+    for bad in (
+        np.zeros((2, 12, 5, 5), np.float32),
+        np.zeros((1, 12, 5, 4), np.float32),
+        np.zeros((12, 5, 4), np.float32),
+        np.zeros((2, 12, 5, 4), np.int32),
+    ):
         with expect(ShapeError, "conv2", want):
             net.project(trace, "conv2", at=bad)
 
@@ -398,8 +508,11 @@ def _onnx_with_unsupported_op(path):
     rng = np.random.default_rng(2)
     b = OnnxBuilder()
     x = b.input("x", [1, 2, 6, 6])
-    t = b.node("Conv", [x, b.init("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32))],
-               kernel_shape=[3, 3])
+    t = b.node(
+        "Conv",
+        [x, b.init("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32))],
+        kernel_shape=[3, 3],
+    )
     b.output(b.node("Tanh", [t], name="squash", outputs=["y"]))
     return b.save(str(path))
 
@@ -407,7 +520,11 @@ def _onnx_with_unsupported_op(path):
 def test_garbage_onnx(tmp_path):
     rng = np.random.default_rng(3)
     path = tmp_path / "garbage.onnx"
-    for data in (b"", b"\x08\x07garbage\xff\xff\xff", rng.integers(0, 256, 500, dtype=np.uint8).tobytes()):
+    for data in (
+        b"",
+        b"\x08\x07garbage\xff\xff\xff",
+        rng.integers(0, 256, 500, dtype=np.uint8).tobytes(),
+    ):
         path.write_bytes(data)
         with expect(ModelFormatError, "garbage.onnx"):
             pydeconv.load(path)
@@ -422,9 +539,11 @@ def test_convert_writes_nothing_when_the_source_is_bad(tmp_path, zf):
     unsupported = _onnx_with_unsupported_op(tmp_path / "tanh.onnx")
     broken_npz = tmp_path / "broken.npz"
     broken_npz.write_bytes(b"PK\x03\x04" + b"\x00" * 10)
-    sources = [(garbage, ModelFormatError, ["garbage.onnx"]),
-               (unsupported, UnsupportedOperatorError, ["tanh.onnx", "Tanh"]),
-               (broken_npz, ModelFormatError, [broken_npz])]
+    sources = [
+        (garbage, ModelFormatError, ["garbage.onnx"]),
+        (unsupported, UnsupportedOperatorError, ["tanh.onnx", "Tanh"]),
+        (broken_npz, ModelFormatError, [broken_npz]),
+    ]
     for src, cls, parts in sources:
         with expect(cls, *parts):
             pydeconv.convert(src, tmp_path / "new.npz")
@@ -437,4 +556,9 @@ def test_convert_writes_nothing_when_the_source_is_bad(tmp_path, zf):
         with expect(cls, *parts):
             pydeconv.convert(src, existing)
     assert existing.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["broken.npz", "existing.npz", "garbage.onnx", "tanh.onnx"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "broken.npz",
+        "existing.npz",
+        "garbage.onnx",
+        "tanh.onnx",
+    ]

@@ -19,8 +19,9 @@ from pydeconv import fileio
 from pydeconv.errors import PydeconvError
 
 ROOT = Path(__file__).resolve().parent.parent
-posix_only = pytest.mark.skipif(os.name != "posix",
-                                reason="FIFOs, device nodes and signals are POSIX")
+posix_only = pytest.mark.skipif(
+    os.name != "posix", reason="FIFOs, device nodes and signals are POSIX"
+)
 
 
 def temporaries(folder):
@@ -255,8 +256,9 @@ def test_handlers_are_installed_only_during_a_write(tmp_path):
     old = signal.signal(signal.SIGTERM, custom)
     try:
         seen = []
-        fileio.write_via_temp(tmp_path / "x",
-                              lambda tmp: seen.append(signal.getsignal(signal.SIGTERM)))
+        fileio.write_via_temp(
+            tmp_path / "x", lambda tmp: seen.append(signal.getsignal(signal.SIGTERM))
+        )
         assert seen == [fileio._on_signal]
         assert signal.getsignal(signal.SIGTERM) is custom
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -295,14 +297,19 @@ SLOW_WRITER = textwrap.dedent("""
 
 
 @posix_only
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
-                         ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name
+)
 def test_a_signal_mid_write_leaves_no_temporary(tmp_path, sig):
     target = tmp_path / "out.npy"
     target.write_bytes(b"old")
     # A fresh interpreter: pytest may have handlers of its own.
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target), str(ROOT)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(target), str(ROOT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline() == "writing\n", proc.stderr.read()
         assert temporaries(tmp_path)[0].startswith(f"{fileio.TEMP_PREFIX}{proc.pid}-")
@@ -320,8 +327,11 @@ def test_a_signal_mid_write_leaves_no_temporary(tmp_path, sig):
 def test_a_write_after_a_kill_removes_the_leftover(tmp_path):
     """SIGKILL leaves the temporary; the next write into the folder removes it."""
     target = tmp_path / "out.npy"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target), str(ROOT)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(target), str(ROOT)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline() == "writing\n"
     finally:
@@ -360,8 +370,18 @@ def test_cli_force_refuses_before_the_forward_pass(cli_files, tmp_path, capsys, 
     out = tmp_path / "out.png"
     kind = make(out)
     before = os.lstat(out)
-    rc = main(["project", str(cli_files / "tiny.npz"), str(cli_files / "img.png"), "--layer",
-               "conv1", "-o", str(out), "--force"])
+    rc = main(
+        [
+            "project",
+            str(cli_files / "tiny.npz"),
+            str(cli_files / "img.png"),
+            "--layer",
+            "conv1",
+            "-o",
+            str(out),
+            "--force",
+        ]
+    )
     err = capsys.readouterr().err
     # one line, the whole message and nothing else: no progress line of a forward pass before it
     hint = " (links are not followed: give the target's path)" if "link" in kind else ""
@@ -396,10 +416,21 @@ CLI_SLOW_WRITE = textwrap.dedent("""
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_cli_killed_mid_write_leaves_nothing(cli_files, tmp_path, sig):
     out = tmp_path / "s.npy"
-    argv = ["switches", cli_files / "tiny.npz", cli_files / "img.png", "--layer", "pool1",
-            "-o", out]
-    proc = subprocess.Popen([sys.executable, "-c", CLI_SLOW_WRITE, ROOT, *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [
+        "switches",
+        cli_files / "tiny.npz",
+        cli_files / "img.png",
+        "--layer",
+        "pool1",
+        "-o",
+        out,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI_SLOW_WRITE, ROOT, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline() == "writing\n", proc.stderr.read()
         assert len(temporaries(tmp_path)) == 1

@@ -18,10 +18,10 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import models
 import numpy as np
 import pytest
 
-import models
 import pydeconv
 from pydeconv.errors import (
     ChannelError,
@@ -34,8 +34,14 @@ from pydeconv.errors import (
 
 _TOOLS = os.environ.get("PYDECONV_CPP_TOOLS", "")
 _MODELCHECK = Path(_TOOLS) / "modelcheck" if _TOOLS else None
-_KINDS = {"format": ModelFormatError, "graph": GraphError, "shape": ShapeError,
-          "not_found": LayerNotFoundError, "range": ChannelError, "value": PydeconvError}
+_KINDS = {
+    "format": ModelFormatError,
+    "graph": GraphError,
+    "shape": ShapeError,
+    "not_found": LayerNotFoundError,
+    "range": ChannelError,
+    "value": PydeconvError,
+}
 OK = None
 
 
@@ -50,6 +56,7 @@ def _pre(**fields):
 def _layer(name, **fields):
     def edit(g, p):
         next(layer for layer in g["layers"] if layer["name"] == name).update(fields)
+
     return edit
 
 
@@ -77,29 +84,71 @@ GRAPH_CASES = [
     ("size-one-number", _pre(size=[37]), GraphError, ["size"]),
     ("source-layout", _pre(source_layout="HWC"), GraphError, ["source_layout"]),
     ("preprocess-unknown-key", _pre(meen=0.5), GraphError, ["preprocess", "meen"]),
-    ("preprocess-not-object", lambda g, p: g.__setitem__("preprocess", [1]), GraphError, ["preprocess"]),
+    (
+        "preprocess-not-object",
+        lambda g, p: g.__setitem__("preprocess", [1]),
+        GraphError,
+        ["preprocess"],
+    ),
     # The graph.
     ("graph-unknown-key", lambda g, p: g.__setitem__("output", ["prob"]), GraphError, ["'output'"]),
-    ("input-unknown-key", lambda g, p: g["input"].__setitem__("layout", "NCHW"), GraphError, ["layout"]),
-    ("input-shape-zero", lambda g, p: g["input"].__setitem__("shape", [3, 0, 37]), ShapeError, ["shape"]),
+    (
+        "input-unknown-key",
+        lambda g, p: g["input"].__setitem__("layout", "NCHW"),
+        GraphError,
+        ["layout"],
+    ),
+    (
+        "input-shape-zero",
+        lambda g, p: g["input"].__setitem__("shape", [3, 0, 37]),
+        ShapeError,
+        ["shape"],
+    ),
     ("labels-not-strings", lambda g, p: g.__setitem__("labels", [1, 2]), GraphError, ["labels"]),
-    ("outputs-unknown", lambda g, p: g.__setitem__("outputs", ["fc9"]), GraphError, ["outputs", "fc9"]),
+    (
+        "outputs-unknown",
+        lambda g, p: g.__setitem__("outputs", ["fc9"]),
+        GraphError,
+        ["outputs", "fc9"],
+    ),
     ("name-not-string", lambda g, p: g.__setitem__("name", 7), GraphError, ["name"]),
     ("unknown-kind", _layer("relu1", kind="tanh"), GraphError, ["relu1", "tanh"]),
     ("attr-null", _layer("lrn1", attrs={"alpha": None}), GraphError, ["lrn1", "alpha"]),
     # Parameters.
     ("param-missing", _param("conv1/bias", None), ModelFormatError, ["conv1/bias"]),
-    ("param-extra", _param("conv1/extra", np.zeros(3, np.float32)), ModelFormatError, ["conv1/extra"]),
-    ("param-shape", _param("conv1/bias", np.zeros(7, np.float32)), ShapeError, ["conv1/bias", "(7,)"]),
-    ("param-rank-3", lambda g, p: (_layer("conv1", params={"weight": [8, 3, 49], "bias": [8]})(g, p),
-                                   p.__setitem__("conv1/weight", np.zeros((8, 3, 49), np.float32))),
-     ShapeError, ["conv1/weight", "3 dimensions"]),
+    (
+        "param-extra",
+        _param("conv1/extra", np.zeros(3, np.float32)),
+        ModelFormatError,
+        ["conv1/extra"],
+    ),
+    (
+        "param-shape",
+        _param("conv1/bias", np.zeros(7, np.float32)),
+        ShapeError,
+        ["conv1/bias", "(7,)"],
+    ),
+    (
+        "param-rank-3",
+        lambda g, p: (
+            _layer("conv1", params={"weight": [8, 3, 49], "bias": [8]})(g, p),
+            p.__setitem__("conv1/weight", np.zeros((8, 3, 49), np.float32)),
+        ),
+        ShapeError,
+        ["conv1/weight", "3 dimensions"],
+    ),
 ]
 
 
 def _write(path: Path, graph, params, compress=False, text=None) -> Path:
-    blob = text if isinstance(text, bytes) else (text if text is not None else json.dumps(graph)).encode("utf-8")
-    (np.savez_compressed if compress else np.savez)(path, __graph__=np.frombuffer(blob, np.uint8), **params)
+    blob = (
+        text
+        if isinstance(text, bytes)
+        else (text if text is not None else json.dumps(graph)).encode("utf-8")
+    )
+    (np.savez_compressed if compress else np.savez)(
+        path, __graph__=np.frombuffer(blob, np.uint8), **params
+    )
     return path
 
 
@@ -115,14 +164,26 @@ def _raw_cases(tmp: Path):
 
     case("compressed", OK, [], compress=True)
     case("not-utf8", ModelFormatError, ["JSON", "byte 0xff"], text=b"\xff{}")
-    case("nan-in-preprocess", ModelFormatError, ["JSON", "'N'"],
-         text=json.dumps(dict(graph, preprocess={"mean": [float("nan")] * 3})))
-    case("bad-json", ModelFormatError, ["__graph__", "JSON"], text="{\"format\": ")
+    case(
+        "nan-in-preprocess",
+        ModelFormatError,
+        ["JSON", "'N'"],
+        text=json.dumps(dict(graph, preprocess={"mean": [float("nan")] * 3})),
+    )
+    case("bad-json", ModelFormatError, ["__graph__", "JSON"], text='{"format": ')
     case("json-list", GraphError, ["JSON object"], text="[1, 2]")
-    case("float64-param", ShapeError, ["conv1/bias", "float64"],
-         params=dict(params, **{"conv1/bias": params["conv1/bias"].astype(np.float64)}))
-    case("int32-param", ShapeError, ["conv1/bias", "int32"],
-         params=dict(params, **{"conv1/bias": params["conv1/bias"].astype(np.int32)}))
+    case(
+        "float64-param",
+        ShapeError,
+        ["conv1/bias", "float64"],
+        params=dict(params, **{"conv1/bias": params["conv1/bias"].astype(np.float64)}),
+    )
+    case(
+        "int32-param",
+        ShapeError,
+        ["conv1/bias", "int32"],
+        params=dict(params, **{"conv1/bias": params["conv1/bias"].astype(np.int32)}),
+    )
     good = case("truncated", ModelFormatError, [])
     good.write_bytes(good.read_bytes()[:-100])
     crc = case("corrupt", ModelFormatError, ["CRC-32"])
@@ -153,8 +214,9 @@ def _python(path: Path):
 
 
 def _cpp(path: Path):
-    result = subprocess.run([str(_MODELCHECK), str(path)], capture_output=True, text=True, timeout=60,
-                            errors="replace")
+    result = subprocess.run(
+        [str(_MODELCHECK), str(path)], capture_output=True, text=True, timeout=60, errors="replace"
+    )
     lines = result.stdout.splitlines()
     if result.returncode == 0:
         fields = dict(line.split("\t", 1) for line in lines[1:])
@@ -188,7 +250,9 @@ def _check(path: Path, expected, words) -> None:
             _same_preprocess(pre, cpp_pre)
 
 
-@pytest.mark.parametrize("edit,expected,words", [c[1:] for c in GRAPH_CASES], ids=[c[0] for c in GRAPH_CASES])
+@pytest.mark.parametrize(
+    "edit,expected,words", [c[1:] for c in GRAPH_CASES], ids=[c[0] for c in GRAPH_CASES]
+)
 def test_graph_corpus(tmp_path, edit, expected, words):
     graph, params = _base()
     graph, params = copy.deepcopy(graph), dict(params)
@@ -217,8 +281,14 @@ def test_filled_in_preprocess():
     graph = dict(graph)
     graph.pop("preprocess", None)
     pre = pydeconv.build(graph, params).preprocess
-    assert pre == {"size": [37, 37], "channel_order": "RGB", "scale": 1 / 255, "mean": [0.0] * 3,
-                   "std": [1.0] * 3, "source_layout": "NCHW"}
+    assert pre == {
+        "size": [37, 37],
+        "channel_order": "RGB",
+        "scale": 1 / 255,
+        "mean": [0.0] * 3,
+        "std": [1.0] * 3,
+        "source_layout": "NCHW",
+    }
     graph["preprocess"] = {"mean": 0.5, "std": [0.25]}
     pre = pydeconv.build(graph, params).preprocess
     assert pre["mean"] == [0.5] * 3 and pre["std"] == [0.25] * 3

@@ -3,11 +3,10 @@ its mask) in its own pass. Every case the executor distinguishes, against the Nu
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import models
 import npref
+import pytest
+
 import pydeconv
 
 

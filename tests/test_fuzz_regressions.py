@@ -35,12 +35,24 @@ FAILING_TODAY = {
     "onnx-memory-MemoryError-1.onnx": "issue 13 §3: MemoryError from a declared dimension of 10**9",
     "onnx-escaped-ZeroDivisionError-1.onnx": "issue 13 §3: ZeroDivisionError from a zero attribute",
 }
-FAILING_TODAY.update({f"onnx-escaped-IndexError-{i}.onnx": "issue 13 §3: IndexError from a short attribute/input list"
-                      for i in (1, 2)})
-FAILING_TODAY.update({f"onnx-escaped-TypeError-{i}.onnx": "issue 13 §3: TypeError from an attribute of the wrong type"
-                      for i in (1, 2, 3, 4, 5, 6, 7, 8, 10)})
-FAILING_TODAY.update({f"onnx-escaped-ValueError-{i}.onnx": "issue 13 §3: plain ValueError from the ONNX importer"
-                      for i in range(1, 5)})
+FAILING_TODAY.update(
+    {
+        f"onnx-escaped-IndexError-{i}.onnx": "issue 13 §3: IndexError from a short attribute/input list"
+        for i in (1, 2)
+    }
+)
+FAILING_TODAY.update(
+    {
+        f"onnx-escaped-TypeError-{i}.onnx": "issue 13 §3: TypeError from an attribute of the wrong type"
+        for i in (1, 2, 3, 4, 5, 6, 7, 8, 10)
+    }
+)
+FAILING_TODAY.update(
+    {
+        f"onnx-escaped-ValueError-{i}.onnx": "issue 13 §3: plain ValueError from the ONNX importer"
+        for i in range(1, 5)
+    }
+)
 
 FILES = sorted(f for f in os.listdir(CORPUS) if f != "README.md")
 
@@ -48,7 +60,9 @@ FILES = sorted(f for f in os.listdir(CORPUS) if f != "README.md")
 @pytest.fixture(scope="module")
 def outcomes():
     jobs = [("file", os.path.join(CORPUS, f)) for f in FILES]
-    return {os.path.basename(job[1]): result for job, result in run_mutants.run(jobs, 1, 60.0, 2048)}
+    return {
+        os.path.basename(job[1]): result for job, result in run_mutants.run(jobs, 1, 60.0, 2048)
+    }
 
 
 def test_every_file_is_documented():
@@ -59,10 +73,17 @@ def test_every_file_is_documented():
     assert set(FAILING_TODAY) <= set(FILES), sorted(set(FAILING_TODAY) - set(FILES))
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=FAILING_TODAY[f])) if f in FAILING_TODAY else f
-    for f in FILES])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=FAILING_TODAY[f]))
+        if f in FAILING_TODAY
+        else f
+        for f in FILES
+    ],
+)
 def test_replay(outcomes, name):
     result = outcomes[name]
-    assert result["outcome"] in ("accepted", "rejected"), \
+    assert result["outcome"] in ("accepted", "rejected"), (
         f"{name}: {result['outcome']}: {result.get('type')}: {result.get('msg')}"
+    )

@@ -20,15 +20,42 @@ def fake_net(order="RGB", size=(8, 10), mean=(0.485, 0.456, 0.406), std=(0.229, 
     c = 1 if order == "L" else 3
     info = [
         # a 3x3 stride-1 pad-1 conv then a 2x2 stride-2 pool: rf 4x4, stride 2, start -1
-        {"name": "conv", "kind": "conv2d", "shape": (4, 8, 10),
-         "rf_size": (3, 3), "rf_stride": (1, 1), "rf_start": (-1, -1), "params": 0},
-        {"name": "pool", "kind": "max_pool2d", "shape": (4, 4, 5),
-         "rf_size": (4, 4), "rf_stride": (2, 2), "rf_start": (-1, -1), "params": 0},
-        {"name": "fc", "kind": "linear", "shape": (2,),
-         "rf_size": (8, 10), "rf_stride": (1, 1), "rf_start": (0, 0), "params": 0},
+        {
+            "name": "conv",
+            "kind": "conv2d",
+            "shape": (4, 8, 10),
+            "rf_size": (3, 3),
+            "rf_stride": (1, 1),
+            "rf_start": (-1, -1),
+            "params": 0,
+        },
+        {
+            "name": "pool",
+            "kind": "max_pool2d",
+            "shape": (4, 4, 5),
+            "rf_size": (4, 4),
+            "rf_stride": (2, 2),
+            "rf_start": (-1, -1),
+            "params": 0,
+        },
+        {
+            "name": "fc",
+            "kind": "linear",
+            "shape": (2,),
+            "rf_size": (8, 10),
+            "rf_stride": (1, 1),
+            "rf_start": (0, 0),
+            "params": 0,
+        },
     ]
-    pre = {"size": list(size), "channel_order": order, "scale": 1 / 255,
-           "mean": list(mean[:c]), "std": list(std[:c]), "source_layout": "NCHW"}
+    pre = {
+        "size": list(size),
+        "channel_order": order,
+        "scale": 1 / 255,
+        "mean": list(mean[:c]),
+        "std": list(std[:c]),
+        "source_layout": "NCHW",
+    }
     return SimpleNamespace(preprocess=pre, input_shape=(c, *size), info=lambda: info)
 
 
@@ -96,7 +123,7 @@ def test_render_zero_is_grey():
 
 def test_render_colour_and_bgr():
     p = np.zeros((3, 1, 2), np.float32)
-    p[0, 0, 0] = 4.0   # first channel, strongest
+    p[0, 0, 0] = 4.0  # first channel, strongest
     p[2, 0, 1] = -1.0  # third channel
     rgb = np.asarray(pimg.render(p, "RGB"))
     bgr = np.asarray(pimg.render(p, "BGR"))
@@ -175,7 +202,7 @@ def test_grid_captions_add_text_below():
     plain = pimg.grid(tiles, cols=2)
     cap = pimg.grid(tiles, cols=2, captions=["conv5 ch 1", "a much longer caption <b>"])
     assert cap.height > plain.height and cap.width > plain.width
-    below = np.asarray(cap)[2 + 20 + 2:, :, :]
+    below = np.asarray(cap)[2 + 20 + 2 :, :, :]
     assert (below < 128).any()  # some dark text pixels under the tiles
     with pytest.raises(ValueError):
         pimg.grid(tiles, captions=["one"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from models import random_input, zfnet_like
 
 import pydeconv
-from models import random_input, zfnet_like
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ at 1 and 2 threads and with the reference kernels forced.
 
 from __future__ import annotations
 
+import models
+import npref
 import numpy as np
 import pytest
 
-import models
-import npref
 import pydeconv
 
 
@@ -27,8 +27,14 @@ def _pool(k, s=None, pad=None, ceil=False, **extra):
 def _conv(k, out, s=1, pad=(0, 0, 0, 0), d=1, g=1):
     k = k if isinstance(k, list) else [k, k]
     s = s if isinstance(s, list) else [s, s]
-    return {"kernel_size": k, "stride": s, "padding": list(pad), "dilation": [d, d], "groups": g,
-            "out_channels": out}
+    return {
+        "kernel_size": k,
+        "stride": s,
+        "padding": list(pad),
+        "dilation": [d, d],
+        "groups": g,
+        "out_channels": out,
+    }
 
 
 # (id, kind, per-sample input shape, attrs)
@@ -75,8 +81,10 @@ AVG_CASES = [
 ]
 for _cip in (False, True):
     _tag = "incpad" if _cip else "excpad"
-    CASES += [(f"avg_{cid}_{_tag}", "avg_pool2d", shape, dict(attrs, count_include_pad=_cip))
-              for cid, shape, attrs in AVG_CASES]
+    CASES += [
+        (f"avg_{cid}_{_tag}", "avg_pool2d", shape, dict(attrs, count_include_pad=_cip))
+        for cid, shape, attrs in AVG_CASES
+    ]
 CASES += [
     ("gap_1x1", "global_avg_pool", (1, 1, 1), {}),
     ("gap_13x7x13", "global_avg_pool", (13, 7, 13), {}),
@@ -84,7 +92,12 @@ CASES += [
     ("lrn_default", "lrn", (13, 7, 7), {}),
     ("lrn_strong", "lrn", (13, 7, 7), {"size": 3, "alpha": 0.5, "beta": 0.75, "bias": 2.0}),
     ("lrn_even_size", "lrn", (13, 1, 7), {"size": 4, "alpha": 1.0, "beta": 0.6, "bias": 1.5}),
-    ("lrn_wider_than_channels", "lrn", (3, 7, 7), {"size": 7, "alpha": 2.0, "beta": 0.9, "bias": 1.0}),
+    (
+        "lrn_wider_than_channels",
+        "lrn",
+        (3, 7, 7),
+        {"size": 7, "alpha": 2.0, "beta": 0.9, "bias": 1.0},
+    ),
     ("lrn_one_channel", "lrn", (1, 7, 7), {"size": 5, "alpha": 1.0, "beta": 0.75, "bias": 1.0}),
     ("bn_1", "batch_norm", (1, 7, 7), {}),
     ("bn_13", "batch_norm", (13, 1, 13), {}),
@@ -113,10 +126,14 @@ for _cid, _kind, _, _ in CASES:
 NETS = [
     ("merge_add", lambda: models.merge_net("add", (3, 7, 7), (4, 4, 4)), "add"),
     ("merge_concat", lambda: models.merge_net("concat", (3, 7, 13), (1, 3, 13)), "concat"),
-] + [(f"head_{name}", models.head_net, name) for name in ("fc1", "relu", "dropout", "fc2", "softmax")]
+] + [
+    (f"head_{name}", models.head_net, name) for name in ("fc1", "relu", "dropout", "fc2", "softmax")
+]
 
-ALL = [(cid, lambda k=kind, s=shape, a=attrs: models.single_layer(k, s, a, seed=7), kind)
-       for cid, kind, shape, attrs in CASES] + NETS
+ALL = [
+    (cid, lambda k=kind, s=shape, a=attrs: models.single_layer(k, s, a, seed=7), kind)
+    for cid, kind, shape, attrs in CASES
+] + NETS
 IDS = [c[0] for c in ALL]
 
 
@@ -186,7 +203,9 @@ def test_max_pool_switch_ties(pid, shape, attrs, tie, threads, kernels):
     np.testing.assert_array_equal(trace.switches("max_pool2d"), switches["max_pool2d"])
     g = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
     got = net.project(trace, "max_pool2d", at=g, rule="deconvnet", threads=threads)
-    npref.assert_close(got, npref.max_unpool2d(g.astype(np.float64), switches["max_pool2d"], x.shape))
+    npref.assert_close(
+        got, npref.max_unpool2d(g.astype(np.float64), switches["max_pool2d"], x.shape)
+    )
 
 
 def test_max_pool_tie_rule_is_row_major_first():

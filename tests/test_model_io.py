@@ -12,10 +12,10 @@ import os
 import stat
 import zipfile
 
+import models
 import numpy as np
 import pytest
 
-import models
 import pydeconv
 from pydeconv import model
 from pydeconv.errors import ModelFormatError, ShapeError
@@ -43,7 +43,9 @@ def _assert_same_net(a, b):
     out_b, trace_b = b.forward(x)
     np.testing.assert_array_equal(out_b, out_a)
     for layer in a.layers:
-        np.testing.assert_array_equal(trace_b.activation(layer), trace_a.activation(layer), err_msg=layer)
+        np.testing.assert_array_equal(
+            trace_b.activation(layer), trace_a.activation(layer), err_msg=layer
+        )
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["stored", "deflated"])

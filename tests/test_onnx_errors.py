@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from onnx_writer import OnnxBuilder
+
 from pydeconv.errors import GraphError, ModelFormatError, UnsupportedOperatorError
 from pydeconv.onnx import import_onnx
 
@@ -60,12 +60,15 @@ def test_every_unsupported_operator_is_listed(tmp_path):
     path = b.save(str(tmp_path / "model.onnx"))
     with pytest.raises(UnsupportedOperatorError) as info:
         import_onnx(path)
-    assert str(info.value) == ("model.onnx: unsupported ONNX operators: Resize (node 'up1'), Sigmoid "
-                               "(node 'act3'), com.microsoft.FusedConv (node 'fc'), Sigmoid (node 'act4')")
+    assert str(info.value) == (
+        "model.onnx: unsupported ONNX operators: Resize (node 'up1'), Sigmoid "
+        "(node 'act3'), com.microsoft.FusedConv (node 'fc'), Sigmoid (node 'act4')"
+    )
 
 
-@pytest.mark.parametrize("location", ["../weights.bin", "sub/../../weights.bin", "/etc/passwd",
-                                      "..\\weights.bin"])
+@pytest.mark.parametrize(
+    "location", ["../weights.bin", "sub/../../weights.bin", "/etc/passwd", "..\\weights.bin"]
+)
 def test_external_data_outside_the_model_folder_is_refused(tmp_path, location):
     folder = tmp_path / "model"
     folder.mkdir()
@@ -87,21 +90,36 @@ def test_external_data_missing_or_short(tmp_path):
     path = b.save(str(tmp_path / "m.onnx"))
     with pytest.raises(ModelFormatError, match="not found"):
         import_onnx(path)
-    (tmp_path / "w.bin").write_bytes(b"\x00" * 40)   # 72 bytes needed
+    (tmp_path / "w.bin").write_bytes(b"\x00" * 40)  # 72 bytes needed
     with pytest.raises(ModelFormatError, match="exceeds"):
         import_onnx(path)
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda b, x: b.node("Reshape", [x, b.init("s", np.array([1, 2, 16], np.int64))]), "flatten"),
-    (lambda b, x: b.node("MaxPool", [x], kernel_shape=[2, 2], dilations=[2, 2]), "dilations"),
-    (lambda b, x: b.node("Mul", [x, x]), "two activations"),
-    (lambda b, x: b.node("Transpose", [b.node("Relu", [x])], perm=[0, 1, 3, 2]), "perm"),
-    (lambda b, x: b.node("Gemm", [b.node("Flatten", [x]), b.init("B", np.ones((32, 2), np.float32))],
-                         transA=1), "transA"),
-    (lambda b, x: b.node("Concat", [x, x], axis=2), "channel axis"),
-    (lambda b, x: b.node("Add", [x, b.init("c", np.ones((1, 2, 4, 1), np.float32))]), "per-channel"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda b, x: b.node("Reshape", [x, b.init("s", np.array([1, 2, 16], np.int64))]),
+            "flatten",
+        ),
+        (lambda b, x: b.node("MaxPool", [x], kernel_shape=[2, 2], dilations=[2, 2]), "dilations"),
+        (lambda b, x: b.node("Mul", [x, x]), "two activations"),
+        (lambda b, x: b.node("Transpose", [b.node("Relu", [x])], perm=[0, 1, 3, 2]), "perm"),
+        (
+            lambda b, x: b.node(
+                "Gemm",
+                [b.node("Flatten", [x]), b.init("B", np.ones((32, 2), np.float32))],
+                transA=1,
+            ),
+            "transA",
+        ),
+        (lambda b, x: b.node("Concat", [x, x], axis=2), "channel axis"),
+        (
+            lambda b, x: b.node("Add", [x, b.init("c", np.ones((1, 2, 4, 1), np.float32))]),
+            "per-channel",
+        ),
+    ],
+)
 def test_graphs_that_cannot_be_mapped(tmp_path, build, message):
     b = OnnxBuilder()
     x = b.input("x", [1, 2, 4, 4])

@@ -3,11 +3,11 @@ against the NumPy float64 reference, finite differences, and the engine's own in
 
 from __future__ import annotations
 
+import models
+import npref
 import numpy as np
 import pytest
 
-import models
-import npref
 import pydeconv
 
 MODELS = {"zfnet": models.zfnet_like, "dag": models.small_dag}
@@ -79,8 +79,15 @@ def test_project_every_layer(model, layer, rule):
 
 
 # A handful of layers per model, including ones whose gradient passes pools, LRN, softmax, concat.
-FD_LAYERS = [("zfnet", "lrn1"), ("zfnet", "pool2"), ("zfnet", "relu4"), ("zfnet", "prob"),
-             ("dag", "cat1"), ("dag", "add2"), ("dag", "fc")]
+FD_LAYERS = [
+    ("zfnet", "lrn1"),
+    ("zfnet", "pool2"),
+    ("zfnet", "relu4"),
+    ("zfnet", "prob"),
+    ("dag", "cat1"),
+    ("dag", "add2"),
+    ("dag", "fc"),
+]
 
 
 @pytest.mark.parametrize("model,layer", FD_LAYERS, ids=[f"{m}-{layer}" for m, layer in FD_LAYERS])
@@ -127,7 +134,9 @@ def test_batch_equals_samples_alone(model, rule):
     for n in range(2):
         _, trace = s.net.forward(s.x[n : n + 1])
         alone = s.net.project(trace, layer, channel=1, at="max", rule=rule)
-        npref.assert_close(both[n : n + 1], alone, rtol=1e-5, atol_scale=1e-6, err_msg=f"sample {n}")
+        npref.assert_close(
+            both[n : n + 1], alone, rtol=1e-5, atol_scale=1e-6, err_msg=f"sample {n}"
+        )
 
 
 @pytest.mark.parametrize("rule", npref.RULES)
@@ -140,7 +149,9 @@ def test_keep_minimal_gives_identical_projections(model, rule):
     for layer in s.net.layers:
         start = np.random.default_rng(3).standard_normal(s.acts[layer].shape).astype(np.float32)
         full = s.net.project(s.trace, layer, at=start, rule=rule)
-        np.testing.assert_array_equal(s.net.project(minimal, layer, at=start, rule=rule), full, err_msg=layer)
+        np.testing.assert_array_equal(
+            s.net.project(minimal, layer, at=start, rule=rule), full, err_msg=layer
+        )
 
 
 def test_deconvnet_ignores_relu_masks():
@@ -168,7 +179,9 @@ def test_threads_agree_and_runs_repeat(model):
         runs = []
         for _ in range(2):
             out, trace = s.net.forward(s.x, threads=threads)
-            proj = s.net.project(trace, layer, channel=[0, 1], at="map", rule="guided", threads=threads)
+            proj = s.net.project(
+                trace, layer, channel=[0, 1], at="map", rule="guided", threads=threads
+            )
             runs.append((out, proj))
         for a, b in zip(runs[0], runs[1]):
             np.testing.assert_array_equal(a, b, err_msg=f"repeat at {threads} threads")

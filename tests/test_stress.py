@@ -15,10 +15,10 @@ from __future__ import annotations
 import threading
 import time
 
+import models
 import numpy as np
 import pytest
 
-import models
 import pydeconv
 
 N_THREADS, PER_THREAD = 8, 50
@@ -32,8 +32,11 @@ def net():
 
 def _calls(net, rng):
     """400 call specs: ("forward", x index, threads) or ("project", x index, layer, channel, at, rule, threads)."""
-    layers = [name for name in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "relu4", "fc6", "fc7")
-              if name in net.layers]
+    layers = [
+        name
+        for name in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "relu4", "fc6", "fc7")
+        if name in net.layers
+    ]
     specs = []
     for i in range(N_THREADS * PER_THREAD):
         xi, threads = int(rng.integers(4)), int(rng.integers(1, 3))
@@ -96,7 +99,9 @@ def test_shared_net_eight_threads_bit_identical(net):
     for i, (want, got) in enumerate(zip(sequential, results)):
         assert len(want) == len(got)
         for a, b in zip(want, got):
-            assert a.shape == b.shape and a.tobytes() == b.tobytes(), f"call {i} {specs[i]} differs between runs"
+            assert a.shape == b.shape and a.tobytes() == b.tobytes(), (
+                f"call {i} {specs[i]} differs between runs"
+            )
 
 
 def _big_net():
@@ -146,7 +151,9 @@ def _long_call(net, what):
         start = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         call = {
             "forward": lambda: net.forward(x, threads=1),
-            "project_channels": lambda: net.project(trace, layer, list(range(4)), at="map", threads=1),
+            "project_channels": lambda: net.project(
+                trace, layer, list(range(4)), at="map", threads=1
+            ),
             "project_start": lambda: net.project(trace, layer, at=start, threads=1),
         }[what]
         t0 = time.perf_counter()
@@ -162,4 +169,6 @@ def test_long_calls_release_the_gil(what):
     during, idle = _progress_during(call)
     # Holding the GIL leaves the counter ~2% of its idle rate (measured with sum(range(3 * 10**7))
     # in place of the call); released, it runs at about the idle rate.
-    assert during > 0.1 * idle, f"{what}: a Python thread ran at {during:.0f}/s during the call, {idle:.0f}/s idle"
+    assert during > 0.1 * idle, (
+        f"{what}: a Python thread ran at {during:.0f}/s during the call, {idle:.0f}/s idle"
+    )

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 
+import models
+import npref
 import numpy as np
 import pytest
 
-import models
-import npref
 import pydeconv
 
 LAYERS = ["conv1_2", "relu2_1", "conv2_2", "pool2"]
@@ -150,7 +150,9 @@ def test_filter_cache_gives_the_uncached_result(small_maps, wmode):
     for t in (1, 1, 2, 2):
         _, trace = net.forward(x, threads=t, keep="all")
         for name in ("conv_a", "conv_b", "fc"):
-            np.testing.assert_array_equal(trace.activation(name), fresh.activation(name), err_msg=name)
+            np.testing.assert_array_equal(
+                trace.activation(name), fresh.activation(name), err_msg=name
+            )
             npref.assert_close(trace.activation(name), acts[name], err_msg=name)
     params_bytes = sum(4 * v.size for v in params.values())
     if wmode == 2 or pydeconv.get_reference_kernels():

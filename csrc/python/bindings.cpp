@@ -173,69 +173,68 @@ PYBIND11_MODULE(_core, m) {
     }
     return model_tuple(std::move(model));
   });
-  m.def("build_model", [](const std::string& graph_json, const py::dict& params,
-                          const std::string& label) {
-    std::map<std::string, Tensor> tensors;
-    for (auto kv : params) {
-      const std::string key = kv.first.cast<std::string>();
-      tensors[key] = to_tensor(kv.second.cast<py::array>(), "parameter '" + key + "'", true);
-    }
-    Model model;
-    {
-      py::gil_scoped_release release;
-      model = model_from_json(graph_json, std::move(tensors), label);
-    }
-    return model_tuple(std::move(model));
-  });
+  m.def("build_model",
+        [](const std::string& graph_json, const py::dict& params, const std::string& label) {
+          std::map<std::string, Tensor> tensors;
+          for (auto kv : params) {
+            const std::string key = kv.first.cast<std::string>();
+            tensors[key] = to_tensor(kv.second.cast<py::array>(), "parameter '" + key + "'", true);
+          }
+          Model model;
+          {
+            py::gil_scoped_release release;
+            model = model_from_json(graph_json, std::move(tensors), label);
+          }
+          return model_tuple(std::move(model));
+        });
 
   py::class_<Net>(m, "Net")
       .def("cache_bytes", &Net::cache_bytes)
       .def("layer_index", &Net::layer_index)
       .def_property_readonly("outputs", &Net::outputs)
-      .def("info", [](const Net& n) {
-        py::list out;
-        for (const auto& li : n.info()) {
-          py::dict d;
-          d["name"] = li.name;
-          d["kind"] = li.kind;
-          d["inputs"] = li.inputs;
-          auto dims = li.shape.dims();
-          d["shape"] = py::tuple(py::cast(std::vector<int64_t>(dims.begin() + 1, dims.end())));
-          d["rf_size"] = py::make_tuple(li.rf_size_h, li.rf_size_w);
-          d["rf_stride"] = py::make_tuple(li.rf_stride_h, li.rf_stride_w);
-          d["rf_start"] = py::make_tuple(li.rf_start_h, li.rf_start_w);
-          d["params"] = li.params;
-          d["rule"] = li.rule;
-          out.append(d);
-        }
-        return out;
-      })
-      .def("params", [](const Net& n) {
-        py::dict out;
-        for (const auto& kv : n.parameters()) {
-          py::array a = to_numpy(kv.second);
-          a.attr("flags").attr("writeable") = false;
-          out[py::str(kv.first)] = a;
-        }
-        return out;
-      })
-      .def("forward",
-           [](const Net& n, py::array x, const std::string& upto, bool minimal, int threads,
-              bool reference, std::vector<std::string> also_keep) {
-             Tensor t = to_tensor(x, "input", false, &n);
-             py::gil_scoped_release release;
-             return n.forward(make_ctx(threads, reference), t, upto,
-                              minimal ? Keep::Minimal : Keep::All, also_keep);
-           },
-           py::keep_alive<0, 1>())
-      .def("activation",
-           [](const Net& n, const Trace& t, const std::string& layer) {
-             return to_numpy(n.activation(t, layer));
+      .def("info",
+           [](const Net& n) {
+             py::list out;
+             for (const auto& li : n.info()) {
+               py::dict d;
+               d["name"] = li.name;
+               d["kind"] = li.kind;
+               d["inputs"] = li.inputs;
+               auto dims = li.shape.dims();
+               d["shape"] = py::tuple(py::cast(std::vector<int64_t>(dims.begin() + 1, dims.end())));
+               d["rf_size"] = py::make_tuple(li.rf_size_h, li.rf_size_w);
+               d["rf_stride"] = py::make_tuple(li.rf_stride_h, li.rf_stride_w);
+               d["rf_start"] = py::make_tuple(li.rf_start_h, li.rf_start_w);
+               d["params"] = li.params;
+               d["rule"] = li.rule;
+               out.append(d);
+             }
+             return out;
            })
-      .def("switches",
-           [](const Net& n, const Trace& t, const std::string& layer) {
-             return to_numpy(n.switches(t, layer));
+      .def("params",
+           [](const Net& n) {
+             py::dict out;
+             for (const auto& kv : n.parameters()) {
+               py::array a = to_numpy(kv.second);
+               a.attr("flags").attr("writeable") = false;
+               out[py::str(kv.first)] = a;
+             }
+             return out;
            })
+      .def(
+          "forward",
+          [](const Net& n, py::array x, const std::string& upto, bool minimal, int threads,
+             bool reference, std::vector<std::string> also_keep) {
+            Tensor t = to_tensor(x, "input", false, &n);
+            py::gil_scoped_release release;
+            return n.forward(make_ctx(threads, reference), t, upto,
+                             minimal ? Keep::Minimal : Keep::All, also_keep);
+          },
+          py::keep_alive<0, 1>())
+      .def("activation", [](const Net& n, const Trace& t,
+                            const std::string& layer) { return to_numpy(n.activation(t, layer)); })
+      .def("switches", [](const Net& n, const Trace& t,
+                          const std::string& layer) { return to_numpy(n.switches(t, layer)); })
       .def("ran_layers",
            [](const Net& n, const Trace& t) {
              std::vector<std::string> names;

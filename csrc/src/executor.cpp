@@ -16,9 +16,7 @@ const IndexTensor* Trace::switches(int id) const {
   if (id < 0 || id >= static_cast<int>(switches_.size()) || switches_[id].empty()) return nullptr;
   return &switches_[id];
 }
-bool Trace::ran(int id) const {
-  return id >= 0 && id < static_cast<int>(ran_.size()) && ran_[id];
-}
+bool Trace::ran(int id) const { return id >= 0 && id < static_cast<int>(ran_.size()) && ran_[id]; }
 const TensorT<uint8_t>* Trace::mask(int id) const {
   if (id < 0 || id >= static_cast<int>(masks_.size()) || masks_[id].empty()) return nullptr;
   return &masks_[id];
@@ -35,8 +33,10 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
   const size_t nt = m.shapes.size();
   std::vector<bool> need(nt, false);
   std::vector<int> targets;
-  if (upto.empty()) targets = m.output_ids;
-  else targets = {layer_index(upto) + 1};
+  if (upto.empty())
+    targets = m.output_ids;
+  else
+    targets = {layer_index(upto) + 1};
   for (int t : targets) {
     auto a = m.ancestors(t);
     for (size_t i = 0; i < nt; ++i) need[i] = need[i] || a[i];
@@ -154,7 +154,8 @@ const Tensor& Net::activation(const Trace& t, const std::string& layer) const {
   if (!a)
     fail(ErrorKind::Value, "layer '" + layer + "': its output is not in this trace (" +
                                (t.minimal() ? "forward with keep='all' to keep every layer's output"
-                                            : "the forward pass stopped before it (upto)") + ")");
+                                            : "the forward pass stopped before it (upto)") +
+                               ")");
   return *a;
 }
 

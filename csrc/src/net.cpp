@@ -72,13 +72,18 @@ void name_tokens(const std::string& s, std::set<std::string>& words,
   std::string run;
   auto flush = [&] {
     if (run.empty()) return;
-    if (std::isdigit(static_cast<unsigned char>(run[0]))) numbers.push_back(run);
-    else words.insert(run);
+    if (std::isdigit(static_cast<unsigned char>(run[0])))
+      numbers.push_back(run);
+    else
+      words.insert(run);
     run.clear();
   };
   for (char c : s) {
     const bool digit = std::isdigit(static_cast<unsigned char>(c)) != 0;
-    if (!digit && !std::isalpha(static_cast<unsigned char>(c))) { flush(); continue; }
+    if (!digit && !std::isalpha(static_cast<unsigned char>(c))) {
+      flush();
+      continue;
+    }
     if (!run.empty() && (std::isdigit(static_cast<unsigned char>(run[0])) != 0) != digit) flush();
     run += c;
   }
@@ -125,8 +130,8 @@ std::string unknown_layer(const std::string& name, const std::map<std::string, i
     msg += (shown.size() == 1 ? " (closest: '" : ", '") + info[size_t(s.second)].name + "'";
   }
   if (!shown.empty()) msg += ")";
-  return msg + "; net.layers or `pydeconv info MODEL` lists all " +
-         std::to_string(info.size()) + " layers";
+  return msg + "; net.layers or `pydeconv info MODEL` lists all " + std::to_string(info.size()) +
+         " layers";
 }
 
 struct Rf {
@@ -196,7 +201,8 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
     spec.params.clear();  // the layer holds them now (and may keep only a packed copy)
     Shape out = layer->infer(in_shapes);
     if (out.numel() <= 0 || out.numel() > (int64_t(1) << 31))
-      fail(ErrorKind::Shape, "layer '" + spec.name + "': output shape " + out.str() + " is out of range");
+      fail(ErrorKind::Shape,
+           "layer '" + spec.name + "': output shape " + out.str() + " is out of range");
 
     // Receptive field: the union over inputs, stepped through this layer's window.
     RfStep s = layer->rf();

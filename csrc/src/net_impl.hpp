@@ -20,7 +20,8 @@ class LayerTimer {
   }
   ~LayerTimer() {
     if (!enabled()) return;
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
     std::fprintf(stderr, "pydeconv %s %-12s %-40s %9.3f ms\n", phase_, layer_.kind().c_str(),
                  layer_.name().c_str(), ms);
   }
@@ -37,11 +38,11 @@ struct Net::Impl {
   std::string input_name;
   Shape input;  // batch 1
   std::vector<std::unique_ptr<Layer>> layers;
-  std::vector<std::vector<int>> in_ids;      // per layer: input tensor ids
-  std::vector<Shape> shapes;                 // per tensor id, batch 1
-  std::vector<std::vector<int>> consumers;   // per tensor id: layer indices reading it
+  std::vector<std::vector<int>> in_ids;     // per layer: input tensor ids
+  std::vector<Shape> shapes;                // per tensor id, batch 1
+  std::vector<std::vector<int>> consumers;  // per tensor id: layer indices reading it
   std::vector<LayerInfo> info;
-  std::map<std::string, int> by_name;        // layer name or alias -> layer index
+  std::map<std::string, int> by_name;  // layer name or alias -> layer index
   std::vector<std::string> outputs;
   std::vector<int> output_ids;
   // Activations, masks and switches of forward passes, and the projections' gradient buffers,

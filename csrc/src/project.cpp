@@ -124,8 +124,8 @@ Tensor Net::make_start(const Trace& t, const std::string& layer,
   const Shape& s = act.shape();
   const int64_t k = static_cast<int64_t>(channels.size());
   region_only = region_only && regions != nullptr;
-  Tensor start = region_only ? Tensor(s.with_n(s.n * k), impl_->pool, true)
-                             : Tensor(s.with_n(s.n * k), 0.f);
+  Tensor start =
+      region_only ? Tensor(s.with_n(s.n * k), impl_->pool, true) : Tensor(s.with_n(s.n * k), 0.f);
   if (regions) regions->assign(static_cast<size_t>(s.n * k), Region{0, 0, 0, 0});
   for (int64_t n = 0; n < s.n; ++n)
     for (int64_t j = 0; j < k; ++j) {

@@ -63,8 +63,7 @@ kernels::Isa parse_isa(const std::string& name, const std::string& what) {
   } else if (name == "avx512") {
     isa = Isa::Avx512;
   } else if (name != "portable") {
-    fail(ErrorKind::Value,
-         what + ": unknown ISA '" + name + "' (portable, avx2, avx512 or auto)");
+    fail(ErrorKind::Value, what + ": unknown ISA '" + name + "' (portable, avx2, avx512 or auto)");
   }
   if (!kernels::cpu_runs(isa)) fail(ErrorKind::Value, what + ": this CPU cannot run " + name);
   return isa;

@@ -1,8 +1,7 @@
-#include "buffer_pool.hpp"
-
-#include "pydeconv/settings.hpp"
-
 #include <sys/mman.h>
+
+#include "buffer_pool.hpp"
+#include "pydeconv/settings.hpp"
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -41,8 +40,10 @@ void* aligned_alloc64(std::size_t bytes, bool zeroed, bool* mapped) {
 }
 
 void aligned_free64(void* p, std::size_t bytes, bool mapped) noexcept {
-  if (mapped) munmap(p, bytes);
-  else std::free(p);
+  if (mapped)
+    munmap(p, bytes);
+  else
+    std::free(p);
 }
 
 struct BufferPool::State {

@@ -31,8 +31,9 @@ int main(int argc, char** argv) {
     pydeconv::Tensor proj = model.net->project(ctx, trace, layer, start, pydeconv::Rule::Deconvnet);
 
     const pydeconv::Shape& s = proj.shape();
-    pydeconv::Image out = pydeconv::render(proj.data(), static_cast<int>(s.c), static_cast<int>(s.h),
-                                           static_cast<int>(s.w), model.preprocess.channel_order);
+    pydeconv::Image out =
+        pydeconv::render(proj.data(), static_cast<int>(s.c), static_cast<int>(s.h),
+                         static_cast<int>(s.w), model.preprocess.channel_order);
     pydeconv::write_ppm(argv[5], out);
     std::printf("%s: layer %s channel %ld at (%lld, %lld) -> %s (%dx%d)\n", argv[1], layer.c_str(),
                 channel, static_cast<long long>(where.y), static_cast<long long>(where.x), argv[5],

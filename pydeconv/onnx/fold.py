@@ -9,21 +9,21 @@ ones int64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..errors import GraphError
-from .model import BOOL, DOUBLE, FLOAT, FLOAT16, BFLOAT16, Node
+from .model import BFLOAT16, BOOL, DOUBLE, FLOAT, FLOAT16, Node
 from .shapes import Shape, axes_of, infer_shape, reshape_target
 
 
 @dataclass
 class Folded:
-    nodes: list[Node]                   # what is left to map, in order
-    consts: dict[str, np.ndarray]       # every constant tensor (initializers + folded)
-    shapes: dict[str, Shape]            # static shapes of the non-constant tensors (batch 1 if symbolic)
+    nodes: list[Node]  # what is left to map, in order
+    consts: dict[str, np.ndarray]  # every constant tensor (initializers + folded)
+    shapes: dict[str, Shape]  # static shapes of the non-constant tensors (batch 1 if symbolic)
 
 
 def normalise(value) -> np.ndarray:
@@ -78,12 +78,12 @@ def _cast(node: Node, ins: list) -> np.ndarray:
         return ins[0].astype(np.float32)
     if to == BOOL:
         return (ins[0] != 0).astype(np.int64)
-    return ins[0].astype(np.int64)   # float -> int truncates toward zero, as ONNX does
+    return ins[0].astype(np.int64)  # float -> int truncates toward zero, as ONNX does
 
 
 def _slice(node: Node, ins: list) -> np.ndarray:
     data = ins[0]
-    if len(ins) > 1:   # opset 10+: starts, ends, axes, steps are inputs
+    if len(ins) > 1:  # opset 10+: starts, ends, axes, steps are inputs
         starts, ends = ins[1], ins[2]
         axes = ins[3] if len(ins) > 3 and ins[3] is not None else np.arange(len(starts))
         steps = ins[4] if len(ins) > 4 and ins[4] is not None else np.ones(len(starts), np.int64)
@@ -98,8 +98,9 @@ def _slice(node: Node, ins: list) -> np.ndarray:
 
 
 def _reshape(node: Node, ins: list) -> np.ndarray:
-    target = reshape_target(ins[0].shape, [int(v) for v in ins[1].reshape(-1)],
-                            bool(node.attrs.get("allowzero", 0)))
+    target = reshape_target(
+        ins[0].shape, [int(v) for v in ins[1].reshape(-1)], bool(node.attrs.get("allowzero", 0))
+    )
     return ins[0].reshape(target)
 
 
@@ -108,7 +109,7 @@ def _div(node: Node, ins: list) -> np.ndarray:
     if a.dtype.kind == "i" and b.dtype.kind == "i":
         if np.any(b == 0):
             raise GraphError(f"Div node '{node.label()}' divides an integer constant by zero")
-        quotient = np.abs(a) // np.abs(b)          # ONNX integer division truncates toward zero
+        quotient = np.abs(a) // np.abs(b)  # ONNX integer division truncates toward zero
         return np.where((a < 0) != (b < 0), -quotient, quotient)
     return a / b
 
@@ -127,8 +128,9 @@ FOLDERS: dict[str, Callable[[Node, list], np.ndarray]] = {
     "Cast": _cast,
     "Slice": _slice,
     "Reshape": _reshape,
-    "Flatten": lambda node, ins: _reshape(node, [ins[0], np.array(
-        [int(np.prod(ins[0].shape[: node.attrs.get("axis", 1)])), -1])]),
+    "Flatten": lambda node, ins: _reshape(
+        node, [ins[0], np.array([int(np.prod(ins[0].shape[: node.attrs.get("axis", 1)])), -1])]
+    ),
     "Transpose": lambda node, ins: np.transpose(ins[0], node.attrs.get("perm")),
     "Identity": lambda node, ins: ins[0],
     "ConstantOfShape": _constant_of_shape,
@@ -148,8 +150,9 @@ def _shape_of(node: Node, shape: Shape) -> np.ndarray:
     return np.array(shape[start:end], dtype=np.int64)
 
 
-def fold_constants(nodes: list[Node], initializers: dict[str, np.ndarray],
-                   input_name: str, input_shape: Shape) -> Folded:
+def fold_constants(
+    nodes: list[Node], initializers: dict[str, np.ndarray], input_name: str, input_shape: Shape
+) -> Folded:
     """Evaluate constant subgraphs; track static shapes of everything else from the input's."""
     consts = {name: normalise(value) for name, value in initializers.items()}
     shapes: dict[str, Shape] = {input_name: tuple(input_shape)}
@@ -166,7 +169,7 @@ def fold_constants(nodes: list[Node], initializers: dict[str, np.ndarray],
         elif foldable and not (node.op_type == "Constant" and node.inputs):
             try:
                 value = FOLDERS[node.op_type](node, ins)
-            except GraphError:      # a ValueError too: keep its own message
+            except GraphError:  # a ValueError too: keep its own message
                 raise
             except (ValueError, IndexError, KeyError, TypeError) as exc:
                 raise GraphError(

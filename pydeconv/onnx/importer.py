@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,10 @@ from .mapping import OPERATORS
 from .model import Graph, Model, ValueInfo, parse_model
 from .naming import rename_layers
 
-def import_onnx(path: str | os.PathLike, preprocess: Optional[dict] = None,
-                labels: Optional[Sequence[str]] = None) -> tuple[dict, dict[str, np.ndarray]]:
+
+def import_onnx(
+    path: str | os.PathLike, preprocess: dict | None = None, labels: Sequence[str] | None = None
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Read an ONNX model; return (graph dict of docs/FORMAT.md, {"LAYER/PARAM": float32 array}).
 
     The graph's ``preprocess`` records the input size and layout and holds ``preprocess`` as given;
@@ -45,8 +48,9 @@ def import_onnx(path: str | os.PathLike, preprocess: Optional[dict] = None,
         raise type(exc)(f"{label}: {exc}") from None
 
 
-def convert(model: Model, name: str, preprocess: Optional[dict] = None,
-            labels: Optional[Sequence[str]] = None) -> tuple[dict, dict[str, np.ndarray]]:
+def convert(
+    model: Model, name: str, preprocess: dict | None = None, labels: Sequence[str] | None = None
+) -> tuple[dict, dict[str, np.ndarray]]:
     graph = model.graph
     info = _graph_input(graph)
     nhwc = _input_is_nhwc(graph, info.name)
@@ -69,16 +73,29 @@ def convert(model: Model, name: str, preprocess: Optional[dict] = None,
         raise GraphError("the ONNX graph declares no outputs")
     uses = Counter(name for node in folded.nodes for name in node.inputs if name)
     uses.update(output_names)
-    mapper = Mapper(folded.consts, folded.shapes, model.opset, info.name,
-                    info.name.replace("/", "_") or "input", uses)
+    mapper = Mapper(
+        folded.consts,
+        folded.shapes,
+        model.opset,
+        info.name,
+        info.name.replace("/", "_") or "input",
+        uses,
+    )
     for node in folded.nodes:
         mapper.node = node
         OPERATORS[node.op_type](mapper, node)
     layers, outputs, params = mapper.finish(output_names)
     if not layers:
         raise GraphError("the ONNX graph maps to no layers")
-    layers, outputs, params = rename_layers(layers, outputs, params, mapper.origin, model.producer,
-                                            [node.name for node in graph.nodes], mapper.input_name)
+    layers, outputs, params = rename_layers(
+        layers,
+        outputs,
+        params,
+        mapper.origin,
+        model.producer,
+        [node.name for node in graph.nodes],
+        mapper.input_name,
+    )
 
     chw = [dims[3], dims[1], dims[2]] if mapper.input_layout == "NHWC" else list(dims[1:])
     channels_out = _output_channels(mapper, output_names[0])
@@ -111,11 +128,14 @@ def _graph_input(graph: Graph) -> ValueInfo:
 def _input_is_nhwc(graph: Graph, input_name: str) -> bool:
     """True when the input's only reader is tf2onnx's Transpose(0, 3, 1, 2) to NCHW."""
     readers = [n for n in graph.nodes if input_name in n.inputs]
-    return (len(readers) == 1 and readers[0].op_type == "Transpose"
-            and list(readers[0].attrs.get("perm", [])) == [0, 3, 1, 2])
+    return (
+        len(readers) == 1
+        and readers[0].op_type == "Transpose"
+        and list(readers[0].attrs.get("perm", [])) == [0, 3, 1, 2]
+    )
 
 
-def _input_dims(info: ValueInfo, nhwc: bool, size: Optional[Sequence[int]]) -> tuple[int, ...]:
+def _input_dims(info: ValueInfo, nhwc: bool, size: Sequence[int] | None) -> tuple[int, ...]:
     """The input's shape in the file's layout, batch 1 when symbolic, H/W from ``size`` if needed."""
     if info.shape is None or len(info.shape) != 4:
         rank = "unknown" if info.shape is None else len(info.shape)
@@ -129,19 +149,21 @@ def _input_dims(info: ValueInfo, nhwc: bool, size: Optional[Sequence[int]]) -> t
     if not isinstance(dims[c_axis], int) or dims[c_axis] <= 0:
         raise GraphError(f"input '{info.name}' has an unknown channel count ({info.shape})")
     if any(not isinstance(dims[a], int) or dims[a] <= 0 for a in hw_axes):
-        raise GraphError(f"input '{info.name}' has symbolic height/width {info.shape}; pass the image "
-                         f"size as preprocess={{'size': [H, W]}}")
+        raise GraphError(
+            f"input '{info.name}' has symbolic height/width {info.shape}; pass the image "
+            f"size as preprocess={{'size': [H, W]}}"
+        )
     if not isinstance(dims[0], int) or dims[0] <= 0:
-        dims[0] = 1   # a symbolic batch: pydeconv's batch is free, shapes are tracked with 1
+        dims[0] = 1  # a symbolic batch: pydeconv's batch is free, shapes are tracked with 1
     return tuple(dims)
 
 
-def _output_channels(mapper: Mapper, tensor: str) -> Optional[int]:
+def _output_channels(mapper: Mapper, tensor: str) -> int | None:
     shape = mapper.shapes.get(tensor)
     return int(shape[1]) if shape is not None and len(shape) >= 2 else None
 
 
-def _preprocess(chw: list[int], layout: str, given: Optional[dict]) -> dict:
+def _preprocess(chw: list[int], layout: str, given: dict | None) -> dict:
     """What the ONNX file says (size, layout) and what the caller gave; the C++ reader validates
     it and fills in the defaults."""
     return {"size": [chw[1], chw[2]], "source_layout": layout, **(given or {})}

@@ -10,7 +10,6 @@ tf2onnx's Transposes; only a flatten and then a linear layer may consume them.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Optional
 
 import numpy as np
 
@@ -18,22 +17,29 @@ from ..errors import GraphError
 from .model import Node
 from .shapes import Shape, axes_of
 
-NHWC = "nhwc"             # a rank-4 activation transposed to NHWC (value: its (C, H, W))
-NHWC_FLAT = "nhwc_flat"   # that tensor flattened in NHWC order (value: the (C, H, W) it came from)
+NHWC = "nhwc"  # a rank-4 activation transposed to NHWC (value: its (C, H, W))
+NHWC_FLAT = "nhwc_flat"  # that tensor flattened in NHWC order (value: the (C, H, W) it came from)
 
 # Layers whose bias can absorb a following constant Add.
 _HAS_BIAS = ("conv2d", "linear", "batch_norm")
 
 
 class Mapper:
-    def __init__(self, consts: dict[str, np.ndarray], shapes: dict[str, Shape], opset: int,
-                 input_tensor: str, input_name: str, uses: Counter):
+    def __init__(
+        self,
+        consts: dict[str, np.ndarray],
+        shapes: dict[str, Shape],
+        opset: int,
+        input_tensor: str,
+        input_name: str,
+        uses: Counter,
+    ):
         self.consts = consts
         self.shapes = shapes
         self.opset = opset
-        self.input_tensor = input_tensor     # the ONNX graph input
-        self.input_name = input_name         # its (sanitised) pydeconv name
-        self.uses = uses                     # ONNX tensor -> how many nodes/graph outputs read it
+        self.input_tensor = input_tensor  # the ONNX graph input
+        self.input_name = input_name  # its (sanitised) pydeconv name
+        self.uses = uses  # ONNX tensor -> how many nodes/graph outputs read it
         self.source: dict[str, str] = {input_tensor: input_name}
         self.latest: dict[str, str] = {}
         self.layout: dict[str, tuple] = {}
@@ -42,8 +48,8 @@ class Mapper:
         self.by_name: dict[str, dict] = {}
         self.params: dict[str, np.ndarray] = {}
         self.taken = {input_name}
-        self.origin: dict[str, str] = {}     # layer name -> the ONNX node it came from (naming.py)
-        self.node: Optional[Node] = None     # the node being mapped, for error messages
+        self.origin: dict[str, str] = {}  # layer name -> the ONNX node it came from (naming.py)
+        self.node: Node | None = None  # the node being mapped, for error messages
 
     # -- errors and lookups ---------------------------------------------------------------------
     def fail(self, why: str) -> GraphError:
@@ -58,8 +64,10 @@ class Mapper:
         if tensor not in self.source:
             raise self.fail(f"input '{tensor}' is not produced by any supported node")
         if tensor in self.layout and not allow_layout:
-            raise self.fail(f"input '{tensor}' is an NHWC-transposed tensor; only a flatten followed "
-                            f"by a linear layer may use it")
+            raise self.fail(
+                f"input '{tensor}' is an NHWC-transposed tensor; only a flatten followed "
+                f"by a linear layer may use it"
+            )
         return self.source[tensor]
 
     def const(self, node: Node, index: int, what: str) -> np.ndarray:
@@ -75,7 +83,7 @@ class Mapper:
             raise self.fail(f"the shape of '{tensor}' is unknown")
         return self.shapes[tensor]
 
-    def axes(self, node: Node, rank: int) -> Optional[list[int]]:
+    def axes(self, node: Node, rank: int) -> list[int] | None:
         return axes_of(node, self.consts, rank)
 
     # -- building --------------------------------------------------------------------------------
@@ -88,8 +96,15 @@ class Mapper:
         self.taken.add(name)
         return name
 
-    def emit(self, node: Node, kind: str, inputs: list[str], attrs: dict | None = None,
-             params: dict | None = None, suffix: str = "") -> str:
+    def emit(
+        self,
+        node: Node,
+        kind: str,
+        inputs: list[str],
+        attrs: dict | None = None,
+        params: dict | None = None,
+        suffix: str = "",
+    ) -> str:
         """Append a layer. Without a suffix it becomes what the node's first output maps to."""
         name = self.unique_name((node.name or node.outputs[0]) + suffix)
         layer = {"name": name, "kind": kind, "inputs": list(inputs)}
@@ -121,7 +136,9 @@ class Mapper:
         self.shapes.setdefault(out, self.shape(tensor))
 
     def is_raw_input(self, tensor: str) -> bool:
-        return tensor == self.input_tensor and self.uses[tensor] == 1 and len(self.shape(tensor)) == 4
+        return (
+            tensor == self.input_tensor and self.uses[tensor] == 1 and len(self.shape(tensor)) == 4
+        )
 
     def nhwc_input(self, node: Node, tensor: str) -> None:
         """tf2onnx/Keras: the graph input is NHWC and transposed right away; pydeconv takes NCHW."""
@@ -139,11 +156,13 @@ class Mapper:
             ok = False
         padded = (1,) * (len(shape) - c.ndim) + c.shape
         if not ok or len(shape) < 2 or padded[0] != 1 or any(d != 1 for d in padded[2:]):
-            raise self.fail(f"constant of shape {list(c.shape)} is not a per-channel value for an "
-                            f"activation of shape {list(shape)}")
+            raise self.fail(
+                f"constant of shape {list(c.shape)} is not a per-channel value for an "
+                f"activation of shape {list(shape)}"
+            )
         return np.broadcast_to(c.reshape(-1), (shape[1],)).astype(np.float32)
 
-    def _foldable(self, tensor: str) -> Optional[dict]:
+    def _foldable(self, tensor: str) -> dict | None:
         """The layer that produced ``tensor`` if it can be changed in place: nothing else reads it."""
         name = self.source.get(tensor)
         layer = self.by_name.get(name)
@@ -154,8 +173,13 @@ class Mapper:
     def _affine(self, node: Node, tensor: str, scale: np.ndarray, bias: np.ndarray) -> None:
         """y = x * scale + bias per channel, as a batch_norm layer (mean 0, var 1, epsilon 0)."""
         zeros, ones = np.zeros_like(scale), np.ones_like(scale)
-        self.emit(node, "batch_norm", [self.src(tensor)], {"epsilon": 0.0},
-                  {"scale": scale, "bias": bias, "mean": zeros, "var": ones})
+        self.emit(
+            node,
+            "batch_norm",
+            [self.src(tensor)],
+            {"epsilon": 0.0},
+            {"scale": scale, "bias": bias, "mean": zeros, "var": ones},
+        )
 
     def add_constant(self, node: Node, tensor: str, c: np.ndarray) -> None:
         """x + c: into the producing layer's bias when it has one, else a batch_norm."""
@@ -178,13 +202,17 @@ class Mapper:
         if layer is not None and layer["kind"] == "batch_norm":
             for key in ("scale", "bias"):
                 full = f"{layer['name']}/{key}"
-                self.params[full] = np.ascontiguousarray(self.params[full] * vector, dtype=np.float32)
+                self.params[full] = np.ascontiguousarray(
+                    self.params[full] * vector, dtype=np.float32
+                )
             self.alias(node.outputs[0], tensor)
         else:
             self._affine(node, tensor, vector, np.zeros_like(vector))
 
     # -- the end ---------------------------------------------------------------------------------
-    def finish(self, graph_outputs: list[str]) -> tuple[list[dict], list[str], dict[str, np.ndarray]]:
+    def finish(
+        self, graph_outputs: list[str]
+    ) -> tuple[list[dict], list[str], dict[str, np.ndarray]]:
         """(layers reachable from the outputs, output layer names, their params)."""
         self.node = None
         outputs = []

@@ -9,12 +9,12 @@ alias of its input (Identity, Dropout, layout-only Transposes and Reshapes).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import GraphError
-from .mapper import Mapper, NHWC, NHWC_FLAT
+from .mapper import NHWC, NHWC_FLAT, Mapper
 from .model import Node
 from .shapes import conv_padding, reshape_target
 
@@ -87,7 +87,9 @@ def map_reduce_mean(m: Mapper, node: Node) -> None:
     x = m.shape(node.inputs[0])
     axes = m.axes(node, len(x))
     if len(x) != 4 or axes != [2, 3]:
-        raise _fail(node, f"only a mean over axes [2, 3] of an NCHW tensor is supported (axes {axes})")
+        raise _fail(
+            node, f"only a mean over axes [2, 3] of an NCHW tensor is supported (axes {axes})"
+        )
     if node.attrs.get("keepdims", 1):
         m.emit(node, "global_avg_pool", [m.src(node.inputs[0])])
     else:
@@ -98,8 +100,12 @@ def map_reduce_mean(m: Mapper, node: Node) -> None:
 def map_lrn(m: Mapper, node: Node) -> None:
     if "size" not in node.attrs:
         raise _fail(node, "the required attribute 'size' is missing")
-    attrs = {"size": int(node.attrs["size"]), "alpha": float(node.attrs.get("alpha", 1e-4)),
-             "beta": float(node.attrs.get("beta", 0.75)), "bias": float(node.attrs.get("bias", 1.0))}
+    attrs = {
+        "size": int(node.attrs["size"]),
+        "alpha": float(node.attrs.get("alpha", 1e-4)),
+        "beta": float(node.attrs.get("beta", 0.75)),
+        "bias": float(node.attrs.get("bias", 1.0)),
+    }
     m.emit(node, "lrn", [m.src(node.inputs[0])], attrs)
 
 
@@ -107,8 +113,10 @@ def map_batch_norm(m: Mapper, node: Node) -> None:
     _only_first_output(m, node)
     if node.attrs.get("training_mode", 0):
         raise _fail(node, "training_mode=1 is not supported")
-    params = {key: m.const(node, i, key).reshape(-1)
-              for i, key in enumerate(("scale", "bias", "mean", "var"), start=1)}
+    params = {
+        key: m.const(node, i, key).reshape(-1)
+        for i, key in enumerate(("scale", "bias", "mean", "var"), start=1)
+    }
     attrs = {"epsilon": float(node.attrs.get("epsilon", 1e-5))}
     m.emit(node, "batch_norm", [m.src(node.inputs[0])], attrs, params)
 
@@ -141,7 +149,9 @@ def map_gemm(m: Mapper, node: Node) -> None:
         c = m.const(node, 2, "C")
         if c.size not in (1, weight.shape[0]) or c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
             raise _fail(node, f"bias C of shape {list(c.shape)} is not a per-output vector")
-        bias = np.broadcast_to(c.reshape(-1), (weight.shape[0],)) * np.float32(node.attrs.get("beta", 1.0))
+        bias = np.broadcast_to(c.reshape(-1), (weight.shape[0],)) * np.float32(
+            node.attrs.get("beta", 1.0)
+        )
     _linear(m, node, weight, bias)
 
 
@@ -151,7 +161,7 @@ def map_matmul(m: Mapper, node: Node) -> None:
     b = m.const(node, 1, "B")
     if b.ndim != 2:
         raise _fail(node, f"B must be a 2-D constant, got shape {list(b.shape)}")
-    _linear(m, node, b.T, None)   # MatMul's B is (in, out); linear wants (out, in)
+    _linear(m, node, b.T, None)  # MatMul's B is (in, out); linear wants (out, in)
 
 
 def map_flatten(m: Mapper, node: Node) -> None:
@@ -166,7 +176,7 @@ def _flatten(m: Mapper, node: Node, x: tuple) -> None:
     source = node.inputs[0]
     layout = m.layout.get(source)
     if len(x) == 2:
-        m.alias(node.outputs[0], source)   # already (batch, features)
+        m.alias(node.outputs[0], source)  # already (batch, features)
         return
     m.emit(node, "flatten", [m.src(source, allow_layout=True)])
     if layout and layout[0] == NHWC:
@@ -195,15 +205,18 @@ def map_transpose(m: Mapper, node: Node) -> None:
     x = m.shape(source)
     perm = list(node.attrs.get("perm", range(len(x) - 1, -1, -1)))
     if perm == [0, 3, 1, 2] and m.is_raw_input(source):
-        m.nhwc_input(node, source)        # tf2onnx/Keras: NHWC graph input made NCHW
+        m.nhwc_input(node, source)  # tf2onnx/Keras: NHWC graph input made NCHW
     elif perm == [0, 2, 3, 1] and len(x) == 4 and source not in m.layout:
         m.alias(node.outputs[0], source)  # NCHW -> NHWC, only allowed before a flatten + linear
         m.layout[node.outputs[0]] = (NHWC, tuple(x[1:]))
     elif perm == list(range(len(x))):
         m.alias(node.outputs[0], source)
     else:
-        raise _fail(node, f"perm {perm} is not supported (only the NHWC input transpose (0,3,1,2) and "
-                          f"an NHWC transpose (0,2,3,1) before flatten + linear)")
+        raise _fail(
+            node,
+            f"perm {perm} is not supported (only the NHWC input transpose (0,3,1,2) and "
+            f"an NHWC transpose (0,2,3,1) before flatten + linear)",
+        )
 
 
 def map_softmax(m: Mapper, node: Node) -> None:

@@ -22,8 +22,18 @@ FLOAT16, DOUBLE, UINT32, UINT64, BFLOAT16 = 10, 11, 12, 13, 16
 
 # Element type -> NumPy dtype of its raw_data bytes (little-endian).
 _RAW_DTYPES = {
-    FLOAT: "<f4", UINT8: "u1", INT8: "i1", UINT16: "<u2", INT16: "<i2", INT32: "<i4",
-    INT64: "<i8", BOOL: "u1", FLOAT16: "<f2", DOUBLE: "<f8", UINT32: "<u4", UINT64: "<u8",
+    FLOAT: "<f4",
+    UINT8: "u1",
+    INT8: "i1",
+    UINT16: "<u2",
+    INT16: "<i2",
+    INT32: "<i4",
+    INT64: "<i8",
+    BOOL: "u1",
+    FLOAT16: "<f2",
+    DOUBLE: "<f8",
+    UINT32: "<u4",
+    UINT64: "<u8",
     BFLOAT16: "<u2",
 }
 _FLOATING = {FLOAT, FLOAT16, DOUBLE, BFLOAT16}
@@ -35,7 +45,7 @@ A_FLOAT, A_INT, A_STRING, A_TENSOR, A_GRAPH, A_FLOATS, A_INTS, A_STRINGS = 1, 2,
 @dataclass
 class Node:
     op_type: str
-    inputs: list[str]           # "" marks an omitted optional input
+    inputs: list[str]  # "" marks an omitted optional input
     outputs: list[str]
     name: str = ""
     domain: str = ""
@@ -50,7 +60,7 @@ class Node:
 class ValueInfo:
     name: str
     elem_type: int = 0
-    shape: list[int | str | None] | None = None   # None: rank unknown; None dim: unknown size
+    shape: list[int | str | None] | None = None  # None: rank unknown; None dim: unknown size
 
 
 @dataclass
@@ -65,7 +75,7 @@ class Graph:
 @dataclass
 class Model:
     ir_version: int
-    opset: int                  # version of the default ("" / "ai.onnx") operator set
+    opset: int  # version of the default ("" / "ai.onnx") operator set
     producer: str
     graph: Graph
 
@@ -124,8 +134,16 @@ def parse_attribute(data: memoryview, model_dir: str) -> tuple[str, Any]:
     kind = msg.varint(20)
     if kind == 0:
         # IR version 1 files may omit the type: infer it from the field that is present.
-        for field_number, guess in ((2, A_FLOAT), (3, A_INT), (4, A_STRING), (5, A_TENSOR),
-                                    (6, A_GRAPH), (7, A_FLOATS), (8, A_INTS), (9, A_STRINGS)):
+        for field_number, guess in (
+            (2, A_FLOAT),
+            (3, A_INT),
+            (4, A_STRING),
+            (5, A_TENSOR),
+            (6, A_GRAPH),
+            (7, A_FLOATS),
+            (8, A_INTS),
+            (9, A_STRINGS),
+        ):
             if msg.has(field_number):
                 kind = guess
                 break
@@ -155,7 +173,7 @@ def parse_value_info(data: memoryview) -> ValueInfo:
     if not msg.has(2):
         return info
     type_proto = Message(msg.bytes(2), "TypeProto")
-    if not type_proto.has(1):          # not a tensor (sequence, map, ...)
+    if not type_proto.has(1):  # not a tensor (sequence, map, ...)
         return info
     tensor_type = Message(type_proto.bytes(1), "TypeProto.Tensor")
     info.elem_type = tensor_type.varint(1)
@@ -246,7 +264,12 @@ def read_external(msg: Message, model_dir: str, what: str, nbytes: int) -> bytes
     if not location:
         raise ModelFormatError(f"{what}: external data without a location")
     parts = location.replace("\\", "/").split("/")
-    if os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
+    if (
+        os.path.isabs(location)
+        or location.startswith(("/", "\\"))
+        or ":" in parts[0]
+        or ".." in parts
+    ):
         raise ModelFormatError(
             f"{what}: external data location '{location}' must be a relative path inside the "
             f"model's folder (no absolute paths, no '..')"
@@ -254,14 +277,18 @@ def read_external(msg: Message, model_dir: str, what: str, nbytes: int) -> bytes
     folder = os.path.realpath(model_dir)
     path = os.path.realpath(os.path.join(folder, *parts))
     if not path.startswith(folder + os.sep):
-        raise ModelFormatError(f"{what}: external data '{location}' resolves outside the model's folder")
+        raise ModelFormatError(
+            f"{what}: external data '{location}' resolves outside the model's folder"
+        )
     try:
         offset = int(entries.get("offset", "0"))
         length = int(entries["length"]) if "length" in entries else None
     except ValueError:
         raise ModelFormatError(f"{what}: external data offset/length are not integers") from None
     if not os.path.isfile(path):
-        raise ModelFormatError(f"{what}: external data file '{location}' not found next to the model")
+        raise ModelFormatError(
+            f"{what}: external data file '{location}' not found next to the model"
+        )
     size = os.path.getsize(path)
     if length is None:
         length = size - offset

@@ -27,9 +27,15 @@ import numpy as np
 _SUFFIX = re.compile(r"_\d+$")
 
 
-def rename_layers(layers: list[dict], outputs: list[str], params: dict[str, np.ndarray],
-                  origin: dict[str, str], producer: str, node_names: list[str],
-                  input_name: str) -> tuple[list[dict], list[str], dict[str, np.ndarray]]:
+def rename_layers(
+    layers: list[dict],
+    outputs: list[str],
+    params: dict[str, np.ndarray],
+    origin: dict[str, str],
+    producer: str,
+    node_names: list[str],
+    input_name: str,
+) -> tuple[list[dict], list[str], dict[str, np.ndarray]]:
     """Give every layer its short name and its old name as an alias; returns the renamed
     (layers, outputs, params). ``origin`` maps each layer's old name to its ONNX node name."""
     keras = producer.lower().startswith("tf2onnx")

@@ -10,7 +10,8 @@ so a 500 MB ``raw_data`` field is never copied while the message around it is pa
 from __future__ import annotations
 
 import struct
-from typing import Iterator, Union
+from collections.abc import Iterator
+from typing import Union
 
 from ..errors import ModelFormatError
 
@@ -45,7 +46,9 @@ def to_signed64(value: int) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
-def iter_fields(data: Buffer, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, object]]:
+def iter_fields(
+    data: Buffer, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, int, object]]:
     """Yield (field number, wire type, value) for every field of one message.
 
     The value is an ``int`` for varint and fixed-width fields (fixed ones are the raw little-endian
@@ -119,7 +122,9 @@ class Message:
 
     def _expect(self, field: int, wire: int, got: int) -> None:
         if got != wire:
-            raise ModelFormatError(f"{self.what}: field {field} has wire type {got}, expected {wire}")
+            raise ModelFormatError(
+                f"{self.what}: field {field} has wire type {got}, expected {wire}"
+            )
 
     def _last(self, field: int, wire: int):
         # Protobuf semantics: for a repeated occurrence of a singular field, the last one wins.

@@ -9,7 +9,7 @@ later Shape node needs it, and such a graph is then reported as unsupported by t
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,7 +19,9 @@ from .model import Node
 Shape = tuple[int, ...]
 
 
-def conv_padding(node: Node, in_hw: Shape, kernel: Shape, stride: Shape, dilation: Shape) -> list[int]:
+def conv_padding(
+    node: Node, in_hw: Shape, kernel: Shape, stride: Shape, dilation: Shape
+) -> list[int]:
     """ONNX pads/auto_pad -> [top, left, bottom, right].
 
     ONNX orders pads x1_begin, x2_begin, x1_end, x2_end, which for 2-D is exactly t, l, b, r."""
@@ -94,7 +96,9 @@ def _broadcast(node, shapes, consts):
     try:
         return tuple(np.broadcast_shapes(*shapes))
     except ValueError:
-        raise GraphError(f"{node.op_type} node '{node.label()}': shapes {shapes} do not broadcast") from None
+        raise GraphError(
+            f"{node.op_type} node '{node.label()}': shapes {shapes} do not broadcast"
+        ) from None
 
 
 def _gemm(node, shapes, consts):
@@ -142,7 +146,9 @@ def _reshape(node, shapes, consts):
     target = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
     if x is None or target is None:
         return None
-    return reshape_target(x, [int(v) for v in target.reshape(-1)], bool(node.attrs.get("allowzero", 0)))
+    return reshape_target(
+        x, [int(v) for v in target.reshape(-1)], bool(node.attrs.get("allowzero", 0))
+    )
 
 
 def _transpose(node, shapes, consts):
@@ -162,7 +168,7 @@ def _concat(node, shapes, consts):
     return tuple(out)
 
 
-def axes_of(node: Node, consts: dict, rank: int) -> Optional[list[int]]:
+def axes_of(node: Node, consts: dict, rank: int) -> list[int] | None:
     """Axes from the attribute (old opsets) or the second input (opset 13+; ReduceMean 18+),
     made non-negative for a tensor of the given rank; None when absent."""
     if len(node.inputs) > 1 and node.inputs[1]:
@@ -209,18 +215,45 @@ def _unsqueeze(node, shapes, consts):
 
 
 _RULES: dict[str, Callable] = {
-    "Conv": _conv, "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool,
-    "GlobalMaxPool": _global_pool, "Gemm": _gemm, "MatMul": _matmul, "Flatten": _flatten,
-    "Reshape": _reshape, "Transpose": _transpose, "Concat": _concat, "ReduceMean": _reduce,
-    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
-    "Add": _broadcast, "Sub": _broadcast, "Mul": _broadcast, "Div": _broadcast,
+    "Conv": _conv,
+    "MaxPool": _pool,
+    "AveragePool": _pool,
+    "GlobalAveragePool": _global_pool,
+    "GlobalMaxPool": _global_pool,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Transpose": _transpose,
+    "Concat": _concat,
+    "ReduceMean": _reduce,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Add": _broadcast,
+    "Sub": _broadcast,
+    "Mul": _broadcast,
+    "Div": _broadcast,
 }
-for _op in ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "LRN", "BatchNormalization",
-            "Dropout", "Identity", "Softmax", "LogSoftmax", "Cast"):
+for _op in (
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Clip",
+    "LRN",
+    "BatchNormalization",
+    "Dropout",
+    "Identity",
+    "Softmax",
+    "LogSoftmax",
+    "Cast",
+):
     _RULES[_op] = _same
 
 
-def infer_shape(node: Node, shapes: dict[str, Shape], consts: dict[str, np.ndarray]) -> Optional[Shape]:
+def infer_shape(
+    node: Node, shapes: dict[str, Shape], consts: dict[str, np.ndarray]
+) -> Shape | None:
     """The shape of the node's first output, or None when it cannot be known statically."""
     rule = _RULES.get(node.op_type)
     if rule is None or not node.inputs:

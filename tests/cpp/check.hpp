@@ -21,7 +21,9 @@ inline std::vector<Case>& registry() {
 }
 
 struct Register {
-  Register(const char* name, std::function<void()> fn) { registry().push_back({name, std::move(fn)}); }
+  Register(const char* name, std::function<void()> fn) {
+    registry().push_back({name, std::move(fn)});
+  }
 };
 
 struct Failure : std::exception {
@@ -53,26 +55,30 @@ inline int run_all() {
 
 #define CHECK_CAT2(a, b) a##b
 #define CHECK_CAT(a, b) CHECK_CAT2(a, b)
-#define TEST(name)                                                              \
-  static void name();                                                           \
-  static check::Register CHECK_CAT(reg_, name)(#name, name);                    \
+#define TEST(name)                                           \
+  static void name();                                        \
+  static check::Register CHECK_CAT(reg_, name)(#name, name); \
   static void name()
-#define CHECK(cond)                                                             \
-  do {                                                                          \
-    if (!(cond)) check::fail_at(__FILE__, __LINE__, "CHECK(" #cond ")");        \
+#define CHECK(cond)                                                      \
+  do {                                                                   \
+    if (!(cond)) check::fail_at(__FILE__, __LINE__, "CHECK(" #cond ")"); \
   } while (0)
-#define CHECK_NEAR(a, b, tol)                                                   \
-  do {                                                                          \
-    double va_ = (a), vb_ = (b);                                                \
-    if (!(std::fabs(va_ - vb_) <= (tol)))                                       \
-      check::fail_at(__FILE__, __LINE__,                                        \
-                     std::string(#a " = ") + std::to_string(va_) + ", " #b " = " + \
-                         std::to_string(vb_));                                  \
+#define CHECK_NEAR(a, b, tol)                                                                 \
+  do {                                                                                        \
+    double va_ = (a), vb_ = (b);                                                              \
+    if (!(std::fabs(va_ - vb_) <= (tol)))                                                     \
+      check::fail_at(                                                                         \
+          __FILE__, __LINE__,                                                                 \
+          std::string(#a " = ") + std::to_string(va_) + ", " #b " = " + std::to_string(vb_)); \
   } while (0)
-#define CHECK_THROWS(stmt)                                                      \
-  do {                                                                          \
-    bool threw_ = false;                                                        \
-    try { stmt; } catch (const std::exception&) { threw_ = true; }              \
+#define CHECK_THROWS(stmt)                                                       \
+  do {                                                                           \
+    bool threw_ = false;                                                         \
+    try {                                                                        \
+      stmt;                                                                      \
+    } catch (const std::exception&) {                                            \
+      threw_ = true;                                                             \
+    }                                                                            \
     if (!threw_) check::fail_at(__FILE__, __LINE__, "no exception from " #stmt); \
   } while (0)
 #define PYDECONV_TEST_MAIN() \

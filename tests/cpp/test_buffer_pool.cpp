@@ -6,8 +6,8 @@
 #include <thread>
 #include <vector>
 
-#include "check.hpp"
 #include "buffer_pool.hpp"
+#include "check.hpp"
 
 using namespace pydeconv;
 
@@ -29,7 +29,10 @@ TEST(pool_reuses_freed_blocks) {
 TEST(pool_fit_rules) {
   BufferPool pool(std::size_t(64) << 20);
   void* big = nullptr;
-  { Tensor t(Shape::nchw(1, 1, 1000, 1000), pool); big = t.data(); }  // 4 MB idle
+  {
+    Tensor t(Shape::nchw(1, 1, 1000, 1000), pool);
+    big = t.data();
+  }  // 4 MB idle
   {
     // A kept-size request of a third of it: exact fit only, so a fresh block.
     Tensor kept(Shape::nchw(1, 1, 1000, 333), pool, false);
@@ -45,9 +48,13 @@ TEST(pool_fit_rules) {
 
 TEST(pool_cap_and_clear) {
   BufferPool pool(std::size_t(1) << 20);  // 1 MiB of idle blocks at most
-  { Tensor a(Shape::nchw(1, 1, 1024, 512), pool); }  // 2 MiB: over the cap, freed at once
+  {
+    Tensor a(Shape::nchw(1, 1, 1024, 512), pool);
+  }  // 2 MiB: over the cap, freed at once
   CHECK(pool.idle_bytes() == 0);
-  { Tensor b(Shape::nchw(1, 1, 256, 256), pool); }  // 256 KiB: kept
+  {
+    Tensor b(Shape::nchw(1, 1, 256, 256), pool);
+  }  // 256 KiB: kept
   CHECK(pool.idle_bytes() == std::size_t(256 * 256 * 4));
   pool.clear();
   CHECK(pool.idle_bytes() == 0);

@@ -147,7 +147,9 @@ Regions make_regions(const Shape& gs) {
   for (int64_t b = 0; b < gs.n; ++b) {
     switch (b % 4) {
       case 0: rs.push_back(Region::full(gs)); break;
-      case 1: rs.push_back({gs.h / 3, std::max<int64_t>(gs.h / 3 + 1, gs.h - 1), gs.w / 2, gs.w}); break;
+      case 1:
+        rs.push_back({gs.h / 3, std::max<int64_t>(gs.h / 3 + 1, gs.h - 1), gs.w / 2, gs.w});
+        break;
       case 2: rs.push_back({0, 0, 0, 0}); break;
       default: rs.push_back({gs.h - 1, gs.h, 0, 1}); break;
     }
@@ -240,7 +242,8 @@ TEST(conv2d_adjoint) {
     const Tensor y = random_tensor(os, rng);
     Tensor ax(os), aty(x.shape(), 0.0f);
     kernels::conv2d_forward(Ctx{2, false}, x, w, nullptr, cs.g, cs.groups, ax);
-    kernels::conv2d_backward(Ctx{2, false}, y, Regions(cs.n, Region::full(os)), w, cs.g, cs.groups, aty);
+    kernels::conv2d_backward(Ctx{2, false}, y, Regions(cs.n, Region::full(os)), w, cs.g, cs.groups,
+                             aty);
     double lhs = 0, rhs = 0, scale = 0;
     for (int64_t i = 0; i < ax.numel(); ++i) {
       lhs += double(ax.data()[i]) * y.data()[i];
@@ -251,8 +254,9 @@ TEST(conv2d_adjoint) {
       scale += std::fabs(double(aty.data()[i]) * x.data()[i]);
     }
     if (!(std::fabs(lhs - rhs) <= 1e-5 * scale + 1e-12))
-      check::fail_at(__FILE__, __LINE__, std::string(cs.name) + ": <Ax,y>=" + std::to_string(lhs) +
-                                             " <x,A^T y>=" + std::to_string(rhs));
+      check::fail_at(__FILE__, __LINE__,
+                     std::string(cs.name) + ": <Ax,y>=" + std::to_string(lhs) +
+                         " <x,A^T y>=" + std::to_string(rhs));
   }
 }
 
@@ -345,7 +349,7 @@ TEST(winograd_dispatch) {
     return c;
   };
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 4);
-  CHECK(kernels::winograd_tile(512, 512, count(3, 3)) == 0);  // 4 tiles padded to 16
+  CHECK(kernels::winograd_tile(512, 512, count(3, 3)) == 0);   // 4 tiles padded to 16
   CHECK(kernels::winograd_tile(64, 3, count(224, 224)) == 0);  // k = 3: transforms dominate
   set_winograd_mode(2);
   CHECK(kernels::winograd_tile(512, 512, count(56, 56)) == 2);
@@ -463,19 +467,25 @@ TEST(conv2d_backward_overwrite) {
       for (int64_t b = 0; b < is.n; ++b) {
         const Region& r = rs[b];
         // The reachable input rectangle: gin row y reads gout rows y - t.pt .. y + pt.
-        const int64_t reach_y = cs.g.dh * (cs.g.kh - 1) - cs.g.pt, reach_x = cs.g.dw * (cs.g.kw - 1) - cs.g.pl;
-        const int64_t y0 = std::max<int64_t>(0, r.y0 - cs.g.pt), y1 = std::min(cs.h, r.y1 + reach_y);
-        const int64_t x0 = std::max<int64_t>(0, r.x0 - cs.g.pl), x1 = std::min(cs.w, r.x1 + reach_x);
+        const int64_t reach_y = cs.g.dh * (cs.g.kh - 1) - cs.g.pt,
+                      reach_x = cs.g.dw * (cs.g.kw - 1) - cs.g.pl;
+        const int64_t y0 = std::max<int64_t>(0, r.y0 - cs.g.pt),
+                      y1 = std::min(cs.h, r.y1 + reach_y);
+        const int64_t x0 = std::max<int64_t>(0, r.x0 - cs.g.pl),
+                      x1 = std::min(cs.w, r.x1 + reach_x);
         for (int64_t c = 0; c < cs.c; ++c)
           for (int64_t y = 0; y < cs.h; ++y)
             for (int64_t x = 0; x < cs.w; ++x) {
               const int64_t i = y * cs.w + x;
               const float v = got.plane(b, c)[i];
               const bool inside = !r.empty() && y >= y0 && y < y1 && x >= x0 && x < x1;
-              const bool ok = inside ? std::fabs(double(v) - want.plane(b, c)[i]) <= u * bound.plane(b, c)[i] + 1e-30
+              const bool ok = inside ? std::fabs(double(v) - want.plane(b, c)[i]) <=
+                                           u * bound.plane(b, c)[i] + 1e-30
                                      : std::isnan(v);
-              if (!ok) check::fail_at(__FILE__, __LINE__, what + " at " + std::to_string(b) + "," +
-                                                            std::to_string(c) + "," + std::to_string(i));
+              if (!ok)
+                check::fail_at(__FILE__, __LINE__,
+                               what + " at " + std::to_string(b) + "," + std::to_string(c) + "," +
+                                   std::to_string(i));
             }
       }
     }
@@ -519,8 +529,8 @@ TEST(direct_conv_matches_gemm) {
           TensorT<uint8_t> d_mask(os, uint8_t(7)), g_mask(os, uint8_t(7));
           kernels::conv2d_forward(ctx, in, w, b, cs.g, cs.groups, d_out, &direct, &d_relu, &d_mask);
           kernels::conv2d_forward(ctx, in, w, b, cs.g, cs.groups, g_out, &gemm, &g_relu, &g_mask);
-          const bool masks_equal = std::memcmp(d_mask.data(), g_mask.data(),
-                                               static_cast<size_t>(d_mask.numel())) == 0;
+          const bool masks_equal =
+              std::memcmp(d_mask.data(), g_mask.data(), static_cast<size_t>(d_mask.numel())) == 0;
           if (!same_bits(d_out, g_out) || !same_bits(d_relu, g_relu) || !masks_equal)
             check::fail_at(__FILE__, __LINE__, what + ": fused ReLU");
           kernels::conv2d_forward(ctx, in, w, b, cs.g, cs.groups, d_out, &direct, &d_out, &d_mask);

@@ -10,9 +10,9 @@
 #include "check.hpp"
 #include "isa_modes.hpp"
 #include "kernels/dispatch.hpp"
-#include "pydeconv/error.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/kernels.hpp"
+#include "pydeconv/error.hpp"
 #include "pydeconv/settings.hpp"
 
 using namespace pydeconv;

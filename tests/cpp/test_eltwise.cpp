@@ -120,23 +120,26 @@ TEST(relu_backward_matches_reference_all_rules) {
     const Tensor g = region_grad(s, batch, rng, rs);
     const Tensor gin0 = random_tensor(g.shape(), rng);
     for (auto& rule : rules)
-      for (const uint8_t* m : {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(mask.data())}) {
-        const std::string what = "relu backward " + s.str() + " rectify=" +
-                                 std::to_string(rule[0]) + " gate=" + std::to_string(rule[1]) +
-                                 (m ? " mask" : " input");
-        compare(gin0,
-                [&](const Ctx& ctx, Tensor& gin) {
-                  relu_backward(ctx, g, rs, x.data(), m, rule[0], rule[1], gin, reps);
-                },
-                [&](Tensor& gin) { relu_backward_ref(g, x.data(), m, rule[0], rule[1], gin, reps); },
-                0.0, what);
+      for (const uint8_t* m :
+           {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(mask.data())}) {
+        const std::string what = "relu backward " + s.str() +
+                                 " rectify=" + std::to_string(rule[0]) +
+                                 " gate=" + std::to_string(rule[1]) + (m ? " mask" : " input");
+        compare(
+            gin0,
+            [&](const Ctx& ctx, Tensor& gin) {
+              relu_backward(ctx, g, rs, x.data(), m, rule[0], rule[1], gin, reps);
+            },
+            [&](Tensor& gin) { relu_backward_ref(g, x.data(), m, rule[0], rule[1], gin, reps); },
+            0.0, what);
         // In place: gin is gout's own buffer.
-        compare(g,
-                [&](const Ctx& ctx, Tensor& gin) {
-                  relu_backward(ctx, gin, rs, x.data(), m, rule[0], rule[1], gin, reps);
-                },
-                [&](Tensor& gin) { relu_backward_ref(gin, x.data(), m, rule[0], rule[1], gin, reps); },
-                0.0, what + " in place");
+        compare(
+            g,
+            [&](const Ctx& ctx, Tensor& gin) {
+              relu_backward(ctx, gin, rs, x.data(), m, rule[0], rule[1], gin, reps);
+            },
+            [&](Tensor& gin) { relu_backward_ref(gin, x.data(), m, rule[0], rule[1], gin, reps); },
+            0.0, what + " in place");
       }
   }
 }
@@ -149,8 +152,9 @@ TEST(add_matches_reference) {
       for (int i = 0; i < k; ++i) xs.push_back(random_tensor(s.with_n(2), rng));
       std::vector<const Tensor*> in;
       for (const Tensor& t : xs) in.push_back(&t);
-      compare(Tensor(s.with_n(2), 0.f), [&](const Ctx& ctx, Tensor& y) { add_forward(ctx, in, y); },
-              [&](Tensor& y) { add_forward_ref(in, y); }, 0.0, "add forward " + s.str());
+      compare(
+          Tensor(s.with_n(2), 0.f), [&](const Ctx& ctx, Tensor& y) { add_forward(ctx, in, y); },
+          [&](Tensor& y) { add_forward_ref(in, y); }, 0.0, "add forward " + s.str());
       Regions rs;
       const Tensor g = region_grad(s, 4, rng, rs);
       // Inputs' gradients laid end to end in one tensor (so `compare` sees them all); the second
@@ -167,11 +171,14 @@ TEST(add_matches_reference) {
         std::vector<Tensor> v = views(all);
         std::vector<Tensor*> gin;
         for (int i = 0; i < k; ++i) gin.push_back(&v[static_cast<size_t>(i == 2 ? 1 : i)]);
-        if (ref) add_backward_ref(g, gin);
-        else add_backward(ctx, g, rs, gin);
+        if (ref)
+          add_backward_ref(g, gin);
+        else
+          add_backward(ctx, g, rs, gin);
       };
-      compare(init, [&](const Ctx& ctx, Tensor& all) { run(all, false, ctx); },
-              [&](Tensor& all) { run(all, true, kRef); }, 0.0, "add backward " + s.str());
+      compare(
+          init, [&](const Ctx& ctx, Tensor& all) { run(all, false, ctx); },
+          [&](Tensor& all) { run(all, true, kRef); }, 0.0, "add backward " + s.str());
     }
 }
 
@@ -188,8 +195,9 @@ TEST(concat_matches_reference) {
     std::vector<const Tensor*> in;
     for (const Tensor& t : xs) in.push_back(&t);
     const Shape os = Shape::nchw(1, c_all, s.h, s.w);
-    compare(Tensor(os.with_n(2), 0.f), [&](const Ctx& ctx, Tensor& y) { concat_forward(ctx, in, y); },
-            [&](Tensor& y) { concat_forward_ref(in, y); }, 0.0, "concat forward " + s.str());
+    compare(
+        Tensor(os.with_n(2), 0.f), [&](const Ctx& ctx, Tensor& y) { concat_forward(ctx, in, y); },
+        [&](Tensor& y) { concat_forward_ref(in, y); }, 0.0, "concat forward " + s.str());
     Regions rs;
     const Tensor g = region_grad(os, 4, rng, rs);
     for (bool twice : {false, true}) {
@@ -203,8 +211,10 @@ TEST(concat_matches_reference) {
           off += gs.numel();
         }
         std::vector<Tensor*> gin{&v[0], &v[1], &v[2]};
-        if (ref) concat_backward_ref(g, gin);
-        else concat_backward(ctx, g, rs, gin);
+        if (ref)
+          concat_backward_ref(g, gin);
+        else
+          concat_backward(ctx, g, rs, gin);
       };
       if (twice) {  // concat(x, y, x): x's gradient tensor listed twice
         Regions rs2;
@@ -215,16 +225,20 @@ TEST(concat_matches_reference) {
           Tensor b(Shape::nchw(4, 1, s.h, s.w),
                    std::shared_ptr<float>(all.storage(), all.data() + a.numel()));
           std::vector<Tensor*> gin{&a, &b, &a};
-          if (ref) concat_backward_ref(g2, gin);
-          else concat_backward(ctx, g2, rs2, gin);
+          if (ref)
+            concat_backward_ref(g2, gin);
+          else
+            concat_backward(ctx, g2, rs2, gin);
         };
-        compare(init2, [&](const Ctx& ctx, Tensor& all) { run2(all, false, ctx); },
-                [&](Tensor& all) { run2(all, true, kRef); }, 0.0,
-                "concat backward, an input twice " + s.str());
+        compare(
+            init2, [&](const Ctx& ctx, Tensor& all) { run2(all, false, ctx); },
+            [&](Tensor& all) { run2(all, true, kRef); }, 0.0,
+            "concat backward, an input twice " + s.str());
         continue;
       }
-      compare(init, [&](const Ctx& ctx, Tensor& all) { run(all, false, ctx); },
-              [&](Tensor& all) { run(all, true, kRef); }, 0.0, "concat backward " + s.str());
+      compare(
+          init, [&](const Ctx& ctx, Tensor& all) { run(all, false, ctx); },
+          [&](Tensor& all) { run(all, true, kRef); }, 0.0, "concat backward " + s.str());
     }
   }
 }
@@ -236,18 +250,21 @@ TEST(softmax_matches_reference) {
     const Tensor x = random_tensor(s.with_n(2), rng, 8.0f);
     Tensor y(x.shape());
     softmax_forward_ref(x, y);
-    compare(Tensor(x.shape(), 0.f), [&](const Ctx& ctx, Tensor& out) { softmax_forward(ctx, x, out); },
-            [&](Tensor& out) { softmax_forward_ref(x, out); }, 1e-6, "softmax forward " + s.str());
+    compare(
+        Tensor(x.shape(), 0.f), [&](const Ctx& ctx, Tensor& out) { softmax_forward(ctx, x, out); },
+        [&](Tensor& out) { softmax_forward_ref(x, out); }, 1e-6, "softmax forward " + s.str());
     const Tensor g = random_tensor(s.with_n(2 * reps), rng);
-    compare(random_tensor(g.shape(), rng),
-            [&](const Ctx& ctx, Tensor& gin) { softmax_backward(ctx, y, g, gin, reps); },
-            [&](Tensor& gin) { softmax_backward_ref(y, g, gin, reps); }, 1e-6,
-            "softmax backward " + s.str());
+    compare(
+        random_tensor(g.shape(), rng),
+        [&](const Ctx& ctx, Tensor& gin) { softmax_backward(ctx, y, g, gin, reps); },
+        [&](Tensor& gin) { softmax_backward_ref(y, g, gin, reps); }, 1e-6,
+        "softmax backward " + s.str());
   }
   // Rank 2 (a classifier's output).
   const Tensor x = random_tensor(Shape::nc(3, 1000), rng, 8.0f);
-  compare(Tensor(x.shape(), 0.f), [&](const Ctx& ctx, Tensor& out) { softmax_forward(ctx, x, out); },
-          [&](Tensor& out) { softmax_forward_ref(x, out); }, 1e-6, "softmax forward rank 2");
+  compare(
+      Tensor(x.shape(), 0.f), [&](const Ctx& ctx, Tensor& out) { softmax_forward(ctx, x, out); },
+      [&](Tensor& out) { softmax_forward_ref(x, out); }, 1e-6, "softmax forward rank 2");
 }
 
 TEST(channel_affine_matches_reference) {
@@ -257,16 +274,18 @@ TEST(channel_affine_matches_reference) {
     std::vector<float> a(static_cast<size_t>(s.c)), b(a.size());
     for (auto& v : a) v = float(rng() % 1000) / 250.f - 2.f;
     for (auto& v : b) v = float(rng() % 1000) / 500.f - 1.f;
-    compare(Tensor(x.shape(), 0.f),
-            [&](const Ctx& ctx, Tensor& y) { channel_affine_forward(ctx, x, a.data(), b.data(), y); },
-            [&](Tensor& y) { channel_affine_forward_ref(x, a.data(), b.data(), y); }, 1e-6,
-            "channel affine forward " + s.str());
+    compare(
+        Tensor(x.shape(), 0.f),
+        [&](const Ctx& ctx, Tensor& y) { channel_affine_forward(ctx, x, a.data(), b.data(), y); },
+        [&](Tensor& y) { channel_affine_forward_ref(x, a.data(), b.data(), y); }, 1e-6,
+        "channel affine forward " + s.str());
     Regions rs;
     const Tensor g = region_grad(s, 4, rng, rs);
-    compare(random_tensor(g.shape(), rng),
-            [&](const Ctx& ctx, Tensor& gin) { channel_affine_backward(ctx, g, rs, a.data(), gin); },
-            [&](Tensor& gin) { channel_affine_backward_ref(g, a.data(), gin); }, 0.0,
-            "channel affine backward " + s.str());
+    compare(
+        random_tensor(g.shape(), rng),
+        [&](const Ctx& ctx, Tensor& gin) { channel_affine_backward(ctx, g, rs, a.data(), gin); },
+        [&](Tensor& gin) { channel_affine_backward_ref(g, a.data(), gin); }, 0.0,
+        "channel affine backward " + s.str());
   }
 }
 
@@ -274,15 +293,17 @@ TEST(global_avg_pool_matches_reference) {
   std::mt19937 rng(7);
   for (const Shape& s : shapes()) {
     const Tensor x = random_tensor(s.with_n(3), rng);
-    compare(Tensor(Shape::nchw(3, s.c, 1, 1), 0.f),
-            [&](const Ctx& ctx, Tensor& y) { global_avg_pool_forward(ctx, x, y); },
-            [&](Tensor& y) { global_avg_pool_forward_ref(x, y); }, 0.0,
-            "global avg pool forward " + s.str());
+    compare(
+        Tensor(Shape::nchw(3, s.c, 1, 1), 0.f),
+        [&](const Ctx& ctx, Tensor& y) { global_avg_pool_forward(ctx, x, y); },
+        [&](Tensor& y) { global_avg_pool_forward_ref(x, y); }, 0.0,
+        "global avg pool forward " + s.str());
     const Tensor g = random_tensor(Shape::nchw(4, s.c, 1, 1), rng);
-    compare(random_tensor(s.with_n(4), rng),
-            [&](const Ctx& ctx, Tensor& gin) { global_avg_pool_backward(ctx, g, gin); },
-            [&](Tensor& gin) { global_avg_pool_backward_ref(g, gin); }, 1e-6,
-            "global avg pool backward " + s.str());
+    compare(
+        random_tensor(s.with_n(4), rng),
+        [&](const Ctx& ctx, Tensor& gin) { global_avg_pool_backward(ctx, g, gin); },
+        [&](Tensor& gin) { global_avg_pool_backward_ref(g, gin); }, 1e-6,
+        "global avg pool backward " + s.str());
   }
 }
 

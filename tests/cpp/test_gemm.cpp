@@ -35,7 +35,8 @@ struct Case {
   int64_t ldc() const { return n + 2; }
   std::string str() const {
     return "ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " m=" + std::to_string(m) +
-           " n=" + std::to_string(n) + " k=" + std::to_string(k) + " acc=" + std::to_string(accumulate);
+           " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+           " acc=" + std::to_string(accumulate);
   }
 };
 
@@ -47,7 +48,8 @@ std::vector<float> random_vec(int64_t count, std::mt19937& rng) {
 }
 
 struct Operands {
-  std::vector<float> a, b, c0;  // c0: the initial C (random values in the matrix, sentinel in the padding)
+  std::vector<float> a, b,
+      c0;  // c0: the initial C (random values in the matrix, sentinel in the padding)
 };
 
 Operands make_operands(const Case& cs, std::mt19937& rng) {
@@ -86,13 +88,15 @@ void check_close(const Case& cs, const std::vector<double>& tol, const std::vect
     for (int64_t j = 0; j < cs.ldc(); ++j) {
       const size_t at = static_cast<size_t>(i * cs.ldc() + j);
       if (j >= cs.n) {
-        if (got[at] != kSentinel) check::fail_at(__FILE__, __LINE__, what + ": padding written, " + cs.str());
+        if (got[at] != kSentinel)
+          check::fail_at(__FILE__, __LINE__, what + ": padding written, " + cs.str());
         continue;
       }
       if (!(std::fabs(static_cast<double>(got[at]) - ref[at]) <= tol[i * cs.n + j])) {
         check::fail_at(__FILE__, __LINE__,
-                       what + ": " + cs.str() + " at (" + std::to_string(i) + "," + std::to_string(j) +
-                           ") got " + std::to_string(got[at]) + " want " + std::to_string(ref[at]));
+                       what + ": " + cs.str() + " at (" + std::to_string(i) + "," +
+                           std::to_string(j) + ") got " + std::to_string(got[at]) + " want " +
+                           std::to_string(ref[at]));
       }
     }
   }
@@ -121,8 +125,8 @@ void check_avx_paths_agree(const std::vector<std::pair<std::string, std::vector<
 void run_case(const Case& cs, std::mt19937& rng) {
   const Operands op = make_operands(cs, rng);
   std::vector<float> ref = op.c0;
-  sgemm_ref(cs.ta, cs.tb, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(), ref.data(),
-            cs.ldc(), cs.accumulate);
+  sgemm_ref(cs.ta, cs.tb, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(),
+            ref.data(), cs.ldc(), cs.accumulate);
   const std::vector<double> tol = tolerances(cs, op);
   std::vector<std::pair<std::string, std::vector<float>>> by_isa;
   for (const std::string& isa : isa_modes()) {
@@ -134,7 +138,8 @@ void run_case(const Case& cs, std::mt19937& rng) {
           cs.ldc(), cs.accumulate, 2);
     const std::string what = std::string(sgemm_isa());
     check_close(cs, tol, ref, one, what + " 1 thread");
-    if (!same_bits(one, two)) check::fail_at(__FILE__, __LINE__, what + ": 2 threads differ, " + cs.str());
+    if (!same_bits(one, two))
+      check::fail_at(__FILE__, __LINE__, what + ": 2 threads differ, " + cs.str());
     by_isa.emplace_back(isa, std::move(one));
   }
   pydeconv::set_isa("auto");
@@ -189,8 +194,8 @@ TEST(sgemm_deterministic) {
   for (const std::string& isa : isa_modes()) {
     pydeconv::set_isa(isa);
     std::vector<float> first = op.c0;
-    sgemm(false, false, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(), first.data(),
-          cs.ldc(), false, 1);
+    sgemm(false, false, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(),
+          first.data(), cs.ldc(), false, 1);
     for (int threads : {1, 2, 3, 2}) {
       std::vector<float> again = op.c0;
       sgemm(false, false, cs.m, cs.n, cs.k, op.a.data(), cs.lda(), op.b.data(), cs.ldb(),
@@ -249,8 +254,9 @@ class MatrixPanels : public BPanels {
 // the reference plus the bias on every row (accumulating or not), and 2 threads equal 1.
 TEST(sgemm_packed_panels_matches) {
   std::mt19937 rng(23);
-  for (const Case& cs : {Case{false, false, 70, 90, 300, false}, Case{false, true, 5, 17, 1, true},
-                         Case{false, false, 301, 40, 513, true}, Case{false, true, 13, 200, 31, false}}) {
+  for (const Case& cs :
+       {Case{false, false, 70, 90, 300, false}, Case{false, true, 5, 17, 1, true},
+        Case{false, false, 301, 40, 513, true}, Case{false, true, 13, 200, 31, false}}) {
     const Operands op = make_operands(cs, rng);
     const PackedA pa = pack_a(false, cs.m, cs.k, op.a.data(), cs.lda());
     const MatrixPanels panels(cs.tb, op.b.data(), cs.ldb());
@@ -262,7 +268,8 @@ TEST(sgemm_packed_panels_matches) {
     for (int64_t i = 0; i < cs.m; ++i)
       for (int64_t j = 0; j < cs.n; ++j) {
         ref[i * cs.ldc() + j] += bias[i];
-        tol[i * cs.n + j] += 2 * std::ldexp(1.0, -24) * (std::fabs(bias[i]) + std::fabs(ref[i * cs.ldc() + j]));
+        tol[i * cs.n + j] +=
+            2 * std::ldexp(1.0, -24) * (std::fabs(bias[i]) + std::fabs(ref[i * cs.ldc() + j]));
       }
     std::vector<std::pair<std::string, std::vector<float>>> by_isa;
     for (const std::string& isa : isa_modes()) {
@@ -272,7 +279,8 @@ TEST(sgemm_packed_panels_matches) {
         std::vector<float> plain = op.c0, viap = op.c0;
         sgemm_packed(pa, cs.tb, cs.n, op.b.data(), cs.ldb(), plain.data(), cs.ldc(), cs.accumulate,
                      threads);
-        sgemm_packed_panels(pa, cs.n, panels, nullptr, viap.data(), cs.ldc(), cs.accumulate, threads);
+        sgemm_packed_panels(pa, cs.n, panels, nullptr, viap.data(), cs.ldc(), cs.accumulate,
+                            threads);
         CHECK(same_bits(plain, viap));
       }
       std::vector<float> one = op.c0, two = op.c0;
@@ -356,8 +364,8 @@ TEST(sgemm_bad_arguments) {
 
 // A 2x3 * 3x2 product worked by hand, so the reference itself is checked.
 TEST(sgemm_ref_by_hand) {
-  const float a[6] = {1, 2, 3, 4, 5, 6};          // [[1,2,3],[4,5,6]]
-  const float b[6] = {7, 8, 9, 10, 11, 12};       // [[7,8],[9,10],[11,12]]
+  const float a[6] = {1, 2, 3, 4, 5, 6};     // [[1,2,3],[4,5,6]]
+  const float b[6] = {7, 8, 9, 10, 11, 12};  // [[7,8],[9,10],[11,12]]
   float c[4] = {1, 1, 1, 1};
   sgemm_ref(false, false, 2, 2, 3, a, 3, b, 2, c, 2, true);
   CHECK(c[0] == 59.0f && c[1] == 65.0f && c[2] == 140.0f && c[3] == 155.0f);
@@ -380,7 +388,9 @@ TEST(sgemm_isa_names) {
   for (const std::string& isa : modes) {
     pydeconv::set_isa(isa);
     const std::string name = sgemm_isa();
-    const std::string want = isa == "avx512" ? "avx512_24x16" : isa == "avx2" ? "avx2_fma_6x16" : "portable";
+    const std::string want = isa == "avx512" ? "avx512_24x16"
+                             : isa == "avx2" ? "avx2_fma_6x16"
+                                             : "portable";
     CHECK(name == want);
     CHECK(pydeconv::isa() == isa);
   }

@@ -1,10 +1,9 @@
 // Tests for json.hpp: parsing, access, building, round trips and every error path.
-#include "format/json.hpp"
-
 #include <limits>
 #include <string>
 
 #include "check.hpp"
+#include "format/json.hpp"
 #include "pydeconv/error.hpp"
 
 using namespace pydeconv;
@@ -16,9 +15,11 @@ void expect_error(const std::string& text, const std::string& needle, int line) 
   try {
     Json::parse(text);
   } catch (const Error& e) {
-    if (e.kind() != ErrorKind::Format) check::fail_at(__FILE__, line, "wrong error kind for " + text);
+    if (e.kind() != ErrorKind::Format)
+      check::fail_at(__FILE__, line, "wrong error kind for " + text);
     if (std::string(e.what()).find(needle) == std::string::npos)
-      check::fail_at(__FILE__, line, "message for `" + text + "` lacks '" + needle + "': " + e.what());
+      check::fail_at(__FILE__, line,
+                     "message for `" + text + "` lacks '" + needle + "': " + e.what());
     return;
   }
   check::fail_at(__FILE__, line, "accepted invalid JSON: " + text);
@@ -47,7 +48,8 @@ TEST(parses_a_model_graph) {
   })";
   Json g = Json::parse(text);
   CHECK(g.is_object() && g.size() == 6);
-  CHECK(g.as_object()[0].first == "format" && g.as_object()[5].first == "layers");  // file order kept
+  CHECK(g.as_object()[0].first == "format" &&
+        g.as_object()[5].first == "layers");  // file order kept
   CHECK(g.at("format").as_string() == "pydeconv");
   CHECK(g.at("version").as_int() == 1);
   CHECK(g.at("input").at("shape").at(2).as_int() == 224);
@@ -85,7 +87,8 @@ TEST(wrong_type_access_names_both_types) {
   CHECK(access_error([&] { j.as_array(); }) == "expected an array, got an object");
   CHECK(access_error([&] { j.at("missing"); }) == "missing key \"missing\"");
   CHECK(access_error([&] { j.at("a").at(1); }).find("index 1 out of range") != std::string::npos);
-  CHECK(access_error([&] { j.at("n").size(); }).find("expected an array or an object") != std::string::npos);
+  CHECK(access_error([&] { j.at("n").size(); }).find("expected an array or an object") !=
+        std::string::npos);
   CHECK(access_error([&] { j.at("a").has("x"); }) == "expected an object, got an array");
 }
 
@@ -96,9 +99,12 @@ TEST(build_and_round_trip) {
   obj.set("esc", std::string("q\"\\\n\x01\xc3\xa9"));
   obj.set("n", int64_t(-9000000000LL));  // replaces, keeps position
   const std::string text = obj.dump();
-  CHECK(text ==
-        R"({"name":"tiny","n":-9000000000,"pi":3.25,"ok":true,"none":null,"list":[1,2.5,"three",[],{}],)"
-        R"("esc":"q\"\\\n\u0001)" "\xc3\xa9" R"("})");
+  CHECK(
+      text ==
+      R"({"name":"tiny","n":-9000000000,"pi":3.25,"ok":true,"none":null,"list":[1,2.5,"three",[],{}],)"
+      R"("esc":"q\"\\\n\u0001)"
+      "\xc3\xa9"
+      R"("})");
   Json back = Json::parse(text);
   CHECK(back == obj);
   CHECK(back.dump() == text);
@@ -167,7 +173,8 @@ TEST(depth_is_limited) {
 }
 
 TEST(every_truncation_of_a_document_throws) {
-  const std::string text = R"({"a": [1, -2.5e3, "x\u00e9\ud83d\ude00", true, null], "b": {"c": false}})";
+  const std::string text =
+      R"({"a": [1, -2.5e3, "x\u00e9\ud83d\ude00", true, null], "b": {"c": false}})";
   CHECK(Json::parse(text).size() == 2);
   for (size_t n = 0; n < text.size(); ++n) CHECK_THROWS(Json::parse(text.substr(0, n)));
 }

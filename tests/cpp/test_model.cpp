@@ -14,11 +14,13 @@ namespace {
 // A conv (2 -> 3 channels, 3x3) and a ReLU on a 2x6x5 input; `pre` is the preprocess object.
 std::string graph(const std::string& pre = "{}", const std::string& relu_extra = "") {
   return R"({"format": "pydeconv", "version": 1, "name": "t",
-    "input": {"name": "input", "shape": [2, 6, 5]}, "preprocess": )" + pre + R"(,
+    "input": {"name": "input", "shape": [2, 6, 5]}, "preprocess": )" +
+         pre + R"(,
     "layers": [
       {"name": "conv", "kind": "conv2d", "inputs": ["input"], "attrs": {"padding": [1, 1]},
        "params": {"weight": [3, 2, 3, 3]}},
-      {"name": "relu", "kind": "relu", "inputs": ["conv"])" + relu_extra + R"(}]})";
+      {"name": "relu", "kind": "relu", "inputs": ["conv"])" +
+         relu_extra + R"(}]})";
 }
 
 std::string replaced(std::string s, const std::string& from, const std::string& to) {

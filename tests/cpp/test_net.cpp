@@ -130,8 +130,10 @@ TEST(input_buffer_comes_from_the_pool) {
     Tensor in = net.input_buffer(x.shape());
     CHECK(in.shape() == x.shape());
     std::copy(x.data(), x.data() + x.numel(), in.data());
-    if (pass == 0) first = in.data();
-    else CHECK(in.data() == first);
+    if (pass == 0)
+      first = in.data();
+    else
+      CHECK(in.data() == first);
     const Trace t = net.forward(ctx, in, "", Keep::Minimal);
     const Tensor& a = net.activation(plain, "conv2");
     const Tensor& b = net.activation(t, "conv2");
@@ -197,8 +199,9 @@ TEST(start_arguments_are_checked_with_their_kind) {
   CHECK(kind_of([&] { net.positions(t, "conv9", {0}, At{}); }) == ErrorKind::NotFound);
   Net other(small_graph());
   CHECK(kind_of([&] { other.start_signal(t, "conv2", {0}, At{}); }) == ErrorKind::Value);
-  CHECK(kind_of([&] { net.project(ctx, t, "conv2", Tensor(Shape::nchw(1, 3, 4, 3), 0.f),
-                                  Rule::Deconvnet); }) == ErrorKind::Shape);
+  CHECK(kind_of([&] {
+          net.project(ctx, t, "conv2", Tensor(Shape::nchw(1, 3, 4, 3), 0.f), Rule::Deconvnet);
+        }) == ErrorKind::Shape);
 }
 
 TEST(positions_are_where_the_start_signal_sits) {

@@ -1,7 +1,5 @@
 // Tests for npz.hpp on hand-built archives: stored and deflated members, NumPy's ZIP64 local
 // headers, ZIP64 end records, truncation at every byte, overlapping members, bad .npy headers.
-#include "format/npz.hpp"
-
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -9,6 +7,7 @@
 #include <vector>
 
 #include "check.hpp"
+#include "format/npz.hpp"
 #include "pydeconv/error.hpp"
 
 #ifdef PYDECONV_HAVE_ZLIB
@@ -33,9 +32,10 @@ void put(std::string& s, uint64_t v, int n) {
 }
 
 // A .npy file image as NumPy writes it: header padded with spaces so the data starts at 64 bytes.
-std::string npy(const std::string& descr, const std::string& shape, const std::string& payload, int version = 1,
-                const std::string& fortran = "False") {
-  std::string dict = "{'descr': '" + descr + "', 'fortran_order': " + fortran + ", 'shape': " + shape + ", }";
+std::string npy(const std::string& descr, const std::string& shape, const std::string& payload,
+                int version = 1, const std::string& fortran = "False") {
+  std::string dict =
+      "{'descr': '" + descr + "', 'fortran_order': " + fortran + ", 'shape': " + shape + ", }";
   size_t prefix = version == 1 ? 10 : 12;
   size_t total = prefix + dict.size() + 1;
   dict += std::string((64 - total % 64) % 64, ' ') + "\n";
@@ -64,10 +64,10 @@ std::string deflate_stored_block(const std::string& data) {
 struct Entry {
   std::string name, content;  // content: the uncompressed .npy bytes
   uint16_t method = 0;
-  std::string written;        // bytes in the archive (defaults to content for method 0)
+  std::string written;  // bytes in the archive (defaults to content for method 0)
   uint16_t flags = 0;
-  bool zip64_local = true;    // as NumPy 2.x writes: sizes 0xFFFFFFFF + ZIP64 extra locally
-  bool zip64_central = false; // sizes and offset only in the central ZIP64 extra field
+  bool zip64_local = true;     // as NumPy 2.x writes: sizes 0xFFFFFFFF + ZIP64 extra locally
+  bool zip64_central = false;  // sizes and offset only in the central ZIP64 extra field
 };
 
 Entry member(const std::string& name, const std::string& content) {
@@ -83,7 +83,8 @@ struct Built {
   size_t cd_offset = 0, eocd = 0;
 };
 
-Built build_zip(std::vector<Entry> entries, bool zip64_end = false, const std::string& comment = "") {
+Built build_zip(std::vector<Entry> entries, bool zip64_end = false,
+                const std::string& comment = "") {
   Built b;
   for (auto& e : entries) {
     if (e.written.empty()) e.written = e.method == 0 ? e.content : deflate_stored_block(e.content);
@@ -124,10 +125,10 @@ Built build_zip(std::vector<Entry> entries, bool zip64_end = false, const std::s
     put(s, e.zip64_central ? 0xFFFFFFFF : e.content.size(), 4);
     put(s, e.name.size(), 2);
     put(s, e.zip64_central ? 28 : 0, 2);
-    put(s, 0, 2);   // comment length
-    put(s, 0, 2);   // disk
-    put(s, 0, 2);   // internal attributes
-    put(s, 0, 4);   // external attributes
+    put(s, 0, 2);  // comment length
+    put(s, 0, 2);  // disk
+    put(s, 0, 2);  // internal attributes
+    put(s, 0, 4);  // external attributes
     put(s, e.zip64_central ? 0xFFFFFFFF : b.local[i], 4);
     s += e.name;
     if (e.zip64_central) {
@@ -171,7 +172,8 @@ Built build_zip(std::vector<Entry> entries, bool zip64_end = false, const std::s
 }
 
 std::vector<NpyArray> read(const std::string& bytes) {
-  return read_npz_bytes(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), "test.npz");
+  return read_npz_bytes(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
+                        "test.npz");
 }
 
 // Runs `fn`, requires an Error(Format) whose message contains `needle`.
@@ -180,7 +182,8 @@ void expect_format_error(F fn, const std::string& needle, int line) {
   try {
     fn();
   } catch (const Error& e) {
-    if (e.kind() != ErrorKind::Format) check::fail_at(__FILE__, line, "wrong error kind: " + std::string(e.what()));
+    if (e.kind() != ErrorKind::Format)
+      check::fail_at(__FILE__, line, "wrong error kind: " + std::string(e.what()));
     if (std::string(e.what()).find(needle) == std::string::npos)
       check::fail_at(__FILE__, line, "message lacks '" + needle + "': " + e.what());
     return;
@@ -274,7 +277,8 @@ TEST(every_truncation_throws) {
       } catch (const Error& err) {
         threw = err.kind() == ErrorKind::Format;
       }
-      if (!threw) check::fail_at(__FILE__, __LINE__, "accepted a truncation at " + std::to_string(n));
+      if (!threw)
+        check::fail_at(__FILE__, __LINE__, "accepted a truncation at " + std::to_string(n));
     }
   }
 }
@@ -306,7 +310,8 @@ TEST(rejects_overlapping_duplicate_encrypted_and_foreign_members) {
   uint32_t longer = static_cast<uint32_t>(a.content.size() + 10);
   for (int k = 0; k < 2; ++k) {
     std::string& s = over.bytes;
-    for (int i = 0; i < 4; ++i) s[over.central[0] + 20 + k * 4 + i] = static_cast<char>((longer >> (8 * i)) & 0xFF);
+    for (int i = 0; i < 4; ++i)
+      s[over.central[0] + 20 + k * 4 + i] = static_cast<char>((longer >> (8 * i)) & 0xFF);
   }
   EXPECT_FORMAT(read(over.bytes), "overlap");
   // Two directory entries naming one local header.
@@ -321,7 +326,8 @@ TEST(rejects_overlapping_duplicate_encrypted_and_foreign_members) {
   enc.flags = 1;
   EXPECT_FORMAT(read(build_zip({enc}).bytes), "encrypted");
   EXPECT_FORMAT(read(build_zip({member("notes.txt", "hello")}).bytes), "not a .npy file");
-  EXPECT_FORMAT(read(build_zip({member(".npy", npy("<f4", "()", floats({1})))}).bytes), "not a .npy file");
+  EXPECT_FORMAT(read(build_zip({member(".npy", npy("<f4", "()", floats({1})))}).bytes),
+                "not a .npy file");
   Entry bz = weight_entry();
   bz.method = 12;
   EXPECT_FORMAT(read(build_zip({bz}).bytes), "compression method 12");

@@ -50,17 +50,17 @@ struct PoolCase {
   int64_t c, h, w;
   Window2d g;
   std::string str() const {
-    return "c=" + std::to_string(c) + " " + std::to_string(h) + "x" + std::to_string(w) + " k=" +
-           std::to_string(g.kh) + "x" + std::to_string(g.kw) + " s=" + std::to_string(g.sh) + "x" +
-           std::to_string(g.sw) + " pad=" + std::to_string(g.pt) + "," + std::to_string(g.pl) +
-           "," + std::to_string(g.pb) + "," + std::to_string(g.pr) +
-           " dil=" + std::to_string(g.dh) + "x" + std::to_string(g.dw) +
-           " ceil=" + std::to_string(g.ceil_mode);
+    return "c=" + std::to_string(c) + " " + std::to_string(h) + "x" + std::to_string(w) +
+           " k=" + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
+           " s=" + std::to_string(g.sh) + "x" + std::to_string(g.sw) +
+           " pad=" + std::to_string(g.pt) + "," + std::to_string(g.pl) + "," +
+           std::to_string(g.pb) + "," + std::to_string(g.pr) + " dil=" + std::to_string(g.dh) +
+           "x" + std::to_string(g.dw) + " ceil=" + std::to_string(g.ceil_mode);
   }
 };
 
-Window2d window(int64_t kh, int64_t kw, int64_t sh, int64_t sw, std::vector<int64_t> pad,
-                bool ceil, int64_t dh = 1, int64_t dw = 1) {
+Window2d window(int64_t kh, int64_t kw, int64_t sh, int64_t sw, std::vector<int64_t> pad, bool ceil,
+                int64_t dh = 1, int64_t dw = 1) {
   Window2d g;
   g.kh = kh, g.kw = kw, g.sh = sh, g.sw = sw;
   g.pt = pad[0], g.pl = pad[1], g.pb = pad[2], g.pr = pad[3];
@@ -73,15 +73,21 @@ Window2d window(int64_t kh, int64_t kw, int64_t sh, int64_t sw, std::vector<int6
 // several sizes; returns only the cases whose output is non-empty.
 std::vector<PoolCase> pool_cases() {
   std::vector<Window2d> gs = {
-      window(2, 2, 2, 2, {0, 0, 0, 0}, false), window(2, 2, 2, 2, {0, 0, 0, 0}, true),
-      window(3, 3, 2, 2, {0, 0, 0, 0}, true),  window(3, 3, 2, 2, {1, 1, 1, 1}, false),
-      window(3, 3, 1, 1, {1, 1, 1, 1}, false), window(3, 3, 1, 1, {0, 2, 1, 0}, false),
+      window(2, 2, 2, 2, {0, 0, 0, 0}, false),
+      window(2, 2, 2, 2, {0, 0, 0, 0}, true),
+      window(3, 3, 2, 2, {0, 0, 0, 0}, true),
+      window(3, 3, 2, 2, {1, 1, 1, 1}, false),
+      window(3, 3, 1, 1, {1, 1, 1, 1}, false),
+      window(3, 3, 1, 1, {0, 2, 1, 0}, false),
       window(2, 3, 3, 4, {1, 0, 0, 2}, true),  // stride > kernel, asymmetric padding
-      window(1, 1, 2, 2, {0, 0, 0, 0}, false), window(5, 5, 1, 1, {2, 2, 2, 2}, false),
-      window(3, 2, 2, 3, {2, 1, 1, 1}, true),  window(2, 2, 1, 1, {0, 0, 1, 1}, false),
-      window(3, 3, 2, 2, {1, 1, 1, 1}, true, 2, 2),  // dilated
+      window(1, 1, 2, 2, {0, 0, 0, 0}, false),
+      window(5, 5, 1, 1, {2, 2, 2, 2}, false),
+      window(3, 2, 2, 3, {2, 1, 1, 1}, true),
+      window(2, 2, 1, 1, {0, 0, 1, 1}, false),
+      window(3, 3, 2, 2, {1, 1, 1, 1}, true, 2, 2),   // dilated
       window(2, 2, 1, 1, {2, 0, 2, 0}, false, 3, 1),  // dilated rows that can miss a small input
-      window(2, 2, 2, 2, {1, 1, 1, 1}, false), window(3, 2, 3, 2, {1, 0, 2, 1}, true),  // padded tilings
+      window(2, 2, 2, 2, {1, 1, 1, 1}, false),
+      window(3, 2, 3, 2, {1, 0, 2, 1}, true),  // padded tilings
   };
   std::vector<PoolCase> out;
   const int64_t sizes[][2] = {{1, 1}, {7, 7}, {13, 13}, {7, 13}, {13, 6}, {55, 55}};
@@ -121,8 +127,9 @@ TEST(max_pool_matches_reference_bit_exact) {
       for (const Ctx& ctx : {kFast1, kFast2}) {
         max_pool2d_forward(ctx, x, pc.g, fast, sfast);
         if (!same_bits(ref, fast) || !same_bits(sref, sfast))
-          check::fail_at(__FILE__, __LINE__, "max pool differs: " + pc.str() + " " + isa +
-                                                 " threads=" + std::to_string(ctx.threads));
+          check::fail_at(__FILE__, __LINE__,
+                         "max pool differs: " + pc.str() + " " + isa +
+                             " threads=" + std::to_string(ctx.threads));
       }
       ++cases;
     }
@@ -161,7 +168,8 @@ Tensor region_gout(const Shape& os, int64_t batch, std::mt19937& rng, Regions& r
     if (b == batch - 1) r = Region{0, 0, 0, 0};
     for (int64_t c = 0; c < os.c; ++c)
       for (int64_t yy = r.y0; yy < r.y1; ++yy)
-        for (int64_t xx = r.x0; xx < r.x1; ++xx) gout.plane(b, c)[yy * os.w + xx] = float(rng() % 7) - 3.f;
+        for (int64_t xx = r.x0; xx < r.x1; ++xx)
+          gout.plane(b, c)[yy * os.w + xx] = float(rng() % 7) - 3.f;
     rs.push_back(r);
   }
   return gout;
@@ -217,7 +225,8 @@ TEST(max_unpool_tiling_overwrites_its_windows) {
       for (int64_t b = 0; b < is.n; ++b) {
         const Region& r = rs[b];
         // The windows' union: the input region of r.
-        const int64_t y0 = std::max<int64_t>(0, r.y0 * g.sh - g.pt), x0 = std::max<int64_t>(0, r.x0 * g.sw - g.pl);
+        const int64_t y0 = std::max<int64_t>(0, r.y0 * g.sh - g.pt),
+                      x0 = std::max<int64_t>(0, r.x0 * g.sw - g.pl);
         const int64_t y1 = r.empty() ? 0 : std::min(pc.h, (r.y1 - 1) * g.sh - g.pt + g.kh);
         const int64_t x1 = r.empty() ? 0 : std::min(pc.w, (r.x1 - 1) * g.sw - g.pl + g.kw);
         for (int64_t c = 0; c < pc.c; ++c)
@@ -297,8 +306,9 @@ void check_close(const Tensor& ref, const Tensor& got, double rel, double abs_to
   for (int64_t i = 0; i < ref.numel(); ++i) {
     const double r = ref.data()[i], g = got.data()[i];
     if (!(std::fabs(r - g) <= rel * std::fabs(r) + abs_tol))
-      check::fail_at(__FILE__, __LINE__, what + ": element " + std::to_string(i) + " ref " +
-                                             std::to_string(r) + " got " + std::to_string(g));
+      check::fail_at(__FILE__, __LINE__,
+                     what + ": element " + std::to_string(i) + " ref " + std::to_string(r) +
+                         " got " + std::to_string(g));
   }
 }
 
@@ -477,9 +487,9 @@ TEST(linear_small_batch_matches_reference) {
           CHECK(same_bits(f1, f2));
           for (int64_t s = 0; s < n; ++s)
             for (int64_t j = 0; j < o; ++j)
-              CHECK_NEAR(f1.data()[s * o + j], ref.data()[s * o + j],
-                         dot_tol(x.sample(s), w.sample(j), i, 1, 1) +
-                             1e-6 * std::fabs(bias.data()[j]));
+              CHECK_NEAR(
+                  f1.data()[s * o + j], ref.data()[s * o + j],
+                  dot_tol(x.sample(s), w.sample(j), i, 1, 1) + 1e-6 * std::fabs(bias.data()[j]));
           if (isa == "avx2") avx2 = f1;
           if (isa == "avx512") avx512 = f1;
         }

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "check.hpp"
-#include "pydeconv/error.hpp"
 #include "layers/layer.hpp"
+#include "pydeconv/error.hpp"
 
 using namespace pydeconv;
 
@@ -44,7 +44,8 @@ TEST(make_layer_hands_each_layer_its_row) {
     CHECK(&layer->row() == &k);
     const Caps& c = layer->caps();
     CHECK(c.forward_in_place == k.caps.forward_in_place && c.fuses_relu == k.caps.fuses_relu &&
-          c.fusable_relu == k.caps.fusable_relu && c.backward_in_place == k.caps.backward_in_place &&
+          c.fusable_relu == k.caps.fusable_relu &&
+          c.backward_in_place == k.caps.backward_in_place &&
           c.backward_region_only == k.caps.backward_region_only &&
           c.backward_overwrites == k.caps.backward_overwrites);
     const Needs& n = layer->needs();

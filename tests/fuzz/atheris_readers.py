@@ -51,7 +51,10 @@ def _pack(target: str, data: bytes) -> tuple[str, bytes]:
     if target == "npy":
         graph = mutate.np.frombuffer(mutate.graph_bytes(_GRAPH), mutate.np.uint8)
         members = [("__graph__.npy", mutate.npy_bytes(graph))]
-        members += [(f"{k}.npy", data if k == "fc1/weight" else mutate.npy_bytes(v)) for k, v in _PARAMS.items()]
+        members += [
+            (f"{k}.npy", data if k == "fc1/weight" else mutate.npy_bytes(v))
+            for k, v in _PARAMS.items()
+        ]
         return "npz", mutate.zip_bytes(members)
     if target == "image":
         return "png", data  # Pillow reads the format from the bytes, not the name
@@ -65,11 +68,18 @@ def write_seeds(target: str, folder: str) -> None:
     if target in ("npz", "graph"):
         for i in range(3):
             graph, params = mutate.seed_model(i, i)
-            seeds.append(mutate.model_bytes(graph, params) if target == "npz" else mutate.graph_bytes(graph))
+            seeds.append(
+                mutate.model_bytes(graph, params) if target == "npz" else mutate.graph_bytes(graph)
+            )
     elif target == "npy":
-        seeds = [mutate.npy_bytes(_PARAMS["fc1/weight"]), mutate.npy_bytes(_PARAMS["fc1/weight"], version=(2, 0))]
+        seeds = [
+            mutate.npy_bytes(_PARAMS["fc1/weight"]),
+            mutate.npy_bytes(_PARAMS["fc1/weight"], version=(2, 0)),
+        ]
     elif target == "onnx":
-        seeds = [mutate.onnx_seed(mutate.np.random.default_rng(i), i).to_bytes(None) for i in range(3)]
+        seeds = [
+            mutate.onnx_seed(mutate.np.random.default_rng(i), i).to_bytes(None) for i in range(3)
+        ]
     else:
         import random
 
@@ -88,7 +98,9 @@ def main() -> None:
         write_seeds(argv[1], argv[2])
         return
     if not argv or argv[0] not in TARGETS:
-        sys.exit(f"usage: atheris_readers.py {{{'|'.join(TARGETS)}}} [--allow-known-escapes] [libFuzzer args]")
+        sys.exit(
+            f"usage: atheris_readers.py {{{'|'.join(TARGETS)}}} [--allow-known-escapes] [libFuzzer args]"
+        )
     target = argv.pop(0)
     allow_known = "--allow-known-escapes" in argv
     argv = [a for a in argv if a != "--allow-known-escapes"]
@@ -111,10 +123,15 @@ def main() -> None:
             sig = (result["type"], re.sub(r"\d+", "N", result["msg"])[:120])
             if sig not in _seen_known:
                 _seen_known.add(sig)
-                print(f"!! KNOWN ESCAPE (issue 13 §3, downgraded by --allow-known-escapes) {target}: "
-                      f"{result['type']}: {result['msg'][:200]}", flush=True)
+                print(
+                    f"!! KNOWN ESCAPE (issue 13 §3, downgraded by --allow-known-escapes) {target}: "
+                    f"{result['type']}: {result['msg'][:200]}",
+                    flush=True,
+                )
             return
-        raise RuntimeError(f"{result['outcome']} from the {target} reader: {result['type']}: {result['msg']}")
+        raise RuntimeError(
+            f"{result['outcome']} from the {target} reader: {result['type']}: {result['msg']}"
+        )
 
     atheris.Setup([sys.argv[0]] + argv, one_input)
     atheris.Fuzz()

@@ -50,7 +50,9 @@ def main() -> int:
         name = f"{kind}-{outcome}-{short}-{count[(kind, short)]}.{suffix}"
         with open(os.path.join(args.out, name), "wb") as f:
             f.write(data)
-        print(f"{name}: {kind} seed {seed}, {size} bytes: {outcome} {typ}: {result.get('msg', '')[:150]}")
+        print(
+            f"{name}: {kind} seed {seed}, {size} bytes: {outcome} {typ}: {result.get('msg', '')[:150]}"
+        )
     return 0
 
 

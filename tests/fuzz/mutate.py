@@ -38,9 +38,48 @@ from onnx_writer import OnnxBuilder  # noqa: E402  (tests/onnx_writer.py)
 KINDS = ("npz", "onnx", "image")
 
 # Values a mutated number becomes: boundaries, huge, negative, non-finite, wrong types.
-HOSTILE = [0, -1, 1, 2, 3, 7, 255, 65535, 2**31 - 1, 2**31, 2**32 + 1, 2**63 - 1, 2**63, -(2**63), 10**9,
-           10**8, 100000, 20000, 1e9, 1e300, -1e9, 0.5, -0.0, 1e-300, math.nan, math.inf, -math.inf,
-           "3", "", "x" * 300, None, True, False, [], {}, [1], [1, 2], [0, 0, 0], [[1]], {"a": 1}]
+HOSTILE = [
+    0,
+    -1,
+    1,
+    2,
+    3,
+    7,
+    255,
+    65535,
+    2**31 - 1,
+    2**31,
+    2**32 + 1,
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    10**9,
+    10**8,
+    100000,
+    20000,
+    1e9,
+    1e300,
+    -1e9,
+    0.5,
+    -0.0,
+    1e-300,
+    math.nan,
+    math.inf,
+    -math.inf,
+    "3",
+    "",
+    "x" * 300,
+    None,
+    True,
+    False,
+    [],
+    {},
+    [1],
+    [1, 2],
+    [0, 0, 0],
+    [[1]],
+    {"a": 1},
+]
 
 
 # -- tiny seed models (the FORMAT.md graph form) ---------------------------------------------------
@@ -54,8 +93,13 @@ def _layer(name, kind, inputs, attrs=None, params=None):
 
 
 def _conv(name, src, oc, ic, k, pad=0, stride=1, groups=1, bias=True):
-    attrs = {"kernel_size": [k, k], "stride": [stride, stride], "padding": [pad] * 4, "dilation": [1, 1],
-             "groups": groups}
+    attrs = {
+        "kernel_size": [k, k],
+        "stride": [stride, stride],
+        "padding": [pad] * 4,
+        "dilation": [1, 1],
+        "groups": groups,
+    }
     params = {"weight": [oc, ic // groups, k, k]}
     if bias:
         params["bias"] = [oc]
@@ -81,12 +125,27 @@ def seed_graphs():
         _conv("conv1", "input", 3, 3, 3, pad=1),
         _layer("relu1", "relu", "conv1"),
         _conv("conv_b", "relu1", 3, 3, 1, bias=False),
-        _layer("bn", "batch_norm", "conv_b", {"epsilon": 1e-3},
-               {"scale": [3], "bias": [3], "mean": [3], "var": [3]}),
+        _layer(
+            "bn",
+            "batch_norm",
+            "conv_b",
+            {"epsilon": 1e-3},
+            {"scale": [3], "bias": [3], "mean": [3], "var": [3]},
+        ),
         _layer("add", "add", ["relu1", "bn"]),
         _layer("cat", "concat", ["add", "relu1"]),
-        _layer("avg", "avg_pool2d", "cat", {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1],
-                                            "ceil_mode": True, "count_include_pad": False}),
+        _layer(
+            "avg",
+            "avg_pool2d",
+            "cat",
+            {
+                "kernel_size": [3, 3],
+                "stride": [2, 2],
+                "padding": [1, 1, 1, 1],
+                "ceil_mode": True,
+                "count_include_pad": False,
+            },
+        ),
         _layer("gap", "global_avg_pool", "avg"),
     ]
     head = [
@@ -97,11 +156,22 @@ def seed_graphs():
     ]
     graphs = []
     for name, layers, hw in (("chain", chain, 8), ("dag", dag, 6), ("head", head, 4)):
-        graphs.append({"format": "pydeconv", "version": 1, "name": name,
-                       "input": {"name": "input", "shape": [3, hw, hw]}, "layers": layers,
-                       "outputs": [layers[-1]["name"]],
-                       "preprocess": {"channel_order": "RGB", "scale": 1 / 255, "mean": [0.5, 0.4, 0.3],
-                                      "std": [0.2, 0.2, 0.2]}})
+        graphs.append(
+            {
+                "format": "pydeconv",
+                "version": 1,
+                "name": name,
+                "input": {"name": "input", "shape": [3, hw, hw]},
+                "layers": layers,
+                "outputs": [layers[-1]["name"]],
+                "preprocess": {
+                    "channel_order": "RGB",
+                    "scale": 1 / 255,
+                    "mean": [0.5, 0.4, 0.3],
+                    "std": [0.2, 0.2, 0.2],
+                },
+            }
+        )
     return graphs
 
 
@@ -123,12 +193,20 @@ def seed_model(index=0, seed=0):
 
 
 # -- .npy / .npz writing ---------------------------------------------------------------------------
-def npy_bytes(arr: np.ndarray, header: dict | str | None = None, version=(1, 0), pad_data: int = 0,
-              cut_data: int = 0) -> bytes:
+def npy_bytes(
+    arr: np.ndarray,
+    header: dict | str | None = None,
+    version=(1, 0),
+    pad_data: int = 0,
+    cut_data: int = 0,
+) -> bytes:
     """A .npy image. ``header`` replaces the header dict (or its text) for hand-made framing."""
     if header is None:
-        header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False,
-                  "shape": arr.shape}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(arr.dtype),
+            "fortran_order": False,
+            "shape": arr.shape,
+        }
     text = header if isinstance(header, str) else repr(header)
     hlen_size = 2 if version[0] == 1 else 4
     total = 6 + 2 + hlen_size + len(text) + 1
@@ -148,8 +226,11 @@ def zip_bytes(members: list[tuple[str, bytes]], compress: bool = False) -> bytes
     with zipfile.ZipFile(buf, "w", method) as zf, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate names are one of the mutations
         for name, data in members:
-            zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)) if not compress else name, data,
-                        compress_type=method)
+            zf.writestr(
+                zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)) if not compress else name,
+                data,
+                compress_type=method,
+            )
     return buf.getvalue()
 
 
@@ -209,11 +290,26 @@ def mutate_graph(rng: random.Random, graph: dict):
             path = rng.choice(paths)
             _set(graph, path, _hostile(rng, dict(_paths(graph))[path]))
         elif r < 0.6:  # a number inside a shape-like field: the input shape, params, sizes, attrs
-            path = rng.choice([p for p in paths if any(k in ("shape", "params", "attrs", "size", "preprocess")
-                                                        for k in p if isinstance(k, str))] or paths)
+            path = rng.choice(
+                [
+                    p
+                    for p in paths
+                    if any(
+                        k in ("shape", "params", "attrs", "size", "preprocess")
+                        for k in p
+                        if isinstance(k, str)
+                    )
+                ]
+                or paths
+            )
             val = dict(_paths(graph))[path]
-            _set(graph, path, _hostile(rng, val) if not isinstance(val, list) or not val
-                 else [_hostile(rng, v) if rng.random() < 0.5 else v for v in val])
+            _set(
+                graph,
+                path,
+                _hostile(rng, val)
+                if not isinstance(val, list) or not val
+                else [_hostile(rng, v) if rng.random() < 0.5 else v for v in val],
+            )
         elif r < 0.68:  # delete a key
             dpaths = [p for p in paths if isinstance(p[-1], str)]
             if dpaths:
@@ -235,26 +331,76 @@ def mutate_graph(rng: random.Random, graph: dict):
                 elif op == 1:
                     del layers[i]
                 elif op == 2:
-                    layers[i]["kind"] = rng.choice(["conv2d", "relu", "max_pool2d", "avg_pool2d", "linear", "lrn",
-                                                    "add", "concat", "flatten", "softmax", "dropout", "batch_norm",
-                                                    "global_avg_pool", "deconv", "Conv", ""])
+                    layers[i]["kind"] = rng.choice(
+                        [
+                            "conv2d",
+                            "relu",
+                            "max_pool2d",
+                            "avg_pool2d",
+                            "linear",
+                            "lrn",
+                            "add",
+                            "concat",
+                            "flatten",
+                            "softmax",
+                            "dropout",
+                            "batch_norm",
+                            "global_avg_pool",
+                            "deconv",
+                            "Conv",
+                            "",
+                        ]
+                    )
                 else:
-                    layers[i]["inputs"] = rng.choice([[], ["nope"], [layers[i].get("name")], ["input"] * 3,
-                                                      [layers[-1].get("name")]])
+                    layers[i]["inputs"] = rng.choice(
+                        [
+                            [],
+                            ["nope"],
+                            [layers[i].get("name")],
+                            ["input"] * 3,
+                            [layers[-1].get("name")],
+                        ]
+                    )
         elif r < 0.9:  # preprocess fields (issue 13 section 3: validated at load)
             pre = graph.setdefault("preprocess", {}) if isinstance(graph, dict) else {}
             if isinstance(pre, dict):
-                field = rng.choice(["size", "mean", "std", "scale", "channel_order", "source_layout"])
-                pre[field] = rng.choice([[20000, 20000], [100000, 100000], [0, 0], [-1, 8], [8], [1e9, 1],
-                                         [math.nan] * 3, [0, 0, 0], [1, 2], "bgr", "xyz", "L", math.nan,
-                                         math.inf, 0, -1, None, "NHWC", [[1]], {"a": 1}])
+                field = rng.choice(
+                    ["size", "mean", "std", "scale", "channel_order", "source_layout"]
+                )
+                pre[field] = rng.choice(
+                    [
+                        [20000, 20000],
+                        [100000, 100000],
+                        [0, 0],
+                        [-1, 8],
+                        [8],
+                        [1e9, 1],
+                        [math.nan] * 3,
+                        [0, 0, 0],
+                        [1, 2],
+                        "bgr",
+                        "xyz",
+                        "L",
+                        math.nan,
+                        math.inf,
+                        0,
+                        -1,
+                        None,
+                        "NHWC",
+                        [[1]],
+                        {"a": 1},
+                    ]
+                )
         else:  # deep nesting or a very long list, written as raw JSON text
             n = rng.choice([65, 200, 1000, 100000])
             blob = json.dumps(graph, allow_nan=True)
             at = rng.choice(['"x_deep": ', '"name": '])
             inner = deep(n, kind=rng.choice("[{"))
-            return blob.replace("{", "{" + at + inner + ", ", 1).encode() if at == '"x_deep": ' else \
-                blob.replace('"name": "chain"', '"name": ' + inner).encode()
+            return (
+                blob.replace("{", "{" + at + inner + ", ", 1).encode()
+                if at == '"x_deep": '
+                else blob.replace('"name": "chain"', '"name": ' + inner).encode()
+            )
     return graph
 
 
@@ -265,12 +411,22 @@ def _mutate_array(rng: random.Random, arr: np.ndarray) -> np.ndarray:
         return arr.astype(rng.choice(["<f8", "<f2", "<i4", "|u1", ">f4", "|b1", "<i8", "<c8"]))
     if r < 0.45:
         flat = arr.reshape(-1)
-        return rng.choice([flat, arr[..., :0], flat[:-1] if flat.size else flat, np.concatenate([flat, flat]),
-                           arr[np.newaxis], arr.T if arr.ndim > 1 else arr.reshape(-1, 1)])
+        return rng.choice(
+            [
+                flat,
+                arr[..., :0],
+                flat[:-1] if flat.size else flat,
+                np.concatenate([flat, flat]),
+                arr[np.newaxis],
+                arr.T if arr.ndim > 1 else arr.reshape(-1, 1),
+            ]
+        )
     if r < 0.6:
         out = arr.copy()
         if out.size:
-            out.reshape(-1)[rng.randrange(out.size)] = rng.choice([np.nan, np.inf, -np.inf, 3e38, 1e-45])
+            out.reshape(-1)[rng.randrange(out.size)] = rng.choice(
+                [np.nan, np.inf, -np.inf, 3e38, 1e-45]
+            )
         return out
     if r < 0.7:
         return np.zeros((0,), np.float32)
@@ -282,27 +438,77 @@ def _npy_header_mutant(rng: random.Random, arr: np.ndarray) -> bytes:
     descr = np.lib.format.dtype_to_descr(arr.dtype)
     r = rng.randrange(10)
     if r == 0:  # huge declared shapes (250e9 floats), negative, wrong types
-        shape = rng.choice([(250_000_000_000,), (10**9, 32, 32), (-1,), (2**62, 4), (2**31,), ("3",), (1.5,),
-                            (0, 10**18), (2**63 - 1, 2**63 - 1)])
+        shape = rng.choice(
+            [
+                (250_000_000_000,),
+                (10**9, 32, 32),
+                (-1,),
+                (2**62, 4),
+                (2**31,),
+                ("3",),
+                (1.5,),
+                (0, 10**18),
+                (2**63 - 1, 2**63 - 1),
+            ]
+        )
         return npy_bytes(arr, {"descr": descr, "fortran_order": False, "shape": shape})
     if r == 1:
-        return npy_bytes(arr, {"descr": rng.choice(["<f3", "O", "|O", "<U4", "V8", "<M8[s]", "xyz", "", 3,
-                                                    "[('a','<f4')]", ">f4", "<f16"]),
-                               "fortran_order": False, "shape": arr.shape})
+        return npy_bytes(
+            arr,
+            {
+                "descr": rng.choice(
+                    [
+                        "<f3",
+                        "O",
+                        "|O",
+                        "<U4",
+                        "V8",
+                        "<M8[s]",
+                        "xyz",
+                        "",
+                        3,
+                        "[('a','<f4')]",
+                        ">f4",
+                        "<f16",
+                    ]
+                ),
+                "fortran_order": False,
+                "shape": arr.shape,
+            },
+        )
     if r == 2:  # header text that is not a dict literal (tokenize / syntax errors in NumPy)
-        return npy_bytes(arr, rng.choice(["{'descr': '<f4', 'fortran_order': False, 'shape': (3,",
-                                          "{'descr': '<f4' 'fortran_order': False}", "\"\"\"", "(((",
-                                          "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'x': 1}",
-                                          "{}", "None", "{'descr': '<f4', 'fortran_order': 1, 'shape': [3]}",
-                                          "{'descr': '<f4', 'fortran_order': False, 'shape': (3,)} #",
-                                          "'\\x00", "{1: 2}", "{'descr': '<f4', 'shape': (3,)}",
-                                          "__import__('os')", "{'descr':'<f4','fortran_order':False,"
-                                          "'shape':(" + "(" * 200 + ")" * 200 + ",)}"]))
+        return npy_bytes(
+            arr,
+            rng.choice(
+                [
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (3,",
+                    "{'descr': '<f4' 'fortran_order': False}",
+                    '"""',
+                    "(((",
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'x': 1}",
+                    "{}",
+                    "None",
+                    "{'descr': '<f4', 'fortran_order': 1, 'shape': [3]}",
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (3,)} #",
+                    "'\\x00",
+                    "{1: 2}",
+                    "{'descr': '<f4', 'shape': (3,)}",
+                    "__import__('os')",
+                    "{'descr':'<f4','fortran_order':False,"
+                    "'shape':(" + "(" * 200 + ")" * 200 + ",)}",
+                ]
+            ),
+        )
     if r == 3:
-        return npy_bytes(arr, version=rng.choice([(2, 0), (3, 0), (4, 0), (0, 0), (1, 1), (255, 255)]))
+        return npy_bytes(
+            arr, version=rng.choice([(2, 0), (3, 0), (4, 0), (0, 0), (1, 1), (255, 255)])
+        )
     if r == 4:  # trailing bytes (Python accepts, C++ rejects: issue 13 section 5) or missing bytes
-        return npy_bytes(arr, pad_data=rng.choice([1, 4, 4096])) if rng.random() < 0.5 else \
-            npy_bytes(arr, cut_data=rng.choice([1, 4, 10**6]))
+        return (
+            npy_bytes(arr, pad_data=rng.choice([1, 4, 4096]))
+            if rng.random() < 0.5
+            else npy_bytes(arr, cut_data=rng.choice([1, 4, 10**6]))
+        )
     if r == 5:
         return npy_bytes(arr, {"descr": descr, "fortran_order": True, "shape": arr.shape})
     data = npy_bytes(arr)
@@ -339,7 +545,9 @@ def npz_mutant(rng: random.Random) -> bytes:
         arr = np.frombuffer(graph_bytes(graph), np.uint8) if i == 0 else params[name[:-4]]
         members[i] = (name, _npy_header_mutant(rng, arr))
         return zip_bytes(members, compress)
-    if r < 0.93:  # archive structure: names, duplicates, extra or missing members, the graph's dtype
+    if (
+        r < 0.93
+    ):  # archive structure: names, duplicates, extra or missing members, the graph's dtype
         members = [("__graph__.npy", npy_bytes(np.frombuffer(graph_bytes(graph), np.uint8)))]
         members += [(f"{k}.npy", npy_bytes(v)) for k, v in params.items()]
         op = rng.randrange(6)
@@ -350,11 +558,20 @@ def npz_mutant(rng: random.Random) -> bytes:
         elif op == 2:
             members = members[1:]
         elif op == 3:
-            members[0] = ("__graph__.npy", npy_bytes(np.frombuffer(graph_bytes(graph), np.uint8).astype("<f4")))
+            members[0] = (
+                "__graph__.npy",
+                npy_bytes(np.frombuffer(graph_bytes(graph), np.uint8).astype("<f4")),
+            )
         elif op == 4:
-            members[0] = ("__graph__.npy", npy_bytes(np.frombuffer(b"\xff\xfe" + graph_bytes(graph), np.uint8)))
+            members[0] = (
+                "__graph__.npy",
+                npy_bytes(np.frombuffer(b"\xff\xfe" + graph_bytes(graph), np.uint8)),
+            )
         else:
-            members = [(n.replace(".npy", rng.choice(["", ".NPY", "/../x.npy", "\x00.npy"])), d) for n, d in members]
+            members = [
+                (n.replace(".npy", rng.choice(["", ".NPY", "/../x.npy", "\x00.npy"])), d)
+                for n, d in members
+            ]
         return zip_bytes(members, compress)
     data = bytearray(model_bytes(graph, params, compress))  # raw byte flips (CRCs now wrong)
     for _ in range(rng.choice([1, 2, 8])):
@@ -373,10 +590,19 @@ def onnx_seed(rng_np, variant=0) -> OnnxBuilder:
     if variant == 0:
         t = b.node("MaxPool", [t], kernel_shape=[2, 2], strides=[2, 2])
         t = b.node("Flatten", [t], axis=1)
-        t = b.node("Gemm", [t, b.init("fc", rng_np.standard_normal((2, 36)).astype(np.float32))], transB=1)
+        t = b.node(
+            "Gemm", [t, b.init("fc", rng_np.standard_normal((2, 36)).astype(np.float32))], transB=1
+        )
     elif variant == 1:
-        t = b.node("BatchNormalization", [t] + [b.init(n, (rng_np.random(4) + 0.5).astype(np.float32))
-                                               for n in ("s", "bb", "m", "v")], epsilon=1e-3)
+        t = b.node(
+            "BatchNormalization",
+            [t]
+            + [
+                b.init(n, (rng_np.random(4) + 0.5).astype(np.float32))
+                for n in ("s", "bb", "m", "v")
+            ],
+            epsilon=1e-3,
+        )
         t = b.node("AveragePool", [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
         t = b.node("GlobalAveragePool", [t])
     else:
@@ -397,18 +623,38 @@ def onnx_mutant(rng: random.Random) -> bytes:
             if node.attrs and rng.random() < 0.8:
                 k = rng.choice(sorted(node.attrs))
                 v = node.attrs[k]
-                node.attrs[k] = ([_int_hostile(rng) for _ in v] if isinstance(v, list) and rng.random() < 0.7
-                                 else rng.choice([_int_hostile(rng), 1e30, math.nan, "same", [], [1] * 9]))
+                node.attrs[k] = (
+                    [_int_hostile(rng) for _ in v]
+                    if isinstance(v, list) and rng.random() < 0.7
+                    else rng.choice([_int_hostile(rng), 1e30, math.nan, "same", [], [1] * 9])
+                )
             else:
-                node.attrs[rng.choice(["kernel_shape", "pads", "strides", "dilations", "group", "axis",
-                                       "auto_pad", "ceil_mode", "count_include_pad", "transA"])] = \
-                    rng.choice([[3, 3], [0, 0], -1, 2, "SAME_UPPER", [10**9, 10**9], [1, 1, 1, 1, 1, 1]])
+                node.attrs[
+                    rng.choice(
+                        [
+                            "kernel_shape",
+                            "pads",
+                            "strides",
+                            "dilations",
+                            "group",
+                            "axis",
+                            "auto_pad",
+                            "ceil_mode",
+                            "count_include_pad",
+                            "transA",
+                        ]
+                    )
+                ] = rng.choice(
+                    [[3, 3], [0, 0], -1, 2, "SAME_UPPER", [10**9, 10**9], [1, 1, 1, 1, 1, 1]]
+                )
         elif r < 0.45:  # an initializer: shape, dtype, size mismatch
             name = rng.choice(sorted(b.inits))
             init = b.inits[name]
             op = rng.randrange(5)
             if op == 0:
-                init.array = init.array.astype(rng.choice([np.float64, np.float16, np.int32, np.int64]))
+                init.array = init.array.astype(
+                    rng.choice([np.float64, np.float16, np.int32, np.int64])
+                )
             elif op == 1:
                 init.array = init.array.reshape(-1)
             elif op == 2:
@@ -416,7 +662,9 @@ def onnx_mutant(rng: random.Random) -> bytes:
             elif op == 3:
                 init.storage = "typed" if init.storage == "raw" else "raw"
             else:
-                a = init.array.astype(np.float32 if init.array.dtype.kind != "f" else init.array.dtype).reshape(-1)
+                a = init.array.astype(
+                    np.float32 if init.array.dtype.kind != "f" else init.array.dtype
+                ).reshape(-1)
                 if a.size:
                     a[rng.randrange(a.size)] = rng.choice([np.nan, np.inf])
                 init.array = a.reshape(init.array.shape)
@@ -432,8 +680,25 @@ def onnx_mutant(rng: random.Random) -> bytes:
             node = rng.choice(b.nodes)
             op = rng.randrange(4)
             if op == 0:
-                node.op = rng.choice(["Conv", "Relu", "Gemm", "MatMul", "Add", "Reshape", "LSTM", "If", "Loop",
-                                      "ConvTranspose", "Sigmoid", "Identity", "", "Dropout", "Pad"])
+                node.op = rng.choice(
+                    [
+                        "Conv",
+                        "Relu",
+                        "Gemm",
+                        "MatMul",
+                        "Add",
+                        "Reshape",
+                        "LSTM",
+                        "If",
+                        "Loop",
+                        "ConvTranspose",
+                        "Sigmoid",
+                        "Identity",
+                        "",
+                        "Dropout",
+                        "Pad",
+                    ]
+                )
             elif op == 1:
                 node.inputs = rng.choice([[], ["missing"], node.inputs * 2, node.outputs])
             elif op == 2:
@@ -442,10 +707,14 @@ def onnx_mutant(rng: random.Random) -> bytes:
                 b.nodes.append(b.nodes[0])  # a name produced twice
         elif r < 0.75:
             b.opset = rng.choice([0, 1, 6, 7, 9, 21, 100, 2**31, -1])
-        elif r < 0.85:  # a big declared initializer with tiny data (external data refused: no folder)
+        elif (
+            r < 0.85
+        ):  # a big declared initializer with tiny data (external data refused: no folder)
             name = rng.choice(sorted(b.inits))
             b.inits[name].external = "w.bin"
-            b.inits[name].location = rng.choice(["w.bin", "../../etc/passwd", "/etc/passwd", "", "a" * 300])
+            b.inits[name].location = rng.choice(
+                ["w.bin", "../../etc/passwd", "/etc/passwd", "", "a" * 300]
+            )
         else:
             return _proto_byte_mutant(rng, b.to_bytes(None, packed))
     return b.to_bytes(None, packed)
@@ -485,7 +754,12 @@ def _varint(v: int) -> bytes:
 
 # -- image mutants ---------------------------------------------------------------------------------
 def _png_chunk(tag: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body))
+        + tag
+        + body
+        + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+    )
 
 
 def _png(rng: random.Random, w, h, depth=8, ctype=2, raw=None) -> bytes:
@@ -497,7 +771,9 @@ def _png(rng: random.Random, w, h, depth=8, ctype=2, raw=None) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w & 0xFFFFFFFF, h & 0xFFFFFFFF, depth, ctype, 0, 0, 0)
     out = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
     if ctype == 3:
-        out += _png_chunk(b"PLTE", bytes(rng.randrange(256) for _ in range(3 * rng.choice([1, 16, 256]))))
+        out += _png_chunk(
+            b"PLTE", bytes(rng.randrange(256) for _ in range(3 * rng.choice([1, 16, 256])))
+        )
     return out + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
 
 
@@ -505,7 +781,11 @@ def _pil_bytes(rng: random.Random, fmt: str) -> bytes:
     from PIL import Image
 
     w, h = rng.choice([1, 3, 8, 17]), rng.choice([1, 4, 8, 13])
-    mode = rng.choice(["RGB", "L", "RGBA", "P", "1"]) if fmt in ("PNG", "GIF", "BMP") else rng.choice(["RGB", "L"])
+    mode = (
+        rng.choice(["RGB", "L", "RGBA", "P", "1"])
+        if fmt in ("PNG", "GIF", "BMP")
+        else rng.choice(["RGB", "L"])
+    )
     if fmt == "GIF" and mode in ("RGBA",):
         mode = "P"
     arr = np.random.default_rng(rng.randrange(1000)).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -521,7 +801,17 @@ def _ppm(rng: random.Random) -> bytes:
     h = rng.choice([4, 1, 0, 100000, 2**31, 10**20])
     maxval = rng.choice([255, 1, 0, 65535, 65536, 256, -1])
     comment = rng.choice([b"", b"# c\n", b"#" * 1000 + b"\n"])
-    header = magic + b"\n" + comment + str(w).encode() + b" " + str(h).encode() + b"\n" + str(maxval).encode() + b"\n"
+    header = (
+        magic
+        + b"\n"
+        + comment
+        + str(w).encode()
+        + b" "
+        + str(h).encode()
+        + b"\n"
+        + str(maxval).encode()
+        + b"\n"
+    )
     body = bytes(rng.randrange(256) for _ in range(rng.choice([0, 3, 48, 96, 200])))
     return header + body
 
@@ -531,16 +821,22 @@ def image_mutant(rng: random.Random) -> tuple[str, bytes]:
     if fmt == "png" and rng.random() < 0.7:  # declared sizes and modes, with valid CRCs
         w = rng.choice([1, 4, 8, 0, 100000, 2**31 - 1, 2**31, 70000, 20000, 5])
         h = rng.choice([1, 4, 8, 0, 100000, 2**31 - 1, 65536, 20000, 7])
-        data = _png(rng, w, h, rng.choice([8, 8, 1, 2, 4, 16, 3, 0]), rng.choice([2, 2, 0, 3, 4, 6, 1, 7]))
+        data = _png(
+            rng, w, h, rng.choice([8, 8, 1, 2, 4, 16, 3, 0]), rng.choice([2, 2, 0, 3, 4, 6, 1, 7])
+        )
     elif fmt == "ppm":
         data = _ppm(rng)
     else:
-        data = bytearray(_pil_bytes(rng, {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP"}[fmt]))
+        data = bytearray(
+            _pil_bytes(rng, {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP"}[fmt])
+        )
         op = rng.randrange(4)
         if op == 0 and fmt == "jpg":  # SOF0 height/width
             i = data.find(b"\xff\xc0")
             if i >= 0 and i + 9 < len(data):
-                data[i + 5:i + 9] = struct.pack(">HH", rng.choice([0, 1, 65535, 20000]), rng.choice([0, 1, 65535]))
+                data[i + 5 : i + 9] = struct.pack(
+                    ">HH", rng.choice([0, 1, 65535, 20000]), rng.choice([0, 1, 65535])
+                )
         elif op == 0 and fmt == "gif":
             data[6:10] = struct.pack("<HH", rng.choice([0, 65535, 20000]), rng.choice([0, 65535]))
         elif op == 0 and fmt == "bmp" and len(data) > 26:
@@ -590,7 +886,9 @@ def seed_files(folder: str) -> list[str]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
-        sys.exit("usage: python tests/fuzz/mutate.py {npz|onnx|image} SEED PREFIX  (writes PREFIX.<suffix>)")
+        sys.exit(
+            "usage: python tests/fuzz/mutate.py {npz|onnx|image} SEED PREFIX  (writes PREFIX.<suffix>)"
+        )
     suffix, blob = mutant(sys.argv[1], int(sys.argv[2]))
     out = f"{sys.argv[3]}.{suffix}"
     with open(out, "wb") as f:

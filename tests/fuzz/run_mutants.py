@@ -43,16 +43,40 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # delete a line when its fix lands, and the stage fails again if it comes back. "issue" marks the
 # ones the issue's text lists; "new" the ones this stage found (same section, same fix).
 KNOWN_ESCAPES = {
-    ("npz", "builtins.MemoryError"): "issue: declared shapes (.npy header, input shape) not limited before allocating",
-    ("npz", "builtins.RecursionError"): "issue: JSON graph nested deeper than Python's recursion limit",
+    (
+        "npz",
+        "builtins.MemoryError",
+    ): "issue: declared shapes (.npy header, input shape) not limited before allocating",
+    (
+        "npz",
+        "builtins.RecursionError",
+    ): "issue: JSON graph nested deeper than Python's recursion limit",
     ("npz", "tokenize.TokenError"): "issue: corrupt .npy header text",
-    ("npz", "builtins.AttributeError"): "issue: corrupt .npy member (empty member: 'bytes' has no 'dtype')",
-    ("npz", "builtins.TypeError"): "new: a JSON int past int64 (input shape 2**63) reaching the C++ constructor",
-    ("npz", "zlib.error"): "new: a deflated member whose data is corrupt (zip CRC of the header intact)",
+    (
+        "npz",
+        "builtins.AttributeError",
+    ): "issue: corrupt .npy member (empty member: 'bytes' has no 'dtype')",
+    (
+        "npz",
+        "builtins.TypeError",
+    ): "new: a JSON int past int64 (input shape 2**63) reaching the C++ constructor",
+    (
+        "npz",
+        "zlib.error",
+    ): "new: a deflated member whose data is corrupt (zip CRC of the header intact)",
     ("npz", "builtins.NotImplementedError"): "new: a zip member needing an unsupported zip version",
-    ("onnx", "builtins.MemoryError"): "issue: initializer/input sizes not limited before allocating",
-    ("onnx", "builtins.ValueError"): "issue: initializer size vs shape; new: attribute values of the wrong type",
-    ("onnx", "builtins.TypeError"): "new: attributes/dims of the wrong type (list for int, str for int, ...)",
+    (
+        "onnx",
+        "builtins.MemoryError",
+    ): "issue: initializer/input sizes not limited before allocating",
+    (
+        "onnx",
+        "builtins.ValueError",
+    ): "issue: initializer size vs shape; new: attribute values of the wrong type",
+    (
+        "onnx",
+        "builtins.TypeError",
+    ): "new: attributes/dims of the wrong type (list for int, str for int, ...)",
     ("onnx", "builtins.IndexError"): "new: attributes/inputs shorter than the operator needs",
     ("onnx", "builtins.ZeroDivisionError"): "new: a zero stride/group attribute",
     ("image", "builtins.MemoryError"): "issue: image pixels not limited before decoding",
@@ -85,7 +109,9 @@ def _run_net(net, x, seed: int) -> str:
     layer = net.layers[seed % len(net.layers)]
     _, trace = net.forward(x, keep=[layer])
     channels = trace.activation(layer).shape[1]
-    net.project(trace, layer, seed % channels, at="max", rule=("deconvnet", "guided", "backprop")[seed % 3])
+    net.project(
+        trace, layer, seed % channels, at="max", rule=("deconvnet", "guided", "backprop")[seed % 3]
+    )
     return "forward+project"
 
 
@@ -93,10 +119,10 @@ _image_nets: dict = {}
 
 
 def _run_image(path: str, seed: int) -> str:
+    import mutate
+
     import pydeconv
     import pydeconv.image
-
-    import mutate
 
     i = seed % 3  # three preprocessings: RGB with mean/std, grey input, BGR with a resize
     if i not in _image_nets:
@@ -147,6 +173,7 @@ def worker_main(mem_mib: int) -> None:
 
     warnings.simplefilter("ignore")
     import mutate
+
     import pydeconv  # noqa: F401  (imported before the first input: its cost is not a timeout)
     import pydeconv.image  # noqa: F401
     import pydeconv.onnx  # noqa: F401
@@ -163,7 +190,10 @@ def worker_main(mem_mib: int) -> None:
             try:
                 suffix, data = mutate.mutant(kind, seed)
             except Exception as exc:  # a bug of the mutator, not of pydeconv: reported apart
-                proto.write(json.dumps({"outcome": "harness", "type": type(exc).__name__, "msg": str(exc)}) + "\n")
+                proto.write(
+                    json.dumps({"outcome": "harness", "type": type(exc).__name__, "msg": str(exc)})
+                    + "\n"
+                )
                 continue
             path = os.path.join(tmp, f"m.{suffix}")
             with open(path, "wb") as f:
@@ -179,12 +209,22 @@ class Worker:
         import pydeconv
 
         where = os.path.dirname(os.path.dirname(os.path.abspath(pydeconv.__file__)))
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-                   PYTHONPATH=where + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS=str(threads),
+            PYTHONPATH=where + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--memory-mib", str(mem_mib)]
-        self.proc = subprocess.Popen(cmd,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env=env, cwd=ROOT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=ROOT,
+            text=True,
+            bufsize=1,
+        )
         self.job = None
         self.deadline = 0.0
 
@@ -248,7 +288,10 @@ def run(jobs, workers: int, timeout: float, mem_mib: int, startup: float = 60.0)
             if w.job and now > w.deadline:
                 job = w.job
                 w = replace(w)
-                yield job, {"outcome": "hang", "type": "timeout", "msg": f"no answer in {timeout:g} s"}
+                yield (
+                    job,
+                    {"outcome": "hang", "type": "timeout", "msg": f"no answer in {timeout:g} s"},
+                )
                 if jobs:
                     w.send(jobs.popleft(), timeout + startup)
     for w in pool:
@@ -259,15 +302,26 @@ def run(jobs, workers: int, timeout: float, mem_mib: int, startup: float = 60.0)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=int, default=2000, help="model mutants (.npz and .onnx)")
-    ap.add_argument("--onnx-share", type=float, default=0.25, help="share of the model mutants that are ONNX")
+    ap.add_argument(
+        "--onnx-share", type=float, default=0.25, help="share of the model mutants that are ONNX"
+    )
     ap.add_argument("--images", type=int, default=500, help="image mutants")
-    ap.add_argument("--seed", type=int, default=0, help="first seed (seeds are consecutive from here)")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="first seed (seeds are consecutive from here)"
+    )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--timeout", type=float, default=10.0, help="seconds per input before it counts as a hang")
+    ap.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per input before it counts as a hang"
+    )
     ap.add_argument("--memory-mib", type=int, default=2048, help="RLIMIT_AS of each worker")
-    ap.add_argument("--allow-known-escapes", action="store_true",
-                    help="report (not fail on) the escape types issue 13 section 3 lists today")
-    ap.add_argument("--replay", nargs="*", metavar="FILE", help="run these files instead of mutants")
+    ap.add_argument(
+        "--allow-known-escapes",
+        action="store_true",
+        help="report (not fail on) the escape types issue 13 section 3 lists today",
+    )
+    ap.add_argument(
+        "--replay", nargs="*", metavar="FILE", help="run these files instead of mutants"
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -291,10 +345,15 @@ def main(argv=None) -> int:
         outcome = result["outcome"]
         counts[(job[0], outcome)] += 1
         if outcome not in ("accepted", "rejected"):
-            head = re.sub(r"\d+", "N", result.get("msg", ""))[:160]  # group messages that differ in numbers
+            head = re.sub(r"\d+", "N", result.get("msg", ""))[
+                :160
+            ]  # group messages that differ in numbers
             findings[(job[0], outcome, result.get("type", ""), head)].append(job[1])
             if len(findings[(job[0], outcome, result.get("type", ""), head)]) == 1:
-                print(f"  {outcome.upper():8} {job[0]} {job[1]}: {result.get('type')}: {head}", flush=True)
+                print(
+                    f"  {outcome.upper():8} {job[0]} {job[1]}: {result.get('type')}: {head}",
+                    flush=True,
+                )
         done += 1
         if done % 2000 == 0:
             print(f"  ... {done}/{len(jobs)} inputs, {time.monotonic() - t0:.0f} s", flush=True)
@@ -310,8 +369,10 @@ def _known(kind: str, outcome: str, typ: str) -> bool:
 
 def report(counts, findings, wall, args) -> int:
     kinds = sorted({k for k, _ in counts})
-    print(f"\n== structure-aware fuzzing: {sum(counts.values())} inputs in {wall:.0f} s "
-          f"({args.workers} workers, {args.memory_mib} MiB each, {args.timeout:g} s per input)")
+    print(
+        f"\n== structure-aware fuzzing: {sum(counts.values())} inputs in {wall:.0f} s "
+        f"({args.workers} workers, {args.memory_mib} MiB each, {args.timeout:g} s per input)"
+    )
     print(f"  {'kind':8}" + "".join(f"{o:>10}" for o in OUTCOMES) + f"{'total':>10}")
     for k in kinds:
         row = [counts[(k, o)] for o in OUTCOMES]
@@ -320,19 +381,30 @@ def report(counts, findings, wall, args) -> int:
     print(f"  {'all':8}" + "".join(f"{v:>10}" for v in tot) + f"{sum(tot):>10}")
     failing, known = [], []
     for (kind, outcome, typ, head), seeds in sorted(findings.items(), key=lambda kv: -len(kv[1])):
-        line = f"  {len(seeds):6} x {outcome:8} {kind:6} {typ}: {head}  (seeds {', '.join(map(str, seeds[:5]))}" \
-               + (", ..." if len(seeds) > 5 else "") + ")"
+        line = (
+            f"  {len(seeds):6} x {outcome:8} {kind:6} {typ}: {head}  (seeds {', '.join(map(str, seeds[:5]))}"
+            + (", ..." if len(seeds) > 5 else "")
+            + ")"
+        )
         is_known = _known(kind, outcome, typ)
         (known if is_known and args.allow_known_escapes else failing).append(line)
     if failing:
-        print(f"\nFAILURES ({len(failing)} kinds of outcome; reproduce: python tests/fuzz/mutate.py KIND SEED /tmp/x):")
+        print(
+            f"\nFAILURES ({len(failing)} kinds of outcome; reproduce: python tests/fuzz/mutate.py KIND SEED /tmp/x):"
+        )
         print("\n".join(failing))
     if known:
         n = sum(len(s) for (k, o, t, h), s in findings.items() if _known(k, o, t))
         print("\n" + "!" * 100)
-        print(f"!! {n} KNOWN ESCAPES DOWNGRADED by --allow-known-escapes (issue 13 §3 is not fixed yet).")
-        print("!! Each is a failure caused by input that raised outside pydeconv.errors; without the flag")
-        print("!! this stage FAILS. Remove the flag (and the KNOWN_ESCAPES line) when the fix lands.")
+        print(
+            f"!! {n} KNOWN ESCAPES DOWNGRADED by --allow-known-escapes (issue 13 §3 is not fixed yet)."
+        )
+        print(
+            "!! Each is a failure caused by input that raised outside pydeconv.errors; without the flag"
+        )
+        print(
+            "!! this stage FAILS. Remove the flag (and the KNOWN_ESCAPES line) when the fix lands."
+        )
         print("!" * 100)
         print("\n".join(known))
     print(f"\nresult: {'FAIL' if failing else 'ok'}")

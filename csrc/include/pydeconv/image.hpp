@@ -39,7 +39,7 @@ struct Preprocess {
   int height = 0, width = 0;          // model input size; 0 keeps the image's own size
   std::string channel_order = "RGB";  // "RGB", "BGR" or "L" (to_input also takes lower case)
   double scale = 1.0 / 255;
-  std::vector<double> mean, std;      // empty = 0 / 1; one value is used for every channel
+  std::vector<double> mean, std;       // empty = 0 / 1; one value is used for every channel
   std::string source_layout = "NCHW";  // how the original framework laid out its input (a record)
 };
 
@@ -53,6 +53,7 @@ Tensor to_input(const Image& img, const Preprocess& p);
 // 0, 255), all in double. 3 channels are colour (BGR is reversed to RGB), 1 channel is grey, any
 // other count is summed over channels first and shown grey. The result always has 3 channels.
 // Non-finite values raise Error(Value).
-Image render(const float* chw, int channels, int height, int width, const std::string& channel_order);
+Image render(const float* chw, int channels, int height, int width,
+             const std::string& channel_order);
 
 }  // namespace pydeconv

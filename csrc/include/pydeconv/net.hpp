@@ -39,7 +39,8 @@ struct GraphSpec {
 };
 
 // Per layer: output shape (batch 1) and receptive field in input pixels. Output position (y, x)
-// sees rows rf_start_h + y * rf_stride_h ... + rf_size_h - 1 (likewise columns; may pass the border).
+// sees rows rf_start_h + y * rf_stride_h ... + rf_size_h - 1 (likewise columns; may pass the
+// border).
 struct LayerInfo {
   std::string name, kind;
   std::vector<std::string> inputs;
@@ -73,7 +74,7 @@ class Trace {
   const void* net_ = nullptr;
   int64_t batch_ = 0;
   bool minimal_ = false;
-  std::vector<Tensor> acts_;         // by tensor id (0 = the input, i + 1 = layer i)
+  std::vector<Tensor> acts_;  // by tensor id (0 = the input, i + 1 = layer i)
   std::vector<IndexTensor> switches_;
   std::vector<TensorT<uint8_t>> masks_;
   std::vector<bool> ran_;
@@ -124,8 +125,8 @@ class Net {
 
   // Start signals (batch N * channels.size(), sample n * K + k) from the layer's activation.
   // Channels and positions are checked here (Error(Range) naming the layer).
-  Tensor start_signal(const Trace& t, const std::string& layer, const std::vector<int64_t>& channels,
-                      const At& at) const;
+  Tensor start_signal(const Trace& t, const std::string& layer,
+                      const std::vector<int64_t>& channels, const At& at) const;
   // The positions start_signal and project_channels use for the same arguments (N * K entries,
   // sample n * K + k), so callers can show where each projection came from.
   std::vector<Position> positions(const Trace& t, const std::string& layer,

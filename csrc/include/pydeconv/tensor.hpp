@@ -23,7 +23,11 @@ struct Shape {
   int64_t plane() const { return h * w; }
   int64_t sample() const { return c * h * w; }
   int64_t numel() const { return n * c * h * w; }
-  Shape with_n(int64_t nn) const { Shape s = *this; s.n = nn; return s; }
+  Shape with_n(int64_t nn) const {
+    Shape s = *this;
+    s.n = nn;
+    return s;
+  }
   bool same_chw(const Shape& o) const { return rank == o.rank && c == o.c && h == o.h && w == o.w; }
   bool operator==(const Shape& o) const { return same_chw(o) && n == o.n; }
   bool operator!=(const Shape& o) const { return !(*this == o); }
@@ -59,7 +63,9 @@ class TensorT {
   T* sample(int64_t n) { return data() + n * shape_.sample(); }
   const T* sample(int64_t n) const { return data() + n * shape_.sample(); }
   T* plane(int64_t n, int64_t c) { return data() + (n * shape_.c + c) * shape_.plane(); }
-  const T* plane(int64_t n, int64_t c) const { return data() + (n * shape_.c + c) * shape_.plane(); }
+  const T* plane(int64_t n, int64_t c) const {
+    return data() + (n * shape_.c + c) * shape_.plane();
+  }
   const std::shared_ptr<T>& storage() const { return data_; }
   void zero() { std::fill(data(), data() + numel(), T(0)); }
   // Same storage, another shape with the same number of elements (flatten).

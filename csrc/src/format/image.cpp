@@ -22,10 +22,12 @@ size_t image_bytes(int width, int height, int channels) {
 void check_image(const Image& img, const char* what) {
   if (img.width <= 0 || img.height <= 0 || img.width > kMaxSide || img.height > kMaxSide ||
       img.channels <= 0 || img.channels > 4)
-    fail(ErrorKind::Value, std::string(what) + ": bad image size " + std::to_string(img.width) + "x" +
-                               std::to_string(img.height) + "x" + std::to_string(img.channels));
+    fail(ErrorKind::Value, std::string(what) + ": bad image size " + std::to_string(img.width) +
+                               "x" + std::to_string(img.height) + "x" +
+                               std::to_string(img.channels));
   if (img.pixels.size() != image_bytes(img.width, img.height, img.channels))
-    fail(ErrorKind::Value, std::string(what) + ": pixel buffer size does not match width*height*channels");
+    fail(ErrorKind::Value,
+         std::string(what) + ": pixel buffer size does not match width*height*channels");
 }
 
 std::string upper(std::string s) {
@@ -37,7 +39,8 @@ std::string upper(std::string s) {
 // PPM
 
 // Reads one unsigned decimal header field, skipping whitespace and '#' comments before it.
-int header_field(const std::vector<unsigned char>& d, size_t& pos, const std::string& path, const char* what) {
+int header_field(const std::vector<unsigned char>& d, size_t& pos, const std::string& path,
+                 const char* what) {
   for (;;) {
     while (pos < d.size() && std::isspace(d[pos])) ++pos;
     if (pos < d.size() && d[pos] == '#') {
@@ -94,7 +97,8 @@ Coeffs bilinear_coeffs(int in_size, int out_size) {
     for (int x = 0; x < xmax; ++x) {
       double v = total != 0.0 ? w[x] / total : w[x];
       // Round half away from zero to fixed point, as Pillow's normalize_coeffs_8bpc.
-      k[x] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits) : 0.5 + v * (1 << kPrecisionBits));
+      k[x] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits)
+                                        : 0.5 + v * (1 << kPrecisionBits));
     }
     c.first[xx] = xmin;
     c.count[xx] = std::max(xmax, 0);
@@ -110,7 +114,8 @@ uint8_t clip8(int64_t acc) {
 // One pass along x (horizontal) of every row; `c` maps output columns to input windows.
 Image resample_rows(const Image& in, int out_w) {
   Coeffs c = bilinear_coeffs(in.width, out_w);
-  Image out{out_w, in.height, in.channels, std::vector<uint8_t>(image_bytes(out_w, in.height, in.channels))};
+  Image out{out_w, in.height, in.channels,
+            std::vector<uint8_t>(image_bytes(out_w, in.height, in.channels))};
   const int ch = in.channels;
   for (int y = 0; y < in.height; ++y) {
     const uint8_t* src = &in.pixels[static_cast<size_t>(y) * in.width * ch];
@@ -119,7 +124,8 @@ Image resample_rows(const Image& in, int out_w) {
       const int32_t* k = &c.k[static_cast<size_t>(xx) * c.ksize];
       for (int b = 0; b < ch; ++b) {
         int64_t acc = 1 << (kPrecisionBits - 1);  // + 0.5 for rounding
-        for (int x = 0; x < c.count[xx]; ++x) acc += int64_t(src[(c.first[xx] + x) * ch + b]) * k[x];
+        for (int x = 0; x < c.count[xx]; ++x)
+          acc += int64_t(src[(c.first[xx] + x) * ch + b]) * k[x];
         dst[xx * ch + b] = clip8(acc);
       }
     }
@@ -130,14 +136,16 @@ Image resample_rows(const Image& in, int out_w) {
 // One pass along y (vertical) of every column.
 Image resample_cols(const Image& in, int out_h) {
   Coeffs c = bilinear_coeffs(in.height, out_h);
-  Image out{in.width, out_h, in.channels, std::vector<uint8_t>(image_bytes(in.width, out_h, in.channels))};
+  Image out{in.width, out_h, in.channels,
+            std::vector<uint8_t>(image_bytes(in.width, out_h, in.channels))};
   const size_t row = static_cast<size_t>(in.width) * in.channels;
   for (int yy = 0; yy < out_h; ++yy) {
     const int32_t* k = &c.k[static_cast<size_t>(yy) * c.ksize];
     uint8_t* dst = &out.pixels[static_cast<size_t>(yy) * row];
     for (size_t i = 0; i < row; ++i) {
       int64_t acc = 1 << (kPrecisionBits - 1);
-      for (int y = 0; y < c.count[yy]; ++y) acc += int64_t(in.pixels[(c.first[yy] + y) * row + i]) * k[y];
+      for (int y = 0; y < c.count[yy]; ++y)
+        acc += int64_t(in.pixels[(c.first[yy] + y) * row + i]) * k[y];
       dst[i] = clip8(acc);
     }
   }
@@ -151,7 +159,8 @@ Image resample_cols(const Image& in, int out_h) {
 Image read_ppm(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(ErrorKind::Format, path + ": cannot open image file");
-  std::vector<unsigned char> d((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<unsigned char> d((std::istreambuf_iterator<char>(f)),
+                               std::istreambuf_iterator<char>());
   if (d.size() < 2 || d[0] != 'P' || (d[1] != '6' && d[1] != '5'))
     fail(ErrorKind::Format, path + ": not a binary PPM/PGM file (expected P6 or P5)");
   Image img;
@@ -160,28 +169,35 @@ Image read_ppm(const std::string& path) {
   img.width = header_field(d, pos, path, "width");
   img.height = header_field(d, pos, path, "height");
   int maxval = header_field(d, pos, path, "maxval");
-  if (img.width == 0 || img.height == 0) fail(ErrorKind::Format, path + ": PPM image has zero size");
-  if (maxval != 255) fail(ErrorKind::Format, path + ": only PPM maxval 255 is supported (got " + std::to_string(maxval) + ")");
+  if (img.width == 0 || img.height == 0)
+    fail(ErrorKind::Format, path + ": PPM image has zero size");
+  if (maxval != 255)
+    fail(ErrorKind::Format,
+         path + ": only PPM maxval 255 is supported (got " + std::to_string(maxval) + ")");
   // Exactly one whitespace byte separates the header from the pixels.
-  if (pos >= d.size() || !std::isspace(d[pos])) fail(ErrorKind::Format, path + ": malformed PPM header");
+  if (pos >= d.size() || !std::isspace(d[pos]))
+    fail(ErrorKind::Format, path + ": malformed PPM header");
   ++pos;
   size_t n = image_bytes(img.width, img.height, img.channels);
   if (d.size() - pos < n)
     fail(ErrorKind::Format, path + ": truncated PPM (" + std::to_string(d.size() - pos) + " of " +
                                 std::to_string(n) + " pixel bytes)");
-  img.pixels.assign(d.begin() + static_cast<std::ptrdiff_t>(pos), d.begin() + static_cast<std::ptrdiff_t>(pos + n));
+  img.pixels.assign(d.begin() + static_cast<std::ptrdiff_t>(pos),
+                    d.begin() + static_cast<std::ptrdiff_t>(pos + n));
   return img;
 }
 
 void write_ppm(const std::string& path, const Image& img) {
   check_image(img, "write_ppm");
   if (img.channels != 3 && img.channels != 1)
-    fail(ErrorKind::Value, "write_ppm: PPM holds 1 or 3 channels, got " + std::to_string(img.channels));
+    fail(ErrorKind::Value,
+         "write_ppm: PPM holds 1 or 3 channels, got " + std::to_string(img.channels));
   std::ofstream f(path, std::ios::binary);
-  std::string header = std::string(img.channels == 3 ? "P6" : "P5") + "\n" + std::to_string(img.width) + " " +
-                       std::to_string(img.height) + "\n255\n";
+  std::string header = std::string(img.channels == 3 ? "P6" : "P5") + "\n" +
+                       std::to_string(img.width) + " " + std::to_string(img.height) + "\n255\n";
   f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  f.write(reinterpret_cast<const char*>(img.pixels.data()), static_cast<std::streamsize>(img.pixels.size()));
+  f.write(reinterpret_cast<const char*>(img.pixels.data()),
+          static_cast<std::streamsize>(img.pixels.size()));
   f.close();
   if (!f) fail(ErrorKind::Format, path + ": cannot write image file");
 }
@@ -189,7 +205,8 @@ void write_ppm(const std::string& path, const Image& img) {
 Image resize_bilinear(const Image& img, int width, int height) {
   check_image(img, "resize_bilinear");
   if (width <= 0 || height <= 0 || width > kMaxSide || height > kMaxSide)
-    fail(ErrorKind::Value, "resize_bilinear: bad target size " + std::to_string(width) + "x" + std::to_string(height));
+    fail(ErrorKind::Value, "resize_bilinear: bad target size " + std::to_string(width) + "x" +
+                               std::to_string(height));
   // Pillow skips a pass whose size does not change (the pass would be the identity anyway).
   // Since Pillow 13 (PR #9549) the vertical pass runs first when the height shrinks by more than
   // twice as many pixels as the width; the 8-bit intermediate makes the order visible in the
@@ -210,11 +227,14 @@ Image resize_bilinear(const Image& img, int width, int height) {
 Image to_grey(const Image& img) {
   check_image(img, "to_grey");
   if (img.channels == 1) return img;
-  if (img.channels != 3) fail(ErrorKind::Value, "to_grey: expected 1 or 3 channels, got " + std::to_string(img.channels));
+  if (img.channels != 3)
+    fail(ErrorKind::Value,
+         "to_grey: expected 1 or 3 channels, got " + std::to_string(img.channels));
   Image out{img.width, img.height, 1, std::vector<uint8_t>(image_bytes(img.width, img.height, 1))};
   for (size_t i = 0; i < out.pixels.size(); ++i) {
     const uint8_t* p = &img.pixels[i * 3];
-    out.pixels[i] = static_cast<uint8_t>((p[0] * 19595u + p[1] * 38470u + p[2] * 7471u + 0x8000u) >> 16);
+    out.pixels[i] =
+        static_cast<uint8_t>((p[0] * 19595u + p[1] * 38470u + p[2] * 7471u + 0x8000u) >> 16);
   }
   return out;
 }
@@ -222,28 +242,33 @@ Image to_grey(const Image& img) {
 Tensor to_input(const Image& img, const Preprocess& p) {
   check_image(img, "to_input");
   if (img.channels != 1 && img.channels != 3)
-    fail(ErrorKind::Value, "to_input: expected a grey or RGB image, got " + std::to_string(img.channels) + " channels");
+    fail(ErrorKind::Value, "to_input: expected a grey or RGB image, got " +
+                               std::to_string(img.channels) + " channels");
   const std::string order = upper(p.channel_order);
   if (order != "RGB" && order != "BGR" && order != "L")
-    fail(ErrorKind::Value, "unknown channel_order '" + p.channel_order + "' (expected RGB, BGR or L)");
+    fail(ErrorKind::Value,
+         "unknown channel_order '" + p.channel_order + "' (expected RGB, BGR or L)");
   const int c = order == "L" ? 1 : 3;
   auto per_channel = [&](const std::vector<double>& v, double dflt, const char* key) {
     if (v.empty()) return std::vector<double>(c, dflt);
     if (v.size() == 1) return std::vector<double>(c, v[0]);
     if (static_cast<int>(v.size()) != c)
-      fail(ErrorKind::Shape, std::string("preprocess ") + key + " has " + std::to_string(v.size()) + " values for " +
-                                 std::to_string(c) + " channels");
+      fail(ErrorKind::Shape, std::string("preprocess ") + key + " has " + std::to_string(v.size()) +
+                                 " values for " + std::to_string(c) + " channels");
     return v;
   };
-  const std::vector<double> mean = per_channel(p.mean, 0.0, "mean"), std = per_channel(p.std, 1.0, "std");
+  const std::vector<double> mean = per_channel(p.mean, 0.0, "mean"),
+                            std = per_channel(p.std, 1.0, "std");
 
   // Convert first, then resize: the order of Pillow's img.convert(mode).resize(size).
   Image src;
   if (c == 1) {
     src = to_grey(img);
   } else if (img.channels == 1) {
-    src = Image{img.width, img.height, 3, std::vector<uint8_t>(image_bytes(img.width, img.height, 3))};
-    for (size_t i = 0; i < img.pixels.size(); ++i) std::fill_n(&src.pixels[i * 3], 3, img.pixels[i]);
+    src = Image{img.width, img.height, 3,
+                std::vector<uint8_t>(image_bytes(img.width, img.height, 3))};
+    for (size_t i = 0; i < img.pixels.size(); ++i)
+      std::fill_n(&src.pixels[i * 3], 3, img.pixels[i]);
   } else {
     src = img;
   }
@@ -261,10 +286,12 @@ Tensor to_input(const Image& img, const Preprocess& p) {
   return t;
 }
 
-Image render(const float* chw, int channels, int height, int width, const std::string& channel_order) {
+Image render(const float* chw, int channels, int height, int width,
+             const std::string& channel_order) {
   const std::string order = upper(channel_order);
   if (order != "RGB" && order != "BGR" && order != "L")
-    fail(ErrorKind::Value, "unknown channel_order '" + channel_order + "' (expected RGB, BGR or L)");
+    fail(ErrorKind::Value,
+         "unknown channel_order '" + channel_order + "' (expected RGB, BGR or L)");
   if (channels <= 0 || height <= 0 || width <= 0 || height > kMaxSide || width > kMaxSide)
     fail(ErrorKind::Value, "render: bad projection shape");
   const size_t plane = static_cast<size_t>(height) * width;
@@ -276,7 +303,8 @@ Image render(const float* chw, int channels, int height, int width, const std::s
     const float* src = chw + static_cast<size_t>(c) * plane;
     double* dst = &v[static_cast<size_t>(to) * plane];
     for (size_t i = 0; i < plane; ++i) {
-      if (!std::isfinite(src[i])) fail(ErrorKind::Value, "projection contains NaN or infinite values");
+      if (!std::isfinite(src[i]))
+        fail(ErrorKind::Value, "projection contains NaN or infinite values");
       dst[i] += src[i];
     }
   }

@@ -51,7 +51,8 @@ class JsonParser {
   int peek() const { return pos_ < s_.size() ? static_cast<unsigned char>(s_[pos_]) : -1; }
 
   void skip_ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
       ++pos_;
   }
 
@@ -189,10 +190,14 @@ class JsonParser {
     for (int i = 0; i < 4; ++i) {
       char c = s_[pos_++];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= unsigned(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= unsigned(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= unsigned(c - 'A' + 10);
-      else error("invalid \\u escape");
+      if (c >= '0' && c <= '9')
+        v |= unsigned(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        v |= unsigned(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        v |= unsigned(c - 'A' + 10);
+      else
+        error("invalid \\u escape");
     }
     return v;
   }
@@ -220,17 +225,28 @@ class JsonParser {
     unsigned char c = static_cast<unsigned char>(s_[pos_]);
     int extra;
     unsigned cp, min;
-    if (c >= 0xC2 && c <= 0xDF) { extra = 1; cp = c & 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { extra = 2; cp = c & 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { extra = 3; cp = c & 0x07; min = 0x10000; }
-    else error("invalid UTF-8 in string");
+    if (c >= 0xC2 && c <= 0xDF) {
+      extra = 1;
+      cp = c & 0x1F;
+      min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      extra = 2;
+      cp = c & 0x0F;
+      min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      extra = 3;
+      cp = c & 0x07;
+      min = 0x10000;
+    } else
+      error("invalid UTF-8 in string");
     if (pos_ + 1 + extra > s_.size()) error("invalid UTF-8 in string");
     for (int i = 1; i <= extra; ++i) {
       unsigned char cc = static_cast<unsigned char>(s_[pos_ + i]);
       if ((cc & 0xC0) != 0x80) error("invalid UTF-8 in string");
       cp = (cp << 6) | (cc & 0x3F);
     }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) error("invalid UTF-8 in string");
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      error("invalid UTF-8 in string");
     out.append(s_, pos_, 1 + extra);
     pos_ += 1 + extra;
   }
@@ -279,9 +295,7 @@ class JsonParser {
           put_utf8(out, cp);
           break;
         }
-        default:
-          --pos_;
-          error("invalid escape sequence");
+        default: --pos_; error("invalid escape sequence");
       }
     }
   }
@@ -313,7 +327,8 @@ Json Json::object(Object members) {
   j.type_ = Type::Object;
   std::set<std::string> seen;
   for (auto& kv : members) {
-    if (!seen.insert(kv.first).second) fail(ErrorKind::Value, "duplicate JSON key \"" + kv.first + "\"");
+    if (!seen.insert(kv.first).second)
+      fail(ErrorKind::Value, "duplicate JSON key \"" + kv.first + "\"");
   }
   j.obj_ = std::move(members);
   return j;
@@ -357,7 +372,8 @@ void Json::require(Type t) const {
 bool Json::is_integer() const {
   if (type_ != Type::Number) return false;
   // 2^63 is exactly representable; anything at or above it does not fit int64.
-  return is_int_ || (std::floor(num_) == num_ && num_ >= -9223372036854775808.0 && num_ < 9223372036854775808.0);
+  return is_int_ || (std::floor(num_) == num_ && num_ >= -9223372036854775808.0 &&
+                     num_ < 9223372036854775808.0);
 }
 
 bool Json::as_bool() const {
@@ -410,7 +426,8 @@ const Json& Json::at(const std::string& key) const {
 const Json& Json::at(size_t i) const {
   require(Type::Array);
   if (i >= arr_.size())
-    fail(ErrorKind::Format, "index " + std::to_string(i) + " out of range (array of " + std::to_string(arr_.size()) + ")");
+    fail(ErrorKind::Format, "index " + std::to_string(i) + " out of range (array of " +
+                                std::to_string(arr_.size()) + ")");
   return arr_[i];
 }
 
@@ -469,7 +486,8 @@ void Json::dump_to(std::string& out) const {
     case Type::Bool: out += bool_ ? "true" : "false"; break;
     case Type::Number: {
       // Shortest text that reads back to the same double (or the exact integer).
-      auto r = is_int_ ? std::to_chars(buf, buf + sizeof(buf), int_) : std::to_chars(buf, buf + sizeof(buf), num_);
+      auto r = is_int_ ? std::to_chars(buf, buf + sizeof(buf), int_)
+                       : std::to_chars(buf, buf + sizeof(buf), num_);
       out.append(buf, r.ptr);
       break;
     }

@@ -28,14 +28,15 @@ class Json {
   Json(std::nullptr_t) {}
   Json(bool b) : type_(Type::Bool), bool_(b) {}
   Json(double v);
-  template <typename T, typename = std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>>>
+  template <typename T,
+            typename = std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>>>
   Json(T v) : Json(integer_tag{}, static_cast<int64_t>(v)) {}
   Json(const char* s) : type_(Type::String), str_(s) {}
   Json(std::string s) : type_(Type::String), str_(std::move(s)) {}
   static Json array(Array items = {});
   static Json object(Object members = {});
-  Json& push_back(Json v);                         // arrays only
-  Json& set(const std::string& key, Json v);       // objects only: replaces or appends
+  Json& push_back(Json v);                    // arrays only
+  Json& set(const std::string& key, Json v);  // objects only: replaces or appends
 
   Type type() const { return type_; }
   bool is_null() const { return type_ == Type::Null; }
@@ -53,11 +54,11 @@ class Json {
   const Array& as_array() const;
   const Object& as_object() const;
 
-  bool has(const std::string& key) const;                // objects only
-  const Json* find(const std::string& key) const;        // nullptr when absent; objects only
-  const Json& at(const std::string& key) const;          // throws naming the missing key
-  const Json& at(size_t i) const;                        // arrays only, bounds-checked
-  size_t size() const;                                   // arrays and objects
+  bool has(const std::string& key) const;          // objects only
+  const Json* find(const std::string& key) const;  // nullptr when absent; objects only
+  const Json& at(const std::string& key) const;    // throws naming the missing key
+  const Json& at(size_t i) const;                  // arrays only, bounds-checked
+  size_t size() const;                             // arrays and objects
 
   std::string dump() const;  // compact; parse(dump()) == *this
   bool operator==(const Json& o) const;

@@ -98,9 +98,12 @@ Tensor to_float_tensor(const NpyArray& a, const Where& w) {
 std::vector<double> attr_values(const Json& v, const std::string& where, const Where& w) {
   std::vector<double> out;
   auto one = [&](const Json& x) {
-    if (x.is_bool()) out.push_back(x.as_bool() ? 1.0 : 0.0);
-    else if (x.is_number()) out.push_back(x.as_number());
-    else w.fail(where + " must be a number, a bool or a list of numbers, got " + shown(v));
+    if (x.is_bool())
+      out.push_back(x.as_bool() ? 1.0 : 0.0);
+    else if (x.is_number())
+      out.push_back(x.as_number());
+    else
+      w.fail(where + " must be a number, a bool or a list of numbers, got " + shown(v));
   };
   if (v.is_array())
     for (const auto& x : v.as_array()) one(x);

@@ -41,8 +41,8 @@ struct DtypeInfo {
 
 // The plain numeric types a model file may hold. '|' is NumPy's "no byte order" mark (1 byte).
 const DtypeInfo kDtypes[] = {
-    {"<f2", 2}, {"<f4", 4}, {"<f8", 8}, {"|i1", 1}, {"<i2", 2}, {"<i4", 4}, {"<i8", 8},
-    {"|u1", 1}, {"<u2", 2}, {"<u4", 4}, {"<u8", 8}, {"|b1", 1},
+    {"<f2", 2}, {"<f4", 4}, {"<f8", 8}, {"|i1", 1}, {"<i2", 2}, {"<i4", 4},
+    {"<i8", 8}, {"|u1", 1}, {"<u2", 2}, {"<u4", 4}, {"<u8", 8}, {"|b1", 1},
 };
 
 int dtype_itemsize(const std::string& descr) {
@@ -97,7 +97,8 @@ class HeaderParser {
  private:
   char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
   void skip_ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
       ++pos_;
   }
   void expect(char c) {
@@ -116,8 +117,14 @@ class HeaderParser {
     return out;
   }
   bool bool_lit() {
-    if (s_.compare(pos_, 4, "True") == 0) { pos_ += 4; return true; }
-    if (s_.compare(pos_, 5, "False") == 0) { pos_ += 5; return false; }
+    if (s_.compare(pos_, 4, "True") == 0) {
+      pos_ += 4;
+      return true;
+    }
+    if (s_.compare(pos_, 5, "False") == 0) {
+      pos_ += 5;
+      return false;
+    }
     bad(where_, "malformed .npy header (fortran_order is not True/False)");
   }
   std::vector<int64_t> tuple_lit() {
@@ -125,11 +132,13 @@ class HeaderParser {
     expect('(');
     skip_ws();
     while (peek() != ')') {
-      if (peek() < '0' || peek() > '9') bad(where_, "malformed .npy header (shape is not a tuple of integers)");
+      if (peek() < '0' || peek() > '9')
+        bad(where_, "malformed .npy header (shape is not a tuple of integers)");
       int64_t v = 0;
       while (peek() >= '0' && peek() <= '9') {
         int digit = peek() - '0';
-        if (v > (std::numeric_limits<int64_t>::max() - digit) / 10) bad(where_, "shape dimension too large");
+        if (v > (std::numeric_limits<int64_t>::max() - digit) / 10)
+          bad(where_, "shape dimension too large");
         v = v * 10 + digit;
         ++pos_;
       }
@@ -220,8 +229,9 @@ void inflate_raw(const unsigned char* in, uint64_t in_size, std::vector<unsigned
   (void)in;
   (void)in_size;
   (void)out;
-  bad(where, "member is deflated (np.savez_compressed) but pydeconv was built without zlib; "
-             "re-save the model with np.savez");
+  bad(where,
+      "member is deflated (np.savez_compressed) but pydeconv was built without zlib; "
+      "re-save the model with np.savez");
 #endif
 }
 
@@ -255,7 +265,8 @@ CentralDir find_central_dir(const unsigned char* d, uint64_t size, const std::st
   }
   if (eocd == size) bad(label, "not a zip archive (no end-of-central-directory record)");
   const unsigned char* e = d + eocd;
-  if (le(e + 4, 2) != 0 || le(e + 6, 2) != 0) bad(label, "multi-disk zip archives are not supported");
+  if (le(e + 4, 2) != 0 || le(e + 6, 2) != 0)
+    bad(label, "multi-disk zip archives are not supported");
   CentralDir cd;
   cd.count = le(e + 10, 2);
   cd.size = le(e + 12, 4);
@@ -266,7 +277,8 @@ CentralDir find_central_dir(const unsigned char* d, uint64_t size, const std::st
   if (eocd >= 20 && le(d + eocd - 20, 4) == 0x07064b50) {
     const unsigned char* loc = d + eocd - 20;
     uint64_t rec = le(loc + 8, 8);
-    if (le(loc + 4, 4) != 0 || le(loc + 16, 4) > 1) bad(label, "multi-disk zip archives are not supported");
+    if (le(loc + 4, 4) != 0 || le(loc + 16, 4) > 1)
+      bad(label, "multi-disk zip archives are not supported");
     if (!fits(rec, 56, eocd - 20) || le(d + rec, 4) != 0x06064b50)
       bad(label, "corrupt ZIP64 end-of-central-directory record");
     const unsigned char* r = d + rec;
@@ -285,8 +297,8 @@ CentralDir find_central_dir(const unsigned char* d, uint64_t size, const std::st
 
 // Replaces 0xFFFFFFFF sizes/offset by their values from the ZIP64 extra field (id 0x0001), which
 // holds, in this order, only the fields that overflowed.
-void apply_zip64_extra(Entry& en, const unsigned char* extra, uint64_t len, bool need_u, bool need_c,
-                       bool need_off, const std::string& where) {
+void apply_zip64_extra(Entry& en, const unsigned char* extra, uint64_t len, bool need_u,
+                       bool need_c, bool need_off, const std::string& where) {
   uint64_t p = 0;
   bool found = false;
   while (p + 4 <= len) {
@@ -297,24 +309,34 @@ void apply_zip64_extra(Entry& en, const unsigned char* extra, uint64_t len, bool
       const unsigned char* f = extra + p + 4;
       uint64_t need = 8 * (uint64_t(need_u) + need_c + need_off);
       if (n < need) bad(where, "ZIP64 extra field is too short");
-      if (need_u) { en.usize = le(f, 8); f += 8; }
-      if (need_c) { en.csize = le(f, 8); f += 8; }
+      if (need_u) {
+        en.usize = le(f, 8);
+        f += 8;
+      }
+      if (need_c) {
+        en.csize = le(f, 8);
+        f += 8;
+      }
       if (need_off) en.local_offset = le(f, 8);
     }
     p += 4 + n;
   }
-  if ((need_u || need_c || need_off) && !found) bad(where, "ZIP64 sizes without a ZIP64 extra field");
+  if ((need_u || need_c || need_off) && !found)
+    bad(where, "ZIP64 sizes without a ZIP64 extra field");
 }
 
-std::vector<Entry> read_entries(const unsigned char* d, const CentralDir& cd, const std::string& label) {
+std::vector<Entry> read_entries(const unsigned char* d, const CentralDir& cd,
+                                const std::string& label) {
   std::vector<Entry> entries;
   std::set<std::string> names;
   uint64_t p = cd.offset, end = cd.offset + cd.size;
   for (uint64_t i = 0; i < cd.count; ++i) {
-    if (!fits(p, 46, end) || le(d + p, 4) != 0x02014b50) bad(label, "corrupt central directory entry");
+    if (!fits(p, 46, end) || le(d + p, 4) != 0x02014b50)
+      bad(label, "corrupt central directory entry");
     const unsigned char* h = d + p;
     uint64_t name_len = le(h + 28, 2), extra_len = le(h + 30, 2), comment_len = le(h + 32, 2);
-    if (!fits(p + 46, name_len + extra_len + comment_len, end)) bad(label, "corrupt central directory entry");
+    if (!fits(p + 46, name_len + extra_len + comment_len, end))
+      bad(label, "corrupt central directory entry");
     Entry en;
     en.name.assign(reinterpret_cast<const char*>(h + 46), name_len);
     const std::string where = label + ": member '" + en.name + "'";
@@ -325,10 +347,12 @@ std::vector<Entry> read_entries(const unsigned char* d, const CentralDir& cd, co
     en.usize = le(h + 24, 4);
     en.local_offset = le(h + 42, 4);
     if (flags & 0x41) bad(where, "encrypted members are not supported");
-    if (en.method != 0 && en.method != 8) bad(where, "unsupported compression method " + std::to_string(en.method));
-    if (le(h + 34, 2) != 0 && le(h + 34, 2) != 0xFFFF) bad(where, "multi-disk zip archives are not supported");
-    apply_zip64_extra(en, h + 46 + name_len, extra_len, en.usize == 0xFFFFFFFF, en.csize == 0xFFFFFFFF,
-                      en.local_offset == 0xFFFFFFFF, where);
+    if (en.method != 0 && en.method != 8)
+      bad(where, "unsupported compression method " + std::to_string(en.method));
+    if (le(h + 34, 2) != 0 && le(h + 34, 2) != 0xFFFF)
+      bad(where, "multi-disk zip archives are not supported");
+    apply_zip64_extra(en, h + 46 + name_len, extra_len, en.usize == 0xFFFFFFFF,
+                      en.csize == 0xFFFFFFFF, en.local_offset == 0xFFFFFFFF, where);
     if (en.name.size() < 5 || en.name.compare(en.name.size() - 4, 4, ".npy") != 0)
       bad(where, "is not a .npy file");
     if (en.name.find('\0') != std::string::npos) bad(where, "name contains a NUL byte");
@@ -344,10 +368,12 @@ std::vector<Entry> read_entries(const unsigned char* d, const CentralDir& cd, co
       bad(where, "local header lies outside the archive or is corrupt");
     const unsigned char* h = d + en.local_offset;
     uint64_t name_len = le(h + 26, 2), extra_len = le(h + 28, 2);
-    if (!fits(en.local_offset + 30, name_len + extra_len, cd.offset)) bad(where, "local header is truncated");
+    if (!fits(en.local_offset + 30, name_len + extra_len, cd.offset))
+      bad(where, "local header is truncated");
     if (name_len != en.name.size() || std::memcmp(h + 30, en.name.data(), name_len) != 0)
       bad(where, "local header name differs from the central directory");
-    if (le(h + 8, 2) != en.method) bad(where, "local header method differs from the central directory");
+    if (le(h + 8, 2) != en.method)
+      bad(where, "local header method differs from the central directory");
     en.data_offset = en.local_offset + 30 + name_len + extra_len;
     if (!fits(en.data_offset, en.csize, cd.offset)) bad(where, "data lies outside the archive");
   }
@@ -402,18 +428,20 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& la
   uint64_t count = 1;
   for (int64_t dim : arr.shape) {
     uint64_t u = static_cast<uint64_t>(dim);
-    if (u != 0 && count > std::numeric_limits<uint64_t>::max() / 8 / u) bad(label, "shape is too large");
+    if (u != 0 && count > std::numeric_limits<uint64_t>::max() / 8 / u)
+      bad(label, "shape is too large");
     count *= u;
   }
   uint64_t data_start = header_start + header_len, nbytes = count * static_cast<uint64_t>(itemsize);
   if (size - data_start != nbytes)
-    bad(label, "data size " + std::to_string(size - data_start) + " bytes does not match shape and dtype (" +
-                   std::to_string(nbytes) + " bytes)");
+    bad(label, "data size " + std::to_string(size - data_start) +
+                   " bytes does not match shape and dtype (" + std::to_string(nbytes) + " bytes)");
   arr.bytes.assign(data + data_start, data + size);
   return arr;
 }
 
-std::vector<NpyArray> read_npz_bytes(const unsigned char* data, size_t size, const std::string& label) {
+std::vector<NpyArray> read_npz_bytes(const unsigned char* data, size_t size,
+                                     const std::string& label) {
   CentralDir cd = find_central_dir(data, size, label);
   std::vector<Entry> entries = read_entries(data, cd, label);
   std::vector<NpyArray> out;
@@ -423,11 +451,13 @@ std::vector<NpyArray> read_npz_bytes(const unsigned char* data, size_t size, con
     const unsigned char* src = data + en.data_offset;
     std::vector<unsigned char> raw;
     if (en.method == 0) {
-      if (en.csize != en.usize) bad(where, "stored member has different compressed and uncompressed sizes");
+      if (en.csize != en.usize)
+        bad(where, "stored member has different compressed and uncompressed sizes");
     } else {
       // Deflate expands at most ~1032:1; a larger claim is a bomb or corruption, and refusing it
       // keeps a forged size from making us allocate terabytes.
-      if (en.usize / 1032 > en.csize + 1) bad(where, "declared uncompressed size is implausibly large");
+      if (en.usize / 1032 > en.csize + 1)
+        bad(where, "declared uncompressed size is implausibly large");
       if (en.usize > std::numeric_limits<size_t>::max()) bad(where, "member is too large");
       raw.resize(static_cast<size_t>(en.usize));
       inflate_raw(src, en.csize, raw, where);
@@ -448,7 +478,8 @@ std::vector<NpyArray> read_npz(const std::string& path) {
   if (len < 0) fail(ErrorKind::Format, path + ": cannot read file");
   std::vector<unsigned char> buf(static_cast<size_t>(len));
   f.seekg(0);
-  if (len > 0 && !f.read(reinterpret_cast<char*>(buf.data()), len)) fail(ErrorKind::Format, path + ": read error");
+  if (len > 0 && !f.read(reinterpret_cast<char*>(buf.data()), len))
+    fail(ErrorKind::Format, path + ": read error");
   return read_npz_bytes(buf.data(), buf.size(), path);
 }
 

@@ -19,7 +19,8 @@ void add_forward(const Ctx& ctx, const std::vector<const Tensor*>& in, Tensor& o
   // Chunks of the flat tensor, each summed input by input: the inner loops are plain
   // contiguous adds that vectorise, and the chunk stays in cache between inputs.
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallel)
+#pragma omp parallel for num_threads(ctx.threads) \
+    schedule(static) if (ctx.threads > 1 && n > kParallel)
   for (int64_t q = 0; q < chunks; ++q) {
     const int64_t i0 = q * kChunk, m = std::min(kChunk, n - i0);
     const float* x0 = in[0]->data() + i0;
@@ -42,7 +43,8 @@ void add_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs,
   for (const Region& r : rs)
     if (!r.empty()) work += (r.y1 - r.y0) * (r.x1 - r.x0) * s.c;
   work *= static_cast<int64_t>(gin.size());
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && work > kParallel)
+#pragma omp parallel for num_threads(ctx.threads) \
+    schedule(static) if (ctx.threads > 1 && work > kParallel)
   for (int64_t p = 0; p < planes; ++p) {
     const Region& r = rs[p / s.c];
     for (Tensor* gi : gin)

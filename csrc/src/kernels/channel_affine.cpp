@@ -1,5 +1,5 @@
-// Per-channel affine y = x * a[c] + b[c] (inference batch norm), and its backward gin += gout * a[c]
-// over each sample's region.
+// Per-channel affine y = x * a[c] + b[c] (inference batch norm), and its backward gin += gout *
+// a[c] over each sample's region.
 #include "kernels/kernels.hpp"
 
 namespace pydeconv::kernels {

@@ -12,10 +12,10 @@
 
 #include "direct_conv.hpp"
 #include "im2col_panels.hpp"
-#include "winograd.hpp"
-#include "pydeconv/error.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/kernels.hpp"
+#include "pydeconv/error.hpp"
+#include "winograd.hpp"
 
 namespace pydeconv::kernels {
 namespace {
@@ -155,7 +155,8 @@ void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
     if (in.empty()) continue;
     const int64_t y0 = in.y0, y1 = in.y1, x0 = in.x0, x1 = in.x1;
     const int64_t step = std::max<int64_t>(1, budget / (x1 - x0));
-    for (int64_t y = y0; y < y1; y += step) pieces.push_back({b, y, std::min(y1, y + step), x0, x1});
+    for (int64_t y = y0; y < y1; y += step)
+      pieces.push_back({b, y, std::min(y1, y + step), x0, x1});
   }
   std::vector<float> buf;
   for (size_t i = 0; i < pieces.size();) {
@@ -306,8 +307,8 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
     if (r.empty()) continue;
     const Region in = reachable_input(r, g, t, is);
     if (in.empty()) continue;
-    rects.push_back({gout.plane(b, 0), gin.plane(b, 0), in.y0, in.y1, in.x0, in.x1, r.y0, r.y1,
-                     r.x0, r.x1});
+    rects.push_back(
+        {gout.plane(b, 0), gin.plane(b, 0), in.y0, in.y1, in.x0, in.x1, r.y0, r.y1, r.x0, r.x1});
     count.add(in.y1 - in.y0, in.x1 - in.x0);
   }
   // With `prefer`, Winograd up to 3x the direct GEMM's cost beats packing a second copy of the

@@ -12,7 +12,7 @@
 namespace pydeconv::kernels {
 namespace {
 
-constexpr int64_t kMaxK = 256;      // one multiply-add chain, as one KC block in the GEMM
+constexpr int64_t kMaxK = 256;       // one multiply-add chain, as one KC block in the GEMM
 constexpr int64_t kMaxChannels = 4;  // RGB, gray, RGBA inputs
 constexpr int64_t kMaxStride = 8;
 constexpr int64_t kOcAlign = 8;

@@ -35,16 +35,16 @@ void direct_conv_forward(const Ctx& ctx, const Tensor& in, const std::vector<flo
 // One micro-tile: output channels [co0, co0 + rr) (rr <= the ISA's R) of one output row,
 // columns [x0, x0 + n) with n <= the ISA's V * VW.
 struct DirectTile {
-  const float* src;     // P at (row oy * sh of channel 0, phase 0, column x0)
-  const int64_t* off;   // k tap offsets into P, in im2col order
+  const float* src;    // P at (row oy * sh of channel 0, phase 0, column x0)
+  const int64_t* off;  // k tap offsets into P, in im2col order
   int64_t k;
-  const float* w;       // transposed weights at (tap 0, channel co0): w[t * ldw + r]
+  const float* w;  // transposed weights at (tap 0, channel co0): w[t * ldw + r]
   int64_t ldw;
   int rr, n;
-  const float* bias;    // bias + co0, or null
-  float* out;           // output row of channel co0 at column x0; channels `plane` floats apart
-  float* relu;          // the fused ReLU's output (may be out), or null
-  uint8_t* mask;        // its mask (same layout), or null
+  const float* bias;  // bias + co0, or null
+  float* out;         // output row of channel co0 at column x0; channels `plane` floats apart
+  float* relu;        // the fused ReLU's output (may be out), or null
+  uint8_t* mask;      // its mask (same layout), or null
   int64_t plane;
 };
 
@@ -73,7 +73,7 @@ struct DirectShape {
 void direct_tile_portable(const DirectTile& t);
 extern const DirectShape direct_shape_portable;
 #if PYDECONV_X86
-void direct_tile_avx2(const DirectTile& t);    // x86/direct_conv_avx2.cpp
+void direct_tile_avx2(const DirectTile& t);  // x86/direct_conv_avx2.cpp
 extern const DirectShape direct_shape_avx2;
 void direct_tile_avx512(const DirectTile& t);  // x86/direct_conv_avx512.cpp
 extern const DirectShape direct_shape_avx512;

@@ -9,14 +9,14 @@ namespace pydeconv::kernels {
 // the op files (and dispatch.hpp); the x86/ ones are the same loops or intrinsics built with
 // their ISA's flags (see CMakeLists.txt) and may run only on a CPU that has it.
 void pool_fold_portable(int, const float*, int64_t, int32_t, bool, float*, int32_t*);
-#define PYDECONV_WINO_DECLARE(f, isa)                                                        \
-  void f##_filter_##isa(const float* __restrict__, int64_t, float* __restrict__, int64_t);  \
-  void f##_input_##isa(const float* const*, int64_t, float* __restrict__, int64_t);         \
+#define PYDECONV_WINO_DECLARE(f, isa)                                                      \
+  void f##_filter_##isa(const float* __restrict__, int64_t, float* __restrict__, int64_t); \
+  void f##_input_##isa(const float* const*, int64_t, float* __restrict__, int64_t);        \
   void f##_output_##isa(const float* const*, int64_t, float* const*);
-#define PYDECONV_ISA_DECLARE(isa)                                                             \
-  PYDECONV_WINO_DECLARE(wino2, isa)                                                           \
-  PYDECONV_WINO_DECLARE(wino4, isa)                                                           \
-  void wino_gather_flipped_##isa(const float* __restrict__, const int32_t* __restrict__,      \
+#define PYDECONV_ISA_DECLARE(isa)                                                        \
+  PYDECONV_WINO_DECLARE(wino2, isa)                                                      \
+  PYDECONV_WINO_DECLARE(wino4, isa)                                                      \
+  void wino_gather_flipped_##isa(const float* __restrict__, const int32_t* __restrict__, \
                                  float* __restrict__);
 PYDECONV_ISA_DECLARE(portable)
 #if PYDECONV_X86
@@ -120,12 +120,9 @@ const KernelTable& kernel_table() {
   const Isa isa = active_isa();  // throws for a PYDECONV_ISA this CPU cannot run
 #if PYDECONV_X86
   switch (isa) {
-    case Isa::Avx512:
-      return kAvx512;
-    case Isa::Avx2:
-      return kAvx2;
-    case Isa::Portable:
-      break;
+    case Isa::Avx512: return kAvx512;
+    case Isa::Avx2: return kAvx2;
+    case Isa::Portable: break;
   }
 #else
   (void)isa;

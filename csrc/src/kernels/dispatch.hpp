@@ -27,9 +27,8 @@ struct KernelTable {
   // 6x16 kernel is AVX2's (partial panels), with the same per-element arithmetic.
   void (*sgemm_6x16)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                      bool accumulate, const TileEpilogue& ep);
-  void (*sgemm_wide)(int64_t panels, int64_t kc, const float* a, int64_t a_stride,
-                     const float* b, float* c, int64_t ldc, bool accumulate,
-                     const TileEpilogue& ep);
+  void (*sgemm_wide)(int64_t panels, int64_t kc, const float* a, int64_t a_stride, const float* b,
+                     float* c, int64_t ldc, bool accumulate, const TileEpilogue& ep);
   const char* sgemm_name;  // what sgemm_isa() reports
 
   // linear's matrix-vector path (linear.cpp): out[r] = <x, row r of w (row stride k)>, r < rows.
@@ -70,8 +69,8 @@ Isa best_isa();
 Isa active_isa();
 
 // The portable kernels the tables name (the x86/ ones are declared in dispatch.cpp only).
-void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, float* c,
-                                 int64_t ldc, bool accumulate, const TileEpilogue& ep);
+void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                                 bool accumulate, const TileEpilogue& ep);
 void gemv_rows_portable(const float* x, const float* w, int64_t k, int64_t rows, float* out);
 void lrn_inv_pow075_portable(const double* d, int64_t m, float* r);
 void lrn_inv_pow075_portable(const double* d, int64_t m, double* r);

@@ -30,11 +30,11 @@
 #endif
 
 #include "dispatch.hpp"
+#include "pydeconv/error.hpp"
+#include "pydeconv/tensor.hpp"
 #include "relu_run.hpp"
 #include "scratch.hpp"
 #include "tile_epilogue.hpp"
-#include "pydeconv/error.hpp"
-#include "pydeconv/tensor.hpp"
 
 namespace pydeconv::kernels {
 
@@ -54,8 +54,8 @@ constexpr int64_t kWidePanels = 4;  // A panels per wide micro-tile at most (24 
 
 // The baseline-x86-64 micro-kernel, same contract as the AVX2 one; the compiler vectorises the
 // j loop with SSE2. The portable table's (dispatch.hpp): CPUs without AVX2/FMA, and when forced.
-void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, float* c,
-                                 int64_t ldc, bool accumulate, const TileEpilogue& ep) {
+void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                                 bool accumulate, const TileEpilogue& ep) {
   float acc[MR][NR] = {};
   for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
     for (int64_t i = 0; i < MR; ++i) {
@@ -77,7 +77,6 @@ void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, flo
       relu_run(row, ep.relu + i * ldc, ep.mask != nullptr ? ep.mask + i * ldc : nullptr, NR);
   }
 }
-
 
 namespace {
 
@@ -183,7 +182,8 @@ struct Problem {
 void apply_relu(const Problem& pr, int64_t i, int64_t j, int64_t rows, int64_t nr) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t at = (i + r) * pr.ldc + j;
-    relu_run(pr.c + at, pr.relu.out + at, pr.relu.mask != nullptr ? pr.relu.mask + at : nullptr, nr);
+    relu_run(pr.c + at, pr.relu.out + at, pr.relu.mask != nullptr ? pr.relu.mask + at : nullptr,
+             nr);
   }
 }
 
@@ -229,7 +229,8 @@ class Driver {
         const int64_t kcb = std::min(kc_, pr.k - pc);
         if (pr.bpacked != nullptr) {
           // Pre-packed B: its KC block pc holds ceil(n / NR) panels of kcb x NR.
-          bbuf = const_cast<float*>(pr.bpacked) + pc * ceil_div(pr.n, NR) * NR + (jc / NR) * kcb * NR;
+          bbuf =
+              const_cast<float*>(pr.bpacked) + pc * ceil_div(pr.n, NR) * NR + (jc / NR) * kcb * NR;
         }
         for (int64_t jp = 0; !pack_late && pr.bpacked == nullptr && jp * NR < ncb; ++jp)
           pack_b(jc + jp * NR, pc, kcb, bbuf + jp * kcb * NR);
@@ -242,7 +243,8 @@ class Driver {
           } else {
             for (int64_t ip = 0; ip * MR < mcb; ++ip) {
               const int64_t i = ic + ip * MR;
-              pack_a_panel(pr.trans_a, pr.a, pr.lda, i, std::min(MR, pr.m - i), pc, kcb, abuf + ip * kcb * MR);
+              pack_a_panel(pr.trans_a, pr.a, pr.lda, i, std::min(MR, pr.m - i), pc, kcb,
+                           abuf + ip * kcb * MR);
             }
             ablock = abuf;
           }
@@ -362,8 +364,8 @@ class Driver {
 void check_args(int64_t m, int64_t n, int64_t k, int64_t lda_min, int64_t lda, int64_t ldb_min,
                 int64_t ldb, int64_t ldc) {
   if (m < 0 || n < 0 || k < 0)
-    fail(ErrorKind::Value, "sgemm: negative size m=" + std::to_string(m) + " n=" +
-                               std::to_string(n) + " k=" + std::to_string(k));
+    fail(ErrorKind::Value, "sgemm: negative size m=" + std::to_string(m) +
+                               " n=" + std::to_string(n) + " k=" + std::to_string(k));
   if (lda < lda_min || ldb < ldb_min || ldc < n)
     fail(ErrorKind::Value, "sgemm: a leading dimension is smaller than its row");
 }
@@ -372,13 +374,14 @@ void run_problem(const Problem& pr, int threads) {
   if (pr.m == 0 || pr.n == 0) return;
   if (pr.k == 0) {  // empty sum
     if (!pr.accumulate) {
-      for (int64_t i = 0; i < pr.m; ++i) std::fill(pr.c + i * pr.ldc, pr.c + i * pr.ldc + pr.n, 0.0f);
+      for (int64_t i = 0; i < pr.m; ++i)
+        std::fill(pr.c + i * pr.ldc, pr.c + i * pr.ldc + pr.n, 0.0f);
     }
     return;
   }
 #ifdef _OPENMP
-  const double flops = 2.0 * static_cast<double>(pr.m) * static_cast<double>(pr.n) *
-                       static_cast<double>(pr.k);
+  const double flops =
+      2.0 * static_cast<double>(pr.m) * static_cast<double>(pr.n) * static_cast<double>(pr.k);
   if (flops < kMinParallelFlops) threads = 1;
 #else
   threads = 1;
@@ -433,19 +436,22 @@ PackedA pack_a(bool trans_a, int64_t m, int64_t k, const float* a, int64_t lda) 
   const int64_t kc = k > 0 ? kc_for(k) : 1;
   // Packed weights live as long as the model: large ones are mapped from the OS so that freeing
   // them (and the plain copies they replace) really returns the memory.
-  const std::size_t bytes = static_cast<std::size_t>(std::max<int64_t>(pm * MR * k, 1)) * sizeof(float);
+  const std::size_t bytes =
+      static_cast<std::size_t>(std::max<int64_t>(pm * MR * k, 1)) * sizeof(float);
   bool mapped = false;
   float* data = static_cast<float*>(aligned_alloc64(bytes, true, &mapped));
   PackedA out;
   out.m_ = m, out.k_ = k;
-  out.data_ = std::shared_ptr<const float>(
-      data, [bytes, mapped](const float* p) { aligned_free64(const_cast<float*>(p), bytes, mapped); });
+  out.data_ = std::shared_ptr<const float>(data, [bytes, mapped](const float* p) {
+    aligned_free64(const_cast<float*>(p), bytes, mapped);
+  });
   // Same layout the driver builds per block: KC blocks in order, each all MR panels of that block.
   for (int64_t pc = 0; pc < k; pc += kc) {
     const int64_t kcb = std::min(kc, k - pc);
     for (int64_t ip = 0; ip < pm; ++ip) {
       const int64_t i0 = ip * MR;
-      pack_a_panel(trans_a, a, lda, i0, std::min(MR, m - i0), pc, kcb, data + pc * pm * MR + ip * kcb * MR);
+      pack_a_panel(trans_a, a, lda, i0, std::min(MR, m - i0), pc, kcb,
+                   data + pc * pm * MR + ip * kcb * MR);
     }
   }
   return out;

@@ -6,8 +6,9 @@
 namespace pydeconv::kernels {
 
 // Row-major C[m x n] = op(A)[m x k] * op(B)[k x n]  (+ C when accumulate).
-//   op(A) = A (m x k, row stride lda) or, with trans_a, A stored k x m (row stride lda) used transposed.
-//   op(B) = B (k x n, row stride ldb) or, with trans_b, B stored n x k (row stride ldb) used transposed.
+//   op(A) = A (m x k, row stride lda) or, with trans_a, A stored k x m (row stride lda) used
+//   transposed. op(B) = B (k x n, row stride ldb) or, with trans_b, B stored n x k (row stride ldb)
+//   used transposed.
 // `threads` OpenMP threads at most (1 = serial). Deterministic: for a given thread count the
 // result is bit-identical run to run (each C element is summed in a fixed order).
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,

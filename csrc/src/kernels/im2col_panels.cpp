@@ -73,8 +73,15 @@ void Im2colPanels::pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* 
     while (j >= r->col0 + r->rows * r->cols) r = &rects_[++ri];
     const int64_t local = j - r->col0, oy = r->oy0 + local / r->cols, cx = local % r->cols;
     const int64_t len = std::min(r->cols - cx, j0 + nr - j);
-    runs[nruns++] = {r->src, oy * g_.sh - g_.pt, (r->ox0 + cx) * g_.sw - g_.pl, len, j - j0,
-                     r->ylo, r->yhi, r->xlo, r->xhi};
+    runs[nruns++] = {r->src,
+                     oy * g_.sh - g_.pt,
+                     (r->ox0 + cx) * g_.sw - g_.pl,
+                     len,
+                     j - j0,
+                     r->ylo,
+                     r->yhi,
+                     r->xlo,
+                     r->xhi};
     j += len;
   }
 

@@ -27,7 +27,8 @@ class Im2colPanels : public BPanels {
  public:
   // g: the kernel geometry (sizes, strides, top/left padding, dilation); planes of h x w floats,
   // `channels` of them per sample; rects ordered by col0 and contiguous.
-  Im2colPanels(const Window2d& g, int64_t channels, int64_t h, int64_t w, std::vector<ColRect> rects);
+  Im2colPanels(const Window2d& g, int64_t channels, int64_t h, int64_t w,
+               std::vector<ColRect> rects);
   int64_t k() const { return channels_ * g_.kh * g_.kw; }
   int64_t n() const;
   void pack(int64_t j0, int64_t nr, int64_t p0, int64_t kcb, float* dst) const override;

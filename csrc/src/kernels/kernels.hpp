@@ -1,9 +1,9 @@
-// pydeconv (internal): the compute kernels. They know nothing of layers or graphs: plain tensors in and out,
-// shapes already validated by the caller. Every backward kernel (`*_backward`, max_unpool2d)
-// ACCUMULATES into its gradient output, unless told to overwrite it (conv2d_backward's `overwrite`,
-// max_unpool2d's `tiling`). Those that read forward data (inputs, outputs, switches) take a
-// gradient batch B = N * reps: gradient sample b belongs to forward sample b / reps (several start
-// signals for one image are projected in one pass).
+// pydeconv (internal): the compute kernels. They know nothing of layers or graphs: plain tensors in
+// and out, shapes already validated by the caller. Every backward kernel (`*_backward`,
+// max_unpool2d) ACCUMULATES into its gradient output, unless told to overwrite it
+// (conv2d_backward's `overwrite`, max_unpool2d's `tiling`). Those that read forward data (inputs,
+// outputs, switches) take a gradient batch B = N * reps: gradient sample b belongs to forward
+// sample b / reps (several start signals for one image are projected in one pass).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -105,10 +105,10 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
                               const Window2d& g, int64_t groups, Tensor& gin,
                               const ConvPacked& forward, bool prefer = false,
                               bool overwrite = false);
-void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias, const Window2d& g,
-                        int64_t groups, Tensor& out);
-void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g, int64_t groups,
-                         Tensor& gin, int64_t reps);
+void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias,
+                        const Window2d& g, int64_t groups, Tensor& out);
+void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g,
+                         int64_t groups, Tensor& gin, int64_t reps);
 
 // max_pool2d with switches: index ih * W + iw into the input plane, ties to the first in row-major
 // window order, padding never wins. Unpooling scatters (sums) gout through the switches.
@@ -119,7 +119,8 @@ void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Ten
 void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& r, const IndexTensor& switches,
                   Tensor& gin, int64_t reps, const Window2d* tiling = nullptr);
 void max_unpool2d_ref(const Tensor& gout, const IndexTensor& switches, Tensor& gin, int64_t reps);
-void max_pool2d_forward_ref(const Tensor& in, const Window2d& g, Tensor& out, IndexTensor& switches);
+void max_pool2d_forward_ref(const Tensor& in, const Window2d& g, Tensor& out,
+                            IndexTensor& switches);
 
 void avg_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, bool count_include_pad,
                         Tensor& out);

@@ -56,7 +56,8 @@ void gemv_forward(const Ctx& ctx, const float* in, const float* w, int64_t n, in
   constexpr int64_t kGroup = 16;
   const auto rows = kernel_table().gemv_rows;
   const int64_t groups = (o + kGroup - 1) / kGroup;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && o * i > kParallelWork)
+#pragma omp parallel for num_threads(ctx.threads) \
+    schedule(static) if (ctx.threads > 1 && o * i > kParallelWork)
   for (int64_t q = 0; q < groups; ++q) {
     const int64_t j0 = q * kGroup, m = std::min(kGroup, o - j0);
     for (int64_t s = 0; s < n; ++s) rows(in + s * i, w + j0 * i, i, m, out + s * o + j0);
@@ -69,7 +70,8 @@ void gemv_backward(const Ctx& ctx, const float* gout, const float* w, int64_t b,
                    int64_t i, float* gin) {
   constexpr int64_t kSlice = 1024;  // columns per work item (4 KiB of each weight row)
   const int64_t slices = (i + kSlice - 1) / kSlice;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && o * i > kParallelWork)
+#pragma omp parallel for num_threads(ctx.threads) \
+    schedule(static) if (ctx.threads > 1 && o * i > kParallelWork)
   for (int64_t q = 0; q < slices; ++q) {
     const int64_t c0 = q * kSlice, m = std::min(kSlice, i - c0);
     for (int64_t r = 0; r < o; ++r) {

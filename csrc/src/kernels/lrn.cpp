@@ -36,8 +36,8 @@ void lrn_inv_pow075_portable(const double* d, int64_t m, double* r) {
 
 namespace {
 
-constexpr int64_t kBlock = 256;            // forward: positions per block (stack buffers)
-constexpr int64_t kBackwardFloats = 8192;  // backward: channels x positions per block buffer
+constexpr int64_t kBlock = 256;             // forward: positions per block (stack buffers)
+constexpr int64_t kBackwardFloats = 8192;   // backward: channels x positions per block buffer
 constexpr int64_t kParallelWork = 1 << 15;  // elements below which one thread does it all
 
 struct Window {
@@ -123,8 +123,7 @@ void backward_block(const float* x, const float* g, float* out, int64_t c, int64
     const float* gj = g + j * hw;
     const double* rj = r + j * m;
     float* oj = out + j * hw;
-    for (int64_t i = 0; i < m; ++i)
-      oj[i] += static_cast<float>(gj[i] * rj[i] - k2b * xj[i] * a[i]);
+    for (int64_t i = 0; i < m; ++i) oj[i] += static_cast<float>(gj[i] * rj[i] - k2b * xj[i] * a[i]);
   }
 }
 
@@ -144,8 +143,7 @@ void lrn_forward(const Ctx& ctx, const Tensor& in, const LrnParams& p, Tensor& o
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (par)
   for (int64_t q = 0; q < items; ++q) {
     const int64_t n = q / per, p0 = q % per * kBlock;
-    forward_block(in.sample(n) + p0, out.sample(n) + p0, s.c, hw, std::min(kBlock, hw - p0), p,
-                  kt);
+    forward_block(in.sample(n) + p0, out.sample(n) + p0, s.c, hw, std::min(kBlock, hw - p0), p, kt);
   }
 }
 

@@ -73,7 +73,7 @@ void max_pool_plane(const float* in, int64_t h, int64_t w, const Window2d& g, fl
   const int64_t hi = w - 1 - span + g.pl < 0 ? 0 : std::min(ow, (w - 1 - span + g.pl) / g.sw + 1);
   const int64_t n = std::max<int64_t>(0, hi - lo);
   // pool_fold's kinds (2x2/2, 3x3/2, 3x3/1), -1 for any other window.
-  const int kind = g.dw != 1                  ? -1
+  const int kind = g.dw != 1                ? -1
                    : g.kw == 2 && g.sw == 2 ? 0
                    : g.kw == 3 && g.sw == 2 ? 1
                    : g.kw == 3 && g.sw == 1 ? 2
@@ -141,8 +141,8 @@ void max_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, Ten
                    switches.data() + p * os.plane(), os.h, os.w, fold);
 }
 
-void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const IndexTensor& switches,
-                  Tensor& gin, int64_t reps, const Window2d* tiling) {
+void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs,
+                  const IndexTensor& switches, Tensor& gin, int64_t reps, const Window2d* tiling) {
   if (ctx.reference) {
     if (tiling != nullptr) gin.zero();
     return max_unpool2d_ref(gout, switches, gin, reps);
@@ -166,7 +166,8 @@ void max_unpool2d(const Ctx& ctx, const Tensor& gout, const Regions& rs, const I
       const int64_t x0 = std::max<int64_t>(0, r.x0 * t.sw - t.pl);
       const int64_t x1 = std::min(iw, (r.x1 - 1) * t.sw - t.pl + t.kw);
       for (int64_t oy = r.y0; oy < r.y1; ++oy) {
-        const int64_t y0 = std::max<int64_t>(0, oy * t.sh - t.pt), y1 = std::min(ih, oy * t.sh - t.pt + t.kh);
+        const int64_t y0 = std::max<int64_t>(0, oy * t.sh - t.pt),
+                      y1 = std::min(ih, oy * t.sh - t.pt + t.kh);
         for (int64_t y = y0; y < y1; ++y) std::fill(d + y * iw + x0, d + y * iw + x1, 0.0f);
         for (int64_t ox = r.x0; ox < r.x1; ++ox) {
           const int64_t i = oy * gs.w + ox;

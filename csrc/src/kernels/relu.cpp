@@ -20,7 +20,8 @@ void relu_rows(const Ctx& ctx, const Tensor& gout, const Regions& region, const 
   constexpr bool acc = Accumulate::value;
   const Shape& s = gout.shape();
   const int64_t planes = s.n * s.c, hw = s.plane(), per_sample = s.sample();
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && work > kParallel)
+#pragma omp parallel for num_threads(ctx.threads) \
+    schedule(static) if (ctx.threads > 1 && work > kParallel)
   for (int64_t p = 0; p < planes; ++p) {
     const int64_t b = p / s.c, c = p % s.c;
     const Region& r = region[b];
@@ -79,7 +80,8 @@ void relu_forward(const Ctx& ctx, const float* x, float* y, uint8_t* mask, int64
   // Plain selects the compiler turns into packed compares (relu_run); a second thread only pays
   // once the tensor is well past the cache (memory bound either way).
   constexpr int64_t kChunk = 4096;
-#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1 && n > kParallel)
+#pragma omp parallel for num_threads(ctx.threads) \
+    schedule(static) if (ctx.threads > 1 && n > kParallel)
   for (int64_t c = 0; c < (n + kChunk - 1) / kChunk; ++c) {
     const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);
     relu_run(x + i0, y + i0, mask != nullptr ? mask + i0 : nullptr, i1 - i0);

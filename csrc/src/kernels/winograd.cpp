@@ -11,10 +11,6 @@
 // run and across thread counts.
 #include "winograd.hpp"
 
-#include "dispatch.hpp"
-#include "scratch.hpp"
-#include "pydeconv/error.hpp"
-
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -22,6 +18,10 @@
 #include <limits>
 #include <new>
 #include <string>
+
+#include "dispatch.hpp"
+#include "pydeconv/error.hpp"
+#include "scratch.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -35,11 +35,11 @@ namespace pydeconv::kernels {
 namespace {
 
 constexpr int64_t NR = kSgemmNR, MR = kSgemmMR;
-constexpr int64_t kMaxXi = 36;           // transform positions: alpha^2, alpha = tile + 2
-constexpr int64_t kVBudget = 1 << 20;    // floats of V per block (4 MiB; up to 1.5x, block_count)
+constexpr int64_t kMaxXi = 36;            // transform positions: alpha^2, alpha = tile + 2
+constexpr int64_t kVBudget = 1 << 20;     // floats of V per block (4 MiB; up to 1.5x, block_count)
 constexpr int64_t kMaxBlockTiles = 1024;  // max_block_tiles at most
-constexpr int64_t kSmallKPixels = 512;   // outputs per F(2x2) block for k <= 128 (F(4x4): 2x)
-constexpr int64_t kRowsPerBlock = 48;    // destination channels per GEMM block (8 A panels)
+constexpr int64_t kSmallKPixels = 512;    // outputs per F(2x2) block for k <= 128 (F(4x4): 2x)
+constexpr int64_t kRowsPerBlock = 48;     // destination channels per GEMM block (8 A panels)
 // Floats of U computed once per call for all destination channels (4 MiB), when there are
 // several blocks of tiles; larger filter banks are transformed per block and row block.
 constexpr int64_t kSharedUBudget = 1 << 20;
@@ -59,9 +59,9 @@ int64_t alpha_sq(int64_t tile) { return (tile + 2) * (tile + 2); }
 // as the V budget allows (a multiple of NR), so the transform of the k x m filters is amortised
 // over more tiles.
 int64_t max_block_tiles(int64_t k, int64_t tile) {
-  return k <= 128 ? (tile == 4 ? 2 : 1) * kSmallKPixels / (tile * tile)
-                  : std::clamp<int64_t>(kVBudget / (alpha_sq(tile) * k) / NR * NR, NR,
-                                        kMaxBlockTiles);
+  return k <= 128
+             ? (tile == 4 ? 2 : 1) * kSmallKPixels / (tile * tile)
+             : std::clamp<int64_t>(kVBudget / (alpha_sq(tile) * k) / NR * NR, NR, kMaxBlockTiles);
 }
 
 // Blocks for `tiles` tiles at most `tmax` each, rounded to the nearest count (so a block may
@@ -137,9 +137,10 @@ WinoCost winograd_cost(int64_t m, int64_t k, int64_t tiles, int64_t tile) {
   const double per_tile = tile == 4 ? 12.0 : 3.0, per_filter = tile == 4 ? 150.0 : 40.0;
   const double transforms = tp * per_tile * (kd + md) / (md * kd);
   const int64_t u = ceil_div(m, kRowsPerBlock) * alpha_sq(tile) * u_stride(kRowsPerBlock, k);
-  const double filters = per_filter * (u <= kSharedUBudget
-                                           ? 1.0
-                                           : static_cast<double>(block_count(tiles, max_block_tiles(k, tile))));
+  const double filters =
+      per_filter * (u <= kSharedUBudget
+                        ? 1.0
+                        : static_cast<double>(block_count(tiles, max_block_tiles(k, tile))));
   return {static_cast<double>(alpha_sq(tile)) * tp + transforms + filters, filters};
 }
 
@@ -151,7 +152,11 @@ constexpr double kCacheShare = 0.15;
 class Winograd {
  public:
   Winograd(const Ctx& ctx, const WinoConv& wc, const PackedA& w, const std::vector<WinoRect>& rects)
-      : wc_(wc), w_(w), cols_(w), rects_(rects), kt_(kernel_table()),
+      : wc_(wc),
+        w_(w),
+        cols_(w),
+        rects_(rects),
+        kt_(kernel_table()),
         fn_(wc.tile == 4 ? kt_.wino4 : kt_.wino2) {
     threads_ = std::max(ctx.threads, 1);
     k_ = wc.k_ch, m_ = wc.m_ch;
@@ -209,11 +214,12 @@ class Winograd {
     const int64_t u_rows = xi_ * u_stride(rows_, k_);
     const int64_t nrb = ceil_div(m_, rows_);
     const float* cached = cached_filters(nrb, u_rows);
-    const bool shared = cached == nullptr && nrb * u_rows <= kSharedUBudget && block_start_.size() > 2;
+    const bool shared =
+        cached == nullptr && nrb * u_rows <= kSharedUBudget && block_start_.size() > 2;
     const int64_t u = shared || cached != nullptr ? 0 : u_rows;
     const int64_t mm = xi_ * xi_stride(mpad * tpad);
-    const int64_t per = round_up(rowbuf, 16) + round_up(ybuf, 16) + round_up(u, 16) +
-                        round_up(mm, 16);
+    const int64_t per =
+        round_up(rowbuf, 16) + round_up(ybuf, 16) + round_up(u, 16) + round_up(mm, 16);
     float* base = tl_work.get(per * threads_);
     std::vector<Work> work(static_cast<size_t>(threads_));
     for (int t = 0; t < threads_; ++t) {
@@ -240,15 +246,18 @@ class Winograd {
 #else
         Work& wk = work[0];
 #endif
-        const size_t s0 = block_start_[static_cast<size_t>(b)], s1 = block_start_[static_cast<size_t>(b) + 1];
+        const size_t s0 = block_start_[static_cast<size_t>(b)],
+                     s1 = block_start_[static_cast<size_t>(b) + 1];
         const int64_t bt = round_up(block_tiles(s1), NR);
         for (int64_t c = 0; c < k_; ++c) input_transform(c, s0, s1, bt, wk.v, wk);
-        for (int64_t r0 = 0; r0 < m_; r0 += rows_) gemm_rows(r0, std::min(m_, r0 + rows_), s0, s1, bt, wk.v, wk);
+        for (int64_t r0 = 0; r0 < m_; r0 += rows_)
+          gemm_rows(r0, std::min(m_, r0 + rows_), s0, s1, bt, wk.v, wk);
       }
       return;
     }
     for (int64_t b = 0; b < nblocks; ++b) {
-      const size_t s0 = block_start_[static_cast<size_t>(b)], s1 = block_start_[static_cast<size_t>(b) + 1];
+      const size_t s0 = block_start_[static_cast<size_t>(b)],
+                   s1 = block_start_[static_cast<size_t>(b) + 1];
       run_block(s0, s1, round_up(block_tiles(s1), NR), work);
     }
   }

@@ -8,8 +8,8 @@
 //
 //   V = B^T d B   (alpha x alpha input patch d per tile and source channel)
 //   U = G g G^T   (per filter, computed per call from the layer's packed weights)
-//   M[xi] = U[xi] * V[xi]  for the alpha^2 positions xi: GEMMs (dst channels x src channels x tiles)
-//   Y = A^T M A   (T x T outputs per tile)
+//   M[xi] = U[xi] * V[xi]  for the alpha^2 positions xi: GEMMs (dst channels x src channels x
+//   tiles) Y = A^T M A   (T x T outputs per tile)
 // F(2x2)'s transforms use only +, - and * 0.5 (exact in binary); F(4x4)'s have larger
 // coefficients and rounded sixths. Either way the result differs from the direct convolution by
 // rounding only (relative error ~1e-6 in float32; tests/test_winograd.py, tests/cpp/test_conv).
@@ -69,7 +69,7 @@ struct WinoConv {
 struct WinoCache {
   std::shared_ptr<std::atomic<int64_t>> budget;  // bytes the net's caches may still take
   std::mutex mu;
-  bool settled = false;          // filled, or the budget refused: never try again
+  bool settled = false;  // filled, or the budget refused: never try again
   int tile = 0, isa = -1;
   int64_t rows = 0, bytes = 0;
   std::shared_ptr<const float> u;
@@ -94,10 +94,9 @@ struct WinoCount {
 
 // The tile size (2 or 4) of the cheaper Winograd variant, if it costs less than `slack` times
 // the direct GEMM for m x k channels over these outputs; 0 (direct GEMM) otherwise. In the forced
-// modes 2 and 4, that tile size whenever m >= 8 and k >= 16. Cost model: GEMM multiply-adds plus the transforms, in units of one multiply-add per
-// (m, k) channel pair.
-// F(4x4) is considered only when `four`.
-// F(4x4) is taken (`four`) where it costs under `four_ratio` times F(2x2).
+// modes 2 and 4, that tile size whenever m >= 8 and k >= 16. Cost model: GEMM multiply-adds plus
+// the transforms, in units of one multiply-add per (m, k) channel pair. F(4x4) is considered only
+// when `four`. F(4x4) is taken (`four`) where it costs under `four_ratio` times F(2x2).
 int winograd_tile(int64_t m, int64_t k, const WinoCount& n, double slack = 0.85, bool four = true,
                   double four_ratio = 0.9);
 

@@ -33,6 +33,8 @@ class AvgPool2d : public WindowLayer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_avg_pool2d(const LayerSpec& s) { return std::make_unique<AvgPool2d>(s); }
+std::unique_ptr<Layer> make_avg_pool2d(const LayerSpec& s) {
+  return std::make_unique<AvgPool2d>(s);
+}
 
 }  // namespace pydeconv

@@ -20,7 +20,8 @@ class BatchNorm : public Layer {
     for (int i = 0; i < 4; ++i) {
       p[i] = param(names[i]);
       if (p[i]->shape().rank != 1 || p[i]->shape().n != c)
-        bad(std::string("parameter '") + names[i] + "' must have shape (" + std::to_string(c) + ",)");
+        bad(std::string("parameter '") + names[i] + "' must have shape (" + std::to_string(c) +
+            ",)");
     }
     a_.resize(static_cast<size_t>(c));
     b_.resize(static_cast<size_t>(c));
@@ -49,6 +50,8 @@ class BatchNorm : public Layer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_batch_norm(const LayerSpec& s) { return std::make_unique<BatchNorm>(s); }
+std::unique_ptr<Layer> make_batch_norm(const LayerSpec& s) {
+  return std::make_unique<BatchNorm>(s);
+}
 
 }  // namespace pydeconv

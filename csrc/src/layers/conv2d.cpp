@@ -80,8 +80,9 @@ class Conv2d : public WindowLayer {
       packed_back_ = kernels::conv2d_pack_backward(parameter("weight"), g_, groups_);
       packed_back_ready_.store(true);
     });
-    kernels::conv2d_backward(ctx, *a.gout, a.region, Tensor(weight_shape_, std::shared_ptr<float>()),
-                             g_, groups_, *a.gin[0], &packed_back_, a.overwrite);
+    kernels::conv2d_backward(ctx, *a.gout, a.region,
+                             Tensor(weight_shape_, std::shared_ptr<float>()), g_, groups_,
+                             *a.gin[0], &packed_back_, a.overwrite);
   }
 
  private:

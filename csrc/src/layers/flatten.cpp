@@ -10,9 +10,7 @@ class Flatten : public Layer {
  public:
   using Layer::Layer;
 
-  Shape shape(const std::vector<Shape>& in) override {
-    return Shape::nc(in[0].n, in[0].sample());
-  }
+  Shape shape(const std::vector<Shape>& in) override { return Shape::nc(in[0].n, in[0].sample()); }
 
   void forward(const Ctx&, ForwardArgs& a) const override {
     std::copy(a.in[0]->data(), a.in[0]->data() + a.in[0]->numel(), a.out->data());

@@ -148,7 +148,8 @@ int64_t Layer::param_count() const {
 
 Tensor Layer::parameter(const std::string& key) const {
   auto it = spec_.params.find(key);
-  if (it == spec_.params.end()) fail(ErrorKind::NotFound, "layer '" + name() + "' has no parameter '" + key + "'");
+  if (it == spec_.params.end())
+    fail(ErrorKind::NotFound, "layer '" + name() + "' has no parameter '" + key + "'");
   return it->second;
 }
 

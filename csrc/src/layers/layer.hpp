@@ -41,7 +41,8 @@ struct Caps {
   bool backward_overwrites = false;
 };
 
-// Receptive-field arithmetic of one layer: output position p covers input [p*stride - pad, ... + size).
+// Receptive-field arithmetic of one layer: output position p covers input [p*stride - pad, ... +
+// size).
 struct RfStep {
   int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   bool global = false;  // every output depends on the whole input (linear, global pooling)
@@ -57,7 +58,7 @@ struct FusedRelu {
 
 struct ForwardArgs {
   std::vector<const Tensor*> in;
-  Tensor* out = nullptr;  // may be `in[0]`'s own buffer for Caps::forward_in_place kinds
+  Tensor* out = nullptr;            // may be `in[0]`'s own buffer for Caps::forward_in_place kinds
   IndexTensor* switches = nullptr;  // allocated by the executor when needs().switches
   // When not null (needs().mask under Keep::Minimal), the layer also writes [out > 0] here, one
   // byte per element, in the same pass.
@@ -67,11 +68,11 @@ struct ForwardArgs {
 
 struct BackwardArgs {
   Rule rule = Rule::Deconvnet;
-  const Tensor* gout = nullptr;  // batch B = N * reps
-  Regions region;                // per sample: where gout may be non-zero
-  std::vector<Tensor*> gin;      // accumulate here; same order as inputs; batch B. For
-                                 // Caps::backward_in_place kinds, gin[0] may be gout's own
-                                 // buffer: then write the result over it instead of adding
+  const Tensor* gout = nullptr;   // batch B = N * reps
+  Regions region;                 // per sample: where gout may be non-zero
+  std::vector<Tensor*> gin;       // accumulate here; same order as inputs; batch B. For
+                                  // Caps::backward_in_place kinds, gin[0] may be gout's own
+                                  // buffer: then write the result over it instead of adding
   std::vector<const Tensor*> in;  // forward inputs when needs().input (batch N)
   const Tensor* out = nullptr;    // forward output when needs().output
   const TensorT<uint8_t>* mask = nullptr;  // when needs().mask
@@ -107,7 +108,9 @@ class Layer {
   Region input_region(const Region& r, const Shape& in) const;
   // A byte budget, shared by a net's layers, for caches that trade memory for speed (conv:
   // transformed filters). Called once by the net after building every layer.
-  virtual void share_cache_budget(const std::shared_ptr<std::atomic<int64_t>>& bytes) { (void)bytes; }
+  virtual void share_cache_budget(const std::shared_ptr<std::atomic<int64_t>>& bytes) {
+    (void)bytes;
+  }
   // Bytes such caches hold now.
   virtual int64_t cache_bytes() const { return 0; }
   int64_t param_count() const;
@@ -144,11 +147,11 @@ enum class Range { Any, Positive, NonNegative, One };
 struct AttrSchema {
   const char* name;
   AttrType type;
-  int n_min = 1, n_max = 1;    // how many values
-  std::vector<double> dflt;    // the value when absent; empty: see `note`
+  int n_min = 1, n_max = 1;  // how many values
+  std::vector<double> dflt;  // the value when absent; empty: see `note`
   Range range = Range::Any;
   bool required = false;
-  const char* note = "";       // the default when it is not a constant
+  const char* note = "";  // the default when it is not a constant
 };
 struct ParamSchema {
   const char* name;

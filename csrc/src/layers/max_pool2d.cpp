@@ -33,6 +33,8 @@ class MaxPool2d : public WindowLayer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_max_pool2d(const LayerSpec& s) { return std::make_unique<MaxPool2d>(s); }
+std::unique_ptr<Layer> make_max_pool2d(const LayerSpec& s) {
+  return std::make_unique<MaxPool2d>(s);
+}
 
 }  // namespace pydeconv

@@ -56,8 +56,9 @@ AttrSchema kernel_size(bool required, const char* note) {
 AttrSchema stride(std::vector<double> dflt, const char* note) {
   return {"stride", AttrType::Int, 1, 2, std::move(dflt), Range::Positive, false, note};
 }
-const AttrSchema kPadding{"padding", AttrType::Int, 1, 4, {0}, Range::NonNegative, false,
-                          "[top, left, bottom, right]; 1 or 2 values repeat"};
+const AttrSchema kPadding{
+    "padding", AttrType::Int,      1,     4,
+    {0},       Range::NonNegative, false, "[top, left, bottom, right]; 1 or 2 values repeat"};
 const AttrSchema kDilation{"dilation", AttrType::Int, 1, 2, {1}, Range::Positive};
 const AttrSchema kCeilMode{"ceil_mode", AttrType::Bool, 1, 1, {0}};
 
@@ -68,7 +69,10 @@ constexpr int kAny = 0;  // max_inputs: no limit
 const std::vector<LayerKind>& layer_kinds() {
   static const std::vector<LayerKind> kinds = {
       row("conv2d", make_conv2d,
-          {{kernel_size(false, "the weight's (kh, kw)"), stride({1}, ""), kPadding, kDilation,
+          {{kernel_size(false, "the weight's (kh, kw)"),
+            stride({1}, ""),
+            kPadding,
+            kDilation,
             {"groups", AttrType::Int, 1, 1, {1}, Range::Positive}},
            {{"weight", true}, {"bias", false}}},
           kFusesRelu | kRegionOnly | kOverwrites,
@@ -84,7 +88,10 @@ const std::vector<LayerKind>& layer_kinds() {
           "unpool through the switches; overlapping windows sum",
           "max_pool2d_forward_ref, max_unpool2d_ref"),
       row("avg_pool2d", make_avg_pool2d,
-          {{kernel_size(true, ""), stride({}, "kernel_size"), kPadding, kCeilMode,
+          {{kernel_size(true, ""),
+            stride({}, "kernel_size"),
+            kPadding,
+            kCeilMode,
             {"count_include_pad", AttrType::Bool, 1, 1, {0}}},
            {}},
           0, "spread evenly over each window", "avg_pool2d_forward_ref, avg_pool2d_backward_ref"),
@@ -113,9 +120,8 @@ const std::vector<LayerKind>& layer_kinds() {
           "softmax_forward_ref, softmax_backward_ref"),
       row("add", make_add, {{}, {}, 2, kAny}, kRegionOnly, "copy to every input",
           "add_forward_ref, add_backward_ref"),
-      row("concat", make_concat,
-          {{{"axis", AttrType::Int, 1, 1, {1}, Range::One}}, {}, 2, kAny}, kRegionOnly,
-          "split by channels", "concat_forward_ref, concat_backward_ref"),
+      row("concat", make_concat, {{{"axis", AttrType::Int, 1, 1, {1}, Range::One}}, {}, 2, kAny},
+          kRegionOnly, "split by channels", "concat_forward_ref, concat_backward_ref"),
   };
   return kinds;
 }

@@ -46,10 +46,11 @@ int main(int argc, char** argv) {
   try {
     const pydeconv::Model m = pydeconv::load_model(argv[1]);
     const pydeconv::Preprocess& p = m.preprocess;
-    std::printf("ok\nchannel_order\t%s\nscale\t%.17g\nmean\t%s\nstd\t%s\nsize\t%d,%d\n"
-                "source_layout\t%s\nlabels\t%zu\n",
-                p.channel_order.c_str(), p.scale, joined(p.mean).c_str(), joined(p.std).c_str(),
-                p.height, p.width, p.source_layout.c_str(), m.labels.size());
+    std::printf(
+        "ok\nchannel_order\t%s\nscale\t%.17g\nmean\t%s\nstd\t%s\nsize\t%d,%d\n"
+        "source_layout\t%s\nlabels\t%zu\n",
+        p.channel_order.c_str(), p.scale, joined(p.mean).c_str(), joined(p.std).c_str(), p.height,
+        p.width, p.source_layout.c_str(), m.labels.size());
   } catch (const pydeconv::Error& e) {
     std::printf("error\t%s\t%s\n", kind_name(e.kind()), e.what());
     return 1;

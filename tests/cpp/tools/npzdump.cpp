@@ -6,14 +6,16 @@
 #include <cstring>
 #include <string>
 
-#include "pydeconv/error.hpp"
 #include "format/npz.hpp"
+#include "pydeconv/error.hpp"
 
 namespace {
 
 double half_to_double(uint16_t h) {
   int exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
-  double v = exp == 0 ? std::ldexp(mant, -24) : exp == 31 ? (mant ? NAN : INFINITY) : std::ldexp(mant + 1024, exp - 25);
+  double v = exp == 0    ? std::ldexp(mant, -24)
+             : exp == 31 ? (mant ? NAN : INFINITY)
+                         : std::ldexp(mant + 1024, exp - 25);
   return (h & 0x8000) ? -v : v;
 }
 
@@ -55,7 +57,8 @@ int main(int argc, char** argv) {
   try {
     for (const auto& a : pydeconv::read_npz(argv[1])) {
       std::string shape = "[";
-      for (size_t i = 0; i < a.shape.size(); ++i) shape += (i ? "," : "") + std::to_string(a.shape[i]);
+      for (size_t i = 0; i < a.shape.size(); ++i)
+        shape += (i ? "," : "") + std::to_string(a.shape[i]);
       double sum = 0.0;
       for (int64_t i = 0; i < a.numel(); ++i) sum += element(a, i);
       std::printf("%s\t%s\t%s]\t%.17g\n", a.name.c_str(), a.dtype.c_str(), shape.c_str(), sum);

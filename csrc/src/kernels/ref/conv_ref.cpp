@@ -3,8 +3,8 @@
 
 namespace pydeconv::kernels {
 
-void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias, const Window2d& g,
-                        int64_t groups, Tensor& out) {
+void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias,
+                        const Window2d& g, int64_t groups, Tensor& out) {
   const Shape& is = in.shape();
   const Shape& os = out.shape();
   const int64_t cg = is.c / groups, ocg = os.c / groups;
@@ -30,8 +30,8 @@ void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bia
     }
 }
 
-void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g, int64_t groups,
-                         Tensor& gin, int64_t /*reps*/) {
+void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g,
+                         int64_t groups, Tensor& gin, int64_t /*reps*/) {
   const Shape& gs = gout.shape();
   const Shape& is = gin.shape();
   const int64_t cg = is.c / groups, ocg = gs.c / groups;

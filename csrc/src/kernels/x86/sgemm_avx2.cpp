@@ -84,7 +84,7 @@ void sgemm_ukernel_6x16_avx2(int64_t kc, const float* a, const float* b, float* 
     float* y = ep.relu + r * ldc;
     _mm256_storeu_ps(y, _mm256_max_ps(lo, zero));
     _mm256_storeu_ps(y + 8, _mm256_max_ps(hi, zero));
-    if (ep.mask != nullptr) {  // 32-bit 0/1 lanes narrowed to 16 bytes, in column order
+    if (ep.mask != nullptr) {      // 32-bit 0/1 lanes narrowed to 16 bytes, in column order
       auto gt01 = [&](__m256 v) {  // 1 where v > 0 (false for NaN), else 0, as 32-bit lanes
         return _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(v, zero, _CMP_GT_OQ)), one);
       };
