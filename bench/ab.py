@@ -42,10 +42,12 @@ err = tempfile.TemporaryFile(mode="w+")
 os.dup2(err.fileno(), 2)  # PYDECONV_PROFILE's per-layer lines, read back after each call
 import numpy as np, bench, pydeconv
 SMALL = {
-    "conv1": ((3, 224, 224), [("conv", "conv1", 96, 7, 2, 1), ("relu", "relu1"), ("pool", "pool1", 3, 2, 0, True)]),
+    "conv1": ((3, 224, 224), [("conv", "conv1", 96, 7, 2, 1), ("relu", "relu1"),
+                              ("pool", "pool1", 3, 2, 0, True)]),
     "conv1c": ((3, 224, 224), [("conv", "conv1", 96, 7, 2, 1)]),
     "conv1r": ((3, 224, 224), [("conv", "conv1", 96, 7, 2, 1), ("relu", "relu1")]),
-    "conv2": ((96, 55, 55), [("conv", "conv2", 256, 5, 2, 0), ("relu", "relu2"), ("pool", "pool2", 3, 2, 0, True)]),
+    "conv2": ((96, 55, 55), [("conv", "conv2", 256, 5, 2, 0), ("relu", "relu2"),
+                             ("pool", "pool2", 3, 2, 0, True)]),
 }
 nets = {}
 for line in sys.stdin:
@@ -75,7 +77,10 @@ for line in sys.stdin:
     err.seek(0)
     text = err.read()
     err.seek(0), err.truncate()
-    layers = {m.group(1): float(m.group(2)) for m in re.finditer(r"pydeconv \w+ \S+\s+(\S+)\s+([\d.]+) ms", text)}
+    layers = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"pydeconv \w+ \S+\s+(\S+)\s+([\d.]+) ms", text)
+    }
     print(json.dumps([dt, layers]), flush=True)
 """
 
@@ -143,7 +148,8 @@ def main() -> None:
             print(
                 f"{case:6s} {t} thr  A median {statistics.median(a):8.3f} min {min(a):8.3f}  "
                 f"B median {statistics.median(b):8.3f} min {min(b):8.3f}  "
-                f"B/A median {statistics.median(b) / statistics.median(a):.3f} min {min(b) / min(a):.3f}"
+                f"B/A median {statistics.median(b) / statistics.median(a):.3f} "
+                f"min {min(b) / min(a):.3f}"
             )
             if not args.layers:
                 continue
@@ -152,7 +158,8 @@ def main() -> None:
                 ma = statistics.median(d.get(name, 0.0) for d in la)
                 mb = statistics.median(d.get(name, 0.0) for d in lb)
                 print(
-                    f"    {name:10s} A {ma:8.3f}  B {mb:8.3f}  B/A {mb / ma if ma else float('nan'):.3f}"
+                    f"    {name:10s} A {ma:8.3f}  B {mb:8.3f}  "
+                    f"B/A {mb / ma if ma else float('nan'):.3f}"
                 )
 
 

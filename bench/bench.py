@@ -518,7 +518,8 @@ def projection_part(rep, net, model, ops, x, threads, reps):
                 theirs = deconv.project(acts, rec, layer, ch).numpy()
                 err = np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30)
                 rep.say(
-                    f"- {layer} ch {ch}, {t} thread(s): max |pydeconv - torch| / max |torch| = {err:.1e}"
+                    f"- {layer} ch {ch}, {t} thread(s): "
+                    f"max |pydeconv - torch| / max |torch| = {err:.1e}"
                 )
     rep.table(
         'Zeiler-Fergus projection of one unit (the channel\'s strongest activation, at="max")',
@@ -624,9 +625,9 @@ def rss_part(rep):
             rows.append([engine, f"failed: {out.stderr[-200:]}", "-"])
     shutil.rmtree(model_path.parent, ignore_errors=True)
     rep.table(
-        "Peak RSS, VGG16 trunk: load + forward + one conv5_3 projection (own process, MiB; includes "
-        "the interpreter and NumPy; pydeconv loads the .npz, keep=['conv5_3'] (minimal) or 'all'; "
-        "torch with its own import)",
+        "Peak RSS, VGG16 trunk: load + forward + one conv5_3 projection (own process, MiB; "
+        "includes the interpreter and NumPy; pydeconv loads the .npz, keep=['conv5_3'] (minimal) "
+        "or 'all'; torch with its own import)",
         ["engine", "VmHWM MiB", "ru_maxrss MiB"],
         rows,
     )
@@ -657,7 +658,8 @@ def machine():
     # The checkout's build or the installed package (see the imports); the path shows which ran.
     where = Path(pydeconv.__file__).resolve().parent
     return (
-        f"commit {commit}; {model}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
+        f"commit {commit}; {model}, {os.cpu_count()} logical CPUs; "
+        f"Python {platform.python_version()}, "
         f"{versions}; pydeconv from {where}, sgemm micro-kernel {_core.sgemm_isa()}"
     )
 

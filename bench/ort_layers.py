@@ -58,8 +58,8 @@ def main() -> None:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             times.setdefault(e["name"][: -len("_kernel_time")], []).append(e["dur"] / 1e3)
     print(
-        f"onnxruntime {ort.__version__}, {args.model}, {args.threads} thread(s), runs 6..{args.reps}: "
-        "median ms per node"
+        f"onnxruntime {ort.__version__}, {args.model}, {args.threads} thread(s), "
+        f"runs 6..{args.reps}: median ms per node"
     )
     total = 0.0
     for name, ts in times.items():

@@ -1,4 +1,5 @@
-"""How long ONNX Runtime's workers keep the cores busy after a call: the basis of bench.py's SETTLE_S.
+"""How long ONNX Runtime's workers keep the cores busy after a call: the basis of bench.py's
+SETTLE_S.
 
     python bench/settle.py [--pause 0.05 0.2] [--reps 25]
 

@@ -274,9 +274,10 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from pydeconv import __version__
 
-    common = argparse.ArgumentParser(add_help=False)
+    # The parents are _Parser too: add_parser() takes parents of the parser_class it builds.
+    common = _Parser(add_help=False)
     _global_options(common)
-    writes = argparse.ArgumentParser(add_help=False)
+    writes = _Parser(add_help=False)
     writes.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     parser = _Parser(

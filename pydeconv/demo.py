@@ -125,13 +125,14 @@ def load_demo_model(onnx_path: Path | None = None, log: Log = stderr_log) -> Any
         except PydeconvError:
             log(f"ignoring unreadable cache {cached}")
     log(f"importing {onnx_path} (once; cached in {cached.parent})")
-    options = {"preprocess": dict(DEMO_PREPROCESS), "labels": _labels_beside(onnx_path)}
+    preprocess = dict(DEMO_PREPROCESS)
+    labels = _labels_beside(onnx_path)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        return pydeconv.convert(onnx_path, cached, **options)
+        return pydeconv.convert(onnx_path, cached, preprocess=preprocess, labels=labels)
     except OSError as exc:  # a read-only home must not stop the demo: run without the cache
         log(f"could not cache the model ({exc})")
-        return pydeconv.load(onnx_path, **options)
+        return pydeconv.load(onnx_path, preprocess=preprocess, labels=labels)
 
 
 def load_model(model: str | PathLike[str] | None, log: Log = stderr_log) -> Any:

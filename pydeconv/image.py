@@ -79,7 +79,7 @@ def _resized_pixels(img: Image.Image, pre: dict, order: str) -> np.ndarray:
     h, w = (int(v) for v in pre["size"])
     img = img.convert("L" if order == "L" else "RGB")
     if img.size != (w, h):
-        img = img.resize((w, h), Image.BILINEAR)
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
     pixels = np.asarray(img, dtype=np.uint8)
     if order == "L":
         return pixels[:, :, np.newaxis]
@@ -146,7 +146,7 @@ def enlarge(img: Image.Image, min_side: int = 96) -> Image.Image:
     factor = max(1, math.ceil(min_side / max(1, min(img.size))))
     if factor == 1:
         return img
-    return img.resize((img.width * factor, img.height * factor), Image.NEAREST)
+    return img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
 
 
 # --- receptive fields ----------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def crop_patch(
         h, w = (int(v) for v in net.preprocess["size"])
         img = image.convert("RGB")
         if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
+            img = img.resize((w, h), Image.Resampling.BILINEAR)
     else:
         img = to_pil(image, net)
     top, left, bottom, right = receptive_field(net, layer, y, x)
@@ -241,8 +241,10 @@ def grid(
     font = ImageFont.load_default()
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     boxes = [scratch.multiline_textbbox((0, 0), c, font=font) for c in captions or []]
-    text_w = max((b[2] for b in boxes), default=0)
-    text_h = max((b[3] for b in boxes), default=0)
+    # Whole pixels: for text at (0, 0) with the default anchor, left alignment and no stroke,
+    # Pillow's text boxes are integers (typed float: other positions/alignments give fractions).
+    text_w = max((int(b[2]) for b in boxes), default=0)
+    text_h = max((int(b[3]) for b in boxes), default=0)
     cell_w = max(max(im.width for im in images), text_w)
     cell_h = max(im.height for im in images) + (text_h + pad if captions is not None else 0)
 

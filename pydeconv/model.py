@@ -70,7 +70,8 @@ def graph_text(graph: Any, label: str = "") -> str:
     except ValueError:
         _fail(
             label,
-            f"{_field_name(graph, _non_finite(graph, '') or '')} holds NaN or infinity, which JSON cannot store",
+            f"{_field_name(graph, _non_finite(graph, '') or '')} holds NaN or infinity, "
+            "which JSON cannot store",
             GraphError,
         )
     except TypeError as e:
@@ -129,6 +130,10 @@ def write_text(
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
+            # mypy matches **arrays against savez's keyword `allow_pickle: bool` too (NumPy 2.x
+            # stubs), but the keys are GRAPH_MEMBER and "LAYER/PARAM" names, never "allow_pickle".
+            # Passing allow_pickle explicitly is no way out: NumPy 1.x (we support >= 1.23) has no
+            # such parameter and would store it as an array member.
+            (np.savez_compressed if compress else np.savez)(f, **arrays)  # type: ignore[arg-type]
 
     write_via_temp(path, write)

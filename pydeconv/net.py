@@ -6,14 +6,14 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from . import _core, model
 from .errors import ChannelError, LayerNotFoundError, PydeconvError, ShapeError
 
-At = Union[str, Sequence[int], np.ndarray]
+At = str | Sequence[int] | np.ndarray
 # The projection rules, as the engine's parse_rule spells them (the CLI offers the same list).
 RULES = ("deconvnet", "guided", "backprop")
 _INT64 = (-(2**63), 2**63 - 1)
@@ -37,7 +37,10 @@ def get_num_threads() -> int:
 
 
 def set_reference_kernels(on: bool) -> None:
-    """Force the naive reference kernels (the definition of correct; slow). Also PYDECONV_REFERENCE=1."""
+    """Force the naive reference kernels (the definition of correct; slow).
+
+    Also PYDECONV_REFERENCE=1.
+    """
     _core.set_reference_kernels(bool(on))
 
 
@@ -178,7 +181,8 @@ class Net:
         return int(self._core.cache_bytes())
 
     def info(self) -> list[dict]:
-        """Per layer, in execution order: name, kind, inputs, shape, receptive field, params, rule."""
+        """Per layer, in execution order: name, kind, inputs, shape, receptive field, params,
+        rule."""
         return [dict(d) for d in self._info]
 
     def layer_info(self, layer: str) -> dict:
@@ -190,7 +194,10 @@ class Net:
         model.write_text(path, self._text, self.params, compress=compress)
 
     def __repr__(self) -> str:
-        return f"<pydeconv.Net {self.graph.get('name', '')!r}: {len(self.layers)} layers, input {self.input_shape}>"
+        return (
+            f"<pydeconv.Net {self.graph.get('name', '')!r}: {len(self.layers)} layers, "
+            f"input {self.input_shape}>"
+        )
 
     # -- running -----------------------------------------------------------------------------
     def forward(

@@ -1,7 +1,8 @@
 """Adjoint tests: <A x, y> == <x, A^T y> with A x the engine's forward of a bias-free one-layer net
 and A^T y its backprop projection.  They catch flipped kernels and padding off-by-ones exactly.
-Layers that are not linear (lrn, batch_norm with its shift, softmax) are checked at the forward point:
-the engine's projection against npref's, and against central finite differences of npref's forward.
+Layers that are not linear (lrn, batch_norm with its shift, softmax) are checked at the forward
+point: the engine's projection against npref's, and against central finite differences of npref's
+forward.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ POOLS = [
 
 @pytest.mark.parametrize("cid,shape,attrs", POOLS, ids=[p[0] for p in POOLS])
 def test_max_pool_through_fixed_switches(cid, shape, attrs, threads):
-    """With its switches S fixed, max pooling is the gather x -> x[S] and unpooling its transpose."""
+    """With its switches S fixed, max pooling is the gather x -> x[S] and unpooling its
+    transpose."""
     graph, params = models.single_layer("max_pool2d", shape, attrs)
     net = pydeconv.build(graph, params)
     x = models.random_input((N,) + shape, 4)
@@ -154,7 +156,8 @@ def test_linear_kinds(kind, shape, attrs, threads):
 
 @pytest.mark.parametrize("kind", ["add", "concat"])
 def test_merge_through_branches(kind, threads):
-    """Distinct branches meeting in add/concat: each part of the signal goes back through its own."""
+    """Distinct branches meeting in add/concat: each part of the signal goes back through its
+    own."""
     graph, params = models.merge_net(kind, (3, 7, 5), (2, 5, 3))
     _check(*_adjoint_pair(graph, params, kind, threads=threads))
 

@@ -205,8 +205,9 @@ def explicit_deconvnet(c, layer, start):
         if kind == "relu":
             g = g.clamp(min=0)
         elif kind == "max_pool2d":
-            # Unpool through the indices max_pool2d returned. With overlapping windows several outputs
-            # share a switch: their contributions add (MaxUnpool2d would keep only one of them).
+            # Unpool through the indices max_pool2d returned. With overlapping windows several
+            # outputs share a switch: their contributions add (MaxUnpool2d would keep only one of
+            # them).
             n, ch, h, w = below.shape
             unpooled = torch.zeros(n, ch, h * w, dtype=g.dtype)
             g = unpooled.scatter_add_(2, c.indices[name].flatten(2), g.flatten(2)).view(n, ch, h, w)
@@ -253,7 +254,8 @@ def test_deconvnet_matches_explicit_torch_deconvnet(layer):
     start = c.start(layer, 3 * len(layer))
     got = c.net.project(c.trace, layer, at=start, rule="deconvnet")
     npref.assert_close(got, explicit_deconvnet(c, layer, start), err_msg=layer)
-    # The same through autograd with the deconvnet ReLU: two torch formulations agree with the engine.
+    # The same through autograd with the deconvnet ReLU: two torch formulations agree with the
+    # engine.
     npref.assert_close(got, c.autograd(layer, start, "deconvnet"), err_msg=f"{layer} autograd")
 
 

@@ -30,20 +30,26 @@ import run_mutants  # noqa: E402
 # the C++ reader (issue 12), as is onnx-escaped-TypeError-9 (a dimension past int64, now refused
 # when the graph is built).
 FAILING_TODAY = {
-    "image-escaped-DecompressionBombError-1.ppm": "issue 13 §3: PIL DecompressionBombError escapes image.load",
+    "image-escaped-DecompressionBombError-1.ppm": (
+        "issue 13 §3: PIL DecompressionBombError escapes image.load"
+    ),
     "image-memory-MemoryError-1.png": "issue 13 §3: MemoryError from Pillow reading a short IDAT",
     "onnx-memory-MemoryError-1.onnx": "issue 13 §3: MemoryError from a declared dimension of 10**9",
     "onnx-escaped-ZeroDivisionError-1.onnx": "issue 13 §3: ZeroDivisionError from a zero attribute",
 }
 FAILING_TODAY.update(
     {
-        f"onnx-escaped-IndexError-{i}.onnx": "issue 13 §3: IndexError from a short attribute/input list"
+        f"onnx-escaped-IndexError-{i}.onnx": (
+            "issue 13 §3: IndexError from a short attribute/input list"
+        )
         for i in (1, 2)
     }
 )
 FAILING_TODAY.update(
     {
-        f"onnx-escaped-TypeError-{i}.onnx": "issue 13 §3: TypeError from an attribute of the wrong type"
+        f"onnx-escaped-TypeError-{i}.onnx": (
+            "issue 13 §3: TypeError from an attribute of the wrong type"
+        )
         for i in (1, 2, 3, 4, 5, 6, 7, 8, 10)
     }
 )

@@ -1018,7 +1018,7 @@ def test_vertical_first_cases_really_depend_on_the_pass_order():
     # Guards the goldens above: these cases would not pin the order if both orders agreed.
     orders = [g for g in GOLDENS if g[6] is not None]
     assert len(orders) == 2
-    for w, h, c, ow, oh, pixels, before_13 in orders:
+    for w, h, _c, ow, oh, pixels, before_13 in orders:
         assert (h - oh) > 0 and (h - oh) > (w - ow) * 2
         assert pixels != before_13
 

@@ -1,4 +1,5 @@
-"""forward(keep=[...]): the minimal trace plus the layers asked for, same projections as keep='all'."""
+"""forward(keep=[...]): the minimal trace plus the layers asked for, same projections as
+keep='all'."""
 
 from __future__ import annotations
 

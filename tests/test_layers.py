@@ -209,7 +209,8 @@ def test_max_pool_switch_ties(pid, shape, attrs, tie, threads, kernels):
 
 
 def test_max_pool_tie_rule_is_row_major_first():
-    """A hand-made plane: both windows hold their maximum twice; the first in row-major order wins."""
+    """A hand-made plane: both windows hold their maximum twice; the first in row-major order
+    wins."""
     graph, params = models.single_layer("max_pool2d", (1, 2, 4), _pool(2))
     net = pydeconv.build(graph, params)
     x = np.array([[[[0, 5, 7, 1], [5, 2, 3, 7]]]], dtype=np.float32)

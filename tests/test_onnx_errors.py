@@ -1,4 +1,5 @@
-"""ONNX import errors: corrupt files, unsupported operators, unmappable graphs, unsafe external data.
+"""ONNX import errors: corrupt files, unsupported operators, unmappable graphs, unsafe external
+data.
 
 Every error is a pydeconv.errors class whose message names the file; nothing partial is returned.
 """

@@ -14,7 +14,8 @@ MODELS = {"zfnet": models.zfnet_like, "dag": models.small_dag}
 
 
 class Setup:
-    """One model, a batch of two inputs, the engine's trace and npref's forward of the same input."""
+    """One model, a batch of two inputs, the engine's trace and npref's forward of the same
+    input."""
 
     def __init__(self, name):
         self.graph, self.params = MODELS[name]()

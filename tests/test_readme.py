@@ -26,18 +26,36 @@ README = ROOT / "README.md"
 # The set-up line's install part; what follows it (the demo) runs here.
 INSTALL_PREFIX = 'pip install ".[demo]" && '
 RUN_ELSEWHERE = {
-    'pip install ".[test]" && pytest tests -q': "the README's test command: .ci/run runs exactly this line",
-    "cmake -S . -B build/cpp -DCMAKE_INSTALL_PREFIX=$HOME/.local && cmake --build build/cpp && "
-    "cmake --install build/cpp": "C++ build and install: .ci/run builds, tests and installs the library",
-    "cmake -S examples/cpp -B build/example -DCMAKE_PREFIX_PATH=$HOME/.local && "
-    "cmake --build build/example": ".ci/run builds examples/cpp against the installed package",
-    "build/example/deconv_project vgg16.npz astronaut.ppm block5_conv3 42 out.ppm": "needs the C++ example built above: .ci/run runs it (tests/cpp/check_example.py)",
-    "cmake -S . -B build/dev -G Ninja -DPYDECONV_BUILD_PYTHON=ON -DPYDECONV_BUILD_TESTS=ON "
-    "-DPYDECONV_WERROR=ON -Dpybind11_DIR=$(python -m pybind11 --cmakedir)": "the development build: .ci/run builds the same sources with warnings as errors",
-    "cmake --build build/dev && cp build/dev/_core*.so pydeconv/ && ctest --test-dir build/dev": "the development build and its C++ tests: .ci/run runs ctest",
-    "PYDECONV_REFERENCE=1 pytest tests -q": "the suite on the reference kernels: .ci/run runs the correctness suites so",
-    "PYDECONV_WINOGRAD=0 pytest tests -q": "the whole suite again under a setting: a development aid, not a README example",
-    "PYDECONV_ISA=portable pytest tests -q": "the suite on the portable kernels: .ci/run runs the correctness suites so",
+    'pip install ".[test]" && pytest tests -q': (
+        "the README's test command: .ci/run runs exactly this line"
+    ),
+    (
+        "cmake -S . -B build/cpp -DCMAKE_INSTALL_PREFIX=$HOME/.local && cmake --build build/cpp && "
+        "cmake --install build/cpp"
+    ): "C++ build and install: .ci/run builds, tests and installs the library",
+    (
+        "cmake -S examples/cpp -B build/example -DCMAKE_PREFIX_PATH=$HOME/.local && "
+        "cmake --build build/example"
+    ): ".ci/run builds examples/cpp against the installed package",
+    "build/example/deconv_project vgg16.npz astronaut.ppm block5_conv3 42 out.ppm": (
+        "needs the C++ example built above: .ci/run runs it (tests/cpp/check_example.py)"
+    ),
+    (
+        "cmake -S . -B build/dev -G Ninja -DPYDECONV_BUILD_PYTHON=ON -DPYDECONV_BUILD_TESTS=ON "
+        "-DPYDECONV_WERROR=ON -Dpybind11_DIR=$(python -m pybind11 --cmakedir)"
+    ): "the development build: .ci/run builds the same sources with warnings as errors",
+    "cmake --build build/dev && cp build/dev/_core*.so pydeconv/ && ctest --test-dir build/dev": (
+        "the development build and its C++ tests: .ci/run runs ctest"
+    ),
+    "PYDECONV_REFERENCE=1 pytest tests -q": (
+        "the suite on the reference kernels: .ci/run runs the correctness suites so"
+    ),
+    "PYDECONV_WINOGRAD=0 pytest tests -q": (
+        "the whole suite again under a setting: a development aid, not a README example"
+    ),
+    "PYDECONV_ISA=portable pytest tests -q": (
+        "the suite on the portable kernels: .ci/run runs the correctness suites so"
+    ),
 }
 # A command that does any of these must be in RUN_ELSEWHERE (it cannot run inside a test).
 NEEDS_CI = re.compile(r"\bpip install\b|\bcmake\b|\bpytest\b|\bctest\b|build/example/")

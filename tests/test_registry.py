@@ -103,7 +103,8 @@ def test_kind_has_forward_and_backward_tests(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_kind_has_reference_kernels(kind):
-    """Each named reference kernel is declared and defined in csrc/ ("copy": the kind only copies)."""
+    """Each named reference kernel is declared and defined in csrc/ ("copy": the kind only
+    copies)."""
     ref = BY_KIND[kind]["reference"]
     names = [n.strip() for n in ref.split(",") if n.strip()]
     assert names, f"{kind}: the registry row names no reference kernel"

@@ -31,7 +31,8 @@ def net():
 
 
 def _calls(net, rng):
-    """400 call specs: ("forward", x index, threads) or ("project", x index, layer, channel, at, rule, threads)."""
+    """400 call specs: ("forward", x index, threads) or
+    ("project", x index, layer, channel, at, rule, threads)."""
     layers = [
         name
         for name in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "relu4", "fc6", "fc7")

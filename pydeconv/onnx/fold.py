@@ -178,7 +178,7 @@ def fold_constants(
             consts[node.outputs[0]] = normalise(value)
         else:
             remaining.append(node)
-            shape = infer_shape(node, shapes, consts)
-            if shape is not None and node.outputs:
-                shapes[node.outputs[0]] = tuple(int(d) for d in shape)
+            inferred = infer_shape(node, shapes, consts)
+            if inferred is not None and node.outputs:
+                shapes[node.outputs[0]] = tuple(int(d) for d in inferred)
     return Folded(remaining, consts, shapes)

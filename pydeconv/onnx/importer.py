@@ -136,26 +136,32 @@ def _input_is_nhwc(graph: Graph, input_name: str) -> bool:
 
 
 def _input_dims(info: ValueInfo, nhwc: bool, size: Sequence[int] | None) -> tuple[int, ...]:
-    """The input's shape in the file's layout, batch 1 when symbolic, H/W from ``size`` if needed."""
+    """The input's shape in the file's layout, batch 1 when symbolic, H/W from ``size`` if
+    needed."""
     if info.shape is None or len(info.shape) != 4:
         rank = "unknown" if info.shape is None else len(info.shape)
         raise GraphError(f"input '{info.name}' must be a 4-D image tensor (rank is {rank})")
-    dims = list(info.shape)
+    dims = [_known_size(d) for d in info.shape]
     c_axis, hw_axes = (3, (1, 2)) if nhwc else (1, (2, 3))
     if size is not None:
         for axis, value in zip(hw_axes, size):
-            if not isinstance(dims[axis], int) or dims[axis] <= 0:
-                dims[axis] = int(value)
-    if not isinstance(dims[c_axis], int) or dims[c_axis] <= 0:
+            if dims[axis] is None:
+                dims[axis] = _known_size(int(value))
+    if dims[c_axis] is None:
         raise GraphError(f"input '{info.name}' has an unknown channel count ({info.shape})")
-    if any(not isinstance(dims[a], int) or dims[a] <= 0 for a in hw_axes):
+    if any(dims[a] is None for a in hw_axes):
         raise GraphError(
             f"input '{info.name}' has symbolic height/width {info.shape}; pass the image "
             f"size as preprocess={{'size': [H, W]}}"
         )
-    if not isinstance(dims[0], int) or dims[0] <= 0:
-        dims[0] = 1  # a symbolic batch: pydeconv's batch is free, shapes are tracked with 1
-    return tuple(dims)
+    # Only the batch can still be unknown (symbolic): pydeconv's batch is free, shapes are tracked
+    # with 1.
+    return tuple(1 if d is None else d for d in dims)
+
+
+def _known_size(dim: int | str | None) -> int | None:
+    """A dimension's size if it is a positive integer; None if symbolic, unknown or not positive."""
+    return dim if isinstance(dim, int) and dim > 0 else None
 
 
 def _output_channels(mapper: Mapper, tensor: str) -> int | None:

@@ -107,16 +107,17 @@ class Mapper:
     ) -> str:
         """Append a layer. Without a suffix it becomes what the node's first output maps to."""
         name = self.unique_name((node.name or node.outputs[0]) + suffix)
-        layer = {"name": name, "kind": kind, "inputs": list(inputs)}
+        layer: dict[str, object] = {"name": name, "kind": kind, "inputs": list(inputs)}
         self.origin[name] = node.name or node.outputs[0]
         if attrs:
             layer["attrs"] = attrs
         if params:
-            layer["params"] = {}
+            shapes: dict[str, list[int]] = {}
+            layer["params"] = shapes
             for key, value in params.items():
                 array = np.ascontiguousarray(value, dtype=np.float32)
                 self.params[f"{name}/{key}"] = array
-                layer["params"][key] = list(array.shape)
+                shapes[key] = list(array.shape)
         self.layers.append(layer)
         self.by_name[name] = layer
         if not suffix:
@@ -163,8 +164,11 @@ class Mapper:
         return np.broadcast_to(c.reshape(-1), (shape[1],)).astype(np.float32)
 
     def _foldable(self, tensor: str) -> dict | None:
-        """The layer that produced ``tensor`` if it can be changed in place: nothing else reads it."""
+        """The layer that produced ``tensor`` if it can be changed in place: nothing else reads
+        it."""
         name = self.source.get(tensor)
+        if name is None:
+            return None
         layer = self.by_name.get(name)
         if layer is None or self.latest.get(name) != tensor or self.uses[tensor] != 1:
             return None

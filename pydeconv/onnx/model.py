@@ -205,6 +205,7 @@ def parse_tensor(data: memoryview, model_dir: str) -> tuple[str, np.ndarray]:
     if msg.has(3):
         raise ModelFormatError(f"{what} is segmented (TensorProto.segment is not supported)")
 
+    raw: bytes | memoryview
     if msg.varint(14) == 1:  # data_location EXTERNAL
         raw = read_external(msg, model_dir, what, count * np.dtype(_RAW_DTYPES[dtype]).itemsize)
         flat = np.frombuffer(raw, _RAW_DTYPES[dtype])

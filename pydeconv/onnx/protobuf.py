@@ -9,15 +9,17 @@ so a 500 MB ``raw_data`` field is never copied while the message around it is pa
 
 from __future__ import annotations
 
+import builtins
 import struct
 from collections.abc import Iterator
-from typing import Union
 
 from ..errors import ModelFormatError
 
 VARINT, FIXED64, LEN, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
+# A field's value: an int for varint and fixed-width fields, a memoryview for length-delimited ones.
+Value = int | memoryview
 
 _MAX_VARINT_BYTES = 10
 
@@ -48,7 +50,7 @@ def to_signed64(value: int) -> int:
 
 def iter_fields(
     data: Buffer, start: int = 0, end: int | None = None
-) -> Iterator[tuple[int, int, object]]:
+) -> Iterator[tuple[int, int, Value]]:
     """Yield (field number, wire type, value) for every field of one message.
 
     The value is an ``int`` for varint and fixed-width fields (fixed ones are the raw little-endian
@@ -63,6 +65,7 @@ def iter_fields(
     while pos < end:
         key, pos = read_varint(buf, pos, end)
         field, wire = key >> 3, key & 7
+        value: Value
         if field == 0:
             raise ModelFormatError(f"invalid field number 0 at byte {pos}")
         if wire == VARINT:
@@ -94,6 +97,18 @@ def fixed32_to_float(bits: int) -> float:
     return struct.unpack("<f", bits.to_bytes(4, "little"))[0]
 
 
+def _int(value: Value) -> int:
+    """The value of a varint or fixed-width field (the caller checked its wire type)."""
+    assert isinstance(value, int)
+    return value
+
+
+def _view(value: Value) -> memoryview:
+    """The value of a length-delimited field (the caller checked its wire type)."""
+    assert isinstance(value, memoryview)
+    return value
+
+
 def unpack_varints(data: memoryview) -> list[int]:
     """Decode a packed repeated varint field (its whole payload)."""
     values = []
@@ -113,7 +128,7 @@ class Message:
 
     def __init__(self, data: Buffer, what: str = "message"):
         self.what = what
-        self.fields: dict[int, list[tuple[int, object]]] = {}
+        self.fields: dict[int, list[tuple[int, Value]]] = {}
         for field, wire, value in iter_fields(data):
             self.fields.setdefault(field, []).append((wire, value))
 
@@ -126,26 +141,28 @@ class Message:
                 f"{self.what}: field {field} has wire type {got}, expected {wire}"
             )
 
-    def _last(self, field: int, wire: int):
+    def _last(self, field: int, wire: int) -> Value:
         # Protobuf semantics: for a repeated occurrence of a singular field, the last one wins.
         got, value = self.fields[field][-1]
         self._expect(field, wire, got)
         return value
 
     def varint(self, field: int, default: int = 0) -> int:
-        return to_signed64(self._last(field, VARINT)) if field in self.fields else default
+        return to_signed64(_int(self._last(field, VARINT))) if field in self.fields else default
 
     def float32(self, field: int, default: float = 0.0) -> float:
-        return fixed32_to_float(self._last(field, FIXED32)) if field in self.fields else default
+        return (
+            fixed32_to_float(_int(self._last(field, FIXED32))) if field in self.fields else default
+        )
 
     def bytes(self, field: int) -> memoryview:
-        return self._last(field, LEN) if field in self.fields else memoryview(b"")
+        return _view(self._last(field, LEN)) if field in self.fields else memoryview(b"")
 
     def string(self, field: int, default: str = "") -> str:
         if field not in self.fields:
             return default
         try:
-            return bytes(self._last(field, LEN)).decode("utf-8")
+            return bytes(_view(self._last(field, LEN))).decode("utf-8")
         except UnicodeDecodeError:
             raise ModelFormatError(f"{self.what}: field {field} is not valid UTF-8 text") from None
 
@@ -153,7 +170,7 @@ class Message:
         out = []
         for wire, value in self.fields.get(field, ()):
             self._expect(field, LEN, wire)
-            out.append(value)
+            out.append(_view(value))
         return out
 
     def strings(self, field: int) -> list[str]:
@@ -167,21 +184,22 @@ class Message:
         out: list[int] = []
         for wire, value in self.fields.get(field, ()):
             if wire == VARINT:
-                out.append(to_signed64(value))
+                out.append(to_signed64(_int(value)))
             elif wire == LEN:
-                out.extend(to_signed64(v) for v in unpack_varints(value))
+                out.extend(to_signed64(v) for v in unpack_varints(_view(value)))
             else:
                 self._expect(field, VARINT, wire)
         return out
 
-    def fixed_array(self, field: int, wire: int) -> bytes:
+    def fixed_array(self, field: int, wire: int) -> builtins.bytes:
         """A repeated float (FIXED32) or double (FIXED64) field as its little-endian bytes."""
         size = 4 if wire == FIXED32 else 8
         parts = []
         for got, value in self.fields.get(field, ()):
             if got == wire:
-                parts.append(value.to_bytes(size, "little"))
+                parts.append(_int(value).to_bytes(size, "little"))
             elif got == LEN:
+                value = _view(value)
                 if len(value) % size:
                     raise ModelFormatError(
                         f"{self.what}: packed field {field} has {len(value)} bytes, "

@@ -61,13 +61,15 @@ def main(exe: str) -> int:
                 pydeconv.image.render(proj[0], net.preprocess["channel_order"]), dtype=np.int16
             )
             diff = np.abs(got - want)
-            # Same engine, same thread count: identical bytes, up to a rounding tie in the last level.
+            # Same engine, same thread count: identical bytes, up to a rounding tie in the last
+            # level.
             ok = got.shape == want.shape and diff.max() <= 1 and (diff > 0).mean() < 0.01
             ok = (
                 ok and f"at ({where[0][0]}, {where[0][1]})" in res.stdout
             )  # the same position chosen
             print(
-                f"{'PASS' if ok else 'FAIL'} {layer} channel {channel}: {got.shape}, max diff {diff.max()}, differing {(diff > 0).mean():.4f}"
+                f"{'PASS' if ok else 'FAIL'} {layer} channel {channel}: {got.shape}, "
+                f"max diff {diff.max()}, differing {(diff > 0).mean():.4f}"
             )
             failures += not ok
         bad = subprocess.run(

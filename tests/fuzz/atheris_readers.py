@@ -1,6 +1,7 @@
 """Coverage-guided fuzzing of pydeconv's Python readers with atheris (libFuzzer for Python).
 
-  python tests/fuzz/atheris_readers.py TARGET [--allow-known-escapes] [libFuzzer options] [CORPUS ...]
+  python tests/fuzz/atheris_readers.py TARGET [--allow-known-escapes] [libFuzzer options]
+                                       [CORPUS ...]
   python tests/fuzz/atheris_readers.py --write-seeds TARGET FOLDER    (valid inputs to start from)
   e.g. python tests/fuzz/atheris_readers.py npy -max_total_time=60 /tmp/corpus-npy
 
@@ -99,7 +100,8 @@ def main() -> None:
         return
     if not argv or argv[0] not in TARGETS:
         sys.exit(
-            f"usage: atheris_readers.py {{{'|'.join(TARGETS)}}} [--allow-known-escapes] [libFuzzer args]"
+            f"usage: atheris_readers.py {{{'|'.join(TARGETS)}}} [--allow-known-escapes] "
+            "[libFuzzer args]"
         )
     target = argv.pop(0)
     allow_known = "--allow-known-escapes" in argv

@@ -51,7 +51,8 @@ def main() -> int:
         with open(os.path.join(args.out, name), "wb") as f:
             f.write(data)
         print(
-            f"{name}: {kind} seed {seed}, {size} bytes: {outcome} {typ}: {result.get('msg', '')[:150]}"
+            f"{name}: {kind} seed {seed}, {size} bytes: {outcome} {typ}: "
+            f"{result.get('msg', '')[:150]}"
         )
     return 0
 

@@ -187,7 +187,8 @@ def seed_params(graph, rng):
 
 
 def seed_model(index=0, seed=0):
-    """(graph, params) of seed graph ``index`` with parameters drawn from ``seed`` (a valid model)."""
+    """(graph, params) of seed graph ``index`` with parameters drawn from ``seed`` (a valid
+    model)."""
     graph = seed_graphs()[index % 3]
     return graph, seed_params(graph, np.random.default_rng(seed))
 
@@ -434,7 +435,8 @@ def _mutate_array(rng: random.Random, arr: np.ndarray) -> np.ndarray:
 
 
 def _npy_header_mutant(rng: random.Random, arr: np.ndarray) -> bytes:
-    """A .npy member whose framing (magic, version, header length) is valid but the header is not."""
+    """A .npy member whose framing (magic, version, header length) is valid but the header is
+    not."""
     descr = np.lib.format.dtype_to_descr(arr.dtype)
     r = rng.randrange(10)
     if r == 0:  # huge declared shapes (250e9 floats), negative, wrong types
@@ -887,7 +889,8 @@ def seed_files(folder: str) -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) != 4:
         sys.exit(
-            "usage: python tests/fuzz/mutate.py {npz|onnx|image} SEED PREFIX  (writes PREFIX.<suffix>)"
+            "usage: python tests/fuzz/mutate.py {npz|onnx|image} SEED PREFIX  "
+            "(writes PREFIX.<suffix>)"
         )
     suffix, blob = mutant(sys.argv[1], int(sys.argv[2]))
     out = f"{sys.argv[3]}.{suffix}"

@@ -18,7 +18,8 @@ The exit status is 1 on any crash, hang, escape, memory or harness outcome. --al
 turns the escapes and memory outcomes whose (input kind, exception type) is listed in KNOWN_ESCAPES
 (what issue 13 section 3 describes today) into a loud report instead, so the stage can run in CI
 before those fixes land; crashes, hangs and any other escape still fail. Reproduce one input with
-``python tests/fuzz/mutate.py KIND SEED /tmp/x`` then ``python tests/fuzz/run_mutants.py --replay /tmp/x.npz``.
+``python tests/fuzz/mutate.py KIND SEED /tmp/x`` then
+``python tests/fuzz/run_mutants.py --replay /tmp/x.npz``.
 """
 
 from __future__ import annotations
@@ -382,25 +383,27 @@ def report(counts, findings, wall, args) -> int:
     failing, known = [], []
     for (kind, outcome, typ, head), seeds in sorted(findings.items(), key=lambda kv: -len(kv[1])):
         line = (
-            f"  {len(seeds):6} x {outcome:8} {kind:6} {typ}: {head}  (seeds {', '.join(map(str, seeds[:5]))}"
-            + (", ..." if len(seeds) > 5 else "")
-            + ")"
+            f"  {len(seeds):6} x {outcome:8} {kind:6} {typ}: {head}  "
+            f"(seeds {', '.join(map(str, seeds[:5]))}" + (", ..." if len(seeds) > 5 else "") + ")"
         )
         is_known = _known(kind, outcome, typ)
         (known if is_known and args.allow_known_escapes else failing).append(line)
     if failing:
         print(
-            f"\nFAILURES ({len(failing)} kinds of outcome; reproduce: python tests/fuzz/mutate.py KIND SEED /tmp/x):"
+            f"\nFAILURES ({len(failing)} kinds of outcome; "
+            "reproduce: python tests/fuzz/mutate.py KIND SEED /tmp/x):"
         )
         print("\n".join(failing))
     if known:
         n = sum(len(s) for (k, o, t, h), s in findings.items() if _known(k, o, t))
         print("\n" + "!" * 100)
         print(
-            f"!! {n} KNOWN ESCAPES DOWNGRADED by --allow-known-escapes (issue 13 §3 is not fixed yet)."
+            f"!! {n} KNOWN ESCAPES DOWNGRADED by --allow-known-escapes "
+            "(issue 13 §3 is not fixed yet)."
         )
         print(
-            "!! Each is a failure caused by input that raised outside pydeconv.errors; without the flag"
+            "!! Each is a failure caused by input that raised outside pydeconv.errors; "
+            "without the flag"
         )
         print(
             "!! this stage FAILS. Remove the flag (and the KNOWN_ESCAPES line) when the fix lands."
