@@ -15,6 +15,7 @@ from .errors import (
     ShapeError,
     UnsupportedOperatorError,
 )
+from .limits import Limits, get_limits, set_limits
 from .net import (
     Net,
     Trace,
@@ -53,6 +54,9 @@ __all__ = [
     "set_winograd",
     "get_winograd",
     "errors",
+    "Limits",
+    "get_limits",
+    "set_limits",
     "PydeconvError",
     "ModelFormatError",
     "GraphError",

@@ -115,7 +115,7 @@ def _read_labels(path: str) -> list[str]:
     if path.lower().endswith(".json"):
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting past Python's stack
             raise PydeconvError(f"{path}: not valid JSON ({exc})") from None
         if isinstance(data, list):
             return [str(v) for v in data]

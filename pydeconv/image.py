@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from pydeconv.errors import ChannelError, ImageError, LayerNotFoundError, PydeconvError, ShapeError
+from pydeconv.limits import get_limits, limit_str
 
 _ORDERS = ("RGB", "BGR", "L")
 
@@ -30,15 +31,40 @@ def load(path: str | PathLike[str], net: Any) -> np.ndarray:
 
 
 def open_image(path: str | PathLike[str]) -> Image.Image:
-    """Open and fully decode an image file; ImageError (naming the file) if that fails."""
+    """Open and fully decode an image file; ImageError (naming the file) if that fails.
+
+    The size the file declares is checked against ``Limits.max_image_pixels`` from the header
+    alone (``Image.open`` is lazy), before any pixel is decoded. Pillow's own decompression-bomb
+    guard (``Image.MAX_IMAGE_PIXELS``) runs first, inside ``Image.open``: its error becomes
+    ImageError too (its warning, between one and two times that size, is left to the caller)."""
     try:
         with Image.open(path) as img:
+            _check_pixels(path, img.size)
             img.load()  # decode now, so a truncated file fails here and not later
             return img.copy()
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"{path}: {exc}; pydeconv's limit is {limit_str('max_image_pixels')}"
+        ) from None
+    except MemoryError:
+        # The pixel count passed the limit, but a chunk of the file (a PNG's compressed data)
+        # declared more bytes than can be allocated: the file is broken or hostile.
+        raise ImageError(
+            f"{path}: cannot decode image (it declares more memory than is available)"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot decode image ({exc})") from None
+
+
+def _check_pixels(path: str | PathLike[str], size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > get_limits().max_image_pixels:
+        raise ImageError(
+            f"{path}: the image declares {width}x{height} pixels, "
+            f"past {limit_str('max_image_pixels')}"
+        )
 
 
 def from_pil(img: Image.Image, net: Any) -> np.ndarray:

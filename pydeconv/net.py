@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from . import _core, model
-from .errors import ChannelError, LayerNotFoundError, PydeconvError, ShapeError
+from .errors import ChannelError, GraphError, LayerNotFoundError, PydeconvError, ShapeError
+from .limits import limit_str
 
 At = str | Sequence[int] | np.ndarray
 # The projection rules, as the engine's parse_rule spells them (the CLI offers the same list).
@@ -78,10 +79,14 @@ def _all_finite(a: np.ndarray) -> bool:
 
 
 def _threads(threads: int | None) -> int:
+    """The thread count for one call. The engine refuses a count past Limits.max_threads (where
+    it enters, csrc/python/bindings.cpp); one past int64 cannot reach it and is refused here."""
     if threads is None:
-        return _settings["threads"]
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        threads = _settings["threads"]
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise PydeconvError(f"threads must be a positive integer, got {threads!r}")
+    if threads > _INT64[1]:
+        raise PydeconvError(f"threads = {threads} is past {limit_str('max_threads')}")
     return threads
 
 
@@ -191,6 +196,11 @@ class Net:
 
     def save(self, path: str | os.PathLike, compress: bool = False) -> None:
         """Writes the model file (atomically): the graph exactly as C++ validated it."""
+        folder = Path(os.fspath(path)).parent
+        if not folder.is_dir():  # the user's mistake, named by the user's path (not a temporary's)
+            raise PydeconvError(
+                f"{os.fspath(path)}: cannot save the model: folder {folder} does not exist"
+            )
         model.write_text(path, self._text, self.params, compress=compress)
 
     def __repr__(self) -> str:
@@ -359,6 +369,7 @@ def load(
     """Loads a ``.npz`` model (read and validated by the C++ reader), or imports an ``.onnx``
     file directly. ``preprocess`` entries and ``labels`` replace the file's."""
     p = os.fspath(path)
+    preprocess, labels = _overrides(preprocess, labels)
     if Path(p).suffix.lower() == ".onnx":
         from .onnx import import_onnx
 
@@ -373,6 +384,25 @@ def load(
     if labels is not None:
         graph["labels"] = list(labels)
     return Net(graph, net.params, p)
+
+
+def _overrides(preprocess: Any, labels: Any) -> tuple[dict | None, list[str] | None]:
+    """``load``'s preprocess and labels, checked for their type here; the C++ model reader checks
+    their values (NaN, strings, sizes that do not match the input) when the net is built."""
+    if preprocess is not None and not isinstance(preprocess, dict):
+        raise GraphError(
+            f"preprocess must be a dict of preprocess fields, got {type(preprocess).__name__}"
+        )
+    if labels is not None:
+        if not isinstance(labels, (list, tuple)) or not all(isinstance(v, str) for v in labels):
+            got = (
+                type(labels).__name__
+                if not isinstance(labels, (list, tuple))
+                else "a list holding non-strings"
+            )
+            raise GraphError(f"labels must be a list of strings, got {got}")
+        labels = list(labels)
+    return preprocess, labels
 
 
 def convert(

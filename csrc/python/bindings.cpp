@@ -8,6 +8,7 @@
 #include "kernels/kernels.hpp"
 #include "layers/layer.hpp"
 #include "pydeconv/error.hpp"
+#include "pydeconv/limits.hpp"
 #include "pydeconv/model.hpp"
 #include "pydeconv/net.hpp"
 #include "pydeconv/settings.hpp"
@@ -54,9 +55,15 @@ py::array to_numpy(const TensorT<T>& t) {
   return py::array_t<T>(dims, t.data(), owner);
 }
 
-Ctx make_ctx(int threads, bool reference) {
+// Where a thread count enters the engine: a count past the limit is refused here (100,000
+// OpenMP threads exhaust the process's stacks and crash it).
+Ctx make_ctx(int64_t threads, bool reference) {
+  const int64_t max_threads = limits().max_threads;
+  if (threads > max_threads)
+    fail(ErrorKind::Value, "threads = " + std::to_string(threads) + " is past " +
+                               limit_str("max_threads", max_threads));
   Ctx c;
-  c.threads = threads < 1 ? 1 : threads;
+  c.threads = threads < 1 ? 1 : static_cast<int>(threads);
   c.reference = reference;
   return c;
 }
@@ -120,6 +127,39 @@ PYBIND11_MODULE(_core, m) {
       Py_XDECREF(text);
     }
   });
+
+  // The resource limits (pydeconv/limits.hpp): one definition, read and set from Python.
+  py::class_<Limits> lim(m, "Limits");
+  lim.def(py::init<>());
+  // Every field once: readable and writable, and part of repr and ==.
+  // clang-format off
+#define PYDECONV_LIMITS(X) \
+  X(max_tensor_bytes) X(max_dim) X(max_input_pixels) X(max_image_pixels) X(max_threads) \
+  X(max_json_depth) X(max_layers) X(max_members) X(max_graph_bytes)
+  // clang-format on
+#define PYDECONV_FIELD(name) lim.def_readwrite(#name, &Limits::name);
+  PYDECONV_LIMITS(PYDECONV_FIELD)
+  lim.def("__repr__", [](const Limits& l) {
+    std::string out;
+#define PYDECONV_SHOW(name) \
+  out += (out.empty() ? "" : ", ") + std::string(#name "=") + std::to_string(l.name);
+    PYDECONV_LIMITS(PYDECONV_SHOW)
+    return "Limits(" + out + ")";
+  });
+  lim.def("__eq__", [](const Limits& a, const py::object& other) {
+    if (!py::isinstance<Limits>(other)) return false;
+    const Limits& b = other.cast<const Limits&>();
+    bool same = true;
+#define PYDECONV_SAME(name) same = same && a.name == b.name;
+    PYDECONV_LIMITS(PYDECONV_SAME)
+    return same;
+  });
+#undef PYDECONV_SAME
+#undef PYDECONV_SHOW
+#undef PYDECONV_FIELD
+#undef PYDECONV_LIMITS
+  m.def("limits", &limits);
+  m.def("set_limits", &set_limits);
 
   m.def("sgemm_isa", &kernels::sgemm_isa);
   m.def("set_winograd_mode", &set_winograd_mode);
@@ -223,7 +263,7 @@ PYBIND11_MODULE(_core, m) {
            })
       .def(
           "forward",
-          [](const Net& n, py::array x, const std::string& upto, bool minimal, int threads,
+          [](const Net& n, py::array x, const std::string& upto, bool minimal, int64_t threads,
              bool reference, std::vector<std::string> also_keep) {
             Tensor t = to_tensor(x, "input", false, &n);
             py::gil_scoped_release release;
@@ -244,8 +284,8 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("project_channels",
            [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
-              const std::string& kind, int64_t y, int64_t x, const std::string& rule, int threads,
-              bool reference) {
+              const std::string& kind, int64_t y, int64_t x, const std::string& rule,
+              int64_t threads, bool reference) {
              Rule r = parse_rule(rule);
              const At at = to_at(kind, y, x);
              Tensor out;
@@ -269,7 +309,7 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("project",
            [](const Net& n, const Trace& t, const std::string& layer, py::array start,
-              const std::string& rule, int threads, bool reference) {
+              const std::string& rule, int64_t threads, bool reference) {
              Rule r = parse_rule(rule);
              Tensor s = to_tensor(start, "start signal");
              Tensor out;

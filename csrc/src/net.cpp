@@ -4,11 +4,10 @@
 #include <set>
 
 #include "net_impl.hpp"
+#include "pydeconv/limits.hpp"
 
 namespace pydeconv {
 namespace {
-
-constexpr int64_t kMaxDim = 1 << 20;
 
 // Kahn's algorithm, stable: among ready layers the earliest listed runs first.
 std::vector<size_t> topo_order(const GraphSpec& g, const std::map<std::string, size_t>& idx) {
@@ -153,11 +152,20 @@ std::vector<bool> Net::Impl::ancestors(int target) const {
 Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   if (g.input_name.empty()) fail(ErrorKind::Graph, "the graph input has no name");
-  if (g.c <= 0 || g.h <= 0 || g.w <= 0 || g.c > kMaxDim || g.h > kMaxDim || g.w > kMaxDim)
-    fail(ErrorKind::Shape, "input '" + g.input_name + "': shape (" + std::to_string(g.c) + ", " +
-                               std::to_string(g.h) + ", " + std::to_string(g.w) +
-                               ") must be positive");
+  const Limits lim = limits();
+  const std::string input_shape = "input '" + g.input_name + "': shape (" + std::to_string(g.c) +
+                                  ", " + std::to_string(g.h) + ", " + std::to_string(g.w) + ")";
+  if (g.c <= 0 || g.h <= 0 || g.w <= 0) fail(ErrorKind::Shape, input_shape + " must be positive");
+  if (g.c > lim.max_dim || g.h > lim.max_dim || g.w > lim.max_dim)
+    fail(ErrorKind::Shape,
+         input_shape + " has a dimension past " + limit_str("max_dim", lim.max_dim));
+  if (g.h > lim.max_input_pixels / g.w)
+    fail(ErrorKind::Shape,
+         input_shape + " is past " + limit_str("max_input_pixels", lim.max_input_pixels));
   if (g.layers.empty()) fail(ErrorKind::Graph, "the graph has no layers");
+  if (static_cast<int64_t>(g.layers.size()) > lim.max_layers)
+    fail(ErrorKind::Graph, "the graph has " + std::to_string(g.layers.size()) + " layers, past " +
+                               limit_str("max_layers", lim.max_layers));
   std::map<std::string, size_t> idx;
   for (size_t i = 0; i < g.layers.size(); ++i) {
     const auto& name = g.layers[i].name;
@@ -186,6 +194,8 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
   m.shapes.push_back(m.input);
   m.consumers.emplace_back();
   std::vector<Rf> rf{Rf{}};
+  // Every layer's output for one image, summed: what a forward keeping all of them holds.
+  int64_t activation_bytes = m.input.numel() * int64_t(sizeof(float));
   for (size_t pos = 0; pos < order.size(); ++pos) {
     LayerSpec& spec = g.layers[order[pos]];
     m.by_name[spec.name] = static_cast<int>(pos);
@@ -203,6 +213,11 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
     if (out.numel() <= 0 || out.numel() > (int64_t(1) << 31))
       fail(ErrorKind::Shape,
            "layer '" + spec.name + "': output shape " + out.str() + " is out of range");
+    activation_bytes += out.numel() * int64_t(sizeof(float));
+    if (activation_bytes > lim.max_tensor_bytes)
+      fail(ErrorKind::Shape, "layer '" + spec.name + "' (" + spec.kind + "): output shape " +
+                                 out.str() + " brings the activations of one image past " +
+                                 limit_str("max_tensor_bytes", lim.max_tensor_bytes));
 
     // Receptive field: the union over inputs, stepped through this layer's window.
     RfStep s = layer->rf();

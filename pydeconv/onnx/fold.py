@@ -9,12 +9,15 @@ ones int64.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import GraphError, PydeconvError
+from ..limits import get_limits, limit_str
 from .model import BFLOAT16, BOOL, DOUBLE, FLOAT, FLOAT16, Node
 from .shapes import Shape, axes_of, infer_shape, reshape_target
 
@@ -154,6 +157,7 @@ def fold_constants(
     nodes: list[Node], initializers: dict[str, np.ndarray], input_name: str, input_shape: Shape
 ) -> Folded:
     """Evaluate constant subgraphs; track static shapes of everything else from the input's."""
+    _check_input(input_name, input_shape)
     consts = {name: normalise(value) for name, value in initializers.items()}
     shapes: dict[str, Shape] = {input_name: tuple(input_shape)}
     remaining = []
@@ -167,18 +171,66 @@ def fold_constants(
         elif node.op_type == "Size" and present and present[0] in shapes:
             consts[node.outputs[0]] = np.array(int(np.prod(shapes[present[0]])), dtype=np.int64)
         elif foldable and not (node.op_type == "Constant" and node.inputs):
-            try:
+            with node_errors(node, "cannot evaluate it on constants"):
+                _check_result_size(node, ins)
                 value = FOLDERS[node.op_type](node, ins)
-            except GraphError:  # a ValueError too: keep its own message
-                raise
-            except (ValueError, IndexError, KeyError, TypeError) as exc:
-                raise GraphError(
-                    f"{node.op_type} node '{node.label()}': cannot evaluate it on constants ({exc})"
-                ) from None
             consts[node.outputs[0]] = normalise(value)
         else:
             remaining.append(node)
-            inferred = infer_shape(node, shapes, consts)
-            if inferred is not None and node.outputs:
-                shapes[node.outputs[0]] = tuple(int(d) for d in inferred)
+            with node_errors(node, "cannot infer its output shape"):
+                inferred = infer_shape(node, shapes, consts)
+                if inferred is not None and node.outputs:
+                    shapes[node.outputs[0]] = tuple(int(d) for d in inferred)
     return Folded(remaining, consts, shapes)
+
+
+@contextmanager
+def node_errors(node: Node, doing: str) -> Iterator[None]:
+    """Attributes and inputs of the wrong type, length or value (a list where an int is due, a
+    zero stride, a missing input) surface in NumPy or in arithmetic as TypeError, IndexError,
+    ZeroDivisionError...: each becomes a GraphError naming the node, its operator and the cause."""
+    try:
+        yield
+    except PydeconvError:  # a ValueError too: keep its own message
+        raise
+    except (ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as exc:
+        raise GraphError(
+            f"{node.op_type} node '{node.label()}': {doing} ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _check_input(name: str, shape: Shape) -> None:
+    """The input's declared dims against the limits, before any shape is computed from them."""
+    limits = get_limits()
+    if any(d > limits.max_dim for d in shape):
+        raise GraphError(
+            f"input '{name}' has shape {list(shape)}: a dimension is past {limit_str('max_dim')}"
+        )
+    if math.prod(shape) * 4 > limits.max_tensor_bytes:  # its pixels: the C++ reader, at build
+        raise GraphError(
+            f"input '{name}' has shape {list(shape)}: past {limit_str('max_tensor_bytes')}"
+        )
+
+
+def _check_result_size(node: Node, ins: list) -> None:
+    """Folders that build a tensor from a declared shape (ConstantOfShape) or by broadcasting two
+    constants: the result's size against the limits, before NumPy allocates it."""
+    if node.op_type == "ConstantOfShape" and ins and ins[0] is not None:
+        dims = [int(d) for d in np.asarray(ins[0]).reshape(-1)]
+    elif (
+        node.op_type in ("Add", "Sub", "Mul", "Div")
+        and len(ins) == 2
+        and all(i is not None for i in ins)
+    ):
+        dims = list(np.broadcast_shapes(np.shape(ins[0]), np.shape(ins[1])))
+    else:
+        return
+    limits = get_limits()
+    if (
+        any(d < 0 or d > limits.max_dim for d in dims)
+        or math.prod(dims) * 8 > limits.max_tensor_bytes
+    ):
+        raise GraphError(
+            f"{node.op_type} node '{node.label()}': a constant of shape {dims} is past "
+            f"{limit_str('max_dim')} or {limit_str('max_tensor_bytes')}"
+        )

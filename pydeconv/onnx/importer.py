@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError, ModelFormatError, PydeconvError, UnsupportedOperatorError
-from .fold import fold_constants
+from .fold import fold_constants, node_errors
 from .mapper import Mapper
 from .mapping import OPERATORS
 from .model import Graph, Model, ValueInfo, parse_model
@@ -83,7 +83,8 @@ def convert(
     )
     for node in folded.nodes:
         mapper.node = node
-        OPERATORS[node.op_type](mapper, node)
+        with node_errors(node, "cannot map it"):
+            OPERATORS[node.op_type](mapper, node)
     layers, outputs, params = mapper.finish(output_names)
     if not layers:
         raise GraphError("the ONNX graph maps to no layers")
@@ -144,6 +145,16 @@ def _input_dims(info: ValueInfo, nhwc: bool, size: Sequence[int] | None) -> tupl
     dims = [_known_size(d) for d in info.shape]
     c_axis, hw_axes = (3, (1, 2)) if nhwc else (1, (2, 3))
     if size is not None:
+        if not (
+            isinstance(size, (list, tuple))
+            and len(size) == 2
+            and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size
+            )
+        ):
+            raise GraphError(
+                f"preprocess 'size' must be two positive integers [H, W], got {size!r}"
+            )
         for axis, value in zip(hw_axes, size):
             if dims[axis] is None:
                 dims[axis] = _known_size(int(value))

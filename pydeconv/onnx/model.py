@@ -7,13 +7,15 @@ shape arithmetic and indexing). External data is resolved only inside the model'
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFormatError
+from ..errors import GraphError, ModelFormatError
+from ..limits import get_limits, limit_str
 from .protobuf import FIXED32, FIXED64, Message
 
 # TensorProto.DataType values.
@@ -99,7 +101,22 @@ def parse_model(data: bytes | memoryview, model_dir: str) -> Model:
 
 def parse_graph(data: memoryview, model_dir: str) -> Graph:
     msg = Message(data, "GraphProto")
-    nodes = [parse_node(raw, model_dir) for raw in msg.messages(1)]
+    limits = get_limits()
+    raw_nodes = msg.messages(1)
+    if len(raw_nodes) > limits.max_layers:
+        raise ModelFormatError(
+            f"the graph has {len(raw_nodes)} nodes, past {limit_str('max_layers')}"
+        )
+    # The initializers' declared sizes, summed, before any of them is decoded.
+    total = 0
+    for raw in msg.messages(5):
+        total += declared_bytes(Message(raw, "TensorProto"))
+        if total > limits.max_tensor_bytes:
+            raise ModelFormatError(
+                f"the initializers declare more than {limits.max_tensor_bytes} bytes, "
+                f"past {limit_str('max_tensor_bytes')}"
+            )
+    nodes = [parse_node(raw, model_dir) for raw in raw_nodes]
     initializers = {}
     for raw in msg.messages(5):
         name, array = parse_tensor(raw, model_dir)
@@ -112,8 +129,16 @@ def parse_graph(data: memoryview, model_dir: str) -> Graph:
 def parse_node(data: memoryview, model_dir: str) -> Node:
     msg = Message(data, "NodeProto")
     attrs = {}
+    domain = msg.string(7)
     for raw in msg.messages(5):
         name, value = parse_attribute(raw, model_dir)
+        expected = ATTRIBUTE_TYPES.get(name)
+        if expected and domain in ("", "ai.onnx") and not _is_attribute_type(value, expected):
+            label = msg.string(3) or (msg.strings(2) or ["?"])[0]
+            raise GraphError(
+                f"{msg.string(4)} node '{label}': attribute '{name}' must be "
+                f"{expected}, got {_shown(value)}"
+            )
         attrs[name] = value
     node = Node(
         op_type=msg.string(4),
@@ -126,6 +151,55 @@ def parse_node(data: memoryview, model_dir: str) -> Node:
     if not node.op_type or not node.outputs or not node.outputs[0]:
         raise ModelFormatError(f"node '{node.name}' has no operator type or no output")
     return node
+
+
+# The type of every attribute the importer reads, by name: the ONNX operators give one name one
+# type. An attribute of another type (a list where an int is due) is refused here, naming the node,
+# instead of failing somewhere in the shape arithmetic.
+ATTRIBUTE_TYPES = {
+    **dict.fromkeys(
+        ("kernel_shape", "strides", "pads", "dilations", "perm", "axes", "starts", "ends"),
+        "a list of integers",
+    ),
+    **dict.fromkeys(
+        (
+            "group",
+            "ceil_mode",
+            "count_include_pad",
+            "keepdims",
+            "size",
+            "training_mode",
+            "transA",
+            "transB",
+            "axis",
+            "allowzero",
+            "to",
+            "start",
+            "end",
+        ),
+        "an integer",
+    ),
+    **dict.fromkeys(("alpha", "beta", "bias", "epsilon"), "a number"),
+    "auto_pad": "a string",
+    "value": "a tensor",
+}
+
+
+def _is_attribute_type(value: Any, expected: str) -> bool:
+    if expected == "a list of integers":
+        return isinstance(value, list) and all(isinstance(v, int) for v in value)
+    if expected == "an integer":
+        return isinstance(value, int)
+    if expected == "a number":
+        return isinstance(value, (int, float))
+    if expected == "a string":
+        return isinstance(value, str)
+    return isinstance(value, np.ndarray)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_attribute(data: memoryview, model_dir: str) -> tuple[str, Any]:
@@ -191,8 +265,9 @@ def parse_value_info(data: memoryview) -> ValueInfo:
     return info
 
 
-def parse_tensor(data: memoryview, model_dir: str) -> tuple[str, np.ndarray]:
-    msg = Message(data, "TensorProto")
+def declared_bytes(msg: Message) -> int:
+    """The bytes a TensorProto's dims and data type declare (as decoded: 8 per integer value),
+    checked against the limits before anything is decoded; ModelFormatError naming the tensor."""
     name = msg.string(8)
     dims = msg.varints(1)
     dtype = msg.varint(2)
@@ -201,7 +276,29 @@ def parse_tensor(data: memoryview, model_dir: str) -> tuple[str, np.ndarray]:
         raise ModelFormatError(f"{what} has a negative dimension {dims}")
     if dtype not in _RAW_DTYPES:
         raise ModelFormatError(f"{what} has unsupported data type {dtype}")
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    limits = get_limits()
+    if any(d > limits.max_dim for d in dims):
+        raise ModelFormatError(
+            f"{what} has dims {dims}: a dimension is past {limit_str('max_dim')}"
+        )
+    nbytes = math.prod(dims) * max(
+        np.dtype(_RAW_DTYPES[dtype]).itemsize, 4 if dtype in _FLOATING else 8
+    )
+    if nbytes > limits.max_tensor_bytes:
+        raise ModelFormatError(
+            f"{what} has dims {dims}: {nbytes} bytes, past {limit_str('max_tensor_bytes')}"
+        )
+    return nbytes
+
+
+def parse_tensor(data: memoryview, model_dir: str) -> tuple[str, np.ndarray]:
+    msg = Message(data, "TensorProto")
+    name = msg.string(8)
+    dims = msg.varints(1)
+    dtype = msg.varint(2)
+    what = f"tensor '{name}'"
+    declared_bytes(msg)  # dims, data type and size against the limits, before any decoding
+    count = math.prod(dims)
     if msg.has(3):
         raise ModelFormatError(f"{what} is segmented (TensorProto.segment is not supported)")
 

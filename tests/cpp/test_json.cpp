@@ -5,6 +5,7 @@
 #include "check.hpp"
 #include "format/json.hpp"
 #include "pydeconv/error.hpp"
+#include "pydeconv/limits.hpp"
 
 using namespace pydeconv;
 
@@ -160,16 +161,37 @@ TEST(every_syntax_error_is_reported_with_position) {
 }
 
 TEST(depth_is_limited) {
-  std::string ok(Json::kMaxDepth, '['), deep(Json::kMaxDepth + 1, '[');
-  ok += std::string(Json::kMaxDepth, ']');
-  deep += std::string(Json::kMaxDepth + 1, ']');
+  const size_t depth = static_cast<size_t>(limits().max_json_depth);
+  std::string ok(depth, '['), deep(depth + 1, '[');
+  ok += std::string(depth, ']');
+  deep += std::string(depth + 1, ']');
   CHECK(Json::parse(ok).is_array());
-  EXPECT_PARSE_ERROR(deep, "nesting deeper than 64");
+  EXPECT_PARSE_ERROR(deep, "nesting deeper than max_json_depth = 64");
   // A hostile document far deeper than the limit fails fast instead of overflowing the stack.
-  EXPECT_PARSE_ERROR(std::string(1000000, '['), "nesting deeper than 64");
+  EXPECT_PARSE_ERROR(std::string(1000000, '['), "nesting deeper than max_json_depth = 64");
   std::string objs;
-  for (int i = 0; i <= Json::kMaxDepth; ++i) objs += "{\"a\":";
-  EXPECT_PARSE_ERROR(objs + "1" + std::string(Json::kMaxDepth + 1, '}'), "nesting deeper than 64");
+  for (size_t i = 0; i <= depth; ++i) objs += "{\"a\":";
+  EXPECT_PARSE_ERROR(objs + "1" + std::string(depth + 1, '}'),
+                     "nesting deeper than max_json_depth = 64");
+}
+
+TEST(depth_follows_the_limits) {
+  const Limits saved = limits();
+  Limits l = saved;
+  l.max_json_depth = 3;
+  set_limits(l);
+  CHECK(Json::parse("[[[1]]]").is_array());
+  EXPECT_PARSE_ERROR("[[[[1]]]]", "nesting deeper than max_json_depth = 3");
+  set_limits(saved);
+  l.max_json_depth = Limits::kJsonDepthCap + 1;  // deeper would risk the stack: refused
+  bool refused = false;
+  try {
+    set_limits(l);
+  } catch (const Error& e) {
+    refused = e.kind() == ErrorKind::Value;
+  }
+  CHECK(refused);
+  CHECK(limits().max_json_depth == saved.max_json_depth);
 }
 
 TEST(every_truncation_of_a_document_throws) {

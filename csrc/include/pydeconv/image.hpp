@@ -18,7 +18,8 @@ struct Image {
 };
 
 // Binary P6 (RGB, 3 channels) or P5 (grey, 1 channel), maxval 255, '#' comments in the header.
-// Bytes after the first image are ignored (Netpbm allows several images in one file).
+// Bytes after the first image are ignored (Netpbm allows several images in one file). Sizes past
+// Limits::max_image_pixels (pydeconv/limits.hpp) are refused before the pixels are read.
 Image read_ppm(const std::string& path);
 // P6 for 3 channels, P5 for 1.
 void write_ppm(const std::string& path, const Image& img);

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "pydeconv/error.hpp"
+#include "pydeconv/limits.hpp"
 
 namespace pydeconv {
 namespace {
@@ -174,6 +175,11 @@ Image read_ppm(const std::string& path) {
   if (maxval != 255)
     fail(ErrorKind::Format,
          path + ": only PPM maxval 255 is supported (got " + std::to_string(maxval) + ")");
+  const int64_t max_pixels = limits().max_image_pixels;
+  if (int64_t(img.width) * img.height > max_pixels)
+    fail(ErrorKind::Format, path + ": PPM declares " + std::to_string(img.width) + "x" +
+                                std::to_string(img.height) + " pixels, past " +
+                                limit_str("max_image_pixels", max_pixels));
   // Exactly one whitespace byte separates the header from the pixels.
   if (pos >= d.size() || !std::isspace(d[pos]))
     fail(ErrorKind::Format, path + ": malformed PPM header");

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "pydeconv/error.hpp"
+#include "pydeconv/limits.hpp"
 
 namespace pydeconv {
 
@@ -14,7 +15,8 @@ namespace pydeconv {
 
 class JsonParser {
  public:
-  explicit JsonParser(const std::string& text) : s_(text) {}
+  // The depth is read once per document from the limits in force (pydeconv/limits.hpp).
+  explicit JsonParser(const std::string& text) : s_(text), max_depth_(limits().max_json_depth) {}
 
   Json parse_document() {
     skip_ws();
@@ -78,7 +80,7 @@ class JsonParser {
   }
 
   Json object(int depth) {
-    if (depth > Json::kMaxDepth) error("nesting deeper than " + std::to_string(Json::kMaxDepth));
+    if (depth > max_depth_) error("nesting deeper than " + limit_str("max_json_depth", max_depth_));
     ++pos_;  // '{'
     Json obj = Json::object();
     std::set<std::string> seen;
@@ -115,7 +117,7 @@ class JsonParser {
   }
 
   Json array(int depth) {
-    if (depth > Json::kMaxDepth) error("nesting deeper than " + std::to_string(Json::kMaxDepth));
+    if (depth > max_depth_) error("nesting deeper than " + limit_str("max_json_depth", max_depth_));
     ++pos_;  // '['
     Json arr = Json::array();
     skip_ws();
@@ -301,6 +303,7 @@ class JsonParser {
   }
 
   const std::string& s_;
+  const int64_t max_depth_;
   size_t pos_ = 0;
 };
 

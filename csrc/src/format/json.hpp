@@ -1,9 +1,9 @@
 // pydeconv: a small, strict JSON value for the model graph (docs/FORMAT.md).
 //
 // Strict RFC 8259: no comments, no trailing commas, no NaN/Infinity, no duplicate object keys,
-// valid UTF-8 only, nesting at most Json::kMaxDepth deep. Objects keep their members in file order.
-// Every error is pydeconv::Error(ErrorKind::Format): parse errors carry "line L, column C",
-// access errors name the expected type or the missing key.
+// valid UTF-8 only, nesting at most Limits::max_json_depth deep (pydeconv/limits.hpp). Objects keep
+// their members in file order. Every error is pydeconv::Error(ErrorKind::Format): parse errors
+// carry "line L, column C", access errors name the expected type or the missing key.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -19,7 +19,6 @@ class Json {
   enum class Type { Null, Bool, Number, String, Array, Object };
   using Array = std::vector<Json>;
   using Object = std::vector<std::pair<std::string, Json>>;
-  static constexpr int kMaxDepth = 64;
 
   static Json parse(const std::string& text);
 

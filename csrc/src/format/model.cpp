@@ -10,6 +10,7 @@
 
 #include "format/json.hpp"
 #include "format/npz.hpp"
+#include "pydeconv/limits.hpp"
 
 namespace pydeconv {
 namespace {
@@ -89,8 +90,16 @@ Tensor to_float_tensor(const NpyArray& a, const Where& w) {
     w.fail("parameter '" + a.name + "' is stored as " + dtype_name(a.dtype) + " ('" + a.dtype +
                "'); model files hold float32 ('<f4')",
            ErrorKind::Shape);
+  const int64_t max_dim = limits().max_dim;
+  for (int64_t d : a.shape)
+    if (d > max_dim)
+      w.fail("parameter '" + a.name + "' has shape " + tuple_str(a.shape) + ": dimension " +
+                 std::to_string(d) + " is past " + limit_str("max_dim", max_dim),
+             ErrorKind::Shape);
   Tensor t(param_shape(a.shape, a.name, w), 0.f);  // mapped when large: see Tensor
-  std::memcpy(t.data(), a.bytes.data(), static_cast<size_t>(t.numel()) * sizeof(float));
+  // An empty array's data() may be null, which memcpy must not receive even for 0 bytes.
+  if (t.numel() > 0)
+    std::memcpy(t.data(), a.bytes.data(), static_cast<size_t>(t.numel()) * sizeof(float));
   return t;
 }
 
@@ -195,6 +204,21 @@ void layer_aliases(const Json& lj, GraphSpec& spec, const Where& w) {
   }
 }
 
+// Height x width (the input's, or preprocess 'size') against the limits, before anything is
+// sized from them.
+void check_pixels(const std::string& what, int64_t h, int64_t wd, const Where& w) {
+  const Limits lim = limits();
+  for (int64_t d : {h, wd})
+    if (d > lim.max_dim)
+      w.fail(what + ": dimension " + std::to_string(d) + " is past " +
+                 limit_str("max_dim", lim.max_dim),
+             ErrorKind::Shape);
+  if (h > lim.max_input_pixels / wd)  // h * wd, without overflow whatever the limits are
+    w.fail(what + ": " + std::to_string(h) + "x" + std::to_string(wd) + " pixels is past " +
+               limit_str("max_input_pixels", lim.max_input_pixels),
+           ErrorKind::Shape);
+}
+
 const Json& checked_input(const Json& g, const Where& w) {
   const Json* in = g.is_object() ? g.find("input") : nullptr;
   if (!in || !in->is_object() || !in->find("name") || !in->at("name").is_string())
@@ -205,7 +229,40 @@ const Json& checked_input(const Json& g, const Where& w) {
     w.fail("input 'shape' must be three positive integers [C, H, W], got " +
                (shape ? shown(*shape) : std::string("nothing")),
            ErrorKind::Shape);
+  const std::vector<int64_t> chw = shape_of(*shape, 1);
+  const std::string what = "input 'shape' " + shown(*shape);
+  const Limits lim = limits();
+  if (chw[0] > lim.max_dim)
+    w.fail(what + ": dimension " + std::to_string(chw[0]) + " is past " +
+               limit_str("max_dim", lim.max_dim),
+           ErrorKind::Shape);
+  check_pixels(what, chw[1], chw[2], w);
+  if (chw[0] > lim.max_tensor_bytes / int64_t(sizeof(float)) / (chw[1] * chw[2]))
+    w.fail(what + " takes more than " + std::to_string(lim.max_tensor_bytes) + " bytes, past " +
+               limit_str("max_tensor_bytes", lim.max_tensor_bytes),
+           ErrorKind::Shape);
   return *in;
+}
+
+// Every parameter's dimensions and their total size against the limits (the .npz reader has
+// checked each member's declaration already; arrays from Python arrive here first).
+void check_params(const std::map<std::string, Tensor>& params, const Where& w) {
+  const Limits lim = limits();
+  int64_t total = 0;
+  for (const auto& kv : params) {
+    for (int64_t d : kv.second.shape().dims())
+      if (d > lim.max_dim)
+        w.fail("parameter '" + kv.first + "' has shape " + tuple_str(kv.second.shape().dims()) +
+                   ": dimension " + std::to_string(d) + " is past " +
+                   limit_str("max_dim", lim.max_dim),
+               ErrorKind::Shape);
+    total += kv.second.numel() * int64_t(sizeof(float));
+    if (total > lim.max_tensor_bytes)
+      w.fail("the parameters take more than " + std::to_string(lim.max_tensor_bytes) +
+                 " bytes (at '" + kv.first + "'), past " +
+                 limit_str("max_tensor_bytes", lim.max_tensor_bytes),
+             ErrorKind::Shape);
+  }
 }
 
 GraphSpec graph_spec(const Json& g, std::map<std::string, Tensor> params, const Where& w) {
@@ -232,6 +289,10 @@ GraphSpec graph_spec(const Json& g, std::map<std::string, Tensor> params, const 
   const Json* layers = g.find("layers");
   if (!layers || !layers->is_array() || layers->size() == 0)
     w.fail("graph 'layers' must be a non-empty list");
+  const int64_t max_layers = limits().max_layers;
+  if (static_cast<int64_t>(layers->size()) > max_layers)
+    w.fail("graph 'layers' has " + std::to_string(layers->size()) + " layers, past " +
+           limit_str("max_layers", max_layers));
   std::set<std::string> used, names;
   for (size_t i = 0; i < layers->size(); ++i) {
     spec.layers.push_back(layer_from_json(layers->at(i), i, params, used, w));
@@ -279,6 +340,7 @@ Preprocess preprocess_spec(const Json& g, const Where& w) {
     const std::vector<int64_t> hw = shape_of(*size, 1);
     if (hw.size() != 2)
       w.fail("preprocess 'size' must be two positive integers [H, W], got " + shown(*size));
+    check_pixels("preprocess 'size' " + shown(*size), hw[0], hw[1], w);
     if (hw[0] != chw[1] || hw[1] != chw[2])
       w.fail("preprocess 'size' " + shown(*size) + " differs from the model's input " +
              std::to_string(chw[1]) + "x" + std::to_string(chw[2]));
@@ -310,6 +372,12 @@ Preprocess preprocess_spec(const Json& g, const Where& w) {
 
 Model build(const std::string& text, std::map<std::string, Tensor> params, const Where& w) {
   Model m;
+  const int64_t max_graph = limits().max_graph_bytes;
+  if (static_cast<int64_t>(text.size()) > max_graph)
+    w.fail("the graph text is " + std::to_string(text.size()) + " bytes, past " +
+               limit_str("max_graph_bytes", max_graph),
+           ErrorKind::Format);
+  check_params(params, w);
   Json graph;
   try {
     graph = Json::parse(text);

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "pydeconv/error.hpp"
+#include "pydeconv/limits.hpp"
 
 #ifdef PYDECONV_HAVE_ZLIB
 #include <zlib.h>
@@ -433,6 +434,15 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& la
     count *= u;
   }
   uint64_t data_start = header_start + header_len, nbytes = count * static_cast<uint64_t>(itemsize);
+  // The declaration is checked against the limits before its bytes are compared or copied. A
+  // member may be an array or a model's graph text: the larger limit applies here, and the model
+  // reader holds each kind to its own (format/model.cpp).
+  const Limits lim = limits();
+  const bool text_larger = lim.max_graph_bytes > lim.max_tensor_bytes;
+  const int64_t max_bytes = text_larger ? lim.max_graph_bytes : lim.max_tensor_bytes;
+  if (nbytes > static_cast<uint64_t>(max_bytes))
+    bad(label, "declares " + std::to_string(nbytes) + " bytes of data, past " +
+                   limit_str(text_larger ? "max_graph_bytes" : "max_tensor_bytes", max_bytes));
   if (size - data_start != nbytes)
     bad(label, "data size " + std::to_string(size - data_start) +
                    " bytes does not match shape and dtype (" + std::to_string(nbytes) + " bytes)");
@@ -443,7 +453,25 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& la
 std::vector<NpyArray> read_npz_bytes(const unsigned char* data, size_t size,
                                      const std::string& label) {
   CentralDir cd = find_central_dir(data, size, label);
+  const Limits lim = limits();
+  if (cd.count > static_cast<uint64_t>(lim.max_members))
+    bad(label, "the archive has " + std::to_string(cd.count) + " members, past " +
+                   limit_str("max_members", lim.max_members));
   std::vector<Entry> entries = read_entries(data, cd, label);
+  // What the members declare, summed, before any of them is inflated or copied.
+  // (The graph member counts against max_graph_bytes, the arrays against max_tensor_bytes.)
+  uint64_t declared = 0;
+  const uint64_t most =
+      static_cast<uint64_t>(lim.max_tensor_bytes) + static_cast<uint64_t>(lim.max_graph_bytes);
+  for (const auto& en : entries) {
+    declared +=
+        std::min<uint64_t>(en.usize, uint64_t(1) << 62);  // stops at the first excess: no overflow
+    if (declared > most)
+      bad(label, "the members declare more than " + std::to_string(most) +
+                     " bytes uncompressed, past " +
+                     limit_str("max_tensor_bytes", lim.max_tensor_bytes) + " plus " +
+                     limit_str("max_graph_bytes", lim.max_graph_bytes));
+  }
   std::vector<NpyArray> out;
   out.reserve(entries.size());
   for (const auto& en : entries) {
@@ -476,6 +504,17 @@ std::vector<NpyArray> read_npz(const std::string& path) {
   if (!f) fail(ErrorKind::Format, path + ": cannot open file (" + std::strerror(errno) + ")");
   std::streamoff len = f.tellg();
   if (len < 0) fail(ErrorKind::Format, path + ": cannot read file");
+  // The file is read whole: one larger than every member could be is refused before that.
+  const Limits lim = limits();
+  // In unsigned arithmetic, saturated: the limits may be set as high as 2^63 - 1 each.
+  auto add = [](uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; };
+  const uint64_t most = add(
+      add(static_cast<uint64_t>(lim.max_tensor_bytes), static_cast<uint64_t>(lim.max_graph_bytes)),
+      std::min<uint64_t>(static_cast<uint64_t>(lim.max_members), 1ull << 40) * 1024);
+  if (static_cast<uint64_t>(len) > most)
+    fail(ErrorKind::Format, path + ": the file is " + std::to_string(len) + " bytes, past " +
+                                limit_str("max_tensor_bytes", lim.max_tensor_bytes) +
+                                " (plus the graph and the archive's framing)");
   std::vector<unsigned char> buf(static_cast<size_t>(len));
   f.seekg(0);
   if (len > 0 && !f.read(reinterpret_cast<char*>(buf.data()), len))
