@@ -23,6 +23,7 @@ import numpy as np
 from pydeconv import demo, fileio, report
 from pydeconv import image as pimg
 from pydeconv.errors import PydeconvError
+from pydeconv.limits import check_threads
 from pydeconv.net import RULES
 
 
@@ -256,7 +257,10 @@ def _threads(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
+    try:
+        return check_threads(n)
+    except PydeconvError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:

@@ -58,3 +58,11 @@ def set_limits(limits: Limits | None = None, **changes: int) -> Limits:
 def limit_str(name: str) -> str:
     """How messages name a limit, as the C++ readers do: ``max_dim = 1048576 (pydeconv.Limits)``."""
     return f"{name} = {getattr(_core.limits(), name)} (pydeconv.Limits)"
+
+
+def check_threads(n: int) -> int:
+    """A thread count against ``max_threads`` (the engine checks it again where a count enters
+    C++); for the settings and the command line, which store a count before any call uses it."""
+    if n > get_limits().max_threads:
+        raise PydeconvError(f"threads = {n} is past {limit_str('max_threads')}")
+    return n

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core, model
 from .errors import ChannelError, GraphError, LayerNotFoundError, PydeconvError, ShapeError
-from .limits import limit_str
+from .limits import check_threads
 
 At = str | Sequence[int] | np.ndarray
 # The projection rules, as the engine's parse_rule spells them (the CLI offers the same list).
@@ -30,7 +30,7 @@ def set_num_threads(n: int) -> None:
     """Default number of threads for forward passes and projections."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise PydeconvError(f"number of threads must be a positive integer, got {n!r}")
-    _settings["threads"] = n
+    _settings["threads"] = check_threads(n)
 
 
 def get_num_threads() -> int:
@@ -85,9 +85,7 @@ def _threads(threads: int | None) -> int:
         threads = _settings["threads"]
     elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise PydeconvError(f"threads must be a positive integer, got {threads!r}")
-    if threads > _INT64[1]:
-        raise PydeconvError(f"threads = {threads} is past {limit_str('max_threads')}")
-    return threads
+    return check_threads(threads)
 
 
 def _name(layer: Any) -> str:

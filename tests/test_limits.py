@@ -284,15 +284,11 @@ def test_thread_counts_past_the_limit_are_refused(net, threads):
         net.project(trace, net.layers[0], 0, threads=threads)
 
 
-def test_set_num_threads_past_the_limit_fails_at_the_next_call(net):
-    x = np.zeros((1,) + net.input_shape, np.float32)
+def test_set_num_threads_past_the_limit_is_refused(net):
     old = pydeconv.get_num_threads()
-    pydeconv.set_num_threads(10**5)
-    try:
-        with pytest.raises(PydeconvError, match="threads = 100000 is past max_threads"):
-            net.forward(x)
-    finally:
-        pydeconv.set_num_threads(old)
+    with pytest.raises(PydeconvError, match="threads = 100000 is past max_threads"):
+        pydeconv.set_num_threads(10**5)
+    assert pydeconv.get_num_threads() == old
 
 
 def test_the_thread_limit_is_adjustable(net, restore_limits):
@@ -308,30 +304,16 @@ def test_cli_threads_100000_is_one_line(tmp_path, capsys):
     pydeconv.build(graph, params).save(tmp_path / "m.npz")
     Image.new("RGB", (40, 40)).save(tmp_path / "i.png")
     threads = pydeconv.get_num_threads()  # --threads sets the process's default
+    args = ["project", str(tmp_path / "m.npz"), str(tmp_path / "i.png"), "--threads", "100000"]
+    args += ["--layer", "conv1", "--channel", "0", "-o", str(tmp_path / "o.png")]
     try:
-        rc = main(
-            [
-                "project",
-                str(tmp_path / "m.npz"),
-                str(tmp_path / "i.png"),
-                "--threads",
-                "100000",
-                "--layer",
-                "conv1",
-                "--channel",
-                "0",
-                "-o",
-                str(tmp_path / "o.png"),
-            ]
-        )
+        with pytest.raises(SystemExit) as exit_info:  # refused while parsing, before any work
+            main(args)
     finally:
         pydeconv.set_num_threads(threads)
     err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        rc != 0
-        and err[-1]
-        == "pydeconv: error: threads = 100000 is past max_threads = 1024 (pydeconv.Limits)"
-    )
+    assert exit_info.value.code != 0 and len(err) == 1
+    assert "argument --threads: threads = 100000 is past max_threads = 1024" in err[0]
     assert not (tmp_path / "o.png").exists()
 
 
