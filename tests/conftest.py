@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("PYDECONV_POISON", "1")
 
 import pydeconv  # noqa: E402
+
+# Subprocesses run the pydeconv under test: the one this process imported (the installed package
+# under `pip install ".[test]" && pytest tests`, or a checkout built in place), never a checkout
+# without its compiled _core that happens to be their working directory or script folder
+# (PYTHONSAFEPATH: neither goes first on sys.path).
+PACKAGE_PARENT = str(Path(pydeconv.__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p
+)
+os.environ["PYTHONSAFEPATH"] = "1"
 
 THREADS = (1, 2)
 

@@ -232,7 +232,7 @@ KILLED_DEMO = textwrap.dedent("""
 @pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
 def test_a_demo_killed_by_sigterm_is_finished_by_a_rerun(tiny, tmp_path):
     out_dir = tmp_path / "out"
-    root = Path(__file__).resolve().parent.parent
+    root = Path(pydeconv.__file__).resolve().parents[1]  # the pydeconv under test
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_DEMO, root, out_dir, tiny],
         stdout=subprocess.PIPE,

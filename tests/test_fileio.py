@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+import pydeconv
 from pydeconv import fileio
 from pydeconv.errors import PydeconvError
 
-ROOT = Path(__file__).resolve().parent.parent
+# The folder holding the pydeconv under test (site-packages, or a checkout built in place).
+ROOT = Path(pydeconv.__file__).resolve().parents[1]
 posix_only = pytest.mark.skipif(
     os.name != "posix", reason="FIFOs, device nodes and signals are POSIX"
 )

@@ -126,13 +126,15 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     (bin_dir / "pydeconv").chmod(0o755)
     (bin_dir / "python").symlink_to(sys.executable)
     here = str(Path(pydeconv.__file__).resolve().parents[1])
-    return dict(
+    env = dict(
         os.environ,
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""),
         # a fresh import; the user's cache stays untouched
         XDG_CACHE_HOME=str(tmp_path / "cache"),
     )
+    env.pop("PYTHONSAFEPATH", None)  # a user's shell (tests/conftest.py sets it for the others)
+    return env
 
 
 @pytest.mark.skipif(
@@ -205,6 +207,7 @@ def test_bench_runs_on_the_installed_package(tmp_path):
     )
     installed = str(Path(pydeconv.__file__).resolve().parents[1])  # stands in for site-packages
     env = dict(os.environ, PYTHONPATH=installed)
+    env.pop("PYTHONSAFEPATH", None)  # as a user runs it: the script's folder first on sys.path
     done = subprocess.run(
         [sys.executable, "bench/bench.py", "--help"],
         cwd=checkout,
