@@ -1,5 +1,6 @@
 # Type stub of the compiled module pydeconv._core (csrc/python/bindings.cpp), for mypy and
 # editors. The bindings only convert and forward: see csrc/include/pydeconv/*.hpp for meanings.
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,9 @@ class Limits:
 
 def limits() -> Limits: ...
 def set_limits(limits: Limits) -> None: ...
+
+DEFAULT_MAX_MEMORY: int
+
 def sgemm_isa() -> str: ...
 def set_winograd_mode(mode: int) -> None: ...
 def winograd_mode() -> int: ...
@@ -68,6 +72,8 @@ class Net:
         rule: str,
         threads: int,
         reference: bool,
+        max_memory: int | None = None,
+        progress: Callable[[int, int], object] | None = None,
     ) -> npt.NDArray[np.float32]: ...
     def positions(
         self, trace: Trace, layer: str, channels: list[int], kind: str, y: int, x: int

@@ -24,7 +24,7 @@ from pydeconv import demo, fileio, report
 from pydeconv import image as pimg
 from pydeconv.errors import PydeconvError
 from pydeconv.limits import check_threads
-from pydeconv.net import RULES
+from pydeconv.net import DEFAULT_MAX_MEMORY, RULES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,10 +173,19 @@ def _parse_at(text: str) -> str | tuple[int, int]:
     return y, x
 
 
+def _progress(done: int, total: int) -> None:
+    """A progress line per chunk of a projection, on a terminal only."""
+    end = "\n" if done == total else ""
+    print(f"\rpydeconv: projected {done}/{total} channels", end=end, file=sys.stderr, flush=True)
+
+
 def cmd_project(args: argparse.Namespace) -> int:
     out = Path(args.output)
     report.image_format(out)  # an unwritable format fails before any work
-    _check_output(out, args.force)
+    n = len(args.channel) if args.channel else max(args.top, 1)
+    per_page = report.GRID_CHANNELS_PER_PAGE
+    for page in report.page_paths(out, -(-n // per_page)):
+        _check_output(page, args.force)
     net = _load(args.model)
     x, trace = _forward(net, args.image, args.layer, args.threads)
     if args.channel:
@@ -185,17 +194,33 @@ def cmd_project(args: argparse.Namespace) -> int:
         channels = demo.top_channels(trace.activation(args.layer)[0], args.top)
     t0 = time.perf_counter()
     tiles, captions, texts = demo.feature_panels(
-        net, x, trace, args.layer, channels, at=args.at, rule=args.rule, threads=args.threads
+        net,
+        x,
+        trace,
+        args.layer,
+        channels,
+        at=args.at,
+        rule=args.rule,
+        threads=args.threads,
+        max_memory=args.max_memory,
+        progress=_progress if sys.stderr.isatty() else None,
     )
     log(
         f"{len(channels)} projection(s) of {args.layer} ({args.rule}) in "
         f"{time.perf_counter() - t0:.2f} s"
     )
-    picture = pimg.grid(tiles, cols=2 * min(3, len(channels)), pad=3, captions=captions)
-    fileio.write_atomic(out, report.image_bytes(picture, out), replace=args.force)
+    pages = report.page_paths(out, -(-len(channels) // per_page))
+    for i, page in enumerate(pages):  # two tiles per channel
+        at = slice(2 * per_page * i, 2 * per_page * (i + 1))
+        picture = pimg.grid(tiles[at], cols=2 * min(3, len(channels)), pad=3, captions=captions[at])
+        fileio.write_atomic(page, report.image_bytes(picture, page), replace=args.force)
     for text in texts:
         print(text)
-    print(f"wrote {out}")
+    print(
+        f"wrote {out}"
+        if len(pages) == 1
+        else f"wrote {len(pages)} pages of {per_page} channels: {', '.join(map(str, pages))}"
+    )
     return 0
 
 
@@ -275,6 +300,19 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _bytes(text: str) -> int:
+    """A byte count: a positive integer, optionally with K, M or G (powers of 1024)."""
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:].upper(), 1)
+    try:
+        n = int(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        msg = f"expected bytes such as 512M or 2G, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pydeconv import __version__
 
@@ -322,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--at", type=_parse_at, default="max", help="max (default), map, or Y,X")
     p.add_argument("--rule", choices=RULES, default="deconvnet")
+    p.add_argument(
+        "--max-memory",
+        type=_bytes,
+        metavar="BYTES",
+        help=f"working memory of the projection, e.g. 512M (default "
+        f"{DEFAULT_MAX_MEMORY >> 20}M); more channels than fit run in chunks, with "
+        f"a progress line on a terminal",
+    )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT.png", help="the picture grid: .png or .jpg"
     )

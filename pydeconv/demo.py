@@ -194,12 +194,13 @@ def feature_panels(
     rule: str = "deconvnet",
     threads: int | None = None,
     min_side: int = 96,
+    **project_args: Any,
 ) -> tuple[list[Image.Image], list[str], list[str]]:
     """Projection tiles beside receptive-field patches, for one batched projection.
 
     Returns (tiles, tile captions, one text caption per channel). For at="max" the crop is the
     receptive field of the channel's strongest position, for (y, x) that position's, and for
-    "map" the whole image.
+    "map" the whole image. ``project_args`` go to Net.project (max_memory, progress).
     """
     act = trace.activation(layer)[0]
     proj, positions = net.project(
@@ -210,6 +211,7 @@ def feature_panels(
         rule=rule,
         threads=threads,
         return_positions=True,
+        **project_args,
     )
     proj, positions = proj[0], positions[0]
     order = net.preprocess["channel_order"]

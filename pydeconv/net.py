@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ At = str | Sequence[int] | np.ndarray
 # The projection rules, as the engine's parse_rule spells them (the CLI offers the same list).
 RULES = ("deconvnet", "guided", "backprop")
 _INT64 = (-(2**63), 2**63 - 1)
+# Bytes a projection's working buffers may take by default (max_memory=None); defined in C++.
+DEFAULT_MAX_MEMORY: int = _core.DEFAULT_MAX_MEMORY
 
 # The default thread count. Every other setting is the engine's: C++ reads the PYDECONV_*
 # environment variables (once) and the setters below forward to it.
@@ -247,6 +249,8 @@ class Net:
         rule: str = "deconvnet",
         threads: int | None = None,
         return_positions: bool = False,
+        max_memory: int | None = None,
+        progress: Callable[[int, int], Any] | None = None,
     ):
         """Projects a layer's activation down to the input pixels.
 
@@ -258,7 +262,12 @@ class Net:
         ``return_positions=True`` returns ``(projection, positions)``: the (y, x) each projection
         started from, int64 of shape (N, 2) for one channel or (N, K, 2) for a list: for "max"
         the strongest activation the engine chose (ties: the first in row-major order), for
-        (y, x) that position, for "map" (-1, -1)."""
+        (y, x) that position, for "map" (-1, -1).
+
+        ``max_memory``: bytes the projection's working buffers may take at once (default
+        ``pydeconv.net.DEFAULT_MAX_MEMORY``, 256 MiB; the result comes on top). A list of channels
+        larger than that runs in chunks of channels, with the same bits as one batch;
+        ``progress(done, total)`` is called after each chunk with the channels done so far."""
         if not isinstance(trace, Trace):
             raise PydeconvError(
                 f"trace must come from this net's forward(), got {type(trace).__name__}"
@@ -279,6 +288,12 @@ class Net:
             )
         channels, single = self._channels(channel, layer)
         kind, y, x = self._at(at, layer)
+        budget = None if max_memory is None else _index(max_memory)
+        if max_memory is not None:  # an int64 here; the engine checks that it is positive
+            if budget is None or not _INT64[0] <= budget <= _INT64[1]:
+                raise PydeconvError(f"max_memory must be a number of bytes, got {max_memory!r}")
+        if progress is not None and not callable(progress):
+            raise PydeconvError(f"progress must be callable, got {type(progress).__name__}")
         out = self._core.project_channels(
             trace._core,
             layer,
@@ -289,6 +304,8 @@ class Net:
             rule,
             _threads(threads),
             get_reference_kernels(),
+            budget,
+            progress,
         )
         out = out.reshape(n, len(channels), c, h, w)
         out = out[:, 0] if single else out

@@ -54,6 +54,17 @@ def image_bytes(img: Image.Image, path: str | PathLike[str]) -> bytes:
     return buf.getvalue()
 
 
+# Channels per picture of `pydeconv project`: 48 channels are 16 rows of 6 tiles, a PNG of about
+# 1,200 x 3,400 pixels for VGG16. More channels go to further pages (page_paths), so --top 512
+# never makes one 1,197 x 36,426 picture.
+GRID_CHANNELS_PER_PAGE = 48
+
+
+def page_paths(out: Path, pages: int) -> list[Path]:
+    """Where the pages of a grid go: ``out`` itself for the first, then ``STEM-p2.SUFFIX``..."""
+    return [out] + [out.with_name(f"{out.stem}-p{i}{out.suffix}") for i in range(2, pages + 1)]
+
+
 @dataclass
 class Figure:
     """One PNG of the report with its heading and one caption per tile pair."""

@@ -161,6 +161,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("limits", &limits);
   m.def("set_limits", &set_limits);
 
+  m.attr("DEFAULT_MAX_MEMORY") = kDefaultProjectMemory;  // bytes; Net::project_channels
   m.def("sgemm_isa", &kernels::sgemm_isa);
   m.def("set_winograd_mode", &set_winograd_mode);
   m.def("winograd_mode", &winograd_mode);
@@ -282,19 +283,32 @@ PYBIND11_MODULE(_core, m) {
                if (t.ran(static_cast<int>(i) + 1)) names.push_back(n.info()[i].name);
              return names;
            })
-      .def("project_channels",
-           [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
-              const std::string& kind, int64_t y, int64_t x, const std::string& rule,
-              int64_t threads, bool reference) {
-             Rule r = parse_rule(rule);
-             const At at = to_at(kind, y, x);
-             Tensor out;
-             {
-               py::gil_scoped_release release;
-               out = n.project_channels(make_ctx(threads, reference), t, layer, channels, at, r);
-             }
-             return to_numpy(out);
-           })
+      .def(
+          "project_channels",
+          [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
+             const std::string& kind, int64_t y, int64_t x, const std::string& rule,
+             int64_t threads, bool reference, py::object max_memory, py::object progress) {
+            Rule r = parse_rule(rule);
+            const At at = to_at(kind, y, x);
+            ProjectOptions opt;
+            if (!max_memory.is_none()) opt.max_memory = max_memory.cast<int64_t>();
+            if (!progress.is_none())
+              opt.progress = [progress](int64_t done, int64_t total) {
+                py::gil_scoped_acquire acquire;
+                progress(done, total);
+              };
+            Tensor out;
+            {
+              py::gil_scoped_release release;
+              out =
+                  n.project_channels(make_ctx(threads, reference), t, layer, channels, at, r, opt);
+            }
+            return to_numpy(out);
+          },
+          py::arg("trace"), py::arg("layer"), py::arg("channels"), py::arg("kind"), py::arg("y"),
+          py::arg("x"), py::arg("rule"), py::arg("threads"), py::arg("reference"),
+          py::arg("max_memory") = py::none(), py::arg("progress") = py::none())
+      .def("projection_bytes_per_sample", &Net::projection_bytes_per_sample)
       .def("positions",
            [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
               const std::string& kind, int64_t y, int64_t x) {

@@ -1,5 +1,6 @@
 // Projection: start signals, and the walk back down the graph to the input pixels.
 #include <algorithm>
+#include <cstring>
 
 #include "net_impl.hpp"
 
@@ -57,6 +58,14 @@ int64_t chosen_index(const float* plane, const Shape& s, const At& at) {
   return pos;
 }
 
+// Where the start signal of one channel's map is non-zero: its chosen position (empty where the
+// activation there is zero), or the whole map (pos < 0).
+Region start_box(const float* plane, const Shape& s, int64_t pos) {
+  if (pos < 0) return Region::full(s);
+  if (plane[pos] == 0.f) return Region{0, 0, 0, 0};
+  return {pos / s.w, pos / s.w + 1, pos % s.w, pos % s.w + 1};
+}
+
 Region unite(const Region& a, const Region& b) {
   if (a.empty()) return b;
   if (b.empty()) return a;
@@ -89,14 +98,125 @@ Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, co
 }
 
 Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& layer,
-                             const std::vector<int64_t>& channels, const At& at, Rule rule) const {
-  Regions regions;
+                             const std::vector<int64_t>& channels, const At& at, Rule rule,
+                             const ProjectOptions& opt) const {
+  const Impl& m = *impl_;
+  if (opt.max_memory <= 0)
+    fail(ErrorKind::Range,
+         "max_memory must be a positive number of bytes, got " + std::to_string(opt.max_memory));
+  const Tensor& act = check_start_args(t, layer, channels, at);
+  const int64_t k = static_cast<int64_t>(channels.size()), n = t.batch();
   // A start signal is zero but for one value per sample (or one map): cleared in full, a fresh
   // map's pages fault in on every call (255 faults, ~0.25 ms, for a conv3_3 unit of VGG16).
-  const Layer& target = *impl_->layers[static_cast<size_t>(layer_index(layer))];
+  const Layer& target = *m.layers[static_cast<size_t>(layer_index(layer))];
   const bool region_only = !ctx.reference && target.caps().backward_region_only;
-  Tensor start = make_start(t, layer, channels, at, &regions, region_only);
-  return project_regions(ctx, t, layer, start, std::move(regions), rule);
+  // Channels per chunk: as many as the budget holds (every sample of a channel in one chunk).
+  const int64_t per_channel = std::max<int64_t>(1, projection_bytes_per_sample(layer)) * n;
+  const int64_t chunk = std::clamp<int64_t>(opt.max_memory / per_channel, 1, k);
+  if (chunk == k) {
+    Regions regions;
+    Tensor start = make_start(t, layer, channels, at, &regions, region_only);
+    Tensor out = project_regions(ctx, t, layer, start, std::move(regions), rule);
+    if (opt.progress) opt.progress(k, k);
+    return out;
+  }
+  // The whole batch's regions at every tensor, from its start boxes alone (nothing allocated
+  // at the layers' sizes), for the kernels to choose by: each chunk then computes the bits the
+  // one batch would.
+  const Shape& as = act.shape();
+  const int target_id = layer_index(layer) + 1;
+  std::vector<Regions> plan(m.shapes.size());
+  plan[target_id].resize(static_cast<size_t>(n * k));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const float* plane = act.plane(i, channels[static_cast<size_t>(j)]);
+      plan[target_id][static_cast<size_t>(i * k + j)] =
+          start_box(plane, as, chosen_index(plane, as, at));
+    }
+  walk_regions(target_id, plan);
+  const int64_t sample = m.input.sample();
+  Tensor out(m.input.with_n(n * k));
+  for (int64_t j0 = 0; j0 < k; j0 += chunk) {
+    const int64_t j1 = std::min(k, j0 + chunk), kc = j1 - j0;
+    const std::vector<int64_t> some(channels.begin() + j0, channels.begin() + j1);
+    Regions regions;
+    Tensor start = make_start(t, layer, some, at, &regions, region_only);
+    const Tensor part = project_regions(ctx, t, layer, start, std::move(regions), rule, &plan);
+    for (int64_t i = 0; i < n; ++i)  // sample i * kc + j of the chunk is i * k + j0 + j
+      std::memcpy(out.sample(i * k + j0), part.sample(i * kc),
+                  static_cast<size_t>(kc * sample) * sizeof(float));
+    if (opt.progress) opt.progress(j1, k);
+  }
+  return out;
+}
+
+void Net::walk_regions(int target, std::vector<Regions>& region) const {
+  // project_regions' walk with regions alone: a tensor is reached once a reader of it is, and
+  // grows by every reader's input_region; an in-place layer hands its input the same regions.
+  const Impl& m = *impl_;
+  const size_t ns = region[static_cast<size_t>(target)].size();
+  std::vector<bool> reached(m.shapes.size(), false);
+  reached[static_cast<size_t>(target)] = true;
+  for (int id = target; id >= 1; --id) {
+    if (!reached[static_cast<size_t>(id)]) continue;
+    const int li = id - 1;
+    const Layer& L = *m.layers[static_cast<size_t>(li)];
+    const auto& ins = m.in_ids[static_cast<size_t>(li)];
+    const bool in_place = L.caps().backward_in_place && id != target && ins.size() == 1 &&
+                          !reached[static_cast<size_t>(ins[0])];
+    for (int j : ins) {
+      if (!reached[static_cast<size_t>(j)]) {
+        reached[static_cast<size_t>(j)] = true;
+        region[static_cast<size_t>(j)] =
+            in_place ? region[static_cast<size_t>(id)] : Regions(ns, Region{0, 0, 0, 0});
+      }
+      for (size_t b = 0; b < ns; ++b) {
+        const Region& r = region[static_cast<size_t>(id)][b];
+        if (r.empty()) continue;
+        region[static_cast<size_t>(j)][b] = unite(
+            region[static_cast<size_t>(j)][b], L.input_region(r, m.shapes[static_cast<size_t>(j)]));
+      }
+    }
+  }
+}
+
+int64_t Net::projection_bytes_per_sample(const std::string& layer) const {
+  // project_regions' walk with sizes alone: each tensor's gradient is allocated when its first
+  // reader's backward runs (an in-place layer's input takes over its buffer) and freed once its
+  // own layer's backward has run.
+  const Impl& m = *impl_;
+  const int target = layer_index(layer) + 1;
+  std::vector<int64_t> held(m.shapes.size(), 0);
+  std::vector<bool> reached(m.shapes.size(), false);
+  auto bytes = [&](int j) {
+    return m.shapes[static_cast<size_t>(j)].sample() * static_cast<int64_t>(sizeof(float));
+  };
+  held[static_cast<size_t>(target)] = bytes(target);
+  reached[static_cast<size_t>(target)] = true;
+  int64_t now = held[static_cast<size_t>(target)], peak = now;
+  for (int id = target; id >= 1; --id) {
+    if (!reached[static_cast<size_t>(id)]) continue;
+    const int li = id - 1;
+    const Layer& L = *m.layers[static_cast<size_t>(li)];
+    const auto& ins = m.in_ids[static_cast<size_t>(li)];
+    const bool in_place = L.caps().backward_in_place && id != target && ins.size() == 1 &&
+                          !reached[static_cast<size_t>(ins[0])];
+    for (int j : ins) {
+      if (reached[static_cast<size_t>(j)]) continue;
+      reached[static_cast<size_t>(j)] = true;
+      if (in_place) {
+        held[static_cast<size_t>(j)] = held[static_cast<size_t>(id)];
+        held[static_cast<size_t>(id)] = 0;
+      } else {
+        held[static_cast<size_t>(j)] = bytes(j);
+        now += bytes(j);
+      }
+    }
+    peak = std::max(peak, now);
+    now -= held[static_cast<size_t>(id)];
+    held[static_cast<size_t>(id)] = 0;
+  }
+  return peak;
 }
 
 const Tensor& Net::check_start_args(const Trace& t, const std::string& layer,
@@ -133,12 +253,7 @@ Tensor Net::make_start(const Trace& t, const std::string& layer,
       const float* src = act.plane(n, channels[j]);
       float* dst = start.plane(b, channels[j]);
       const int64_t pos = chosen_index(src, s, at);  // the one position kept, or -1: the map
-      Region r{0, 0, 0, 0};
-      if (pos < 0) {
-        r = Region::full(s);
-      } else if (src[pos] != 0.f) {
-        r = {pos / s.w, pos / s.w + 1, pos % s.w, pos % s.w + 1};
-      }
+      const Region r = start_box(src, s, pos);
       if (region_only) clear_growth(start, b, Region{0, 0, 0, 0}, r);  // every channel's box
       if (pos < 0)
         std::copy(src, src + s.plane(), dst);
@@ -150,7 +265,8 @@ Tensor Net::make_start(const Trace& t, const std::string& layer,
 }
 
 Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,
-                            const Tensor& start, Regions regions, Rule rule) const {
+                            const Tensor& start, Regions regions, Rule rule,
+                            const std::vector<Regions>* choose_by) const {
   const Impl& m = *impl_;
   if (t.net_ != this) fail(ErrorKind::Value, "the trace was made by another model");
   const int target = layer_index(layer) + 1;
@@ -183,6 +299,7 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
     a.gout = &grad[id];
     a.region = region[id];
     a.reps = reps;
+    if (choose_by != nullptr) a.choose_by = &(*choose_by)[static_cast<size_t>(id)];
     a.out = t.activation(id);
     a.mask = t.mask(id);
     a.switches = t.switches(id);

@@ -3,6 +3,7 @@
 // scratch, and results live in the Trace the caller owns.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -94,6 +95,23 @@ struct Position {
 
 struct Region;  // internal: a rectangle of a feature map a projection works in
 
+// The working memory project_channels may use by default: 256 MiB (a dozen channels of VGG16
+// projected together, ~20 MB each). The one definition; Python's max_memory=None means it.
+inline constexpr int64_t kDefaultProjectMemory = int64_t(256) << 20;
+
+// How Net::project_channels may split its work.
+struct ProjectOptions {
+  // Bytes the projection's working buffers may take at once (> 0). Estimated before anything
+  // is allocated from the shapes of the layers the projection passes
+  // (Net::projection_bytes_per_sample); channels are then projected in chunks that fit, at least
+  // one channel (for every sample) per chunk. The result itself comes on top. Chunks give the
+  // same bits as one batch.
+  int64_t max_memory = kDefaultProjectMemory;
+  // When set: called from the calling thread after each chunk with (channels done, channels in
+  // all). An exception it throws ends the projection.
+  std::function<void(int64_t, int64_t)> progress;
+};
+
 class Net {
  public:
   explicit Net(GraphSpec spec);  // throws Error(Graph/Shape) naming the layer and field
@@ -137,8 +155,13 @@ class Net {
                  Rule rule) const;
   // start_signal + project in one call (batch N * channels.size(), sample n * K + k); the start's
   // non-zero regions are known here, so nothing scans it.
+  // Runs in chunks of channels under opt.max_memory (ProjectOptions).
   Tensor project_channels(const Ctx& ctx, const Trace& t, const std::string& layer,
-                          const std::vector<int64_t>& channels, const At& at, Rule rule) const;
+                          const std::vector<int64_t>& channels, const At& at, Rule rule,
+                          const ProjectOptions& opt = {}) const;
+  // Peak bytes of the buffers a projection from `layer` holds per start signal (per sample and
+  // channel): the largest set of gradients alive at once on its way down, start signal included.
+  int64_t projection_bytes_per_sample(const std::string& layer) const;
 
  private:
   struct Impl;
@@ -151,8 +174,14 @@ class Net {
                                  const std::vector<int64_t>& channels, const At& at) const;
   Tensor make_start(const Trace& t, const std::string& layer, const std::vector<int64_t>& channels,
                     const At& at, std::vector<Region>* regions, bool region_only = false) const;
+  // Fills region[id] for every tensor a projection from tensor `target` reaches, from
+  // region[target] (what project_regions computes on its way, without the signals).
+  void walk_regions(int target, std::vector<std::vector<Region>>& region) const;
+  // choose_by: per tensor id, the regions of the whole batch when `start` is one chunk of it
+  // (kernels choose by them: BackwardArgs::choose_by).
   Tensor project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,
-                         const Tensor& start, std::vector<Region> regions, Rule rule) const;
+                         const Tensor& start, std::vector<Region> regions, Rule rule,
+                         const std::vector<std::vector<Region>>* choose_by = nullptr) const;
 };
 
 }  // namespace pydeconv

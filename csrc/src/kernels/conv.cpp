@@ -295,7 +295,7 @@ bool conv2d_backward_overwrites(const Window2d& g, int64_t cg) { return flipped_
 
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& rs,
                               const Window2d& g, int64_t groups, Tensor& gin,
-                              const ConvPacked& forward, bool prefer, bool overwrite) {
+                              const ConvPacked& forward, bool overwrite, const Regions* choose_by) {
   if (ctx.reference || !winograd_geometry(g, groups)) return false;
   const Shape& gs = gout.shape();
   const Shape& is = gin.shape();
@@ -309,17 +309,25 @@ bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions&
     if (in.empty()) continue;
     rects.push_back(
         {gout.plane(b, 0), gin.plane(b, 0), in.y0, in.y1, in.x0, in.x1, r.y0, r.y1, r.x0, r.x1});
-    count.add(in.y1 - in.y0, in.x1 - in.x0);
+    if (choose_by == nullptr) count.add(in.y1 - in.y0, in.x1 - in.x0);
   }
-  // With `prefer`, Winograd up to 3x the direct GEMM's cost beats packing a second copy of the
-  // weights for it; tiny regions (a few pixels, where the filter transform dominates) still go
-  // to the direct GEMM, which then packs once and serves every later call.
+  if (choose_by != nullptr)
+    for (const Region& r : *choose_by) {
+      const Region in = r.empty() ? r : reachable_input(r, g, t, is);
+      if (!in.empty()) count.add(in.y1 - in.y0, in.x1 - in.x0);
+    }
+  // Winograd wherever the model puts it under 3x the direct GEMM's cost (the forward's bar is
+  // 0.85x): the model overrates the direct GEMM on the mid-size regions under a unit (VGG16's
+  // conv5_3:256 projection took 1.31x the time with the 0.85x bar, bench/ab.py), and this way
+  // only tiny regions (a few pixels, where the filter transform dominates) pack the direct path's
+  // second copy of the weights. The bar is the same for every call: until this commit it was
+  // 0.85x once an earlier call had packed the direct path, so results depended on call history.
   // F(4x4) only where the model puts it under 0.7x F(2x2) (the forward's bar is 0.9x): its
   // flipped filters cost more here than the model's filter term says, and on VGG16's conv4
   // regions under a conv5_3 unit (16-20 pixels square, F(4x4) at 0.68-0.83x by the model) it
   // measured as fast or slower, while the conv1-3 regions (42-194 square, 0.56-0.66x) gained
   // 11-22% (bench/ab.py --project conv5_3:256 --layers). Forcing (set_winograd(2 or 4)) applies.
-  const int tile = winograd_tile(is.c, gs.c, count, prefer ? 3.0 : 0.85, true, 0.7);
+  const int tile = winograd_tile(is.c, gs.c, count, 3.0, true, 0.7);
   if (tile == 0) return false;
   WinoConv wc;
   wc.k_ch = gs.c, wc.m_ch = is.c, wc.sh = gs.h, wc.sw = gs.w, wc.dh = is.h, wc.dw = is.w;

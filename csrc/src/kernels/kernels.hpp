@@ -98,13 +98,16 @@ bool conv2d_backward_overwrites(const Window2d& g, int64_t cg);
 
 // The transposed conv by Winograd (F(2x2, 3x3); F(4x4, 3x3) on large regions) from the forward
 // packing, when the geometry allows it (3x3, stride 1, no dilation or groups, enough channels)
-// and it is cheaper than the direct GEMM for these regions, or (with `prefer`: the direct GEMM
-// would first have to pack a second copy of the weights) up to 3x dearer; returns false (and does
-// nothing) otherwise, or with reference kernels.
+// and it costs less than 3x the direct GEMM for these regions by the cost model; returns false (and
+// does nothing) otherwise, or with reference kernels. The choice is a function of the arguments
+// alone (never of earlier calls), so a call's bits are too. `choose_by`: the regions the choice is
+// made for, when they are not `r` itself: those of a whole projection that runs in chunks
+// (Net::project_channels under max_memory), so every chunk chooses as the whole batch would and
+// gets its bits.
 bool conv2d_backward_winograd(const Ctx& ctx, const Tensor& gout, const Regions& r,
                               const Window2d& g, int64_t groups, Tensor& gin,
-                              const ConvPacked& forward, bool prefer = false,
-                              bool overwrite = false);
+                              const ConvPacked& forward, bool overwrite = false,
+                              const Regions* choose_by = nullptr);
 void conv2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias,
                         const Window2d& g, int64_t groups, Tensor& out);
 void conv2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g,
@@ -130,7 +133,10 @@ void avg_pool2d_backward(const Ctx& ctx, const Tensor& gout, const Window2d& g,
 // linear: in (N, I) (any rank, flattened), weight (O, I), bias (O) or null, out (N, O).
 void linear_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, const float* bias,
                     Tensor& out);
-void linear_backward(const Ctx& ctx, const Tensor& gout, const Tensor& weight, Tensor& gin);
+// choose_batch: the batch the kernel is chosen for when larger than gout's (a projection run in
+// chunks chooses as its whole batch would, for the same bits).
+void linear_backward(const Ctx& ctx, const Tensor& gout, const Tensor& weight, Tensor& gin,
+                     int64_t choose_batch = 0);
 
 // Cross-channel LRN: y_c = x_c / (bias + alpha/size * sum_j x_j^2)^beta.
 struct LrnParams {

@@ -102,11 +102,12 @@ void linear_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
       for (int64_t j = 0; j < o; ++j) out.data()[s * o + j] += bias[j];
 }
 
-void linear_backward(const Ctx& ctx, const Tensor& gout, const Tensor& weight, Tensor& gin) {
+void linear_backward(const Ctx& ctx, const Tensor& gout, const Tensor& weight, Tensor& gin,
+                     int64_t choose_batch) {
   const int64_t b = gout.shape().n, o = gout.shape().sample(), i = gin.shape().sample();
   if (ctx.reference)
     sgemm_ref(false, false, b, i, o, gout.data(), o, weight.data(), i, gin.data(), i, true);
-  else if (b <= kGemvBatch)
+  else if (std::max(b, choose_batch) <= kGemvBatch)
     gemv_backward(ctx, gout.data(), weight.data(), b, o, i, gin.data());
   else
     sgemm(false, false, b, i, o, gout.data(), o, weight.data(), i, gin.data(), i, true,

@@ -69,16 +69,16 @@ class Conv2d : public WindowLayer {
     if (ctx.reference)
       return kernels::conv2d_backward(ctx, *a.gout, a.region, parameter("weight"), g_, groups_,
                                       *a.gin[0], nullptr, a.overwrite);
-    // Winograd straight from the forward packing where it pays, and wherever it applies until
-    // the direct path's own packing exists (a second copy of the weights: 9.4 MB for a VGG16
-    // conv5 layer, to save ~1 ms on the tiny regions near a unit).
+    // Winograd straight from the forward packing unless the regions are tiny (kernels/conv.cpp).
+    // The choice depends on the call alone, never on whether an earlier call packed the direct
+    // path: a choice that did gave a fresh process's first projections other bits (~1e-6) than
+    // the same calls made later.
     if (kernels::conv2d_backward_winograd(ctx, *a.gout, a.region, g_, groups_, *a.gin[0], packed_,
-                                          !packed_back_ready_.load(), a.overwrite))
+                                          a.overwrite, a.choose_by))
       return;
     // Packed on first use, not at load: a model used only forward never pays the memory.
     std::call_once(packed_back_once_, [&] {
       packed_back_ = kernels::conv2d_pack_backward(parameter("weight"), g_, groups_);
-      packed_back_ready_.store(true);
     });
     kernels::conv2d_backward(ctx, *a.gout, a.region,
                              Tensor(weight_shape_, std::shared_ptr<float>()), g_, groups_,
@@ -93,7 +93,6 @@ class Conv2d : public WindowLayer {
   kernels::ConvPacked packed_;  // the weights as the forward GEMM reads them, packed at load
   mutable std::once_flag packed_back_once_;
   mutable kernels::ConvPacked packed_back_;  // the transposed conv's, set once by call_once
-  mutable std::atomic<bool> packed_back_ready_{false};
 };
 
 }  // namespace

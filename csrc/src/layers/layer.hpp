@@ -82,6 +82,10 @@ struct BackwardArgs {
   // anything inside its new regions too, and the backward must write (not add) every element of
   // the input regions of `region`, not just clear-then-accumulate.
   bool overwrite = false;
+  // Set when the projection runs in chunks (Net::project_channels under max_memory): the regions
+  // of the whole batch at gout. Kernels whose choice depends on the batch (Winograd or not, GEMV
+  // or GEMM) choose by these, so each chunk gets the bits of the one big batch.
+  const Regions* choose_by = nullptr;
 };
 
 struct LayerKind;

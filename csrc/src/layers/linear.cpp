@@ -28,7 +28,8 @@ class Linear : public Layer {
 
   // All rules: gin += W^T gout, bias unused.
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
-    kernels::linear_backward(ctx, *a.gout, *weight_, *a.gin[0]);
+    kernels::linear_backward(ctx, *a.gout, *weight_, *a.gin[0],
+                             a.choose_by ? static_cast<int64_t>(a.choose_by->size()) : 0);
   }
 
   RfStep rf() const override { return global_rf(); }
