@@ -26,7 +26,8 @@ ATS = ["max", "map", (1, 2)]
 
 
 def _run_order(order: list[int]) -> dict[int, str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]))
+    # The pydeconv under test (on PYTHONPATH: tests/conftest.py) and the test helpers.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.environ["PYTHONPATH"], str(HERE)]))
     argv = [sys.executable, str(HERE / "history_calls.py"), ",".join(map(str, order))]
     out = subprocess.run(argv, cwd=HERE, env=env, capture_output=True, text=True, check=True).stdout
     return {int(i): d for i, d in (line.split() for line in out.splitlines())}
