@@ -204,6 +204,8 @@ def single_layer(kind, in_shape, attrs=None, seed=0, with_params=True):
     elif kind in ("add", "concat"):
         n = attrs.pop("n_inputs", 2)
         b.add(kind, kind, ["input"] * n, attrs or None)
+    elif kind == "prelu":  # -- issue 14: act
+        b.add(kind, kind, "input", attrs or None, {"slope": b.rng.uniform(-0.5, 0.5, c)})
     else:
         b.add(kind, kind, "input", attrs or None)
     return b.done()

@@ -309,6 +309,8 @@ def forward(graph, params, x):
             y = sum(ins[1:], ins[0].copy())
         elif kind == "concat":
             y = np.concatenate(ins, axis=1)
+        elif kind in ACTIVATIONS:  # -- issue 14: act
+            y = activation(layer, params, x0)
         else:
             raise ValueError(f"unknown layer kind {kind!r}")
         acts[name] = y
@@ -387,6 +389,8 @@ def _layer_back(layer, params, acts, switches, g, rule):
     if kind == "concat":
         sizes = [acts[i].shape[1] for i in layer["inputs"]]
         return np.split(g, np.cumsum(sizes)[:-1], axis=1)
+    if kind in ACTIVATIONS:  # -- issue 14: act
+        return [activation_back(layer, params, x0, g, rule)]
     raise ValueError(f"unknown layer kind {kind!r}")
 
 
@@ -415,3 +419,134 @@ def assert_close(got, ref, rtol=1e-4, atol_scale=1e-5, err_msg=""):
     np.testing.assert_allclose(
         np.asarray(got, dtype=np.float64), ref, rtol=rtol, atol=atol, err_msg=err_msg
     )
+
+
+# -- issue 14: act -------------------------------------------------------------------------------
+# The element-wise activations: f, f' (at a kink, the x <= 0 side's for the ReLU-like kinds; 0 at
+# clip's and hardsigmoid's ends; hardswish as torch's hardswish_backward) and whether the kind
+# rectifies (the three rules differ). a: the layer's attributes with defaults filled in, c: the
+# per-channel slope broadcast to x (prelu).
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[float])(x)
+
+
+_GELU_K = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_tanh_t(x):
+    return np.tanh(_GELU_K * (x + 0.044715 * x**3))
+
+
+def _mish_t(x):
+    return np.tanh(np.log1p(np.exp(x)))
+
+
+ACTIVATIONS = {
+    # kind: (f(x, a, slope), f'(x, a, slope), attribute defaults)
+    "leaky_relu": (
+        lambda x, a, s: np.where(x > 0, x, a["alpha"] * x),
+        lambda x, a, s: np.where(x > 0, 1.0, a["alpha"]),
+        {"alpha": 0.01},
+    ),
+    "prelu": (
+        lambda x, a, s: np.where(x > 0, x, s * x),
+        lambda x, a, s: np.where(x > 0, 1.0, s),
+        {},
+    ),
+    "clip": (
+        lambda x, a, s: np.minimum(np.maximum(x, a["min"]), a["max"]),
+        lambda x, a, s: ((x > a["min"]) & (x < a["max"])).astype(float),
+        {"min": -3.4e38, "max": 3.4e38},
+    ),
+    "sigmoid": (
+        lambda x, a, s: _sigmoid(x),
+        lambda x, a, s: _sigmoid(x) * (1 - _sigmoid(x)),
+        {},
+    ),
+    "tanh": (lambda x, a, s: np.tanh(x), lambda x, a, s: 1 - np.tanh(x) ** 2, {}),
+    "silu": (
+        lambda x, a, s: x * _sigmoid(x),
+        lambda x, a, s: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))),
+        {},
+    ),
+    "hardsigmoid": (
+        lambda x, a, s: np.clip(a["alpha"] * x + a["beta"], 0.0, 1.0),
+        lambda x, a, s: np.where(
+            (a["alpha"] * x + a["beta"] > 0) & (a["alpha"] * x + a["beta"] < 1), a["alpha"], 0.0
+        ),
+        {"alpha": 0.2, "beta": 0.5},
+    ),
+    "hardswish": (
+        lambda x, a, s: x * np.clip(x / 6 + 0.5, 0.0, 1.0),
+        lambda x, a, s: np.where(x < -3, 0.0, np.where(x <= 3, x / 3 + 0.5, 1.0)),
+        {},
+    ),
+    "mish": (
+        lambda x, a, s: x * _mish_t(x),
+        lambda x, a, s: _mish_t(x) + x * _sigmoid(x) * (1 - _mish_t(x) ** 2),
+        {},
+    ),
+    "elu": (
+        lambda x, a, s: np.where(x > 0, x, a["alpha"] * np.expm1(np.minimum(x, 0))),
+        lambda x, a, s: np.where(x > 0, 1.0, a["alpha"] * np.exp(np.minimum(x, 0))),
+        {"alpha": 1.0},
+    ),
+    "gelu": (
+        lambda x, a, s: (
+            0.5 * x * (1 + _gelu_tanh_t(x)) if a["tanh"] else 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+        ),
+        lambda x, a, s: (
+            0.5 * (1 + _gelu_tanh_t(x))
+            + 0.5 * x * (1 - _gelu_tanh_t(x) ** 2) * _GELU_K * (1 + 3 * 0.044715 * x**2)
+            if a["tanh"]
+            else 0.5 * (1 + _erf(x / math.sqrt(2))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        ),
+        {"tanh": 0},
+    ),
+}
+# Kinds whose three rules differ (docs/PROJECTION.md); clip only with min == 0 (ReLU6).
+RECTIFYING = {"relu", "leaky_relu", "prelu", "silu", "hardswish", "mish", "elu", "gelu"}
+
+
+def _act_args(layer, params, x):
+    f, d, defaults = ACTIVATIONS[layer["kind"]]
+    given = layer.get("attrs", {})
+    a = {
+        k: float(given[k][0] if isinstance(given.get(k), list) else given.get(k, v))
+        for k, v in defaults.items()
+    }
+    slope = _param(params, layer, "slope")
+    s = None if slope is None else _bcast(slope, x.ndim)
+    return f, d, a, s
+
+
+def rectifies(layer):
+    """Whether the rules differ at this layer."""
+    if layer["kind"] == "clip":
+        m = layer.get("attrs", {}).get("min", -3.4e38)
+        return float(m[0] if isinstance(m, list) else m) == 0.0
+    return layer["kind"] in RECTIFYING
+
+
+def activation(layer, params, x):
+    f, _, a, s = _act_args(layer, params, x)
+    return f(x, a, s)
+
+
+def activation_back(layer, params, x, g, rule):
+    """deconvnet relu(g), guided relu(g) * f'(x), backprop g * f'(x) at a rectifying layer;
+    g * f'(x) under every rule at the others."""
+    _, d, a, s = _act_args(layer, params, x)
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}")
+    if not rectifies(layer) or rule == "backprop":
+        return g * d(x, a, s)
+    if rule == "deconvnet":
+        return np.maximum(g, 0.0)
+    return np.maximum(g, 0.0) * d(x, a, s)

@@ -170,6 +170,20 @@ JACOBIAN = [
     ("lrn", (7, 1, 1), {}),
     ("batch_norm", (13, 7, 5), {}),
     ("softmax", (13, 3, 2), {}),
+    # -- issue 14: act: the activations' gradients (backprop; the other rules: test_layers)
+    ("leaky_relu", (3, 7, 5), {"alpha": 0.2}),
+    ("prelu", (13, 7, 5), {}),
+    ("clip", (3, 7, 6), {"min": 0.0, "max": 0.8}),
+    ("clip", (13, 7, 4), {"min": -0.4, "max": 0.9}),
+    ("sigmoid", (3, 7, 5), {}),
+    ("tanh", (13, 3, 2), {}),
+    ("silu", (3, 7, 5), {}),
+    ("hardsigmoid", (3, 7, 5), {"alpha": 0.6, "beta": 0.4}),
+    ("hardswish", (3, 7, 5), {}),
+    ("mish", (3, 7, 5), {}),
+    ("elu", (3, 7, 5), {"alpha": 0.7}),
+    ("gelu", (3, 7, 5), {}),
+    ("gelu", (13, 7, 3), {"tanh": 1}),
 ]
 
 

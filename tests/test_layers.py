@@ -115,6 +115,35 @@ CASES += [
     ("concat_2", "concat", (3, 7, 7), {"n_inputs": 2}),
     ("concat_3", "concat", (1, 7, 13), {"n_inputs": 3}),
 ]
+# -- issue 14: act: the activations (values at their kinks: test_activation_kinks below)
+CASES += [
+    ("leaky_relu", "leaky_relu", (3, 7, 7), {}),
+    ("leaky_relu_1x1", "leaky_relu", (13, 1, 1), {"alpha": 0.3}),
+    ("leaky_relu_neg_alpha", "leaky_relu", (1, 7, 13), {"alpha": -0.5}),
+    ("prelu", "prelu", (3, 7, 7), {}),
+    ("prelu_13", "prelu", (13, 1, 7), {}),
+    ("clip_relu6", "clip", (3, 7, 7), {"min": 0.0, "max": 6.0}),
+    ("clip_min0_low_max", "clip", (13, 7, 5), {"min": 0.0, "max": 0.5}),
+    ("clip_band", "clip", (3, 7, 7), {"min": -0.5, "max": 0.75}),
+    ("clip_default", "clip", (1, 1, 1), {}),
+    ("sigmoid", "sigmoid", (3, 7, 7), {}),
+    ("sigmoid_1x1", "sigmoid", (13, 1, 1), {}),
+    ("tanh", "tanh", (3, 7, 7), {}),
+    ("tanh_1", "tanh", (1, 1, 7), {}),
+    ("silu", "silu", (3, 7, 7), {}),
+    # Enough elements (2 * 32 * 66 * 66) for the threaded paths.
+    ("silu_large", "silu", (32, 66, 66), {}),
+    ("hardsigmoid", "hardsigmoid", (3, 7, 7), {}),
+    ("hardsigmoid_steep", "hardsigmoid", (13, 7, 5), {"alpha": 0.75, "beta": 0.25}),
+    ("hardswish", "hardswish", (3, 7, 7), {}),
+    ("hardswish_1x1", "hardswish", (13, 1, 1), {}),
+    ("mish", "mish", (3, 7, 7), {}),
+    ("mish_13", "mish", (13, 1, 7), {}),
+    ("elu", "elu", (3, 7, 7), {}),
+    ("elu_alpha", "elu", (13, 7, 5), {"alpha": 0.5}),
+    ("gelu", "gelu", (3, 7, 7), {}),
+    ("gelu_tanh", "gelu", (13, 1, 7), {"tanh": 1}),
+]
 
 # Per layer kind, its cases above: each runs forward (test_forward) and projected under all three
 # rules (test_project) against npref. tests/test_registry.py checks every registered kind has some.
@@ -216,3 +245,50 @@ def test_max_pool_tie_rule_is_row_major_first():
     x = np.array([[[[0, 5, 7, 1], [5, 2, 3, 7]]]], dtype=np.float32)
     _, trace = net.forward(x)
     np.testing.assert_array_equal(trace.switches("max_pool2d"), [[[[1, 2]]]])
+
+
+# -- issue 14: act: activations at and next to their kinks -----------------------------------
+KINKS = np.array(
+    [0.0, -0.0, 1e-3, -1e-3, 1e-6, -1e-6, 3.0, -3.0, 3.001, -3.001, 2.999, -2.999, 2.5, -2.5,
+     6.0, 6.001, 5.999, -0.5, 0.5, 0.75, -0.75, 1.0, 20.0, -20.0, 90.0, -90.0, 0.25, -1.5],
+    dtype=np.float32,
+)
+KINK_CASES = [
+    ("leaky_relu", {}),
+    ("leaky_relu", {"alpha": -0.5}),
+    ("prelu", {}),
+    ("clip", {"min": 0.0, "max": 6.0}),
+    ("clip", {"min": -0.5, "max": 0.75}),
+    ("clip", {}),
+    ("sigmoid", {}),
+    ("tanh", {}),
+    ("silu", {}),
+    ("hardsigmoid", {}),
+    ("hardsigmoid", {"alpha": 0.5, "beta": 0.5}),
+    ("hardswish", {}),
+    ("mish", {}),
+    ("elu", {}),
+    ("elu", {"alpha": 0.5}),
+    ("gelu", {}),
+    ("gelu", {"tanh": 1}),
+]
+
+
+@pytest.mark.parametrize("rule", npref.RULES)
+@pytest.mark.parametrize(
+    "kind,attrs", KINK_CASES, ids=[f"{k}_{i}" for i, (k, _) in enumerate(KINK_CASES)]
+)
+def test_activation_kinks(kind, attrs, rule, threads, kernels):
+    """Inputs exactly at and next to every kink (0, +-3, clip's and hardsigmoid's ends, large
+    magnitudes), forward and projected with a signed start signal, against npref."""
+    shape = (3, 4, 7)
+    graph, params = models.single_layer(kind, shape, attrs, seed=7)
+    net = pydeconv.build(graph, params)
+    x = np.resize(KINKS, (2,) + shape).astype(np.float32)
+    acts, switches = npref.forward(graph, params, x)
+    out, trace = net.forward(x, threads=threads)
+    npref.assert_close(out, acts[kind], err_msg=f"{kind} {attrs} forward")
+    start = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
+    got = net.project(trace, kind, at=start, rule=rule, threads=threads)
+    ref = npref.project(graph, params, acts, switches, kind, start, rule)
+    npref.assert_close(got, ref, err_msg=f"{kind} {attrs} {rule}")

@@ -258,7 +258,7 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
     li.rf_start_h = r.start_h;
     li.rf_start_w = r.start_w;
     li.params = layer->param_count();
-    li.rule = layer->row().rule;
+    li.rule = layer->rule_line();
     m.info.push_back(li);
     m.shapes.push_back(out);
     m.consumers.emplace_back();

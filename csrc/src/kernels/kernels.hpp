@@ -207,5 +207,39 @@ void global_avg_pool_backward(const Ctx& ctx, const Tensor& gout, Tensor& gin);
 void global_avg_pool_forward_ref(const Tensor& in, Tensor& out);
 void global_avg_pool_backward_ref(const Tensor& gout, Tensor& gin);
 
+// -- issue 14: act
+// Element-wise activations (the layers in layers/activation.hpp): y = f(x) over whole tensors;
+// the backward goes over each sample's region of gout, x being the forward input (batch N).
+enum class Act {
+  LeakyRelu,    // x > 0 ? x : alpha*x (prelu: alpha = slope[c])
+  Clip,         // min(max(x, lo), hi)
+  Sigmoid,      // 1/(1+e^-x)
+  Tanh,         // tanh x
+  Silu,         // x*sigmoid(x)
+  HardSigmoid,  // max(0, min(1, alpha*x+beta))
+  HardSwish,    // x*max(0, min(1, x/6+1/2))
+  Mish,         // x*tanh(softplus(x))
+  Elu,          // x > 0 ? x : alpha*(e^x-1)
+  Gelu,         // 0.5x(1+erf(x/sqrt2))
+  GeluTanh,     // 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+};
+struct ActParams {
+  Act op = Act::Sigmoid;
+  float alpha = 0.f, beta = 0.f;  // leaky_relu, elu: alpha; hardsigmoid: alpha, beta
+  float lo = 0.f, hi = 0.f;       // clip
+  const float* slope = nullptr;   // prelu: alpha per channel (C values)
+};
+// How the signal goes down: the gradient g*f'(x) (every rule at a non-rectifying layer, backprop
+// at a rectifying one), relu(g) (deconvnet at a rectifying layer: x unused) or relu(g)*f'(x)
+// (guided at a rectifying layer). f'(0) of the piecewise kinds is the x <= 0 branch's.
+enum class ActDown { Gradient, Rectify, Guided };
+void activation_forward(const Ctx& ctx, const Tensor& in, const ActParams& p, Tensor& out);
+// gin += down(g, x) over each sample's region; in place (gin is gout's own buffer) gin = that.
+void activation_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& x,
+                         const ActParams& p, ActDown down, Tensor& gin, int64_t reps);
+void activation_forward_ref(const Tensor& in, const ActParams& p, Tensor& out);
+void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p,
+                             ActDown down, Tensor& gin, int64_t reps);
+
 }  // namespace kernels
 }  // namespace pydeconv

@@ -19,6 +19,14 @@ void Layer::bad(const std::string& what) const {
   fail(ErrorKind::Graph, "layer '" + name() + "' (" + kind() + "): " + what);
 }
 
+const char* Layer::rule_text(Rule rule) const {
+  return row_->rules[static_cast<int>(rectifying_ ? rule : Rule::Backprop)];
+}
+
+const char* Layer::rule_line() const {
+  return rectifying_ ? row_->rule : row_->rules[static_cast<int>(Rule::Backprop)];
+}
+
 namespace {
 
 const AttrSchema* find_attr(const Schema& s, const std::string& key) {

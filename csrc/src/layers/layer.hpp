@@ -100,6 +100,16 @@ class Layer {
   const LayerKind& row() const { return *row_; }
   const Caps& caps() const { return caps_; }
   const Needs& needs() const { return needs_; }
+  // Whether the three projection rules differ at this layer (its row's `rectifying`; a kind may
+  // decide in shape(): clip rectifies only when min == 0). A layer that does not rectify sends
+  // the signal down by its exact gradient under every rule.
+  bool rectifying() const { return rectifying_; }
+  // How this layer sends the signal down under `rule`: its row's text for that rule, or the
+  // gradient's (the backprop text) when it does not rectify.
+  const char* rule_text(Rule rule) const;
+  // The one line Net::info() reports: the row's `rule`, or the gradient's text when the layer
+  // does not rectify.
+  const char* rule_line() const;
 
   // Checks the spec against the kind's schema (attributes, parameters, input count), then runs
   // the kind's shape rule; returns the output shape (batch 1). Throws Error naming the layer and
@@ -136,6 +146,7 @@ class Layer {
 
   LayerSpec spec_;
   Caps caps_;  // the row's; a kind may clear a capability its geometry lacks (in shape())
+  bool rectifying_ = false;  // the row's; a kind may decide in shape() (clip)
 
  private:
   friend std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
@@ -176,6 +187,12 @@ struct LayerKind {
   Needs needs;
   const char* rule;       // one line: how the signal goes back down
   const char* reference;  // the reference kernels (kernels/ref/) that Ctx::reference runs
+  // How the signal goes down under each rule, indexed by Rule (deconvnet, guided, backprop):
+  // the same text three times for most kinds. The backprop text is the exact gradient's.
+  const char* rules[3];
+  // Whether the rules differ (ReLU-like kinds): then rules[] hold three texts. A layer of a
+  // rectifying kind may still decide it does not rectify (Layer::rectifying).
+  bool rectifying;
 };
 const std::vector<LayerKind>& layer_kinds();
 std::unique_ptr<Layer> make_layer(const LayerSpec& spec);  // throws Error(Graph) for unknown kinds
