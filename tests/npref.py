@@ -423,7 +423,7 @@ def assert_close(got, ref, rtol=1e-4, atol_scale=1e-5, err_msg=""):
 
 # -- issue 14: act -------------------------------------------------------------------------------
 # The element-wise activations: f, f' (at a kink, the x <= 0 side's for the ReLU-like kinds; 0 at
-# clip's and hardsigmoid's ends; hardswish as torch's hardswish_backward) and whether the kind
+# clip's and hardsigmoid's ends; hardswish's middle piece only strictly inside (-3, 3), as torch 2.13) and whether the kind
 # rectifies (the three rules differ). a: the layer's attributes with defaults filled in, c: the
 # per-channel slope broadcast to x (prelu).
 
@@ -484,7 +484,7 @@ ACTIVATIONS = {
     ),
     "hardswish": (
         lambda x, a, s: x * np.clip(x / 6 + 0.5, 0.0, 1.0),
-        lambda x, a, s: np.where(x < -3, 0.0, np.where(x <= 3, x / 3 + 0.5, 1.0)),
+        lambda x, a, s: np.where(x <= -3, 0.0, np.where(x < 3, x / 3 + 0.5, 1.0)),
         {},
     ),
     "mish": (

@@ -223,7 +223,7 @@ KINKS = [0.0, -0.0, 1e-3, -1e-3, 3.0, -3.0, 3.001, -3.001, 2.5, -2.5, 6.0, 6.001
 @pytest.mark.parametrize("cid,kind,attrs", CASES, ids=[c[0] for c in CASES])
 def test_kinks_match_autograd(cid, kind, attrs, rule):
     """input -> activation -> 1x1 conv, the input holding every kink: torch's own derivative at
-    the kink is the engine's (relu'(0) = 0, leaky'(0) = alpha, hardswish'(-3) = -1/2, ...)."""
+    the kink is the engine's (relu'(0) = 0, leaky'(0) = alpha, hardswish'(+-3) = 0 and 1, ...)."""
     rng = np.random.default_rng(3)
     c = 3
     w = rng.standard_normal((4, c, 1, 1)).astype(np.float32)

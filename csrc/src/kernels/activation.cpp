@@ -69,7 +69,7 @@ struct HardSigmoidOp {
 struct HardSwishOp {
   HardSwishOp at(int64_t) const { return *this; }
   float f(float x) const { return x * std::min(1.f, std::max(0.f, x / 6.f + 0.5f)); }
-  float d(float x) const { return x < -3.f ? 0.f : x <= 3.f ? x / 3.f + 0.5f : 1.f; }
+  float d(float x) const { return x <= -3.f ? 0.f : x < 3.f ? x / 3.f + 0.5f : 1.f; }
 };
 struct MishOp {
   MishOp at(int64_t) const { return *this; }

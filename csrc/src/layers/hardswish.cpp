@@ -1,6 +1,6 @@
 // hardswish: y = x*max(0, min(1, x/6+1/2)). Rectifying: deconvnet relu(g); guided
-// relu(g)*f'(x); backprop g*f'(x), f' as torch's hardswish_backward: 0 (x < -3), x/3+1/2
-// (x <= 3), 1.
+// relu(g)*f'(x); backprop g*f'(x), f' as torch 2.13's hardswish_backward: 0 (x <= -3), x/3+1/2
+// (strictly inside), 1 (x >= 3).
 #include "layers/activation.hpp"
 
 namespace pydeconv {

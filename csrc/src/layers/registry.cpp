@@ -169,10 +169,10 @@ const std::vector<LayerKind>& layer_kinds() {
            {}},
           kActivation, "g*alpha*[0 < alpha*x+beta < 1]", kActivationRef),
       rectifier("hardswish", make_hardswish, {}, kActivation,
-                "deconvnet relu(g); guided relu(g)*f'(x); backprop g*f'(x); f' = 0 (x<-3), "
-                "x/3+1/2 (x<=3), 1",
-                "relu(g)", "relu(g)*(x<-3 ? 0 : x<=3 ? x/3+1/2 : 1)",
-                "g*(x<-3 ? 0 : x<=3 ? x/3+1/2 : 1)", kActivationRef),
+                "deconvnet relu(g); guided relu(g)*f'(x); backprop g*f'(x); f' = 0 (x<=-3), "
+                "x/3+1/2 (-3<x<3), 1 (x>=3)",
+                "relu(g)", "relu(g)*(x<=-3 ? 0 : x<3 ? x/3+1/2 : 1)",
+                "g*(x<=-3 ? 0 : x<3 ? x/3+1/2 : 1)", kActivationRef),
       rectifier("mish", make_mish, {}, kActivation,
                 "deconvnet relu(g); guided relu(g)*f'(x); backprop g*f'(x); f' = t+x*s*(1-t^2), "
                 "t = tanh(softplus(x)), s = sigmoid(x)",

@@ -33,7 +33,7 @@ double act_f(const ActParams& p, int64_t c, double x) {
 }
 
 // f'(x) for channel c; at a kink, the x <= 0 side's (ReLU-like kinds) or 0 (clip, hardsigmoid:
-// 1 or alpha only strictly inside); hardswish as torch's hardswish_backward.
+// 1 or alpha only strictly inside; hardswish's x/3+1/2 too, as torch 2.13's hardswish_backward).
 double act_d(const ActParams& p, int64_t c, double x) {
   const double a = p.slope != nullptr ? p.slope[c] : p.alpha;
   switch (p.op) {
@@ -55,7 +55,7 @@ double act_d(const ActParams& p, int64_t c, double x) {
       const double v = a * x + p.beta;
       return v > 0 && v < 1 ? a : 0;
     }
-    case Act::HardSwish: return x < -3 ? 0 : x <= 3 ? x / 3 + 0.5 : 1;
+    case Act::HardSwish: return x <= -3 ? 0 : x < 3 ? x / 3 + 0.5 : 1;
     case Act::Mish: {
       const double t = std::tanh(std::log1p(std::exp(x)));
       return t + x * sigmoid(x) * (1 - t * t);
