@@ -423,9 +423,9 @@ def assert_close(got, ref, rtol=1e-4, atol_scale=1e-5, err_msg=""):
 
 # -- issue 14: act -------------------------------------------------------------------------------
 # The element-wise activations: f, f' (at a kink, the x <= 0 side's for the ReLU-like kinds; 0 at
-# clip's and hardsigmoid's ends; hardswish's middle piece only strictly inside (-3, 3), as torch 2.13) and whether the kind
-# rectifies (the three rules differ). a: the layer's attributes with defaults filled in, c: the
-# per-channel slope broadcast to x (prelu).
+# clip's and hardsigmoid's ends; hardswish's middle piece only strictly inside (-3, 3), as torch
+# 2.13) and whether the kind rectifies (the three rules differ). a: the layer's attributes with
+# defaults filled in, s: the per-channel slope broadcast to x (prelu).
 
 
 def _sigmoid(x):
@@ -505,7 +505,8 @@ ACTIVATIONS = {
             0.5 * (1 + _gelu_tanh_t(x))
             + 0.5 * x * (1 - _gelu_tanh_t(x) ** 2) * _GELU_K * (1 + 3 * 0.044715 * x**2)
             if a["tanh"]
-            else 0.5 * (1 + _erf(x / math.sqrt(2))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+            else 0.5 * (1 + _erf(x / math.sqrt(2)))
+            + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         ),
         {"tanh": 0},
     ),

@@ -193,7 +193,9 @@ def _twin(kind, attrs, seed=0):
 def _close(got, want, what):
     want = want.detach().numpy().astype(np.float64)
     atol = 1e-5 * max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-4, atol=atol, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(got, np.float64), want, rtol=1e-4, atol=atol, err_msg=what
+    )
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -240,7 +242,12 @@ def test_kinks_match_autograd(cid, kind, attrs, rule):
         "input": {"name": "input", "shape": [c, 2, len(KINKS)]},
         "layers": [
             act,
-            {"name": "conv", "kind": "conv2d", "inputs": ["act"], "params": {"weight": [4, c, 1, 1]}},
+            {
+                "name": "conv",
+                "kind": "conv2d",
+                "inputs": ["act"],
+                "params": {"weight": [4, c, 1, 1]},
+            },
         ],
     }
     net = pydeconv.build(graph, params)

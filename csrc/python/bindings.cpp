@@ -187,9 +187,9 @@ PYBIND11_MODULE(_core, m) {
       const Needs& n = k.needs;
       out.append(py::dict(
           py::arg("name") = k.name, py::arg("rule") = k.rule, py::arg("reference") = k.reference,
-          py::arg("rules") = py::dict(py::arg("deconvnet") = k.rules[0],
-                                      py::arg("guided") = k.rules[1],
-                                      py::arg("backprop") = k.rules[2]),
+          py::arg("rules") =
+              py::dict(py::arg("deconvnet") = k.rules[0], py::arg("guided") = k.rules[1],
+                       py::arg("backprop") = k.rules[2]),
           py::arg("rectifying") = k.rectifying,
           py::arg("schema") = py::dict(py::arg("attrs") = attrs, py::arg("params") = params,
                                        py::arg("min_inputs") = k.schema.min_inputs,

@@ -171,8 +171,8 @@ TEST(activation_backward_matches_reference_every_way_down) {
             [&](const Ctx& ctx, Tensor& gin) {
               activation_backward(ctx, gin, rs, x, k.second, down, gin, reps);
             },
-            [&](Tensor& gin) { activation_backward_ref(gin, x, k.second, down, gin, reps); },
-            2e-6, what + " in place");
+            [&](Tensor& gin) { activation_backward_ref(gin, x, k.second, down, gin, reps); }, 2e-6,
+            what + " in place");
       }
   }
 }

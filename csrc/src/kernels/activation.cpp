@@ -141,8 +141,8 @@ void forward_planes(const Ctx& ctx, const Tensor& in, Op op, Tensor& out) {
 // One pass over the regions' rows. Accumulate false: in place (gin is gout's own buffer), the
 // result replaces the signal; true: it is added to what other consumers already sent down.
 template <typename Op, typename Accumulate>
-void backward_rows(const Ctx& ctx, const Tensor& gout, const Regions& region, const float* x,
-                   Op op, ActDown down, Tensor& gin, int64_t reps, int64_t work, Accumulate) {
+void backward_rows(const Ctx& ctx, const Tensor& gout, const Regions& region, const float* x, Op op,
+                   ActDown down, Tensor& gin, int64_t reps, int64_t work, Accumulate) {
   constexpr bool acc = Accumulate::value;
   const Shape& s = gout.shape();
   const int64_t planes = s.n * s.c, hw = s.plane(), per_sample = s.sample();

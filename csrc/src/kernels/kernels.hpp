@@ -238,8 +238,8 @@ void activation_forward(const Ctx& ctx, const Tensor& in, const ActParams& p, Te
 void activation_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& x,
                          const ActParams& p, ActDown down, Tensor& gin, int64_t reps);
 void activation_forward_ref(const Tensor& in, const ActParams& p, Tensor& out);
-void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p,
-                             ActDown down, Tensor& gin, int64_t reps);
+void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p, ActDown down,
+                             Tensor& gin, int64_t reps);
 
 }  // namespace kernels
 }  // namespace pydeconv

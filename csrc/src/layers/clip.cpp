@@ -15,8 +15,8 @@ class Clip : public ActivationLayer {
     kernels::ActParams p = act(kernels::Act::Clip);
     const double lo = num1("min"), hi = num1("max");
     if (lo > hi)
-      bad("attribute 'min' (" + std::to_string(lo) + ") is above 'max' (" +
-          std::to_string(hi) + ")");
+      bad("attribute 'min' (" + std::to_string(lo) + ") is above 'max' (" + std::to_string(hi) +
+          ")");
     p.lo = static_cast<float>(lo);
     p.hi = static_cast<float>(hi);
     rectifying_ = lo == 0;

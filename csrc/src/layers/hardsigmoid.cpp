@@ -20,6 +20,8 @@ class HardSigmoid : public ActivationLayer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_hardsigmoid(const LayerSpec& s) { return std::make_unique<HardSigmoid>(s); }
+std::unique_ptr<Layer> make_hardsigmoid(const LayerSpec& s) {
+  return std::make_unique<HardSigmoid>(s);
+}
 
 }  // namespace pydeconv

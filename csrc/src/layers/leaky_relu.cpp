@@ -19,6 +19,8 @@ class LeakyRelu : public ActivationLayer {
 
 }  // namespace
 
-std::unique_ptr<Layer> make_leaky_relu(const LayerSpec& s) { return std::make_unique<LeakyRelu>(s); }
+std::unique_ptr<Layer> make_leaky_relu(const LayerSpec& s) {
+  return std::make_unique<LeakyRelu>(s);
+}
 
 }  // namespace pydeconv

@@ -47,8 +47,8 @@ Needs needs(unsigned f) {
 // A kind whose backward is its exact gradient under every rule: `rule` is its text for all three.
 LayerKind row(const char* name, std::unique_ptr<Layer> (*make)(const LayerSpec&), Schema schema,
               unsigned flags, const char* rule, const char* reference) {
-  return {name,      make, std::move(schema), caps(flags), needs(flags), rule,
-          reference, {rule, rule, rule},      false};
+  return {name, make,      std::move(schema),  caps(flags), needs(flags),
+          rule, reference, {rule, rule, rule}, false};
 }
 
 // A rectifying (ReLU-like) kind: the rules differ. `rule` is the one line Net::info() reports;
@@ -56,8 +56,9 @@ LayerKind row(const char* name, std::unique_ptr<Layer> (*make)(const LayerSpec&)
 LayerKind rectifier(const char* name, std::unique_ptr<Layer> (*make)(const LayerSpec&),
                     Schema schema, unsigned flags, const char* rule, const char* deconvnet,
                     const char* guided, const char* backprop, const char* reference) {
-  return {name,      make, std::move(schema),           caps(flags), needs(flags), rule,
-          reference, {deconvnet, guided, backprop}, true};
+  return {name,         make, std::move(schema), caps(flags),
+          needs(flags), rule, reference,         {deconvnet, guided, backprop},
+          true};
 }
 
 // Attributes shared by the windowed kinds.
@@ -140,8 +141,8 @@ const std::vector<LayerKind>& layer_kinds() {
       // -- issue 14: act. Activations: element-wise, the backward needs the forward input x and
       // works in place inside each sample's region. Rectifying kinds: deconvnet relu(g), guided
       // relu(g)*f'(x), backprop g*f'(x); the others g*f'(x) under every rule (docs/PROJECTION.md).
-      rectifier("leaky_relu", make_leaky_relu,
-                {{{"alpha", AttrType::Number, 1, 1, {0.01}}}, {}}, kActivation,
+      rectifier("leaky_relu", make_leaky_relu, {{{"alpha", AttrType::Number, 1, 1, {0.01}}}, {}},
+                kActivation,
                 "deconvnet relu(g); guided relu(g)*f'(x); backprop g*f'(x); f' = x>0 ? 1 : alpha",
                 "relu(g)", "relu(g)*(x>0 ? 1 : alpha)", "g*(x>0 ? 1 : alpha)", kActivationRef),
       rectifier("prelu", make_prelu, {{}, {{"slope", true}}}, kActivation,
@@ -149,14 +150,14 @@ const std::vector<LayerKind>& layer_kinds() {
                 "slope[c]",
                 "relu(g)", "relu(g)*(x>0 ? 1 : slope[c])", "g*(x>0 ? 1 : slope[c])",
                 kActivationRef),
-      rectifier("clip", make_clip,
-                {{{"min", AttrType::Number, 1, 1, {-3.4e38}},
-                  {"max", AttrType::Number, 1, 1, {3.4e38}}},
-                 {}},
-                kActivation,
-                "min == 0 (ReLU6): deconvnet relu(g); guided relu(g)*[min<x<max]; backprop "
-                "g*[min<x<max]; min != 0: g*[min<x<max] under every rule",
-                "relu(g)", "relu(g)*[min<x<max]", "g*[min<x<max]", kActivationRef),
+      rectifier(
+          "clip", make_clip,
+          {{{"min", AttrType::Number, 1, 1, {-3.4e38}}, {"max", AttrType::Number, 1, 1, {3.4e38}}},
+           {}},
+          kActivation,
+          "min == 0 (ReLU6): deconvnet relu(g); guided relu(g)*[min<x<max]; backprop "
+          "g*[min<x<max]; min != 0: g*[min<x<max] under every rule",
+          "relu(g)", "relu(g)*[min<x<max]", "g*[min<x<max]", kActivationRef),
       row("sigmoid", make_sigmoid, {}, kActivation, "g*s*(1-s), s = sigmoid(x)", kActivationRef),
       row("tanh", make_tanh, {}, kActivation, "g*(1-tanh(x)^2)", kActivationRef),
       rectifier("silu", make_silu, {}, kActivation,
@@ -165,8 +166,7 @@ const std::vector<LayerKind>& layer_kinds() {
                 "relu(g)", "relu(g)*s*(1+x*(1-s)), s = sigmoid(x)",
                 "g*s*(1+x*(1-s)), s = sigmoid(x)", kActivationRef),
       row("hardsigmoid", make_hardsigmoid,
-          {{{"alpha", AttrType::Number, 1, 1, {0.2}}, {"beta", AttrType::Number, 1, 1, {0.5}}},
-           {}},
+          {{{"alpha", AttrType::Number, 1, 1, {0.2}}, {"beta", AttrType::Number, 1, 1, {0.5}}}, {}},
           kActivation, "g*alpha*[0 < alpha*x+beta < 1]", kActivationRef),
       rectifier("hardswish", make_hardswish, {}, kActivation,
                 "deconvnet relu(g); guided relu(g)*f'(x); backprop g*f'(x); f' = 0 (x<=-3), "

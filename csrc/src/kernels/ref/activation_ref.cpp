@@ -62,7 +62,8 @@ double act_d(const ActParams& p, int64_t c, double x) {
     }
     case Act::Elu: return x > 0 ? 1 : a * std::exp(x);
     case Act::Gelu:
-      return 0.5 * (1 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-0.5 * x * x) / std::sqrt(2 * kPi);
+      return 0.5 * (1 + std::erf(x / std::sqrt(2.0))) +
+             x * std::exp(-0.5 * x * x) / std::sqrt(2 * kPi);
     case Act::GeluTanh: {
       const double k = std::sqrt(2 / kPi);
       const double t = std::tanh(k * (x + 0.044715 * x * x * x));
@@ -82,8 +83,8 @@ void activation_forward_ref(const Tensor& in, const ActParams& p, Tensor& out) {
   }
 }
 
-void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p,
-                             ActDown down, Tensor& gin, int64_t reps) {
+void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p, ActDown down,
+                             Tensor& gin, int64_t reps) {
   const Shape& s = gout.shape();
   const bool in_place = gin.data() == gout.data();
   for (int64_t b = 0; b < s.n; ++b)
