@@ -60,7 +60,8 @@ struct LayerRule {
 
 enum class Keep {
   All,      // every layer's output (for inspection)
-  Minimal,  // only what projections need: switches, ReLU masks, LRN inputs, softmax outputs
+  Minimal,  // only what projections need: switches, ReLU masks, LRN and activation inputs,
+            // softmax outputs
 };
 
 class Net;
