@@ -5,6 +5,7 @@ projection passes, in the order the signal meets them."""
 from __future__ import annotations
 
 import models
+import npref
 import pytest
 
 import pydeconv
@@ -116,3 +117,44 @@ def test_cli_info_rules(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "projection from conv2 under deconvnet" in out
     assert "projection from conv_side under deconvnet" in out
+
+
+KINDS = [
+    ("leaky_relu", None),
+    ("prelu", None),
+    ("clip", {"min": 0.0, "max": 0.6}),
+    ("clip", {"min": -0.4, "max": 0.6}),
+    ("sigmoid", None),
+    ("tanh", None),
+    ("silu", None),
+    ("hardsigmoid", None),
+    ("hardswish", None),
+    ("mish", None),
+    ("elu", None),
+    ("gelu", {"tanh": 1}),
+]
+
+
+@pytest.mark.parametrize("keep", ["all", "minimal"])
+@pytest.mark.parametrize("kind,attrs", KINDS, ids=[f"{k}{i}" for i, (k, _) in enumerate(KINDS)])
+def test_activation_inside_a_chain(kind, attrs, keep, kernels):
+    """conv -> KIND -> conv, projected from the last conv: the activation's backward then works in
+    place on its output's signal (the row's kBackwardInPlace) and, under keep="minimal", on the
+    input the executor kept for it (kNeedsInput); every rule against npref."""
+    b = models._Builder("chain", (3, 7, 9), 4)
+    b.conv("conv1", "input", 5, 3, padding=1)
+    if kind == "prelu":
+        b.add("act", kind, "conv1", attrs, {"slope": b.rng.uniform(-0.5, 0.5, 5)})
+    else:
+        b.add("act", kind, "conv1", attrs)
+    b.conv("conv2", "act", 4, 3, padding=1)
+    graph, params = b.done()
+    net = pydeconv.build(graph, params)
+    x = 2 * models.random_input((2, 3, 7, 9), 5)
+    acts, switches = npref.forward(graph, params, x)
+    _, trace = net.forward(x, keep=keep if keep == "all" else ["conv2"])
+    start = models.random_input(acts["conv2"].shape, 6)
+    for rule in pydeconv.net.RULES:
+        got = net.project(trace, "conv2", at=start, rule=rule)
+        ref = npref.project(graph, params, acts, switches, "conv2", start, rule)
+        npref.assert_close(got, ref, err_msg=f"{kind} {keep} {rule}")
