@@ -19,6 +19,22 @@ constexpr int64_t kChunk = 4096;  // forward: elements of a plane per task
 
 inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 
+// tanh from one expm1f: e / (e + 2), e = expm1(2|x|), |x| capped at 10 (tanh is 1 in float from
+// 9.1 on), the sign copied back. glibc's tanhf is several times slower here.
+inline float tanh1(float x) {
+  const float e = std::expm1(2.f * std::min(std::fabs(x), 10.f));
+  return std::copysign(e / (e + 2.f), x);
+}
+
+// tanh(softplus(x)) from one expf: with n = e^x, tanh(log(1 + n)) = n(n + 2) / (n(n + 2) + 2);
+// x capped at 20 (the value is 1 in float from 9 on). Also returns sigmoid(x) = n / (1 + n).
+inline float tanh_softplus(float x, float* sig = nullptr) {
+  const float n = std::exp(std::min(x, 20.f));
+  const float p = n * (n + 2.f);
+  if (sig != nullptr) *sig = x > 20.f ? 1.f : n / (1.f + n);
+  return p / (p + 2.f);
+}
+
 // Each functor: f(x), d(x) = f'(x), and at(c): the functor for channel c (prelu's slope). The
 // cheap ones avoid a float operation used in one arm of a select: GCC (trapping math, the
 // default) then keeps a branch and does not vectorise (`x > 0 ? x : a * x` ran 10x slower than
@@ -26,6 +42,7 @@ inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 // arms, min/max and multiplying by 0 or 1 vectorise. Values equal the reference's (a zero's sign
 // may differ).
 struct LeakyOp {
+  static constexpr bool kCheap = true;  // f' is a select: no calls
   float a;
   const float* slope;
   LeakyOp at(int64_t c) const { return {slope != nullptr ? slope[c] : a, nullptr}; }
@@ -33,6 +50,7 @@ struct LeakyOp {
   float d(float x) const { return x > 0.f ? 1.f : a; }
 };
 struct ClipOp {
+  static constexpr bool kCheap = true;  // f' is a select: no calls
   float lo, hi;
   ClipOp at(int64_t) const { return *this; }
   float f(float x) const { return std::min(std::max(x, lo), hi); }
@@ -48,9 +66,9 @@ struct SigmoidOp {
 };
 struct TanhOp {
   TanhOp at(int64_t) const { return *this; }
-  float f(float x) const { return std::tanh(x); }
+  float f(float x) const { return tanh1(x); }
   float d(float x) const {
-    const float t = std::tanh(x);
+    const float t = tanh1(x);
     return 1.f - t * t;
   }
 };
@@ -63,6 +81,7 @@ struct SiluOp {
   }
 };
 struct HardSigmoidOp {
+  static constexpr bool kCheap = true;  // f' is a select: no calls
   float a, b;
   HardSigmoidOp at(int64_t) const { return *this; }
   float f(float x) const { return std::min(1.f, std::max(0.f, a * x + b)); }
@@ -72,6 +91,7 @@ struct HardSigmoidOp {
   }
 };
 struct HardSwishOp {
+  static constexpr bool kCheap = true;  // f' is a select: no calls
   HardSwishOp at(int64_t) const { return *this; }
   float f(float x) const { return x * std::min(1.f, std::max(0.f, x / 6.f + 0.5f)); }
   float d(float x) const {  // 0 (x <= -3), x/3 + 1/2 strictly inside, 1 (x >= 3)
@@ -81,10 +101,11 @@ struct HardSwishOp {
 };
 struct MishOp {
   MishOp at(int64_t) const { return *this; }
-  float f(float x) const { return x * std::tanh(std::log1p(std::exp(x))); }
+  float f(float x) const { return x * tanh_softplus(x); }
   float d(float x) const {
-    const float t = std::tanh(std::log1p(std::exp(x)));
-    return t + x * sigmoid(x) * (1.f - t * t);
+    float s;
+    const float t = tanh_softplus(x, &s);
+    return t + x * s * (1.f - t * t);
   }
 };
 struct EluOp {
@@ -104,9 +125,9 @@ struct GeluOp {
 struct GeluTanhOp {
   GeluTanhOp at(int64_t) const { return *this; }
   static constexpr float kK = 0.79788456080286536f;  // sqrt(2/pi)
-  float f(float x) const { return 0.5f * x * (1.f + std::tanh(kK * (x + 0.044715f * x * x * x))); }
+  float f(float x) const { return 0.5f * x * (1.f + tanh1(kK * (x + 0.044715f * x * x * x))); }
   float d(float x) const {
-    const float t = std::tanh(kK * (x + 0.044715f * x * x * x));
+    const float t = tanh1(kK * (x + 0.044715f * x * x * x));
     return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * kK * (1.f + 3.f * 0.044715f * x * x);
   }
 };
@@ -146,6 +167,16 @@ void forward_planes(const Ctx& ctx, const Tensor& in, Op op, Tensor& out) {
   }
 }
 
+// Whether Op declares kCheap (its f' is a select, no calls).
+template <typename Op>
+constexpr bool cheap(decltype(Op::kCheap)) {
+  return Op::kCheap;
+}
+template <typename Op>
+constexpr bool cheap(...) {
+  return false;
+}
+
 // d[i] += v(g[i], i) (acc) or, in place (d is g's own memory), d[i] = v(d[i], i): the loop then
 // uses d alone, or the vectoriser's overlap check would send it down its scalar path.
 template <bool acc, typename V>
@@ -177,11 +208,14 @@ void backward_rows(const Ctx& ctx, const Tensor& gout, const Regions& region, co
       const float* g = gout.data() + p * hw + i0;
       float* d = gin.data() + p * hw + i0;
       const float* xx = x + fwd + i0;
-      // The way down is chosen outside the loops; guided as relu(g) * f'(x) (see the functors).
+      // The way down is chosen outside the loops. Guided: relu(g) * f'(x), which vectorises, for
+      // the kinds whose f' is a select; the others call f' only where g > 0.
       if (down == ActDown::Rectify)
         row<acc>(g, d, m, [](float gi, int64_t) { return gi > 0.f ? gi : 0.f; });
-      else if (down == ActDown::Guided)
+      else if (down == ActDown::Guided && cheap<Op>(0))
         row<acc>(g, d, m, [&](float gi, int64_t i) { return std::max(gi, 0.f) * o.d(xx[i]); });
+      else if (down == ActDown::Guided)
+        row<acc>(g, d, m, [&](float gi, int64_t i) { return gi > 0.f ? gi * o.d(xx[i]) : 0.f; });
       else
         row<acc>(g, d, m, [&](float gi, int64_t i) { return gi * o.d(xx[i]); });
     }
