@@ -137,6 +137,23 @@ struct Rf {
   int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, start_h = 0, start_w = 0;
 };
 
+// An upsampling step (RfStep::up) along one axis of `len` output positions: position p has the
+// receptive field (start, stride, size) of position floor(p / up) before it. The linear form
+// start' + p * stride' covers every p with stride' = stride / up (at least 1; rounded down where
+// it does not divide), start' and size' the tightest that do.
+void upsample_rf(int64_t& start, int64_t& stride, int64_t& size, int64_t up, int64_t len) {
+  const int64_t s = std::max<int64_t>(1, stride / up);
+  int64_t lo = 0, hi = 0;
+  for (int64_t p = 0; p < len; ++p) {
+    const int64_t d = (p / up) * stride - p * s;  // the true start minus the linear one
+    lo = p == 0 ? d : std::min(lo, d);
+    hi = p == 0 ? d : std::max(hi, d);
+  }
+  start += lo;
+  size += hi - lo;
+  stride = s;
+}
+
 }  // namespace
 
 std::vector<bool> Net::Impl::ancestors(int target) const {
@@ -243,6 +260,8 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
       r.size_w = u.size_w + (s.size_w - 1) * u.stride_w;
       r.start_h = u.start_h - s.pad_h * u.stride_h;
       r.start_w = u.start_w - s.pad_w * u.stride_w;
+      if (s.up_h > 1) upsample_rf(r.start_h, r.stride_h, r.size_h, s.up_h, out.h);
+      if (s.up_w > 1) upsample_rf(r.start_w, r.stride_w, r.size_w, s.up_w, out.w);
     }
     rf.push_back(r);
 

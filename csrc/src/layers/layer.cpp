@@ -132,11 +132,15 @@ const Tensor* Layer::param(const std::string& key) const {
 Region Layer::input_region(const Region& r, const Shape& in) const {
   RfStep s = rf();
   if (s.global || r.empty()) return Region::full(in);
+  // Output rows [y0, y1) read the windows of rows [y0 / up, (y1 - 1) / up] (up = 1 but for
+  // upsampling).
+  const int64_t qy0 = r.y0 / s.up_h, qy1 = (r.y1 - 1) / s.up_h + 1;
+  const int64_t qx0 = r.x0 / s.up_w, qx1 = (r.x1 - 1) / s.up_w + 1;
   Region o;
-  o.y0 = std::max<int64_t>(0, r.y0 * s.stride_h - s.pad_h);
-  o.x0 = std::max<int64_t>(0, r.x0 * s.stride_w - s.pad_w);
-  o.y1 = std::min<int64_t>(in.h, (r.y1 - 1) * s.stride_h - s.pad_h + s.size_h);
-  o.x1 = std::min<int64_t>(in.w, (r.x1 - 1) * s.stride_w - s.pad_w + s.size_w);
+  o.y0 = std::max<int64_t>(0, qy0 * s.stride_h - s.pad_h);
+  o.x0 = std::max<int64_t>(0, qx0 * s.stride_w - s.pad_w);
+  o.y1 = std::min<int64_t>(in.h, (qy1 - 1) * s.stride_h - s.pad_h + s.size_h);
+  o.x1 = std::min<int64_t>(in.w, (qx1 - 1) * s.stride_w - s.pad_w + s.size_w);
   return o;
 }
 
