@@ -10,7 +10,7 @@ class ChannelShuffle : public Layer {
   using Layer::Layer;
 
   Shape shape(const std::vector<Shape>& in) override {
-    groups_ = int1("groups");
+    groups_ = ints("groups", {})[0];  // required: present (schema)
     if (in[0].c % groups_ != 0)
       bad("attribute 'groups' (" + std::to_string(groups_) + ") must divide the input's " +
           std::to_string(in[0].c) + " channels");

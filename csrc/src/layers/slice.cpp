@@ -9,8 +9,8 @@ class Slice : public Layer {
   using Layer::Layer;
 
   Shape shape(const std::vector<Shape>& in) override {
-    start_ = int1("start");
-    const int64_t end = int1("end");
+    start_ = ints("start", {})[0];  // required: present (schema)
+    const int64_t end = ints("end", {})[0];
     if (end <= start_)
       bad("attribute 'end' (" + std::to_string(end) + ") must be greater than 'start' (" +
           std::to_string(start_) + ")");
