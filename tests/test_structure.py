@@ -8,8 +8,10 @@ field.
 from __future__ import annotations
 
 import models
+import npref
 import numpy as np
 import pytest
+import test_layers
 
 import pydeconv
 from pydeconv.errors import GraphError
@@ -239,3 +241,24 @@ def test_valid_edges_build():
     _net(
         (3, 8, 8), "mul", {}, {}, [_pool_to("a", [8, 1]), _pool_to("b", [1, 8])]
     )  # (3,1,8)*(3,8,1)
+
+
+# -- regions: a single position near each corner, so that every border case of each kind's
+# input_region (reflect padding's mirrored rows, the last bilinear taps) is on the projection's
+# path; the gradients around the kind are region-limited (NaN-poisoned outside their regions).
+@pytest.mark.parametrize("rule", ["deconvnet", "backprop"])
+@pytest.mark.parametrize(
+    "rid,kind,shape,attrs", test_layers.REGION_CASES, ids=[c[0] for c in test_layers.REGION_CASES]
+)
+def test_region_limited_projection_at_the_borders(rid, kind, shape, attrs, rule, threads, kernels):
+    graph, params = models.sandwich_net(kind, shape, attrs)
+    net = pydeconv.build(graph, params)
+    x = models.random_input((2,) + shape, 5)
+    acts, switches = npref.forward(graph, params, x)
+    _, trace = net.forward(x, threads=threads)
+    h, w = acts["conv_b"].shape[2:]
+    for y, xx in ((0, 0), (h - 1, w - 1), (0, w - 1), (h - 1, 0), (h // 2, 1)):
+        got = net.project(trace, "conv_b", channel=1, at=(y, xx), rule=rule, threads=threads)
+        start = npref.start_signal(acts["conv_b"], 1, (y, xx))
+        ref = npref.project(graph, params, acts, switches, "conv_b", start, rule)
+        npref.assert_close(got, ref, err_msg=f"{rid} at ({y}, {xx})")

@@ -55,8 +55,13 @@ class Pad : public Layer {
     return r;
   }
 
+  // Constant padding: the crop, empty (canonical, nothing to clear or read) when the region lies
+  // in the padding alone. Reflect: the span the region's rows and columns fold onto.
   Region input_region(const Region& r, const Shape& in) const override {
-    if (!p_.reflect || r.empty()) return Layer::input_region(r, in);
+    if (!p_.reflect || r.empty()) {
+      const Region o = Layer::input_region(r, in);
+      return o.empty() ? Region{0, 0, 0, 0} : o;
+    }
     Region o;
     fold(r.y0 - p_.t, r.y1 - 1 - p_.t, in.h, o.y0, o.y1);
     fold(r.x0 - p_.l, r.x1 - 1 - p_.l, in.w, o.x0, o.x1);
