@@ -77,7 +77,8 @@ void upsample_forward(const Ctx& ctx, const Tensor& in, const UpsampleGeom& u, T
     float* dst = out.data() + q * os.w;
     for (int64_t ox = 0; ox < os.w; ++ox) {
       const Tap& b = tx[static_cast<size_t>(ox)];
-      dst[ox] = a.w0 * (b.w0 * r0[b.i0] + b.w1 * r0[b.i1]) + a.w1 * (b.w0 * r1[b.i0] + b.w1 * r1[b.i1]);
+      dst[ox] =
+          a.w0 * (b.w0 * r0[b.i0] + b.w1 * r0[b.i1]) + a.w1 * (b.w0 * r1[b.i0] + b.w1 * r1[b.i1]);
     }
   }
 }

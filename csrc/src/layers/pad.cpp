@@ -15,7 +15,8 @@ class Pad : public Layer {
     const Shape& s = in[0];
     if (s.rank != 4) bad("needs a (N, C, H, W) input, got " + s.str());
     auto p = ints("padding", {});
-    if (p.size() == 3) bad("attribute 'padding' takes 1, 2 or 4 values ([top, left, bottom, right])");
+    if (p.size() == 3)
+      bad("attribute 'padding' takes 1, 2 or 4 values ([top, left, bottom, right])");
     if (p.size() == 1) p = {p[0], p[0], p[0], p[0]};
     if (p.size() == 2) p = {p[0], p[1], p[0], p[1]};
     p_.t = p[0];
@@ -79,9 +80,9 @@ class Pad : public Layer {
       lo = std::min(lo, i0);
       hi = std::max(hi, i1 + 1);
     };
-    take(std::max<int64_t>(a, 0), std::min(b, n - 1));                    // inside
-    if (a < 0) take(std::max<int64_t>(1, -b), -a);                        // mirrored at the top
-    if (b >= n) take(2 * (n - 1) - b, 2 * (n - 1) - std::max(a, n));      // and at the bottom
+    take(std::max<int64_t>(a, 0), std::min(b, n - 1));                // inside
+    if (a < 0) take(std::max<int64_t>(1, -b), -a);                    // mirrored at the top
+    if (b >= n) take(2 * (n - 1) - b, 2 * (n - 1) - std::max(a, n));  // and at the bottom
   }
 
   kernels::Pad2d p_;

@@ -67,9 +67,9 @@ void mul_forward_ref(const Tensor& a, const Tensor& b, Tensor& out) {
     for (int64_t c = 0; c < s.c; ++c)
       for (int64_t y = 0; y < s.h; ++y)
         for (int64_t x = 0; x < s.w; ++x)
-          out.data()[((n * s.c + c) * s.h + y) * s.w + x] = static_cast<float>(
-              double(a.data()[bcast_index(a.shape(), n, c, y, x)]) *
-              double(b.data()[bcast_index(b.shape(), n, c, y, x)]));
+          out.data()[((n * s.c + c) * s.h + y) * s.w + x] =
+              static_cast<float>(double(a.data()[bcast_index(a.shape(), n, c, y, x)]) *
+                                 double(b.data()[bcast_index(b.shape(), n, c, y, x)]));
 }
 
 void mul_backward_ref(const Tensor& gout, const Tensor& a, const Tensor& b, Tensor* ga, Tensor* gb,
