@@ -262,3 +262,17 @@ def test_region_limited_projection_at_the_borders(rid, kind, shape, attrs, rule,
         start = npref.start_signal(acts["conv_b"], 1, (y, xx))
         ref = npref.project(graph, params, acts, switches, "conv_b", start, rule)
         npref.assert_close(got, ref, err_msg=f"{rid} at ({y}, {xx})")
+
+
+def test_keep_minimal_keeps_mul_inputs():
+    """mul's backward reads both forward inputs: keep='minimal' keeps them, and its projections
+    equal keep='all''s."""
+    graph, params = models.se_net()
+    net = pydeconv.build(graph, params)
+    x = models.random_input((2,) + tuple(graph["input"]["shape"]), 3)
+    _, full = net.forward(x, keep="all")
+    _, lean = net.forward(x, keep="minimal")
+    for rule in ("deconvnet", "guided", "backprop"):
+        a = net.project(full, "mul", channel=2, at="max", rule=rule)
+        b = net.project(lean, "mul", channel=2, at="max", rule=rule)
+        np.testing.assert_array_equal(a, b)
