@@ -66,28 +66,26 @@ def test_upsample_divides_the_stride():
     )
     assert _rf(net, "c") == ((3, 3), (4, 4), (-1, -1))
     assert _rf(net, "up") == ((5, 5), (2, 2), (-3, -3))
-    # Bilinear x3 along W only (H: the identity): taps within [p // 3 - 1, p // 3 + 1] of the
-    # stride-2 map: size 5 + 2 * 2 = 9 at stride 2 / 3 -> 1 (rounded down, widened to cover every
-    # output column); H unchanged.
-    size, stride, start = _rf(net, "up3")
-    assert (size[0], stride[0], start[0]) == (5, 2, -3)
-    assert stride[1] == 1
+    # A stride (2) the factor (3) does not divide: the field is taken as the whole image.
+    assert _rf(net, "up3") == ((17, 17), (17, 17), (0, 0))
     _covers(net, "up", (2, 17, 17), 10)
 
 
 @pytest.mark.parametrize("bilinear,align", [(0, 0), (1, 0), (1, 1)])
-def test_upsample_field_covers_every_output(bilinear, align):
-    attrs = {"scale": [3], "bilinear": bilinear, "align_corners": align}
+@pytest.mark.parametrize("stride,scale", [(3, 3), (2, 2), (4, 2)])
+def test_upsample_field_covers_every_output(stride, scale, bilinear, align):
+    attrs = {"scale": [scale], "bilinear": bilinear, "align_corners": align}
     net = _chain(
-        (1, 9, 9),
+        (1, 13, 13),
         [
-            ("c", "conv2d", {"k": 3, "s": 2, "p": 1}),
+            ("c", "conv2d", {"k": 3, "s": stride, "p": 1}),
             ("up", "upsample", attrs),
             ("c2", "conv2d", {"k": 3, "p": 1}),
         ],
     )
-    _covers(net, "up", (1, 9, 9), 15)
-    _covers(net, "c2", (1, 9, 9), 15)
+    rows = net.layer_info("up")["shape"][1]
+    _covers(net, "up", (1, 13, 13), rows)
+    _covers(net, "c2", (1, 13, 13), rows)
 
 
 def test_pad_shifts_the_start():

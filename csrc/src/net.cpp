@@ -137,23 +137,6 @@ struct Rf {
   int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, start_h = 0, start_w = 0;
 };
 
-// An upsampling step (RfStep::up) along one axis of `len` output positions: position p has the
-// receptive field (start, stride, size) of position floor(p / up) before it. The linear form
-// start' + p * stride' covers every p with stride' = stride / up (at least 1; rounded down where
-// it does not divide), start' and size' the tightest that do.
-void upsample_rf(int64_t& start, int64_t& stride, int64_t& size, int64_t up, int64_t len) {
-  const int64_t s = std::max<int64_t>(1, stride / up);
-  int64_t lo = 0, hi = 0;
-  for (int64_t p = 0; p < len; ++p) {
-    const int64_t d = (p / up) * stride - p * s;  // the true start minus the linear one
-    lo = p == 0 ? d : std::min(lo, d);
-    hi = p == 0 ? d : std::max(hi, d);
-  }
-  start += lo;
-  size += hi - lo;
-  stride = s;
-}
-
 }  // namespace
 
 std::vector<bool> Net::Impl::ancestors(int target) const {
@@ -238,30 +221,32 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
 
     // Receptive field: the union over inputs, stepped through this layer's window.
     RfStep s = layer->rf();
+    Rf u = rf[ids[0]];
+    for (int id : ids) {
+      const Rf& o = rf[id];
+      int64_t end_h = std::max(u.start_h + u.size_h, o.start_h + o.size_h);
+      int64_t end_w = std::max(u.start_w + u.size_w, o.start_w + o.size_w);
+      u.start_h = std::min(u.start_h, o.start_h);
+      u.start_w = std::min(u.start_w, o.start_w);
+      u.size_h = end_h - u.start_h;
+      u.size_w = end_w - u.start_w;
+      u.stride_h = std::max(u.stride_h, o.stride_h);
+      u.stride_w = std::max(u.stride_w, o.stride_w);
+    }
     Rf r;
-    if (s.global) {
+    // An upsampling step (RfStep::up) divides the stride: a bound on the field when the input's
+    // stride is a multiple of `up` (a decoder after an encoder), else the whole image.
+    if (s.global || u.stride_h % s.up_h != 0 || u.stride_w % s.up_w != 0) {
       r = {g.h, g.w, g.h, g.w, 0, 0};
     } else {
-      Rf u = rf[ids[0]];
-      for (int id : ids) {
-        const Rf& o = rf[id];
-        int64_t end_h = std::max(u.start_h + u.size_h, o.start_h + o.size_h);
-        int64_t end_w = std::max(u.start_w + u.size_w, o.start_w + o.size_w);
-        u.start_h = std::min(u.start_h, o.start_h);
-        u.start_w = std::min(u.start_w, o.start_w);
-        u.size_h = end_h - u.start_h;
-        u.size_w = end_w - u.start_w;
-        u.stride_h = std::max(u.stride_h, o.stride_h);
-        u.stride_w = std::max(u.stride_w, o.stride_w);
-      }
-      r.stride_h = u.stride_h * s.stride_h;
-      r.stride_w = u.stride_w * s.stride_w;
-      r.size_h = u.size_h + (s.size_h - 1) * u.stride_h;
-      r.size_w = u.size_w + (s.size_w - 1) * u.stride_w;
-      r.start_h = u.start_h - s.pad_h * u.stride_h;
-      r.start_w = u.start_w - s.pad_w * u.stride_w;
-      if (s.up_h > 1) upsample_rf(r.start_h, r.stride_h, r.size_h, s.up_h, out.h);
-      if (s.up_w > 1) upsample_rf(r.start_w, r.stride_w, r.size_w, s.up_w, out.w);
+      // The spread-out input's positions are u.stride / up image pixels apart (up 1: u.stride).
+      const int64_t th = u.stride_h / s.up_h, tw = u.stride_w / s.up_w;
+      r.stride_h = th * s.stride_h;
+      r.stride_w = tw * s.stride_w;
+      r.size_h = u.size_h + (s.size_h - 1) * th;
+      r.size_w = u.size_w + (s.size_w - 1) * tw;
+      r.start_h = u.start_h - s.pad_h * th;
+      r.start_w = u.start_w - s.pad_w * tw;
     }
     rf.push_back(r);
 

@@ -30,14 +30,19 @@ class Upsample : public Layer {
     kernels::upsample_backward(ctx, *a.gout, a.region, u_, *a.gin[0]);
   }
 
-  // Output p reads input floor(p / s) (nearest) or, bilinear, two taps within
-  // [floor(p / s) - 1, floor(p / s) + 1] (both align_corners); a factor of 1 is the identity.
+  // RfStep::up: input i sits at i * s of the spread-out input. Nearest: output p reads i = p / s,
+  // i.e. p - (s - 1) <= i * s <= p: window s, pad s - 1. Bilinear: its two taps lie within
+  // [p / s - 1, p / s + 1] (both align_corners), i.e. p - (2s - 1) <= i * s <= p + s: window 3s,
+  // pad 2s - 1. A factor of 1 is the identity.
   RfStep rf() const override {
     RfStep r;
     r.up_h = u_.sh;
     r.up_w = u_.sw;
-    if (u_.bilinear && u_.sh > 1) r.size_h = 3, r.pad_h = 1;
-    if (u_.bilinear && u_.sw > 1) r.size_w = 3, r.pad_w = 1;
+    const int64_t kh = u_.bilinear && u_.sh > 1 ? 3 : 1, kw = u_.bilinear && u_.sw > 1 ? 3 : 1;
+    r.size_h = kh * u_.sh;
+    r.size_w = kw * u_.sw;
+    r.pad_h = (kh == 3 ? 2 * u_.sh : u_.sh) - 1;
+    r.pad_w = (kw == 3 ? 2 * u_.sw : u_.sw) - 1;
     return r;
   }
 
