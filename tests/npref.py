@@ -309,6 +309,9 @@ def forward(graph, params, x):
             y = sum(ins[1:], ins[0].copy())
         elif kind == "concat":
             y = np.concatenate(ins, axis=1)
+        # -- issue 14: shape
+        elif kind in SHAPE_KINDS:
+            y = shape_forward(layer, params, ins)
         elif kind in ACTIVATIONS:  # -- issue 14: act
             y = activation(layer, params, x0)
         else:
@@ -389,6 +392,9 @@ def _layer_back(layer, params, acts, switches, g, rule):
     if kind == "concat":
         sizes = [acts[i].shape[1] for i in layer["inputs"]]
         return np.split(g, np.cumsum(sizes)[:-1], axis=1)
+    # -- issue 14: shape
+    if kind in SHAPE_KINDS:
+        return shape_backward(layer, params, [acts[i] for i in layer["inputs"]], g)
     if kind in ACTIVATIONS:  # -- issue 14: act
         return [activation_back(layer, params, x0, g, rule)]
     raise ValueError(f"unknown layer kind {kind!r}")
@@ -419,6 +425,122 @@ def assert_close(got, ref, rtol=1e-4, atol_scale=1e-5, err_msg=""):
     np.testing.assert_allclose(
         np.asarray(got, dtype=np.float64), ref, rtol=rtol, atol=atol, err_msg=err_msg
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# -- issue 14: shape: mul, affine, upsample, slice, pad, channel_shuffle. The spatial ones are
+# written as matrices along each axis (out = A_h x A_w^T), so that going down is literally the
+# transpose.
+
+SHAPE_KINDS = ("mul", "affine", "upsample", "slice", "pad", "channel_shuffle")
+
+
+def upsample_matrix(n_in, s, bilinear, align_corners):
+    """(n_in * s, n_in): nearest out[o] = in[o // s]; bilinear by PyTorch's source coordinate
+    (area_pixel_compute_source_index) with its two taps and weights."""
+    n_out = n_in * s
+    a = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        if not bilinear:
+            a[o, o // s] = 1.0
+            continue
+        if align_corners:
+            src = o * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        else:
+            src = max((o + 0.5) / s - 0.5, 0.0)
+        i0 = min(int(math.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        lam = src - i0
+        a[o, i0] += 1.0 - lam
+        a[o, i1] += lam
+    return a
+
+
+def pad_matrix(n_in, before, after, reflect):
+    """(n_in + before + after, n_in): out[o] = in[o - before], reflected (no edge repeat) or
+    nothing (constant padding) outside."""
+    a = np.zeros((n_in + before + after, n_in))
+    for o in range(a.shape[0]):
+        i = o - before
+        if reflect:
+            i = -i if i < 0 else (2 * (n_in - 1) - i if i >= n_in else i)
+        if 0 <= i < n_in:
+            a[o, i] = 1.0
+    return a
+
+
+def _values(v, n):
+    """An attribute of 1..n values as n: one value repeats; for 4 (padding) two mean [ph, pw]."""
+    v = [int(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+    if len(v) == 1:
+        return v * n
+    return v * 2 if n == 4 and len(v) == 2 else v
+
+
+def _shape_attrs(layer, x_shape):
+    a = layer.get("attrs", {})
+    kind = layer["kind"]
+    if kind == "upsample":
+        sh, sw = _values(a["scale"], 2)
+        bil, ac = bool(a.get("bilinear", 0)), bool(a.get("align_corners", 0))
+        return (
+            upsample_matrix(x_shape[2], sh, bil, ac),
+            upsample_matrix(x_shape[3], sw, bil, ac),
+        )
+    if kind == "pad":
+        t, left, b, r = _values(a["padding"], 4)
+        refl = bool(a.get("reflect", 0))
+        return pad_matrix(x_shape[2], t, b, refl), pad_matrix(x_shape[3], left, r, refl)
+    raise ValueError(kind)
+
+
+def _channel_shuffle(x, groups):
+    n, c = x.shape[:2]
+    return x.reshape((n, groups, c // groups) + x.shape[2:]).swapaxes(1, 2).reshape(x.shape)
+
+
+def _unbroadcast(g, shape):
+    """g summed over the axes where `shape` is 1 (and g is not): the gradient of a broadcast."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(shape, g.shape)) if a == 1 and b != 1)
+    return g.sum(axis=axes, keepdims=True)
+
+
+def shape_forward(layer, params, ins):
+    kind, a, x = layer["kind"], layer.get("attrs", {}), ins[0]
+    if kind == "mul":
+        return ins[0] * ins[1]
+    if kind == "affine":
+        scale, bias = _param(params, layer, "scale"), _param(params, layer, "bias")
+        y = x * _bcast(scale, x.ndim) if scale is not None else x.copy()
+        return y + _bcast(bias, x.ndim) if bias is not None else y
+    if kind == "slice":
+        return x[:, int(a["start"]) : int(a["end"])].copy()
+    if kind == "channel_shuffle":
+        return _channel_shuffle(x, int(a["groups"]))
+    ah, aw = _shape_attrs(layer, x.shape)
+    y = np.einsum("oh,nchw,pw->ncop", ah, x, aw)
+    if kind == "pad" and not a.get("reflect", 0):
+        inside = np.einsum("oh,pw->op", ah, aw)  # 1 inside the input, 0 in the padding
+        y = y + float(a.get("value", 0.0)) * (1.0 - inside)
+    return y
+
+
+def shape_backward(layer, params, ins, g):
+    kind, a = layer["kind"], layer.get("attrs", {})
+    if kind == "mul":
+        return [_unbroadcast(g * ins[1], ins[0].shape), _unbroadcast(g * ins[0], ins[1].shape)]
+    if kind == "affine":
+        scale = _param(params, layer, "scale")
+        return [g * _bcast(scale, g.ndim) if scale is not None else g.copy()]
+    if kind == "slice":
+        gin = np.zeros_like(ins[0])
+        gin[:, int(a["start"]) : int(a["end"])] = g
+        return [gin]
+    if kind == "channel_shuffle":
+        groups = int(a["groups"])
+        return [_channel_shuffle(g, g.shape[1] // groups)]  # the inverse permutation
+    ah, aw = _shape_attrs(layer, ins[0].shape)
+    return [np.einsum("oh,ncop,pw->nchw", ah, g, aw)]
 
 
 # -- issue 14: act -------------------------------------------------------------------------------

@@ -41,6 +41,13 @@ VALID = {
     "softmax": ({}, {}, 1),
     "add": ({}, {}, 2),
     "concat": ({}, {}, 3),
+    # -- issue 14: shape
+    "mul": ({}, {}, 2),
+    "affine": ({}, {"scale": W((3,), 0.5, np.float32), "bias": W((1,), 0.1, np.float32)}, 1),
+    "upsample": ({"scale": [2, 3], "bilinear": [1]}, {}, 1),
+    "slice": ({"axis": [1], "start": [0], "end": [2]}, {}, 1),
+    "pad": ({"padding": [1, 2, 3, 4], "value": [0.5]}, {}, 1),
+    "channel_shuffle": ({"groups": [3]}, {}, 1),
     # -- issue 14: act
     "leaky_relu": ({"alpha": [0.1]}, {}, 1),
     "prelu": ({}, {"slope": W((3,), 0.25, np.float32)}, 1),

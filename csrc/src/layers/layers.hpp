@@ -18,6 +18,13 @@ std::unique_ptr<Layer> make_dropout(const LayerSpec& s);
 std::unique_ptr<Layer> make_softmax(const LayerSpec& s);
 std::unique_ptr<Layer> make_add(const LayerSpec& s);
 std::unique_ptr<Layer> make_concat(const LayerSpec& s);
+// -- issue 14: shape
+std::unique_ptr<Layer> make_mul(const LayerSpec& s);
+std::unique_ptr<Layer> make_affine(const LayerSpec& s);
+std::unique_ptr<Layer> make_upsample(const LayerSpec& s);
+std::unique_ptr<Layer> make_slice(const LayerSpec& s);
+std::unique_ptr<Layer> make_pad(const LayerSpec& s);
+std::unique_ptr<Layer> make_channel_shuffle(const LayerSpec& s);
 // -- issue 14: act
 std::unique_ptr<Layer> make_leaky_relu(const LayerSpec& s);
 std::unique_ptr<Layer> make_prelu(const LayerSpec& s);
