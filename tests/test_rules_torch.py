@@ -262,3 +262,66 @@ def test_kinks_match_autograd(cid, kind, attrs, rule):
     (want,) = torch.autograd.grad(out, xt, torch.from_numpy(start))
     got = net.project(trace, "conv", at=start, rule=rule)
     _close(got, want, f"{cid}: {rule}")
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_se_block_matches_autograd(rule):
+    """A squeeze-and-excitation block (conv -> silu -> [global pool -> 1x1 conv -> silu -> 1x1 conv
+    -> sigmoid] -> mul -> conv): the mul sends the signal into both inputs (product rule), so the
+    sigmoid gate's branch gets it too, as the gradient under every rule; the silu layers by the
+    rule."""
+    rng = np.random.default_rng(4)
+    shapes = {"c1": (6, 3, 3, 3), "sq": (3, 6, 1, 1), "ex": (6, 3, 1, 1), "c2": (4, 6, 3, 3)}
+    params = {}
+    for name, s in shapes.items():
+        fan_in = s[1] * s[2] * s[3]
+        params[f"{name}/weight"] = (rng.standard_normal(s) * 1.5 / np.sqrt(fan_in)).astype(
+            np.float32
+        )
+        params[f"{name}/bias"] = (0.1 * rng.standard_normal(s[0])).astype(np.float32)
+
+    def conv(name, src, pad):
+        return {
+            "name": name,
+            "kind": "conv2d",
+            "inputs": [src],
+            "attrs": {"padding": [pad] * 4},
+            "params": {"weight": list(shapes[name]), "bias": [shapes[name][0]]},
+        }
+
+    graph = {
+        "format": "pydeconv",
+        "version": 1,
+        "input": {"name": "input", "shape": [3, 9, 11]},
+        "layers": [
+            conv("c1", "input", 1),
+            {"name": "a1", "kind": "silu", "inputs": ["c1"]},
+            {"name": "gap", "kind": "global_avg_pool", "inputs": ["a1"]},
+            conv("sq", "gap", 0),
+            {"name": "a2", "kind": "silu", "inputs": ["sq"]},
+            conv("ex", "a2", 0),
+            {"name": "gate", "kind": "sigmoid", "inputs": ["ex"]},
+            {"name": "scaled", "kind": "mul", "inputs": ["a1", "gate"]},
+            conv("c2", "scaled", 1),
+        ],
+    }
+    net = pydeconv.build(graph, params)
+    x = (2.0 * rng.standard_normal((2, 3, 9, 11))).astype(np.float32)
+    _, trace = net.forward(x)
+    t = {k: torch.from_numpy(v) for k, v in params.items()}
+    xt = torch.from_numpy(x).requires_grad_(True)
+
+    def c(name, v, pad):
+        return F.conv2d(v, t[f"{name}/weight"], t[f"{name}/bias"], padding=pad)
+
+    a1 = _apply("silu", {}, None, c("c1", xt, 1), rule)
+    gap = a1.mean(dim=(2, 3), keepdim=True)
+    gate = torch.sigmoid(c("ex", _apply("silu", {}, None, c("sq", gap, 0), rule), 0))
+    out = c("c2", a1 * gate, 1)
+    _close(trace.activation("c2"), out, "forward")
+    start = rng.standard_normal(out.shape).astype(np.float32)
+    (want,) = torch.autograd.grad(out, xt, torch.from_numpy(start))
+    got = net.project(trace, "c2", at=start, rule=rule)
+    _close(got, want, f"SE block {rule}")
+    names = [r["name"] for r in net.rules("c2", rule)]
+    assert names.index("gate") < names.index("a1") and "sq" in names
