@@ -46,6 +46,12 @@ struct Caps {
 struct RfStep {
   int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   bool global = false;  // every output depends on the whole input (linear, global pooling)
+  // Upsampling layers (transposed convolution, nearest upsampling): the input is first spread out
+  // by `up`, input position i at position i*up with zeros between, and the window above applies
+  // to that: output p covers the inputs i with p*stride - pad <= i*up < p*stride - pad + size.
+  // 1: the plain window. (A transposed conv of stride s, kernel k, dilation d, padding pt: up s,
+  // stride 1, size d*(k-1)+1, pad d*(k-1)-pt; nearest upsampling by s: up s, size s, pad s-1.)
+  int64_t up_h = 1, up_w = 1;
 };
 
 // A ReLU computed by the layer before it, in the same pass (Caps::fuses_relu / fusable_relu).

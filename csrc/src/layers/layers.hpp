@@ -18,6 +18,9 @@ std::unique_ptr<Layer> make_dropout(const LayerSpec& s);
 std::unique_ptr<Layer> make_softmax(const LayerSpec& s);
 std::unique_ptr<Layer> make_add(const LayerSpec& s);
 std::unique_ptr<Layer> make_concat(const LayerSpec& s);
+// -- issue 14: convt
+std::unique_ptr<Layer> make_conv_transpose2d(const LayerSpec& s);
+std::unique_ptr<Layer> make_layer_norm(const LayerSpec& s);
 
 // The receptive-field step of layers whose every output depends on every input position.
 inline RfStep global_rf() {
