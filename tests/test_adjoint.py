@@ -144,6 +144,17 @@ LINEAR_ONES = [
     ("add", (3, 7, 5), {"n_inputs": 3}),
     ("concat", (3, 7, 5), {"n_inputs": 2}),
 ]
+# -- issue 14: convt
+LINEAR_ONES += [
+    ("conv_transpose2d", (3, 7, 5), _conv((3, 3), padding=(1, 1, 1, 1), out_channels=4)),
+    ("conv_transpose2d", (13, 5, 6), _conv((4, 4), (2, 2), (1, 2, 0, 1), out_channels=8)),
+    (
+        "conv_transpose2d",
+        (6, 5, 7),
+        _conv((3, 2), (3, 2), (0, 1, 1, 0), (1, 2), groups=3, output_padding=[2, 1]),
+    ),
+    ("conv_transpose2d", (8, 7, 7), _conv((3, 3), dilation=(2, 2), out_channels=16)),
+]
 
 
 @pytest.mark.parametrize(
@@ -170,6 +181,12 @@ JACOBIAN = [
     ("lrn", (7, 1, 1), {}),
     ("batch_norm", (13, 7, 5), {}),
     ("softmax", (13, 3, 2), {}),
+]
+# -- issue 14: convt
+JACOBIAN += [
+    ("layer_norm", (13, 7, 5), {}),
+    ("layer_norm", (3, 1, 7), {"epsilon": 0.5}),
+    ("layer_norm", (2, 3, 3), {}),
 ]
 
 

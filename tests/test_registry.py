@@ -42,6 +42,11 @@ VALID = {
     "add": ({}, {}, 2),
     "concat": ({}, {}, 3),
 }
+# -- issue 14: convt
+VALID |= {
+    "conv_transpose2d": ({"stride": [2, 2]}, {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, 1),
+    "layer_norm": ({}, {"scale": W((3,), 1.0, np.float32)}, 1),
+}
 # Kinds whose backward is not one linear map: the projection rule decides (test_layers projects
 # each under all three rules against npref instead of an adjoint test).
 RULE_DEPENDENT = {"relu"}
