@@ -461,8 +461,11 @@ def _convt_taps(x_shape, w, at):
     (sh, sw), (dh, dw) = at["stride"], at["dil"]
     for ky in range(kh):
         for kx in range(kw):
-            yield ky, kx, slice(ky * dh, ky * dh + sh * (h - 1) + 1, sh), slice(
-                kx * dw, kx * dw + sw * (wd - 1) + 1, sw
+            yield (
+                ky,
+                kx,
+                slice(ky * dh, ky * dh + sh * (h - 1) + 1, sh),
+                slice(kx * dw, kx * dw + sw * (wd - 1) + 1, sw),
             )
 
 

@@ -44,7 +44,9 @@ def test_upsampling_the_image_reports_the_whole_image():
     """A stride-2 transposed conv straight on the image: its outputs are half a pixel apart, which
     no integer field stride states; the field is then the whole image."""
     graph, params = models.single_layer(
-        "conv_transpose2d", (3, 5, 7), {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1]}
+        "conv_transpose2d",
+        (3, 5, 7),
+        {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1]},
     )
     net = pydeconv.build(graph, params)
     info = [li for li in net.info() if li["name"] == "conv_transpose2d"][0]

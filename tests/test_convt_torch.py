@@ -61,9 +61,9 @@ CONVT = [
 def _convt_case(case, seed=0):
     _, shape, oc, k, s, pad, op, d, g, bias = case
     rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((shape[0], oc // g) + k) / np.sqrt(shape[0] // g * k[0] * k[1])).astype(
-        np.float32
-    )
+    w = (
+        rng.standard_normal((shape[0], oc // g) + k) / np.sqrt(shape[0] // g * k[0] * k[1])
+    ).astype(np.float32)
     params = {"ct/weight": w}
     layer = {
         "name": "ct",

@@ -115,9 +115,13 @@ CASES += [
     ("concat_2", "concat", (3, 7, 7), {"n_inputs": 2}),
     ("concat_3", "concat", (1, 7, 13), {"n_inputs": 3}),
 ]
+
+
 # -- issue 14: convt
 def _convt(k, out, s=1, pad=(0, 0, 0, 0), op=0, d=1, g=1):
-    return dict(_conv(k, out, s, pad, d, g), output_padding=op if isinstance(op, list) else [op, op])
+    return dict(
+        _conv(k, out, s, pad, d, g), output_padding=op if isinstance(op, list) else [op, op]
+    )
 
 
 CASES += [
@@ -126,14 +130,34 @@ CASES += [
     ("convt_k3_s1_wide", "conv_transpose2d", (8, 7, 5), _convt(3, 16, pad=(0, 1, 2, 1))),
     ("convt_k4_s2_decoder", "conv_transpose2d", (13, 5, 6), _convt(4, 6, s=2, pad=(1, 1, 1, 1))),
     ("convt_k2_s2_unet", "conv_transpose2d", (13, 7, 7), _convt(2, 13, s=2)),
-    ("convt_groups3_op", "conv_transpose2d", (6, 5, 5), _convt(3, 9, s=2, pad=(1, 1, 1, 1), op=1, g=3)),
+    (
+        "convt_groups3_op",
+        "conv_transpose2d",
+        (6, 5, 5),
+        _convt(3, 9, s=2, pad=(1, 1, 1, 1), op=1, g=3),
+    ),
     # Output padding past the bottom/right padding: rows and columns that only the bias reaches.
-    ("convt_op_past_pad", "conv_transpose2d", (3, 4, 5), _convt(3, 4, s=3, pad=(0, 1, 0, 0), op=[2, 1])),
+    (
+        "convt_op_past_pad",
+        "conv_transpose2d",
+        (3, 4, 5),
+        _convt(3, 4, s=3, pad=(0, 1, 0, 0), op=[2, 1]),
+    ),
     # Stride 1 with output padding below the dilation, asymmetric padding.
-    ("convt_dilation_asym", "conv_transpose2d", (3, 7, 5), _convt(3, 4, d=2, pad=(2, 1, 0, 3), op=1)),
+    (
+        "convt_dilation_asym",
+        "conv_transpose2d",
+        (3, 7, 5),
+        _convt(3, 4, d=2, pad=(2, 1, 0, 3), op=1),
+    ),
     ("convt_rect", "conv_transpose2d", (3, 5, 7), _convt([2, 5], 6, s=[2, 1], pad=(1, 0, 0, 2))),
     ("convt_1x1_on_1x1", "conv_transpose2d", (1, 1, 1), _convt(1, 1)),
-    ("convt_depthwise", "conv_transpose2d", (13, 7, 7), _convt(3, 13, s=2, pad=(1, 1, 1, 1), op=1, g=13)),
+    (
+        "convt_depthwise",
+        "conv_transpose2d",
+        (13, 7, 7),
+        _convt(3, 13, s=2, pad=(1, 1, 1, 1), op=1, g=13),
+    ),
     # Large enough to run the GEMMs threaded and over several k blocks.
     ("convt_gemm_blocks", "conv_transpose2d", (40, 9, 9), _convt(3, 32, s=2, pad=(1, 1, 1, 1))),
     ("ln_13", "layer_norm", (13, 7, 7), {}),

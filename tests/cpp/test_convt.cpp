@@ -215,9 +215,7 @@ TEST(layer_norm_matches_reference) {
       for (const float* b : {static_cast<const float*>(nullptr), bias.data()}) {
         compare(
             Tensor(x.shape(), 7.f),
-            [&](const Ctx& ctx, Tensor& y) {
-              layer_norm_forward(ctx, x, scale.data(), b, eps, y);
-            },
+            [&](const Ctx& ctx, Tensor& y) { layer_norm_forward(ctx, x, scale.data(), b, eps, y); },
             [&](Tensor& y) { layer_norm_forward_ref(x, scale.data(), b, eps, y); }, 1e-5, what);
         Tensor sel(x.shape(), 0.f), r(x.shape(), 0.f);
         layer_norm_forward(kRef, x, scale.data(), b, eps, sel);

@@ -177,8 +177,8 @@ void conv_rects(const Ctx& ctx, const Tensor& src, const Regions& rs, const Regi
       for (size_t k = i; k < j; ++k) {
         const Piece& q = pieces[k];
         const Region& r = rs[q.b];
-        rects.push_back({src.plane(q.b, gi * ocg), q.y0, q.x0, q.y1 - q.y0, q.x1 - q.x0, col0,
-                         r.y0, r.y1, r.x0, r.x1});
+        rects.push_back({src.plane(q.b, gi * ocg), q.y0, q.x0, q.y1 - q.y0, q.x1 - q.x0, col0, r.y0,
+                         r.y1, r.x0, r.x1});
         col0 += (q.y1 - q.y0) * (q.x1 - q.x0);
       }
       const Im2colPanels panels(win, ocg, gs.h, gs.w, std::move(rects));
@@ -406,8 +406,8 @@ Region conv_transpose2d_reach(const Region& r, const Window2d& g, const Shape& i
 }
 
 void conv_transpose2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs,
-                               const Tensor& weight, const Window2d& g, int64_t groups,
-                               Tensor& gin, const ConvPacked* packed_fwd) {
+                               const Tensor& weight, const Window2d& g, int64_t groups, Tensor& gin,
+                               const ConvPacked* packed_fwd) {
   if (ctx.reference) return conv_transpose2d_backward_ref(gout, weight, g, groups, gin);
   ConvPacked local;
   if (packed_fwd == nullptr) local = conv2d_pack_forward(weight, groups), packed_fwd = &local;

@@ -222,8 +222,8 @@ void conv_transpose2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& we
 // region is read and only the gin rectangle it reaches is written, as one forward-conv GEMM over
 // all samples' rectangles, on `packed_fwd` (conv2d_pack_forward(weight, groups)) when given.
 void conv_transpose2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r,
-                               const Tensor& weight, const Window2d& g, int64_t groups,
-                               Tensor& gin, const ConvPacked* packed_fwd = nullptr);
+                               const Tensor& weight, const Window2d& g, int64_t groups, Tensor& gin,
+                               const ConvPacked* packed_fwd = nullptr);
 // The gin rectangle a transposed conv's gout region reaches (empty when none).
 Region conv_transpose2d_reach(const Region& r, const Window2d& g, const Shape& in);
 void conv_transpose2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias,

@@ -17,8 +17,7 @@ class ConvTranspose2d : public WindowLayer {
     const Tensor* w = param("weight");
     bias_ = param("bias");
     const Shape& ws = w->shape();
-    if (ws.rank != 4)
-      bad("parameter 'weight' must be (in, out/groups, kh, kw), got " + ws.str());
+    if (ws.rank != 4) bad("parameter 'weight' must be (in, out/groups, kh, kw), got " + ws.str());
     parse_window({ws.h, ws.w}, false, true, false);
     if (g_.kh != ws.h || g_.kw != ws.w)
       bad("attribute 'kernel_size' disagrees with the weight shape " + ws.str());

@@ -31,8 +31,8 @@ class LayerNorm : public Layer {
 
   // All rules: gin += J(x)^T gout, the layer norm's Jacobian at the forward input x (bias unused).
   void backward(const Ctx& ctx, BackwardArgs& a) const override {
-    kernels::layer_norm_backward(ctx, *a.in[0], *a.gout, a.region, scale_->data(), eps_,
-                                 *a.gin[0], a.reps);
+    kernels::layer_norm_backward(ctx, *a.in[0], *a.gout, a.region, scale_->data(), eps_, *a.gin[0],
+                                 a.reps);
   }
 
  private:
