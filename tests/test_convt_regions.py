@@ -11,6 +11,7 @@ import pytest
 
 import pydeconv
 from pydeconv import image
+from pydeconv.errors import GraphError
 
 
 def _support(proj):
@@ -51,3 +52,69 @@ def test_upsampling_the_image_reports_the_whole_image():
     net = pydeconv.build(graph, params)
     info = [li for li in net.info() if li["name"] == "conv_transpose2d"][0]
     assert info["rf_size"] == (5, 7)
+
+
+def _one(kind, shape, attrs, params):
+    layer = {
+        "name": "L1",
+        "kind": kind,
+        "inputs": ["x"],
+        "attrs": attrs,
+        "params": {k: list(v.shape) for k, v in params.items()},
+    }
+    graph = {
+        "format": "pydeconv",
+        "version": 1,
+        "input": {"name": "x", "shape": list(shape)},
+        "layers": [layer],
+    }
+    return pydeconv.build(graph, {f"L1/{k}": v for k, v in params.items()})
+
+
+W = np.full
+BAD = [
+    # (id, kind, input, attrs, params, the field the error names)
+    ("convt_op_ge_stride", "conv_transpose2d", (3, 5, 5), {"stride": [2, 2], "output_padding": [2]},
+     {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, "output_padding"),
+    ("convt_op_stride1", "conv_transpose2d", (3, 5, 5), {"output_padding": [0, 1]},
+     {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, "output_padding"),
+    ("convt_weight_in", "conv_transpose2d", (3, 5, 5), {},
+     {"weight": W((4, 4, 3, 3), 0.1, np.float32)}, "weight"),
+    ("convt_weight_rank", "conv_transpose2d", (3, 5, 5), {},
+     {"weight": W((3, 36), 0.1, np.float32)}, "weight"),
+    ("convt_groups", "conv_transpose2d", (3, 5, 5), {"groups": 2},
+     {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, "groups"),
+    ("convt_kernel_size", "conv_transpose2d", (3, 5, 5), {"kernel_size": [2, 2]},
+     {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, "kernel_size"),
+    ("convt_bias", "conv_transpose2d", (3, 5, 5), {"groups": 3},
+     {"weight": W((3, 2, 3, 3), 0.1, np.float32), "bias": W((2,), 0.1, np.float32)}, "bias"),
+    ("convt_no_output", "conv_transpose2d", (3, 1, 1), {"padding": [1, 1, 1, 1]},
+     {"weight": W((3, 4, 1, 1), 0.1, np.float32)}, "padding"),
+    ("ln_scale", "layer_norm", (3, 5, 5), {}, {"scale": W((4,), 1.0, np.float32)}, "scale"),
+    ("ln_bias", "layer_norm", (3, 5, 5), {},
+     {"scale": W((3,), 1.0, np.float32), "bias": W((3, 1), 0.0, np.float32)}, "bias"),
+    ("ln_eps_zero", "layer_norm", (3, 5, 5), {"epsilon": 0.0},
+     {"scale": W((3,), 1.0, np.float32)}, "epsilon"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cid,kind,shape,attrs,params,field", BAD, ids=[b[0] for b in BAD])
+def test_bad_specs_name_the_layer_and_field(cid, kind, shape, attrs, params, field):
+    with pytest.raises(GraphError) as info:
+        _one(kind, shape, attrs, params)
+    msg = str(info.value)
+    assert "'L1'" in msg and kind in msg and field in msg, msg
+
+
+def test_layer_norm_rank2_input_refused():
+    graph = {
+        "format": "pydeconv",
+        "version": 1,
+        "input": {"name": "x", "shape": [3, 2, 2]},
+        "layers": [
+            {"name": "f", "kind": "flatten", "inputs": ["x"]},
+            {"name": "L1", "kind": "layer_norm", "inputs": ["f"], "params": {"scale": [12]}},
+        ],
+    }
+    with pytest.raises(GraphError, match="'L1'.*layer_norm.*N, C, H, W"):
+        pydeconv.build(graph, {"L1/scale": np.ones(12, np.float32)})
