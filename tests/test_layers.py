@@ -160,6 +160,12 @@ CASES += [
     ),
     # Large enough to run the GEMMs threaded and over several k blocks.
     ("convt_gemm_blocks", "conv_transpose2d", (40, 9, 9), _convt(3, 32, s=2, pad=(1, 1, 1, 1))),
+    # Depthwise convs (groups == C == OC, 3x3 / 5x5, stride 1 / 2): kernels/depthwise.cpp.
+    ("dw_k3_s2", "conv2d", (13, 7, 8), _conv(3, 13, s=2, pad=(1, 1, 1, 1), g=13)),
+    ("dw_k5_s1_asym", "conv2d", (7, 9, 6), _conv(5, 7, pad=(2, 0, 1, 3), g=7)),
+    ("dw_k5_s2", "conv2d", (6, 11, 13), _conv(5, 6, s=2, pad=(2, 2, 2, 2), g=6)),
+    ("dw_rect_stride", "conv2d", (5, 7, 9), _conv(3, 5, s=[1, 2], pad=(0, 1, 2, 1), g=5)),
+    ("dw_threaded", "conv2d", (96, 28, 28), _conv(3, 96, pad=(1, 1, 1, 1), g=96)),
     ("ln_13", "layer_norm", (13, 7, 7), {}),
     ("ln_one_channel", "layer_norm", (1, 3, 5), {}),
     ("ln_eps", "layer_norm", (3, 1, 13), {"epsilon": 0.1}),

@@ -241,4 +241,57 @@ TEST(layer_norm_matches_reference) {
     }
 }
 
+// The depthwise kernels (kernels/depthwise.cpp) through conv2d_forward / conv2d_backward's
+// dispatch, against the conv2d twins; with the fused ReLU (in place and into another tensor, with
+// its mask) and region-limited gradients.
+TEST(depthwise_conv2d_matches_reference) {
+  std::mt19937 rng(4);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  struct Dw {
+    int64_t c, h, w, k, sh, sw, pt, pl, pb, pr;
+  };
+  const Dw cases[] = {{2, 1, 1, 3, 1, 1, 1, 1, 1, 1},     {13, 7, 8, 3, 2, 2, 1, 1, 1, 1},
+                      {7, 9, 6, 5, 1, 1, 2, 0, 1, 3},     {6, 11, 13, 5, 2, 2, 2, 2, 2, 2},
+                      {5, 7, 9, 3, 1, 2, 0, 1, 2, 1},     {3, 12, 5, 5, 2, 1, 0, 0, 0, 0},
+                      {144, 28, 28, 3, 1, 1, 1, 1, 1, 1}, {96, 29, 27, 3, 2, 2, 0, 1, 1, 0}};
+  for (const Dw& d : cases) {
+    Window2d g;
+    g.kh = g.kw = d.k, g.sh = d.sh, g.sw = d.sw, g.pt = d.pt, g.pl = d.pl, g.pb = d.pb, g.pr = d.pr;
+    const Tensor wt = random_tensor(Shape::nchw(d.c, 1, d.k, d.k), rng, 0.5f);
+    CHECK(depthwise_fits(wt.shape(), g, d.c));
+    const Tensor bias = random_tensor(Shape::nchw(d.c, 1, 1, 1), rng);
+    const Tensor x = random_tensor(Shape::nchw(2, d.c, d.h, d.w), rng);
+    const Shape os = Shape::nchw(2, d.c, g.out_h(d.h), g.out_w(d.w));
+    const std::string what = "depthwise c" + std::to_string(d.c) + " k" + std::to_string(d.k) +
+                             " s" + std::to_string(d.sh) + "x" + std::to_string(d.sw);
+    const ConvPacked pf = conv2d_pack_forward(wt, d.c);
+    CHECK(!pf.depthwise.empty());
+    compare(
+        Tensor(os, 3.f),
+        [&](const Ctx& ctx, Tensor& y) { conv2d_forward(ctx, x, wt, bias.data(), g, d.c, y, &pf); },
+        [&](Tensor& y) { conv2d_forward_ref(x, wt, bias.data(), g, d.c, y); }, 1e-5, what);
+    // The fused ReLU: into another tensor with its mask, and in place.
+    Tensor y(os), relu(os), inplace(os);
+    TensorT<uint8_t> mask(os);
+    conv2d_forward(kFast2, x, wt, bias.data(), g, d.c, y, &pf, &relu, &mask);
+    conv2d_forward(kFast1, x, wt, bias.data(), g, d.c, inplace, &pf, &inplace);
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      CHECK(relu.data()[i] == (y.data()[i] > 0 ? y.data()[i] : 0.f));
+      CHECK(mask.data()[i] == (y.data()[i] > 0));
+      CHECK(inplace.data()[i] == relu.data()[i]);
+    }
+    const ConvPacked pb = conv2d_pack_backward(wt, g, d.c);
+    CHECK(!pb.depthwise.empty());
+    Regions rs;
+    const Tensor gn = region_grad(os.with_n(1), 6, rng, rs, nan);
+    const Tensor gz = zero_outside(gn, rs);
+    const Tensor init = random_tensor(Shape::nchw(6, d.c, d.h, d.w), rng);
+    compare(
+        init,
+        [&](const Ctx& ctx, Tensor& gin) { conv2d_backward(ctx, gn, rs, wt, g, d.c, gin, &pb); },
+        [&](Tensor& gin) { conv2d_backward_ref(gz, wt, g, d.c, gin, 1); }, 1e-5,
+        what + " backward");
+  }
+}
+
 PYDECONV_TEST_MAIN()

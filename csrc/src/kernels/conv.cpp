@@ -227,6 +227,8 @@ ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups) {
   for (int64_t gi = 0; gi < groups; ++gi)
     out.groups.push_back(pack_a(false, ocg, krows, weight.data() + gi * ocg * krows, krows));
   if (direct_conv_fits(ws, Window2d{}, groups)) out.direct = direct_conv_pack(weight);
+  if (depthwise_weights_fit(ws, groups))
+    out.depthwise.assign(weight.data(), weight.data() + ws.numel());
   return out;
 }
 
@@ -234,6 +236,8 @@ ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t
   const Shape& ws = weight.shape();
   const int64_t ocg = ws.n / groups, cg = ws.c, kk = ws.h * ws.w, krows = cg * kk;
   ConvPacked out;
+  if (depthwise_weights_fit(ws, groups))
+    out.depthwise.assign(weight.data(), weight.data() + ws.numel());
   std::vector<float> flipped;
   for (int64_t gi = 0; gi < groups; ++gi) {
     const float* wg = weight.data() + gi * ocg * krows;
@@ -266,6 +270,9 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
   }
   ConvPacked local;
   if (packed == nullptr) local = conv2d_pack_forward(weight, groups), packed = &local;
+  if (!packed->depthwise.empty() && depthwise_fits(weight.shape(), g, groups) &&
+      depthwise_enabled())
+    return depthwise_forward(ctx, in, packed->depthwise.data(), bias, g, out, relu_out, relu_mask);
   // Forced Winograd (modes 2 and 4, for tests and benchmarks) keeps every conv it applies to.
   if (!packed->direct.empty() && direct_conv_fits(weight.shape(), g, groups) &&
       !(winograd_mode() >= 2 && winograd_geometry(g, groups)))
@@ -360,6 +367,9 @@ void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, cons
   }
   ConvPacked local;
   if (packed == nullptr) local = conv2d_pack_backward(weight, g, groups), packed = &local;
+  if (!packed->depthwise.empty() && depthwise_fits(weight.shape(), g, groups) &&
+      depthwise_enabled())
+    return depthwise_backward(ctx, gout, rs, packed->depthwise.data(), g, gin);
   if (flipped_backward(g, gin.shape().c / groups))
     return backward_unit_stride(ctx, gout, rs, *packed, g, groups, gin, overwrite);
   backward_col2im(ctx, gout, rs, *packed, g, groups, gin);

@@ -52,6 +52,9 @@ struct ConvPacked {
   std::shared_ptr<WinoCache> wino;
   // W^T for the direct kernel of few-input-channel convs (kernels/direct_conv.hpp), else empty.
   std::vector<float> direct;
+  // The plain weights of a depthwise conv the depthwise kernels take (depthwise_weights_fit),
+  // else empty. -- issue 14: convt
+  std::vector<float> depthwise;
 };
 // Per group W_g as (OC/groups) x (C/groups * KH * KW): the forward GEMM's A.
 ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups);
@@ -243,6 +246,23 @@ void layer_norm_forward_ref(const Tensor& in, const float* scale, const float* b
                             Tensor& out);
 void layer_norm_backward_ref(const Tensor& x, const Tensor& gout, const float* scale, double eps,
                              Tensor& gin, int64_t reps);
+
+// Depthwise convolution (MobileNet): groups == C == OC, 3x3 or 5x5 filters, stride 1 or 2 (either
+// axis), no dilation. Direct per-plane kernels, far cheaper than a GEMM of one row per group.
+// conv2d_pack_forward / conv2d_pack_backward keep the weights for them (ConvPacked::depthwise)
+// when the weight shape fits; conv2d_forward / conv2d_backward take them when the geometry does.
+bool depthwise_weights_fit(const Shape& weight, int64_t groups);
+bool depthwise_fits(const Shape& weight, const Window2d& g, int64_t groups);
+// False under PYDECONV_DEPTHWISE=0 (read at each call): the GEMM paths then run depthwise convs
+// too (bench/depthwise.py's baseline).
+bool depthwise_enabled();
+// out = conv(in) + bias, with the fused ReLU as in conv2d_forward; w: (C, KH*KW) floats.
+void depthwise_forward(const Ctx& ctx, const Tensor& in, const float* w, const float* bias,
+                       const Window2d& g, Tensor& out, Tensor* relu_out,
+                       TensorT<uint8_t>* relu_mask);
+// gin += the transposed conv of gout, reading gout only inside each sample's region.
+void depthwise_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const float* w,
+                        const Window2d& g, Tensor& gin);
 
 }  // namespace kernels
 }  // namespace pydeconv
