@@ -264,6 +264,19 @@ def decoder_net(in_shape=(3, 13, 11), seed=0):
     return b.done()
 
 
+def inverted_residual(in_shape=(4, 13, 11), seed=0):
+    """MobileNetV2's block: 1x1 expansion "expand", ReLU, a 3x3 stride-2 depthwise conv "dw" (the
+    depthwise kernels, with the ReLU after it fused into its forward), ReLU "dw_relu", 1x1
+    projection "project"."""
+    b = _Builder("inverted-residual", in_shape, seed)
+    b.conv("expand", "input", 12, 1)
+    b.add("relu", "relu", "expand")
+    b.conv("dw", "relu", 12, 3, stride=2, padding=1, groups=12)
+    b.add("dw_relu", "relu", "dw")
+    b.conv("project", "dw_relu", 6, 1)
+    return b.done()
+
+
 def random_input(shape, seed=0):
     """Standard normal float32 input of the full (N, C, H, W) shape."""
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -192,7 +192,7 @@ NETS += [
     # norm: one position of the last layer reaches a small rectangle of each.
     (f"decoder_{name}", models.decoder_net, name)
     for name in ("up", "ln", "head")
-]
+] + [(f"inverted_residual_{name}", models.inverted_residual, name) for name in ("dw", "project")]
 
 ALL = [
     (cid, lambda k=kind, s=shape, a=attrs: models.single_layer(k, s, a, seed=7), kind)
