@@ -31,10 +31,25 @@ void row(const float* const* rows, int64_t phase_w, const float* w, float bias, 
   const float* src[K * K];
   for (int ki = 0; ki < K; ++ki)
     for (int kj = 0; kj < K; ++kj) src[ki * K + kj] = rows[ki] + (kj % S) * phase_w + kj / S;
-  for (int64_t x = 0; x < n; ++x) {
-    float acc = 0.0f;
-    for (int t = 0; t < K * K; ++t) acc += w[t] * src[t][x];
-    out[x] = acc + bias;
+  if constexpr (K == 3) {  // all 9 taps in registers
+    for (int64_t x = 0; x < n; ++x) {
+      float acc = 0.0f;
+      for (int t = 0; t < K * K; ++t) acc += w[t] * src[t][x];
+      out[x] = acc + bias;
+    }
+    return;
+  }
+  // 5x5: one pass over the row per kernel row, its K taps summed in registers (25 pointers at
+  // once spill: 4x slower on MobileNet's 240x28x28). Every output is still 0 + its taps in order,
+  // then the bias.
+  for (int ki = 0; ki < K; ++ki) {
+    const float* const* s = src + ki * K;
+    const float* wk = w + ki * K;
+    for (int64_t x = 0; x < n; ++x) {
+      float acc = ki == 0 ? 0.0f : out[x];
+      for (int kj = 0; kj < K; ++kj) acc += wk[kj] * s[kj][x];
+      out[x] = ki == K - 1 ? acc + bias : acc;
+    }
   }
 }
 
@@ -53,7 +68,16 @@ void forward_plane(const float* in, int64_t h, int64_t w, const float* wt, float
     const float* s = in + iy * w;
     float* d = buf.data() + py * row_w;
     const int64_t x0 = std::max<int64_t>(0, g.pl), x1 = std::min<int64_t>(pw, w + g.pl);
-    for (int64_t px = x0; px < x1; ++px) d[(px % SW) * phase_w + px / SW] = s[px - g.pl];
+    if (x0 >= x1) continue;
+    if constexpr (SW == 1) {
+      std::copy(s + x0 - g.pl, s + x1 - g.pl, d + x0);
+    } else {
+      for (int q = 0; q < SW; ++q) {  // phase q: padded columns q, q + SW, ...
+        float* dq = d + q * phase_w;
+        for (int64_t px = x0 + ((q - x0 % SW) + SW) % SW; px < x1; px += SW)
+          dq[px / SW] = s[px - g.pl];
+      }
+    }
   }
   const float* rows[K];
   for (int64_t oy = 0; oy < oh; ++oy) {
