@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import GraphError, ModelFormatError
 from .cfg import Section
 from .weights import Blob
 
@@ -431,7 +431,7 @@ def finish(p: Plan, arrays: list[np.ndarray] | None) -> dict[str, np.ndarray]:
             scale, mean, var = (arrays[at + k].astype(np.float64) for k in (1, 2, 3))
             if (var < 0).any():
                 c = int(np.flatnonzero(var < 0)[0])
-                raise GraphError(
+                raise ModelFormatError(
                     f"{p.blobs[at].layer}: rolling_variance of filter {c} is negative "
                     f"({var[c]:g}); Darknet would take its square root"
                 )
