@@ -44,7 +44,7 @@ def net(files):
 
 
 def photo(name):
-    return next(p for p in demo.photos() if p.stem == name)
+    return next(p for p in demo.demo_images() if p.stem == name)
 
 
 def sigmoid(v):
