@@ -396,3 +396,47 @@ def test_load_finds_or_asks_for_the_weights(tmp_path):
         pydeconv.load(tmp_path / "x.npz", weights=tmp_path / "x.weights")
     with pytest.raises(ModelFormatError, match="nope.weights: cannot read the weights"):
         pydeconv.load(cfg, weights=tmp_path / "nope.weights")
+
+
+def test_weights_past_the_tensor_limit(tmp_path):
+    """A cfg asking for more weights than max_tensor_bytes is refused before any is read or
+    allocated (pydeconv info on a cfg alone allocates zeros)."""
+    huge = edit(df.V3_TINY, 8, filters=1 << 24)
+    cfg = tmp_path / "huge.cfg"
+    cfg.write_text(df.cfg_text(huge))
+    with pytest.raises(
+        GraphError, match="huge.cfg: the convolutions hold .* past max_tensor_bytes"
+    ):
+        import_darknet(cfg, None)
+
+
+def test_mutated_files_never_crash(tmp_path):
+    """Random edits of a valid cfg and cuts of its weights: each is imported and built, or
+    refused with one pydeconv error; nothing else escapes."""
+    rng = np.random.default_rng(11)
+    text = df.cfg_text(df.V4_TINY, width=32, height=32)
+    data = df.weights_bytes(df.V4_TINY)
+    alphabet = list("[]=,-#;0123456789 \nabcdefghijklmnopqrstuvwxyz") + ["\x00", "é"]
+    cfg, weights = tmp_path / "m.cfg", tmp_path / "m.weights"
+    outcomes = {"ok": 0, "refused": 0}
+    for trial in range(300):
+        chars = list(text)
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(0, len(chars)))
+            op = int(rng.integers(0, 3))
+            if op == 0:
+                del chars[at]
+            elif op == 1:
+                chars.insert(at, str(rng.choice(alphabet)))
+            else:
+                chars[at] = str(rng.choice(alphabet))
+        cfg.write_text("".join(chars), encoding="utf-8")
+        cut = data if trial % 3 else data[: int(rng.integers(0, len(data)))]
+        weights.write_bytes(cut)
+        try:
+            pydeconv.load(cfg, weights=weights)
+            outcomes["ok"] += 1
+        except PydeconvError as exc:
+            assert str(exc).startswith(("m.cfg: ", "m.weights: ", str(cfg))), str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["ok"] >= 5 and outcomes["refused"] >= 100, outcomes
