@@ -110,8 +110,13 @@ def convert(
                 _cut(node, reads, cut, frontier, mapper)
             continue
         assert handler is not None
-        with node_errors(node, "cannot map it"):
-            handler(mapper, node)
+        try:
+            with node_errors(node, "cannot map it"):
+                handler(mapper, node)
+        except GraphError as exc:
+            raise GraphError(
+                f"{exc}; outputs='auto' imports the graph up to the nodes that cannot be mapped"
+            ) from None
     if auto:
         kept = [t for t in output_names if t not in cut and t in mapper.source]
         output_names = list(dict.fromkeys(frontier + kept))
