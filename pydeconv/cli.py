@@ -101,6 +101,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(f"total parameters: {sum(int(r['params']) for r in net.info()):,}")
+    # Layers imported from several ONNX nodes (Conv + BatchNormalization, Sigmoid + Mul, ...)
+    # answer to each of those nodes' names: list them.
+    fused = [(r["name"], r["aliases"]) for r in net.info() if len(r.get("aliases", [])) > 1]
+    if fused:
+        print("layers made of several ONNX nodes (they answer to each node's name):")
+        for name, aliases in fused:
+            print(f"  {name}: {', '.join(aliases)}")
     return 0
 
 

@@ -153,6 +153,11 @@ class Net:
         self.preprocess = preprocess  # every default filled in by the C++ reader
         self.path = path
         self._info = core.info()
+        # The other names each layer answers to (docs/FORMAT.md `aliases`): for an imported layer
+        # made of several ONNX nodes (Conv + BatchNormalization, Sigmoid + Mul), those nodes.
+        aliases = {layer["name"]: layer.get("aliases", []) for layer in self.graph["layers"]}
+        for row in self._info:
+            row["aliases"] = list(aliases.get(row["name"], []))
         self.layers: list[str] = list(core.layers)
 
     # -- description -------------------------------------------------------------------------
@@ -187,7 +192,7 @@ class Net:
 
     def info(self) -> list[dict]:
         """Per layer, in execution order: name, kind, inputs, shape, receptive field, params,
-        rule."""
+        rule, aliases (the other names it answers to: the ONNX nodes fused into it)."""
         return [dict(d) for d in self._info]
 
     def layer_info(self, layer: str) -> dict:
