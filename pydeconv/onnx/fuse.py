@@ -12,7 +12,9 @@ the SiLU row, never as a sigmoid gate times its input.
 - ``x * Tanh(Softplus(x))`` -> Mish (before opset 18);
 - ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` in either association -> Gelu (before opset 20);
 - ``Reshape (N, g, C/g, H, W) -> Transpose (0, 2, 1, 3, 4) -> Reshape (N, C, H, W)`` -> a channel
-  shuffle (ShuffleNet).
+  shuffle (ShuffleNet);
+- ``Reshape (-1) -> Gather (indices 0, 1, 2, ... of any shape)`` -> one Reshape to the indices'
+  shape (torch's dynamo exporter writes ``as_strided`` after an adaptive average pool so).
 
 Conv + BatchNormalization and constant Add/Mul are folded into the layer by the mapping itself
 (mapper.py), where the parameters are at hand.
@@ -205,6 +207,25 @@ def _channel_shuffle(g: _Graph, first: Node, shapes: dict[str, Shape]) -> bool:
     return True
 
 
+def _gathered_reshape(g: _Graph, gather: Node, shapes: dict[str, Shape]) -> bool:
+    if int(gather.attrs.get("axis", 0)) != 0 or len(gather.inputs) != 2:
+        return False
+    flat, indices = gather.inputs
+    reshape = g.made_by(flat, "Reshape")
+    index = g.consts.get(indices)
+    shape = shapes.get(flat)
+    if reshape is None or index is None or shape is None or len(shape) != 1 or not g.inner(flat):
+        return False
+    if index.size != shape[0] or not np.array_equal(index.reshape(-1), np.arange(shape[0])):
+        return False
+    target = f"{gather.outputs[0]}__shape"
+    g.consts[target] = np.array(index.shape, np.int64)
+    parts = [reshape, gather]
+    fused = _fused("Reshape", [reshape.inputs[0], target], gather, parts)
+    g.replace(gather, fused, [reshape])
+    return True
+
+
 def fuse(
     nodes: list[Node], consts: dict[str, np.ndarray], shapes: dict[str, Shape], outputs: list[str]
 ) -> list[Node]:
@@ -217,6 +238,8 @@ def fuse(
             _erf_gelu(g, node)
         elif node.op_type == "Reshape":
             _channel_shuffle(g, node, shapes)
+        elif node.op_type == "Gather":
+            _gathered_reshape(g, node, shapes)
     for i, node in enumerate(nodes):
         if i in g.removed or i in g.replaced or node.domain not in ("", "ai.onnx"):
             continue

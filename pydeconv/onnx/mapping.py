@@ -270,6 +270,7 @@ def map_transpose(m: Mapper, node: Node) -> None:
         )
     before = layout[1] if layout else (0, 1, 2, 3)
     composed = tuple(before[p] for p in perm)
+    m.shapes[node.outputs[0]] = tuple(x[p] for p in perm)
     m.alias(node.outputs[0], source)
     m.layout.pop(node.outputs[0], None)
     if composed != (0, 1, 2, 3):

@@ -345,7 +345,16 @@ def _conv_transpose(node, shapes, consts):
     return tuple(out)
 
 
+def _gather(node, shapes, consts):
+    x, index = shapes[0], shapes[1]
+    if x is None or index is None:
+        return None
+    axis = node.attrs.get("axis", 0) % len(x)
+    return tuple(x[:axis]) + tuple(index) + tuple(x[axis + 1 :])
+
+
 _RULES: dict[str, Callable] = {
+    "Gather": _gather,
     "Slice": _slice_shape,
     "Split": _split,
     "Pad": _pad,
