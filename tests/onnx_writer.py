@@ -251,7 +251,12 @@ class OnnxBuilder:
         for name, shape in self.outputs:
             graph += f_bytes(12, value_info(name, shape))
         opset = f_str(1, "") + f_varint(2, self.opset)
-        return f_varint(1, self.ir_version) + f_str(2, self.producer) + f_bytes(7, graph) + f_bytes(8, opset)
+        return (
+            f_varint(1, self.ir_version)
+            + f_str(2, self.producer)
+            + f_bytes(7, graph)
+            + f_bytes(8, opset)
+        )
 
     def save(self, path: str, packed: bool = True) -> str:
         data = self.to_bytes(os.path.dirname(os.path.abspath(path)), packed)

@@ -372,8 +372,7 @@ def test_slice_on_the_channel_axis(tmp_path, opset, args):
     else:
         s = b.node(
             "Slice",
-            [t]
-            + [b.init(f"{k}", np.array(v, np.int64)) for k, v in args.items()],
+            [t] + [b.init(f"{k}", np.array(v, np.int64)) for k, v in args.items()],
         )
     b.output(b.node("Relu", [s], outputs=["y"]))
     _, graph, _, _ = compare(tmp_path, b, rand(rng, 1, 3, 5, 5), atol=2e-5)
@@ -562,4 +561,7 @@ def test_every_graph_output_is_returned_and_projects(tmp_path):
     b.output(conv(b, rng, t, 4, 5, k=1), ["N", 5, 8, 8])
     b.output(conv(b, rng, p, 4, 6, k=1), ["N", 6, 4, 4])
     net, graph, outs, _ = compare(tmp_path, b, rand(rng, 2, 3, 8, 8))
-    assert len(net.outputs) == 2 and [o.shape for o in outs.values()] == [(2, 5, 8, 8), (2, 6, 4, 4)]
+    assert len(net.outputs) == 2 and [o.shape for o in outs.values()] == [
+        (2, 5, 8, 8),
+        (2, 6, 4, 4),
+    ]

@@ -72,7 +72,9 @@ def decode(heads: list[np.ndarray], strides=(8, 16, 32), bins=16) -> np.ndarray:
     dist = (e / e.sum(axis=2, keepdims=True) * np.arange(bins)[None, None, :, None]).sum(axis=2)
     anchors, scale = [], []
     for h, s in zip(heads, strides):
-        ys, xs = np.meshgrid(np.arange(h.shape[2]) + 0.5, np.arange(h.shape[3]) + 0.5, indexing="ij")
+        ys, xs = np.meshgrid(
+            np.arange(h.shape[2]) + 0.5, np.arange(h.shape[3]) + 0.5, indexing="ij"
+        )
         anchors.append(np.stack([xs.reshape(-1), ys.reshape(-1)]))
         scale.append(np.full(h.shape[2] * h.shape[3], s))
     anchor, stride = np.concatenate(anchors, axis=1), np.concatenate(scale)
