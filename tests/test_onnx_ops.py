@@ -175,6 +175,29 @@ def test_gelu_from_its_erf_decomposition(tmp_path, association):
     assert len(graph["layers"][1]["aliases"]) == 4  # the five nodes: one is the name
 
 
+@pytest.mark.parametrize("cube", ["mul", "pow"])
+def test_gelu_from_its_tanh_decomposition(tmp_path, cube):
+    """GELU(approximate='tanh') as torch.onnx writes it before opset 20."""
+    rng = np.random.default_rng(21)
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", ["N", 3, 5, 5])
+    t = conv(b, rng, x, 3, 3)
+    if cube == "mul":
+        c = b.node("Mul", [t, b.node("Mul", [t, t])])
+    else:
+        c = b.node("Pow", [t, b.init("three", np.float32(3))])
+    k = b.node("Mul", [b.init("kappa", np.float32(0.044715)), c])
+    inner = b.node(
+        "Mul", [b.init("beta", np.float32(math.sqrt(2 / math.pi))), b.node("Add", [t, k])]
+    )
+    a = b.node("Add", [b.init("one", np.float32(1)), b.node("Tanh", [inner])])
+    m = b.node("Mul", [t, a])
+    b.output(b.node("Mul", [b.init("half", np.float32(0.5)), m], outputs=["y"]))
+    _, graph, _, _ = compare(tmp_path, b, rand(rng, 1, 3, 5, 5, scale=3.0), atol=2e-5)
+    assert kinds(graph) == ["conv2d", "gelu"]
+    assert graph["layers"][1]["attrs"] == {"tanh": 1}
+
+
 def test_fusion_needs_the_inner_tensor_unused_elsewhere(tmp_path):
     rng = np.random.default_rng(6)
     b = OnnxBuilder(opset=13)

@@ -10,7 +10,8 @@ the SiLU row, never as a sigmoid gate times its input.
 - ``x * Sigmoid(x)`` -> SiLU (PyTorch's SiLU, Ultralytics' ``Conv`` blocks, EfficientNet);
 - ``x * HardSigmoid(x)`` with alpha 1/6, beta 1/2 -> HardSwish (torch's exporters before opset 14);
 - ``x * Tanh(Softplus(x))`` -> Mish (before opset 18);
-- ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` in either association -> Gelu (before opset 20);
+- ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` in either association -> Gelu, and its tanh form
+  ``x * 0.5 * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`` (torch's exporters before opset 20);
 - ``Reshape (N, g, C/g, H, W) -> Transpose (0, 2, 1, 3, 4) -> Reshape (N, C, H, W)`` -> a channel
   shuffle (ShuffleNet);
 - ``Reshape (-1) -> Gather (indices 0, 1, 2, ... of any shape)`` -> one Reshape to the indices'
@@ -127,7 +128,12 @@ def _gated(g: _Graph, mul: Node) -> bool:
             return True
         tanh = g.made_by(gate, "Tanh")
         soft = g.made_by(tanh.inputs[0], "Softplus") if tanh is not None else None
-        if soft is not None and soft.inputs[0] == x and g.inner(tanh.inputs[0]):
+        if (
+            tanh is not None
+            and soft is not None
+            and soft.inputs[0] == x
+            and g.inner(tanh.inputs[0])
+        ):
             g.replace(mul, _fused("Mish", [x], mul, [soft, tanh, mul]), [soft, tanh])
             return True
     return False
@@ -142,29 +148,78 @@ def _erf_gelu(g: _Graph, erf: Node) -> bool:
     if first is None or not g.inner(scaled) or not g.inner(erf.outputs[0]):
         return False
     x, c = g.split_const(first)
-    if x is None or first.inputs[0] != x and first is div:
+    if x is None or (first is div and first.inputs[0] != x):
         return False
     if not (_close(c, math.sqrt(2)) if first is div else _close(c, 1 / math.sqrt(2))):
         return False
-    add = _only_reader(g, erf.outputs[0], "Add")
+    return _gelu_tail(g, x, [first, erf], "none")
+
+
+def _tanh_gelu(g: _Graph, tanh: Node) -> bool:
+    """Tanh(sqrt(2/pi) * (x + 0.044715 * x^3)) + 1, times x, times 0.5: torch's exporters before
+    opset 20 for GELU(approximate='tanh')."""
+    inner = tanh.inputs[0]
+    scale = g.made_by(inner, "Mul")
+    if scale is None or not g.inner(inner) or not g.inner(tanh.outputs[0]):
+        return False
+    summed, c = g.split_const(scale)
+    add = g.made_by(summed, "Add") if summed else None
+    if add is None or summed is None or not _close(c, math.sqrt(2 / math.pi)):
+        return False
+    if not g.inner(summed):
+        return False
+    for x, term in (add.inputs, add.inputs[::-1]):
+        kappa = g.made_by(term, "Mul")
+        cubed, k = g.split_const(kappa) if kappa else (None, None)
+        if kappa is None or cubed is None or not _close(k, 0.044715) or not g.inner(term):
+            continue
+        cube = _cube(g, cubed, x)
+        if cube is not None:
+            return _gelu_tail(g, x, cube + [kappa, add, scale, tanh], "tanh")
+    return False
+
+
+def _cube(g: _Graph, tensor: str, x: str) -> list[Node] | None:
+    """The nodes that make x^3: Pow(x, 3), or x * (x * x)."""
+    if not g.inner(tensor):
+        return None
+    power = g.made_by(tensor, "Pow")
+    if power is not None and power.inputs[0] == x and _close(g.scalar(power.inputs[1]), 3.0):
+        return [power]
+    outer = g.made_by(tensor, "Mul")
+    if outer is None or x not in outer.inputs:
+        return None
+    other = outer.inputs[1] if outer.inputs[0] == x else outer.inputs[0]
+    square = g.made_by(other, "Mul")
+    if square is None or square.inputs != [x, x] or not g.inner(other):
+        return None
+    return [square, outer]
+
+
+def _gelu_tail(g: _Graph, x: str, head: list[Node], approximate: str) -> bool:
+    """The common end of both GELU forms: f + 1, times x, times 0.5 (either association);
+    ``head[-1]`` makes f."""
+    made = head[-1].outputs[0]
+    add = _only_reader(g, made, "Add")
     if add is None or not _close(g.split_const(add)[1], 1.0) or not g.inner(add.outputs[0]):
         return False
     times = _only_reader(g, add.outputs[0], "Mul")
     if times is None:
         return False
     other = times.inputs[1] if times.inputs[0] == add.outputs[0] else times.inputs[0]
-    if other == x:  # (x * (1 + erf)) * 0.5
+    if other == x:  # (x * (1 + f)) * 0.5
         half = _only_reader(g, times.outputs[0], "Mul") if g.inner(times.outputs[0]) else None
         if half is None or not _close(g.split_const(half)[1], 0.5):
             return False
-        parts = [first, erf, add, times, half]
-        g.replace(half, _fused("Gelu", [x], half, parts, approximate="none"), parts[:-1])
+        parts = head + [add, times, half]
+        fused = _fused("Gelu", [x], half, parts, approximate=approximate)
+        g.replace(half, fused, parts[:-1])
         return True
-    pre = g.made_by(other, "Mul")  # (x * 0.5) * (1 + erf)
+    pre = g.made_by(other, "Mul")  # (x * 0.5) * (1 + f)
     if pre is None or not g.inner(other) or g.split_const(pre) != (x, 0.5):
         return False
-    parts = [pre, first, erf, add, times]
-    g.replace(times, _fused("Gelu", [x], times, parts, approximate="none"), parts[:-1])
+    parts = [pre] + head + [add, times]
+    g.replace(times, _fused("Gelu", [x], times, parts, approximate=approximate), parts[:-1])
     return True
 
 
@@ -236,6 +291,8 @@ def fuse(
             continue
         if node.op_type == "Erf":
             _erf_gelu(g, node)
+        elif node.op_type == "Tanh":
+            _tanh_gelu(g, node)
         elif node.op_type == "Reshape":
             _channel_shuffle(g, node, shapes)
         elif node.op_type == "Gather":

@@ -189,7 +189,7 @@ def map_matmul(m: Mapper, node: Node) -> None:
         if b.shape[0] != x[-1]:
             raise _fail(node, f"B {list(b.shape)} does not take {x[-1]} channels")
         weight = np.ascontiguousarray(b.T[:, :, None, None])
-        attrs = {"kernel_size": [1, 1], "stride": [1, 1], "padding": [0, 0, 0, 0]}
+        attrs: dict = {"kernel_size": [1, 1], "stride": [1, 1], "padding": [0, 0, 0, 0]}
         attrs.update({"dilation": [1, 1], "groups": 1})
         m.emit(node, "conv2d", [m.src_elementwise(node.inputs[0])], attrs, {"weight": weight})
         m.same_layout(node.outputs[0], node.inputs[0])

@@ -297,10 +297,10 @@ def _resize(node, shapes, consts):
     if node.op_type == "Upsample" and "scales" in node.attrs:
         scales = list(node.attrs["scales"])
     elif node.op_type == "Upsample" or len(node.inputs) == 2:
-        scales = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
-        if scales is None:
+        given = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        if given is None:
             return None
-        scales = [float(v) for v in scales.reshape(-1)]
+        scales = [float(v) for v in given.reshape(-1)]
     else:
         axes = [a % len(x) for a in node.attrs.get("axes", range(len(x)))]
         given = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
