@@ -13,6 +13,7 @@ import pytest
 from onnx_check import compare, kinds, rand
 from onnx_writer import OnnxBuilder
 
+import pydeconv
 from pydeconv.errors import GraphError
 from pydeconv.onnx import import_onnx
 
@@ -588,3 +589,51 @@ def test_every_graph_output_is_returned_and_projects(tmp_path):
         (2, 5, 8, 8),
         (2, 6, 4, 4),
     ]
+
+
+def test_the_layer_table_lists_the_nodes_a_layer_came_from(tmp_path, capsys):
+    from pydeconv.cli import main
+
+    rng = np.random.default_rng(22)
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", ["N", 3, 6, 6])
+    t = conv(b, rng, x, 3, 4, name="/stem/conv/Conv")
+    c = 4
+    t = b.node(
+        "BatchNormalization",
+        [t] + [b.init(f"bn{i}", np.abs(rand(rng, c)) + 0.5) for i in range(4)],
+        name="/stem/bn/BatchNormalization",
+    )
+    b.output(b.node("Relu", [t], name="/stem/act/Relu", outputs=["y"]))
+    path = b.save(str(tmp_path / "m.onnx"))
+    net = pydeconv.load(path)
+    row = net.layer_info("_stem_bn_BatchNormalization")  # the folded node's name finds the conv
+    assert row["name"] == "stem.conv" and row["kind"] == "conv2d"
+    assert row["aliases"] == ["_stem_conv_Conv", "_stem_bn_BatchNormalization"]
+    assert main(["info", path]) == 0
+    out = capsys.readouterr().out
+    assert "layers made of several ONNX nodes" in out
+    assert "  stem.conv: _stem_conv_Conv, _stem_bn_BatchNormalization" in out
+
+
+def test_shape_arithmetic_after_slice_and_resize_folds(tmp_path):
+    """Shape -> Gather -> Unsqueeze -> Concat -> Reshape after a Resize and a channel Slice: the
+    shapes are known, so it folds to a flatten."""
+    rng = np.random.default_rng(23)
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", ["N", 3, 4, 4])
+    t = conv(b, rng, x, 3, 4)
+    t = b.node("Resize", [t, "", b.init("sc", np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    t = b.node(
+        "Slice",
+        [t, b.init("s0", np.array([1], np.int64)), b.init("s1", np.array([3], np.int64)),
+         b.init("s2", np.array([1], np.int64))],
+    )  # fmt: skip
+    shape = b.node("Shape", [t])
+    n = b.node("Gather", [shape, b.init("zero", np.array(0, np.int64))], axis=0)
+    n = b.node("Unsqueeze", [n, b.init("ax", np.array([0], np.int64))])
+    target = b.node("Concat", [n, b.init("m1", np.array([-1], np.int64))], axis=0)
+    flat = b.node("Reshape", [t, target])
+    b.output(b.node("Gemm", [flat, b.init("fc", rand(rng, 3, 128))], transB=1, outputs=["y"]))
+    _, graph, _, _ = compare(tmp_path, b, rand(rng, 1, 3, 4, 4), atol=2e-5)
+    assert kinds(graph) == ["conv2d", "upsample", "slice", "flatten", "linear"]
