@@ -398,7 +398,8 @@ def load(
     if Path(p).suffix.lower() == ".onnx":
         from .onnx import import_onnx
 
-        graph, params = import_onnx(p, preprocess=preprocess, labels=labels, outputs=outputs)
+        extra = {} if outputs is None else {"outputs": outputs}
+        graph, params = import_onnx(p, preprocess=preprocess, labels=labels, **extra)
         return Net(graph, params, p)
     if outputs is not None:
         raise GraphError(f"{p}: outputs= applies to ONNX files only")
