@@ -17,8 +17,11 @@ from pydeconv.onnx import import_onnx
 RULES = ("deconvnet", "guided", "backprop")
 
 
-def ort_run(data: bytes, x: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """ONNX Runtime's outputs (all graph outputs, or ``names``) for input ``x``."""
+def ort_run(
+    data: bytes | str, x: np.ndarray, names: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """ONNX Runtime's outputs (all graph outputs, or ``names``) for input ``x``; ``data`` is the
+    model's bytes or its path (a model with external data needs the path)."""
     ort = pytest.importorskip("onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
