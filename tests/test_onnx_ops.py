@@ -562,6 +562,16 @@ def test_transposed_tensor_into_a_conv_is_refused(tmp_path):
         import_onnx(b.save(str(tmp_path / "m.onnx")))
 
 
+def test_constant_on_a_transposed_view_needs_the_channels_last(tmp_path):
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", [1, 4, 6, 5])
+    t = b.node("Transpose", [x], perm=[0, 2, 1, 3])  # (N, H, C, W)
+    t = b.node("Mul", [t, b.init("k", np.ones((1, 1, 4, 1), np.float32))], name="scale")
+    b.output(b.node("Flatten", [t], outputs=["y"]))
+    with pytest.raises(GraphError, match="Mul node 'scale': .*only supported with the channels"):
+        import_onnx(b.save(str(tmp_path / "m.onnx")))
+
+
 # -- float16, multi-output ----------------------------------------------------------------------
 def test_float16_weights_behind_casts(tmp_path):
     """A float16 export that keeps float32 inputs: float16 initializers Cast to float32."""

@@ -206,6 +206,11 @@ class Mapper:
                     f"channels-last activation of shape {list(shape)}"
                 )
             return np.broadcast_to(c.reshape(-1), (shape[-1],)).astype(np.float32)
+        if self.permutation(tensor) is not None:
+            raise self.fail(
+                f"a constant on a Transpose'd view of an image tensor (ONNX axes "
+                f"{list(self.layout[tensor][1])} of NCHW) is only supported with the channels last"
+            )
         try:
             ok = c.ndim <= len(shape) and tuple(np.broadcast_shapes(c.shape, shape)) == tuple(shape)
         except ValueError:

@@ -410,6 +410,8 @@ def map_prelu(m: Mapper, node: Node) -> None:
     x = m.shape(node.inputs[0])
     if len(x) < 2 or slope.ndim > len(x):
         raise _fail(node, f"slope of shape {list(slope.shape)} does not fit the input {list(x)}")
+    if m.permutation(node.inputs[0]) is not None and not m.channels_last(node.inputs[0]):
+        raise _fail(node, "a PRelu on a Transpose'd view needs the channels last")
     padded = (1,) * (len(x) - slope.ndim) + slope.shape
     channels = x[-1] if m.channels_last(node.inputs[0]) else x[1]
     axis = len(x) - 1 if m.channels_last(node.inputs[0]) else 1
