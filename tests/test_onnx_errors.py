@@ -79,14 +79,20 @@ def test_shape_arithmetic_after_an_unsupported_op_is_not_reported(tmp_path):
     only that op is unsupported; the arithmetic would fold once it is."""
     b = OnnxBuilder(opset=13)
     x = b.input("x", [1, 2, 4, 4])
+    x = b.node("Conv", [x, b.init("w", np.ones((2, 2, 1, 1), np.float32))], kernel_shape=[1, 1])
     t = b.node("GridSample", [x, x], name="odd")
     shape = b.node("Shape", [t], name="shape")
     n = b.node("Gather", [shape, b.init("zero", np.array(0, np.int64))], name="gather")
     n = b.node("Unsqueeze", [n, b.init("ax", np.array([0], np.int64))], name="unsq")
     target = b.node("Concat", [n, b.init("m1", np.array([-1], np.int64))], axis=0, name="cat")
     b.output(b.node("Reshape", [t, target], name="flat", outputs=["y"]))
+    path = b.save(str(tmp_path / "m.onnx"))
     with pytest.raises(UnsupportedOperatorError, match=r"operators: GridSample x1 \(nodes: Gri"):
-        import_onnx(b.save(str(tmp_path / "m.onnx")))
+        import_onnx(path)
+    # outputs='auto' stops before the GridSample: the convolution it reads is the output.
+    graph, _ = import_onnx(path, outputs="auto")
+    assert [layer["kind"] for layer in graph["layers"]] == ["conv2d"]
+    assert graph["outputs"] == [graph["layers"][0]["name"]]
 
 
 def test_many_nodes_of_one_type_are_counted(tmp_path):

@@ -81,7 +81,7 @@ def convert(
     if unsupported and not auto:
         raise UnsupportedOperatorError(_unsupported_message(unsupported))
     if not auto:
-        _check_shape_arithmetic(fused, shape_only, folded.shapes, folded.consts, info.name)
+        _check_shape_arithmetic(fused)
 
     uses = Counter(name for node in fused for name in node.inputs if name)
     uses.update(output_names)
@@ -165,7 +165,10 @@ def _handler(node: Node) -> Callable[[Mapper, Node], None] | None:
 
 def _cut(node: Node, reads: list[str], cut: set, frontier: list, mapper: Mapper) -> None:
     """outputs='auto': ``node`` is not imported; the mapped activations it reads become
-    outputs (image tensors that pydeconv returns as they are)."""
+    outputs (image tensors that pydeconv returns as they are). A Shape reads no values."""
+    cut.update(out for out in node.outputs if out)
+    if node.op_type in ("Shape", "Size"):
+        return
     for name in reads:
         if name in cut or name not in mapper.source or name in mapper.layout:
             continue
@@ -173,7 +176,6 @@ def _cut(node: Node, reads: list[str], cut: set, frontier: list, mapper: Mapper)
             continue
         if name not in frontier:
             frontier.append(name)
-    cut.update(out for out in node.outputs if out)
 
 
 def _output_names(graph: Graph, wanted: Sequence[str] | None) -> list[str]:
@@ -215,16 +217,14 @@ def _shape_arithmetic(nodes: list[Node]) -> set[str]:
     return tainted
 
 
-def _check_shape_arithmetic(
-    nodes: list[Node], tainted: set[str], shapes: dict, consts: dict, input_name: str
-) -> None:
+def _check_shape_arithmetic(nodes: list[Node]) -> None:
     """Every operator is supported, but shape arithmetic is left: name the node whose output shape
     is unknown, where the chain starts."""
+    producer = {out: n for n in nodes for out in n.outputs}
     for node in nodes:
         if node.op_type not in ("Shape", "Size"):
             continue
         tensor = node.inputs[0]
-        producer = {out: n for n in nodes for out in n.outputs}
         cause = producer.get(tensor)
         where = f" (made by {cause.op_type} node '{cause.label()}')" if cause else ""
         raise GraphError(
