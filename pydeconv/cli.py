@@ -108,7 +108,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("layers made of several ONNX nodes (they answer to each node's name):")
         for name, aliases in fused:
             print(f"  {name}: {', '.join(aliases)}")
+    if args.rules:
+        _print_rules(net, args.rules, args.start)
     return 0
+
+
+def _print_rules(net: Any, rule: str, start: str | None) -> None:
+    """How a projection under `rule` sends the signal down through each layer it passes, from
+    `start` (default: each graph output)."""
+    for layer in [start] if start else net.outputs:
+        rows = net.rules(layer, rule)
+        print(f"\nprojection from {layer} under {rule}, in the order the signal meets the layers:")
+        wn = max(len(r["name"]) for r in rows)
+        wk = max(len(r["kind"]) for r in rows)
+        for r in rows:
+            print(f"  {r['name'].ljust(wn)}  {r['kind'].ljust(wk)}  {r['rule']}")
 
 
 # --- convert -------------------------------------------------------------------------------------
@@ -343,6 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", parents=[common], help="layer table of a model")
     p.add_argument("model", help=".npz or .onnx model")
+    p.add_argument(
+        "--rules",
+        choices=RULES,
+        help="also list how a projection under this rule sends the signal down each layer",
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="LAYER",
+        help="with --rules: the projection's layer (default: each graph output)",
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("convert", parents=[common, writes], help="ONNX to pydeconv .npz")

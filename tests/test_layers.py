@@ -115,6 +115,76 @@ CASES += [
     ("concat_2", "concat", (3, 7, 7), {"n_inputs": 2}),
     ("concat_3", "concat", (1, 7, 13), {"n_inputs": 3}),
 ]
+# -- issue 14: shape
+_UP = "upsample"
+CASES += [
+    ("mul_square", "mul", (3, 7, 7), {}),
+    ("mul_se_gate", "mul", (13, 7, 5), {"broadcast": "channel"}),
+    ("mul_gate_first", "mul", (13, 5, 7), {"broadcast": "channel", "swap": True}),
+    ("mul_spatial", "mul", (3, 7, 13), {"broadcast": "spatial"}),
+    ("mul_scalar", "mul", (3, 5, 7), {"broadcast": "scalar", "swap": True}),
+    ("mul_rows", "mul", (13, 5, 7), {"broadcast": "rows"}),
+    ("mul_1x1", "mul", (13, 1, 1), {"broadcast": "spatial"}),
+    ("mul_threaded", "mul", (16, 48, 48), {"broadcast": "channel"}),
+    ("mul_threaded_spatial", "mul", (16, 48, 48), {"broadcast": "spatial", "swap": True}),
+    ("affine_both", "affine", (13, 7, 5), {}),
+    ("affine_scalar_scale", "affine", (3, 7, 7), {"params": "scale", "scalar": True}),
+    ("affine_bias_only", "affine", (3, 1, 7), {"params": "bias"}),
+    ("affine_scalar_bias", "affine", (1, 5, 7), {"params": "bias", "scalar": True}),
+    ("up_nearest_2", _UP, (3, 7, 5), {"scale": [2]}),
+    ("up_nearest_2x3", _UP, (13, 5, 7), {"scale": [2, 3]}),
+    ("up_nearest_1x1", _UP, (1, 1, 1), {"scale": [3, 2]}),
+    ("up_bilinear_2", _UP, (3, 7, 5), {"scale": [2], "bilinear": 1}),
+    ("up_bilinear_3x2", _UP, (3, 5, 7), {"scale": [3, 2], "bilinear": 1}),
+    ("up_bilinear_ac_2", _UP, (3, 7, 5), {"scale": [2], "bilinear": 1, "align_corners": 1}),
+    ("up_bilinear_ac_3x1", _UP, (13, 5, 7), {"scale": [3, 1], "bilinear": 1, "align_corners": 1}),
+    ("up_bilinear_ac_1x1", _UP, (3, 1, 1), {"scale": [2], "bilinear": 1, "align_corners": 1}),
+    ("up_bilinear_1x2_row", _UP, (3, 1, 7), {"scale": [1, 2], "bilinear": 1}),
+    ("up_nearest_threaded", _UP, (16, 24, 24), {"scale": [2]}),
+    ("up_bilinear_threaded", _UP, (16, 24, 24), {"scale": [2], "bilinear": 1}),
+    ("slice_middle", "slice", (13, 7, 5), {"start": 3, "end": 10}),
+    ("slice_first", "slice", (3, 7, 7), {"start": 0, "end": 1}),
+    ("slice_last_1x1", "slice", (13, 1, 1), {"axis": 1, "start": 12, "end": 13}),
+    ("pad_const_asym", "pad", (3, 7, 5), {"padding": [1, 2, 0, 3]}),
+    ("pad_const_value", "pad", (13, 5, 7), {"padding": [2], "value": -1.5}),
+    ("pad_const_2values", "pad", (1, 1, 1), {"padding": [1, 2], "value": 0.25}),
+    ("pad_reflect_asym", "pad", (3, 7, 5), {"padding": [1, 2, 3, 0], "reflect": 1}),
+    ("pad_reflect_max", "pad", (3, 7, 5), {"padding": [6, 4, 6, 4], "reflect": 1}),
+    ("pad_reflect_row", "pad", (13, 1, 7), {"padding": [0, 3, 0, 1], "reflect": 1}),
+    ("shuffle_3", "channel_shuffle", (12, 5, 7), {"groups": 3}),
+    ("shuffle_4", "channel_shuffle", (12, 7, 5), {"groups": 4}),
+    ("shuffle_1", "channel_shuffle", (3, 7, 7), {"groups": 1}),
+    ("shuffle_13_1x1", "channel_shuffle", (13, 1, 1), {"groups": 13}),
+]
+# -- issue 14: act: the activations (values at their kinks: test_activation_kinks below)
+CASES += [
+    ("leaky_relu", "leaky_relu", (3, 7, 7), {}),
+    ("leaky_relu_1x1", "leaky_relu", (13, 1, 1), {"alpha": 0.3}),
+    ("leaky_relu_neg_alpha", "leaky_relu", (1, 7, 13), {"alpha": -0.5}),
+    ("prelu", "prelu", (3, 7, 7), {}),
+    ("prelu_13", "prelu", (13, 1, 7), {}),
+    ("clip_relu6", "clip", (3, 7, 7), {"min": 0.0, "max": 6.0}),
+    ("clip_min0_low_max", "clip", (13, 7, 5), {"min": 0.0, "max": 0.5}),
+    ("clip_band", "clip", (3, 7, 7), {"min": -0.5, "max": 0.75}),
+    ("clip_default", "clip", (1, 1, 1), {}),
+    ("sigmoid", "sigmoid", (3, 7, 7), {}),
+    ("sigmoid_1x1", "sigmoid", (13, 1, 1), {}),
+    ("tanh", "tanh", (3, 7, 7), {}),
+    ("tanh_1", "tanh", (1, 1, 7), {}),
+    ("silu", "silu", (3, 7, 7), {}),
+    # Enough elements (2 * 32 * 66 * 66) for the threaded paths.
+    ("silu_large", "silu", (32, 66, 66), {}),
+    ("hardsigmoid", "hardsigmoid", (3, 7, 7), {}),
+    ("hardsigmoid_steep", "hardsigmoid", (13, 7, 5), {"alpha": 0.75, "beta": 0.25}),
+    ("hardswish", "hardswish", (3, 7, 7), {}),
+    ("hardswish_1x1", "hardswish", (13, 1, 1), {}),
+    ("mish", "mish", (3, 7, 7), {}),
+    ("mish_13", "mish", (13, 1, 7), {}),
+    ("elu", "elu", (3, 7, 7), {}),
+    ("elu_alpha", "elu", (13, 7, 5), {"alpha": 0.5}),
+    ("gelu", "gelu", (3, 7, 7), {}),
+    ("gelu_tanh", "gelu", (13, 1, 7), {"tanh": 1}),
+]
 
 # Per layer kind, its cases above: each runs forward (test_forward) and projected under all three
 # rules (test_project) against npref. tests/test_registry.py checks every registered kind has some.
@@ -129,6 +199,25 @@ NETS = [
 ] + [
     (f"head_{name}", models.head_net, name) for name in ("fc1", "relu", "dropout", "fc2", "softmax")
 ]
+# -- issue 14: shape: each kind between two convs, projected from the second (at="max": one
+# position, so the gradients around the kind are region-limited), and an SE gate.
+REGION_CASES = [
+    ("mul_gate", "mul", (4, 9, 7), {"broadcast": "channel"}),
+    ("mul_spatial", "mul", (4, 9, 7), {"broadcast": "spatial", "swap": True}),
+    ("mul_rows", "mul", (4, 9, 7), {"broadcast": "rows"}),
+    ("affine", "affine", (4, 9, 7), {}),
+    ("up_nearest", "upsample", (4, 5, 7), {"scale": [2, 3]}),
+    ("up_bilinear", "upsample", (4, 5, 7), {"scale": [3, 2], "bilinear": 1}),
+    ("up_bilinear_ac", "upsample", (4, 5, 7), {"scale": [2], "bilinear": 1, "align_corners": 1}),
+    ("slice", "slice", (4, 9, 7), {"start": 1, "end": 3}),
+    ("pad_const", "pad", (4, 9, 7), {"padding": [2, 0, 1, 3], "value": 0.5}),
+    ("pad_reflect", "pad", (4, 9, 7), {"padding": [3, 2, 1, 4], "reflect": 1}),
+    ("shuffle", "channel_shuffle", (4, 9, 7), {"groups": 2}),
+]
+NETS += [
+    (f"region_{rid}", lambda k=kind, s=shape, a=attrs: models.sandwich_net(k, s, a), "conv_b")
+    for rid, kind, shape, attrs in REGION_CASES
+] + [("se_gate", models.se_net, "mul")]
 
 ALL = [
     (cid, lambda k=kind, s=shape, a=attrs: models.single_layer(k, s, a, seed=7), kind)
@@ -216,3 +305,48 @@ def test_max_pool_tie_rule_is_row_major_first():
     x = np.array([[[[0, 5, 7, 1], [5, 2, 3, 7]]]], dtype=np.float32)
     _, trace = net.forward(x)
     np.testing.assert_array_equal(trace.switches("max_pool2d"), [[[[1, 2]]]])
+
+
+# -- issue 14: act: activations at and next to their kinks -----------------------------------
+KINKS = [0.0, -0.0, 1e-3, -1e-3, 1e-6, -1e-6, 3.0, -3.0, 3.001, -3.001, 2.999, -2.999, 2.5,
+         -2.5, 6.0, 6.001, 5.999, -0.5, 0.5, 0.75, -0.75, 1.0, 20.0, -20.0, 90.0, -90.0, 0.25,
+         -1.5]  # fmt: skip
+KINK_CASES = [
+    ("leaky_relu", {}),
+    ("leaky_relu", {"alpha": -0.5}),
+    ("prelu", {}),
+    ("clip", {"min": 0.0, "max": 6.0}),
+    ("clip", {"min": -0.5, "max": 0.75}),
+    ("clip", {}),
+    ("sigmoid", {}),
+    ("tanh", {}),
+    ("silu", {}),
+    ("hardsigmoid", {}),
+    ("hardsigmoid", {"alpha": 0.5, "beta": 0.5}),
+    ("hardswish", {}),
+    ("mish", {}),
+    ("elu", {}),
+    ("elu", {"alpha": 0.5}),
+    ("gelu", {}),
+    ("gelu", {"tanh": 1}),
+]
+
+
+@pytest.mark.parametrize("rule", npref.RULES)
+@pytest.mark.parametrize(
+    "kind,attrs", KINK_CASES, ids=[f"{k}_{i}" for i, (k, _) in enumerate(KINK_CASES)]
+)
+def test_activation_kinks(kind, attrs, rule, threads, kernels):
+    """Inputs exactly at and next to every kink (0, +-3, clip's and hardsigmoid's ends, large
+    magnitudes), forward and projected with a signed start signal, against npref."""
+    shape = (3, 4, 7)
+    graph, params = models.single_layer(kind, shape, attrs, seed=7)
+    net = pydeconv.build(graph, params)
+    x = np.resize(np.array(KINKS, np.float32), (2,) + shape)
+    acts, switches = npref.forward(graph, params, x)
+    out, trace = net.forward(x, threads=threads)
+    npref.assert_close(out, acts[kind], err_msg=f"{kind} {attrs} forward")
+    start = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
+    got = net.project(trace, kind, at=start, rule=rule, threads=threads)
+    ref = npref.project(graph, params, acts, switches, kind, start, rule)
+    npref.assert_close(got, ref, err_msg=f"{kind} {attrs} {rule}")

@@ -207,5 +207,82 @@ void global_avg_pool_backward(const Ctx& ctx, const Tensor& gout, Tensor& gin);
 void global_avg_pool_forward_ref(const Tensor& in, Tensor& out);
 void global_avg_pool_backward_ref(const Tensor& gout, Tensor& gin);
 
+// -- issue 14: shape
+// mul: the element-wise product of a and b with broadcasting (each of their C, H, W equals out's
+// or is 1). Backward, the product rule: ga += gout * b and gb += gout * a, each summed over the
+// dims its input was broadcast along; a and b are the forward inputs (batch N), gout has batch
+// B = N * reps; ga or gb may be null (not wanted) or the same tensor (mul(x, x)).
+void mul_forward(const Ctx& ctx, const Tensor& a, const Tensor& b, Tensor& out);
+void mul_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& a,
+                  const Tensor& b, Tensor* ga, Tensor* gb, int64_t reps);
+void mul_forward_ref(const Tensor& a, const Tensor& b, Tensor& out);
+void mul_backward_ref(const Tensor& gout, const Tensor& a, const Tensor& b, Tensor* ga, Tensor* gb,
+                      int64_t reps);
+
+// upsample by integer factors: nearest out[y, x] = in[y / sh, x / sw]; bilinear as PyTorch's
+// interpolate(scale_factor=(sh, sw), mode="bilinear", align_corners). Backward: the transpose.
+struct UpsampleGeom {
+  int64_t sh = 1, sw = 1;
+  bool bilinear = false, align_corners = false;
+};
+void upsample_forward(const Ctx& ctx, const Tensor& in, const UpsampleGeom& u, Tensor& out);
+void upsample_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const UpsampleGeom& u,
+                       Tensor& gin);
+void upsample_forward_ref(const Tensor& in, const UpsampleGeom& u, Tensor& out);
+void upsample_backward_ref(const Tensor& gout, const UpsampleGeom& u, Tensor& gin);
+
+// slice: out's channels are in's [start, start + out.c); backward adds them back there.
+void slice_forward_ref(const Tensor& in, int64_t start, Tensor& out);
+void slice_backward_ref(const Tensor& gout, int64_t start, Tensor& gin);
+
+// pad: constant (value) or reflect (PyTorch's F.pad mode="reflect": the edge is not repeated;
+// each padding below the input's size) padding; backward crops (reflect: folds the mirrored parts
+// back onto the pixels they copy).
+struct Pad2d {
+  int64_t t = 0, l = 0, b = 0, r = 0;
+  float value = 0.f;
+  bool reflect = false;
+};
+void pad_forward_ref(const Tensor& in, const Pad2d& p, Tensor& out);
+void pad_backward_ref(const Tensor& gout, const Pad2d& p, Tensor& gin);
+
+// channel_shuffle (ShuffleNet): out channel k * groups + j = in channel j * (C / groups) + k;
+// backward the inverse permutation.
+void channel_shuffle_forward_ref(const Tensor& in, int64_t groups, Tensor& out);
+void channel_shuffle_backward_ref(const Tensor& gout, int64_t groups, Tensor& gin);
+// -- issue 14: act
+// Element-wise activations (the layers in layers/activation.hpp): y = f(x) over whole tensors;
+// the backward goes over each sample's region of gout, x being the forward input (batch N).
+enum class Act {
+  LeakyRelu,    // x > 0 ? x : alpha*x (prelu: alpha = slope[c])
+  Clip,         // min(max(x, lo), hi)
+  Sigmoid,      // 1/(1+e^-x)
+  Tanh,         // tanh x
+  Silu,         // x*sigmoid(x)
+  HardSigmoid,  // max(0, min(1, alpha*x+beta))
+  HardSwish,    // x*max(0, min(1, x/6+1/2))
+  Mish,         // x*tanh(softplus(x))
+  Elu,          // x > 0 ? x : alpha*(e^x-1)
+  Gelu,         // 0.5x(1+erf(x/sqrt2))
+  GeluTanh,     // 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+};
+struct ActParams {
+  Act op = Act::Sigmoid;
+  float alpha = 0.f, beta = 0.f;  // leaky_relu, elu: alpha; hardsigmoid: alpha, beta
+  float lo = 0.f, hi = 0.f;       // clip
+  const float* slope = nullptr;   // prelu: alpha per channel (C values)
+};
+// How the signal goes down: the gradient g*f'(x) (every rule at a non-rectifying layer, backprop
+// at a rectifying one), relu(g) (deconvnet at a rectifying layer: x unused) or relu(g)*f'(x)
+// (guided at a rectifying layer). f'(0) of the piecewise kinds is the x <= 0 branch's.
+enum class ActDown { Gradient, Rectify, Guided };
+void activation_forward(const Ctx& ctx, const Tensor& in, const ActParams& p, Tensor& out);
+// gin += down(g, x) over each sample's region; in place (gin is gout's own buffer) gin = that.
+void activation_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& x,
+                         const ActParams& p, ActDown down, Tensor& gin, int64_t reps);
+void activation_forward_ref(const Tensor& in, const ActParams& p, Tensor& out);
+void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p, ActDown down,
+                             Tensor& gin, int64_t reps);
+
 }  // namespace kernels
 }  // namespace pydeconv
