@@ -106,6 +106,132 @@ def _conv(name, src, oc, ic, k, pad=0, stride=1, groups=1, bias=True):
     return _layer(name, "conv2d", src, attrs, params)
 
 
+# -- issue 14: the new kinds. Two more seed graphs: every activation with an SE gate (mul) and a
+# layer norm; the structure kinds (upsample nearest and bilinear, reflect and constant pad,
+# channel_shuffle, slice, affine, conv_transpose2d, a broadcasting mul).
+ISSUE14_ACT = [
+    _conv("conv1", "input", 4, 3, 3, pad=1),
+    _layer("leaky", "leaky_relu", "conv1", {"alpha": 0.1}),
+    _layer("prelu", "prelu", "leaky", None, {"slope": [4]}),
+    _layer("relu6", "clip", "prelu", {"min": 0.0, "max": 6.0}),
+    _layer("silu", "silu", "relu6"),
+    _layer("hswish", "hardswish", "silu"),
+    _layer("mish", "mish", "hswish"),
+    _layer("elu", "elu", "mish", {"alpha": 1.0}),
+    _layer("gelu", "gelu", "elu", {"tanh": 1}),
+    _layer("tanh", "tanh", "gelu"),
+    _layer("gap", "global_avg_pool", "gelu"),
+    _conv("se", "gap", 4, 4, 1),
+    _layer("hsig", "hardsigmoid", "se", {"alpha": 0.2, "beta": 0.5}),
+    _layer("gate", "mul", ["tanh", "hsig"]),
+    _layer("clip", "clip", "gate", {"min": -0.5, "max": 0.5}),
+    _layer("sig", "sigmoid", "clip"),
+    _layer("ln", "layer_norm", "sig", {"epsilon": 1e-5}, {"scale": [4], "bias": [4]}),
+    _layer("flatten", "flatten", "ln"),
+    _layer("fc", "linear", "flatten", None, {"weight": [2, 4 * 6 * 6], "bias": [2]}),
+]
+ISSUE14_SHAPE = [
+    _conv("conv1", "input", 4, 3, 3, pad=1),
+    _layer("up", "upsample", "conv1", {"scale": [2]}),  # 8x8
+    _layer("pad", "pad", "up", {"padding": [1, 2, 1, 0], "reflect": 1}),  # 10x10
+    _layer("shuffle", "channel_shuffle", "pad", {"groups": 2}),
+    _layer("slice", "slice", "shuffle", {"axis": 1, "start": 1, "end": 3}),  # 2 channels
+    _layer("aff", "affine", "slice", None, {"scale": [2], "bias": [1]}),
+    _layer(
+        "convt",
+        "conv_transpose2d",
+        "aff",
+        {"stride": [2, 2], "padding": [1, 1, 1, 1], "output_padding": [1], "dilation": [1, 1]},
+        {"weight": [2, 3, 3, 3], "bias": [3]},
+    ),  # 3 x 20 x 20
+    _layer("up2", "upsample", "slice", {"scale": [2, 2], "bilinear": 1, "align_corners": 1}),
+    _layer("cpad", "pad", "up2", {"padding": [0], "value": 0.5}),  # 2 x 20 x 20
+    _layer("one", "slice", "cpad", {"start": 0, "end": 1}),  # 1 x 20 x 20: spatial gate
+    _layer("gate", "mul", ["convt", "one"]),
+    _layer("pool", "max_pool2d", "gate", {"kernel_size": [2, 2], "stride": [2, 2]}),
+]
+# Attribute values aimed at each new kind's checks: past the range, huge output sizes (upsample
+# scales, conv_transpose2d strides, dilations and kernels), wrong arities, non-finite numbers.
+ISSUE14_ATTRS = {
+    "upsample": {
+        "scale": [[10**9], [10**9, 10**9], [2**20, 1], [65536, 65536], [4096], [0], [-1],
+                  [1.5], [1, 2, 3], [], [3], [1], [1, 10**9]],
+        "bilinear": [2, -1, 0.5, 1],
+        "align_corners": [2, 1, 0],
+    },
+    "conv_transpose2d": {
+        "stride": [[10**9, 10**9], [65536], [0], [100000, 1], [3], [1]],
+        "dilation": [[10**9], [0], [5000, 5000], [2]],
+        "output_padding": [[1], [2, 2], [10**9], [5], [0, 1], [-1]],
+        "padding": [[10**9] * 4, [100, 100, 100, 100], [-1], [0, 0, 0, 5], [20], [30, 0]],
+        "groups": [0, 2, 3, 10**9, 4, -1],
+        "kernel_size": [[3, 3], [1, 1], [10**9, 10**9], [5, 5], [3]],
+    },
+    "pad": {
+        "padding": [[10**9], [10**6] * 4, [9, 9, 9, 9], [10, 0, 0, 0], [5], [1, 2], [1, 2, 3],
+                    [-1], [4096, 4096]],
+        "value": [math.nan, math.inf, 1e300, 1.0],
+        "reflect": [1, 2, 0],
+    },
+    "slice": {"start": [0, 3, 4, 10**9, -1, 2], "end": [0, 1, 5, 10**9, 2], "axis": [0, 2, -1]},
+    "channel_shuffle": {"groups": [0, 1, 3, 4, 5, 10**9, -1]},
+    "layer_norm": {"epsilon": [0, -1, math.nan, math.inf, 1e-300, 1e300]},
+    "clip": {"min": [math.nan, 6.0, 1e39, -math.inf, 0.0, 7.0], "max": [math.nan, -1.0, 0.0, math.inf]},
+    "leaky_relu": {"alpha": [math.nan, math.inf, -1e300, 1e39, 0]},
+    "elu": {"alpha": [math.nan, math.inf, -1e300, 1e39, 0]},
+    "hardsigmoid": {"alpha": [0, math.nan, math.inf, -1], "beta": [math.nan, 1e39, -5]},
+    "gelu": {"tanh": [2, 0.5, -1, 1, 0]},
+}  # fmt: skip
+# Parameter shapes that pass the archive's checks (array and declaration agree) and reach the
+# kind's own: wrong channel counts, wrong ranks, empty.
+ISSUE14_PARAM_SHAPES = {
+    "slope": [[3], [5], [1], [4, 1], [0], [1, 4, 1, 1]],
+    "scale": [[3], [1], [5], [0], [2, 2]],
+    "bias": [[3], [1], [5], [0]],
+    "weight": [[3, 3, 3, 3], [2, 1, 3, 3], [2, 3, 1, 1], [2, 3, 7, 7], [2, 3], [4, 3, 3, 3],
+               [2, 3, 0, 3], [2, 3, 64, 64]],
+}  # fmt: skip
+ISSUE14_KINDS = [
+    "leaky_relu", "prelu", "clip", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "mish",
+    "elu", "gelu", "mul", "affine", "upsample", "slice", "pad", "channel_shuffle",
+    "conv_transpose2d", "layer_norm",
+]  # fmt: skip
+
+
+def mutate_issue14(rng: random.Random, graph: dict, params: dict) -> None:
+    """One mutation aimed at a layer of a new kind: an attribute from ISSUE14_ATTRS, a parameter
+    reshaped consistently (declaration and array agree), the input made large, or the layer's
+    inputs rewired (a mul of shapes that do not broadcast). In place."""
+    layers = [x for x in graph["layers"] if x["kind"] in ISSUE14_KINDS]
+    layer = rng.choice(layers)
+    r = rng.random()
+    table = ISSUE14_ATTRS.get(layer["kind"])
+    if r < 0.55 and table:
+        for _ in range(rng.choice([1, 1, 2])):
+            key = rng.choice(sorted(table))
+            layer.setdefault("attrs", {})[key] = rng.choice(table[key])
+    elif r < 0.75 and layer.get("params"):
+        key = rng.choice(sorted(layer["params"]))
+        shape = rng.choice(ISSUE14_PARAM_SHAPES.get(key, [[1], [3]]))
+        layer["params"][key] = list(shape)
+        arr = np.random.default_rng(rng.randrange(1000)).standard_normal(shape).astype(np.float32)
+        if arr.size and rng.random() < 0.2:
+            arr.reshape(-1)[0] = rng.choice([np.nan, np.inf])
+        params[f"{layer['name']}/{key}"] = arr
+    elif r < 0.85:  # a large input: the layers' output sizes grow from it
+        graph["input"]["shape"] = rng.choice(
+            [[3, 8192, 8192], [3, 1, 65536], [3, 4096, 16], [3, 1024, 1024], [3, 1, 1], [1, 4, 4]]
+        )
+        if rng.random() < 0.5 and table:
+            key = rng.choice(sorted(table))
+            layer.setdefault("attrs", {})[key] = rng.choice(table[key])
+    else:
+        names = ["input"] + [x["name"] for x in graph["layers"]]
+        n = 2 if layer["kind"] == "mul" else 1
+        layer["inputs"] = [rng.choice(names) for _ in range(rng.choice([n, n, 1, 3]))]
+    graph.pop("preprocess", None) if rng.random() < 0.1 else None
+
+
 def seed_graphs():
     """Three tiny graphs covering every layer kind: a conv/pool chain, a DAG, a dense head."""
     pool = {"kernel_size": [2, 2], "stride": [2, 2]}
@@ -155,7 +281,13 @@ def seed_graphs():
         _layer("fc2", "linear", "relu", None, {"weight": [2, 5]}),
     ]
     graphs = []
-    for name, layers, hw in (("chain", chain, 8), ("dag", dag, 6), ("head", head, 4)):
+    for name, layers, hw in (
+        ("chain", chain, 8),
+        ("dag", dag, 6),
+        ("head", head, 4),
+        ("act", ISSUE14_ACT, 6),
+        ("shape", ISSUE14_SHAPE, 4),
+    ):
         graphs.append(
             {
                 "format": "pydeconv",
@@ -189,7 +321,8 @@ def seed_params(graph, rng):
 def seed_model(index=0, seed=0):
     """(graph, params) of seed graph ``index`` with parameters drawn from ``seed`` (a valid
     model)."""
-    graph = seed_graphs()[index % 3]
+    graphs = seed_graphs()
+    graph = graphs[index % len(graphs)]
     return graph, seed_params(graph, np.random.default_rng(seed))
 
 
@@ -351,6 +484,7 @@ def mutate_graph(rng: random.Random, graph: dict):
                             "Conv",
                             "",
                         ]
+                        + ISSUE14_KINDS
                     )
                 else:
                     layers[i]["inputs"] = rng.choice(
@@ -525,9 +659,15 @@ def _npy_header_mutant(rng: random.Random, arr: np.ndarray) -> bytes:
 
 
 def npz_mutant(rng: random.Random) -> bytes:
-    graph, params = seed_model(rng.randrange(3), rng.randrange(1000))
+    graph, params = seed_model(rng.randrange(5), rng.randrange(1000))
     r = rng.random()
     compress = rng.random() < 0.2
+    if graph["name"] in ("act", "shape") and rng.random() < 0.5:  # issue 14: aimed at new kinds
+        for _ in range(rng.choice([1, 1, 2])):
+            mutate_issue14(rng, graph, params)
+        if rng.random() < 0.25:
+            return model_bytes(mutate_graph(rng, graph), params, compress)
+        return model_bytes(graph, params, compress)
     if r < 0.55:  # the JSON graph
         return model_bytes(mutate_graph(rng, graph), params, compress)
     if r < 0.7:  # a parameter array through NumPy's own writer
@@ -877,7 +1017,7 @@ def seed_files(folder: str) -> list[str]:
             f.write(data)
         out.append(path)
 
-    for i in range(3):
+    for i in range(5):
         put(f"model{i}.npz", model_bytes(*seed_model(i)))
         put(f"model{i}.onnx", onnx_seed(np.random.default_rng(i), i).to_bytes(None))
     rng = random.Random(0)
