@@ -137,6 +137,19 @@ struct Rf {
   int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, start_h = 0, start_w = 0;
 };
 
+// Whether an output shape is usable: every size positive and at most 2^31 values in all, checked
+// without forming the product (declared attributes such as an upsample scale or a
+// conv_transpose2d stride of 1e9 make single sizes near 2^61, whose product overflows int64).
+bool output_in_range(const Shape& s) {
+  const int64_t cap = int64_t(1) << 31;
+  int64_t p = 1;
+  for (int64_t d : {s.n, s.c, s.h, s.w}) {
+    if (d <= 0 || d > cap / p) return false;
+    p *= d;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::vector<bool> Net::Impl::ancestors(int target) const {
@@ -210,9 +223,10 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
     auto layer = make_layer(spec);
     spec.params.clear();  // the layer holds them now (and may keep only a packed copy)
     Shape out = layer->infer(in_shapes);
-    if (out.numel() <= 0 || out.numel() > (int64_t(1) << 31))
-      fail(ErrorKind::Shape,
-           "layer '" + spec.name + "': output shape " + out.str() + " is out of range");
+    if (!output_in_range(out))
+      fail(ErrorKind::Shape, "layer '" + spec.name + "' (" + spec.kind + "): output shape " +
+                                 out.str() + " is out of range (each size positive, 2^31 values " +
+                                 "at most)");
     activation_bytes += out.numel() * int64_t(sizeof(float));
     if (activation_bytes > lim.max_tensor_bytes)
       fail(ErrorKind::Shape, "layer '" + spec.name + "' (" + spec.kind + "): output shape " +

@@ -3,6 +3,8 @@ helpers every section reads keys with (activation, strides, window fit, layer re
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +72,8 @@ class Plan:
         "weights" (the whole weight)."""
         first = len(self.blobs)
         for f in fields:
-            count = int(np.prod(shape)) if f == "weights" else shape[0]
+            # Python ints: np.prod wraps past int64 (a 2^31-wide kernel counted 0 floats)
+            count = math.prod(shape) if f == "weights" else shape[0]
             self.blobs.append(Blob(where, f, count))
         self.weighted.append(Weighted(name, kind, bn, tuple(shape), first, tuple(fields)))
 

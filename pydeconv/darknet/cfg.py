@@ -59,7 +59,7 @@ class Section:
             return default
         value = _parse_int(text)
         if value is None:
-            raise self.fail(key, f"must be an integer, got '{text}'")
+            raise self.fail(key, f"must be an integer, got {_shown(text)}")
         if minimum is not None and value < minimum:
             raise self.fail(key, f"must be >= {minimum}, got {value}")
         return value
@@ -83,7 +83,7 @@ class Section:
             return None
         values = [_parse_int(part) for part in text.split(",")]
         if not values or any(v is None for v in values):
-            raise self.fail(key, f"must be a comma-separated list of integers, got '{text}'")
+            raise self.fail(key, f"must be a comma-separated list of integers, got {_shown(text)}")
         return [int(v) for v in values if v is not None]
 
     def numbers(self, key: str) -> list[float] | None:
@@ -118,7 +118,16 @@ def _parse_int(text: str) -> int | None:
     body = text[1:] if text[:1] in "+-" else text
     if not body.isdigit() or not body.isascii():
         return None
+    if len(body.lstrip("0")) > 18:  # past int64 (and Python's int() digit limit): no usable size
+        return None
     return int(text)
+
+
+def _shown(text: str) -> str:
+    """A value quoted as an error message shows it (a 5000-digit value is cut)."""
+    if len(text) <= 40:
+        return f"'{text}'"
+    return f"'{text[:20]}...' ({len(text)} characters; integers have at most 18 digits)"
 
 
 def parse_cfg(text: str) -> list[Section]:

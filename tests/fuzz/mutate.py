@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from onnx_writer import OnnxBuilder  # noqa: E402  (tests/onnx_writer.py)
 
-KINDS = ("npz", "onnx", "image")
+KINDS = ("npz", "onnx", "image", "darknet")
 
 # Values a mutated number becomes: boundaries, huge, negative, non-finite, wrong types.
 HOSTILE = [
@@ -176,7 +176,8 @@ ISSUE14_ATTRS = {
     "slice": {"start": [0, 3, 4, 10**9, -1, 2], "end": [0, 1, 5, 10**9, 2], "axis": [0, 2, -1]},
     "channel_shuffle": {"groups": [0, 1, 3, 4, 5, 10**9, -1]},
     "layer_norm": {"epsilon": [0, -1, math.nan, math.inf, 1e-300, 1e300]},
-    "clip": {"min": [math.nan, 6.0, 1e39, -math.inf, 0.0, 7.0], "max": [math.nan, -1.0, 0.0, math.inf]},
+    "clip": {"min": [math.nan, 6.0, 1e39, -math.inf, 0.0, 7.0],
+             "max": [math.nan, -1.0, 0.0, math.inf]},
     "leaky_relu": {"alpha": [math.nan, math.inf, -1e300, 1e39, 0]},
     "elu": {"alpha": [math.nan, math.inf, -1e300, 1e39, 0]},
     "hardsigmoid": {"alpha": [0, math.nan, math.inf, -1], "beta": [math.nan, 1e39, -5]},
@@ -285,8 +286,8 @@ def seed_graphs():
         ("chain", chain, 8),
         ("dag", dag, 6),
         ("head", head, 4),
-        ("act", ISSUE14_ACT, 6),
-        ("shape", ISSUE14_SHAPE, 4),
+        ("act", json.loads(json.dumps(ISSUE14_ACT)), 6),  # fresh copies: mutants edit in place
+        ("shape", json.loads(json.dumps(ISSUE14_SHAPE)), 4),
     ):
         graphs.append(
             {
@@ -993,9 +994,166 @@ def image_mutant(rng: random.Random) -> tuple[str, bytes]:
     return fmt, data
 
 
+# -- issue 14: Darknet cfg + weights mutants -------------------------------------------------------
+# Values a cfg key becomes: the text Darknet's atoi/atof would read differently, huge and negative
+# numbers, lists where one value is due, a 5000-digit integer (past Python's int() digit limit).
+CFG_HOSTILE = [
+    "0", "-1", "1", "2", "3", "-2", "1000000000", "99999999999999999999", "2147483648", "65536",
+    "100000", "nan", "inf", "-inf", "1.5", "1e9", "", "abc", "3,4", "-1e9", "0x10", "1,,2", ",",
+    "+3", "016", "1" * 5000, "-" + "9" * 30, "linear", "leaky", "mish", "swish", "logistic",
+    "relu", "tanh", "selu", "-1,-2", "-100", "0,1,2,3,4,5,6,7,8", "1,2", "-0", "\u0663",
+]  # fmt: skip
+# Keys a section may gain (known to some section, or not at all).
+CFG_KEYS = [
+    "filters", "size", "stride", "pad", "padding", "activation", "batch_normalize", "groups",
+    "group_id", "layers", "from", "mask", "anchors", "classes", "num", "output", "stride_x",
+    "stride_y", "dilation", "scale_x_y", "new_coords", "channels", "width", "height", "reverse",
+    "flipped", "antialiasing", "xnor", "binary", "probability", "type", "letter_box", "bogus",
+]  # fmt: skip
+CFG_SECTIONS = [
+    "convolutional", "maxpool", "route", "shortcut", "upsample", "yolo", "connected", "avgpool",
+    "softmax", "dropout", "cost", "net", "crop", "reorg", "local", "region", "sam",
+    "scale_channels", "conv", "max", "network", "",
+]  # fmt: skip
+
+
+def _darknet_seed(rng: random.Random):
+    import darknet_files as df  # tests/darknet_files.py
+
+    name = rng.choice(["v3tiny", "v4tiny", "mixed", "classifier", "gap", "connected_bn"])
+    secs = {"connected_bn": df.CONNECTED_BN, **df.NETS, **df.CLASSIFIERS}[name]
+    size = {"classifier": 32, "gap": 16, "connected_bn": 32}.get(name, 32)
+    return df, [dict(s) for s in secs], size
+
+
+def _darknet_weights(df, secs, size, version, seed) -> bytes:
+    """Weights matching ``secs`` as pydeconv reads the cfg (so the damage reaches past the size
+    check): the blob counts from pydeconv.darknet's plan when it accepts the cfg and they are
+    small, else the unmutated net's weights."""
+    try:
+        from pydeconv.darknet.cfg import parse_cfg
+        from pydeconv.darknet.convert import plan
+
+        p = plan(parse_cfg(df.cfg_text(secs, width=size, height=size)), None)
+        total = sum(b.count for b in p.blobs)
+        if total <= 1 << 20:
+            rng = np.random.default_rng(seed)
+            floats = rng.uniform(0.5, 1.5, total).astype(np.float32)
+            return df.header(version) + floats.tobytes()
+    except Exception:  # noqa: BLE001 - the run itself reports what the reader does with it
+        pass
+    return b""
+
+
+def darknet_mutant(rng: random.Random) -> tuple[bytes, bytes | None]:
+    """(cfg text, weights or None for a missing file) of one Darknet mutant."""
+    df, secs, size = _darknet_seed(rng)
+    version = rng.choice([(0, 2, 0), (0, 2, 0), (0, 1, 0), (1, 0, 0), (0, 0, 0)])
+    net_extra = ""
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+        r = rng.random()
+        i = rng.randrange(len(secs))
+        sec = secs[i]
+        keys = [k for k in sec if not k.startswith("_")]
+        if r < 0.35 and keys:  # a value
+            sec[rng.choice(keys)] = rng.choice(CFG_HOSTILE)
+        elif r < 0.45:  # a key added (known elsewhere, or unknown)
+            sec[rng.choice(CFG_KEYS)] = rng.choice(CFG_HOSTILE + ["1", "2", "-1"])
+        elif r < 0.52 and keys:  # a key deleted
+            del sec[rng.choice(keys)]
+        elif r < 0.62:  # sections: delete, duplicate, swap, rename, insert a bare one
+            op = rng.randrange(5)
+            if op == 0 and len(secs) > 1:
+                del secs[i]
+            elif op == 1:
+                secs.insert(rng.randrange(len(secs) + 1), dict(sec))
+            elif op == 2:
+                j = rng.randrange(len(secs))
+                secs[i], secs[j] = secs[j], secs[i]
+            elif op == 3:
+                sec["_kind"] = rng.choice(CFG_SECTIONS)
+            else:
+                kind = rng.choice(CFG_SECTIONS)
+                new = {"_kind": kind}
+                for _ in range(rng.randrange(4)):
+                    new[rng.choice(CFG_KEYS)] = rng.choice(CFG_HOSTILE + ["1", "2", "-1", "3"])
+                secs.insert(rng.randrange(len(secs) + 1), new)
+        elif r < 0.75:  # [net]: the input size and channels (huge, zero, odd)
+            key = rng.choice(["width", "height", "channels", "size"])
+            val = rng.choice(["0", "-1", "1", "3", "7", "33", "100000", "8192", "65536",
+                              "1000000000", "1.5", ""])  # fmt: skip
+            if key == "size":
+                size = rng.choice([1, 8, 13, 31, 48, 8192, 100000])
+            else:
+                net_extra += f"\n{key}={val}"
+        elif r < 0.9:  # sizes aimed at the limits: huge filters, kernels, strides, route indexes
+            convs = [
+                s
+                for s in secs
+                if s.get("_kind")
+                in ("convolutional", "maxpool", "upsample", "route", "connected", "shortcut")
+            ]
+            if convs:
+                s2 = rng.choice(convs)
+                key = {"convolutional": ["filters", "size", "stride", "groups", "pad", "padding"],
+                       "maxpool": ["size", "stride", "padding"], "upsample": ["stride", "scale"],
+                       "route": ["layers", "groups", "group_id"], "connected": ["output"],
+                       "shortcut": ["from", "activation"]}[s2["_kind"]]  # fmt: skip
+                s2[rng.choice(key)] = rng.choice(
+                    ["100000", "65536", "1000000000", "4096", "0", "-1", "-5", "-100", "31",
+                     "2", "3", "-1,-1,-1,-1", "5,-3", "1" * 5000, "1024", "-2147483648"]
+                )  # fmt: skip
+        # else: the cfg as written (text and weights damage follow)
+    try:
+        text = df.cfg_text(secs, width=size, height=size, net_extra=net_extra.strip())
+    except Exception:  # noqa: BLE001 - a section without its _kind: written by hand below
+        text = "[net]\nwidth=8\nheight=8\nchannels=3\n[" + str(rng.random()) + "\n"
+    weights = _darknet_weights(df, secs, size, version, rng.randrange(1000))
+    if not weights:  # the cfg does not plan (or is too big): the original net's weights
+        _, orig, _ = _darknet_seed(random.Random(rng.random()))
+        weights = df.weights_bytes(orig, version)
+    data = text.encode("utf-8")
+    r = rng.random()
+    if r < 0.08:  # text damage: bytes that are not UTF-8, a BOM, CRLF, a long line, no '='
+        op = rng.randrange(6)
+        if op == 0:
+            data = data[: rng.randrange(len(data))] + b"\xff\xfe" + data
+        elif op == 1:
+            data = b"\xef\xbb\xbf" + data
+        elif op == 2:
+            data = data.replace(b"\n", b"\r\n")
+        elif op == 3:
+            data += b"[convolutional]\nfilters=" + b"9" * 100000 + b"\n"
+        elif op == 4:
+            data = data.replace(b"=", b" ", 1 + rng.randrange(3))
+        else:
+            data = b"[" * 1000 + data
+    elif r < 0.13:
+        data = data[: rng.randrange(len(data) + 1)]
+    # the weights: header versions, truncated, extended, non-finite or negative values, missing
+    w = bytearray(weights)
+    r = rng.random()
+    if r < 0.1:
+        w[0:12] = struct.pack("<iii", *rng.choice(
+            [(0, 1, 0), (0, 2, 0), (1000, 0, 0), (-1, 0, 0), (0, 1000, 0), (0, 0, -1),
+             (2**31 - 1, 2**31 - 1, 0), (1, 0, 0), (0, 999, 0)]))  # fmt: skip
+    elif r < 0.2:
+        w = w[: rng.choice([0, 3, 11, 12, 15, 16, 19, 20, len(w) - 1, len(w) - 4, len(w) // 2])]
+    elif r < 0.27:
+        w += b"\0" * rng.choice([1, 3, 4, 4096])
+    elif r < 0.35 and len(w) > 24:
+        for _ in range(rng.choice([1, 3])):
+            at = 20 + 4 * rng.randrange((len(w) - 20) // 4)
+            w[at : at + 4] = struct.pack("<f", rng.choice([math.nan, math.inf, -1.0, -1e30, 0.0]))
+    elif r < 0.38:
+        return data, None
+    return data, bytes(w)
+
+
 # -- entry points ----------------------------------------------------------------------------------
 def mutant(kind: str, seed: int) -> tuple[str, bytes]:
-    """(file suffix, bytes) of mutant ``seed`` of ``kind``: the same pair every time."""
+    """(file suffix, bytes) of mutant ``seed`` of ``kind``: the same pair every time. For
+    ``darknet`` the cfg (its weights: :func:`mutant_files`)."""
     rng = random.Random(f"{kind}:{seed}")
     if kind == "npz":
         return "npz", npz_mutant(rng)
@@ -1003,7 +1161,18 @@ def mutant(kind: str, seed: int) -> tuple[str, bytes]:
         return "onnx", onnx_mutant(rng)
     if kind == "image":
         return image_mutant(rng)
+    if kind == "darknet":
+        return "cfg", darknet_mutant(rng)[0]
     raise ValueError(f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+
+
+def mutant_files(kind: str, seed: int) -> list[tuple[str, bytes]]:
+    """The files of mutant ``seed``: [(suffix, bytes)], the one to load first. A Darknet mutant
+    is its cfg and (unless the mutation removed it) its ``.weights``, written under one stem."""
+    if kind == "darknet":
+        cfg, weights = darknet_mutant(random.Random(f"{kind}:{seed}"))
+        return [("cfg", cfg)] + ([("weights", weights)] if weights is not None else [])
+    return [mutant(kind, seed)]
 
 
 def seed_files(folder: str) -> list[str]:
@@ -1029,11 +1198,11 @@ def seed_files(folder: str) -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) != 4:
         sys.exit(
-            "usage: python tests/fuzz/mutate.py {npz|onnx|image} SEED PREFIX  "
-            "(writes PREFIX.<suffix>)"
+            "usage: python tests/fuzz/mutate.py {npz|onnx|image|darknet} SEED PREFIX  "
+            "(writes PREFIX.<suffix>; darknet: PREFIX.cfg and PREFIX.weights)"
         )
-    suffix, blob = mutant(sys.argv[1], int(sys.argv[2]))
-    out = f"{sys.argv[3]}.{suffix}"
-    with open(out, "wb") as f:
-        f.write(blob)
-    print(out)
+    for suffix, blob in mutant_files(sys.argv[1], int(sys.argv[2])):
+        out = f"{sys.argv[3]}.{suffix}"
+        with open(out, "wb") as f:
+            f.write(blob)
+        print(out)

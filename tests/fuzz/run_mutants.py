@@ -1,7 +1,7 @@
 """Runs structure-aware mutants (tests/fuzz/mutate.py) through load, forward and one projection in
 memory-capped worker processes, and classifies every outcome (issue 13 section 5).
 
-  python tests/fuzz/run_mutants.py --models 20000 --images 5000 --workers 2
+  python tests/fuzz/run_mutants.py --models 20000 --images 5000 --darknet 3000 --workers 2
 
 Each worker is a separate Python process with RLIMIT_AS (default 2 GiB) and one thread of compute;
 it serves many inputs and is restarted after a crash or a timeout. Outcomes:
@@ -19,7 +19,8 @@ turns the escapes and memory outcomes whose (input kind, exception type) is list
 (what issue 13 section 3 describes today) into a loud report instead, so the stage can run in CI
 before those fixes land; crashes, hangs and any other escape still fail. Reproduce one input with
 ``python tests/fuzz/mutate.py KIND SEED /tmp/x`` then
-``python tests/fuzz/run_mutants.py --replay /tmp/x.npz``.
+``python tests/fuzz/run_mutants.py --replay /tmp/x.npz`` (a Darknet mutant: ``/tmp/x.cfg``, its
+``/tmp/x.weights`` beside it).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # delete a line when its fix lands, and the stage fails again if it comes back. "issue" marks the
 # ones the issue's text lists; "new" the ones this stage found (same section, same fix).
 KNOWN_ESCAPES: dict[tuple[str, str], str] = {}  # empty since issue 13 section 3 (pydeconv.Limits)
+# Files loaded as models (a Darknet .cfg with the .weights of the same stem beside it).
+MODEL_SUFFIXES = (".npz", ".onnx", ".cfg")
 OUTCOMES = ("accepted", "rejected", "escaped", "memory", "crash", "hang", "harness")
 
 
@@ -146,20 +149,23 @@ def worker_main(mem_mib: int) -> None:
         arg = arg.strip()
         if kind == "file":
             path, seed = arg, 0
-            kind = "image" if not path.endswith((".npz", ".onnx")) else "model"
+            kind = "model" if path.endswith(MODEL_SUFFIXES) else "image"
         else:
             seed = int(arg)
             try:
-                suffix, data = mutate.mutant(kind, seed)
+                files = mutate.mutant_files(kind, seed)
             except Exception as exc:  # a bug of the mutator, not of pydeconv: reported apart
                 proto.write(
                     json.dumps({"outcome": "harness", "type": type(exc).__name__, "msg": str(exc)})
                     + "\n"
                 )
                 continue
-            path = os.path.join(tmp, f"m.{suffix}")
-            with open(path, "wb") as f:
-                f.write(data)
+            for old in os.listdir(tmp):  # a Darknet mutant may come without its .weights
+                os.remove(os.path.join(tmp, old))
+            path = os.path.join(tmp, f"m.{files[0][0]}")
+            for suffix, data in files:
+                with open(os.path.join(tmp, f"m.{suffix}"), "wb") as f:
+                    f.write(data)
         result = run_one(path, kind, seed)
         proto.write(json.dumps(result) + "\n")
 
@@ -269,6 +275,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--images", type=int, default=500, help="image mutants")
     ap.add_argument(
+        "--darknet", type=int, default=300, help="Darknet mutants (a .cfg and its .weights)"
+    )
+    ap.add_argument(
         "--seed", type=int, default=0, help="first seed (seeds are consecutive from here)"
     )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -297,6 +306,7 @@ def main(argv=None) -> int:
         jobs = [("npz", args.seed + i) for i in range(args.models - n_onnx)]
         jobs += [("onnx", args.seed + i) for i in range(n_onnx)]
         jobs += [("image", args.seed + i) for i in range(args.images)]
+        jobs += [("darknet", args.seed + i) for i in range(args.darknet)]
         # interleave kinds so a partial run (or a slow kind) still covers all three
         jobs.sort(key=lambda j: (j[1], j[0]))
     t0 = time.monotonic()

@@ -23,6 +23,15 @@ namespace {
 
 using PoolFold = decltype(KernelTable::pool_fold);
 
+// The taps [k0, k1) of a window row or column starting at `base` (dilation d, k taps) that land
+// inside [0, n), in window order: a window may be far larger than its input (a 65536-wide
+// Darknet maxpool on a 32-pixel map), and visiting every tap to skip it took seconds.
+inline void taps_inside(int64_t base, int64_t d, int64_t k, int64_t n, int64_t& k0, int64_t& k1) {
+  k0 = base < 0 ? (-base + d - 1) / d : 0;
+  k1 = base > n - 1 ? 0 : std::min(k, (n - 1 - base) / d + 1);
+  if (k1 < k0) k1 = k0;
+}
+
 // The same with run-time width, stride and dilation (any other window).
 void fold_row_any(const float* s, int64_t n, int32_t idx, int64_t kw, int64_t sw, int64_t dw,
                   bool first, float* best, int32_t* arg) {
@@ -48,12 +57,13 @@ void pool_one(const float* in, int64_t h, int64_t w, const Window2d& g, int64_t 
               float* out, int32_t* sw) {
   float best = -std::numeric_limits<float>::infinity();
   int64_t arg = -1;
-  for (int64_t ki = 0; ki < g.kh; ++ki) {
+  int64_t ki0, ki1, kj0, kj1;
+  taps_inside(oy * g.sh - g.pt, g.dh, g.kh, h, ki0, ki1);
+  taps_inside(ox * g.sw - g.pl, g.dw, g.kw, w, kj0, kj1);
+  for (int64_t ki = ki0; ki < ki1; ++ki) {
     const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
-    if (iy < 0 || iy >= h) continue;
-    for (int64_t kj = 0; kj < g.kw; ++kj) {
+    for (int64_t kj = kj0; kj < kj1; ++kj) {
       const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
-      if (ix < 0 || ix >= w) continue;
       const float v = in[iy * w + ix];
       if (arg < 0 || v > best) {
         best = v;
@@ -87,9 +97,10 @@ void max_pool_plane(const float* in, int64_t h, int64_t w, const Window2d& g, fl
       pool_one(in, h, w, g, oy, ox, orow + ox, srow + ox);
     if (n == 0) continue;
     bool first = true;
-    for (int64_t ki = 0; ki < g.kh; ++ki) {
+    int64_t ki0, ki1;
+    taps_inside(oy * g.sh - g.pt, g.dh, g.kh, h, ki0, ki1);  // padding rows never win
+    for (int64_t ki = ki0; ki < ki1; ++ki) {
       const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
-      if (iy < 0 || iy >= h) continue;  // padding rows never win
       const int64_t x0 = lo * g.sw - g.pl;
       const float* s = in + iy * w + x0;
       const int32_t idx = static_cast<int32_t>(iy * w + x0);
@@ -198,12 +209,14 @@ void avg_pool2d_forward(const Ctx& ctx, const Tensor& in, const Window2d& g, boo
     for (int64_t oy = 0; oy < os.h; ++oy)
       for (int64_t ox = 0; ox < os.w; ++ox) {
         double acc = 0.0;
-        for (int64_t ki = 0; ki < g.kh; ++ki) {
+        int64_t ki0, ki1, kj0, kj1;
+        taps_inside(oy * g.sh - g.pt, 1, g.kh, is.h, ki0, ki1);
+        taps_inside(ox * g.sw - g.pl, 1, g.kw, is.w, kj0, kj1);
+        for (int64_t ki = ki0; ki < ki1; ++ki) {
           const int64_t iy = oy * g.sh - g.pt + ki;
-          if (iy < 0 || iy >= is.h) continue;
-          for (int64_t kj = 0; kj < g.kw; ++kj) {
+          for (int64_t kj = kj0; kj < kj1; ++kj) {
             const int64_t ix = ox * g.sw - g.pl + kj;
-            if (ix >= 0 && ix < is.w) acc += src[iy * is.w + ix];
+            acc += src[iy * is.w + ix];
           }
         }
         dst[oy * os.w + ox] =
@@ -227,12 +240,14 @@ void avg_pool2d_backward(const Ctx& ctx, const Tensor& gout, const Window2d& g,
         const float v = src[oy * gs.w + ox];
         if (v == 0.f) continue;
         const float share = v / float(avg_count(g, is.h, is.w, oy, ox, count_include_pad));
-        for (int64_t ki = 0; ki < g.kh; ++ki) {
+        int64_t ki0, ki1, kj0, kj1;
+        taps_inside(oy * g.sh - g.pt, 1, g.kh, is.h, ki0, ki1);
+        taps_inside(ox * g.sw - g.pl, 1, g.kw, is.w, kj0, kj1);
+        for (int64_t ki = ki0; ki < ki1; ++ki) {
           const int64_t iy = oy * g.sh - g.pt + ki;
-          if (iy < 0 || iy >= is.h) continue;
-          for (int64_t kj = 0; kj < g.kw; ++kj) {
+          for (int64_t kj = kj0; kj < kj1; ++kj) {
             const int64_t ix = ox * g.sw - g.pl + kj;
-            if (ix >= 0 && ix < is.w) dst[iy * is.w + ix] += share;
+            dst[iy * is.w + ix] += share;
           }
         }
       }
