@@ -34,6 +34,24 @@ from .shapes import Shape, reshape_target
 FUSED_DOMAIN = "pydeconv.fused"
 
 
+# The fewest inputs each operator a pattern matches reads. A node with fewer (or without an
+# output) matches no pattern and is left to the mapping, whose error names it.
+_ARITY = {"Mul": 2, "Add": 2, "Div": 2, "Pow": 2, "Gather": 2}
+
+
+def _well_formed(node: Node) -> bool:
+    return bool(node.outputs and node.outputs[0]) and len(node.inputs) >= _ARITY.get(
+        node.op_type, 1
+    )
+
+
+def _number(value: object) -> float | None:
+    """An attribute that is one number (else None: no pattern matches it)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 class _Graph:
     def __init__(self, nodes: list[Node], consts: dict[str, np.ndarray], outputs: list[str]):
         self.nodes = nodes
@@ -54,6 +72,8 @@ class _Graph:
         if i is None or i in self.removed or i in self.replaced:
             return None
         node = self.nodes[i]
+        if not _well_formed(node):
+            return None
         return node if node.op_type == op and node.domain in ("", "ai.onnx") else None
 
     def inner(self, tensor: str) -> bool:
@@ -121,8 +141,8 @@ def _gated(g: _Graph, mul: Node) -> bool:
         if (
             hard is not None
             and hard.inputs[0] == x
-            and _close(float(hard.attrs.get("alpha", 0.2)), 1 / 6)
-            and _close(float(hard.attrs.get("beta", 0.5)), 0.5)
+            and _close(_number(hard.attrs.get("alpha", 0.2)), 1 / 6)
+            and _close(_number(hard.attrs.get("beta", 0.5)), 0.5)
         ):
             g.replace(mul, _fused("HardSwish", [x], mul, [hard, mul]), [hard])
             return True
@@ -227,6 +247,8 @@ def _only_reader(g: _Graph, tensor: str, op: str) -> Node | None:
     readers = g.readers.get(tensor, [])
     if len(readers) != 1 or g.nodes[readers[0]].op_type != op:
         return None
+    if not _well_formed(g.nodes[readers[0]]):
+        return None
     i = readers[0]
     return None if i in g.removed or i in g.replaced else g.nodes[i]
 
@@ -263,7 +285,7 @@ def _channel_shuffle(g: _Graph, first: Node, shapes: dict[str, Shape]) -> bool:
 
 
 def _gathered_reshape(g: _Graph, gather: Node, shapes: dict[str, Shape]) -> bool:
-    if int(gather.attrs.get("axis", 0)) != 0 or len(gather.inputs) != 2:
+    if _number(gather.attrs.get("axis", 0)) != 0 or len(gather.inputs) != 2:
         return False
     flat, indices = gather.inputs
     reshape = g.made_by(flat, "Reshape")
@@ -289,6 +311,8 @@ def fuse(
     for i, node in enumerate(nodes):
         if i in g.removed or i in g.replaced or node.domain not in ("", "ai.onnx"):
             continue
+        if not _well_formed(node):
+            continue
         if node.op_type == "Erf":
             _erf_gelu(g, node)
         elif node.op_type == "Tanh":
@@ -300,6 +324,6 @@ def fuse(
     for i, node in enumerate(nodes):
         if i in g.removed or i in g.replaced or node.domain not in ("", "ai.onnx"):
             continue
-        if node.op_type == "Mul":
+        if node.op_type == "Mul" and _well_formed(node):
             _gated(g, node)
     return g.result()

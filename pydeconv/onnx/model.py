@@ -381,6 +381,8 @@ def read_external(msg: Message, model_dir: str, what: str, nbytes: int) -> bytes
     location = entries.get("location", "")
     if not location:
         raise ModelFormatError(f"{what}: external data without a location")
+    if "\0" in location:
+        raise ModelFormatError(f"{what}: external data location holds a NUL byte")
     parts = location.replace("\\", "/").split("/")
     if (
         os.path.isabs(location)

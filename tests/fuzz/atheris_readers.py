@@ -67,7 +67,7 @@ def write_seeds(target: str, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     seeds = []
     if target in ("npz", "graph"):
-        for i in range(3):
+        for i in range(5):
             graph, params = mutate.seed_model(i, i)
             seeds.append(
                 mutate.model_bytes(graph, params) if target == "npz" else mutate.graph_bytes(graph)
@@ -79,7 +79,7 @@ def write_seeds(target: str, folder: str) -> None:
         ]
     elif target == "onnx":
         seeds = [
-            mutate.onnx_seed(mutate.np.random.default_rng(i), i).to_bytes(None) for i in range(3)
+            mutate.onnx_seed(mutate.np.random.default_rng(i), i).to_bytes(None) for i in range(5)
         ]
     else:
         import random

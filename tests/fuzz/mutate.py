@@ -154,8 +154,21 @@ ISSUE14_SHAPE = [
 # scales, conv_transpose2d strides, dilations and kernels), wrong arities, non-finite numbers.
 ISSUE14_ATTRS = {
     "upsample": {
-        "scale": [[10**9], [10**9, 10**9], [2**20, 1], [65536, 65536], [4096], [0], [-1],
-                  [1.5], [1, 2, 3], [], [3], [1], [1, 10**9]],
+        "scale": [
+            [10**9],
+            [10**9, 10**9],
+            [2**20, 1],
+            [65536, 65536],
+            [4096],
+            [0],
+            [-1],
+            [1.5],
+            [1, 2, 3],
+            [],
+            [3],
+            [1],
+            [1, 10**9],
+        ],
         "bilinear": [2, -1, 0.5, 1],
         "align_corners": [2, 1, 0],
     },
@@ -168,35 +181,70 @@ ISSUE14_ATTRS = {
         "kernel_size": [[3, 3], [1, 1], [10**9, 10**9], [5, 5], [3]],
     },
     "pad": {
-        "padding": [[10**9], [10**6] * 4, [9, 9, 9, 9], [10, 0, 0, 0], [5], [1, 2], [1, 2, 3],
-                    [-1], [4096, 4096]],
+        "padding": [
+            [10**9],
+            [10**6] * 4,
+            [9, 9, 9, 9],
+            [10, 0, 0, 0],
+            [5],
+            [1, 2],
+            [1, 2, 3],
+            [-1],
+            [4096, 4096],
+        ],
         "value": [math.nan, math.inf, 1e300, 1.0],
         "reflect": [1, 2, 0],
     },
     "slice": {"start": [0, 3, 4, 10**9, -1, 2], "end": [0, 1, 5, 10**9, 2], "axis": [0, 2, -1]},
     "channel_shuffle": {"groups": [0, 1, 3, 4, 5, 10**9, -1]},
     "layer_norm": {"epsilon": [0, -1, math.nan, math.inf, 1e-300, 1e300]},
-    "clip": {"min": [math.nan, 6.0, 1e39, -math.inf, 0.0, 7.0],
-             "max": [math.nan, -1.0, 0.0, math.inf]},
+    "clip": {
+        "min": [math.nan, 6.0, 1e39, -math.inf, 0.0, 7.0],
+        "max": [math.nan, -1.0, 0.0, math.inf],
+    },
     "leaky_relu": {"alpha": [math.nan, math.inf, -1e300, 1e39, 0]},
     "elu": {"alpha": [math.nan, math.inf, -1e300, 1e39, 0]},
     "hardsigmoid": {"alpha": [0, math.nan, math.inf, -1], "beta": [math.nan, 1e39, -5]},
     "gelu": {"tanh": [2, 0.5, -1, 1, 0]},
-}  # fmt: skip
+}
 # Parameter shapes that pass the archive's checks (array and declaration agree) and reach the
 # kind's own: wrong channel counts, wrong ranks, empty.
 ISSUE14_PARAM_SHAPES = {
     "slope": [[3], [5], [1], [4, 1], [0], [1, 4, 1, 1]],
     "scale": [[3], [1], [5], [0], [2, 2]],
     "bias": [[3], [1], [5], [0]],
-    "weight": [[3, 3, 3, 3], [2, 1, 3, 3], [2, 3, 1, 1], [2, 3, 7, 7], [2, 3], [4, 3, 3, 3],
-               [2, 3, 0, 3], [2, 3, 64, 64]],
-}  # fmt: skip
+    "weight": [
+        [3, 3, 3, 3],
+        [2, 1, 3, 3],
+        [2, 3, 1, 1],
+        [2, 3, 7, 7],
+        [2, 3],
+        [4, 3, 3, 3],
+        [2, 3, 0, 3],
+        [2, 3, 64, 64],
+    ],
+}
 ISSUE14_KINDS = [
-    "leaky_relu", "prelu", "clip", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "mish",
-    "elu", "gelu", "mul", "affine", "upsample", "slice", "pad", "channel_shuffle",
-    "conv_transpose2d", "layer_norm",
-]  # fmt: skip
+    "leaky_relu",
+    "prelu",
+    "clip",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "hardsigmoid",
+    "hardswish",
+    "mish",
+    "elu",
+    "gelu",
+    "mul",
+    "affine",
+    "upsample",
+    "slice",
+    "pad",
+    "channel_shuffle",
+    "conv_transpose2d",
+    "layer_norm",
+]
 
 
 def mutate_issue14(rng: random.Random, graph: dict, params: dict) -> None:
@@ -724,6 +772,8 @@ def npz_mutant(rng: random.Random) -> bytes:
 
 # -- ONNX mutants ----------------------------------------------------------------------------------
 def onnx_seed(rng_np, variant=0) -> OnnxBuilder:
+    if variant >= 3:
+        return onnx_seed14(rng_np, variant)
     b = OnnxBuilder()
     x = b.input("x", [1, 3, 6, 6])
     w = b.init("w", rng_np.standard_normal((4, 3, 3, 3)).astype(np.float32))
@@ -756,8 +806,84 @@ def onnx_seed(rng_np, variant=0) -> OnnxBuilder:
     return b
 
 
+# -- issue 14: ONNX seeds of the new operators (opset 20: Gelu, Mish, HardSwish) ------------------
+def onnx_seed14(rng_np, variant) -> OnnxBuilder:
+    """Variant 3: every activation operator, an SE gate (Mul) and a channels-last
+    LayerNormalization; variant 4: Resize, Pad (reflect), Split, ConvTranspose, Slice, Clip, a
+    second output."""
+    b = OnnxBuilder(opset=20)
+
+    def f32(*shape, lo=None):
+        a = rng_np.standard_normal(shape).astype(np.float32)
+        return np.abs(a) + 0.5 if lo else a
+
+    x = b.input("x", [1, 3, 6, 6])
+    t = b.node(
+        "Conv",
+        [x, b.init("w", f32(4, 3, 3, 3)), b.init("b", f32(4))],
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+    )
+    if variant == 3:
+        t = b.node("LeakyRelu", [t], alpha=0.1)
+        t = b.node("PRelu", [t, b.init("slope", f32(4, 1, 1))])
+        t = b.node("Clip", [t, b.init("lo", np.float32(0)), b.init("hi", np.float32(6))])
+        t = b.node("HardSwish", [t])
+        t = b.node("Mish", [t])
+        t = b.node("Elu", [t], alpha=1.0)
+        t = b.node("Gelu", [t], approximate="tanh")
+        t = b.node("Tanh", [t])
+        g = b.node("GlobalAveragePool", [t])
+        g = b.node("Conv", [g, b.init("se", f32(4, 4, 1, 1))], kernel_shape=[1, 1])
+        g = b.node("HardSigmoid", [g], alpha=0.2, beta=0.5)
+        t = b.node("Mul", [t, g])
+        t = b.node("Sigmoid", [t])
+        t = b.node("Transpose", [t], perm=[0, 2, 3, 1])
+        t = b.node(
+            "LayerNormalization",
+            [t, b.init("ln_s", f32(4, lo=1)), b.init("ln_b", f32(4))],
+            axis=-1,
+            epsilon=1e-5,
+        )
+        t = b.node("Transpose", [t], perm=[0, 3, 1, 2])
+        b.output(t, [])
+        return b
+    t = b.node(
+        "Resize",
+        [t, "", b.init("scales", np.array([1, 1, 2, 2], np.float32))],
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
+    t = b.node(
+        "Pad", [t, b.init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], mode="reflect"
+    )
+    b.node("Split", [t, b.init("split", np.array([2, 2], np.int64))], outputs=["s0", "s1"], axis=1)
+    y = b.node(
+        "ConvTranspose",
+        ["s0", b.init("wt", f32(2, 3, 3, 3)), b.init("bt", f32(3))],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        output_padding=[1, 1],
+    )
+    b.output(y, [])
+    z = b.node(
+        "Slice",
+        [
+            "s1",
+            b.init("st", np.array([1], np.int64)),
+            b.init("en", np.array([2], np.int64)),
+            b.init("ax", np.array([1], np.int64)),
+        ],
+    )
+    z = b.node("Resize", [z, "", b.init("sc2", np.array([1, 1, 2, 2], np.float32))], mode="linear")
+    b.output(b.node("Clip", [z], min=-0.5, max=0.5) if False else b.node("Relu", [z]), [])
+    return b
+
+
 def onnx_mutant(rng: random.Random) -> bytes:
-    b = onnx_seed(np.random.default_rng(rng.randrange(1000)), rng.randrange(3))
+    b = onnx_seed(np.random.default_rng(rng.randrange(1000)), rng.randrange(5))
     packed = rng.random() < 0.8
     for _ in range(rng.choice([1, 1, 2, 3])):
         r = rng.random()
@@ -801,7 +927,7 @@ def onnx_mutant(rng: random.Random) -> bytes:
             elif op == 1:
                 init.array = init.array.reshape(-1)
             elif op == 2:
-                init.array = init.array.reshape(-1)[:-1] if init.array.size > 1 else init.array[:0]
+                init.array = init.array.reshape(-1)[:-1]  # a scalar becomes empty
             elif op == 3:
                 init.storage = "typed" if init.storage == "raw" else "raw"
             else:
@@ -998,23 +1124,108 @@ def image_mutant(rng: random.Random) -> tuple[str, bytes]:
 # Values a cfg key becomes: the text Darknet's atoi/atof would read differently, huge and negative
 # numbers, lists where one value is due, a 5000-digit integer (past Python's int() digit limit).
 CFG_HOSTILE = [
-    "0", "-1", "1", "2", "3", "-2", "1000000000", "99999999999999999999", "2147483648", "65536",
-    "100000", "nan", "inf", "-inf", "1.5", "1e9", "", "abc", "3,4", "-1e9", "0x10", "1,,2", ",",
-    "+3", "016", "1" * 5000, "-" + "9" * 30, "linear", "leaky", "mish", "swish", "logistic",
-    "relu", "tanh", "selu", "-1,-2", "-100", "0,1,2,3,4,5,6,7,8", "1,2", "-0", "\u0663",
-]  # fmt: skip
+    "0",
+    "-1",
+    "1",
+    "2",
+    "3",
+    "-2",
+    "1000000000",
+    "99999999999999999999",
+    "2147483648",
+    "65536",
+    "100000",
+    "nan",
+    "inf",
+    "-inf",
+    "1.5",
+    "1e9",
+    "",
+    "abc",
+    "3,4",
+    "-1e9",
+    "0x10",
+    "1,,2",
+    ",",
+    "+3",
+    "016",
+    "1" * 5000,
+    "-" + "9" * 30,
+    "linear",
+    "leaky",
+    "mish",
+    "swish",
+    "logistic",
+    "relu",
+    "tanh",
+    "selu",
+    "-1,-2",
+    "-100",
+    "0,1,2,3,4,5,6,7,8",
+    "1,2",
+    "-0",
+    "\u0663",
+]
 # Keys a section may gain (known to some section, or not at all).
 CFG_KEYS = [
-    "filters", "size", "stride", "pad", "padding", "activation", "batch_normalize", "groups",
-    "group_id", "layers", "from", "mask", "anchors", "classes", "num", "output", "stride_x",
-    "stride_y", "dilation", "scale_x_y", "new_coords", "channels", "width", "height", "reverse",
-    "flipped", "antialiasing", "xnor", "binary", "probability", "type", "letter_box", "bogus",
-]  # fmt: skip
+    "filters",
+    "size",
+    "stride",
+    "pad",
+    "padding",
+    "activation",
+    "batch_normalize",
+    "groups",
+    "group_id",
+    "layers",
+    "from",
+    "mask",
+    "anchors",
+    "classes",
+    "num",
+    "output",
+    "stride_x",
+    "stride_y",
+    "dilation",
+    "scale_x_y",
+    "new_coords",
+    "channels",
+    "width",
+    "height",
+    "reverse",
+    "flipped",
+    "antialiasing",
+    "xnor",
+    "binary",
+    "probability",
+    "type",
+    "letter_box",
+    "bogus",
+]
 CFG_SECTIONS = [
-    "convolutional", "maxpool", "route", "shortcut", "upsample", "yolo", "connected", "avgpool",
-    "softmax", "dropout", "cost", "net", "crop", "reorg", "local", "region", "sam",
-    "scale_channels", "conv", "max", "network", "",
-]  # fmt: skip
+    "convolutional",
+    "maxpool",
+    "route",
+    "shortcut",
+    "upsample",
+    "yolo",
+    "connected",
+    "avgpool",
+    "softmax",
+    "dropout",
+    "cost",
+    "net",
+    "crop",
+    "reorg",
+    "local",
+    "region",
+    "sam",
+    "scale_channels",
+    "conv",
+    "max",
+    "network",
+    "",
+]
 
 
 def _darknet_seed(rng: random.Random):
@@ -1080,8 +1291,9 @@ def darknet_mutant(rng: random.Random) -> tuple[bytes, bytes | None]:
                 secs.insert(rng.randrange(len(secs) + 1), new)
         elif r < 0.75:  # [net]: the input size and channels (huge, zero, odd)
             key = rng.choice(["width", "height", "channels", "size"])
-            val = rng.choice(["0", "-1", "1", "3", "7", "33", "100000", "8192", "65536",
-                              "1000000000", "1.5", ""])  # fmt: skip
+            val = rng.choice(
+                ["0", "-1", "1", "3", "7", "33", "100000", "8192", "65536", "1000000000", "1.5", ""]
+            )
             if key == "size":
                 size = rng.choice([1, 8, 13, 31, 48, 8192, 100000])
             else:
@@ -1095,14 +1307,34 @@ def darknet_mutant(rng: random.Random) -> tuple[bytes, bytes | None]:
             ]
             if convs:
                 s2 = rng.choice(convs)
-                key = {"convolutional": ["filters", "size", "stride", "groups", "pad", "padding"],
-                       "maxpool": ["size", "stride", "padding"], "upsample": ["stride", "scale"],
-                       "route": ["layers", "groups", "group_id"], "connected": ["output"],
-                       "shortcut": ["from", "activation"]}[s2["_kind"]]  # fmt: skip
+                key = {
+                    "convolutional": ["filters", "size", "stride", "groups", "pad", "padding"],
+                    "maxpool": ["size", "stride", "padding"],
+                    "upsample": ["stride", "scale"],
+                    "route": ["layers", "groups", "group_id"],
+                    "connected": ["output"],
+                    "shortcut": ["from", "activation"],
+                }[s2["_kind"]]
                 s2[rng.choice(key)] = rng.choice(
-                    ["100000", "65536", "1000000000", "4096", "0", "-1", "-5", "-100", "31",
-                     "2", "3", "-1,-1,-1,-1", "5,-3", "1" * 5000, "1024", "-2147483648"]
-                )  # fmt: skip
+                    [
+                        "100000",
+                        "65536",
+                        "1000000000",
+                        "4096",
+                        "0",
+                        "-1",
+                        "-5",
+                        "-100",
+                        "31",
+                        "2",
+                        "3",
+                        "-1,-1,-1,-1",
+                        "5,-3",
+                        "1" * 5000,
+                        "1024",
+                        "-2147483648",
+                    ]
+                )
         # else: the cfg as written (text and weights damage follow)
     try:
         text = df.cfg_text(secs, width=size, height=size, net_extra=net_extra.strip())
@@ -1134,9 +1366,22 @@ def darknet_mutant(rng: random.Random) -> tuple[bytes, bytes | None]:
     w = bytearray(weights)
     r = rng.random()
     if r < 0.1:
-        w[0:12] = struct.pack("<iii", *rng.choice(
-            [(0, 1, 0), (0, 2, 0), (1000, 0, 0), (-1, 0, 0), (0, 1000, 0), (0, 0, -1),
-             (2**31 - 1, 2**31 - 1, 0), (1, 0, 0), (0, 999, 0)]))  # fmt: skip
+        w[0:12] = struct.pack(
+            "<iii",
+            *rng.choice(
+                [
+                    (0, 1, 0),
+                    (0, 2, 0),
+                    (1000, 0, 0),
+                    (-1, 0, 0),
+                    (0, 1000, 0),
+                    (0, 0, -1),
+                    (2**31 - 1, 2**31 - 1, 0),
+                    (1, 0, 0),
+                    (0, 999, 0),
+                ]
+            ),
+        )
     elif r < 0.2:
         w = w[: rng.choice([0, 3, 11, 12, 15, 16, 19, 20, len(w) - 1, len(w) - 4, len(w) // 2])]
     elif r < 0.27:

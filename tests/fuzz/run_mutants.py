@@ -56,6 +56,17 @@ def _limit_memory(mib: int) -> None:
 
     if mib > 0:
         resource.setrlimit(resource.RLIMIT_AS, (mib << 20, mib << 20))
+        # What a file may declare must fit under the cap with room to run it: pydeconv.Limits'
+        # max_tensor_bytes (4 GiB by default, above a 2 GiB cap) becomes an eighth of the cap, so
+        # a model at the limit still runs its forward pass and a projection (whose gradients take
+        # a few times the activations) here, and a MemoryError means a declared size that no
+        # limit checked. (A 6 KB ONNX file whose ConvTranspose declares a 1.45 GB output passes
+        # the default limit by design and cannot run in 2 GiB.)
+        import pydeconv
+
+        pydeconv.set_limits(
+            max_tensor_bytes=min(pydeconv.get_limits().max_tensor_bytes, (mib << 20) // 8)
+        )
 
 
 def _run_model(path: str, seed: int) -> str:
