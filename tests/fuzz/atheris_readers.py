@@ -11,6 +11,9 @@ Targets (each input is taken through pydeconv.load, forward and one projection w
   npy    one parameter member's .npy bytes, packed into an otherwise valid .npz (valid CRCs)
   onnx   an ONNX protobuf file (pydeconv.onnx.import_onnx through pydeconv.load)
   image  an image file (pydeconv.image.load for a tiny seeded net)
+  darknet  a Darknet .cfg (pydeconv.darknet's cfg parser and converter), with a .weights file
+         of the size the cfg asks for (from pydeconv.darknet's plan; the seed net's otherwise)
+  weights  a Darknet .weights file (header, blobs) for a fixed tiny yolov3-tiny-shaped cfg
 
 pydeconv's Python code is instrumented for coverage. An input passes when it is accepted or
 refused with a pydeconv.errors exception; any other exception is a finding: atheris prints it and
@@ -36,17 +39,53 @@ import run_mutants  # noqa: E402
 
 with atheris.instrument_imports(include=["pydeconv"]):
     import pydeconv  # noqa: E402
+    import pydeconv.darknet  # noqa: E402,F401
     import pydeconv.image  # noqa: E402,F401
     import pydeconv.onnx  # noqa: E402,F401
 
-TARGETS = ("npz", "graph", "npy", "onnx", "image")
-KIND = {"npz": "npz", "graph": "npz", "npy": "npz", "onnx": "onnx", "image": "image"}
+TARGETS = ("npz", "graph", "npy", "onnx", "image", "darknet", "weights")
+KIND = {
+    "npz": "npz",
+    "graph": "npz",
+    "npy": "npz",
+    "onnx": "onnx",
+    "image": "image",
+    "darknet": "darknet",
+    "weights": "darknet",
+}
 _GRAPH, _PARAMS = mutate.seed_model(2, 0)  # the dense head: the smallest model
 _seen_known: set = set()
 
 
-def _pack(target: str, data: bytes) -> tuple[str, bytes]:
-    """The file the target's input becomes (suffix, bytes)."""
+def _darknet_cfg() -> tuple:
+    """The fixed cfg of the ``weights`` target: yolov3-tiny's structure at 32 x 32."""
+    import darknet_files as df
+
+    return df, df.cfg_text(df.V3_TINY, width=32, height=32).encode()
+
+
+def _pack(target: str, data: bytes) -> list[tuple[str, bytes]]:
+    """The files the target's input becomes [(suffix, bytes)], the one to load first."""
+    if target == "darknet":
+        df, _ = _darknet_cfg()
+        try:
+            from pydeconv.darknet.cfg import parse_cfg
+            from pydeconv.darknet.convert import plan
+
+            total = sum(b.count for b in plan(parse_cfg(data.decode("utf-8")), None).blobs)
+        except Exception:  # noqa: BLE001 - the load below reports what the reader does
+            total = -1
+        if 0 <= total <= 1 << 18:
+            weights = df.header() + mutate.np.full(total, 0.5, mutate.np.float32).tobytes()
+        else:
+            weights = df.weights_bytes(df.V3_TINY)
+        return [("cfg", data), ("weights", weights)]
+    if target == "weights":
+        return [("cfg", _darknet_cfg()[1]), ("weights", data)]
+    return [_pack1(target, data)]
+
+
+def _pack1(target: str, data: bytes) -> tuple[str, bytes]:
     if target == "graph":
         return "npz", mutate.model_bytes(data, _PARAMS)
     if target == "npy":
@@ -81,6 +120,15 @@ def write_seeds(target: str, folder: str) -> None:
         seeds = [
             mutate.onnx_seed(mutate.np.random.default_rng(i), i).to_bytes(None) for i in range(5)
         ]
+    elif target == "darknet":
+        import darknet_files as df
+
+        nets = {**df.NETS, **df.CLASSIFIERS}
+        seeds = [df.cfg_text(secs, width=32, height=32).encode() for secs in nets.values()]
+    elif target == "weights":
+        import darknet_files as df
+
+        seeds = [df.weights_bytes(df.V3_TINY, v) for v in ((0, 2, 0), (0, 1, 0))]
     else:
         import random
 
@@ -88,6 +136,9 @@ def write_seeds(target: str, folder: str) -> None:
         seeds = [mutate._pil_bytes(rng, fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP", "PPM")]
     if target in ("npz", "onnx", "image"):  # mutants reach past the checks random bytes stop at
         seeds += [mutate.mutant(KIND[target], s)[1] for s in range(50)]
+    if target in ("darknet", "weights"):
+        files = [dict(mutate.mutant_files("darknet", s)) for s in range(50)]
+        seeds += [f["cfg" if target == "darknet" else "weights"] for f in files if "weights" in f]
     for i, blob in enumerate(seeds):
         with open(os.path.join(folder, f"seed{i}"), "wb") as f:
             f.write(blob)
@@ -114,10 +165,11 @@ def main() -> None:
     kind = KIND[target]
 
     def one_input(data: bytes) -> None:
-        suffix, blob = _pack(target, data)
-        path = os.path.join(folder, f"input.{suffix}")
-        with open(path, "wb") as f:
-            f.write(blob)
+        files = _pack(target, data)
+        for suffix, blob in files:
+            with open(os.path.join(folder, f"input.{suffix}"), "wb") as f:
+                f.write(blob)
+        path = os.path.join(folder, f"input.{files[0][0]}")
         result = run_mutants.run_one(path, "image" if kind == "image" else "model", len(data))
         if result["outcome"] in ("accepted", "rejected"):
             return
