@@ -99,3 +99,43 @@ def test_python_and_cpp_readers_agree(name):
     except pydeconv.PydeconvError as e:
         py = type(e).__name__
     assert py == ("ok" if cpp == "ok" else _KINDS[cpp.split("\t")[1]]), (py, out.stdout)
+
+
+# -- issue 14: output sizes a layer declares through its attributes --------------------------------
+def _one_layer(shape, kind, attrs, params=None):
+    import numpy as np
+
+    layer = {"name": "u", "kind": kind, "inputs": ["input"], "attrs": attrs}
+    arrays = {}
+    if params:
+        layer["params"] = {k: list(v) for k, v in params.items()}
+        arrays = {f"u/{k}": np.zeros(v, np.float32) for k, v in params.items()}
+    graph = {
+        "format": "pydeconv",
+        "version": 1,
+        "input": {"name": "input", "shape": shape},
+        "layers": [layer],
+        "outputs": ["u"],
+    }
+    return graph, arrays
+
+
+@pytest.mark.parametrize(
+    "shape, kind, attrs, params",
+    [
+        ([1, 8192, 8192], "upsample", {"scale": [10**9, 10**9]}, None),  # 6.7e25 values
+        ([1024, 1024, 64], "upsample", {"scale": [10**9]}, None),
+        ([3, 4, 4], "upsample", {"scale": [65536, 65536], "bilinear": 1}, None),
+        ([1, 8192, 8192], "conv_transpose2d", {"stride": [10**9, 10**9]}, {"weight": (1, 1, 3, 3)}),
+        ([2, 64, 64], "conv_transpose2d", {"dilation": [10**9, 10**9]}, {"weight": (2, 1, 3, 3)}),
+        ([2, 8, 8], "pad", {"padding": [10**9]}, None),
+    ],
+)
+def test_huge_declared_outputs_are_refused_naming_the_layer(shape, kind, attrs, params):
+    """A huge upsample scale, conv_transpose2d stride or dilation, or padding is refused from the
+    declared sizes (the shape check, before any activation is allocated) with a ShapeError naming
+    the layer and its kind; the sizes' product, past int64, is never formed (UBSan)."""
+    import pydeconv
+
+    with pytest.raises(pydeconv.ShapeError, match=rf"layer 'u' \({kind}\): output shape"):
+        pydeconv.build(*_one_layer(shape, kind, attrs, params))
