@@ -290,7 +290,9 @@ def _project_detection(args: argparse.Namespace) -> int:
         print(f"{'*' if i == k else ' '}{i}. {d.describe()}")
     det = dets[k - 1]
     t0 = time.perf_counter()
-    tiles, captions = detection_panels(net, x, trace, det, rule=args.rule, threads=args.threads)
+    tiles, captions = demo.detection_panels(
+        net, x, trace, det, rule=args.rule, threads=args.threads
+    )
     log(
         f"projection of {det.layer} channel {det.channel} ({args.rule}) in "
         f"{time.perf_counter() - t0:.2f} s"
@@ -299,38 +301,6 @@ def _project_detection(args: argparse.Namespace) -> int:
     fileio.write_atomic(out, report.image_bytes(picture_grid, out), replace=args.force)
     print(f"wrote {out}")
     return 0
-
-
-def detection_panels(
-    net: Any,
-    x: np.ndarray,
-    trace: Any,
-    det: Any,
-    rule: str = "deconvnet",
-    threads: int | None = None,
-    min_side: int = 96,
-) -> tuple[list[Any], list[str]]:
-    """A detection's tiles: the input with its box, the projection of its unit (whole image, the
-    box drawn in), and the projection and input cropped to the unit's receptive field."""
-    from pydeconv import detect
-
-    proj = net.project(trace, **det.unit, rule=rule, threads=threads)[0]
-    order = net.preprocess["channel_order"]
-    seen = pimg.to_pil(x[0], net)
-    label = f"{det.name} {det.score:.2f}"
-    boxed = detect.draw_box(seen, det.box, label)
-    shown = detect.draw_box(pimg.render(proj, order), det.box, color=(0, 160, 255), width=1)
-    crop = pimg.mask_to_receptive_field(proj, net, det.layer, det.y, det.x)
-    patch = pimg.crop_patch(x, net, det.layer, det.y, det.x)
-    tiles = [
-        boxed,
-        shown,
-        pimg.enlarge(pimg.render(crop, order), min_side),
-        pimg.enlarge(patch, min_side),
-    ]
-    where = f"{det.layer} ch {det.channel} at {det.y},{det.x}"
-    captions = [label, f"{rule}: {where}", "receptive field", "input there"]
-    return tiles, captions
 
 
 # --- switches ------------------------------------------------------------------------------------
@@ -526,7 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image", nargs="+", metavar="PATH", help="images (default: the bundled photos)"
     )
-    p.add_argument("--model", help="another .npz/.onnx model instead of the default VGG16")
+    p.add_argument(
+        "--model",
+        help="yolov3-tiny (the real Darknet YOLOv3-tiny, fetched once: each detection's box "
+        "beside the projection of the head unit behind it), or another .npz/.onnx/.cfg model "
+        "instead of the default VGG16",
+    )
     p.add_argument(
         "--save-model",
         metavar="FILE.npz",

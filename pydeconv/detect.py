@@ -68,7 +68,10 @@ class Head:
 
     ``anchors``: (w, h) in input pixels, one per anchor of this head (Darknet/v5), in channel
     order; ``anchor_ids``: their indices in the model's full anchor list (Darknet's ``mask``),
-    for reporting. ``classes``: the class count; ``scale_x_y``: Darknet's (1 = off)."""
+    for reporting. ``classes``: the class count; ``scale_x_y``: Darknet's (1 = off);
+    ``new_coords``: Darknet's ``new_coords=1`` (Scaled-YOLOv4, YOLOv7): the head tensor already
+    went through a logistic activation, ``w = 4 v^2 anchor_w`` and the score is the product of
+    the values themselves."""
 
     layer: str
     layout: str
@@ -77,6 +80,7 @@ class Head:
     anchor_ids: tuple[int, ...] = ()
     scale_x_y: float = 1.0
     reg_max: int = REG_MAX
+    new_coords: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -302,18 +306,22 @@ def _candidates(t: np.ndarray, head: Head, input_hw: tuple[int, int], conf: floa
         base = a * (5 + k)
         tx, ty, tw, th, to = (t[base + i] for i in range(5))
         logits = t[base + 5 : base + 5 + k]
+        act = (lambda v: v) if head.new_coords else _sigmoid
         if head.layout == "darknet":
             s = head.scale_x_y
-            cx = (gx + _sigmoid(tx) * s - (s - 1) / 2) * sx
-            cy = (gy + _sigmoid(ty) * s - (s - 1) / 2) * sy
-            with np.errstate(over="ignore"):
-                w, h = np.exp(tw) * aw, np.exp(th) * ah
+            cx = (gx + act(tx) * s - (s - 1) / 2) * sx
+            cy = (gy + act(ty) * s - (s - 1) / 2) * sy
+            if head.new_coords:
+                w, h = 4 * tw**2 * aw, 4 * th**2 * ah
+            else:
+                with np.errstate(over="ignore"):
+                    w, h = np.exp(tw) * aw, np.exp(th) * ah
         else:  # v5
             cx = (gx + 2 * _sigmoid(tx) - 0.5) * sx
             cy = (gy + 2 * _sigmoid(ty) - 0.5) * sy
             w, h = (2 * _sigmoid(tw)) ** 2 * aw, (2 * _sigmoid(th)) ** 2 * ah
         best = np.argmax(logits, axis=0)
-        scores = _sigmoid(to) * _sigmoid(np.take_along_axis(logits, best[None], axis=0)[0])
+        scores = act(to) * act(np.take_along_axis(logits, best[None], axis=0)[0])
         for y, x in zip(*np.nonzero(scores >= conf)):
             cls = int(best[y, x])
             bw, bh, bx, by = w[y, x], h[y, x], cx[y, x], cy[y, x]
@@ -508,8 +516,6 @@ def head_from_yolo(layer: str, meta: Mapping[str, Any], where: str = "[yolo]") -
     raw = [float(v) for v in np.asarray(meta["anchors"], dtype=np.float64).reshape(-1)]
     pairs = [(raw[i], raw[i + 1]) for i in range(0, len(raw) - 1, 2)]
     mask = [int(v) for v in meta.get("mask") or range(len(pairs))]
-    if int(meta.get("new_coords", 0) or 0):
-        raise DetectionError(f"{where}: field 'new_coords' = 1 is not supported")
     for m in mask:
         if not 0 <= m < len(pairs):
             raise DetectionError(
@@ -522,7 +528,29 @@ def head_from_yolo(layer: str, meta: Mapping[str, Any], where: str = "[yolo]") -
         anchors=tuple(pairs[m] for m in mask),
         anchor_ids=tuple(mask),
         scale_x_y=float(meta.get("scale_x_y", 1.0) or 1.0),
+        new_coords=bool(int(meta.get("new_coords", 0) or 0)),
     )
+
+
+def head_from_metadata(record: Mapping[str, Any]) -> Head:
+    """A darknet :class:`Head` from one ``[yolo]`` record of a Darknet import
+    (``net.metadata["darknet"]["yolo"]``: ``layer``, ``classes``, ``mask``, ``anchors`` (the
+    masked pairs, in channel order), ``scale_x_y``, ``new_coords``)."""
+    where = f"[yolo] head {record.get('name', '?')!s}"
+    try:
+        pairs = [(float(w), float(h)) for w, h in record["anchors"]]
+        mask = tuple(int(m) for m in record.get("mask") or range(len(pairs)))
+        return Head(
+            layer=str(record["layer"]),
+            layout="darknet",
+            classes=int(record["classes"]),
+            anchors=tuple(pairs),
+            anchor_ids=mask,
+            scale_x_y=float(record.get("scale_x_y", 1.0) or 1.0),
+            new_coords=bool(int(record.get("new_coords", 0) or 0)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DetectionError(f"{where}: unreadable metadata ({exc!r})") from None
 
 
 def heads(
@@ -534,7 +562,8 @@ def heads(
 ) -> list[Head]:
     """The detection heads of ``net``, one per graph output.
 
-    In order: the ``[yolo]`` metadata a Darknet import attached to the net (or that of ``cfg``);
+    In order: the ``[yolo]`` records a Darknet import keeps in the graph's metadata (or the
+    ``[yolo]`` sections of ``cfg``, one per graph output);
     else ``anchors`` (one list of (w, h) per output) with ``layout`` "darknet" (the default) or
     "v5"; else ``layout="v5"`` with :data:`V5_ANCHORS` on three outputs; else YOLOv8, when every
     output has ``4*16 + classes`` channels (``classes`` from the argument or the net's labels,
@@ -546,15 +575,8 @@ def heads(
     meta = _attached_yolo(net)
     if cfg is not None:
         return darknet_heads(cfg, outs)
-    if meta is not None and anchors is None and layout in (None, "darknet"):
-        if len(meta) != len(outs):
-            raise DetectionError(
-                f"the model has {len(meta)} [yolo] heads but {len(outs)} graph outputs"
-            )
-        return [
-            head_from_yolo(layer, m, f"[yolo] head {i}")
-            for i, (layer, m) in enumerate(zip(outs, meta))
-        ]
+    if meta and anchors is None and layout in (None, "darknet"):
+        return [head_from_metadata(m) for m in meta]
     shapes = {o: tuple(net.layer_info(o)["shape"]) for o in outs}
     for o, s in shapes.items():
         if len(s) != 3:
@@ -613,13 +635,19 @@ def heads(
     )
 
 
-def _attached_yolo(net: Any) -> list[Mapping[str, Any]] | None:
-    """[yolo] metadata a Darknet import attached to the net, if any."""
-    for name in ("yolo", "yolo_heads", "detection_heads"):
-        meta = getattr(net, name, None)
-        if meta:
-            return list(meta)
-    return None
+def has_darknet_heads(net: Any) -> bool:
+    """Whether ``net`` came from a Darknet import that recorded ``[yolo]`` heads."""
+    return bool(_attached_yolo(net))
+
+
+def _attached_yolo(net: Any) -> list[Mapping[str, Any]]:
+    """The [yolo] records a Darknet import kept in the graph's metadata (docs/DARKNET.md), or
+    an empty list."""
+    graph = getattr(net, "graph", None)
+    meta = graph.get("metadata") if isinstance(graph, Mapping) else None
+    darknet = meta.get("darknet") if isinstance(meta, Mapping) else None
+    yolo = darknet.get("yolo") if isinstance(darknet, Mapping) else None
+    return [m for m in yolo if isinstance(m, Mapping)] if isinstance(yolo, list) else []
 
 
 def detect(
@@ -701,8 +729,10 @@ __all__ = [
     "nms",
     "iou",
     "heads",
+    "has_darknet_heads",
     "darknet_heads",
     "head_from_yolo",
+    "head_from_metadata",
     "yolo_metadata",
     "parse_anchors",
     "detect",

@@ -63,6 +63,18 @@ def test_darknet_scale_x_y_by_hand():
     assert d.box == pytest.approx((57.0, 56.4 - 13.5, 103.0, 56.4 + 13.5))
 
 
+def test_darknet_new_coords_by_hand():
+    """new_coords=1: the tensor holds logistic outputs already; w = 4 v^2 anchor."""
+    t = np.zeros((1, 7, 2, 3))
+    t[0, :, 1, 0] = [0.5, 0.25, 0.5, 0.25, 0.8, 0.2, 0.6]
+    head = Head("h", "darknet", 2, ((20, 40),), scale_x_y=2.0, new_coords=True)
+    (d,) = detect.decode({"h": t}, [head], (64, 96))
+    # cx = (0 + 0.5 * 2 - 0.5) * 32 = 16; cy = (1 + 0.25 * 2 - 0.5) * 32 = 32
+    # w = 4 * 0.25 * 20 = 20; h = 4 * 0.0625 * 40 = 10; score 0.8 * 0.6
+    assert d.box == pytest.approx((6, 27, 26, 37))
+    assert d.score == pytest.approx(0.48) and (d.channel, d.logit) == (6, 0.6)
+
+
 def test_v5_decode_by_hand():
     t = darknet_tensor()
     head = Head("h", "v5", 2, ((10, 14), (23, 27)))
@@ -251,8 +263,7 @@ def test_heads_from_a_darknet_cfg(tmp_path):
     with pytest.raises(DetectionError, match=r"\[yolo\] layer 4: field 'mask' names anchor 7"):
         detect.darknet_heads(cfg, ["conv_0", "conv_3"])
     cfg.write_text(CFG.replace("classes=2\n", "classes=2\nnew_coords=1\n", 1))
-    with pytest.raises(DetectionError, match="new_coords"):
-        detect.darknet_heads(cfg, ["conv_0", "conv_3"])
+    assert [h.new_coords for h in detect.darknet_heads(cfg, ["conv_0", "conv_3"])] == [True, False]
     cfg.write_text("[net]\nwidth=8\n[convolutional]\nfilters=2\n")
     with pytest.raises(DetectionError, match="no \\[yolo\\] section"):
         detect.darknet_heads(cfg, ["conv_0"])
