@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import pydeconv
-from pydeconv import cli, demo, detect
+from pydeconv import demo, detect
 from pydeconv import image as pimg
 from pydeconv.cli import main
 from pydeconv.detect import DetectionError, Head
@@ -420,7 +420,7 @@ def test_cli_detection(cli_files, tmp_path, capsys, yolo_net, photo):
     grid = Image.open(out)
     assert grid.width > 4 * 64
     # the first tile is the input with the box drawn in red
-    tiles, _ = cli.detection_panels(yolo_net, x, trace, dets[1])
+    tiles, _ = demo.detection_panels(yolo_net, x, trace, dets[1])
     boxed = np.asarray(tiles[0])
     x1, y1 = (int(min(max(v, 0), 63)) for v in dets[1].box[:2])
     assert tuple(boxed[y1, x1]) == (255, 0, 0)
