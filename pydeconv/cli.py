@@ -286,8 +286,11 @@ def _project_detection(args: argparse.Namespace) -> int:
             f"--detection {k} is out of range: {len(dets)} detection(s) at score >= {conf:g} "
             f"(1..{len(dets)})"
         )
-    for i, d in enumerate(dets, 1):
+    listed = max(10, k)
+    for i, d in enumerate(dets[:listed], 1):
         print(f"{'*' if i == k else ' '}{i}. {d.describe()}")
+    if len(dets) > listed:
+        print(f"  ... {len(dets) - listed} more (raise --conf to see fewer)")
     det = dets[k - 1]
     t0 = time.perf_counter()
     tiles, captions = demo.detection_panels(

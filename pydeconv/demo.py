@@ -297,14 +297,20 @@ def detection_panels(
     box drawn in), and the projection and input cropped to the unit's receptive field."""
     proj = net.project(trace, **det.unit, rule=rule, threads=threads)[0]
     order = net.preprocess["channel_order"]
-    seen = pimg.to_pil(x[0], net)
     label = f"{det.name} {det.score:.2f}"
-    boxed = detect.draw_box(seen, det.box, label)
-    shown = detect.draw_box(pimg.render(proj, order), det.box, color=(0, 160, 255), width=1)
+
+    def boxed(img: Image.Image, **style: Any) -> Image.Image:
+        # enlarged first (whole factor, nearest) so that the box keeps thin lines
+        big = pimg.enlarge(img, 2 * min_side)
+        f = big.width // img.width
+        return detect.draw_box(big, [v * f for v in det.box], **style)
+
+    seen = boxed(pimg.to_pil(x[0], net), text=label)
+    shown = boxed(pimg.render(proj, order), color=(0, 160, 255), width=1)
     crop = pimg.mask_to_receptive_field(proj, net, det.layer, det.y, det.x)
     patch = pimg.crop_patch(x, net, det.layer, det.y, det.x)
     tiles = [
-        boxed,
+        seen,
         shown,
         pimg.enlarge(pimg.render(crop, order), min_side),
         pimg.enlarge(patch, min_side),

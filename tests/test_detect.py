@@ -422,8 +422,11 @@ def test_cli_detection(cli_files, tmp_path, capsys, yolo_net, photo):
     # the first tile is the input with the box drawn in red
     tiles, _ = demo.detection_panels(yolo_net, x, trace, dets[1])
     boxed = np.asarray(tiles[0])
-    x1, y1 = (int(min(max(v, 0), 63)) for v in dets[1].box[:2])
-    assert tuple(boxed[y1, x1]) == (255, 0, 0)
+    f = boxed.shape[1] // 64
+    assert f == 3 and boxed.shape == (192, 192, 3)  # enlarged to 2 x 96 pixels
+    x1, y1 = (int(min(max(v * f, 0), 191)) for v in dets[1].box[:2])
+    corner = boxed[max(y1 - 1, 0) : y1 + 2, max(x1 - 1, 0) : x1 + 2].reshape(-1, 3)
+    assert any(tuple(px) == (255, 0, 0) for px in corner)
     # out of range, and the error says how many there are
     rc, _, err = run(capsys, *argv, "--conf", 0.05, "--detection", 999, "-o", tmp_path / "b.png")
     assert rc == 1 and f"--detection 999 is out of range: {len(dets)} detection(s)" in err
