@@ -176,10 +176,12 @@ def _fetch_yolov3_tiny(log: Log) -> dict:
         ) from None
 
 
-def load_yolov3_tiny(log: Log = stderr_log, size: int = YOLO_SIZE) -> Any:
-    """The real YOLOv3-tiny (COCO, 80 classes) at ``size`` x ``size``, with its class names."""
+def load_yolov3_tiny(log: Log = stderr_log, size: int | None = None) -> Any:
+    """The real YOLOv3-tiny (COCO, 80 classes) at ``size`` x ``size`` (default YOLO_SIZE), with
+    its class names."""
     import pydeconv
 
+    size = size or YOLO_SIZE
     files = _fetch_yolov3_tiny(log)
     names = Path(files["names"]).read_text(encoding="utf-8").splitlines()
     labels = [n.strip() for n in names if n.strip()]

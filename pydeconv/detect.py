@@ -361,11 +361,23 @@ def nms(
     """Class-wise greedy non-maximum suppression: the indices kept, by descending score (ties:
     the earlier index first). A box is suppressed by a kept box of the same class whose IoU
     with it is greater than ``iou_threshold``."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    c = np.asarray(classes).reshape(-1)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    suppressed = np.zeros(len(s), dtype=bool)
     kept: list[int] = []
-    for i in order:
-        if all(classes[j] != classes[i] or iou(boxes[i], boxes[j]) <= iou_threshold for j in kept):
-            kept.append(i)
+    for i in np.argsort(-s, kind="stable"):
+        if suppressed[i]:
+            continue
+        kept.append(int(i))
+        iw = np.clip(np.minimum(b[i, 2], b[:, 2]) - np.maximum(b[i, 0], b[:, 0]), 0, None)
+        ih = np.clip(np.minimum(b[i, 3], b[:, 3]) - np.maximum(b[i, 1], b[:, 1]), 0, None)
+        inter = iw * ih
+        union = area[i] + area - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            overlap = np.where(union > 0, inter / union, 0.0)
+        suppressed |= (c == c[i]) & (overlap > iou_threshold)
     return kept
 
 
@@ -397,16 +409,15 @@ def decode(
     if not heads:
         raise DetectionError("no detection heads to decode")
     cands: list[tuple] = []
-    for index, head in enumerate(heads):
-        t = _head_tensor(outputs, head, sample)
+    tensors = [_head_tensor(outputs, head, sample) for head in heads]
+    for index, (head, t) in enumerate(zip(heads, tensors)):
         for cand in _candidates(t, head, input_hw, conf):
             cands.append((*cand, index))
     keep = nms([c[1] for c in cands], [c[0] for c in cands], [c[2] for c in cands], iou)
     dets = []
     for i in keep[:max_det]:
         score, box, cls, channel, y, x, anchor, obj, index = cands[i]
-        head = heads[index]
-        t = _head_tensor(outputs, head, sample)
+        head, t = heads[index], tensors[index]
         dets.append(
             Detection(
                 box=box,

