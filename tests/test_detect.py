@@ -612,6 +612,27 @@ def test_darknet_import_heads(small_darknet):
     assert detect.heads(pydeconv.load(path)) == hs
 
 
+def test_cli_detection_on_a_darknet_cfg(small_darknet, tmp_path, capsys):
+    """A Darknet model brings its [yolo] heads: no --anchors, no --layout."""
+    out = tmp_path / "d.png"
+    image = demo.demo_images()[2]
+    rc, text, err = run(
+        capsys, "project", small_darknet["cfg"], image, "--detection", 1, "--conf", 0.05, "-o", out
+    )
+    assert rc == 0, err
+    assert "heads: conv_4 (darknet, 2 classes, anchors [(81.0, 82.0)" in err
+    net = pydeconv.load(small_darknet["cfg"])
+    picture = pimg.open_image(image)
+    dets, _ = detect.detect(
+        net,
+        pimg.from_pil(picture, net),
+        conf=0.05,
+        mapping=detect.Resize(picture.size, (64, 64)),
+    )
+    assert text.splitlines()[0] == f"*1. {dets[0].describe()}"
+    assert Image.open(out).size[0] > 4 * 96
+
+
 def test_yolo_demo_end_to_end(small_darknet, tmp_path):
     out_dir = tmp_path / "out"
     logged = []
