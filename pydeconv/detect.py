@@ -408,6 +408,10 @@ def decode(
     _check_thresholds(conf, iou, max_det)
     if not heads:
         raise DetectionError("no detection heads to decode")
+    if not isinstance(outputs, Mapping) and len(heads) > 1:
+        raise DetectionError(
+            f"{len(heads)} heads need the outputs as a dict by layer name, not one array"
+        )
     cands: list[tuple] = []
     tensors = [_head_tensor(outputs, head, sample) for head in heads]
     for index, (head, t) in enumerate(zip(heads, tensors)):

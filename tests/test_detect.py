@@ -164,6 +164,9 @@ def test_two_heads_and_batches():
     assert s1[0].box == pytest.approx((88 - 2, 56 - 2, 88 + 2, 56 + 2))  # stride 16: (5.5, 3.5)
     with pytest.raises(DetectionError, match="sample 2 out of range"):
         detect.decode(both, heads, (64, 96), sample=2)
+    with pytest.raises(DetectionError, match="2 heads need the outputs as a dict"):
+        detect.decode(small, heads, (64, 96))
+    assert len(detect.decode(big, heads[:1], (64, 96))) == 1  # one head: one array will do
     with pytest.raises(DetectionError, match="head 'nope' is not among the outputs"):
         detect.decode(both, [Head("nope", "v8", 1)], (64, 96))
 
