@@ -364,15 +364,18 @@ def _detection_figure(
         t, c = detection_panels(net, x, trace, det, threads=threads)
         tiles += t
         captions += c
+    texts = [d.describe() for d in shown]
     if not tiles:
-        tiles, captions = [pimg.to_pil(x[0], net)], [f"no detection at score >= {YOLO_CONF}"]
+        (best,), _ = detect.detect(net, outputs=outputs, head_list=heads, conf=0.0, max_det=1)
+        none = f"no detection at score >= {YOLO_CONF} (the strongest: {best.name} {best.score:.3f})"
+        tiles, captions, texts = [pimg.to_pil(x[0], net)], [none], [none]
     name = _png_name(stem, "detections")
     write(
         name, report.png_bytes(pimg.grid(tiles, cols=min(4, len(tiles)), pad=3, captions=captions))
     )
     more = f" (the strongest {len(shown)} shown)" if len(dets) > len(shown) else ""
     title = f"{len(dets)} detection(s){more}: each box beside what drove it"
-    return report.Figure(name, title, [d.describe() for d in shown])
+    return report.Figure(name, title, texts)
 
 
 # --- the run -------------------------------------------------------------------------------------

@@ -636,7 +636,7 @@ def test_cli_detection_on_a_darknet_cfg(small_darknet, tmp_path, capsys):
     assert Image.open(out).size[0] > 4 * 96
 
 
-def test_yolo_demo_end_to_end(small_darknet, tmp_path):
+def test_yolo_demo_end_to_end(small_darknet, tmp_path, monkeypatch):
     out_dir = tmp_path / "out"
     logged = []
     index = demo.run_demo(
@@ -656,6 +656,13 @@ def test_yolo_demo_end_to_end(small_darknet, tmp_path):
     assert len(re.findall(r"<li>(person|cup) 0\.\d+ box \(", text)) == 2 * demo.YOLO_MAX_SHOWN
     grid = Image.open(out_dir / "01-astronaut-detections.png")
     assert grid.height > demo.YOLO_MAX_SHOWN * 192  # one row of four tiles per detection
+    # nothing above the threshold: the page says so, and names the strongest candidate
+    monkeypatch.setattr(demo, "YOLO_CONF", 1.0)
+    demo.run_demo(out_dir, images=demo.demo_images()[:1], model="yolov3-tiny", force=True)
+    text = (out_dir / "index.html").read_text(encoding="utf-8")
+    assert re.search(
+        r"no detection at score &gt;= 1.0 \(the strongest: (person|cup) 0\.\d+\)", text
+    )
 
 
 def test_yolo_demo_offline(tmp_path, monkeypatch, capsys):
