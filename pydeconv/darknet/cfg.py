@@ -38,8 +38,9 @@ class Section:
         """An error naming this section and, if given, the key (the caller raises it)."""
         if key is None:
             return GraphError(f"{self.label}: {msg}")
-        line = self.options[key][1] if key in self.options else self.line
-        return GraphError(f"{self.label}, key '{key}' (line {line}): {msg}")
+        if key not in self.options:
+            return GraphError(f"{self.label}, key '{key}': {msg}")
+        return GraphError(f"{self.label}, key '{key}' (line {self.options[key][1]}): {msg}")
 
     def has(self, key: str) -> bool:
         return key in self.options

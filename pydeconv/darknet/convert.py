@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import GraphError, ModelFormatError
+from ..limits import get_limits, limit_str
 from .cfg import Section
 from .weights import Blob
 
@@ -126,6 +127,13 @@ def plan(sections: list[Section], size: list[int] | None) -> Plan:
         out = _CONVERTERS[sec.name](sec, prev, done, p, aliases)
         done.append(out)
         prev = out
+    total = 4 * sum(b.count for b in p.blobs)
+    limit = get_limits().max_tensor_bytes
+    if total > limit:  # before any weights are read or zeros allocated
+        raise GraphError(
+            f"the convolutions hold {total:,} bytes of weights, "
+            f"past {limit_str('max_tensor_bytes')}"
+        )
     for layer in p.layers:
         if layer["name"] in aliases:
             layer["aliases"] = aliases[layer["name"]]
@@ -431,7 +439,7 @@ def finish(p: Plan, arrays: list[np.ndarray] | None) -> dict[str, np.ndarray]:
             scale, mean, var = (arrays[at + k].astype(np.float64) for k in (1, 2, 3))
             if (var < 0).any():
                 c = int(np.flatnonzero(var < 0)[0])
-                raise GraphError(
+                raise ModelFormatError(
                     f"{p.blobs[at].layer}: rolling_variance of filter {c} is negative "
                     f"({var[c]:g}); Darknet would take its square root"
                 )
