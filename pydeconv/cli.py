@@ -120,7 +120,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(f"total parameters: {sum(int(r['params']) for r in net.info()):,}")
+    if args.rules:
+        _print_rules(net, args.rules, args.start)
     return 0
+
+
+def _print_rules(net: Any, rule: str, start: str | None) -> None:
+    """How a projection under `rule` sends the signal down through each layer it passes, from
+    `start` (default: each graph output)."""
+    for layer in [start] if start else net.outputs:
+        rows = net.rules(layer, rule)
+        print(f"\nprojection from {layer} under {rule}, in the order the signal meets the layers:")
+        wn = max(len(r["name"]) for r in rows)
+        wk = max(len(r["kind"]) for r in rows)
+        for r in rows:
+            print(f"  {r['name'].ljust(wn)}  {r['kind'].ljust(wk)}  {r['rule']}")
 
 
 # --- convert -------------------------------------------------------------------------------------
@@ -360,6 +374,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", parents=[common], help="layer table of a model")
     p.add_argument("model", help=".npz, .onnx or Darknet .cfg model")
     p.add_argument("--weights", help="a Darknet cfg's .weights (default: beside the cfg)")
+    p.add_argument(
+        "--rules",
+        choices=RULES,
+        help="also list how a projection under this rule sends the signal down each layer",
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="LAYER",
+        help="with --rules: the projection's layer (default: each graph output)",
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(

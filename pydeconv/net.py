@@ -203,6 +203,16 @@ class Net:
         rule."""
         return [dict(d) for d in self._info]
 
+    def rules(self, layer: str, rule: str = "deconvnet") -> list[dict]:
+        """How a projection from ``layer`` under ``rule`` sends the signal down: one dict per layer
+        it passes (``layer`` first, then in the order the signal meets them) with the layer's
+        ``name``, ``kind`` and ``rule``, the text its kind's registry row declares for that rule
+        (a layer that does not rectify, such as sigmoid or clip with min != 0, passes the
+        gradient under every rule)."""
+        if not isinstance(rule, str):
+            raise PydeconvError(f"unknown rule {rule!r} (expected one of {', '.join(RULES)})")
+        return [dict(d) for d in self._core.rules(_name(layer), rule)]
+
     def layer_info(self, layer: str) -> dict:
         """The info() row of a layer, by name or alias (the engine resolves it)."""
         return dict(self._info[self._core.layer_index(_name(layer))])

@@ -204,6 +204,25 @@ def single_layer(kind, in_shape, attrs=None, seed=0, with_params=True):
     elif kind in ("add", "concat"):
         n = attrs.pop("n_inputs", 2)
         b.add(kind, kind, ["input"] * n, attrs or None)
+    # -- issue 14: shape
+    elif kind in ("mul", "affine"):
+        _shape_layer(b, kind, "input", attrs, with_params)
+    elif kind == "prelu":  # -- issue 14: act
+        b.add(kind, kind, "input", attrs or None, {"slope": b.rng.uniform(-0.5, 0.5, c)})
+    # -- issue 14: convt
+    elif kind == "conv_transpose2d":
+        oc = attrs.pop("out_channels", c)
+        groups = attrs.get("groups", 1)
+        k = npref._pair(attrs.setdefault("kernel_size", [3, 3]), None)
+        p = {"weight": b.weight((c, oc // groups, k[0], k[1]), c // groups * k[0] * k[1])}
+        if with_params:
+            p["bias"] = 0.1 * b.rng.standard_normal(oc)
+        b.add(kind, kind, "input", attrs, p)
+    elif kind == "layer_norm":
+        p = {"scale": 1.0 + 0.5 * b.rng.standard_normal(c)}
+        if with_params:
+            p["bias"] = 0.1 * b.rng.standard_normal(c)
+        b.add(kind, kind, "input", attrs or None, p)
     else:
         b.add(kind, kind, "input", attrs or None)
     return b.done()
@@ -233,6 +252,97 @@ def head_net(in_shape=(3, 2, 3), seed=0):
     return b.done()
 
 
+# -- issue 14: convt
+def decoder_net(in_shape=(3, 13, 11), seed=0):
+    """An encoder-decoder: a stride-2 conv, ReLU, a stride-2 transposed conv "up", a layer norm
+    "ln", a 3x3 conv "head"."""
+    b = _Builder("decoder", in_shape, seed)
+    b.conv("enc", "input", 8, 3, stride=2, padding=1)
+    b.add("relu", "relu", "enc")
+    w = b.weight((8, 5, 4, 4), 8 * 4)
+    attrs = {"kernel_size": [4, 4], "stride": [2, 2], "padding": [1, 1, 2, 1]}
+    attrs["output_padding"] = [1, 0]
+    b.add("up", "conv_transpose2d", "relu", attrs, {"weight": w, "bias": 0.1 * np.ones(5)})
+    p = {"scale": 1.0 + 0.5 * b.rng.standard_normal(5), "bias": 0.1 * b.rng.standard_normal(5)}
+    b.add("ln", "layer_norm", "up", None, p)
+    b.conv("head", "ln", 4, 3, padding=1)
+    return b.done()
+
+
+def inverted_residual(in_shape=(4, 13, 11), seed=0):
+    """MobileNetV2's block: 1x1 expansion "expand", ReLU, a 3x3 stride-2 depthwise conv "dw" (the
+    depthwise kernels, with the ReLU after it fused into its forward), ReLU "dw_relu", 1x1
+    projection "project"."""
+    b = _Builder("inverted-residual", in_shape, seed)
+    b.conv("expand", "input", 12, 1)
+    b.add("relu", "relu", "expand")
+    b.conv("dw", "relu", 12, 3, stride=2, padding=1, groups=12)
+    b.add("dw_relu", "relu", "dw")
+    b.conv("project", "dw_relu", 6, 1)
+    return b.done()
+
+
 def random_input(shape, seed=0):
     """Standard normal float32 input of the full (N, C, H, W) shape."""
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# -- issue 14: shape -----------------------------------------------------------------------------
+# Builder-only keys: mul's "broadcast" (the second input, made from `src` by layers of their own:
+# "none" x * x, "channel" (C, 1, 1) by global_avg_pool, "spatial" (1, H, W) by slicing channel 0,
+# "scalar" (1, 1, 1), "rows" (C, 1, W) by an H x 1 average pool) and "swap" (the broadcast input
+# first); affine's "params" ("scale", "bias" or "both") and "scalar" ((1,) instead of (C,)).
+def _shape_layer(b, kind, src, attrs, with_params=True, name=None):
+    name = name or kind
+    c, h, _ = b.shapes[src]
+    if kind == "mul":
+        how = attrs.pop("broadcast", "none")
+        swap = attrs.pop("swap", False)
+        other = src
+        if how in ("channel", "scalar"):
+            other = b.add(f"{name}_gap", "global_avg_pool", src)
+        if how in ("spatial", "scalar"):
+            other = b.add(f"{name}_slice", "slice", other, {"start": 0, "end": 1})
+        if how == "rows":
+            other = b.add(f"{name}_rows", "avg_pool2d", src, {"kernel_size": [h, 1]})
+        ins = [other, src] if swap else [src, other]
+        return b.add(name, kind, ins, attrs or None)
+    which = attrs.pop("params", "both")
+    n = 1 if attrs.pop("scalar", False) else c
+    p = {}
+    if which in ("scale", "both"):
+        p["scale"] = b.rng.uniform(-1.5, 1.5, n)
+    if which in ("bias", "both") and with_params:
+        p["bias"] = 0.3 * b.rng.standard_normal(n)
+    if not p:  # bias only, asked linear: the scale alone keeps it linear
+        p["scale"] = b.rng.uniform(-1.5, 1.5, n)
+    return b.add(name, kind, src, attrs or None, p)
+
+
+def sandwich_net(kind, in_shape, attrs=None, seed=0):
+    """conv_a (3x3, pad 1) -> `kind` -> conv_b (3x3, pad 1): projected from conv_b at one
+    position, `kind`'s gradients in and out are region-limited (partly cleared, NaN-poisoned
+    elsewhere under PYDECONV_POISON), so its regions and input_region must be exact."""
+    attrs = dict(attrs or {})
+    b = _Builder(f"sandwich-{kind}", in_shape, seed)
+    b.conv("conv_a", "input", in_shape[0], 3, padding=1)
+    if kind in ("mul", "affine"):
+        _shape_layer(b, kind, "conv_a", attrs)
+    else:
+        b.add(kind, kind, "conv_a", attrs or None)
+    b.conv("conv_b", kind, 4, 3, padding=1)
+    return b.done()
+
+
+def se_net(in_shape=(6, 7, 5), seed=0):
+    """A squeeze-and-excitation block without its sigmoid: x = conv(input); the gate
+    conv1x1(relu(conv1x1(global_avg_pool(x)))), (C, 1, 1); their product, "mul"."""
+    b = _Builder("se", in_shape, seed)
+    c = in_shape[0]
+    b.conv("x", "input", c, 3, padding=1)
+    b.add("gap", "global_avg_pool", "x")
+    b.conv("squeeze", "gap", 3, 1)
+    b.add("relu", "relu", "squeeze")
+    b.conv("excite", "relu", c, 1)
+    b.add("mul", "mul", ["x", "excite"])
+    return b.done()

@@ -309,6 +309,17 @@ def forward(graph, params, x):
             y = sum(ins[1:], ins[0].copy())
         elif kind == "concat":
             y = np.concatenate(ins, axis=1)
+        # -- issue 14: shape
+        elif kind in SHAPE_KINDS:
+            y = shape_forward(layer, params, ins)
+        elif kind in ACTIVATIONS:  # -- issue 14: act
+            y = activation(layer, params, x0)
+        # -- issue 14: convt
+        elif kind == "conv_transpose2d":
+            w = _param(params, layer, "weight")
+            y = conv_transpose2d(x0, w, _param(params, layer, "bias"), _convt_attrs(layer, w))
+        elif kind == "layer_norm":
+            y = layer_norm(x0, _param(params, layer, "scale"), _param(params, layer, "bias"), layer)
         else:
             raise ValueError(f"unknown layer kind {kind!r}")
         acts[name] = y
@@ -387,6 +398,17 @@ def _layer_back(layer, params, acts, switches, g, rule):
     if kind == "concat":
         sizes = [acts[i].shape[1] for i in layer["inputs"]]
         return np.split(g, np.cumsum(sizes)[:-1], axis=1)
+    # -- issue 14: shape
+    if kind in SHAPE_KINDS:
+        return shape_backward(layer, params, [acts[i] for i in layer["inputs"]], g)
+    if kind in ACTIVATIONS:  # -- issue 14: act
+        return [activation_back(layer, params, x0, g, rule)]
+    # -- issue 14: convt
+    if kind == "conv_transpose2d":
+        w = _param(params, layer, "weight")
+        return [conv_transpose2d_back(g, x0.shape, w, _convt_attrs(layer, w))]
+    if kind == "layer_norm":
+        return [layer_norm_back(g, x0, _param(params, layer, "scale"), layer)]
     raise ValueError(f"unknown layer kind {kind!r}")
 
 
@@ -414,4 +436,345 @@ def assert_close(got, ref, rtol=1e-4, atol_scale=1e-5, err_msg=""):
     atol = atol_scale * max(1.0, float(np.abs(ref).max(initial=0.0)))
     np.testing.assert_allclose(
         np.asarray(got, dtype=np.float64), ref, rtol=rtol, atol=atol, err_msg=err_msg
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# -- issue 14: shape: mul, affine, upsample, slice, pad, channel_shuffle. The spatial ones are
+# written as matrices along each axis (out = A_h x A_w^T), so that going down is literally the
+# transpose.
+
+SHAPE_KINDS = ("mul", "affine", "upsample", "slice", "pad", "channel_shuffle")
+
+
+def upsample_matrix(n_in, s, bilinear, align_corners):
+    """(n_in * s, n_in): nearest out[o] = in[o // s]; bilinear by PyTorch's source coordinate
+    (area_pixel_compute_source_index) with its two taps and weights."""
+    n_out = n_in * s
+    a = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        if not bilinear:
+            a[o, o // s] = 1.0
+            continue
+        if align_corners:
+            src = o * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        else:
+            src = max((o + 0.5) / s - 0.5, 0.0)
+        i0 = min(int(math.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        lam = src - i0
+        a[o, i0] += 1.0 - lam
+        a[o, i1] += lam
+    return a
+
+
+def pad_matrix(n_in, before, after, reflect):
+    """(n_in + before + after, n_in): out[o] = in[o - before], reflected (no edge repeat) or
+    nothing (constant padding) outside."""
+    a = np.zeros((n_in + before + after, n_in))
+    for o in range(a.shape[0]):
+        i = o - before
+        if reflect:
+            i = -i if i < 0 else (2 * (n_in - 1) - i if i >= n_in else i)
+        if 0 <= i < n_in:
+            a[o, i] = 1.0
+    return a
+
+
+def _values(v, n):
+    """An attribute of 1..n values as n: one value repeats; for 4 (padding) two mean [ph, pw]."""
+    v = [int(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+    if len(v) == 1:
+        return v * n
+    return v * 2 if n == 4 and len(v) == 2 else v
+
+
+def _shape_attrs(layer, x_shape):
+    a = layer.get("attrs", {})
+    kind = layer["kind"]
+    if kind == "upsample":
+        sh, sw = _values(a["scale"], 2)
+        bil, ac = bool(a.get("bilinear", 0)), bool(a.get("align_corners", 0))
+        return (
+            upsample_matrix(x_shape[2], sh, bil, ac),
+            upsample_matrix(x_shape[3], sw, bil, ac),
+        )
+    if kind == "pad":
+        t, left, b, r = _values(a["padding"], 4)
+        refl = bool(a.get("reflect", 0))
+        return pad_matrix(x_shape[2], t, b, refl), pad_matrix(x_shape[3], left, r, refl)
+    raise ValueError(kind)
+
+
+def _channel_shuffle(x, groups):
+    n, c = x.shape[:2]
+    return x.reshape((n, groups, c // groups) + x.shape[2:]).swapaxes(1, 2).reshape(x.shape)
+
+
+def _unbroadcast(g, shape):
+    """g summed over the axes where `shape` is 1 (and g is not): the gradient of a broadcast."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(shape, g.shape)) if a == 1 and b != 1)
+    return g.sum(axis=axes, keepdims=True)
+
+
+def shape_forward(layer, params, ins):
+    kind, a, x = layer["kind"], layer.get("attrs", {}), ins[0]
+    if kind == "mul":
+        return ins[0] * ins[1]
+    if kind == "affine":
+        scale, bias = _param(params, layer, "scale"), _param(params, layer, "bias")
+        y = x * _bcast(scale, x.ndim) if scale is not None else x.copy()
+        return y + _bcast(bias, x.ndim) if bias is not None else y
+    if kind == "slice":
+        return x[:, int(a["start"]) : int(a["end"])].copy()
+    if kind == "channel_shuffle":
+        return _channel_shuffle(x, int(a["groups"]))
+    ah, aw = _shape_attrs(layer, x.shape)
+    y = np.einsum("oh,nchw,pw->ncop", ah, x, aw)
+    if kind == "pad" and not a.get("reflect", 0):
+        inside = np.einsum("oh,pw->op", ah, aw)  # 1 inside the input, 0 in the padding
+        y = y + float(a.get("value", 0.0)) * (1.0 - inside)
+    return y
+
+
+def shape_backward(layer, params, ins, g):
+    kind, a = layer["kind"], layer.get("attrs", {})
+    if kind == "mul":
+        return [_unbroadcast(g * ins[1], ins[0].shape), _unbroadcast(g * ins[0], ins[1].shape)]
+    if kind == "affine":
+        scale = _param(params, layer, "scale")
+        return [g * _bcast(scale, g.ndim) if scale is not None else g.copy()]
+    if kind == "slice":
+        gin = np.zeros_like(ins[0])
+        gin[:, int(a["start"]) : int(a["end"])] = g
+        return [gin]
+    if kind == "channel_shuffle":
+        groups = int(a["groups"])
+        return [_channel_shuffle(g, g.shape[1] // groups)]  # the inverse permutation
+    ah, aw = _shape_attrs(layer, ins[0].shape)
+    return [np.einsum("oh,ncop,pw->nchw", ah, g, aw)]
+
+
+# -- issue 14: act -------------------------------------------------------------------------------
+# The element-wise activations: f, f' (at a kink, the x <= 0 side's for the ReLU-like kinds; 0 at
+# clip's and hardsigmoid's ends; hardswish's middle piece only strictly inside (-3, 3), as torch
+# 2.13) and whether the kind rectifies (the three rules differ). a: the layer's attributes with
+# defaults filled in, s: the per-channel slope broadcast to x (prelu).
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[float])(x)
+
+
+_GELU_K = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_tanh_t(x):
+    return np.tanh(_GELU_K * (x + 0.044715 * x**3))
+
+
+def _mish_t(x):
+    return np.tanh(np.log1p(np.exp(x)))
+
+
+ACTIVATIONS = {
+    # kind: (f(x, a, slope), f'(x, a, slope), attribute defaults)
+    "leaky_relu": (
+        lambda x, a, s: np.where(x > 0, x, a["alpha"] * x),
+        lambda x, a, s: np.where(x > 0, 1.0, a["alpha"]),
+        {"alpha": 0.01},
+    ),
+    "prelu": (
+        lambda x, a, s: np.where(x > 0, x, s * x),
+        lambda x, a, s: np.where(x > 0, 1.0, s),
+        {},
+    ),
+    "clip": (
+        lambda x, a, s: np.minimum(np.maximum(x, a["min"]), a["max"]),
+        lambda x, a, s: ((x > a["min"]) & (x < a["max"])).astype(float),
+        {"min": -3.4e38, "max": 3.4e38},
+    ),
+    "sigmoid": (
+        lambda x, a, s: _sigmoid(x),
+        lambda x, a, s: _sigmoid(x) * (1 - _sigmoid(x)),
+        {},
+    ),
+    "tanh": (lambda x, a, s: np.tanh(x), lambda x, a, s: 1 - np.tanh(x) ** 2, {}),
+    "silu": (
+        lambda x, a, s: x * _sigmoid(x),
+        lambda x, a, s: _sigmoid(x) * (1 + x * (1 - _sigmoid(x))),
+        {},
+    ),
+    "hardsigmoid": (
+        lambda x, a, s: np.clip(a["alpha"] * x + a["beta"], 0.0, 1.0),
+        lambda x, a, s: np.where(
+            (a["alpha"] * x + a["beta"] > 0) & (a["alpha"] * x + a["beta"] < 1), a["alpha"], 0.0
+        ),
+        {"alpha": 0.2, "beta": 0.5},
+    ),
+    "hardswish": (
+        lambda x, a, s: x * np.clip(x / 6 + 0.5, 0.0, 1.0),
+        lambda x, a, s: np.where(x <= -3, 0.0, np.where(x < 3, x / 3 + 0.5, 1.0)),
+        {},
+    ),
+    "mish": (
+        lambda x, a, s: x * _mish_t(x),
+        lambda x, a, s: _mish_t(x) + x * _sigmoid(x) * (1 - _mish_t(x) ** 2),
+        {},
+    ),
+    "elu": (
+        lambda x, a, s: np.where(x > 0, x, a["alpha"] * np.expm1(np.minimum(x, 0))),
+        lambda x, a, s: np.where(x > 0, 1.0, a["alpha"] * np.exp(np.minimum(x, 0))),
+        {"alpha": 1.0},
+    ),
+    "gelu": (
+        lambda x, a, s: (
+            0.5 * x * (1 + _gelu_tanh_t(x)) if a["tanh"] else 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+        ),
+        lambda x, a, s: (
+            0.5 * (1 + _gelu_tanh_t(x))
+            + 0.5 * x * (1 - _gelu_tanh_t(x) ** 2) * _GELU_K * (1 + 3 * 0.044715 * x**2)
+            if a["tanh"]
+            else 0.5 * (1 + _erf(x / math.sqrt(2)))
+            + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        ),
+        {"tanh": 0},
+    ),
+}
+# Kinds whose three rules differ (docs/PROJECTION.md); clip only with min == 0 (ReLU6).
+RECTIFYING = {"relu", "leaky_relu", "prelu", "silu", "hardswish", "mish", "elu", "gelu"}
+
+
+def _act_args(layer, params, x):
+    f, d, defaults = ACTIVATIONS[layer["kind"]]
+    given = layer.get("attrs", {})
+    a = {
+        k: float(given[k][0] if isinstance(given.get(k), list) else given.get(k, v))
+        for k, v in defaults.items()
+    }
+    slope = _param(params, layer, "slope")
+    s = None if slope is None else _bcast(slope, x.ndim)
+    return f, d, a, s
+
+
+def rectifies(layer):
+    """Whether the rules differ at this layer."""
+    if layer["kind"] == "clip":
+        m = layer.get("attrs", {}).get("min", -3.4e38)
+        return float(m[0] if isinstance(m, list) else m) == 0.0
+    return layer["kind"] in RECTIFYING
+
+
+def activation(layer, params, x):
+    f, _, a, s = _act_args(layer, params, x)
+    return f(x, a, s)
+
+
+def activation_back(layer, params, x, g, rule):
+    """deconvnet relu(g), guided relu(g) * f'(x), backprop g * f'(x) at a rectifying layer;
+    g * f'(x) under every rule at the others."""
+    _, d, a, s = _act_args(layer, params, x)
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}")
+    if not rectifies(layer) or rule == "backprop":
+        return g * d(x, a, s)
+    if rule == "deconvnet":
+        return np.maximum(g, 0.0)
+    return np.maximum(g, 0.0) * d(x, a, s)
+# -- issue 14: convt
+
+
+def _convt_attrs(layer, w):
+    at = _conv_attrs(layer, w)
+    at["out_pad"] = _pair(layer.get("attrs", {}).get("output_padding"), 0)
+    return at
+
+
+def convt_out_size(size, k, s, pad_before, pad_after, dilation, out_pad):
+    """torch's ConvTranspose2d output length along one axis."""
+    return (size - 1) * s - pad_before - pad_after + dilation * (k - 1) + out_pad + 1
+
+
+def _convt_geometry(x_shape, w, at):
+    n, c, h, wd = x_shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = at["stride"], at["dil"], at["pad"]
+    oh = convt_out_size(h, kh, sh, pt, pb, dh, at["out_pad"][0])
+    ow = convt_out_size(wd, kw, sw, pl, pr, dw, at["out_pad"][1])
+    return oh, ow
+
+
+def _convt_taps(x_shape, w, at):
+    """Yield (ky, kx, row slice, col slice): where input (i, j) lands for tap (ky, kx), in the
+    output before its top/left padding is cropped: row i*sh + ky*dh."""
+    _, _, h, wd = x_shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw) = at["stride"], at["dil"]
+    for ky in range(kh):
+        for kx in range(kw):
+            yield (
+                ky,
+                kx,
+                slice(ky * dh, ky * dh + sh * (h - 1) + 1, sh),
+                slice(kx * dw, kx * dw + sw * (wd - 1) + 1, sw),
+            )
+
+
+def conv_transpose2d(x, w, b, at):
+    """Every input pixel scatters its weighted kernel: out[i*s - pad + k*d] += x[i] * w[k]."""
+    n, c, h, wd = x.shape
+    groups = at["groups"]
+    cg, ocg = w.shape[0] // groups, w.shape[1]
+    pt, pl, pb, pr = at["pad"]
+    oh, ow = _convt_geometry(x.shape, w, at)
+    full = np.zeros((n, ocg * groups, oh + pt + pb, ow + pl + pr))
+    for ky, kx, rows, cols in _convt_taps(x.shape, w, at):
+        for gi in range(groups):
+            ci, co = slice(gi * cg, (gi + 1) * cg), slice(gi * ocg, (gi + 1) * ocg)
+            full[:, co, rows, cols] += np.einsum("nchw,co->nohw", x[:, ci], w[ci, :, ky, kx])
+    y = full[:, :, pt : pt + oh, pl : pl + ow].copy()
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_back(g_out, x_shape, w, at):
+    """The exact adjoint of the scatter above: every tap gathers back where it scattered to."""
+    groups = at["groups"]
+    cg, ocg = w.shape[0] // groups, w.shape[1]
+    pt, pl, pb, pr = at["pad"]
+    gp = np.pad(g_out, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    g = np.zeros(x_shape)
+    for ky, kx, rows, cols in _convt_taps(x_shape, w, at):
+        for gi in range(groups):
+            ci, co = slice(gi * cg, (gi + 1) * cg), slice(gi * ocg, (gi + 1) * ocg)
+            g[:, ci] += np.einsum("nohw,co->nchw", gp[:, co, rows, cols], w[ci, :, ky, kx])
+    return g
+
+
+def _ln_eps(layer):
+    return float(layer.get("attrs", {}).get("epsilon", 1e-5))
+
+
+def layer_norm(x, scale, bias, layer):
+    """Over the channels of each position: (x - mean) / sqrt(var + eps) * scale + bias."""
+    mean = x.mean(axis=1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+    y = (x - mean) / np.sqrt(var + _ln_eps(layer)) * _bcast(scale, x.ndim)
+    return y if bias is None else y + _bcast(bias, x.ndim)
+
+
+def layer_norm_back(g, x, scale, layer):
+    """J^T g at x: with s = g * scale and xhat the normalised x,
+    rstd * (s - mean_c s - xhat * mean_c(s * xhat))."""
+    mean = x.mean(axis=1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=1, keepdims=True) + _ln_eps(layer))
+    xhat = (x - mean) * rstd
+    s = g * _bcast(scale, g.ndim)
+    return rstd * (
+        s - s.mean(axis=1, keepdims=True) - xhat * (s * xhat).mean(axis=1, keepdims=True)
     )

@@ -83,6 +83,15 @@ CONV = [
 ]
 
 
+# -- issue 14: convt
+CONV += [
+    # The depthwise kernels (kernels/depthwise.cpp): groups == C == OC, 3x3 / 5x5, stride 1 / 2.
+    ("dw_k3_s1", (13, 7, 7), _conv((3, 3), padding=(1, 1, 1, 1), groups=13)),
+    ("dw_k5_s2_asym", (6, 11, 9), _conv((5, 5), (2, 2), (2, 1, 0, 2), groups=6)),
+    ("dw_k3_rect_stride", (5, 8, 9), _conv((3, 3), (2, 1), (0, 1, 1, 0), groups=5)),
+]
+
+
 @pytest.mark.parametrize("cid,shape,attrs", CONV, ids=[c[0] for c in CONV])
 def test_conv2d(cid, shape, attrs, threads):
     graph, params = models.single_layer("conv2d", shape, attrs, seed=1, with_params=False)
@@ -143,6 +152,31 @@ LINEAR_ONES = [
     ("batch_norm", (13, 7, 5), {}),
     ("add", (3, 7, 5), {"n_inputs": 3}),
     ("concat", (3, 7, 5), {"n_inputs": 2}),
+    # -- issue 14: shape
+    ("affine", (13, 7, 5), {}),
+    ("affine", (3, 7, 5), {"params": "scale", "scalar": True}),
+    ("upsample", (3, 7, 5), {"scale": [2, 3]}),
+    ("upsample", (13, 5, 7), {"scale": [3, 2], "bilinear": 1}),
+    ("upsample", (3, 5, 7), {"scale": [2], "bilinear": 1, "align_corners": 1}),
+    ("upsample", (1, 1, 7), {"scale": [2], "bilinear": 1, "align_corners": 1}),
+    ("upsample", (16, 24, 24), {"scale": [2], "bilinear": 1}),
+    ("slice", (13, 7, 5), {"start": 3, "end": 10}),
+    ("pad", (3, 7, 5), {"padding": [1, 2, 0, 3]}),
+    ("pad", (13, 7, 5), {"padding": [6, 4, 2, 1], "reflect": 1}),
+    ("channel_shuffle", (12, 7, 5), {"groups": 3}),
+]
+# -- issue 14: convt
+LINEAR_ONES += [
+    ("conv_transpose2d", (3, 7, 5), _conv((3, 3), padding=(1, 1, 1, 1), out_channels=4)),
+    ("conv_transpose2d", (13, 5, 6), _conv((4, 4), (2, 2), (1, 2, 0, 1), out_channels=8)),
+    (
+        "conv_transpose2d",
+        (6, 5, 7),
+        _conv((3, 2), (3, 2), (0, 1, 1, 0), (1, 2), groups=3, output_padding=[2, 1]),
+    ),
+    ("conv_transpose2d", (8, 7, 7), _conv((3, 3), dilation=(2, 2), out_channels=16)),
+    # A depthwise transposed conv: its forward takes the depthwise kernel (kernels/depthwise.cpp).
+    ("conv_transpose2d", (6, 7, 5), _conv((3, 3), (2, 2), (1, 1, 1, 1), groups=6)),
 ]
 
 
@@ -170,10 +204,37 @@ JACOBIAN = [
     ("lrn", (7, 1, 1), {}),
     ("batch_norm", (13, 7, 5), {}),
     ("softmax", (13, 3, 2), {}),
+    # -- issue 14: shape: mul is bilinear (x * gate(x)), its Jacobian the product rule
+    ("mul", (3, 7, 5), {}),
+    ("mul", (13, 7, 5), {"broadcast": "channel"}),
+    ("mul", (3, 7, 5), {"broadcast": "spatial", "swap": True}),
+    ("mul", (3, 5, 7), {"broadcast": "scalar"}),
+    ("mul", (13, 5, 7), {"broadcast": "rows", "swap": True}),
+    ("mul", (16, 48, 48), {"broadcast": "channel"}),
+    # -- issue 14: act: the activations' gradients (backprop; the other rules: test_layers)
+    ("leaky_relu", (3, 7, 5), {"alpha": 0.2}),
+    ("prelu", (13, 7, 5), {}),
+    ("clip", (3, 7, 6), {"min": 0.0, "max": 0.8}),
+    ("clip", (13, 7, 4), {"min": -0.4, "max": 0.9}),
+    ("sigmoid", (3, 7, 5), {}),
+    ("tanh", (13, 3, 2), {}),
+    ("silu", (3, 7, 5), {}),
+    ("hardsigmoid", (3, 7, 5), {"alpha": 0.6, "beta": 0.4}),
+    ("hardswish", (3, 7, 5), {}),
+    ("mish", (3, 7, 5), {}),
+    ("elu", (3, 7, 5), {"alpha": 0.7}),
+    ("gelu", (3, 7, 5), {}),
+    ("gelu", (13, 7, 3), {"tanh": 1}),
+]
+# -- issue 14: convt
+JACOBIAN += [
+    ("layer_norm", (13, 7, 5), {}),
+    ("layer_norm", (3, 1, 7), {"epsilon": 0.5}),
+    ("layer_norm", (2, 3, 3), {}),
 ]
 
 
-JACOBIAN_IDS = [f"{k}_{s[0]}_{a.get('size', '')}" for k, s, a in JACOBIAN]
+JACOBIAN_IDS = [f"{k}_{s[0]}_{a.get('size', a.get('broadcast', ''))}" for k, s, a in JACOBIAN]
 
 # Per layer kind, the tests here that check its backward as a linear map (an adjoint test, or
 # the Jacobian at the forward point for the nonlinear kinds). tests/test_registry.py checks every
@@ -213,3 +274,41 @@ def test_jacobian_at_forward_point(kind, shape, attrs, threads):
         assert (
             abs(_dot(aty, v) - fd) <= 1e-4 * np.sum(np.abs(np.asarray(aty, np.float64) * v)) + 1e-6
         )
+
+
+# -- issue 14: shape
+def test_se_gate_through_branches(threads):
+    """An SE block (x * gate(x), the gate from global pooling and two 1x1 convs): the product
+    rule sends the signal down both branches; against npref and finite differences."""
+    graph, params = models.se_net()
+    net = pydeconv.build(graph, params)
+    x = models.random_input((N,) + tuple(graph["input"]["shape"]), 9)
+    _, trace = net.forward(x, threads=threads)
+    y = models.random_input(trace.activation("mul").shape, 10)
+    aty = net.project(trace, "mul", at=y, rule="backprop", threads=threads)
+    acts, switches = npref.forward(graph, params, x)
+    ref = npref.project(graph, params, acts, switches, "mul", y, "backprop")
+    npref.assert_close(aty, ref)
+    # The gate's branch carries part of it: x's branch alone (y * gate down conv "x") differs.
+    gate = acts["excite"]
+    x_only = npref.conv2d_transpose(
+        y * gate,
+        x.shape,
+        np.asarray(params["x/weight"], np.float64),
+        npref._conv_attrs(graph["layers"][0], np.asarray(params["x/weight"])),
+    )
+    assert np.abs(ref - x_only).max() > 1e-3 * np.abs(ref).max()
+    rng = np.random.default_rng(11)
+    eps = 1e-6
+    x64 = x.astype(np.float64)
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        plus = npref.forward(graph, params, x64 + eps * v)[0]["mul"]
+        minus = npref.forward(graph, params, x64 - eps * v)[0]["mul"]
+        fd = _dot(plus - minus, y) / (2 * eps)
+        assert (
+            abs(_dot(aty, v) - fd) <= 1e-4 * np.sum(np.abs(np.asarray(aty, np.float64) * v)) + 1e-6
+        )
+
+
+BACKWARD_TESTS["mul"].add("test_se_gate_through_branches")

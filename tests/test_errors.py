@@ -173,7 +173,7 @@ def _both(*edits):
 
 
 GRAPH_CASES = [
-    ("unknown-kind", _set("relu1", kind="tanh"), GraphError, ["relu1", "tanh"]),
+    ("unknown-kind", _set("relu1", kind="no_such_kind"), GraphError, ["relu1", "no_such_kind"]),
     ("cycle", _set("conv1", inputs=["relu1"]), GraphError, ["cycle", "conv1"]),
     ("dangling-input", _set("relu1", inputs=["conv9"]), GraphError, ["relu1", "conv9"]),
     ("duplicate-name", _set("relu2", name="relu1"), GraphError, ["duplicate", "relu1"]),

@@ -112,7 +112,7 @@ GRAPH_CASES = [
         ["outputs", "fc9"],
     ),
     ("name-not-string", lambda g, p: g.__setitem__("name", 7), GraphError, ["name"]),
-    ("unknown-kind", _layer("relu1", kind="tanh"), GraphError, ["relu1", "tanh"]),
+    ("unknown-kind", _layer("relu1", kind="no_such_kind"), GraphError, ["relu1", "no_such_kind"]),
     ("attr-null", _layer("lrn1", attrs={"alpha": None}), GraphError, ["lrn1", "alpha"]),
     # Parameters.
     ("param-missing", _param("conv1/bias", None), ModelFormatError, ["conv1/bias"]),

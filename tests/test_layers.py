@@ -115,6 +115,133 @@ CASES += [
     ("concat_2", "concat", (3, 7, 7), {"n_inputs": 2}),
     ("concat_3", "concat", (1, 7, 13), {"n_inputs": 3}),
 ]
+# -- issue 14: shape
+_UP = "upsample"
+CASES += [
+    ("mul_square", "mul", (3, 7, 7), {}),
+    ("mul_se_gate", "mul", (13, 7, 5), {"broadcast": "channel"}),
+    ("mul_gate_first", "mul", (13, 5, 7), {"broadcast": "channel", "swap": True}),
+    ("mul_spatial", "mul", (3, 7, 13), {"broadcast": "spatial"}),
+    ("mul_scalar", "mul", (3, 5, 7), {"broadcast": "scalar", "swap": True}),
+    ("mul_rows", "mul", (13, 5, 7), {"broadcast": "rows"}),
+    ("mul_1x1", "mul", (13, 1, 1), {"broadcast": "spatial"}),
+    ("mul_threaded", "mul", (16, 48, 48), {"broadcast": "channel"}),
+    ("mul_threaded_spatial", "mul", (16, 48, 48), {"broadcast": "spatial", "swap": True}),
+    ("affine_both", "affine", (13, 7, 5), {}),
+    ("affine_scalar_scale", "affine", (3, 7, 7), {"params": "scale", "scalar": True}),
+    ("affine_bias_only", "affine", (3, 1, 7), {"params": "bias"}),
+    ("affine_scalar_bias", "affine", (1, 5, 7), {"params": "bias", "scalar": True}),
+    ("up_nearest_2", _UP, (3, 7, 5), {"scale": [2]}),
+    ("up_nearest_2x3", _UP, (13, 5, 7), {"scale": [2, 3]}),
+    ("up_nearest_1x1", _UP, (1, 1, 1), {"scale": [3, 2]}),
+    ("up_bilinear_2", _UP, (3, 7, 5), {"scale": [2], "bilinear": 1}),
+    ("up_bilinear_3x2", _UP, (3, 5, 7), {"scale": [3, 2], "bilinear": 1}),
+    ("up_bilinear_ac_2", _UP, (3, 7, 5), {"scale": [2], "bilinear": 1, "align_corners": 1}),
+    ("up_bilinear_ac_3x1", _UP, (13, 5, 7), {"scale": [3, 1], "bilinear": 1, "align_corners": 1}),
+    ("up_bilinear_ac_1x1", _UP, (3, 1, 1), {"scale": [2], "bilinear": 1, "align_corners": 1}),
+    ("up_bilinear_1x2_row", _UP, (3, 1, 7), {"scale": [1, 2], "bilinear": 1}),
+    ("up_nearest_threaded", _UP, (16, 24, 24), {"scale": [2]}),
+    ("up_bilinear_threaded", _UP, (16, 24, 24), {"scale": [2], "bilinear": 1}),
+    ("slice_middle", "slice", (13, 7, 5), {"start": 3, "end": 10}),
+    ("slice_first", "slice", (3, 7, 7), {"start": 0, "end": 1}),
+    ("slice_last_1x1", "slice", (13, 1, 1), {"axis": 1, "start": 12, "end": 13}),
+    ("pad_const_asym", "pad", (3, 7, 5), {"padding": [1, 2, 0, 3]}),
+    ("pad_const_value", "pad", (13, 5, 7), {"padding": [2], "value": -1.5}),
+    ("pad_const_2values", "pad", (1, 1, 1), {"padding": [1, 2], "value": 0.25}),
+    ("pad_reflect_asym", "pad", (3, 7, 5), {"padding": [1, 2, 3, 0], "reflect": 1}),
+    ("pad_reflect_max", "pad", (3, 7, 5), {"padding": [6, 4, 6, 4], "reflect": 1}),
+    ("pad_reflect_row", "pad", (13, 1, 7), {"padding": [0, 3, 0, 1], "reflect": 1}),
+    ("shuffle_3", "channel_shuffle", (12, 5, 7), {"groups": 3}),
+    ("shuffle_4", "channel_shuffle", (12, 7, 5), {"groups": 4}),
+    ("shuffle_1", "channel_shuffle", (3, 7, 7), {"groups": 1}),
+    ("shuffle_13_1x1", "channel_shuffle", (13, 1, 1), {"groups": 13}),
+]
+# -- issue 14: act: the activations (values at their kinks: test_activation_kinks below)
+CASES += [
+    ("leaky_relu", "leaky_relu", (3, 7, 7), {}),
+    ("leaky_relu_1x1", "leaky_relu", (13, 1, 1), {"alpha": 0.3}),
+    ("leaky_relu_neg_alpha", "leaky_relu", (1, 7, 13), {"alpha": -0.5}),
+    ("prelu", "prelu", (3, 7, 7), {}),
+    ("prelu_13", "prelu", (13, 1, 7), {}),
+    ("clip_relu6", "clip", (3, 7, 7), {"min": 0.0, "max": 6.0}),
+    ("clip_min0_low_max", "clip", (13, 7, 5), {"min": 0.0, "max": 0.5}),
+    ("clip_band", "clip", (3, 7, 7), {"min": -0.5, "max": 0.75}),
+    ("clip_default", "clip", (1, 1, 1), {}),
+    ("sigmoid", "sigmoid", (3, 7, 7), {}),
+    ("sigmoid_1x1", "sigmoid", (13, 1, 1), {}),
+    ("tanh", "tanh", (3, 7, 7), {}),
+    ("tanh_1", "tanh", (1, 1, 7), {}),
+    ("silu", "silu", (3, 7, 7), {}),
+    # Enough elements (2 * 32 * 66 * 66) for the threaded paths.
+    ("silu_large", "silu", (32, 66, 66), {}),
+    ("hardsigmoid", "hardsigmoid", (3, 7, 7), {}),
+    ("hardsigmoid_steep", "hardsigmoid", (13, 7, 5), {"alpha": 0.75, "beta": 0.25}),
+    ("hardswish", "hardswish", (3, 7, 7), {}),
+    ("hardswish_1x1", "hardswish", (13, 1, 1), {}),
+    ("mish", "mish", (3, 7, 7), {}),
+    ("mish_13", "mish", (13, 1, 7), {}),
+    ("elu", "elu", (3, 7, 7), {}),
+    ("elu_alpha", "elu", (13, 7, 5), {"alpha": 0.5}),
+    ("gelu", "gelu", (3, 7, 7), {}),
+    ("gelu_tanh", "gelu", (13, 1, 7), {"tanh": 1}),
+]
+
+
+# -- issue 14: convt
+def _convt(k, out, s=1, pad=(0, 0, 0, 0), op=0, d=1, g=1):
+    return dict(
+        _conv(k, out, s, pad, d, g), output_padding=op if isinstance(op, list) else [op, op]
+    )
+
+
+CASES += [
+    ("convt_k3_s1", "conv_transpose2d", (3, 7, 7), _convt(3, 5, pad=(1, 1, 1, 1))),
+    # C_out >= 6 per group at stride 1: the forward takes conv2d_backward's flipped-kernel path.
+    ("convt_k3_s1_wide", "conv_transpose2d", (8, 7, 5), _convt(3, 16, pad=(0, 1, 2, 1))),
+    ("convt_k4_s2_decoder", "conv_transpose2d", (13, 5, 6), _convt(4, 6, s=2, pad=(1, 1, 1, 1))),
+    ("convt_k2_s2_unet", "conv_transpose2d", (13, 7, 7), _convt(2, 13, s=2)),
+    (
+        "convt_groups3_op",
+        "conv_transpose2d",
+        (6, 5, 5),
+        _convt(3, 9, s=2, pad=(1, 1, 1, 1), op=1, g=3),
+    ),
+    # Output padding past the bottom/right padding: rows and columns that only the bias reaches.
+    (
+        "convt_op_past_pad",
+        "conv_transpose2d",
+        (3, 4, 5),
+        _convt(3, 4, s=3, pad=(0, 1, 0, 0), op=[2, 1]),
+    ),
+    # Stride 1 with output padding below the dilation, asymmetric padding.
+    (
+        "convt_dilation_asym",
+        "conv_transpose2d",
+        (3, 7, 5),
+        _convt(3, 4, d=2, pad=(2, 1, 0, 3), op=1),
+    ),
+    ("convt_rect", "conv_transpose2d", (3, 5, 7), _convt([2, 5], 6, s=[2, 1], pad=(1, 0, 0, 2))),
+    ("convt_1x1_on_1x1", "conv_transpose2d", (1, 1, 1), _convt(1, 1)),
+    (
+        "convt_depthwise",
+        "conv_transpose2d",
+        (13, 7, 7),
+        _convt(3, 13, s=2, pad=(1, 1, 1, 1), op=1, g=13),
+    ),
+    # Large enough to run the GEMMs threaded and over several k blocks.
+    ("convt_gemm_blocks", "conv_transpose2d", (40, 9, 9), _convt(3, 32, s=2, pad=(1, 1, 1, 1))),
+    # Depthwise convs (groups == C == OC, 3x3 / 5x5, stride 1 / 2): kernels/depthwise.cpp.
+    ("dw_k3_s2", "conv2d", (13, 7, 8), _conv(3, 13, s=2, pad=(1, 1, 1, 1), g=13)),
+    ("dw_k5_s1_asym", "conv2d", (7, 9, 6), _conv(5, 7, pad=(2, 0, 1, 3), g=7)),
+    ("dw_k5_s2", "conv2d", (6, 11, 13), _conv(5, 6, s=2, pad=(2, 2, 2, 2), g=6)),
+    ("dw_rect_stride", "conv2d", (5, 7, 9), _conv(3, 5, s=[1, 2], pad=(0, 1, 2, 1), g=5)),
+    ("dw_threaded", "conv2d", (96, 28, 28), _conv(3, 96, pad=(1, 1, 1, 1), g=96)),
+    ("ln_13", "layer_norm", (13, 7, 7), {}),
+    ("ln_one_channel", "layer_norm", (1, 3, 5), {}),
+    ("ln_eps", "layer_norm", (3, 1, 13), {"epsilon": 0.1}),
+    # Past the threaded kernels' threshold (64k elements).
+    ("ln_threaded", "layer_norm", (96, 20, 20), {}),
+]
 
 # Per layer kind, its cases above: each runs forward (test_forward) and projected under all three
 # rules (test_project) against npref. tests/test_registry.py checks every registered kind has some.
@@ -129,6 +256,32 @@ NETS = [
 ] + [
     (f"head_{name}", models.head_net, name) for name in ("fc1", "relu", "dropout", "fc2", "softmax")
 ]
+# -- issue 14: shape: each kind between two convs, projected from the second (at="max": one
+# position, so the gradients around the kind are region-limited), and an SE gate.
+REGION_CASES = [
+    ("mul_gate", "mul", (4, 9, 7), {"broadcast": "channel"}),
+    ("mul_spatial", "mul", (4, 9, 7), {"broadcast": "spatial", "swap": True}),
+    ("mul_rows", "mul", (4, 9, 7), {"broadcast": "rows"}),
+    ("affine", "affine", (4, 9, 7), {}),
+    ("up_nearest", "upsample", (4, 5, 7), {"scale": [2, 3]}),
+    ("up_bilinear", "upsample", (4, 5, 7), {"scale": [3, 2], "bilinear": 1}),
+    ("up_bilinear_ac", "upsample", (4, 5, 7), {"scale": [2], "bilinear": 1, "align_corners": 1}),
+    ("slice", "slice", (4, 9, 7), {"start": 1, "end": 3}),
+    ("pad_const", "pad", (4, 9, 7), {"padding": [2, 0, 1, 3], "value": 0.5}),
+    ("pad_reflect", "pad", (4, 9, 7), {"padding": [3, 2, 1, 4], "reflect": 1}),
+    ("shuffle", "channel_shuffle", (4, 9, 7), {"groups": 2}),
+]
+NETS += [
+    (f"region_{rid}", lambda k=kind, s=shape, a=attrs: models.sandwich_net(k, s, a), "conv_b")
+    for rid, kind, shape, attrs in REGION_CASES
+] + [("se_gate", models.se_net, "mul")]
+# -- issue 14: convt
+NETS += [
+    # Region-limited projections through the transposed conv (its input_region) and the layer
+    # norm: one position of the last layer reaches a small rectangle of each.
+    (f"decoder_{name}", models.decoder_net, name)
+    for name in ("up", "ln", "head")
+] + [(f"inverted_residual_{name}", models.inverted_residual, name) for name in ("dw", "project")]
 
 ALL = [
     (cid, lambda k=kind, s=shape, a=attrs: models.single_layer(k, s, a, seed=7), kind)
@@ -216,3 +369,48 @@ def test_max_pool_tie_rule_is_row_major_first():
     x = np.array([[[[0, 5, 7, 1], [5, 2, 3, 7]]]], dtype=np.float32)
     _, trace = net.forward(x)
     np.testing.assert_array_equal(trace.switches("max_pool2d"), [[[[1, 2]]]])
+
+
+# -- issue 14: act: activations at and next to their kinks -----------------------------------
+KINKS = [0.0, -0.0, 1e-3, -1e-3, 1e-6, -1e-6, 3.0, -3.0, 3.001, -3.001, 2.999, -2.999, 2.5,
+         -2.5, 6.0, 6.001, 5.999, -0.5, 0.5, 0.75, -0.75, 1.0, 20.0, -20.0, 90.0, -90.0, 0.25,
+         -1.5]  # fmt: skip
+KINK_CASES = [
+    ("leaky_relu", {}),
+    ("leaky_relu", {"alpha": -0.5}),
+    ("prelu", {}),
+    ("clip", {"min": 0.0, "max": 6.0}),
+    ("clip", {"min": -0.5, "max": 0.75}),
+    ("clip", {}),
+    ("sigmoid", {}),
+    ("tanh", {}),
+    ("silu", {}),
+    ("hardsigmoid", {}),
+    ("hardsigmoid", {"alpha": 0.5, "beta": 0.5}),
+    ("hardswish", {}),
+    ("mish", {}),
+    ("elu", {}),
+    ("elu", {"alpha": 0.5}),
+    ("gelu", {}),
+    ("gelu", {"tanh": 1}),
+]
+
+
+@pytest.mark.parametrize("rule", npref.RULES)
+@pytest.mark.parametrize(
+    "kind,attrs", KINK_CASES, ids=[f"{k}_{i}" for i, (k, _) in enumerate(KINK_CASES)]
+)
+def test_activation_kinks(kind, attrs, rule, threads, kernels):
+    """Inputs exactly at and next to every kink (0, +-3, clip's and hardsigmoid's ends, large
+    magnitudes), forward and projected with a signed start signal, against npref."""
+    shape = (3, 4, 7)
+    graph, params = models.single_layer(kind, shape, attrs, seed=7)
+    net = pydeconv.build(graph, params)
+    x = np.resize(np.array(KINKS, np.float32), (2,) + shape)
+    acts, switches = npref.forward(graph, params, x)
+    out, trace = net.forward(x, threads=threads)
+    npref.assert_close(out, acts[kind], err_msg=f"{kind} {attrs} forward")
+    start = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
+    got = net.project(trace, kind, at=start, rule=rule, threads=threads)
+    ref = npref.project(graph, params, acts, switches, kind, start, rule)
+    npref.assert_close(got, ref, err_msg=f"{kind} {attrs} {rule}")

@@ -41,10 +41,36 @@ VALID = {
     "softmax": ({}, {}, 1),
     "add": ({}, {}, 2),
     "concat": ({}, {}, 3),
+    # -- issue 14: shape
+    "mul": ({}, {}, 2),
+    "affine": ({}, {"scale": W((3,), 0.5, np.float32), "bias": W((1,), 0.1, np.float32)}, 1),
+    "upsample": ({"scale": [2, 3], "bilinear": [1]}, {}, 1),
+    "slice": ({"axis": [1], "start": [0], "end": [2]}, {}, 1),
+    "pad": ({"padding": [1, 2, 3, 4], "value": [0.5]}, {}, 1),
+    "channel_shuffle": ({"groups": [3]}, {}, 1),
+    # -- issue 14: act
+    "leaky_relu": ({"alpha": [0.1]}, {}, 1),
+    "prelu": ({}, {"slope": W((3,), 0.25, np.float32)}, 1),
+    "clip": ({"min": [0.0], "max": [6.0]}, {}, 1),
+    "sigmoid": ({}, {}, 1),
+    "tanh": ({}, {}, 1),
+    "silu": ({}, {}, 1),
+    "hardsigmoid": ({"alpha": [0.2], "beta": [0.5]}, {}, 1),
+    "hardswish": ({}, {}, 1),
+    "mish": ({}, {}, 1),
+    "elu": ({"alpha": [1.0]}, {}, 1),
+    "gelu": ({"tanh": [1]}, {}, 1),
+}
+# -- issue 14: convt
+VALID |= {
+    "conv_transpose2d": ({"stride": [2, 2]}, {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, 1),
+    "layer_norm": ({}, {"scale": W((3,), 1.0, np.float32)}, 1),
 }
 # Kinds whose backward is not one linear map: the projection rule decides (test_layers projects
 # each under all three rules against npref instead of an adjoint test).
 RULE_DEPENDENT = {"relu"}
+# -- issue 14: act: the rectifying activations (clip when min == 0)
+RULE_DEPENDENT |= {"leaky_relu", "prelu", "clip", "silu", "hardswish", "mish", "elu", "gelu"}
 
 
 def _kernel_sources():
@@ -189,3 +215,28 @@ def test_schema_refuses_bad_specs(kind):
         out = {"positive": 0, "non-negative": -1, "one": 2}.get(a["range"])
         if out is not None:
             _refused(kind, dict(attrs, **{name: [out] * a["n_min"]}), params, n_in, name)
+
+
+# -- issue 14: act: the per-rule record ----------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_row_declares_each_rule(kind):
+    """Every row says how the signal goes down under each rule; a kind that does not rectify
+    passes the same text (its gradient) under all three, a rectifying one differs between
+    deconvnet and backprop, and only the rule-dependent kinds rectify."""
+    row = BY_KIND[kind]
+    texts = row["rules"]
+    assert set(texts) == {"deconvnet", "guided", "backprop"}
+    assert all(t.strip() for t in texts.values())
+    assert row["rectifying"] == (kind in RULE_DEPENDENT)
+    if row["rectifying"]:
+        assert texts["deconvnet"] == "relu(g)" and texts["backprop"] != texts["deconvnet"]
+    else:
+        assert texts["deconvnet"] == texts["guided"] == texts["backprop"] == row["rule"]
+
+
+def test_prelu_slope_must_match_channels():
+    _refused("prelu", {}, {"slope": W((2,), 0.25, np.float32)}, 1, "slope")
+
+
+def test_clip_min_above_max_is_refused():
+    _refused("clip", {"min": [2.0], "max": [1.0]}, {}, 1, "min")

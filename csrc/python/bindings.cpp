@@ -187,6 +187,10 @@ PYBIND11_MODULE(_core, m) {
       const Needs& n = k.needs;
       out.append(py::dict(
           py::arg("name") = k.name, py::arg("rule") = k.rule, py::arg("reference") = k.reference,
+          py::arg("rules") =
+              py::dict(py::arg("deconvnet") = k.rules[0], py::arg("guided") = k.rules[1],
+                       py::arg("backprop") = k.rules[2]),
+          py::arg("rectifying") = k.rectifying,
           py::arg("schema") = py::dict(py::arg("attrs") = attrs, py::arg("params") = params,
                                        py::arg("min_inputs") = k.schema.min_inputs,
                                        py::arg("max_inputs") = k.schema.max_inputs),
@@ -250,6 +254,14 @@ PYBIND11_MODULE(_core, m) {
                d["rule"] = li.rule;
                out.append(d);
              }
+             return out;
+           })
+      .def("rules",
+           [](const Net& n, const std::string& layer, const std::string& rule) {
+             py::list out;
+             for (const LayerRule& r : n.rules(layer, parse_rule(rule)))
+               out.append(py::dict(py::arg("name") = r.name, py::arg("kind") = r.kind,
+                                   py::arg("rule") = r.rule));
              return out;
            })
       .def("params",

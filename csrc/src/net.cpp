@@ -221,28 +221,32 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
 
     // Receptive field: the union over inputs, stepped through this layer's window.
     RfStep s = layer->rf();
+    Rf u = rf[ids[0]];
+    for (int id : ids) {
+      const Rf& o = rf[id];
+      int64_t end_h = std::max(u.start_h + u.size_h, o.start_h + o.size_h);
+      int64_t end_w = std::max(u.start_w + u.size_w, o.start_w + o.size_w);
+      u.start_h = std::min(u.start_h, o.start_h);
+      u.start_w = std::min(u.start_w, o.start_w);
+      u.size_h = end_h - u.start_h;
+      u.size_w = end_w - u.start_w;
+      u.stride_h = std::max(u.stride_h, o.stride_h);
+      u.stride_w = std::max(u.stride_w, o.stride_w);
+    }
     Rf r;
-    if (s.global) {
+    // An upsampling step (RfStep::up) divides the stride: a bound on the field when the input's
+    // stride is a multiple of `up` (a decoder after an encoder), else the whole image.
+    if (s.global || u.stride_h % s.up_h != 0 || u.stride_w % s.up_w != 0) {
       r = {g.h, g.w, g.h, g.w, 0, 0};
     } else {
-      Rf u = rf[ids[0]];
-      for (int id : ids) {
-        const Rf& o = rf[id];
-        int64_t end_h = std::max(u.start_h + u.size_h, o.start_h + o.size_h);
-        int64_t end_w = std::max(u.start_w + u.size_w, o.start_w + o.size_w);
-        u.start_h = std::min(u.start_h, o.start_h);
-        u.start_w = std::min(u.start_w, o.start_w);
-        u.size_h = end_h - u.start_h;
-        u.size_w = end_w - u.start_w;
-        u.stride_h = std::max(u.stride_h, o.stride_h);
-        u.stride_w = std::max(u.stride_w, o.stride_w);
-      }
-      r.stride_h = u.stride_h * s.stride_h;
-      r.stride_w = u.stride_w * s.stride_w;
-      r.size_h = u.size_h + (s.size_h - 1) * u.stride_h;
-      r.size_w = u.size_w + (s.size_w - 1) * u.stride_w;
-      r.start_h = u.start_h - s.pad_h * u.stride_h;
-      r.start_w = u.start_w - s.pad_w * u.stride_w;
+      // The spread-out input's positions are u.stride / up image pixels apart (up 1: u.stride).
+      const int64_t th = u.stride_h / s.up_h, tw = u.stride_w / s.up_w;
+      r.stride_h = th * s.stride_h;
+      r.stride_w = tw * s.stride_w;
+      r.size_h = u.size_h + (s.size_h - 1) * th;
+      r.size_w = u.size_w + (s.size_w - 1) * tw;
+      r.start_h = u.start_h - s.pad_h * th;
+      r.start_w = u.start_w - s.pad_w * tw;
     }
     rf.push_back(r);
 
@@ -258,7 +262,7 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
     li.rf_start_h = r.start_h;
     li.rf_start_w = r.start_w;
     li.params = layer->param_count();
-    li.rule = layer->row().rule;
+    li.rule = layer->rule_line();
     m.info.push_back(li);
     m.shapes.push_back(out);
     m.consumers.emplace_back();

@@ -180,6 +180,22 @@ void Net::walk_regions(int target, std::vector<Regions>& region) const {
   }
 }
 
+std::vector<LayerRule> Net::rules(const std::string& layer, Rule rule) const {
+  // project_regions' walk: a layer is passed once a reader of its output is.
+  const Impl& m = *impl_;
+  const int target = layer_index(layer) + 1;
+  std::vector<bool> reached(m.shapes.size(), false);
+  reached[static_cast<size_t>(target)] = true;
+  std::vector<LayerRule> out;
+  for (int id = target; id >= 1; --id) {
+    if (!reached[static_cast<size_t>(id)]) continue;
+    const Layer& L = *m.layers[static_cast<size_t>(id - 1)];
+    out.push_back({L.name(), L.kind(), L.rule_text(rule)});
+    for (int j : m.in_ids[static_cast<size_t>(id - 1)]) reached[static_cast<size_t>(j)] = true;
+  }
+  return out;
+}
+
 int64_t Net::projection_bytes_per_sample(const std::string& layer) const {
   // project_regions' walk with sizes alone: each tensor's gradient is allocated when its first
   // reader's backward runs (an in-place layer's input takes over its buffer) and freed once its

@@ -52,9 +52,16 @@ struct LayerInfo {
   std::string rule;  // how the signal goes back down through this layer
 };
 
+// One layer a projection passes and how it sends the signal down under one rule (Net::rules).
+struct LayerRule {
+  std::string name, kind;
+  std::string rule;  // its layer kind's registry text for that rule
+};
+
 enum class Keep {
   All,      // every layer's output (for inspection)
-  Minimal,  // only what projections need: switches, ReLU masks, LRN inputs, softmax outputs
+  Minimal,  // only what projections need: switches, ReLU masks, LRN and activation inputs,
+            // softmax outputs
 };
 
 class Net;
@@ -162,6 +169,11 @@ class Net {
   // Peak bytes of the buffers a projection from `layer` holds per start signal (per sample and
   // channel): the largest set of gradients alive at once on its way down, start signal included.
   int64_t projection_bytes_per_sample(const std::string& layer) const;
+  // Every layer a projection from `layer` passes (the layer itself first), in the order the
+  // signal meets them, with how each sends it down under `rule`: the rule's text of its kind's
+  // registry row; a layer that does not rectify (sigmoid, clip with min != 0...) its gradient's
+  // under every rule.
+  std::vector<LayerRule> rules(const std::string& layer, Rule rule) const;
 
  private:
   struct Impl;

@@ -52,6 +52,9 @@ struct ConvPacked {
   std::shared_ptr<WinoCache> wino;
   // W^T for the direct kernel of few-input-channel convs (kernels/direct_conv.hpp), else empty.
   std::vector<float> direct;
+  // The plain weights of a depthwise conv the depthwise kernels take (depthwise_weights_fit),
+  // else empty. -- issue 14: convt
+  std::vector<float> depthwise;
 };
 // Per group W_g as (OC/groups) x (C/groups * KH * KW): the forward GEMM's A.
 ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups);
@@ -206,6 +209,137 @@ void global_avg_pool_forward(const Ctx& ctx, const Tensor& in, Tensor& out);
 void global_avg_pool_backward(const Ctx& ctx, const Tensor& gout, Tensor& gin);
 void global_avg_pool_forward_ref(const Tensor& in, Tensor& out);
 void global_avg_pool_backward_ref(const Tensor& gout, Tensor& gin);
+
+// -- issue 14: shape
+// mul: the element-wise product of a and b with broadcasting (each of their C, H, W equals out's
+// or is 1). Backward, the product rule: ga += gout * b and gb += gout * a, each summed over the
+// dims its input was broadcast along; a and b are the forward inputs (batch N), gout has batch
+// B = N * reps; ga or gb may be null (not wanted) or the same tensor (mul(x, x)).
+void mul_forward(const Ctx& ctx, const Tensor& a, const Tensor& b, Tensor& out);
+void mul_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& a,
+                  const Tensor& b, Tensor* ga, Tensor* gb, int64_t reps);
+void mul_forward_ref(const Tensor& a, const Tensor& b, Tensor& out);
+void mul_backward_ref(const Tensor& gout, const Tensor& a, const Tensor& b, Tensor* ga, Tensor* gb,
+                      int64_t reps);
+
+// upsample by integer factors: nearest out[y, x] = in[y / sh, x / sw]; bilinear as PyTorch's
+// interpolate(scale_factor=(sh, sw), mode="bilinear", align_corners). Backward: the transpose.
+struct UpsampleGeom {
+  int64_t sh = 1, sw = 1;
+  bool bilinear = false, align_corners = false;
+};
+void upsample_forward(const Ctx& ctx, const Tensor& in, const UpsampleGeom& u, Tensor& out);
+void upsample_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const UpsampleGeom& u,
+                       Tensor& gin);
+void upsample_forward_ref(const Tensor& in, const UpsampleGeom& u, Tensor& out);
+void upsample_backward_ref(const Tensor& gout, const UpsampleGeom& u, Tensor& gin);
+
+// slice: out's channels are in's [start, start + out.c); backward adds them back there.
+void slice_forward_ref(const Tensor& in, int64_t start, Tensor& out);
+void slice_backward_ref(const Tensor& gout, int64_t start, Tensor& gin);
+
+// pad: constant (value) or reflect (PyTorch's F.pad mode="reflect": the edge is not repeated;
+// each padding below the input's size) padding; backward crops (reflect: folds the mirrored parts
+// back onto the pixels they copy).
+struct Pad2d {
+  int64_t t = 0, l = 0, b = 0, r = 0;
+  float value = 0.f;
+  bool reflect = false;
+};
+void pad_forward_ref(const Tensor& in, const Pad2d& p, Tensor& out);
+void pad_backward_ref(const Tensor& gout, const Pad2d& p, Tensor& gin);
+
+// channel_shuffle (ShuffleNet): out channel k * groups + j = in channel j * (C / groups) + k;
+// backward the inverse permutation.
+void channel_shuffle_forward_ref(const Tensor& in, int64_t groups, Tensor& out);
+void channel_shuffle_backward_ref(const Tensor& gout, int64_t groups, Tensor& gin);
+// -- issue 14: act
+// Element-wise activations (the layers in layers/activation.hpp): y = f(x) over whole tensors;
+// the backward goes over each sample's region of gout, x being the forward input (batch N).
+enum class Act {
+  LeakyRelu,    // x > 0 ? x : alpha*x (prelu: alpha = slope[c])
+  Clip,         // min(max(x, lo), hi)
+  Sigmoid,      // 1/(1+e^-x)
+  Tanh,         // tanh x
+  Silu,         // x*sigmoid(x)
+  HardSigmoid,  // max(0, min(1, alpha*x+beta))
+  HardSwish,    // x*max(0, min(1, x/6+1/2))
+  Mish,         // x*tanh(softplus(x))
+  Elu,          // x > 0 ? x : alpha*(e^x-1)
+  Gelu,         // 0.5x(1+erf(x/sqrt2))
+  GeluTanh,     // 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+};
+struct ActParams {
+  Act op = Act::Sigmoid;
+  float alpha = 0.f, beta = 0.f;  // leaky_relu, elu: alpha; hardsigmoid: alpha, beta
+  float lo = 0.f, hi = 0.f;       // clip
+  const float* slope = nullptr;   // prelu: alpha per channel (C values)
+};
+// How the signal goes down: the gradient g*f'(x) (every rule at a non-rectifying layer, backprop
+// at a rectifying one), relu(g) (deconvnet at a rectifying layer: x unused) or relu(g)*f'(x)
+// (guided at a rectifying layer). f'(0) of the piecewise kinds is the x <= 0 branch's.
+enum class ActDown { Gradient, Rectify, Guided };
+void activation_forward(const Ctx& ctx, const Tensor& in, const ActParams& p, Tensor& out);
+// gin += down(g, x) over each sample's region; in place (gin is gout's own buffer) gin = that.
+void activation_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const Tensor& x,
+                         const ActParams& p, ActDown down, Tensor& gin, int64_t reps);
+void activation_forward_ref(const Tensor& in, const ActParams& p, Tensor& out);
+void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p, ActDown down,
+                             Tensor& gin, int64_t reps);
+
+// -- issue 14: convt
+// conv_transpose2d: in (N, C_in, H, W), weight (C_in, C_out/groups, KH, KW), bias (C_out) or null,
+// out (N, C_out, OH, OW). `g` holds the layer's own kernel, stride, dilation and padding: the
+// transposed conv is the adjoint of the conv2d of geometry g from out to in, weight as its
+// (OC, C/groups, KH, KW) = (C_in, C_out/groups, KH, KW); output padding only sizes `out` (the
+// kernels read g's top/left padding, never its bottom/right). The forward overwrites `out`; it
+// runs conv2d_backward's GEMM paths on `packed_back` (conv2d_pack_backward(weight, g, groups))
+// when given.
+void conv_transpose2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight,
+                              const float* bias, const Window2d& g, int64_t groups, Tensor& out,
+                              const ConvPacked* packed_back = nullptr);
+// gin += conv2d(gout) with the same filters (the conv of geometry g): only each sample's gout
+// region is read and only the gin rectangle it reaches is written, as one forward-conv GEMM over
+// all samples' rectangles, on `packed_fwd` (conv2d_pack_forward(weight, groups)) when given.
+void conv_transpose2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r,
+                               const Tensor& weight, const Window2d& g, int64_t groups, Tensor& gin,
+                               const ConvPacked* packed_fwd = nullptr);
+// The gin rectangle a transposed conv's gout region reaches (empty when none).
+Region conv_transpose2d_reach(const Region& r, const Window2d& g, const Shape& in);
+void conv_transpose2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias,
+                                  const Window2d& g, int64_t groups, Tensor& out);
+void conv_transpose2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g,
+                                   int64_t groups, Tensor& gin);
+
+// layer_norm over channels at each position (ConvNeXt's channels-first LayerNorm):
+// y = (x - mean_c x) / sqrt(var_c x + eps) * scale[c] + bias[c] (biased variance; bias may be
+// null). The backward is its Jacobian at the forward input x (batch N), over each sample's region:
+// gin += rstd * (s - mean_c s - xhat * mean_c(s * xhat)), s = gout * scale, xhat the normalised x.
+void layer_norm_forward(const Ctx& ctx, const Tensor& in, const float* scale, const float* bias,
+                        double eps, Tensor& out);
+void layer_norm_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Regions& r,
+                         const float* scale, double eps, Tensor& gin, int64_t reps);
+void layer_norm_forward_ref(const Tensor& in, const float* scale, const float* bias, double eps,
+                            Tensor& out);
+void layer_norm_backward_ref(const Tensor& x, const Tensor& gout, const float* scale, double eps,
+                             Tensor& gin, int64_t reps);
+
+// Depthwise convolution (MobileNet): groups == C == OC, 3x3 or 5x5 filters, stride 1 or 2 (either
+// axis), no dilation. Direct per-plane kernels, far cheaper than a GEMM of one row per group.
+// conv2d_pack_forward / conv2d_pack_backward keep the weights for them (ConvPacked::depthwise)
+// when the weight shape fits; conv2d_forward / conv2d_backward take them when the geometry does.
+bool depthwise_weights_fit(const Shape& weight, int64_t groups);
+bool depthwise_fits(const Shape& weight, const Window2d& g, int64_t groups);
+// False under PYDECONV_DEPTHWISE=0 (read at each call): the GEMM paths then run depthwise convs
+// too (bench/depthwise.py's baseline).
+bool depthwise_enabled();
+// out = conv(in) + bias, with the fused ReLU as in conv2d_forward; w: (C, KH*KW) floats.
+void depthwise_forward(const Ctx& ctx, const Tensor& in, const float* w, const float* bias,
+                       const Window2d& g, Tensor& out, Tensor* relu_out,
+                       TensorT<uint8_t>* relu_mask);
+// gin += the transposed conv of gout, reading gout only inside each sample's region.
+void depthwise_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const float* w,
+                        const Window2d& g, Tensor& gin);
 
 }  // namespace kernels
 }  // namespace pydeconv

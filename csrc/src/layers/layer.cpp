@@ -19,6 +19,14 @@ void Layer::bad(const std::string& what) const {
   fail(ErrorKind::Graph, "layer '" + name() + "' (" + kind() + "): " + what);
 }
 
+const char* Layer::rule_text(Rule rule) const {
+  return row_->rules[static_cast<int>(rectifying_ ? rule : Rule::Backprop)];
+}
+
+const char* Layer::rule_line() const {
+  return rectifying_ ? row_->rule : row_->rules[static_cast<int>(Rule::Backprop)];
+}
+
 namespace {
 
 const AttrSchema* find_attr(const Schema& s, const std::string& key) {
@@ -129,14 +137,26 @@ const Tensor* Layer::param(const std::string& key) const {
   return it == spec_.params.end() ? nullptr : &it->second;
 }
 
+namespace {
+
+// Floor and ceiling of a / b for b > 0, any sign of a.
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+}  // namespace
+
 Region Layer::input_region(const Region& r, const Shape& in) const {
   RfStep s = rf();
   if (s.global || r.empty()) return Region::full(in);
+  // Output rows [y0, y1) cover the spread-out input positions [y0*stride - pad, (y1-1)*stride -
+  // pad + size), i.e. the inputs i with i*up in there (up 1: the positions themselves).
   Region o;
-  o.y0 = std::max<int64_t>(0, r.y0 * s.stride_h - s.pad_h);
-  o.x0 = std::max<int64_t>(0, r.x0 * s.stride_w - s.pad_w);
-  o.y1 = std::min<int64_t>(in.h, (r.y1 - 1) * s.stride_h - s.pad_h + s.size_h);
-  o.x1 = std::min<int64_t>(in.w, (r.x1 - 1) * s.stride_w - s.pad_w + s.size_w);
+  o.y0 = std::max<int64_t>(0, ceil_div(r.y0 * s.stride_h - s.pad_h, s.up_h));
+  o.x0 = std::max<int64_t>(0, ceil_div(r.x0 * s.stride_w - s.pad_w, s.up_w));
+  o.y1 = std::min<int64_t>(in.h,
+                           floor_div((r.y1 - 1) * s.stride_h - s.pad_h + s.size_h - 1, s.up_h) + 1);
+  o.x1 = std::min<int64_t>(in.w,
+                           floor_div((r.x1 - 1) * s.stride_w - s.pad_w + s.size_w - 1, s.up_w) + 1);
   return o;
 }
 

@@ -46,6 +46,12 @@ struct Caps {
 struct RfStep {
   int64_t size_h = 1, size_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   bool global = false;  // every output depends on the whole input (linear, global pooling)
+  // Upsampling layers (transposed convolution, nearest upsampling): the input is first spread out
+  // by `up`, input position i at position i*up with zeros between, and the window above applies
+  // to that: output p covers the inputs i with p*stride - pad <= i*up < p*stride - pad + size.
+  // 1: the plain window. (A transposed conv of stride s, kernel k, dilation d, padding pt: up s,
+  // stride 1, size d*(k-1)+1, pad d*(k-1)-pt; nearest upsampling by s: up s, size s, pad s-1.)
+  int64_t up_h = 1, up_w = 1;
 };
 
 // A ReLU computed by the layer before it, in the same pass (Caps::fuses_relu / fusable_relu).
@@ -100,6 +106,16 @@ class Layer {
   const LayerKind& row() const { return *row_; }
   const Caps& caps() const { return caps_; }
   const Needs& needs() const { return needs_; }
+  // Whether the three projection rules differ at this layer (its row's `rectifying`; a kind may
+  // decide in shape(): clip rectifies only when min == 0). A layer that does not rectify sends
+  // the signal down by its exact gradient under every rule.
+  bool rectifying() const { return rectifying_; }
+  // How this layer sends the signal down under `rule`: its row's text for that rule, or the
+  // gradient's (the backprop text) when it does not rectify.
+  const char* rule_text(Rule rule) const;
+  // The one line Net::info() reports: the row's `rule`, or the gradient's text when the layer
+  // does not rectify.
+  const char* rule_line() const;
 
   // Checks the spec against the kind's schema (attributes, parameters, input count), then runs
   // the kind's shape rule; returns the output shape (batch 1). Throws Error naming the layer and
@@ -108,8 +124,10 @@ class Layer {
   virtual void forward(const Ctx& ctx, ForwardArgs& a) const = 0;
   virtual void backward(const Ctx& ctx, BackwardArgs& a) const = 0;
   virtual RfStep rf() const { return {}; }
-  // The input region that can be non-zero when the output's region `r` is (all inputs alike).
-  Region input_region(const Region& r, const Shape& in) const;
+  // The input region that can be non-zero when the output's region `r` is (all inputs alike, by
+  // rf(); kinds whose regions the window arithmetic cannot say override it: mul's broadcast
+  // inputs, reflect padding).
+  virtual Region input_region(const Region& r, const Shape& in) const;
   // A byte budget, shared by a net's layers, for caches that trade memory for speed (conv:
   // transformed filters). Called once by the net after building every layer.
   virtual void share_cache_budget(const std::shared_ptr<std::atomic<int64_t>>& bytes) {
@@ -136,6 +154,7 @@ class Layer {
 
   LayerSpec spec_;
   Caps caps_;  // the row's; a kind may clear a capability its geometry lacks (in shape())
+  bool rectifying_ = false;  // the row's; a kind may decide in shape() (clip)
 
  private:
   friend std::unique_ptr<Layer> make_layer(const LayerSpec& spec);
@@ -176,6 +195,12 @@ struct LayerKind {
   Needs needs;
   const char* rule;       // one line: how the signal goes back down
   const char* reference;  // the reference kernels (kernels/ref/) that Ctx::reference runs
+  // How the signal goes down under each rule, indexed by Rule (deconvnet, guided, backprop):
+  // the same text three times for most kinds. The backprop text is the exact gradient's.
+  const char* rules[3];
+  // Whether the rules differ (ReLU-like kinds): then rules[] hold three texts. A layer of a
+  // rectifying kind may still decide it does not rectify (Layer::rectifying).
+  bool rectifying;
 };
 const std::vector<LayerKind>& layer_kinds();
 std::unique_ptr<Layer> make_layer(const LayerSpec& spec);  // throws Error(Graph) for unknown kinds
