@@ -1,10 +1,12 @@
 """Darknet cfg + weights files written by the tests: small nets shaped like yolov3-tiny and
-yolov4-tiny, and one that mixes the other sections and activations.
+yolov4-tiny, one that mixes the other sections and activations, and classifiers.
 
-Each cfg is a list of sections; a ``[convolutional]`` carries the test's own note of its input
-channels (``_cin``, not written to the file) so the weights are laid out here independently of
-pydeconv's reader: biases, then (batch_normalize) scales, rolling_mean, rolling_variance, then
-the OIHW weights, in cfg order, after a header of version 0.1 (4-byte ``seen``) or 0.2 (8-byte).
+Each cfg is a list of sections; a ``[convolutional]`` or ``[connected]`` carries the test's own
+note of its inputs (``_cin``, not written to the file) so the weights are laid out here
+independently of pydeconv's reader: for a convolution biases, then (batch_normalize) scales,
+rolling_mean, rolling_variance, then the OIHW weights; for a connected layer biases, weights,
+then the batch norm blobs; in cfg order, after a header of version 0.1 (4-byte ``seen``) or 0.2
+(8-byte).
 """
 
 from __future__ import annotations
@@ -104,7 +106,34 @@ MIXED = [
     conv(6, 8, size=1, bn=0, act="linear"),
 ]
 
+# A Darknet classifier: global average pool, [connected] layers (the first on a flattened 4x4
+# map), dropout, softmax and cost. OpenCV reads a [connected] layer's batch norm blobs before its
+# weights, Darknet after them: the batch-normalized one is not compared with OpenCV.
+CLASSIFIER = [
+    conv(8, 3),
+    section("maxpool", size=2, stride=2),
+    conv(16, 8, act="relu"),
+    section("dropout", probability=".5"),
+    section("maxpool", size=4, stride=4),
+    section("connected", _cin=16 * 4 * 4, output=12, activation="leaky"),
+    section("dropout", probability=".5"),
+    section("connected", _cin=12, output=5, activation="linear"),
+    section("softmax", groups=1),
+    section("cost", type="sse"),
+]
+CLASSIFIER_GAP = [
+    conv(8, 3, act="mish"),
+    conv(6, 8, size=1, bn=0, act="linear"),
+    section("avgpool"),
+    section("softmax", groups=1),
+]
+CONNECTED_BN = [
+    conv(4, 3, stride=2),
+    section("connected", _cin=4 * 16 * 16, output=7, activation="linear", batch_normalize=1),
+]
+
 NETS = {"v3tiny": V3_TINY, "v4tiny": V4_TINY, "mixed": MIXED}
+CLASSIFIERS = {"classifier": CLASSIFIER, "gap": CLASSIFIER_GAP}
 
 
 def cfg_text(sections, width=64, height=64, channels=3, net_extra=""):
@@ -134,6 +163,15 @@ def blobs(sections, seed=0):
     rng = np.random.default_rng(seed)
     out = []
     for i, sec in enumerate(sections):
+        if sec["_kind"] == "connected":  # biases, weights (out, in), then batch norm
+            n = sec["output"]
+            out.append((i, "biases", rng.normal(0, 0.1, n)))
+            out.append((i, "weights", rng.normal(0, np.sqrt(2.0 / sec["_cin"]), (n, sec["_cin"]))))
+            if sec.get("batch_normalize"):
+                out.append((i, "scales", rng.uniform(0.5, 1.5, n)))
+                out.append((i, "rolling_mean", rng.normal(0, 0.1, n)))
+                out.append((i, "rolling_variance", rng.uniform(0.5, 1.5, n)))
+            continue
         if sec["_kind"] != "convolutional":
             continue
         n, size, groups = sec["filters"], sec["size"], sec.get("groups", 1)

@@ -36,9 +36,16 @@ def opencv_names(sections, names):
         elif kind == "route":
             mine = f"route_{i}"
             theirs = next(n for n in (f"concat_{i}", f"slice_{i}", f"identity_{i}") if n in names)
+        elif kind == "connected":
+            mine, theirs = f"connected_{i}", f"fullyConnected_{i}"
+        elif kind in ("avgpool", "softmax"):
+            mine = theirs = f"{kind}_{i}"
+        elif kind in ("dropout", "cost"):
+            mine, theirs = f"{kind}_{i}", f"identity_{i}"
         else:
             continue  # [yolo]: OpenCV decodes there; its input is compared
-        act = sec.get("activation", "logistic" if kind == "convolutional" else "linear")
+        weighted = kind in ("convolutional", "connected")
+        act = sec.get("activation", "logistic" if weighted else "linear")
         if act != "linear":
             # OpenCV names an activation by the next layer's index: take the layer after.
             mine, theirs = f"{act}_{i}", names[names.index(theirs) + 1]
@@ -85,6 +92,25 @@ def test_forward_matches_opencv(tmp_path, name, size, version):
             assert_close(out[head], ref[head], f"{name} head {head}")
     else:
         assert_close(out, ref[net.outputs[0]], f"{name} output")
+
+
+@pytest.mark.parametrize("name", list(df.CLASSIFIERS))
+def test_classifiers_match_opencv(tmp_path, name):
+    cv2 = pytest.importorskip("cv2")
+    sections = df.CLASSIFIERS[name]
+    cfg, weights = df.write(tmp_path, name, sections, seed=9, width=32, height=32)
+    net = pydeconv.load(cfg, weights=weights)
+    x = np.random.default_rng(3).uniform(0, 1, (2, 3, 32, 32)).astype(np.float32)
+    out, trace = net.forward(x)
+    ref = opencv_forward(cv2, cfg, weights, x, sections)
+    for layer, want in ref.items():
+        got = trace.activation(layer)
+        assert_close(got.reshape(want.shape), want, f"{name} {layer}")
+    assert out.shape == (2, 5) if name == "classifier" else out.shape == (2, 6, 1, 1)
+    np.testing.assert_allclose(out.reshape(2, -1).sum(axis=1), 1, rtol=1e-5)  # the softmax
+    for rule in RULES:
+        p = net.project(trace, net.outputs[0], channel=[1, 2], at="max", rule=rule)
+        assert p.shape == (2, 2, 3, 32, 32) and np.isfinite(p).all() and p.any(), rule
 
 
 def test_input_size_from_preprocess_matches_opencv(tmp_path):

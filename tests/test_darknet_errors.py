@@ -135,6 +135,74 @@ def test_batch_norm_folded_with_darknets_epsilon(tmp_path):
         np.testing.assert_allclose(params[f"conv_{i}/bias"], b, rtol=1e-6, atol=1e-7)
 
 
+def test_classifier_graph(tmp_path):
+    cfg, weights = df.write(tmp_path, "cls", df.CLASSIFIER, width=32, height=32)
+    graph, params = import_darknet(cfg, weights)
+    by = layers_by_name(graph)
+    assert by["connected_5"] == {
+        "name": "connected_5",
+        "kind": "linear",
+        "inputs": ["maxpool_4"],
+        "params": {"weight": [12, 256], "bias": [12]},
+    }
+    assert by["leaky_5"]["inputs"] == ["connected_5"]
+    assert by["connected_7"]["inputs"] == ["leaky_5"]  # dropout_6 is an alias
+    assert by["leaky_5"]["aliases"] == ["dropout_6"] and by["relu_2"]["aliases"] == ["dropout_3"]
+    assert by["softmax_8"] == {
+        "name": "softmax_8",
+        "kind": "softmax",
+        "inputs": ["connected_7"],
+        "aliases": ["cost_9"],
+    }
+    assert graph["outputs"] == ["softmax_8"]
+    blobs = {(i, f): a for i, f, a in df.blobs(df.CLASSIFIER)}
+    np.testing.assert_array_equal(params["connected_5/weight"], blobs[5, "weights"])
+    np.testing.assert_array_equal(params["connected_7/bias"], blobs[7, "biases"])
+    gap, _ = import_darknet(*df.write(tmp_path, "gap", df.CLASSIFIER_GAP, width=32, height=32))
+    assert [layer["kind"] for layer in gap["layers"]][-2:] == ["global_avg_pool", "softmax"]
+
+
+def test_connected_batch_norm_follows_its_weights(tmp_path):
+    """Darknet stores a [connected] layer's batch norm after its weights (a convolution's
+    before them) and folds it with the same formula."""
+    cfg, weights = df.write(tmp_path, "fc", df.CONNECTED_BN, seed=3, width=32, height=32)
+    _, params = import_darknet(cfg, weights)
+    blobs = {(i, f): a.astype(np.float64) for i, f, a in df.blobs(df.CONNECTED_BN, seed=3)}
+    f = blobs[1, "scales"] / (np.sqrt(blobs[1, "rolling_variance"]) + 1e-6)
+    w = blobs[1, "weights"] * f[:, None]
+    b = blobs[1, "biases"] - blobs[1, "rolling_mean"] * f
+    np.testing.assert_allclose(params["connected_1/weight"], w, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(params["connected_1/bias"], b, rtol=1e-6, atol=1e-7)
+
+
+def test_classifier_refusals(tmp_path):
+    w = df.weights_bytes(df.CLASSIFIER)
+    kw = {"width": 32, "height": 32, "weights": w}
+    bad = df.CLASSIFIER[:6] + [df.conv(4, 12)]
+    raises(tmp_path, bad, GraphError, "section 6 [convolutional]", "is flat (N, C)", **kw)
+    bad = df.CLASSIFIER[:3] + [df.section("softmax")]
+    raises(tmp_path, bad, GraphError, "section 3 [softmax]", "16x16x16", "over channels", **kw)
+    bad = edit(df.CLASSIFIER, 8, groups=2)
+    raises(tmp_path, bad, GraphError, "section 8 [softmax]", "key 'groups'", **kw)
+    bad = edit(df.CLASSIFIER, 3, probability=1)
+    raises(tmp_path, bad, GraphError, "key 'probability'", "[0, 1)", **kw)
+    bad = edit(df.CLASSIFIER, 3, dropblock=1)
+    raises(tmp_path, bad, GraphError, "key 'dropblock'", **kw)
+    bad = edit(df.CLASSIFIER, 5, outputs=3)
+    raises(tmp_path, bad, GraphError, "key 'outputs'", "unknown key for [connected]", **kw)
+    bad = edit(df.CLASSIFIER, 9, kind="sse")
+    raises(tmp_path, bad, GraphError, "key 'kind'", "unknown key for [cost]", **kw)
+    raises(
+        tmp_path,
+        df.CLASSIFIER_GAP[:2] + [df.section("avgpool", size=2)],
+        GraphError,
+        "key 'size'",
+        "unknown key for [avgpool]",
+        width=32,
+        height=32,
+    )
+
+
 @pytest.mark.parametrize("version", [(0, 1, 0), (0, 2, 0), (1, 0, 0)])
 def test_header_versions(tmp_path, version):
     """Version 0.1 stores `seen` in 4 bytes, 0.2 and later (major*10+minor >= 2) in 8."""
@@ -404,9 +472,7 @@ def test_weights_past_the_tensor_limit(tmp_path):
     huge = edit(df.V3_TINY, 8, filters=1 << 24)
     cfg = tmp_path / "huge.cfg"
     cfg.write_text(df.cfg_text(huge))
-    with pytest.raises(
-        GraphError, match="huge.cfg: the convolutions hold .* past max_tensor_bytes"
-    ):
+    with pytest.raises(GraphError, match="huge.cfg: the layers hold .* max_tensor_bytes"):
         import_darknet(cfg, None)
 
 
