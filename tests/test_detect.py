@@ -743,3 +743,24 @@ def test_real_yolov8_decode_equals_the_models_own_output():
             assert got[d.layer][0, d.channel, d.y, d.x] == np.float32(d.logit)
         found += len(dets)
     assert found >= 3
+
+
+def test_real_yolov8_imported_up_to_its_heads():
+    """The ONNX importer's outputs='auto' stops at the three raw heads; detect recognises them as
+    YOLOv8 (66 = 4*16 + 2 channels) with no options, and each detection's unit is its class logit
+    in pydeconv's own forward, which a projection starts from."""
+    real_yolov8 = pytest.importorskip("real_yolov8")  # arrives with the ONNX importer's tests
+    net = pydeconv.load(real_yolov8.fetch(), outputs="auto")
+    hs = detect.heads(net)
+    assert [(h.layer, h.layout, h.classes) for h in hs] == [
+        (name, "v8", 2) for name in net.outputs
+    ] and [net.layer_info(h.layer)["shape"][1] for h in hs] == [80, 40, 20]
+    picture = pimg.open_image(demo.DATA_DIR / "astronaut.jpg")
+    x = pimg.from_pil(picture, net)
+    dets, trace = detect.detect(net, x, mapping=detect.Resize(picture.size, (640, 640)))
+    assert dets
+    d = dets[0]
+    assert d.channel == 64 + d.class_id
+    assert trace.activation(d.layer)[0, d.channel, d.y, d.x] == np.float32(d.logit)
+    proj = net.project(trace, **d.unit)[0]
+    assert proj.shape == (3, 640, 640) and np.all(np.isfinite(proj)) and np.any(proj != 0)
