@@ -209,6 +209,20 @@ def single_layer(kind, in_shape, attrs=None, seed=0, with_params=True):
         _shape_layer(b, kind, "input", attrs, with_params)
     elif kind == "prelu":  # -- issue 14: act
         b.add(kind, kind, "input", attrs or None, {"slope": b.rng.uniform(-0.5, 0.5, c)})
+    # -- issue 14: convt
+    elif kind == "conv_transpose2d":
+        oc = attrs.pop("out_channels", c)
+        groups = attrs.get("groups", 1)
+        k = npref._pair(attrs.setdefault("kernel_size", [3, 3]), None)
+        p = {"weight": b.weight((c, oc // groups, k[0], k[1]), c // groups * k[0] * k[1])}
+        if with_params:
+            p["bias"] = 0.1 * b.rng.standard_normal(oc)
+        b.add(kind, kind, "input", attrs, p)
+    elif kind == "layer_norm":
+        p = {"scale": 1.0 + 0.5 * b.rng.standard_normal(c)}
+        if with_params:
+            p["bias"] = 0.1 * b.rng.standard_normal(c)
+        b.add(kind, kind, "input", attrs or None, p)
     else:
         b.add(kind, kind, "input", attrs or None)
     return b.done()
@@ -235,6 +249,36 @@ def head_net(in_shape=(3, 2, 3), seed=0):
     b.add("dropout", "dropout", "relu")
     b.linear("fc2", "dropout", 5)
     b.add("softmax", "softmax", "fc2")
+    return b.done()
+
+
+# -- issue 14: convt
+def decoder_net(in_shape=(3, 13, 11), seed=0):
+    """An encoder-decoder: a stride-2 conv, ReLU, a stride-2 transposed conv "up", a layer norm
+    "ln", a 3x3 conv "head"."""
+    b = _Builder("decoder", in_shape, seed)
+    b.conv("enc", "input", 8, 3, stride=2, padding=1)
+    b.add("relu", "relu", "enc")
+    w = b.weight((8, 5, 4, 4), 8 * 4)
+    attrs = {"kernel_size": [4, 4], "stride": [2, 2], "padding": [1, 1, 2, 1]}
+    attrs["output_padding"] = [1, 0]
+    b.add("up", "conv_transpose2d", "relu", attrs, {"weight": w, "bias": 0.1 * np.ones(5)})
+    p = {"scale": 1.0 + 0.5 * b.rng.standard_normal(5), "bias": 0.1 * b.rng.standard_normal(5)}
+    b.add("ln", "layer_norm", "up", None, p)
+    b.conv("head", "ln", 4, 3, padding=1)
+    return b.done()
+
+
+def inverted_residual(in_shape=(4, 13, 11), seed=0):
+    """MobileNetV2's block: 1x1 expansion "expand", ReLU, a 3x3 stride-2 depthwise conv "dw" (the
+    depthwise kernels, with the ReLU after it fused into its forward), ReLU "dw_relu", 1x1
+    projection "project"."""
+    b = _Builder("inverted-residual", in_shape, seed)
+    b.conv("expand", "input", 12, 1)
+    b.add("relu", "relu", "expand")
+    b.conv("dw", "relu", 12, 3, stride=2, padding=1, groups=12)
+    b.add("dw_relu", "relu", "dw")
+    b.conv("project", "dw_relu", 6, 1)
     return b.done()
 
 

@@ -314,6 +314,12 @@ def forward(graph, params, x):
             y = shape_forward(layer, params, ins)
         elif kind in ACTIVATIONS:  # -- issue 14: act
             y = activation(layer, params, x0)
+        # -- issue 14: convt
+        elif kind == "conv_transpose2d":
+            w = _param(params, layer, "weight")
+            y = conv_transpose2d(x0, w, _param(params, layer, "bias"), _convt_attrs(layer, w))
+        elif kind == "layer_norm":
+            y = layer_norm(x0, _param(params, layer, "scale"), _param(params, layer, "bias"), layer)
         else:
             raise ValueError(f"unknown layer kind {kind!r}")
         acts[name] = y
@@ -397,6 +403,12 @@ def _layer_back(layer, params, acts, switches, g, rule):
         return shape_backward(layer, params, [acts[i] for i in layer["inputs"]], g)
     if kind in ACTIVATIONS:  # -- issue 14: act
         return [activation_back(layer, params, x0, g, rule)]
+    # -- issue 14: convt
+    if kind == "conv_transpose2d":
+        w = _param(params, layer, "weight")
+        return [conv_transpose2d_back(g, x0.shape, w, _convt_attrs(layer, w))]
+    if kind == "layer_norm":
+        return [layer_norm_back(g, x0, _param(params, layer, "scale"), layer)]
     raise ValueError(f"unknown layer kind {kind!r}")
 
 
@@ -673,3 +685,98 @@ def activation_back(layer, params, x, g, rule):
     if rule == "deconvnet":
         return np.maximum(g, 0.0)
     return np.maximum(g, 0.0) * d(x, a, s)
+
+
+# -- issue 14: convt
+
+
+def _convt_attrs(layer, w):
+    at = _conv_attrs(layer, w)
+    at["out_pad"] = _pair(layer.get("attrs", {}).get("output_padding"), 0)
+    return at
+
+
+def convt_out_size(size, k, s, pad_before, pad_after, dilation, out_pad):
+    """torch's ConvTranspose2d output length along one axis."""
+    return (size - 1) * s - pad_before - pad_after + dilation * (k - 1) + out_pad + 1
+
+
+def _convt_geometry(x_shape, w, at):
+    n, c, h, wd = x_shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = at["stride"], at["dil"], at["pad"]
+    oh = convt_out_size(h, kh, sh, pt, pb, dh, at["out_pad"][0])
+    ow = convt_out_size(wd, kw, sw, pl, pr, dw, at["out_pad"][1])
+    return oh, ow
+
+
+def _convt_taps(x_shape, w, at):
+    """Yield (ky, kx, row slice, col slice): where input (i, j) lands for tap (ky, kx), in the
+    output before its top/left padding is cropped: row i*sh + ky*dh."""
+    _, _, h, wd = x_shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (dh, dw) = at["stride"], at["dil"]
+    for ky in range(kh):
+        for kx in range(kw):
+            yield (
+                ky,
+                kx,
+                slice(ky * dh, ky * dh + sh * (h - 1) + 1, sh),
+                slice(kx * dw, kx * dw + sw * (wd - 1) + 1, sw),
+            )
+
+
+def conv_transpose2d(x, w, b, at):
+    """Every input pixel scatters its weighted kernel: out[i*s - pad + k*d] += x[i] * w[k]."""
+    n, c, h, wd = x.shape
+    groups = at["groups"]
+    cg, ocg = w.shape[0] // groups, w.shape[1]
+    pt, pl, pb, pr = at["pad"]
+    oh, ow = _convt_geometry(x.shape, w, at)
+    full = np.zeros((n, ocg * groups, oh + pt + pb, ow + pl + pr))
+    for ky, kx, rows, cols in _convt_taps(x.shape, w, at):
+        for gi in range(groups):
+            ci, co = slice(gi * cg, (gi + 1) * cg), slice(gi * ocg, (gi + 1) * ocg)
+            full[:, co, rows, cols] += np.einsum("nchw,co->nohw", x[:, ci], w[ci, :, ky, kx])
+    y = full[:, :, pt : pt + oh, pl : pl + ow].copy()
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_back(g_out, x_shape, w, at):
+    """The exact adjoint of the scatter above: every tap gathers back where it scattered to."""
+    groups = at["groups"]
+    cg, ocg = w.shape[0] // groups, w.shape[1]
+    pt, pl, pb, pr = at["pad"]
+    gp = np.pad(g_out, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    g = np.zeros(x_shape)
+    for ky, kx, rows, cols in _convt_taps(x_shape, w, at):
+        for gi in range(groups):
+            ci, co = slice(gi * cg, (gi + 1) * cg), slice(gi * ocg, (gi + 1) * ocg)
+            g[:, ci] += np.einsum("nohw,co->nchw", gp[:, co, rows, cols], w[ci, :, ky, kx])
+    return g
+
+
+def _ln_eps(layer):
+    return float(layer.get("attrs", {}).get("epsilon", 1e-5))
+
+
+def layer_norm(x, scale, bias, layer):
+    """Over the channels of each position: (x - mean) / sqrt(var + eps) * scale + bias."""
+    mean = x.mean(axis=1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+    y = (x - mean) / np.sqrt(var + _ln_eps(layer)) * _bcast(scale, x.ndim)
+    return y if bias is None else y + _bcast(bias, x.ndim)
+
+
+def layer_norm_back(g, x, scale, layer):
+    """J^T g at x: with s = g * scale and xhat the normalised x,
+    rstd * (s - mean_c s - xhat * mean_c(s * xhat))."""
+    mean = x.mean(axis=1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=1, keepdims=True) + _ln_eps(layer))
+    xhat = (x - mean) * rstd
+    s = g * _bcast(scale, g.ndim)
+    return rstd * (
+        s - s.mean(axis=1, keepdims=True) - xhat * (s * xhat).mean(axis=1, keepdims=True)
+    )

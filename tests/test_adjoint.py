@@ -83,6 +83,15 @@ CONV = [
 ]
 
 
+# -- issue 14: convt
+CONV += [
+    # The depthwise kernels (kernels/depthwise.cpp): groups == C == OC, 3x3 / 5x5, stride 1 / 2.
+    ("dw_k3_s1", (13, 7, 7), _conv((3, 3), padding=(1, 1, 1, 1), groups=13)),
+    ("dw_k5_s2_asym", (6, 11, 9), _conv((5, 5), (2, 2), (2, 1, 0, 2), groups=6)),
+    ("dw_k3_rect_stride", (5, 8, 9), _conv((3, 3), (2, 1), (0, 1, 1, 0), groups=5)),
+]
+
+
 @pytest.mark.parametrize("cid,shape,attrs", CONV, ids=[c[0] for c in CONV])
 def test_conv2d(cid, shape, attrs, threads):
     graph, params = models.single_layer("conv2d", shape, attrs, seed=1, with_params=False)
@@ -156,6 +165,19 @@ LINEAR_ONES = [
     ("pad", (13, 7, 5), {"padding": [6, 4, 2, 1], "reflect": 1}),
     ("channel_shuffle", (12, 7, 5), {"groups": 3}),
 ]
+# -- issue 14: convt
+LINEAR_ONES += [
+    ("conv_transpose2d", (3, 7, 5), _conv((3, 3), padding=(1, 1, 1, 1), out_channels=4)),
+    ("conv_transpose2d", (13, 5, 6), _conv((4, 4), (2, 2), (1, 2, 0, 1), out_channels=8)),
+    (
+        "conv_transpose2d",
+        (6, 5, 7),
+        _conv((3, 2), (3, 2), (0, 1, 1, 0), (1, 2), groups=3, output_padding=[2, 1]),
+    ),
+    ("conv_transpose2d", (8, 7, 7), _conv((3, 3), dilation=(2, 2), out_channels=16)),
+    # A depthwise transposed conv: its forward takes the depthwise kernel (kernels/depthwise.cpp).
+    ("conv_transpose2d", (6, 7, 5), _conv((3, 3), (2, 2), (1, 1, 1, 1), groups=6)),
+]
 
 
 @pytest.mark.parametrize(
@@ -203,6 +225,12 @@ JACOBIAN = [
     ("elu", (3, 7, 5), {"alpha": 0.7}),
     ("gelu", (3, 7, 5), {}),
     ("gelu", (13, 7, 3), {"tanh": 1}),
+]
+# -- issue 14: convt
+JACOBIAN += [
+    ("layer_norm", (13, 7, 5), {}),
+    ("layer_norm", (3, 1, 7), {"epsilon": 0.5}),
+    ("layer_norm", (2, 3, 3), {}),
 ]
 
 

@@ -186,6 +186,63 @@ CASES += [
     ("gelu_tanh", "gelu", (13, 1, 7), {"tanh": 1}),
 ]
 
+
+# -- issue 14: convt
+def _convt(k, out, s=1, pad=(0, 0, 0, 0), op=0, d=1, g=1):
+    return dict(
+        _conv(k, out, s, pad, d, g), output_padding=op if isinstance(op, list) else [op, op]
+    )
+
+
+CASES += [
+    ("convt_k3_s1", "conv_transpose2d", (3, 7, 7), _convt(3, 5, pad=(1, 1, 1, 1))),
+    # C_out >= 6 per group at stride 1: the forward takes conv2d_backward's flipped-kernel path.
+    ("convt_k3_s1_wide", "conv_transpose2d", (8, 7, 5), _convt(3, 16, pad=(0, 1, 2, 1))),
+    ("convt_k4_s2_decoder", "conv_transpose2d", (13, 5, 6), _convt(4, 6, s=2, pad=(1, 1, 1, 1))),
+    ("convt_k2_s2_unet", "conv_transpose2d", (13, 7, 7), _convt(2, 13, s=2)),
+    (
+        "convt_groups3_op",
+        "conv_transpose2d",
+        (6, 5, 5),
+        _convt(3, 9, s=2, pad=(1, 1, 1, 1), op=1, g=3),
+    ),
+    # Output padding past the bottom/right padding: rows and columns that only the bias reaches.
+    (
+        "convt_op_past_pad",
+        "conv_transpose2d",
+        (3, 4, 5),
+        _convt(3, 4, s=3, pad=(0, 1, 0, 0), op=[2, 1]),
+    ),
+    # Stride 1 with output padding below the dilation, asymmetric padding.
+    (
+        "convt_dilation_asym",
+        "conv_transpose2d",
+        (3, 7, 5),
+        _convt(3, 4, d=2, pad=(2, 1, 0, 3), op=1),
+    ),
+    ("convt_rect", "conv_transpose2d", (3, 5, 7), _convt([2, 5], 6, s=[2, 1], pad=(1, 0, 0, 2))),
+    ("convt_1x1_on_1x1", "conv_transpose2d", (1, 1, 1), _convt(1, 1)),
+    (
+        "convt_depthwise",
+        "conv_transpose2d",
+        (13, 7, 7),
+        _convt(3, 13, s=2, pad=(1, 1, 1, 1), op=1, g=13),
+    ),
+    # Large enough to run the GEMMs threaded and over several k blocks.
+    ("convt_gemm_blocks", "conv_transpose2d", (40, 9, 9), _convt(3, 32, s=2, pad=(1, 1, 1, 1))),
+    # Depthwise convs (groups == C == OC, 3x3 / 5x5, stride 1 / 2): kernels/depthwise.cpp.
+    ("dw_k3_s2", "conv2d", (13, 7, 8), _conv(3, 13, s=2, pad=(1, 1, 1, 1), g=13)),
+    ("dw_k5_s1_asym", "conv2d", (7, 9, 6), _conv(5, 7, pad=(2, 0, 1, 3), g=7)),
+    ("dw_k5_s2", "conv2d", (6, 11, 13), _conv(5, 6, s=2, pad=(2, 2, 2, 2), g=6)),
+    ("dw_rect_stride", "conv2d", (5, 7, 9), _conv(3, 5, s=[1, 2], pad=(0, 1, 2, 1), g=5)),
+    ("dw_threaded", "conv2d", (96, 28, 28), _conv(3, 96, pad=(1, 1, 1, 1), g=96)),
+    ("ln_13", "layer_norm", (13, 7, 7), {}),
+    ("ln_one_channel", "layer_norm", (1, 3, 5), {}),
+    ("ln_eps", "layer_norm", (3, 1, 13), {"epsilon": 0.1}),
+    # Past the threaded kernels' threshold (64k elements).
+    ("ln_threaded", "layer_norm", (96, 20, 20), {}),
+]
+
 # Per layer kind, its cases above: each runs forward (test_forward) and projected under all three
 # rules (test_project) against npref. tests/test_registry.py checks every registered kind has some.
 CASES_BY_KIND: dict[str, list[str]] = {}
@@ -218,6 +275,13 @@ NETS += [
     (f"region_{rid}", lambda k=kind, s=shape, a=attrs: models.sandwich_net(k, s, a), "conv_b")
     for rid, kind, shape, attrs in REGION_CASES
 ] + [("se_gate", models.se_net, "mul")]
+# -- issue 14: convt
+NETS += [
+    # Region-limited projections through the transposed conv (its input_region) and the layer
+    # norm: one position of the last layer reaches a small rectangle of each.
+    (f"decoder_{name}", models.decoder_net, name)
+    for name in ("up", "ln", "head")
+] + [(f"inverted_residual_{name}", models.inverted_residual, name) for name in ("dw", "project")]
 
 ALL = [
     (cid, lambda k=kind, s=shape, a=attrs: models.single_layer(k, s, a, seed=7), kind)

@@ -61,6 +61,11 @@ VALID = {
     "elu": ({"alpha": [1.0]}, {}, 1),
     "gelu": ({"tanh": [1]}, {}, 1),
 }
+# -- issue 14: convt
+VALID |= {
+    "conv_transpose2d": ({"stride": [2, 2]}, {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, 1),
+    "layer_norm": ({}, {"scale": W((3,), 1.0, np.float32)}, 1),
+}
 # Kinds whose backward is not one linear map: the projection rule decides (test_layers projects
 # each under all three rules against npref instead of an adjoint test).
 RULE_DEPENDENT = {"relu"}

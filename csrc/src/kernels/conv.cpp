@@ -132,26 +132,27 @@ void backward_col2im(const Ctx& ctx, const Tensor& gout, const Regions& rs, cons
   }
 }
 
-// --- stride-1 transposed conv: a forward conv of gout over the reachable input regions ---
+// --- a forward conv over rectangles of its output, reading its input inside regions ---
 
-void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
-                          const ConvPacked& pk, const Window2d& g, int64_t groups, Tensor& gin,
-                          bool overwrite) {
-  const Shape& gs = gout.shape();
-  const Shape& is = gin.shape();
+// dst (+)= conv(src) with window `win` and the A of `pk` (dst channels per group x src channels
+// per group * KH * KW), over each sample's rectangle out[b] of dst, reading src only inside its
+// region rs[b] (outside it reads zeros). All samples' rectangles share GEMMs.
+void conv_rects(const Ctx& ctx, const Tensor& src, const Regions& rs, const Regions& out,
+                const ConvPacked& pk, const Window2d& win, int64_t groups, Tensor& dst,
+                bool overwrite) {
+  const Shape& gs = src.shape();
+  const Shape& is = dst.shape();
   const int64_t cg = is.c / groups, ocg = gs.c / groups;
-  const Window2d t = transposed_window(g);
-  // Each sample's gin rectangle that its gout region reaches, split by rows into pieces of at
-  // most `budget` columns; pieces are then grouped into GEMMs of at most `budget` columns.
+  // Each sample's dst rectangle, split by rows into pieces of at most `budget` columns; pieces
+  // are then grouped into GEMMs of at most `budget` columns.
   const int64_t budget = std::max<int64_t>(kSgemmNR, kBufBudget / cg);
   struct Piece {
     int64_t b, y0, y1, x0, x1;
   };
   std::vector<Piece> pieces;
   for (int64_t b = 0; b < gs.n; ++b) {
-    const Region& r = rs[b];
-    if (r.empty()) continue;
-    const Region in = reachable_input(r, g, t, is);
+    if (rs[b].empty()) continue;
+    const Region& in = out[b];
     if (in.empty()) continue;
     const int64_t y0 = in.y0, y1 = in.y1, x0 = in.x0, x1 = in.x1;
     const int64_t step = std::max<int64_t>(1, budget / (x1 - x0));
@@ -176,33 +177,45 @@ void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
       for (size_t k = i; k < j; ++k) {
         const Piece& q = pieces[k];
         const Region& r = rs[q.b];
-        rects.push_back({gout.plane(q.b, gi * ocg), q.y0, q.x0, q.y1 - q.y0, q.x1 - q.x0, col0,
-                         r.y0, r.y1, r.x0, r.x1});
+        rects.push_back({src.plane(q.b, gi * ocg), q.y0, q.x0, q.y1 - q.y0, q.x1 - q.x0, col0, r.y0,
+                         r.y1, r.x0, r.x1});
         col0 += (q.y1 - q.y0) * (q.x1 - q.x0);
       }
-      const Im2colPanels panels(t, ocg, gs.h, gs.w, std::move(rects));
+      const Im2colPanels panels(win, ocg, gs.h, gs.w, std::move(rects));
       sgemm_packed_panels(pk.groups[gi], ncols, panels, nullptr, buf.data(), ncols, false,
                           ctx.threads);
-      // gin += (or =) the result, rectangle rows at a time; parallel over channels (disjoint
+      // dst += (or =) the result, rectangle rows at a time; parallel over channels (disjoint
       // planes).
 #pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
       for (int64_t c = 0; c < cg; ++c) {
-        const float* src = buf.data() + c * ncols;
+        const float* from = buf.data() + c * ncols;
         for (size_t k = i; k < j; ++k) {
           const Piece& q = pieces[k];
-          float* plane = gin.plane(q.b, gi * cg + c);
-          for (int64_t y = q.y0; y < q.y1; ++y, src += q.x1 - q.x0) {
+          float* plane = dst.plane(q.b, gi * cg + c);
+          for (int64_t y = q.y0; y < q.y1; ++y, from += q.x1 - q.x0) {
             float* d = plane + y * is.w;
             if (overwrite)
-              std::copy(src, src + (q.x1 - q.x0), d + q.x0);
+              std::copy(from, from + (q.x1 - q.x0), d + q.x0);
             else
-              for (int64_t x = q.x0; x < q.x1; ++x) d[x] += src[x - q.x0];
+              for (int64_t x = q.x0; x < q.x1; ++x) d[x] += from[x - q.x0];
           }
         }
       }
     }
     i = j;
   }
+}
+
+// --- stride-1 transposed conv: a forward conv of gout over the reachable input regions ---
+
+void backward_unit_stride(const Ctx& ctx, const Tensor& gout, const Regions& rs,
+                          const ConvPacked& pk, const Window2d& g, int64_t groups, Tensor& gin,
+                          bool overwrite) {
+  const Window2d t = transposed_window(g);
+  Regions reach(rs.size());
+  for (size_t b = 0; b < rs.size(); ++b)
+    if (!rs[b].empty()) reach[b] = reachable_input(rs[b], g, t, gin.shape());
+  conv_rects(ctx, gout, rs, reach, pk, t, groups, gin, overwrite);
 }
 
 }  // namespace
@@ -214,6 +227,8 @@ ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups) {
   for (int64_t gi = 0; gi < groups; ++gi)
     out.groups.push_back(pack_a(false, ocg, krows, weight.data() + gi * ocg * krows, krows));
   if (direct_conv_fits(ws, Window2d{}, groups)) out.direct = direct_conv_pack(weight);
+  if (depthwise_weights_fit(ws, groups))
+    out.depthwise.assign(weight.data(), weight.data() + ws.numel());
   return out;
 }
 
@@ -221,6 +236,8 @@ ConvPacked conv2d_pack_backward(const Tensor& weight, const Window2d& g, int64_t
   const Shape& ws = weight.shape();
   const int64_t ocg = ws.n / groups, cg = ws.c, kk = ws.h * ws.w, krows = cg * kk;
   ConvPacked out;
+  if (depthwise_weights_fit(ws, groups))
+    out.depthwise.assign(weight.data(), weight.data() + ws.numel());
   std::vector<float> flipped;
   for (int64_t gi = 0; gi < groups; ++gi) {
     const float* wg = weight.data() + gi * ocg * krows;
@@ -253,6 +270,9 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
   }
   ConvPacked local;
   if (packed == nullptr) local = conv2d_pack_forward(weight, groups), packed = &local;
+  if (!packed->depthwise.empty() && depthwise_fits(weight.shape(), g, groups) &&
+      depthwise_enabled())
+    return depthwise_forward(ctx, in, packed->depthwise.data(), bias, g, out, relu_out, relu_mask);
   // Forced Winograd (modes 2 and 4, for tests and benchmarks) keeps every conv it applies to.
   if (!packed->direct.empty() && direct_conv_fits(weight.shape(), g, groups) &&
       !(winograd_mode() >= 2 && winograd_geometry(g, groups)))
@@ -347,9 +367,63 @@ void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, cons
   }
   ConvPacked local;
   if (packed == nullptr) local = conv2d_pack_backward(weight, g, groups), packed = &local;
+  if (!packed->depthwise.empty() && depthwise_fits(weight.shape(), g, groups) &&
+      depthwise_enabled())
+    return depthwise_backward(ctx, gout, rs, packed->depthwise.data(), g, gin);
   if (flipped_backward(g, gin.shape().c / groups))
     return backward_unit_stride(ctx, gout, rs, *packed, g, groups, gin, overwrite);
   backward_col2im(ctx, gout, rs, *packed, g, groups, gin);
+}
+
+// -- issue 14: convt
+// conv_transpose2d: the forward is conv2d_backward (the conv of geometry g's data gradient), the
+// projection's way down conv_rects (a forward conv with the same filters over the reached
+// rectangles).
+
+void conv_transpose2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight,
+                              const float* bias, const Window2d& g, int64_t groups, Tensor& out,
+                              const ConvPacked* packed_back) {
+  if (ctx.reference) return conv_transpose2d_forward_ref(in, weight, bias, g, groups, out);
+  out.zero();
+  const Regions whole(static_cast<size_t>(in.shape().n), Region::full(in.shape()));
+  conv2d_backward(ctx, in, whole, weight, g, groups, out, packed_back);
+  if (bias == nullptr) return;
+  const Shape& os = out.shape();
+  const int64_t planes = os.n * os.c, hw = os.plane();
+#pragma omp parallel for num_threads(ctx.threads) schedule(static) if (ctx.threads > 1)
+  for (int64_t p = 0; p < planes; ++p) {
+    float* d = out.data() + p * hw;
+    const float b = bias[p % os.c];
+    for (int64_t i = 0; i < hw; ++i) d[i] += b;
+  }
+}
+
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+}  // namespace
+
+Region conv_transpose2d_reach(const Region& r, const Window2d& g, const Shape& in) {
+  // gout row y takes input rows i with y = i*sh - pt + ki*dh for some tap ki.
+  Region o;
+  o.y0 = std::max<int64_t>(0, -floor_div(-(r.y0 + g.pt - g.dh * (g.kh - 1)), g.sh));
+  o.x0 = std::max<int64_t>(0, -floor_div(-(r.x0 + g.pl - g.dw * (g.kw - 1)), g.sw));
+  o.y1 = std::min<int64_t>(in.h, floor_div(r.y1 - 1 + g.pt, g.sh) + 1);
+  o.x1 = std::min<int64_t>(in.w, floor_div(r.x1 - 1 + g.pl, g.sw) + 1);
+  if (r.empty() || o.empty()) return {};
+  return o;
+}
+
+void conv_transpose2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs,
+                               const Tensor& weight, const Window2d& g, int64_t groups, Tensor& gin,
+                               const ConvPacked* packed_fwd) {
+  if (ctx.reference) return conv_transpose2d_backward_ref(gout, weight, g, groups, gin);
+  ConvPacked local;
+  if (packed_fwd == nullptr) local = conv2d_pack_forward(weight, groups), packed_fwd = &local;
+  Regions reach(rs.size());
+  for (size_t b = 0; b < rs.size(); ++b) reach[b] = conv_transpose2d_reach(rs[b], g, gin.shape());
+  conv_rects(ctx, gout, rs, reach, *packed_fwd, g, groups, gin, false);
 }
 
 }  // namespace pydeconv::kernels

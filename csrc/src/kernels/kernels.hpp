@@ -52,6 +52,9 @@ struct ConvPacked {
   std::shared_ptr<WinoCache> wino;
   // W^T for the direct kernel of few-input-channel convs (kernels/direct_conv.hpp), else empty.
   std::vector<float> direct;
+  // The plain weights of a depthwise conv the depthwise kernels take (depthwise_weights_fit),
+  // else empty. -- issue 14: convt
+  std::vector<float> depthwise;
 };
 // Per group W_g as (OC/groups) x (C/groups * KH * KW): the forward GEMM's A.
 ConvPacked conv2d_pack_forward(const Tensor& weight, int64_t groups);
@@ -283,6 +286,60 @@ void activation_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, c
 void activation_forward_ref(const Tensor& in, const ActParams& p, Tensor& out);
 void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p, ActDown down,
                              Tensor& gin, int64_t reps);
+
+// -- issue 14: convt
+// conv_transpose2d: in (N, C_in, H, W), weight (C_in, C_out/groups, KH, KW), bias (C_out) or null,
+// out (N, C_out, OH, OW). `g` holds the layer's own kernel, stride, dilation and padding: the
+// transposed conv is the adjoint of the conv2d of geometry g from out to in, weight as its
+// (OC, C/groups, KH, KW) = (C_in, C_out/groups, KH, KW); output padding only sizes `out` (the
+// kernels read g's top/left padding, never its bottom/right). The forward overwrites `out`; it
+// runs conv2d_backward's GEMM paths on `packed_back` (conv2d_pack_backward(weight, g, groups))
+// when given.
+void conv_transpose2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight,
+                              const float* bias, const Window2d& g, int64_t groups, Tensor& out,
+                              const ConvPacked* packed_back = nullptr);
+// gin += conv2d(gout) with the same filters (the conv of geometry g): only each sample's gout
+// region is read and only the gin rectangle it reaches is written, as one forward-conv GEMM over
+// all samples' rectangles, on `packed_fwd` (conv2d_pack_forward(weight, groups)) when given.
+void conv_transpose2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& r,
+                               const Tensor& weight, const Window2d& g, int64_t groups, Tensor& gin,
+                               const ConvPacked* packed_fwd = nullptr);
+// The gin rectangle a transposed conv's gout region reaches (empty when none).
+Region conv_transpose2d_reach(const Region& r, const Window2d& g, const Shape& in);
+void conv_transpose2d_forward_ref(const Tensor& in, const Tensor& weight, const float* bias,
+                                  const Window2d& g, int64_t groups, Tensor& out);
+void conv_transpose2d_backward_ref(const Tensor& gout, const Tensor& weight, const Window2d& g,
+                                   int64_t groups, Tensor& gin);
+
+// layer_norm over channels at each position (ConvNeXt's channels-first LayerNorm):
+// y = (x - mean_c x) / sqrt(var_c x + eps) * scale[c] + bias[c] (biased variance; bias may be
+// null). The backward is its Jacobian at the forward input x (batch N), over each sample's region:
+// gin += rstd * (s - mean_c s - xhat * mean_c(s * xhat)), s = gout * scale, xhat the normalised x.
+void layer_norm_forward(const Ctx& ctx, const Tensor& in, const float* scale, const float* bias,
+                        double eps, Tensor& out);
+void layer_norm_backward(const Ctx& ctx, const Tensor& x, const Tensor& gout, const Regions& r,
+                         const float* scale, double eps, Tensor& gin, int64_t reps);
+void layer_norm_forward_ref(const Tensor& in, const float* scale, const float* bias, double eps,
+                            Tensor& out);
+void layer_norm_backward_ref(const Tensor& x, const Tensor& gout, const float* scale, double eps,
+                             Tensor& gin, int64_t reps);
+
+// Depthwise convolution (MobileNet): groups == C == OC, 3x3 or 5x5 filters, stride 1 or 2 (either
+// axis), no dilation. Direct per-plane kernels, far cheaper than a GEMM of one row per group.
+// conv2d_pack_forward / conv2d_pack_backward keep the weights for them (ConvPacked::depthwise)
+// when the weight shape fits; conv2d_forward / conv2d_backward take them when the geometry does.
+bool depthwise_weights_fit(const Shape& weight, int64_t groups);
+bool depthwise_fits(const Shape& weight, const Window2d& g, int64_t groups);
+// False under PYDECONV_DEPTHWISE=0 (read at each call): the GEMM paths then run depthwise convs
+// too (bench/depthwise.py's baseline).
+bool depthwise_enabled();
+// out = conv(in) + bias, with the fused ReLU as in conv2d_forward; w: (C, KH*KW) floats.
+void depthwise_forward(const Ctx& ctx, const Tensor& in, const float* w, const float* bias,
+                       const Window2d& g, Tensor& out, Tensor* relu_out,
+                       TensorT<uint8_t>* relu_mask);
+// gin += the transposed conv of gout, reading gout only inside each sample's region.
+void depthwise_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, const float* w,
+                        const Window2d& g, Tensor& gin);
 
 }  // namespace kernels
 }  // namespace pydeconv

@@ -37,6 +37,9 @@ std::unique_ptr<Layer> make_hardswish(const LayerSpec& s);
 std::unique_ptr<Layer> make_mish(const LayerSpec& s);
 std::unique_ptr<Layer> make_elu(const LayerSpec& s);
 std::unique_ptr<Layer> make_gelu(const LayerSpec& s);
+// -- issue 14: convt
+std::unique_ptr<Layer> make_conv_transpose2d(const LayerSpec& s);
+std::unique_ptr<Layer> make_layer_norm(const LayerSpec& s);
 
 // The receptive-field step of layers whose every output depends on every input position.
 inline RfStep global_rf() {

@@ -225,6 +225,22 @@ const std::vector<LayerKind>& layer_kinds() {
                 "(tanh: the tanh form's derivative)",
                 "relu(g)", "relu(g)*gelu'(x), gelu'(x) = Phi(x)+x*phi(x) (tanh: its form's)",
                 "g*gelu'(x), gelu'(x) = Phi(x)+x*phi(x) (tanh: its form's)", kActivationRef),
+      // -- issue 14: convt
+      row("conv_transpose2d", make_conv_transpose2d,
+          {{kernel_size(false, "the weight's (kh, kw)"),
+            stride({1}, ""),
+            kPadding,
+            {"output_padding", AttrType::Int, 1, 2, {0}, Range::NonNegative},
+            kDilation,
+            {"groups", AttrType::Int, 1, 1, {1}, Range::Positive}},
+           {{"weight", true}, {"bias", false}}},
+          kRegionOnly, "convolution with the same filters; bias unused",
+          "conv_transpose2d_forward_ref, conv_transpose2d_backward_ref"),
+      row("layer_norm", make_layer_norm,
+          {{{"epsilon", AttrType::Number, 1, 1, {1e-5}, Range::Positive}},
+           {{"scale", true}, {"bias", false}}},
+          kRegionOnly | kNeedsInput, "layer norm Jacobian at the forward input; bias unused",
+          "layer_norm_forward_ref, layer_norm_backward_ref"),
   };
   return kinds;
 }
