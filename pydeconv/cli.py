@@ -49,9 +49,28 @@ def _check_output(path: Path, force: bool) -> None:
 def _load(path: str) -> Any:
     import pydeconv
 
-    if str(path).lower().endswith(".onnx"):
+    if str(path).lower().endswith((".onnx", ".cfg")):
         log(f"importing {path}")
     return pydeconv.load(path)
+
+
+def _load_for_info(path: str, weights: str | None) -> Any:
+    """The model for ``info``: a Darknet cfg without its weights still shows its layer table."""
+    import pydeconv
+
+    if not str(path).lower().endswith(".cfg"):
+        if weights is not None:
+            raise PydeconvError(f"{path}: --weights is for Darknet .cfg files only")
+        return _load(path)
+    log(f"importing {path}")
+    guess = Path(path).with_suffix(".weights")
+    if weights is None and not guess.exists():
+        from pydeconv.darknet import import_darknet
+
+        log(f"no weights given (and no {guess}): layer table only")
+        graph, params = import_darknet(path, None)
+        return pydeconv.build(graph, params)
+    return pydeconv.load(path, weights=weights)
 
 
 def _forward(net: Any, image: str, upto: str, threads: int | None) -> tuple[np.ndarray, Any]:
@@ -67,7 +86,7 @@ def _forward(net: Any, image: str, upto: str, threads: int | None) -> tuple[np.n
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    net = _load(args.model)
+    net = _load_for_info(args.model, args.weights)
     rows = [("name", "kind", "output", "rf size", "rf stride", "rf start", "params")]
     for r in net.info():
         rows.append(
@@ -158,7 +177,12 @@ def _read_labels(path: str) -> list[str]:
 def cmd_convert(args: argparse.Namespace) -> int:
     import pydeconv
 
-    dst = Path(args.dst)
+    if len(args.dst) > 2:
+        raise PydeconvError("convert takes SRC [WEIGHTS] DST: too many paths")
+    weights = args.dst[0] if len(args.dst) == 2 else None
+    if weights is not None and not args.src.lower().endswith(".cfg"):
+        raise PydeconvError(f"{args.src}: a WEIGHTS file goes with a Darknet .cfg only")
+    dst = Path(args.dst[-1])
     if dst.suffix.lower() != ".npz":
         raise PydeconvError(f"{dst}: the output must be a .npz file")
     _check_output(dst, args.force)
@@ -178,7 +202,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     log(f"importing {args.src}")
     outputs = args.outputs if args.outputs in (None, "auto") else args.outputs.split(",")
     net = pydeconv.convert(
-        args.src, dst, preprocess=preprocess or None, labels=labels, outputs=outputs
+        args.src,
+        dst,
+        preprocess=preprocess or None,
+        labels=labels,
+        weights=weights,
+        outputs=outputs,
     )
     log(f"wrote {dst} ({len(net.layers)} layers) in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -356,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("info", parents=[common], help="layer table of a model")
-    p.add_argument("model", help=".npz or .onnx model")
+    p.add_argument("model", help=".npz, .onnx or Darknet .cfg model")
+    p.add_argument("--weights", help="a Darknet cfg's .weights (default: beside the cfg)")
     p.add_argument(
         "--rules",
         choices=RULES,
@@ -370,9 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("convert", parents=[common, writes], help="ONNX to pydeconv .npz")
-    p.add_argument("src", help=".onnx model")
-    p.add_argument("dst", help="output .npz")
+    p = sub.add_parser(
+        "convert", parents=[common, writes], help="ONNX or Darknet cfg+weights to pydeconv .npz"
+    )
+    p.add_argument("src", help=".onnx model or Darknet .cfg")
+    p.add_argument(
+        "dst", nargs="+", metavar="[WEIGHTS] DST", help="the cfg's .weights, then the output .npz"
+    )
     p.add_argument("--mean", type=float, nargs="+", help="per-channel mean, after scaling")
     p.add_argument("--std", type=float, nargs="+", help="per-channel std, after scaling")
     p.add_argument("--scale", type=float, help="pixel scale (default 1/255)")

@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from . import _core, model
-from .errors import ChannelError, GraphError, LayerNotFoundError, PydeconvError, ShapeError
+from .errors import (
+    ChannelError,
+    GraphError,
+    LayerNotFoundError,
+    ModelFormatError,
+    PydeconvError,
+    ShapeError,
+)
 from .limits import check_threads
 
 At = str | Sequence[int] | np.ndarray
@@ -173,6 +180,12 @@ class Net:
     @property
     def labels(self) -> list[str] | None:
         return self.graph.get("labels")
+
+    @property
+    def metadata(self) -> dict:
+        """The graph's ``metadata`` (docs/FORMAT.md): what an importer kept for tools, e.g. a
+        Darknet net's ``[yolo]`` anchors under ``"darknet"``; ``{}`` when there is none."""
+        return json.loads(json.dumps(self.graph.get("metadata") or {}))
 
     @property
     def outputs(self) -> list[str]:
@@ -397,22 +410,36 @@ def load(
     path: str | os.PathLike,
     preprocess: dict | None = None,
     labels: list[str] | None = None,
+    weights: str | os.PathLike | None = None,
     outputs: Sequence[str] | str | None = None,
 ) -> Net:
     """Loads a ``.npz`` model (read and validated by the C++ reader), or imports an ``.onnx``
-    file directly. ``preprocess`` entries and ``labels`` replace the file's. ``outputs`` (ONNX
-    only) imports part of the graph: a list of ONNX tensor names, or ``"auto"`` to stop before the
-    nodes that cannot be mapped (a detector's box decoding): see ``pydeconv.onnx.import_onnx``."""
+    file or a Darknet ``.cfg`` directly. ``preprocess`` entries and ``labels`` replace the
+    file's. ``weights``: a Darknet cfg's ``.weights`` file (default: the cfg's name with
+    ``.weights``, beside it); ``preprocess={"size": [H, W]}`` runs a Darknet or ONNX net at
+    another input size where the file allows it. ``outputs`` (ONNX only) imports part of the
+    graph: a list of ONNX tensor names, or ``"auto"`` to stop before the nodes that cannot be
+    mapped (a detector's box decoding): see ``pydeconv.onnx.import_onnx``."""
     p = os.fspath(path)
     preprocess, labels = _overrides(preprocess, labels)
-    if Path(p).suffix.lower() == ".onnx":
+    suffix = Path(p).suffix.lower()
+    if weights is not None and suffix != ".cfg":
+        raise PydeconvError(f"{p}: weights= is for Darknet .cfg files only")
+    if outputs is not None and suffix != ".onnx":
+        raise GraphError(f"{p}: outputs= applies to ONNX files only")
+    if suffix == ".cfg":
+        from .darknet import import_darknet
+
+        graph, params = import_darknet(
+            p, darknet_weights(p, weights), preprocess=preprocess, labels=labels
+        )
+        return Net(graph, params, p)
+    if suffix == ".onnx":
         from .onnx import import_onnx
 
         extra = {} if outputs is None else {"outputs": outputs}
         graph, params = import_onnx(p, preprocess=preprocess, labels=labels, **extra)
         return Net(graph, params, p)
-    if outputs is not None:
-        raise GraphError(f"{p}: outputs= applies to ONNX files only")
     net = Net._from_core(*model.load_core(p), p)
     if not preprocess and labels is None:
         return net
@@ -422,6 +449,19 @@ def load(
     if labels is not None:
         graph["labels"] = list(labels)
     return Net(graph, net.params, p)
+
+
+def darknet_weights(cfg: str, weights: str | os.PathLike | None) -> str:
+    """The weights file of a Darknet cfg: ``weights`` as given, else the cfg's name with
+    ``.weights`` beside it."""
+    if weights is not None:
+        return os.fspath(weights)
+    guess = str(Path(cfg).with_suffix(".weights"))
+    if not os.path.exists(guess):
+        raise ModelFormatError(
+            f"{cfg}: a Darknet cfg needs its weights: pass weights=PATH (no {guess} beside it)"
+        )
+    return guess
 
 
 def _overrides(preprocess: Any, labels: Any) -> tuple[dict | None, list[str] | None]:
@@ -449,10 +489,12 @@ def convert(
     preprocess: dict | None = None,
     labels: list[str] | None = None,
     compress: bool = False,
+    weights: str | os.PathLike | None = None,
     outputs: Sequence[str] | str | None = None,
 ) -> Net:
-    """Imports a model (ONNX, or another ``.npz``) and writes it as a pydeconv ``.npz``: the one
-    convert pipeline (the CLI's ``convert`` and the demo's cache use it too)."""
-    net = load(src, preprocess=preprocess, labels=labels, outputs=outputs)
+    """Imports a model (ONNX, a Darknet cfg with its ``weights``, or another ``.npz``) and writes
+    it as a pydeconv ``.npz``: the one convert pipeline (the CLI's ``convert`` and the demo's
+    cache use it too)."""
+    net = load(src, preprocess=preprocess, labels=labels, weights=weights, outputs=outputs)
     net.save(dst, compress=compress)
     return net

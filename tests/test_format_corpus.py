@@ -137,6 +137,19 @@ GRAPH_CASES = [
         ShapeError,
         ["conv1/weight", "3 dimensions"],
     ),
+    # -- issue 14: darknet
+    (
+        "metadata-object",
+        lambda g, p: g.__setitem__("metadata", {"darknet": {"yolo": [{"mask": [0, 1]}]}}),
+        OK,
+        [],
+    ),
+    (
+        "metadata-not-object",
+        lambda g, p: g.__setitem__("metadata", ["yolo"]),
+        GraphError,
+        ["metadata", "must be an object"],
+    ),
 ]
 
 

@@ -268,8 +268,13 @@ void check_params(const std::map<std::string, Tensor>& params, const Where& w) {
 GraphSpec graph_spec(const Json& g, std::map<std::string, Tensor> params, const Where& w) {
   if (!g.is_object()) w.fail("the graph must be a JSON object");
   only_fields(g,
-              {"format", "version", "name", "input", "preprocess", "labels", "layers", "outputs"},
+              {"format", "version", "name", "input", "preprocess", "labels", "layers", "outputs",
+               "metadata"},
               "the graph", w);
+  // -- issue 14: darknet
+  // 'metadata': an object kept verbatim for tools (a Darknet import's [yolo] anchors); the engine
+  // never reads it.
+  object_field(g, "metadata", "graph 'metadata'", w);
   const Json* format = g.find("format");
   if (!format || !format->is_string() || format->as_string() != "pydeconv")
     w.fail("graph 'format' must be 'pydeconv'");
