@@ -160,6 +160,11 @@ class Net:
         self.preprocess = preprocess  # every default filled in by the C++ reader
         self.path = path
         self._info = core.info()
+        # The other names each layer answers to (docs/FORMAT.md `aliases`): for an imported layer
+        # made of several ONNX nodes (Conv + BatchNormalization, Sigmoid + Mul), those nodes.
+        aliases = {layer["name"]: layer.get("aliases", []) for layer in self.graph["layers"]}
+        for row in self._info:
+            row["aliases"] = list(aliases.get(row["name"], []))
         self.layers: list[str] = list(core.layers)
 
     # -- description -------------------------------------------------------------------------
@@ -200,7 +205,7 @@ class Net:
 
     def info(self) -> list[dict]:
         """Per layer, in execution order: name, kind, inputs, shape, receptive field, params,
-        rule."""
+        rule, aliases (the other names it answers to: the ONNX nodes fused into it)."""
         return [dict(d) for d in self._info]
 
     def rules(self, layer: str, rule: str = "deconvnet") -> list[dict]:
@@ -406,17 +411,22 @@ def load(
     preprocess: dict | None = None,
     labels: list[str] | None = None,
     weights: str | os.PathLike | None = None,
+    outputs: Sequence[str] | str | None = None,
 ) -> Net:
     """Loads a ``.npz`` model (read and validated by the C++ reader), or imports an ``.onnx``
     file or a Darknet ``.cfg`` directly. ``preprocess`` entries and ``labels`` replace the
     file's. ``weights``: a Darknet cfg's ``.weights`` file (default: the cfg's name with
     ``.weights``, beside it); ``preprocess={"size": [H, W]}`` runs a Darknet or ONNX net at
-    another input size where the file allows it."""
+    another input size where the file allows it. ``outputs`` (ONNX only) imports part of the
+    graph: a list of ONNX tensor names, or ``"auto"`` to stop before the nodes that cannot be
+    mapped (a detector's box decoding): see ``pydeconv.onnx.import_onnx``."""
     p = os.fspath(path)
     preprocess, labels = _overrides(preprocess, labels)
     suffix = Path(p).suffix.lower()
     if weights is not None and suffix != ".cfg":
         raise PydeconvError(f"{p}: weights= is for Darknet .cfg files only")
+    if outputs is not None and suffix != ".onnx":
+        raise GraphError(f"{p}: outputs= applies to ONNX files only")
     if suffix == ".cfg":
         from .darknet import import_darknet
 
@@ -427,7 +437,8 @@ def load(
     if suffix == ".onnx":
         from .onnx import import_onnx
 
-        graph, params = import_onnx(p, preprocess=preprocess, labels=labels)
+        extra = {} if outputs is None else {"outputs": outputs}
+        graph, params = import_onnx(p, preprocess=preprocess, labels=labels, **extra)
         return Net(graph, params, p)
     net = Net._from_core(*model.load_core(p), p)
     if not preprocess and labels is None:
@@ -479,10 +490,11 @@ def convert(
     labels: list[str] | None = None,
     compress: bool = False,
     weights: str | os.PathLike | None = None,
+    outputs: Sequence[str] | str | None = None,
 ) -> Net:
     """Imports a model (ONNX, a Darknet cfg with its ``weights``, or another ``.npz``) and writes
     it as a pydeconv ``.npz``: the one convert pipeline (the CLI's ``convert`` and the demo's
     cache use it too)."""
-    net = load(src, preprocess=preprocess, labels=labels, weights=weights)
+    net = load(src, preprocess=preprocess, labels=labels, weights=weights, outputs=outputs)
     net.save(dst, compress=compress)
     return net
