@@ -4,7 +4,6 @@ helpers every section reads keys with (activation, strides, window fit, layer re
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from typing import Any
 
