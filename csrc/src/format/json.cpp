@@ -176,7 +176,9 @@ class JsonParser {
     }
     Json v(d);
     int64_t i = 0;
-    if (integer) {
+    // "-0" stays the double -0.0: an integer has no negative zero, and reading it as 0 broke
+    // parse(dump(v)).dump() == dump(v) for v = -0.0 (found by fuzz_json).
+    if (integer && !(d == 0.0 && std::signbit(d))) {
       auto ri = std::from_chars(first, last, i);
       if (ri.ec == std::errc() && ri.ptr == last) {
         v.is_int_ = true;
