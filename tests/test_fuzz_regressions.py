@@ -139,3 +139,28 @@ def test_huge_declared_outputs_are_refused_naming_the_layer(shape, kind, attrs, 
 
     with pytest.raises(pydeconv.ShapeError, match=rf"layer 'u' \({kind}\): output shape"):
         pydeconv.build(*_one_layer(shape, kind, attrs, params))
+
+
+@pytest.mark.parametrize("kind", ["max_pool2d", "avg_pool2d"])
+def test_pool_windows_far_larger_than_the_input(kind):
+    """darknet-hang-timeout-1: a 4097-wide window (padding 2048) over an 8 x 8 map. The kernels
+    visit only the taps inside the input (visiting all 16.8 million per output took seconds), and
+    give the whole map's max / mean at every output."""
+    import time
+
+    import numpy as np
+
+    import pydeconv
+
+    attrs = {"kernel_size": [4097, 4097], "stride": [1, 1], "padding": [2048] * 4}
+    if kind == "avg_pool2d":
+        attrs["count_include_pad"] = False
+    net = pydeconv.build(*_one_layer([2, 8, 8], kind, attrs))
+    x = np.random.default_rng(0).standard_normal((1, 2, 8, 8)).astype(np.float32)
+    t0 = time.perf_counter()
+    y, trace = net.forward(x, keep=["u"])
+    net.project(trace, "u", 1, at="max", rule="deconvnet")
+    assert time.perf_counter() - t0 < 2.0
+    want = x.max(axis=(2, 3)) if kind == "max_pool2d" else x.mean(axis=(2, 3))
+    assert y.shape == (1, 2, 8, 8)
+    np.testing.assert_allclose(y, np.broadcast_to(want[:, :, None, None], y.shape), rtol=1e-5)
