@@ -101,6 +101,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(f"total parameters: {sum(int(r['params']) for r in net.info()):,}")
+    # Layers imported from several ONNX nodes (Conv + BatchNormalization, Sigmoid + Mul, ...)
+    # answer to each of those nodes' names: list them.
+    fused = [(r["name"], r["aliases"]) for r in net.info() if len(r.get("aliases", [])) > 1]
+    if fused:
+        print("layers made of several ONNX nodes (they answer to each node's name):")
+        for name, aliases in fused:
+            print(f"  {name}: {', '.join(aliases)}")
     if args.rules:
         _print_rules(net, args.rules, args.start)
     return 0
@@ -169,7 +176,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     labels = _read_labels(args.labels) if args.labels else None
     t0 = time.perf_counter()
     log(f"importing {args.src}")
-    net = pydeconv.convert(args.src, dst, preprocess=preprocess or None, labels=labels)
+    outputs = args.outputs if args.outputs in (None, "auto") else args.outputs.split(",")
+    net = pydeconv.convert(
+        args.src, dst, preprocess=preprocess or None, labels=labels, outputs=outputs
+    )
     log(f"wrote {dst} ({len(net.layers)} layers) in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -368,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, help="pixel scale (default 1/255)")
     p.add_argument("--channel-order", choices=["RGB", "BGR", "L"])
     p.add_argument("--labels", metavar="FILE", help="class names: one per line, or JSON")
+    p.add_argument(
+        "--outputs",
+        metavar="auto|T1,T2",
+        help="import part of an ONNX graph: 'auto' stops before the nodes that cannot be mapped "
+        "(a detector's box decoding), or the ONNX tensors to make the outputs",
+    )
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("project", parents=[common, writes], help="projections of one layer")

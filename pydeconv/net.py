@@ -153,6 +153,11 @@ class Net:
         self.preprocess = preprocess  # every default filled in by the C++ reader
         self.path = path
         self._info = core.info()
+        # The other names each layer answers to (docs/FORMAT.md `aliases`): for an imported layer
+        # made of several ONNX nodes (Conv + BatchNormalization, Sigmoid + Mul), those nodes.
+        aliases = {layer["name"]: layer.get("aliases", []) for layer in self.graph["layers"]}
+        for row in self._info:
+            row["aliases"] = list(aliases.get(row["name"], []))
         self.layers: list[str] = list(core.layers)
 
     # -- description -------------------------------------------------------------------------
@@ -187,7 +192,7 @@ class Net:
 
     def info(self) -> list[dict]:
         """Per layer, in execution order: name, kind, inputs, shape, receptive field, params,
-        rule."""
+        rule, aliases (the other names it answers to: the ONNX nodes fused into it)."""
         return [dict(d) for d in self._info]
 
     def rules(self, layer: str, rule: str = "deconvnet") -> list[dict]:
@@ -389,17 +394,25 @@ def build(graph: dict, params: dict[str, np.ndarray]) -> Net:
 
 
 def load(
-    path: str | os.PathLike, preprocess: dict | None = None, labels: list[str] | None = None
+    path: str | os.PathLike,
+    preprocess: dict | None = None,
+    labels: list[str] | None = None,
+    outputs: Sequence[str] | str | None = None,
 ) -> Net:
     """Loads a ``.npz`` model (read and validated by the C++ reader), or imports an ``.onnx``
-    file directly. ``preprocess`` entries and ``labels`` replace the file's."""
+    file directly. ``preprocess`` entries and ``labels`` replace the file's. ``outputs`` (ONNX
+    only) imports part of the graph: a list of ONNX tensor names, or ``"auto"`` to stop before the
+    nodes that cannot be mapped (a detector's box decoding): see ``pydeconv.onnx.import_onnx``."""
     p = os.fspath(path)
     preprocess, labels = _overrides(preprocess, labels)
     if Path(p).suffix.lower() == ".onnx":
         from .onnx import import_onnx
 
-        graph, params = import_onnx(p, preprocess=preprocess, labels=labels)
+        extra = {} if outputs is None else {"outputs": outputs}
+        graph, params = import_onnx(p, preprocess=preprocess, labels=labels, **extra)
         return Net(graph, params, p)
+    if outputs is not None:
+        raise GraphError(f"{p}: outputs= applies to ONNX files only")
     net = Net._from_core(*model.load_core(p), p)
     if not preprocess and labels is None:
         return net
@@ -436,9 +449,10 @@ def convert(
     preprocess: dict | None = None,
     labels: list[str] | None = None,
     compress: bool = False,
+    outputs: Sequence[str] | str | None = None,
 ) -> Net:
     """Imports a model (ONNX, or another ``.npz``) and writes it as a pydeconv ``.npz``: the one
     convert pipeline (the CLI's ``convert`` and the demo's cache use it too)."""
-    net = load(src, preprocess=preprocess, labels=labels)
+    net = load(src, preprocess=preprocess, labels=labels, outputs=outputs)
     net.save(dst, compress=compress)
     return net

@@ -183,6 +183,8 @@ class OnnxBuilder:
         self.outputs: list[tuple[str, list]] = []
         self.list_inits_as_inputs = False  # what old exporters did
         self.producer = "pydeconv-tests"  # tf2onnx's Keras scopes become short layer names
+        # ONNX Runtime wants an IR version recent enough for the opset (IR 10 covers opset 21).
+        self.ir_version = 8 if opset <= 18 else 10
         self._count = 0
 
     def input(self, name: str, shape: list) -> str:
@@ -249,7 +251,12 @@ class OnnxBuilder:
         for name, shape in self.outputs:
             graph += f_bytes(12, value_info(name, shape))
         opset = f_str(1, "") + f_varint(2, self.opset)
-        return f_varint(1, 8) + f_str(2, self.producer) + f_bytes(7, graph) + f_bytes(8, opset)
+        return (
+            f_varint(1, self.ir_version)
+            + f_str(2, self.producer)
+            + f_bytes(7, graph)
+            + f_bytes(8, opset)
+        )
 
     def save(self, path: str, packed: bool = True) -> str:
         data = self.to_bytes(os.path.dirname(os.path.abspath(path)), packed)

@@ -513,7 +513,7 @@ def _onnx_with_unsupported_op(path):
         [x, b.init("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32))],
         kernel_shape=[3, 3],
     )
-    b.output(b.node("Tanh", [t], name="squash", outputs=["y"]))
+    b.output(b.node("Sin", [t], name="squash", outputs=["y"]))
     return b.save(str(path))
 
 
@@ -536,12 +536,12 @@ def test_convert_writes_nothing_when_the_source_is_bad(tmp_path, zf):
     _, _, net = zf
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x08\x07garbage\xff\xff\xff")
-    unsupported = _onnx_with_unsupported_op(tmp_path / "tanh.onnx")
+    unsupported = _onnx_with_unsupported_op(tmp_path / "sin.onnx")
     broken_npz = tmp_path / "broken.npz"
     broken_npz.write_bytes(b"PK\x03\x04" + b"\x00" * 10)
     sources = [
         (garbage, ModelFormatError, ["garbage.onnx"]),
-        (unsupported, UnsupportedOperatorError, ["tanh.onnx", "Tanh"]),
+        (unsupported, UnsupportedOperatorError, ["sin.onnx", "Sin"]),
         (broken_npz, ModelFormatError, [broken_npz]),
     ]
     for src, cls, parts in sources:
@@ -560,5 +560,5 @@ def test_convert_writes_nothing_when_the_source_is_bad(tmp_path, zf):
         "broken.npz",
         "existing.npz",
         "garbage.onnx",
-        "tanh.onnx",
+        "sin.onnx",
     ]

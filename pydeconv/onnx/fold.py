@@ -117,6 +117,15 @@ def _div(node: Node, ins: list) -> np.ndarray:
     return a / b
 
 
+def _reduce_prod(node: Node, ins: list) -> np.ndarray:
+    data = ins[0]
+    if len(ins) > 1 and ins[1] is not None:
+        axes = tuple(int(a) for a in ins[1].reshape(-1))
+    else:
+        axes = tuple(node.attrs.get("axes", range(data.ndim)))
+    return np.prod(data, axis=axes, keepdims=bool(node.attrs.get("keepdims", 1)))
+
+
 def _constant_of_shape(node: Node, ins: list) -> np.ndarray:
     value = node.attrs.get("value", np.zeros(1, np.float32))
     return np.full([int(d) for d in ins[0].reshape(-1)], value.reshape(-1)[0], dtype=value.dtype)
@@ -143,6 +152,15 @@ FOLDERS: dict[str, Callable[[Node, list], np.ndarray]] = {
     "Div": _div,
     "Neg": lambda node, ins: -ins[0],
     "Sqrt": lambda node, ins: np.sqrt(ins[0]),
+    "Pow": lambda node, ins: np.power(ins[0], ins[1]),
+    "Floor": lambda node, ins: np.floor(ins[0]),
+    "Ceil": lambda node, ins: np.ceil(ins[0]),
+    "Abs": lambda node, ins: np.abs(ins[0]),
+    "Min": lambda node, ins: np.minimum.reduce(ins),
+    "Max": lambda node, ins: np.maximum.reduce(ins),
+    "Equal": lambda node, ins: (ins[0] == ins[1]).astype(np.int64),
+    "Where": lambda node, ins: np.where(ins[0] != 0, ins[1], ins[2]),
+    "ReduceProd": _reduce_prod,
 }
 
 
@@ -179,7 +197,11 @@ def fold_constants(
             remaining.append(node)
             with node_errors(node, "cannot infer its output shape"):
                 inferred = infer_shape(node, shapes, consts)
-                if inferred is not None and node.outputs:
+                if isinstance(inferred, list):  # Split: one shape per output
+                    for out, shape in zip(node.outputs, inferred):
+                        if out:
+                            shapes[out] = tuple(int(d) for d in shape)
+                elif inferred is not None and node.outputs:
                     shapes[node.outputs[0]] = tuple(int(d) for d in inferred)
     return Folded(remaining, consts, shapes)
 

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import GraphError, ModelFormatError, PydeconvError, UnsupportedOperatorError
 from .fold import fold_constants, node_errors
+from .fuse import FUSED_DOMAIN, fuse
 from .mapper import Mapper
-from .mapping import OPERATORS
-from .model import Graph, Model, ValueInfo, parse_model
+from .mapping import FUSED, OPERATORS
+from .model import Graph, Model, Node, ValueInfo, parse_model
 from .naming import rename_layers
 
 
 def import_onnx(
-    path: str | os.PathLike, preprocess: dict | None = None, labels: Sequence[str] | None = None
+    path: str | os.PathLike,
+    preprocess: dict | None = None,
+    labels: Sequence[str] | None = None,
+    outputs: Sequence[str] | str | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Read an ONNX model; return (graph dict of docs/FORMAT.md, {"LAYER/PARAM": float32 array}).
 
@@ -31,6 +35,12 @@ def import_onnx(
     the format's defaults for what is left out (docs/FORMAT.md) are filled in by the C++ reader
     when the graph is built. ``preprocess["size"]`` [H, W] also fixes an input whose height/width
     are symbolic in the file.
+
+    ``outputs`` imports part of the graph: a list of ONNX tensor names makes those tensors the
+    outputs (only what they need is imported); ``"auto"`` cuts the graph before the first node on
+    every path that cannot be mapped (a detector's box decoding on (N, 4, 16, A) tensors) and makes
+    the tensors it reads, and the graph outputs that still map, the outputs. Every output is a
+    layer; the graph dict's ``outputs`` name them in that order.
     """
     path = os.fspath(path)
     label = os.path.basename(path) or path
@@ -42,36 +52,38 @@ def import_onnx(
             raise ModelFormatError(f"cannot read the file ({exc.strerror or exc})") from None
         model = parse_model(data, os.path.dirname(os.path.abspath(path)))
         name = os.path.splitext(label)[0]
-        return convert(model, name, preprocess, labels)
+        return convert(model, name, preprocess, labels, outputs)
     except PydeconvError as exc:
         # Every message names the file; the exception class is kept for callers to catch.
         raise type(exc)(f"{label}: {exc}") from None
 
 
 def convert(
-    model: Model, name: str, preprocess: dict | None = None, labels: Sequence[str] | None = None
+    model: Model,
+    name: str,
+    preprocess: dict | None = None,
+    labels: Sequence[str] | None = None,
+    outputs: Sequence[str] | str | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     graph = model.graph
     info = _graph_input(graph)
     nhwc = _input_is_nhwc(graph, info.name)
     dims = _input_dims(info, nhwc, (preprocess or {}).get("size"))
-    folded = fold_constants(graph.nodes, graph.initializers, info.name, dims)
+    auto = isinstance(outputs, str)
+    if auto and outputs != "auto":
+        raise GraphError(f"outputs must be a list of ONNX tensor names or 'auto', got {outputs!r}")
+    output_names = _output_names(graph, None if auto else outputs)
+    nodes = _needed(graph.nodes, output_names)
+    folded = fold_constants(nodes, graph.initializers, info.name, dims)
+    fused = fuse(folded.nodes, folded.consts, folded.shapes, output_names)
+    shape_only = _shape_arithmetic(fused)
+    unsupported = [n for n in fused if _handler(n) is None and n.outputs[0] not in shape_only]
+    if unsupported and not auto:
+        raise UnsupportedOperatorError(_unsupported_message(unsupported))
+    if not auto:
+        _check_shape_arithmetic(fused)
 
-    unsupported = []
-    for node in folded.nodes:
-        known = node.domain in ("", "ai.onnx") and node.op_type in OPERATORS
-        if not known:
-            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-            entry = f"{op} (node '{node.label()}')"
-            if entry not in unsupported:
-                unsupported.append(entry)
-    if unsupported:
-        raise UnsupportedOperatorError("unsupported ONNX operators: " + ", ".join(unsupported))
-
-    output_names = [out.name for out in graph.outputs]
-    if not output_names:
-        raise GraphError("the ONNX graph declares no outputs")
-    uses = Counter(name for node in folded.nodes for name in node.inputs if name)
+    uses = Counter(name for node in fused for name in node.inputs if name)
     uses.update(output_names)
     mapper = Mapper(
         folded.consts,
@@ -81,21 +93,47 @@ def convert(
         info.name.replace("/", "_") or "input",
         uses,
     )
-    for node in folded.nodes:
+    cut: set[str] = set(shape_only)  # auto: tensors past a node that could not be mapped
+    frontier: list[str] = []
+    for node in fused:
         mapper.node = node
-        with node_errors(node, "cannot map it"):
-            OPERATORS[node.op_type](mapper, node)
-    layers, outputs, params = mapper.finish(output_names)
+        handler = _handler(node)
+        if auto:
+            reads = [i for i in node.inputs if i and i not in folded.consts]
+            if handler is None or any(i in cut for i in reads):
+                _cut(node, reads, cut, frontier, mapper)
+                continue
+            try:
+                with node_errors(node, "cannot map it"):
+                    handler(mapper, node)
+            except GraphError:
+                _cut(node, reads, cut, frontier, mapper)
+            continue
+        assert handler is not None
+        try:
+            with node_errors(node, "cannot map it"):
+                handler(mapper, node)
+        except GraphError as exc:
+            raise GraphError(
+                f"{exc}; outputs='auto' imports the graph up to the nodes that cannot be mapped"
+            ) from None
+    if auto:
+        kept = [t for t in output_names if t not in cut and t in mapper.source]
+        output_names = list(dict.fromkeys(frontier + kept))
+        if not output_names:
+            raise GraphError("outputs='auto': no node of the graph could be mapped")
+    layers, outputs_, params = mapper.finish(output_names)
     if not layers:
         raise GraphError("the ONNX graph maps to no layers")
-    layers, outputs, params = rename_layers(
+    layers, outputs_, params = rename_layers(
         layers,
-        outputs,
+        outputs_,
         params,
         mapper.origin,
         model.producer,
         [node.name for node in graph.nodes],
         mapper.input_name,
+        mapper.sources,
     )
 
     chw = [dims[3], dims[1], dims[2]] if mapper.input_layout == "NHWC" else list(dims[1:])
@@ -113,8 +151,105 @@ def convert(
             raise GraphError(f"{len(labels)} labels given, the output has {channels_out} channels")
         doc["labels"] = labels
     doc["layers"] = layers
-    doc["outputs"] = outputs
+    doc["outputs"] = outputs_
     return doc, params
+
+
+def _handler(node: Node) -> Callable[[Mapper, Node], None] | None:
+    if node.domain in ("", "ai.onnx"):
+        return OPERATORS.get(node.op_type)
+    if node.domain == FUSED_DOMAIN:
+        return FUSED.get(node.op_type)
+    return None
+
+
+def _cut(node: Node, reads: list[str], cut: set, frontier: list, mapper: Mapper) -> None:
+    """outputs='auto': ``node`` is not imported; the mapped activations it reads become
+    outputs (image tensors that pydeconv returns as they are). A Shape reads no values."""
+    cut.update(out for out in node.outputs if out)
+    if node.op_type in ("Shape", "Size"):
+        return
+    for name in reads:
+        if name in cut or name not in mapper.source or name in mapper.layout:
+            continue
+        if mapper.source[name] == mapper.input_name:
+            continue
+        if name not in frontier:
+            frontier.append(name)
+
+
+def _output_names(graph: Graph, wanted: Sequence[str] | None) -> list[str]:
+    if wanted is None:
+        names = [out.name for out in graph.outputs]
+        if not names:
+            raise GraphError("the ONNX graph declares no outputs")
+        return names
+    if not isinstance(wanted, (list, tuple)) or not wanted:
+        raise GraphError(f"outputs must be a non-empty list of ONNX tensor names, got {wanted!r}")
+    made = {out for node in graph.nodes for out in node.outputs if out}
+    for tensor in wanted:
+        if not isinstance(tensor, str) or tensor not in made:
+            raise GraphError(f"outputs: no node of the graph makes the tensor {tensor!r}")
+    return list(dict.fromkeys(wanted))
+
+
+def _needed(nodes: list[Node], outputs: list[str]) -> list[Node]:
+    """The nodes the outputs depend on, in graph order (all of them for the graph's outputs)."""
+    producer = {out: node for node in nodes for out in node.outputs if out}
+    keep: set[int] = set()
+    stack = list(outputs)
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or id(node) in keep:
+            continue
+        keep.add(id(node))
+        stack.extend(name for name in node.inputs if name)
+    return [node for node in nodes if id(node) in keep]
+
+
+def _shape_arithmetic(nodes: list[Node]) -> set[str]:
+    """Tensors computed from a Shape that could not be folded (its input's shape is unknown):
+    the nodes that make them are only unsupported because of what is before them."""
+    tainted: set[str] = set()
+    for node in nodes:
+        if node.op_type in ("Shape", "Size") or any(i in tainted for i in node.inputs if i):
+            tainted.update(out for out in node.outputs if out)
+    return tainted
+
+
+def _check_shape_arithmetic(nodes: list[Node]) -> None:
+    """Every operator is supported, but shape arithmetic is left: name the node whose output shape
+    is unknown, where the chain starts."""
+    producer = {out: n for n in nodes for out in n.outputs}
+    for node in nodes:
+        if node.op_type not in ("Shape", "Size"):
+            continue
+        tensor = node.inputs[0]
+        cause = producer.get(tensor)
+        where = f" (made by {cause.op_type} node '{cause.label()}')" if cause else ""
+        raise GraphError(
+            f"{node.op_type} node '{node.label()}': the shape of '{tensor}'{where} is unknown, "
+            f"so the shape arithmetic after it cannot be folded to constants"
+        )
+
+
+def _unsupported_message(nodes: list[Node]) -> str:
+    """Counts by operator type (most frequent first), then every node by name, then what is
+    supported."""
+    by_op: dict[str, list[str]] = {}
+    for node in nodes:
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        by_op.setdefault(op, []).append(f"'{node.label()}'")
+    ordered = sorted(by_op.items(), key=lambda kv: -len(kv[1]))  # stable: first seen first
+    counts = ", ".join(f"{op} x{len(names)}" for op, names in ordered)
+    named = "; ".join(f"{op} {', '.join(names)}" for op, names in ordered)
+    return (
+        f"unsupported ONNX operators: {counts} (nodes: {named}). pydeconv imports these "
+        f"operators: {', '.join(sorted(OPERATORS))}; and fuses x*Sigmoid(x) (SiLU), "
+        f"x*HardSigmoid(x), x*Tanh(Softplus(x)), the Erf form of GELU and the Reshape-Transpose-"
+        f"Reshape channel shuffle (docs/FORMAT.md lists the layer kinds); outputs='auto' imports "
+        f"the graph up to the first node that cannot be mapped"
+    )
 
 
 def _graph_input(graph: Graph) -> ValueInfo:

@@ -3,8 +3,12 @@
 Every ONNX tensor that carries an activation maps to a pydeconv tensor: the graph input's name or
 a layer's name. Several ONNX tensors may map to one layer (Identity, a constant Add folded into a
 bias); ``latest`` remembers the newest one so that folding into a layer is only done when nothing
-else reads the layer's earlier value. ``layout`` marks the tensors that are NHWC views created by
-tf2onnx's Transposes; only a flatten and then a linear layer may consume them.
+else reads the layer's earlier value. ``layout`` marks the tensors that ONNX sees with their axes
+permuted (tf2onnx's NHWC views, ConvNeXt's channels-last blocks, MTCNN's (0, 3, 2, 1) before the
+dense layer): pydeconv keeps them NCHW and records the permutation. Element-wise operators keep it;
+with the channels last, a LayerNormalization over the last axis, a MatMul by a constant (a 1x1
+convolution) and per-channel constants map too; a flatten records the flattening order for the
+linear layer after it, whose columns are permuted to match; Transposes compose it, back to NCHW.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from ..errors import GraphError
 from .model import Node
 from .shapes import Shape, axes_of
 
-NHWC = "nhwc"  # a rank-4 activation transposed to NHWC (value: its (C, H, W))
-NHWC_FLAT = "nhwc_flat"  # that tensor flattened in NHWC order (value: the (C, H, W) it came from)
+PERMUTED = "permuted"  # value (PERMUTED, perm, (C, H, W)): ONNX sees NCHW axes in `perm` order
+FLAT = "flat"  # value (FLAT, perm, (C, H, W)): such a tensor flattened, in its permuted order
+NHWC = (0, 2, 3, 1)
 
-# Layers whose bias can absorb a following constant Add.
-_HAS_BIAS = ("conv2d", "linear", "batch_norm")
+# Layers whose bias can absorb a following constant Add, and a constant Mul (per output channel).
+_HAS_BIAS = ("conv2d", "linear", "batch_norm", "affine", "conv_transpose2d")
+_SCALABLE = ("conv2d", "linear", "batch_norm", "affine")
 
 
 class Mapper:
@@ -49,6 +55,7 @@ class Mapper:
         self.params: dict[str, np.ndarray] = {}
         self.taken = {input_name}
         self.origin: dict[str, str] = {}  # layer name -> the ONNX node it came from (naming.py)
+        self.sources: dict[str, list[str]] = {}  # layer name -> every ONNX node folded into it
         self.node: Node | None = None  # the node being mapped, for error messages
 
     # -- errors and lookups ---------------------------------------------------------------------
@@ -65,8 +72,10 @@ class Mapper:
             raise self.fail(f"input '{tensor}' is not produced by any supported node")
         if tensor in self.layout and not allow_layout:
             raise self.fail(
-                f"input '{tensor}' is an NHWC-transposed tensor; only a flatten followed "
-                f"by a linear layer may use it"
+                f"input '{tensor}' is a Transpose'd view of an image tensor (ONNX axes "
+                f"{list(self.layout[tensor][1])} of NCHW); this operator needs it as NCHW "
+                f"(element-wise operators, a flatten + linear and, with the channels last, "
+                f"LayerNormalization and MatMul accept it)"
             )
         return self.source[tensor]
 
@@ -104,11 +113,14 @@ class Mapper:
         attrs: dict | None = None,
         params: dict | None = None,
         suffix: str = "",
+        output: str | None = None,
     ) -> str:
-        """Append a layer. Without a suffix it becomes what the node's first output maps to."""
+        """Append a layer. Without a suffix it becomes what the node's first output (or
+        ``output``) maps to."""
         name = self.unique_name((node.name or node.outputs[0]) + suffix)
         layer: dict[str, object] = {"name": name, "kind": kind, "inputs": list(inputs)}
         self.origin[name] = node.name or node.outputs[0]
+        self.sources[name] = list(node.sources) or [node.name or node.outputs[0]]
         if attrs:
             layer["attrs"] = attrs
         if params:
@@ -120,10 +132,18 @@ class Mapper:
                 shapes[key] = list(array.shape)
         self.layers.append(layer)
         self.by_name[name] = layer
-        if not suffix:
-            self.source[node.outputs[0]] = name
-            self.latest[name] = node.outputs[0]
+        if not suffix or output is not None:
+            out = output or node.outputs[0]
+            self.source[out] = name
+            self.latest[name] = out
         return name
+
+    def folded(self, layer: dict, node: Node) -> None:
+        """Record that ``node`` was folded into ``layer`` (the layer table lists it)."""
+        names = self.sources.setdefault(layer["name"], [])
+        for source in node.sources or [node.name or node.outputs[0]]:
+            if source not in names:
+                names.append(source)
 
     def alias(self, out: str, tensor: str) -> None:
         """Make ONNX tensor ``out`` carry the same value as ``tensor`` (no layer)."""
@@ -135,6 +155,24 @@ class Mapper:
         if target in self.by_name and self.latest.get(target) == tensor and self.uses[tensor] == 1:
             self.latest[target] = out
         self.shapes.setdefault(out, self.shape(tensor))
+
+    def permutation(self, tensor: str) -> tuple[int, ...] | None:
+        """How ONNX sees an activation's NCHW axes (None: as NCHW, or a flattened tensor)."""
+        layout = self.layout.get(tensor)
+        return layout[1] if layout and layout[0] == PERMUTED else None
+
+    def channels_last(self, tensor: str) -> bool:
+        perm = self.permutation(tensor)
+        return perm is not None and perm[-1] == 1
+
+    def same_layout(self, out: str, tensor: str) -> None:
+        """``out`` (a layer's result) is seen by ONNX in ``tensor``'s permuted layout."""
+        if tensor in self.layout:
+            self.layout[out] = self.layout[tensor]
+
+    def src_elementwise(self, tensor: str) -> str:
+        """An activation for an element-wise layer: a permuted view is fine, a flattened one too."""
+        return self.src(tensor, allow_layout=True)
 
     def is_raw_input(self, tensor: str) -> bool:
         return (
@@ -151,6 +189,28 @@ class Mapper:
         """A constant broadcast against an activation, as one value per channel (axis 1)."""
         shape = self.shape(tensor)
         c = np.asarray(c, dtype=np.float32)
+        if self.channels_last(tensor):
+            # ONNX sees (N, ..., C): a constant along the last axis is per channel.
+            padded = (1,) * (len(shape) - c.ndim) + c.shape
+            if (
+                c.ndim > len(shape)
+                or any(d != 1 for d in padded[:-1])
+                or padded[-1]
+                not in (
+                    1,
+                    shape[-1],
+                )
+            ):
+                raise self.fail(
+                    f"constant of shape {list(c.shape)} is not a per-channel value for a "
+                    f"channels-last activation of shape {list(shape)}"
+                )
+            return np.broadcast_to(c.reshape(-1), (shape[-1],)).astype(np.float32)
+        if self.permutation(tensor) is not None:
+            raise self.fail(
+                f"a constant on a Transpose'd view of an image tensor (ONNX axes "
+                f"{list(self.layout[tensor][1])} of NCHW) is only supported with the channels last"
+            )
         try:
             ok = c.ndim <= len(shape) and tuple(np.broadcast_shapes(c.shape, shape)) == tuple(shape)
         except ValueError:
@@ -172,10 +232,22 @@ class Mapper:
         layer = self.by_name.get(name)
         if layer is None or self.latest.get(name) != tensor or self.uses[tensor] != 1:
             return None
-        return None if tensor in self.layout else layer
+        if tensor in self.layout and not self.channels_last(tensor):
+            return None
+        return layer
 
     def _affine(self, node: Node, tensor: str, scale: np.ndarray, bias: np.ndarray) -> None:
-        """y = x * scale + bias per channel, as a batch_norm layer (mean 0, var 1, epsilon 0)."""
+        """y = x * scale + bias per channel: an ``affine`` layer on an image tensor; on a (batch,
+        features) tensor a batch_norm (mean 0, var 1, epsilon 0)."""
+        if len(self.shape(tensor)) == 4:
+            params = {}
+            if np.any(scale != 1):
+                params["scale"] = scale
+            if np.any(bias != 0) or not params:
+                params["bias"] = bias
+            self.emit(node, "affine", [self.src_elementwise(tensor)], params=params)
+            self.same_layout(node.outputs[0], tensor)
+            return
         zeros, ones = np.zeros_like(scale), np.ones_like(scale)
         self.emit(
             node,
@@ -192,23 +264,43 @@ class Mapper:
         if layer is not None and layer["kind"] in _HAS_BIAS:
             name = layer["name"]
             key = f"{name}/bias"
-            bias = self.params.get(key, np.zeros(vector.shape, np.float32))
+            channels = self._out_channels(layer)
+            bias = self.params.get(key, np.zeros(channels, np.float32))
             self.params[key] = np.ascontiguousarray(bias + vector, dtype=np.float32)
-            layer.setdefault("params", {})["bias"] = [int(vector.shape[0])]
+            layer.setdefault("params", {})["bias"] = [channels]
+            self.folded(layer, node)
             self.alias(node.outputs[0], tensor)
         else:
             self._affine(node, tensor, np.ones_like(vector), vector)
 
+    def _out_channels(self, layer: dict) -> int:
+        params = self.params
+        name = layer["name"]
+        if layer["kind"] == "conv_transpose2d":
+            weight = params[f"{name}/weight"]
+            return int(weight.shape[1] * layer.get("attrs", {}).get("groups", 1))
+        for key in ("weight", "scale", "bias"):
+            if f"{name}/{key}" in params:
+                return int(params[f"{name}/{key}"].shape[0])
+        raise self.fail(f"layer '{name}' has no parameters to fold into")  # pragma: no cover
+
     def scale_by_constant(self, node: Node, tensor: str, c: np.ndarray) -> None:
-        """x * c: into a producing batch_norm, else a new batch_norm."""
+        """x * c: into a producing conv2d/linear (its output channels), batch_norm or affine,
+        else a new affine layer."""
         vector = self.channel_vector(c, tensor)
         layer = self._foldable(tensor)
-        if layer is not None and layer["kind"] == "batch_norm":
-            for key in ("scale", "bias"):
-                full = f"{layer['name']}/{key}"
-                self.params[full] = np.ascontiguousarray(
-                    self.params[full] * vector, dtype=np.float32
-                )
+        if layer is not None and layer["kind"] in _SCALABLE:
+            name = layer["name"]
+            if layer["kind"] == "affine" and f"{name}/scale" not in self.params:
+                self.params[f"{name}/scale"] = np.ones(vector.shape, np.float32)
+                layer["params"]["scale"] = [int(vector.shape[0])]
+            for key in ("weight", "scale", "bias"):
+                full = f"{name}/{key}"
+                if full in self.params:
+                    value = self.params[full]
+                    factor = vector.reshape((-1,) + (1,) * (value.ndim - 1))
+                    self.params[full] = np.ascontiguousarray(value * factor, dtype=np.float32)
+            self.folded(layer, node)
             self.alias(node.outputs[0], tensor)
         else:
             self._affine(node, tensor, vector, np.zeros_like(vector))
@@ -224,7 +316,10 @@ class Mapper:
             if tensor in self.consts:
                 raise GraphError(f"graph output '{tensor}' is a constant")
             if tensor in self.layout:
-                raise GraphError(f"graph output '{tensor}' is an NHWC-transposed tensor")
+                raise GraphError(
+                    f"graph output '{tensor}' is a Transpose'd view of an image tensor; pydeconv "
+                    f"returns NCHW tensors (make the output the tensor before the Transpose)"
+                )
             name = self.source.get(tensor)
             if name is None:
                 raise GraphError(f"graph output '{tensor}' is not produced by any node")

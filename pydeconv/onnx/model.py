@@ -52,6 +52,8 @@ class Node:
     name: str = ""
     domain: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
+    # A node fused at import (fuse.py) lists the ONNX nodes it replaces, in graph order.
+    sources: list[str] = field(default_factory=list)
 
     def label(self) -> str:
         """How messages name the node: its name, else its first output."""
@@ -133,6 +135,9 @@ def parse_node(data: memoryview, model_dir: str) -> Node:
     for raw in msg.messages(5):
         name, value = parse_attribute(raw, model_dir)
         expected = ATTRIBUTE_TYPES.get(name)
+        op_type = msg.string(4)
+        if op_type in _OWN_ATTRIBUTE_TYPES and name in _OWN_ATTRIBUTE_TYPES[op_type]:
+            expected = _OWN_ATTRIBUTE_TYPES[op_type][name]
         if expected and domain in ("", "ai.onnx") and not _is_attribute_type(value, expected):
             label = msg.string(3) or (msg.strings(2) or ["?"])[0]
             raise GraphError(
@@ -180,8 +185,21 @@ ATTRIBUTE_TYPES = {
         "an integer",
     ),
     **dict.fromkeys(("alpha", "beta", "bias", "epsilon"), "a number"),
+    **dict.fromkeys(("output_padding", "output_shape", "split"), "a list of integers"),
+    **dict.fromkeys(("num_outputs", "antialias", "exclude_outside", "stash_type"), "an integer"),
+    **dict.fromkeys(
+        ("mode", "coordinate_transformation_mode", "nearest_mode", "approximate"), "a string"
+    ),
     "auto_pad": "a string",
     "value": "a tensor",
+}
+# Operators that give a name another type than the table above: Pad's (opset < 11) and Clip's
+# (opset < 11) numbers, Upsample's (opset 7) scales.
+_OWN_ATTRIBUTE_TYPES = {
+    "Pad": {"value": "a number"},
+    "Clip": {"min": "a number", "max": "a number"},
+    "Upsample": {"scales": "a list of numbers"},
+    "Resize": {},
 }
 
 
@@ -190,6 +208,8 @@ def _is_attribute_type(value: Any, expected: str) -> bool:
         return isinstance(value, list) and all(isinstance(v, int) for v in value)
     if expected == "an integer":
         return isinstance(value, int)
+    if expected == "a list of numbers":
+        return isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
     if expected == "a number":
         return isinstance(value, (int, float))
     if expected == "a string":

@@ -15,7 +15,9 @@ came from:
 Names are made unique in layer order: a layer whose short name is taken (the ReLU of a Keras conv
 layer shares its scope) gets its kind appended (``block5_conv3_relu``), then ``_2``, ``_3``...
 A renamed layer keeps its old, node-derived name as an alias (docs/FORMAT.md), so files, scripts and
-caches that used it keep working.
+caches that used it keep working. A layer made of several ONNX nodes (a Conv with the
+BatchNormalization folded into it, a SiLU fused from Sigmoid and Mul, a constant Add folded into a
+bias) also answers to each other node's name (``/`` made ``_``): the layer table lists them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def rename_layers(
     producer: str,
     node_names: list[str],
     input_name: str,
+    sources: dict[str, list[str]] | None = None,
 ) -> tuple[list[dict], list[str], dict[str, np.ndarray]]:
     """Give every layer its short name and its old name as an alias; returns the renamed
     (layers, outputs, params). ``origin`` maps each layer's old name to its ONNX node name."""
@@ -53,11 +56,18 @@ def rename_layers(
         new[old] = candidate
 
     renamed = []
+    used = set(new.values()) | old_names | {input_name}
     for layer in layers:
         old = layer["name"]
         layer = dict(layer, name=new[old], inputs=[new.get(i, i) for i in layer["inputs"]])
-        if new[old] != old:
-            layer["aliases"] = [old]
+        aliases = [old] if new[old] != old else []
+        for node in (sources or {}).get(old, [])[0:]:
+            alias = node.replace("/", "_")
+            if alias and node != origin.get(old) and alias not in used:
+                used.add(alias)
+                aliases.append(alias)
+        if aliases:
+            layer["aliases"] = aliases
         renamed.append(layer)
     moved = {}
     for key, value in params.items():

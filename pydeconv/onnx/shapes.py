@@ -214,7 +214,154 @@ def _unsqueeze(node, shapes, consts):
     return tuple(out)
 
 
+def _view(shape: Shape) -> np.ndarray:
+    """A zero-stride array of ``shape``: NumPy computes a slice's shape without allocating."""
+    return np.broadcast_to(np.zeros((), np.bool_), tuple(shape))
+
+
+def _const_ints(node, consts, index) -> list[int] | None:
+    if len(node.inputs) <= index or not node.inputs[index]:
+        return None
+    value = consts.get(node.inputs[index])
+    return None if value is None else [int(v) for v in value.reshape(-1)]
+
+
+def _slice_shape(node, shapes, consts):
+    x = shapes[0]
+    if x is None:
+        return None
+    if len(node.inputs) > 1:
+        starts, ends = _const_ints(node, consts, 1), _const_ints(node, consts, 2)
+        if starts is None or ends is None:
+            return None
+        axes = _const_ints(node, consts, 3) or list(range(len(starts)))
+        steps = _const_ints(node, consts, 4) or [1] * len(starts)
+    else:
+        starts, ends = node.attrs.get("starts"), node.attrs.get("ends")
+        if starts is None or ends is None:
+            return None
+        axes = node.attrs.get("axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    index = [slice(None)] * len(x)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        if step == 0:
+            raise GraphError(f"Slice node '{node.label()}': step 0")
+        index[axis % len(x)] = slice(start, end, step)
+    return _view(x)[tuple(index)].shape
+
+
+def _split(node, shapes, consts):
+    """Every output's shape (a list: Split has several)."""
+    x = shapes[0]
+    if x is None:
+        return None
+    axis = node.attrs.get("axis", 0) % len(x)
+    count = len(node.outputs)
+    sizes = _const_ints(node, consts, 1) if len(node.inputs) > 1 and node.inputs[1] else None
+    if sizes is None and len(node.inputs) > 1 and node.inputs[1]:
+        return None
+    if sizes is None:
+        sizes = node.attrs.get("split")
+    if sizes is None:
+        parts = node.attrs.get("num_outputs", count)
+        size = -(-x[axis] // parts)
+        sizes = [max(0, min(size, x[axis] - i * size)) for i in range(parts)]
+    if len(sizes) != count or sum(sizes) != x[axis]:
+        raise GraphError(
+            f"Split node '{node.label()}': sizes {list(sizes)} do not split {x[axis]} in {count}"
+        )
+    return [tuple(x[:axis]) + (int(v),) + tuple(x[axis + 1 :]) for v in sizes]
+
+
+def _pad(node, shapes, consts):
+    x = shapes[0]
+    if x is None:
+        return None
+    pads = node.attrs.get("pads") if len(node.inputs) < 2 else _const_ints(node, consts, 1)
+    if pads is None:
+        return None
+    axes = _const_ints(node, consts, 3) if len(node.inputs) > 3 else None
+    axes = [a % len(x) for a in axes] if axes else list(range(len(x)))
+    if len(pads) != 2 * len(axes):
+        raise GraphError(f"Pad node '{node.label()}': {len(pads)} pads for {len(axes)} axes")
+    out = list(x)
+    for i, a in enumerate(axes):
+        out[a] += pads[i] + pads[i + len(axes)]
+    return tuple(out)
+
+
+def _resize(node, shapes, consts):
+    x = shapes[0]
+    if x is None:
+        return None
+    if node.op_type == "Upsample" and "scales" in node.attrs:
+        scales = list(node.attrs["scales"])
+    elif node.op_type == "Upsample" or len(node.inputs) == 2:
+        given = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        if given is None:
+            return None
+        scales = [float(v) for v in given.reshape(-1)]
+    else:
+        axes = [a % len(x) for a in node.attrs.get("axes", range(len(x)))]
+        given = consts.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        if given is not None and given.size:
+            scales = [1.0] * len(x)
+            for a, v in zip(axes, given.reshape(-1)):
+                scales[a] = float(v)
+        else:
+            sizes = _const_ints(node, consts, 3)
+            if sizes is None:
+                return None
+            out = list(x)
+            for a, v in zip(axes, sizes):
+                out[a] = v
+            return tuple(out)
+    if len(scales) != len(x):
+        raise GraphError(
+            f"{node.op_type} node '{node.label()}': {len(scales)} scales, rank {len(x)}"
+        )
+    return tuple(int(math.floor(d * s)) for d, s in zip(x, scales))
+
+
+def _conv_transpose(node, shapes, consts):
+    x, w = shapes[0], shapes[1]
+    if x is None or w is None or len(x) != 4 or len(w) != 4:
+        return None
+    groups = node.attrs.get("group", 1)
+    out = [x[0], w[1] * groups]
+    if "output_shape" in node.attrs:
+        return tuple(out + [int(v) for v in node.attrs["output_shape"][-2:]])
+    stride = node.attrs.get("strides", [1, 1])
+    dilation = node.attrs.get("dilations", [1, 1])
+    out_pad = node.attrs.get("output_padding", [0, 0])
+    pads = node.attrs.get("pads", [0, 0, 0, 0])
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    for i in range(2):
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(x[2 + i] * stride[i])
+        else:
+            full = (x[2 + i] - 1) * stride[i] + dilation[i] * (w[2 + i] - 1) + out_pad[i] + 1
+            out.append(full - (0 if auto_pad == "VALID" else pads[i] + pads[i + 2]))
+    return tuple(out)
+
+
+def _gather(node, shapes, consts):
+    x, index = shapes[0], shapes[1]
+    if x is None or index is None:
+        return None
+    axis = node.attrs.get("axis", 0) % len(x)
+    return tuple(x[:axis]) + tuple(index) + tuple(x[axis + 1 :])
+
+
 _RULES: dict[str, Callable] = {
+    "Gather": _gather,
+    "Slice": _slice_shape,
+    "Split": _split,
+    "Pad": _pad,
+    "Resize": _resize,
+    "Upsample": _resize,
+    "ConvTranspose": _conv_transpose,
+    "PRelu": _broadcast,
     "Conv": _conv,
     "MaxPool": _pool,
     "AveragePool": _pool,
@@ -233,6 +380,7 @@ _RULES: dict[str, Callable] = {
     "Sub": _broadcast,
     "Mul": _broadcast,
     "Div": _broadcast,
+    "Pow": _broadcast,
 }
 for _op in (
     "Relu",
@@ -247,14 +395,31 @@ for _op in (
     "Softmax",
     "LogSoftmax",
     "Cast",
+    "PRelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Mish",
+    "Elu",
+    "Gelu",
+    "Erf",
+    "Softplus",
+    "Exp",
+    "Log",
+    "Neg",
+    "Sqrt",
+    "Abs",
+    "Reciprocal",
+    "LayerNormalization",
+    "InstanceNormalization",
 ):
     _RULES[_op] = _same
 
 
 def infer_shape(
     node: Node, shapes: dict[str, Shape], consts: dict[str, np.ndarray]
-) -> Shape | None:
-    """The shape of the node's first output, or None when it cannot be known statically."""
+) -> Shape | list[Shape] | None:
+    """The shape of the node's first output (a list of every output's for Split), or None when it
+    cannot be known statically."""
     rule = _RULES.get(node.op_type)
     if rule is None or not node.inputs:
         return None
