@@ -74,3 +74,24 @@ def test_depthwise_planes_against_reference(isa, k, stride):
         out, trace = net.forward(x, threads=threads, keep="all")
         npref.assert_close(trace.activation("dw"), acts["dw"])
         npref.assert_close(out, acts["relu"])
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"kernel_size": [5, 5], "stride": [1, 1], "padding": [2, 2, 2, 2]},  # SPPF
+        {"kernel_size": [2, 2], "stride": [1, 1], "padding": [0, 0, 1, 1]},  # Darknet's 2/1
+    ],
+    ids=["5x5s1", "2x2s1"],
+)
+def test_max_pool_row_folds_keep_the_first_maximum(isa, attrs):
+    """The 5x5/1 and 2x2/1 interior folds: values and switches exactly the reference's, with
+    ties everywhere (values rounded to a few levels) so the first maximum in window order wins."""
+    graph, params = models.single_layer("max_pool2d", (4, 9, 37), attrs)
+    net = pydeconv.build(graph, params)
+    x = np.round(models.random_input((2, 4, 9, 37), 5) * 1.5).astype(np.float32)
+    acts, switches = npref.forward(graph, params, x)
+    for threads in (1, 2):
+        out, trace = net.forward(x, threads=threads)
+        np.testing.assert_array_equal(out, acts["max_pool2d"].astype(np.float32))
+        np.testing.assert_array_equal(trace.switches("max_pool2d"), switches["max_pool2d"])

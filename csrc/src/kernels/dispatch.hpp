@@ -46,7 +46,8 @@ struct KernelTable {
   void (*direct_tile)(const DirectTile& t);
   const DirectShape* direct_shape;
 
-  // Max pooling's interior row fold (pool_fold.inc): kind 0 = 2x2/2, 1 = 3x3/2, 2 = 3x3/1.
+  // Max pooling's interior row fold (pool_fold.inc): kind 0 = 2x2/2, 1 = 3x3/2, 2 = 3x3/1,
+  // 3 = 5x5/1, 4 = 2x2/1.
   void (*pool_fold)(int kind, const float* s, int64_t n, int32_t idx, bool first, float* best,
                     int32_t* arg);
 
