@@ -685,6 +685,8 @@ def activation_back(layer, params, x, g, rule):
     if rule == "deconvnet":
         return np.maximum(g, 0.0)
     return np.maximum(g, 0.0) * d(x, a, s)
+
+
 # -- issue 14: convt
 
 

@@ -12,6 +12,7 @@ import pytest
 import pydeconv
 from pydeconv import _core
 
+
 def _isas():
     """The ISAs set_isa accepts on this CPU."""
     before = _core.isa()

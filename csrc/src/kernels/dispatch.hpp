@@ -21,8 +21,8 @@ enum class Isa { Portable, Avx2, Avx512 };
 // K*K weights and bias, the window, the output size; out, and its ReLU (and mask) when not null;
 // buf: the thread's scratch.
 using DepthwisePlane = void (*)(const float* in, int64_t h, int64_t w, const float* wt, float bias,
-                                const Window2d& g, int64_t oh, int64_t ow, float* out,
-                                float* relu, uint8_t* mask, std::vector<float>& buf);
+                                const Window2d& g, int64_t oh, int64_t ow, float* out, float* relu,
+                                uint8_t* mask, std::vector<float>& buf);
 
 // The kernels of one ISA. Every entry is set in every table except sgemm_wide (AVX-512 only).
 struct KernelTable {

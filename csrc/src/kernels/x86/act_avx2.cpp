@@ -1,5 +1,5 @@
-// pydeconv: the exp-based activations' forward rows (act_rows.inc) built for AVX2 + FMA (8 lanes); the
-// avx2 kernel table holds it.
+// pydeconv: the exp-based activations' forward rows (act_rows.inc) built for AVX2 + FMA (8 lanes);
+// the avx2 kernel table holds it.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>

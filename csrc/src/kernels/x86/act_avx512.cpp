@@ -1,5 +1,5 @@
-// pydeconv: the exp-based activations' forward rows (act_rows.inc) built for AVX-512 (16 lanes); the
-// avx512 kernel table holds it.
+// pydeconv: the exp-based activations' forward rows (act_rows.inc) built for AVX-512 (16 lanes);
+// the avx512 kernel table holds it.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
