@@ -22,6 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+# pydeconv's own default (pydeconv/__init__.py), set here because torch, imported first, loads the
+# libgomp that pydeconv then shares (same soname), and libgomp reads this once, when it loads; an
+# explicit setting from the environment wins. It also applies to torch eager (the same libgomp);
+# ONNX Runtime has its own thread pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import archs_torch  # noqa: E402
 import onnxruntime as ort  # noqa: E402

@@ -75,3 +75,25 @@ def test_isa_environment():
     r = _run(code, PYDECONV_ISA="sse9")
     assert r.returncode == 0, r.stderr
     assert "PYDECONV_ISA=sse9: unknown ISA" in r.stdout
+
+
+# -- issue 14: perf
+@pytest.mark.parametrize("given,want", [(None, "passive"), ("active", "active")])
+def test_openmp_workers_wait_passively_unless_told(given, want):
+    """pydeconv sets OMP_WAIT_POLICY=passive before its engine (and libgomp) loads; a value from
+    the environment wins."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, pydeconv; print(os.environ['OMP_WAIT_POLICY'])"
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == want

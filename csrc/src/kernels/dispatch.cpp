@@ -32,6 +32,10 @@ void pool_fold_avx2(int, const float*, int64_t, int32_t, bool, float*, int32_t*)
 void pool_fold_avx512(int, const float*, int64_t, int32_t, bool, float*, int32_t*);
 void lrn_inv_pow075_avx2(const double* d, int64_t m, float* r);
 void lrn_inv_pow075_avx2(const double* d, int64_t m, double* r);
+void act_exp_rows_avx2(int, const float*, int64_t, float*);
+void act_exp_rows_avx512(int, const float*, int64_t, float*);
+DepthwisePlane depthwise_plane_for_avx2(const Window2d&);
+DepthwisePlane depthwise_plane_for_avx512(const Window2d&);
 #endif
 #undef PYDECONV_ISA_DECLARE
 #undef PYDECONV_WINO_DECLARE
@@ -55,6 +59,8 @@ constexpr KernelTable kPortable{
     PYDECONV_WINO_SET(wino4, portable),
     lrn_inv_pow075_portable,
     lrn_inv_pow075_portable,
+    act_exp_rows_portable,
+    depthwise_plane_for_portable,
 };
 
 #if PYDECONV_X86
@@ -72,6 +78,8 @@ constexpr KernelTable kAvx2{
     PYDECONV_WINO_SET(wino4, avx2),
     lrn_inv_pow075_avx2,
     lrn_inv_pow075_avx2,
+    act_exp_rows_avx2,
+    depthwise_plane_for_avx2,
 };
 
 // AVX-512 tiles of up to 24x16; partial 6-row panels by the AVX2 6x16 kernel (same arithmetic,
@@ -90,6 +98,8 @@ constexpr KernelTable kAvx512{
     PYDECONV_WINO_SET(wino4, avx512),
     lrn_inv_pow075_avx2,
     lrn_inv_pow075_avx2,
+    act_exp_rows_avx512,
+    depthwise_plane_for_avx512,
 };
 #endif
 

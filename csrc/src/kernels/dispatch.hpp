@@ -7,6 +7,7 @@
 // element or per tile, and nothing but these tables ever names an ISA-specific kernel.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "cpu.hpp"
 #include "direct_conv.hpp"
@@ -15,6 +16,13 @@
 namespace pydeconv::kernels {
 
 enum class Isa { Portable, Avx2, Avx512 };
+
+// The depthwise convolution's forward over one plane (depthwise_fwd.inc): in (h x w), the plane's
+// K*K weights and bias, the window, the output size; out, and its ReLU (and mask) when not null;
+// buf: the thread's scratch.
+using DepthwisePlane = void (*)(const float* in, int64_t h, int64_t w, const float* wt, float bias,
+                                const Window2d& g, int64_t oh, int64_t ow, float* out, float* relu,
+                                uint8_t* mask, std::vector<float>& buf);
 
 // The kernels of one ISA. Every entry is set in every table except sgemm_wide (AVX-512 only).
 struct KernelTable {
@@ -38,7 +46,8 @@ struct KernelTable {
   void (*direct_tile)(const DirectTile& t);
   const DirectShape* direct_shape;
 
-  // Max pooling's interior row fold (pool_fold.inc): kind 0 = 2x2/2, 1 = 3x3/2, 2 = 3x3/1.
+  // Max pooling's interior row fold (pool_fold.inc): kind 0 = 2x2/2, 1 = 3x3/2, 2 = 3x3/1,
+  // 3 = 5x5/1, 4 = 2x2/1.
   void (*pool_fold)(int kind, const float* s, int64_t n, int32_t idx, bool first, float* best,
                     int32_t* arg);
 
@@ -53,6 +62,12 @@ struct KernelTable {
   // LRN's d^-0.75 over m values (lrn.cpp): r[i] = 1 / sqrt(v sqrt(v)), v = float(d[i]) or d[i].
   void (*lrn_pow075_float)(const double* d, int64_t m, float* r);
   void (*lrn_pow075_double)(const double* d, int64_t m, double* r);
+
+  // The exp-based activations' forward over n floats (act_rows.inc, activation.cpp): kind 0
+  // sigmoid, 1 silu. y may not alias x.
+  void (*act_exp_rows)(int kind, const float* x, int64_t n, float* y);
+  // The depthwise forward's plane kernel for a geometry depthwise_fits takes (depthwise.cpp).
+  DepthwisePlane (*depthwise_plane_for)(const Window2d& g);
 };
 
 // The table of the ISA setting (settings.hpp). Throws Value only when PYDECONV_ISA names an ISA
@@ -74,5 +89,7 @@ void sgemm_ukernel_6x16_portable(int64_t kc, const float* a, const float* b, flo
 void gemv_rows_portable(const float* x, const float* w, int64_t k, int64_t rows, float* out);
 void lrn_inv_pow075_portable(const double* d, int64_t m, float* r);
 void lrn_inv_pow075_portable(const double* d, int64_t m, double* r);
+void act_exp_rows_portable(int kind, const float* x, int64_t n, float* y);
+DepthwisePlane depthwise_plane_for_portable(const Window2d& g);
 
 }  // namespace pydeconv::kernels

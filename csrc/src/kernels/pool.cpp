@@ -82,11 +82,13 @@ void max_pool_plane(const float* in, int64_t h, int64_t w, const Window2d& g, fl
   const int64_t lo = std::min(ow, (g.pl + g.sw - 1) / g.sw);
   const int64_t hi = w - 1 - span + g.pl < 0 ? 0 : std::min(ow, (w - 1 - span + g.pl) / g.sw + 1);
   const int64_t n = std::max<int64_t>(0, hi - lo);
-  // pool_fold's kinds (2x2/2, 3x3/2, 3x3/1), -1 for any other window.
+  // pool_fold's kinds (2x2/2, 3x3/2, 3x3/1, 5x5/1, 2x2/1), -1 for any other window.
   const int kind = g.dw != 1                ? -1
                    : g.kw == 2 && g.sw == 2 ? 0
                    : g.kw == 3 && g.sw == 2 ? 1
                    : g.kw == 3 && g.sw == 1 ? 2
+                   : g.kw == 5 && g.sw == 1 ? 3
+                   : g.kw == 2 && g.sw == 1 ? 4
                                             : -1;
   for (int64_t oy = 0; oy < oh; ++oy) {
     float* orow = out + oy * ow;
