@@ -7,53 +7,24 @@
 // points select the twin under ctx.reference.
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "check.hpp"
-#include "kernels/kernels.hpp"
+#include "kernel_compare.hpp"
 
 using namespace pydeconv;
 using namespace pydeconv::kernels;
+using namespace kcmp;
 
 namespace {
 
-const Ctx kRef{1, true};
-const Ctx kFast1{1, false};
-const Ctx kFast2{2, false};
-
-Tensor random_tensor(const Shape& s, std::mt19937& rng, float scale) {
-  Tensor t(s);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = u(rng) * scale;
-  // A few exact kinks: 0, +-3 (hardswish), the clip ends used below.
+// A few exact kinks in `t` (every 7th element): 0, +-3 (hardswish), the clip ends used below.
+Tensor with_kinks(Tensor t) {
   const float kinks[] = {0.f, 3.f, -3.f, -0.5f, 0.75f, 6.f};
   for (int64_t i = 0; i < t.numel(); i += 7) t.data()[i] = kinks[(i / 7) % 6];
   return t;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<size_t>(a.numel())) == 0;
-}
-
-// max |a - b| / (1 + |b|)
-double rel_err(const Tensor& a, const Tensor& b) {
-  double e = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double d = std::fabs(double(a.data()[i]) - b.data()[i]) / (1.0 + std::fabs(b.data()[i]));
-    e = std::isnan(d) ? std::numeric_limits<double>::infinity() : std::max(e, d);
-  }
-  return e;
-}
-
-void expect_close(const Tensor& fast, const Tensor& ref, double tol, const std::string& what) {
-  if (!(fast.shape() == ref.shape()) || !(rel_err(fast, ref) <= tol))
-    check::fail_at(__FILE__, __LINE__,
-                   what + ": fast vs reference error " + std::to_string(rel_err(fast, ref)));
 }
 
 std::vector<Shape> shapes() {
@@ -91,36 +62,6 @@ std::vector<std::pair<std::string, ActParams>> kinds(const std::vector<float>& s
   return out;
 }
 
-// A gradient of batch `batch`, random inside each sample's region and `outside` elsewhere; the
-// regions go to `rs`.
-Tensor region_grad(const Shape& s, int64_t batch, std::mt19937& rng, Regions& rs, float outside) {
-  Tensor g(s.with_n(batch), outside);
-  rs.clear();
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int64_t b = 0; b < batch; ++b) {
-    Region r{b % 2 ? 0 : s.h / 3, s.h, 0, b % 2 ? s.w : (s.w + 1) / 2};
-    if (b == batch - 1) r = Region{0, 0, 0, 0};
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t y = r.y0; y < r.y1; ++y)
-        for (int64_t x = r.x0; x < r.x1; ++x) g.plane(b, c)[y * s.w + x] = u(rng);
-    rs.push_back(r);
-  }
-  return g;
-}
-
-template <typename Fast, typename Ref>
-void compare(const Tensor& init, Fast fast, Ref ref, double tol, const std::string& what) {
-  Tensor r = init.clone(), f1 = init.clone(), f2 = init.clone();
-  ref(r);
-  fast(kFast1, f1);
-  fast(kFast2, f2);
-  expect_close(f1, r, tol, what);
-  if (!same_bits(f1, f2)) check::fail_at(__FILE__, __LINE__, what + ": 1 and 2 threads differ");
-  Tensor sel = init.clone();
-  fast(kRef, sel);
-  if (!same_bits(sel, r)) check::fail_at(__FILE__, __LINE__, what + ": ctx.reference not the twin");
-}
-
 const char* down_name(ActDown d) {
   return d == ActDown::Gradient ? "gradient" : d == ActDown::Rectify ? "relu(g)" : "guided";
 }
@@ -133,11 +74,11 @@ TEST(activation_forward_matches_reference) {
     std::vector<float> slope(static_cast<size_t>(s.c));
     for (size_t c = 0; c < slope.size(); ++c) slope[c] = -0.3f + 0.1f * static_cast<float>(c % 7);
     for (float scale : {1.f, 8.f}) {
-      const Tensor x = random_tensor(s.with_n(2), rng, scale);
+      const Tensor x = with_kinks(random_tensor(s.with_n(2), rng, scale));
       for (const auto& k : kinds(slope)) {
         const std::string what = k.first + " forward " + s.str();
         Tensor out(x.shape());
-        compare(
+        compare_with_twin(
             out, [&](const Ctx& ctx, Tensor& y) { activation_forward(ctx, x, k.second, y); },
             [&](Tensor& y) { activation_forward_ref(x, k.second, y); }, 2e-6, what);
       }
@@ -151,14 +92,14 @@ TEST(activation_backward_matches_reference_every_way_down) {
   for (const Shape& s : shapes()) {
     std::vector<float> slope(static_cast<size_t>(s.c));
     for (size_t c = 0; c < slope.size(); ++c) slope[c] = 0.05f * static_cast<float>(c % 5) - 0.1f;
-    const Tensor x = random_tensor(s.with_n(3), rng, 4.f);
+    const Tensor x = with_kinks(random_tensor(s.with_n(3), rng, 4.f));
     Regions rs;
     const Tensor g = region_grad(s, batch, rng, rs, 0.f);
-    const Tensor gin0 = random_tensor(g.shape(), rng, 1.f);
+    const Tensor gin0 = with_kinks(random_tensor(g.shape(), rng, 1.f));
     for (const auto& k : kinds(slope))
       for (ActDown down : {ActDown::Gradient, ActDown::Rectify, ActDown::Guided}) {
         const std::string what = k.first + " backward " + down_name(down) + " " + s.str();
-        compare(
+        compare_with_twin(
             gin0,
             [&](const Ctx& ctx, Tensor& gin) {
               activation_backward(ctx, g, rs, x, k.second, down, gin, reps);
@@ -166,7 +107,7 @@ TEST(activation_backward_matches_reference_every_way_down) {
             [&](Tensor& gin) { activation_backward_ref(g, x, k.second, down, gin, reps); }, 2e-6,
             what);
         // In place: gin is gout's own buffer.
-        compare(
+        compare_with_twin(
             g,
             [&](const Ctx& ctx, Tensor& gin) {
               activation_backward(ctx, gin, rs, x, k.second, down, gin, reps);
@@ -185,12 +126,12 @@ TEST(activation_backward_reads_only_the_regions) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (const Shape& s : shapes()) {
     std::vector<float> slope(static_cast<size_t>(s.c), 0.2f);
-    const Tensor x = random_tensor(s.with_n(2), rng, 4.f);
+    const Tensor x = with_kinks(random_tensor(s.with_n(2), rng, 4.f));
     Regions rs;
     std::mt19937 rng_a(7), rng_b(7);
     const Tensor poisoned = region_grad(s, batch, rng_a, rs, nan);
     const Tensor clean = region_grad(s, batch, rng_b, rs, 0.f);
-    const Tensor gin0 = random_tensor(clean.shape(), rng, 1.f);
+    const Tensor gin0 = with_kinks(random_tensor(clean.shape(), rng, 1.f));
     for (const auto& k : kinds(slope))
       for (ActDown down : {ActDown::Gradient, ActDown::Rectify, ActDown::Guided})
         for (const Ctx& ctx : {kFast1, kFast2}) {

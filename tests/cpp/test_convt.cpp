@@ -4,94 +4,18 @@
 // threads, with region-limited gradients (NaN outside each sample's region for the fast kernels:
 // they must not read there; the last sample's region is empty) and reps > 1; both thread counts
 // must give the same bits, and the entry points must select their twin under ctx.reference.
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
-#include <vector>
 
-#include "check.hpp"
-#include "kernels/kernels.hpp"
+#include "kernel_compare.hpp"
 
 using namespace pydeconv;
 using namespace pydeconv::kernels;
+using namespace kcmp;
 
 namespace {
-
-const Ctx kRef{1, true};
-const Ctx kFast1{1, false};
-const Ctx kFast2{2, false};
-
-Tensor random_tensor(const Shape& s, std::mt19937& rng, float scale = 1.0f) {
-  Tensor t(s);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = u(rng) * scale;
-  return t;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<size_t>(a.numel())) == 0;
-}
-
-// max |a - b| / (1 + |b|); NaN anywhere fails.
-double rel_err(const Tensor& a, const Tensor& b) {
-  double e = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double d = std::fabs(double(a.data()[i]) - b.data()[i]) / (1.0 + std::fabs(b.data()[i]));
-    if (!(d == d)) return std::numeric_limits<double>::infinity();
-    e = std::max(e, d);
-  }
-  return e;
-}
-
-void expect_close(const Tensor& fast, const Tensor& ref, double tol, const std::string& what) {
-  if (!(fast.shape() == ref.shape()) || !(rel_err(fast, ref) <= tol))
-    check::fail_at(__FILE__, __LINE__,
-                   what + ": fast vs reference error " + std::to_string(rel_err(fast, ref)));
-}
-
-// A gradient of batch `batch`: random inside each sample's region (a different box per sample;
-// the last sample's is empty), `outside` elsewhere; the regions go to `rs`.
-Tensor region_grad(const Shape& s, int64_t batch, std::mt19937& rng, Regions& rs, float outside) {
-  Tensor g(s.with_n(batch), outside);
-  rs.clear();
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int64_t b = 0; b < batch; ++b) {
-    Region r{b % 2 ? 0 : s.h / 3, s.h, 0, b % 2 ? s.w : (s.w + 1) / 2};
-    if (b % 3 == 2) r = Region{s.h / 2, s.h / 2 + 1, s.w - 1, s.w};  // one position
-    if (b == batch - 1) r = Region{0, 0, 0, 0};
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t y = r.y0; y < r.y1; ++y)
-        for (int64_t x = r.x0; x < r.x1; ++x) g.plane(b, c)[y * s.w + x] = u(rng);
-    rs.push_back(r);
-  }
-  return g;
-}
-
-// A zero-outside copy of a NaN-outside gradient (the reference kernels read everything).
-Tensor zero_outside(const Tensor& g, const Regions& rs) {
-  Tensor z(g.shape(), 0.f);
-  const Shape& s = g.shape();
-  for (int64_t b = 0; b < s.n; ++b)
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t y = rs[b].y0; y < rs[b].y1; ++y)
-        for (int64_t x = rs[b].x0; x < rs[b].x1; ++x)
-          z.plane(b, c)[y * s.w + x] = g.plane(b, c)[y * s.w + x];
-  return z;
-}
-
-template <typename Fast, typename Ref>
-void compare(const Tensor& init, Fast fast, Ref ref, double tol, const std::string& what) {
-  Tensor r = init.clone(), f1 = init.clone(), f2 = init.clone();
-  ref(r);
-  fast(kFast1, f1);
-  fast(kFast2, f2);
-  expect_close(f1, r, tol, what);
-  if (!same_bits(f1, f2)) check::fail_at(__FILE__, __LINE__, what + ": 1 and 2 threads differ");
-}
 
 struct ConvT {
   int64_t cin, cout, h, w, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dh, dw, groups;
@@ -172,7 +96,7 @@ TEST(conv_transpose2d_backward_matches_reference_in_regions) {
     const Tensor wt = random_tensor(Shape::nchw(c.cin, c.cout / c.groups, c.kh, c.kw), rng, 0.3f);
     const ConvPacked pk = conv2d_pack_forward(wt, c.groups);
     Regions rs;
-    const Tensor gn = region_grad(out_shape(c, 1), 6, rng, rs, nan);
+    const Tensor gn = region_grad(out_shape(c, 1), 6, rng, rs, nan, halves_and_points);
     const Tensor gz = zero_outside(gn, rs);
     const Tensor init = random_tensor(Shape::nchw(6, c.cin, c.h, c.w), rng);
     const std::string what = name(c) + " backward";
@@ -224,7 +148,7 @@ TEST(layer_norm_matches_reference) {
       }
       const int64_t reps = 2;
       Regions rs;
-      const Tensor gn = region_grad(s, 3 * reps, rng, rs, nan);
+      const Tensor gn = region_grad(s, 3 * reps, rng, rs, nan, halves_and_points);
       const Tensor gz = zero_outside(gn, rs);
       const Tensor init = random_tensor(gn.shape(), rng);
       compare(
@@ -283,7 +207,7 @@ TEST(depthwise_conv2d_matches_reference) {
     const ConvPacked pb = conv2d_pack_backward(wt, g, d.c);
     CHECK(!pb.depthwise.empty());
     Regions rs;
-    const Tensor gn = region_grad(os.with_n(1), 6, rng, rs, nan);
+    const Tensor gn = region_grad(os.with_n(1), 6, rng, rs, nan, halves_and_points);
     const Tensor gz = zero_outside(gn, rs);
     const Tensor init = random_tensor(Shape::nchw(6, d.c, d.h, d.w), rng);
     compare(

@@ -4,86 +4,24 @@
 // region-limited gradients (zero outside each sample's region, whose last one is empty) and
 // reps > 1; both thread counts must give the same bits, and the kernels must select their twin
 // under ctx.reference.
-#include <cmath>
 #include <cstdint>
-#include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "check.hpp"
-#include "kernels/kernels.hpp"
+#include "kernel_compare.hpp"
 
 using namespace pydeconv;
 using namespace pydeconv::kernels;
+using namespace kcmp;
 
 namespace {
-
-const Ctx kRef{1, true};
-const Ctx kFast1{1, false};
-const Ctx kFast2{2, false};
-
-Tensor random_tensor(const Shape& s, std::mt19937& rng, float scale = 1.0f) {
-  Tensor t(s);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = u(rng) * scale;
-  return t;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() &&
-         std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<size_t>(a.numel())) == 0;
-}
-
-// max |a - b| / (1 + |b|)
-double rel_err(const Tensor& a, const Tensor& b) {
-  double e = 0;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    e = std::max(e, std::fabs(double(a.data()[i]) - b.data()[i]) / (1.0 + std::fabs(b.data()[i])));
-  return e;
-}
-
-void expect_close(const Tensor& fast, const Tensor& ref, double tol, const std::string& what) {
-  if (!(fast.shape() == ref.shape()) || !(rel_err(fast, ref) <= tol))
-    check::fail_at(__FILE__, __LINE__,
-                   what + ": fast vs reference error " + std::to_string(rel_err(fast, ref)));
-}
 
 // Odd shapes (N = 1: the forward batch), the last large enough for the kernels' threaded paths.
 std::vector<Shape> shapes() {
   return {Shape::nchw(1, 1, 1, 1), Shape::nchw(1, 3, 5, 7), Shape::nchw(1, 13, 11, 6),
           Shape::nchw(1, 17, 71, 67)};
-}
-
-// A gradient of batch `batch`, random inside each sample's region (a different box per sample;
-// the last sample's is empty) and zero outside; the regions go to `rs`.
-Tensor region_grad(const Shape& s, int64_t batch, std::mt19937& rng, Regions& rs) {
-  Tensor g(s.with_n(batch), 0.f);
-  rs.clear();
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int64_t b = 0; b < batch; ++b) {
-    Region r{b % 2 ? 0 : s.h / 3, s.h, 0, b % 2 ? s.w : (s.w + 1) / 2};
-    if (b == batch - 1) r = Region{0, 0, 0, 0};
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t y = r.y0; y < r.y1; ++y)
-        for (int64_t x = r.x0; x < r.x1; ++x) g.plane(b, c)[y * s.w + x] = u(rng);
-    rs.push_back(r);
-  }
-  return g;
-}
-
-// Runs `fast` at 1 and 2 threads and `ref` on copies of `init`; compares the results.
-template <typename Fast, typename Ref>
-void compare(const Tensor& init, Fast fast, Ref ref, double tol, const std::string& what) {
-  Tensor r = init.clone(), f1 = init.clone(), f2 = init.clone();
-  ref(r);
-  fast(kFast1, f1);
-  fast(kFast2, f2);
-  expect_close(f1, r, tol, what);
-  if (!same_bits(f1, f2)) check::fail_at(__FILE__, __LINE__, what + ": 1 and 2 threads differ");
-  Tensor sel = init.clone();
-  fast(kRef, sel);  // the entry point selects the twin under ctx.reference
-  if (!same_bits(sel, r)) check::fail_at(__FILE__, __LINE__, what + ": ctx.reference not the twin");
 }
 
 }  // namespace
@@ -117,7 +55,7 @@ TEST(relu_backward_matches_reference_all_rules) {
     std::vector<uint8_t> mask(static_cast<size_t>(x.numel()));
     for (int64_t i = 0; i < x.numel(); ++i) mask[i] = x.data()[i] > 0.f;
     Regions rs;
-    const Tensor g = region_grad(s, batch, rng, rs);
+    const Tensor g = region_grad(s, batch, rng, rs, 0.f);
     const Tensor gin0 = random_tensor(g.shape(), rng);
     for (auto& rule : rules)
       for (const uint8_t* m :
@@ -125,7 +63,7 @@ TEST(relu_backward_matches_reference_all_rules) {
         const std::string what = "relu backward " + s.str() +
                                  " rectify=" + std::to_string(rule[0]) +
                                  " gate=" + std::to_string(rule[1]) + (m ? " mask" : " input");
-        compare(
+        compare_with_twin(
             gin0,
             [&](const Ctx& ctx, Tensor& gin) {
               relu_backward(ctx, g, rs, x.data(), m, rule[0], rule[1], gin, reps);
@@ -133,7 +71,7 @@ TEST(relu_backward_matches_reference_all_rules) {
             [&](Tensor& gin) { relu_backward_ref(g, x.data(), m, rule[0], rule[1], gin, reps); },
             0.0, what);
         // In place: gin is gout's own buffer.
-        compare(
+        compare_with_twin(
             g,
             [&](const Ctx& ctx, Tensor& gin) {
               relu_backward(ctx, gin, rs, x.data(), m, rule[0], rule[1], gin, reps);
@@ -152,11 +90,11 @@ TEST(add_matches_reference) {
       for (int i = 0; i < k; ++i) xs.push_back(random_tensor(s.with_n(2), rng));
       std::vector<const Tensor*> in;
       for (const Tensor& t : xs) in.push_back(&t);
-      compare(
+      compare_with_twin(
           Tensor(s.with_n(2), 0.f), [&](const Ctx& ctx, Tensor& y) { add_forward(ctx, in, y); },
           [&](Tensor& y) { add_forward_ref(in, y); }, 0.0, "add forward " + s.str());
       Regions rs;
-      const Tensor g = region_grad(s, 4, rng, rs);
+      const Tensor g = region_grad(s, 4, rng, rs, 0.f);
       // Inputs' gradients laid end to end in one tensor (so `compare` sees them all); the second
       // input listed twice, as add(x, y, y) hands the same gradient over twice.
       const int64_t per = g.numel();
@@ -176,7 +114,7 @@ TEST(add_matches_reference) {
         else
           add_backward(ctx, g, rs, gin);
       };
-      compare(
+      compare_with_twin(
           init, [&](const Ctx& ctx, Tensor& all) { run(all, false, ctx); },
           [&](Tensor& all) { run(all, true, kRef); }, 0.0, "add backward " + s.str());
     }
@@ -195,11 +133,11 @@ TEST(concat_matches_reference) {
     std::vector<const Tensor*> in;
     for (const Tensor& t : xs) in.push_back(&t);
     const Shape os = Shape::nchw(1, c_all, s.h, s.w);
-    compare(
+    compare_with_twin(
         Tensor(os.with_n(2), 0.f), [&](const Ctx& ctx, Tensor& y) { concat_forward(ctx, in, y); },
         [&](Tensor& y) { concat_forward_ref(in, y); }, 0.0, "concat forward " + s.str());
     Regions rs;
-    const Tensor g = region_grad(os, 4, rng, rs);
+    const Tensor g = region_grad(os, 4, rng, rs, 0.f);
     for (bool twice : {false, true}) {
       const Tensor init = random_tensor(Shape::nc(1, g.numel()), rng);
       auto run = [&](Tensor& all, bool ref, const Ctx& ctx) {
@@ -218,7 +156,7 @@ TEST(concat_matches_reference) {
       };
       if (twice) {  // concat(x, y, x): x's gradient tensor listed twice
         Regions rs2;
-        const Tensor g2 = region_grad(Shape::nchw(1, cs[0] * 2 + 1, s.h, s.w), 4, rng, rs2);
+        const Tensor g2 = region_grad(Shape::nchw(1, cs[0] * 2 + 1, s.h, s.w), 4, rng, rs2, 0.f);
         const Tensor init2 = random_tensor(Shape::nc(1, 4 * (cs[0] + 1) * s.plane()), rng);
         auto run2 = [&](Tensor& all, bool ref, const Ctx& ctx) {
           Tensor a(Shape::nchw(4, cs[0], s.h, s.w), all.storage());
@@ -230,13 +168,13 @@ TEST(concat_matches_reference) {
           else
             concat_backward(ctx, g2, rs2, gin);
         };
-        compare(
+        compare_with_twin(
             init2, [&](const Ctx& ctx, Tensor& all) { run2(all, false, ctx); },
             [&](Tensor& all) { run2(all, true, kRef); }, 0.0,
             "concat backward, an input twice " + s.str());
         continue;
       }
-      compare(
+      compare_with_twin(
           init, [&](const Ctx& ctx, Tensor& all) { run(all, false, ctx); },
           [&](Tensor& all) { run(all, true, kRef); }, 0.0, "concat backward " + s.str());
     }
@@ -250,11 +188,11 @@ TEST(softmax_matches_reference) {
     const Tensor x = random_tensor(s.with_n(2), rng, 8.0f);
     Tensor y(x.shape());
     softmax_forward_ref(x, y);
-    compare(
+    compare_with_twin(
         Tensor(x.shape(), 0.f), [&](const Ctx& ctx, Tensor& out) { softmax_forward(ctx, x, out); },
         [&](Tensor& out) { softmax_forward_ref(x, out); }, 1e-6, "softmax forward " + s.str());
     const Tensor g = random_tensor(s.with_n(2 * reps), rng);
-    compare(
+    compare_with_twin(
         random_tensor(g.shape(), rng),
         [&](const Ctx& ctx, Tensor& gin) { softmax_backward(ctx, y, g, gin, reps); },
         [&](Tensor& gin) { softmax_backward_ref(y, g, gin, reps); }, 1e-6,
@@ -262,7 +200,7 @@ TEST(softmax_matches_reference) {
   }
   // Rank 2 (a classifier's output).
   const Tensor x = random_tensor(Shape::nc(3, 1000), rng, 8.0f);
-  compare(
+  compare_with_twin(
       Tensor(x.shape(), 0.f), [&](const Ctx& ctx, Tensor& out) { softmax_forward(ctx, x, out); },
       [&](Tensor& out) { softmax_forward_ref(x, out); }, 1e-6, "softmax forward rank 2");
 }
@@ -274,14 +212,14 @@ TEST(channel_affine_matches_reference) {
     std::vector<float> a(static_cast<size_t>(s.c)), b(a.size());
     for (auto& v : a) v = float(rng() % 1000) / 250.f - 2.f;
     for (auto& v : b) v = float(rng() % 1000) / 500.f - 1.f;
-    compare(
+    compare_with_twin(
         Tensor(x.shape(), 0.f),
         [&](const Ctx& ctx, Tensor& y) { channel_affine_forward(ctx, x, a.data(), b.data(), y); },
         [&](Tensor& y) { channel_affine_forward_ref(x, a.data(), b.data(), y); }, 1e-6,
         "channel affine forward " + s.str());
     Regions rs;
-    const Tensor g = region_grad(s, 4, rng, rs);
-    compare(
+    const Tensor g = region_grad(s, 4, rng, rs, 0.f);
+    compare_with_twin(
         random_tensor(g.shape(), rng),
         [&](const Ctx& ctx, Tensor& gin) { channel_affine_backward(ctx, g, rs, a.data(), gin); },
         [&](Tensor& gin) { channel_affine_backward_ref(g, a.data(), gin); }, 0.0,
@@ -293,13 +231,13 @@ TEST(global_avg_pool_matches_reference) {
   std::mt19937 rng(7);
   for (const Shape& s : shapes()) {
     const Tensor x = random_tensor(s.with_n(3), rng);
-    compare(
+    compare_with_twin(
         Tensor(Shape::nchw(3, s.c, 1, 1), 0.f),
         [&](const Ctx& ctx, Tensor& y) { global_avg_pool_forward(ctx, x, y); },
         [&](Tensor& y) { global_avg_pool_forward_ref(x, y); }, 0.0,
         "global avg pool forward " + s.str());
     const Tensor g = random_tensor(Shape::nchw(4, s.c, 1, 1), rng);
-    compare(
+    compare_with_twin(
         random_tensor(s.with_n(4), rng),
         [&](const Ctx& ctx, Tensor& gin) { global_avg_pool_backward(ctx, g, gin); },
         [&](Tensor& gin) { global_avg_pool_backward_ref(g, gin); }, 1e-6,
