@@ -25,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-# pydeconv's own default (pydeconv/__init__.py), set here because torch, imported first, loads the
-# libgomp that pydeconv then shares (same soname), and libgomp reads this once, when it loads; an
-# explicit setting from the environment wins. It also applies to torch eager (the same libgomp);
-# ONNX Runtime has its own thread pool.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# OMP_WAIT_POLICY is left to the environment (libgomp reads it once, when torch loads it; pydeconv
+# and torch eager share that libgomp, ONNX Runtime has its own pool): on a host shared with other
+# busy processes run with OMP_WAIT_POLICY=passive, and say so with the figures.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This checkout's pydeconv when it has a built engine (as bench/bench.py), else the installed one.
+ROOT = Path(__file__).resolve().parents[1]
+if any((ROOT / "pydeconv").glob("_core*")):
+    sys.path.insert(0, str(ROOT))
 import archs_torch  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402

@@ -4,19 +4,6 @@ Exact Zeiler & Fergus DeconvNet projections (with guided backprop and plain back
 alternative rules) on a small C++/OpenMP CPU engine that records max-pooling switches.
 """
 
-import os as _os
-
-# The engine's OpenMP workers sleep while they wait (OMP_WAIT_POLICY=passive) unless the
-# environment says otherwise. A forward runs hundreds of short parallel regions; libgomp's default
-# spin-wait keeps each worker busy for a while after every one of them, and on a machine whose
-# cores are also busy (other processes, or the caller's own threads) a spinning or descheduled
-# worker then stalls every barrier for a scheduler quantum: MobileNetV2's 2-thread forward took
-# 345 ms (median; 91 ms at best) spinning against 15 ms (14 ms at best) passive on a loaded 2-core
-# host, interleaved in one run (bench/README.md). libgomp reads it once, when it is loaded: this
-# must come before the engine's import, and has no effect if another module loaded the same libgomp
-# first (then set OMP_WAIT_POLICY in the environment).
-_os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
 from . import errors
 from .errors import (
     ChannelError,
