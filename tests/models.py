@@ -204,12 +204,10 @@ def single_layer(kind, in_shape, attrs=None, seed=0, with_params=True):
     elif kind in ("add", "concat"):
         n = attrs.pop("n_inputs", 2)
         b.add(kind, kind, ["input"] * n, attrs or None)
-    # -- issue 14: shape
     elif kind in ("mul", "affine"):
         _shape_layer(b, kind, "input", attrs, with_params)
-    elif kind == "prelu":  # -- issue 14: act
+    elif kind == "prelu":
         b.add(kind, kind, "input", attrs or None, {"slope": b.rng.uniform(-0.5, 0.5, c)})
-    # -- issue 14: convt
     elif kind == "conv_transpose2d":
         oc = attrs.pop("out_channels", c)
         groups = attrs.get("groups", 1)
@@ -252,7 +250,6 @@ def head_net(in_shape=(3, 2, 3), seed=0):
     return b.done()
 
 
-# -- issue 14: convt
 def decoder_net(in_shape=(3, 13, 11), seed=0):
     """An encoder-decoder: a stride-2 conv, ReLU, a stride-2 transposed conv "up", a layer norm
     "ln", a 3x3 conv "head"."""
@@ -287,7 +284,6 @@ def random_input(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-# -- issue 14: shape -----------------------------------------------------------------------------
 # Builder-only keys: mul's "broadcast" (the second input, made from `src` by layers of their own:
 # "none" x * x, "channel" (C, 1, 1) by global_avg_pool, "spatial" (1, H, W) by slicing channel 0,
 # "scalar" (1, 1, 1), "rows" (C, 1, W) by an H x 1 average pool) and "swap" (the broadcast input

@@ -309,12 +309,10 @@ def forward(graph, params, x):
             y = sum(ins[1:], ins[0].copy())
         elif kind == "concat":
             y = np.concatenate(ins, axis=1)
-        # -- issue 14: shape
         elif kind in SHAPE_KINDS:
             y = shape_forward(layer, params, ins)
-        elif kind in ACTIVATIONS:  # -- issue 14: act
+        elif kind in ACTIVATIONS:
             y = activation(layer, params, x0)
-        # -- issue 14: convt
         elif kind == "conv_transpose2d":
             w = _param(params, layer, "weight")
             y = conv_transpose2d(x0, w, _param(params, layer, "bias"), _convt_attrs(layer, w))
@@ -398,12 +396,10 @@ def _layer_back(layer, params, acts, switches, g, rule):
     if kind == "concat":
         sizes = [acts[i].shape[1] for i in layer["inputs"]]
         return np.split(g, np.cumsum(sizes)[:-1], axis=1)
-    # -- issue 14: shape
     if kind in SHAPE_KINDS:
         return shape_backward(layer, params, [acts[i] for i in layer["inputs"]], g)
-    if kind in ACTIVATIONS:  # -- issue 14: act
+    if kind in ACTIVATIONS:
         return [activation_back(layer, params, x0, g, rule)]
-    # -- issue 14: convt
     if kind == "conv_transpose2d":
         w = _param(params, layer, "weight")
         return [conv_transpose2d_back(g, x0.shape, w, _convt_attrs(layer, w))]
@@ -440,7 +436,7 @@ def assert_close(got, ref, rtol=1e-4, atol_scale=1e-5, err_msg=""):
 
 
 # ---------------------------------------------------------------------------------------------
-# -- issue 14: shape: mul, affine, upsample, slice, pad, channel_shuffle. The spatial ones are
+# mul, affine, upsample, slice, pad, channel_shuffle. The spatial ones are
 # written as matrices along each axis (out = A_h x A_w^T), so that going down is literally the
 # transpose.
 
@@ -555,7 +551,6 @@ def shape_backward(layer, params, ins, g):
     return [np.einsum("oh,ncop,pw->nchw", ah, g, aw)]
 
 
-# -- issue 14: act -------------------------------------------------------------------------------
 # The element-wise activations: f, f' (at a kink, the x <= 0 side's for the ReLU-like kinds; 0 at
 # clip's and hardsigmoid's ends; hardswish's middle piece only strictly inside (-3, 3), as torch
 # 2.13) and whether the kind rectifies (the three rules differ). a: the layer's attributes with
@@ -685,9 +680,6 @@ def activation_back(layer, params, x, g, rule):
     if rule == "deconvnet":
         return np.maximum(g, 0.0)
     return np.maximum(g, 0.0) * d(x, a, s)
-
-
-# -- issue 14: convt
 
 
 def _convt_attrs(layer, w):

@@ -83,7 +83,6 @@ CONV = [
 ]
 
 
-# -- issue 14: convt
 CONV += [
     # The depthwise kernels (kernels/depthwise.cpp): groups == C == OC, 3x3 / 5x5, stride 1 / 2.
     ("dw_k3_s1", (13, 7, 7), _conv((3, 3), padding=(1, 1, 1, 1), groups=13)),
@@ -152,7 +151,6 @@ LINEAR_ONES = [
     ("batch_norm", (13, 7, 5), {}),
     ("add", (3, 7, 5), {"n_inputs": 3}),
     ("concat", (3, 7, 5), {"n_inputs": 2}),
-    # -- issue 14: shape
     ("affine", (13, 7, 5), {}),
     ("affine", (3, 7, 5), {"params": "scale", "scalar": True}),
     ("upsample", (3, 7, 5), {"scale": [2, 3]}),
@@ -165,7 +163,6 @@ LINEAR_ONES = [
     ("pad", (13, 7, 5), {"padding": [6, 4, 2, 1], "reflect": 1}),
     ("channel_shuffle", (12, 7, 5), {"groups": 3}),
 ]
-# -- issue 14: convt
 LINEAR_ONES += [
     ("conv_transpose2d", (3, 7, 5), _conv((3, 3), padding=(1, 1, 1, 1), out_channels=4)),
     ("conv_transpose2d", (13, 5, 6), _conv((4, 4), (2, 2), (1, 2, 0, 1), out_channels=8)),
@@ -204,14 +201,14 @@ JACOBIAN = [
     ("lrn", (7, 1, 1), {}),
     ("batch_norm", (13, 7, 5), {}),
     ("softmax", (13, 3, 2), {}),
-    # -- issue 14: shape: mul is bilinear (x * gate(x)), its Jacobian the product rule
+    # mul is bilinear (x * gate(x)), its Jacobian the product rule
     ("mul", (3, 7, 5), {}),
     ("mul", (13, 7, 5), {"broadcast": "channel"}),
     ("mul", (3, 7, 5), {"broadcast": "spatial", "swap": True}),
     ("mul", (3, 5, 7), {"broadcast": "scalar"}),
     ("mul", (13, 5, 7), {"broadcast": "rows", "swap": True}),
     ("mul", (16, 48, 48), {"broadcast": "channel"}),
-    # -- issue 14: act: the activations' gradients (backprop; the other rules: test_layers)
+    # the activations' gradients (backprop; the other rules: test_layers)
     ("leaky_relu", (3, 7, 5), {"alpha": 0.2}),
     ("prelu", (13, 7, 5), {}),
     ("clip", (3, 7, 6), {"min": 0.0, "max": 0.8}),
@@ -226,7 +223,6 @@ JACOBIAN = [
     ("gelu", (3, 7, 5), {}),
     ("gelu", (13, 7, 3), {"tanh": 1}),
 ]
-# -- issue 14: convt
 JACOBIAN += [
     ("layer_norm", (13, 7, 5), {}),
     ("layer_norm", (3, 1, 7), {"epsilon": 0.5}),
@@ -276,7 +272,6 @@ def test_jacobian_at_forward_point(kind, shape, attrs, threads):
         )
 
 
-# -- issue 14: shape
 def test_se_gate_through_branches(threads):
     """An SE block (x * gate(x), the gate from global pooling and two 1x1 convs): the product
     rule sends the signal down both branches; against npref and finite differences."""

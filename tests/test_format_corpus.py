@@ -137,7 +137,6 @@ GRAPH_CASES = [
         ShapeError,
         ["conv1/weight", "3 dimensions"],
     ),
-    # -- issue 14: darknet
     (
         "metadata-object",
         lambda g, p: g.__setitem__("metadata", {"darknet": {"yolo": [{"mask": [0, 1]}]}}),

@@ -1,4 +1,4 @@
-"""issue 14: perf. The per-ISA activation rows (act_rows.inc: sigmoid and SiLU by a polynomial e^x)
+"""The per-ISA activation rows (act_rows.inc: sigmoid and SiLU by a polynomial e^x)
 and depthwise plane kernels (depthwise_fwd.inc), run under every ISA this CPU has, against float64
 NumPy: the clamped tails, zero, and each ISA's vector width with its scalar remainder."""
 

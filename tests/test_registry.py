@@ -41,14 +41,12 @@ VALID = {
     "softmax": ({}, {}, 1),
     "add": ({}, {}, 2),
     "concat": ({}, {}, 3),
-    # -- issue 14: shape
     "mul": ({}, {}, 2),
     "affine": ({}, {"scale": W((3,), 0.5, np.float32), "bias": W((1,), 0.1, np.float32)}, 1),
     "upsample": ({"scale": [2, 3], "bilinear": [1]}, {}, 1),
     "slice": ({"axis": [1], "start": [0], "end": [2]}, {}, 1),
     "pad": ({"padding": [1, 2, 3, 4], "value": [0.5]}, {}, 1),
     "channel_shuffle": ({"groups": [3]}, {}, 1),
-    # -- issue 14: act
     "leaky_relu": ({"alpha": [0.1]}, {}, 1),
     "prelu": ({}, {"slope": W((3,), 0.25, np.float32)}, 1),
     "clip": ({"min": [0.0], "max": [6.0]}, {}, 1),
@@ -61,7 +59,6 @@ VALID = {
     "elu": ({"alpha": [1.0]}, {}, 1),
     "gelu": ({"tanh": [1]}, {}, 1),
 }
-# -- issue 14: convt
 VALID |= {
     "conv_transpose2d": ({"stride": [2, 2]}, {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, 1),
     "layer_norm": ({}, {"scale": W((3,), 1.0, np.float32)}, 1),
@@ -69,7 +66,7 @@ VALID |= {
 # Kinds whose backward is not one linear map: the projection rule decides (test_layers projects
 # each under all three rules against npref instead of an adjoint test).
 RULE_DEPENDENT = {"relu"}
-# -- issue 14: act: the rectifying activations (clip when min == 0)
+# the rectifying activations (clip when min == 0)
 RULE_DEPENDENT |= {"leaky_relu", "prelu", "clip", "silu", "hardswish", "mish", "elu", "gelu"}
 
 
@@ -217,7 +214,7 @@ def test_schema_refuses_bad_specs(kind):
             _refused(kind, dict(attrs, **{name: [out] * a["n_min"]}), params, n_in, name)
 
 
-# -- issue 14: act: the per-rule record ----------------------------------------------------------
+# the per-rule record ----------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
 def test_row_declares_each_rule(kind):
     """Every row says how the signal goes down under each rule; a kind that does not rectify

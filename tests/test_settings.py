@@ -77,7 +77,6 @@ def test_isa_environment():
     assert "PYDECONV_ISA=sse9: unknown ISA" in r.stdout
 
 
-# -- issue 14: perf
 @pytest.mark.parametrize("given,want", [(None, "unset"), ("passive", "passive")])
 def test_openmp_wait_policy_is_the_environments(given, want):
     """pydeconv leaves OMP_WAIT_POLICY to the environment (passive waiting costs 1.5-1.8x on an

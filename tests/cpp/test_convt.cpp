@@ -1,4 +1,3 @@
-// -- issue 14: convt
 // conv_transpose2d and layer_norm kernels against their reference twins (kernels/ref/), on odd
 // shapes and geometries (groups, output padding, dilation, asymmetric padding), at 1 and 2
 // threads, with region-limited gradients (NaN outside each sample's region for the fast kernels:

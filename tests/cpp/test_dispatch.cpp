@@ -42,7 +42,7 @@ TEST(every_table_entry_is_set) {
     CHECK(t.pool_fold != nullptr);
     CHECK(wino_set(t.wino2) && wino_set(t.wino4));
     CHECK(t.lrn_pow075_float != nullptr && t.lrn_pow075_double != nullptr);
-    CHECK(t.act_exp_rows != nullptr && t.depthwise_plane_for != nullptr);  // issue 14: perf
+    CHECK(t.act_exp_rows != nullptr && t.depthwise_plane_for != nullptr);
   }
   set_isa("auto");
   CHECK(&kernel_table() == &kernel_table(best_isa()));
@@ -57,8 +57,8 @@ TEST(portable_table_holds_only_portable_kernels) {
   void (*pow_f)(const double*, int64_t, float*) = lrn_inv_pow075_portable;
   void (*pow_d)(const double*, int64_t, double*) = lrn_inv_pow075_portable;
   CHECK(p.lrn_pow075_float == pow_f && p.lrn_pow075_double == pow_d);
-  CHECK(p.act_exp_rows == &act_exp_rows_portable);                // issue 14: perf
-  CHECK(p.depthwise_plane_for == &depthwise_plane_for_portable);  // issue 14: perf
+  CHECK(p.act_exp_rows == &act_exp_rows_portable);
+  CHECK(p.depthwise_plane_for == &depthwise_plane_for_portable);
   // Every x86 table replaces each portable kernel (the LRN power: AVX2's on both).
   for (Isa isa : {Isa::Avx2, Isa::Avx512}) {
     if (!cpu_runs(isa)) continue;

@@ -271,7 +271,6 @@ GraphSpec graph_spec(const Json& g, std::map<std::string, Tensor> params, const 
               {"format", "version", "name", "input", "preprocess", "labels", "layers", "outputs",
                "metadata"},
               "the graph", w);
-  // -- issue 14: darknet
   // 'metadata': an object kept verbatim for tools (a Darknet import's [yolo] anchors); the engine
   // never reads it.
   object_field(g, "metadata", "graph 'metadata'", w);

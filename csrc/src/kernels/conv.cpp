@@ -375,7 +375,6 @@ void conv2d_backward(const Ctx& ctx, const Tensor& gout, const Regions& rs, cons
   backward_col2im(ctx, gout, rs, *packed, g, groups, gin);
 }
 
-// -- issue 14: convt
 // conv_transpose2d: the forward is conv2d_backward (the conv of geometry g's data gradient), the
 // projection's way down conv_rects (a forward conv with the same filters over the reached
 // rectangles).

@@ -1,4 +1,3 @@
-// -- issue 14: convt
 // Depthwise convolution (groups == C == OC; MobileNet, EfficientNet, ConvNeXt's 7x7 aside): 3x3
 // and 5x5 filters, stride 1 or 2, no dilation. The GEMM path runs one group at a time, a GEMM of
 // one row (forward) or of K*K rows and one column of K (the transposed conv), mostly packing; here
@@ -7,7 +6,7 @@
 // output row in registers; the backward scatters each region row's taps into a padded buffer and
 // adds the rectangle it reached into gin. Each plane belongs to one thread: the same bits for any
 // thread count. The forward's plane kernels (depthwise_fwd.inc) are built once per ISA and reached
-// through the kernel table (issue 14: perf): AVX-512 runs each output row 16 lanes wide with FMAs.
+// through the kernel table: AVX-512 runs each output row 16 lanes wide with FMAs.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>

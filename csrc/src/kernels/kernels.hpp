@@ -53,7 +53,7 @@ struct ConvPacked {
   // W^T for the direct kernel of few-input-channel convs (kernels/direct_conv.hpp), else empty.
   std::vector<float> direct;
   // The plain weights of a depthwise conv the depthwise kernels take (depthwise_weights_fit),
-  // else empty. -- issue 14: convt
+  // else empty.
   std::vector<float> depthwise;
 };
 // Per group W_g as (OC/groups) x (C/groups * KH * KW): the forward GEMM's A.
@@ -210,7 +210,6 @@ void global_avg_pool_backward(const Ctx& ctx, const Tensor& gout, Tensor& gin);
 void global_avg_pool_forward_ref(const Tensor& in, Tensor& out);
 void global_avg_pool_backward_ref(const Tensor& gout, Tensor& gin);
 
-// -- issue 14: shape
 // mul: the element-wise product of a and b with broadcasting (each of their C, H, W equals out's
 // or is 1). Backward, the product rule: ga += gout * b and gb += gout * a, each summed over the
 // dims its input was broadcast along; a and b are the forward inputs (batch N), gout has batch
@@ -253,7 +252,6 @@ void pad_backward_ref(const Tensor& gout, const Pad2d& p, Tensor& gin);
 // backward the inverse permutation.
 void channel_shuffle_forward_ref(const Tensor& in, int64_t groups, Tensor& out);
 void channel_shuffle_backward_ref(const Tensor& gout, int64_t groups, Tensor& gin);
-// -- issue 14: act
 // Element-wise activations (the layers in layers/activation.hpp): y = f(x) over whole tensors;
 // the backward goes over each sample's region of gout, x being the forward input (batch N).
 enum class Act {
@@ -287,7 +285,6 @@ void activation_forward_ref(const Tensor& in, const ActParams& p, Tensor& out);
 void activation_backward_ref(const Tensor& gout, const Tensor& x, const ActParams& p, ActDown down,
                              Tensor& gin, int64_t reps);
 
-// -- issue 14: convt
 // conv_transpose2d: in (N, C_in, H, W), weight (C_in, C_out/groups, KH, KW), bias (C_out) or null,
 // out (N, C_out, OH, OW). `g` holds the layer's own kernel, stride, dilation and padding: the
 // transposed conv is the adjoint of the conv2d of geometry g from out to in, weight as its

@@ -18,14 +18,12 @@ std::unique_ptr<Layer> make_dropout(const LayerSpec& s);
 std::unique_ptr<Layer> make_softmax(const LayerSpec& s);
 std::unique_ptr<Layer> make_add(const LayerSpec& s);
 std::unique_ptr<Layer> make_concat(const LayerSpec& s);
-// -- issue 14: shape
 std::unique_ptr<Layer> make_mul(const LayerSpec& s);
 std::unique_ptr<Layer> make_affine(const LayerSpec& s);
 std::unique_ptr<Layer> make_upsample(const LayerSpec& s);
 std::unique_ptr<Layer> make_slice(const LayerSpec& s);
 std::unique_ptr<Layer> make_pad(const LayerSpec& s);
 std::unique_ptr<Layer> make_channel_shuffle(const LayerSpec& s);
-// -- issue 14: act
 std::unique_ptr<Layer> make_leaky_relu(const LayerSpec& s);
 std::unique_ptr<Layer> make_prelu(const LayerSpec& s);
 std::unique_ptr<Layer> make_clip(const LayerSpec& s);
@@ -37,7 +35,6 @@ std::unique_ptr<Layer> make_hardswish(const LayerSpec& s);
 std::unique_ptr<Layer> make_mish(const LayerSpec& s);
 std::unique_ptr<Layer> make_elu(const LayerSpec& s);
 std::unique_ptr<Layer> make_gelu(const LayerSpec& s);
-// -- issue 14: convt
 std::unique_ptr<Layer> make_conv_transpose2d(const LayerSpec& s);
 std::unique_ptr<Layer> make_layer_norm(const LayerSpec& s);
 

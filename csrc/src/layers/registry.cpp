@@ -76,7 +76,7 @@ const AttrSchema kCeilMode{"ceil_mode", AttrType::Bool, 1, 1, {0}};
 
 constexpr int kAny = 0;  // max_inputs: no limit
 
-// -- issue 14: act. What every activation row declares (registry rows at the end of the table).
+// What every activation row declares (registry rows at the end of the table).
 constexpr unsigned kActivation = kBackwardInPlace | kRegionOnly | kNeedsInput;
 constexpr const char* kActivationRef = "activation_forward_ref, activation_backward_ref";
 
@@ -138,7 +138,6 @@ const std::vector<LayerKind>& layer_kinds() {
           "add_forward_ref, add_backward_ref"),
       row("concat", make_concat, {{{"axis", AttrType::Int, 1, 1, {1}, Range::One}}, {}, 2, kAny},
           kRegionOnly, "split by channels", "concat_forward_ref, concat_backward_ref"),
-      // -- issue 14: shape
       row("mul", make_mul, {{}, {}, 2, 2}, kRegionOnly | kNeedsInput,
           "product rule: each input gets g times the other input, summed over its broadcast dims",
           "mul_forward_ref, mul_backward_ref"),
@@ -175,7 +174,7 @@ const std::vector<LayerKind>& layer_kinds() {
       row("channel_shuffle", make_channel_shuffle,
           {{{"groups", AttrType::Int, 1, 1, {}, Range::Positive, true, "divides C"}}, {}}, 0,
           "the inverse permutation", "channel_shuffle_forward_ref, channel_shuffle_backward_ref"),
-      // -- issue 14: act. Activations: element-wise, the backward needs the forward input x and
+      // Activations: element-wise, the backward needs the forward input x and
       // works in place inside each sample's region. Rectifying kinds: deconvnet relu(g), guided
       // relu(g)*f'(x), backprop g*f'(x); the others g*f'(x) under every rule (docs/PROJECTION.md).
       rectifier("leaky_relu", make_leaky_relu, {{{"alpha", AttrType::Number, 1, 1, {0.01}}}, {}},
@@ -225,7 +224,6 @@ const std::vector<LayerKind>& layer_kinds() {
                 "(tanh: the tanh form's derivative)",
                 "relu(g)", "relu(g)*gelu'(x), gelu'(x) = Phi(x)+x*phi(x) (tanh: its form's)",
                 "g*gelu'(x), gelu'(x) = Phi(x)+x*phi(x) (tanh: its form's)", kActivationRef),
-      // -- issue 14: convt
       row("conv_transpose2d", make_conv_transpose2d,
           {{kernel_size(false, "the weight's (kh, kw)"),
             stride({1}, ""),
