@@ -59,6 +59,17 @@ int64_t reflect(int64_t i, int64_t n) {
   return i;
 }
 
+// The input pixel (iy, ix) that padded output pixel (y, x) copies; false when it is padding.
+bool pad_source(const Pad2d& p, const Shape& is, int64_t y, int64_t x, int64_t& iy, int64_t& ix) {
+  iy = y - p.t;
+  ix = x - p.l;
+  if (p.reflect) {
+    iy = reflect(iy, is.h);
+    ix = reflect(ix, is.w);
+  }
+  return iy >= 0 && iy < is.h && ix >= 0 && ix < is.w;
+}
+
 }  // namespace
 
 void mul_forward_ref(const Tensor& a, const Tensor& b, Tensor& out) {
@@ -148,12 +159,8 @@ void pad_forward_ref(const Tensor& in, const Pad2d& p, Tensor& out) {
     for (int64_t c = 0; c < os.c; ++c)
       for (int64_t y = 0; y < os.h; ++y)
         for (int64_t x = 0; x < os.w; ++x) {
-          int64_t iy = y - p.t, ix = x - p.l;
-          if (p.reflect) {
-            iy = reflect(iy, is.h);
-            ix = reflect(ix, is.w);
-          }
-          const bool inside = iy >= 0 && iy < is.h && ix >= 0 && ix < is.w;
+          int64_t iy, ix;
+          const bool inside = pad_source(p, is, y, x, iy, ix);
           out.plane(n, c)[y * os.w + x] = inside ? in.plane(n, c)[iy * is.w + ix] : p.value;
         }
 }
@@ -165,12 +172,8 @@ void pad_backward_ref(const Tensor& gout, const Pad2d& p, Tensor& gin) {
     for (int64_t c = 0; c < os.c; ++c)
       for (int64_t y = 0; y < os.h; ++y)
         for (int64_t x = 0; x < os.w; ++x) {
-          int64_t iy = y - p.t, ix = x - p.l;
-          if (p.reflect) {
-            iy = reflect(iy, is.h);
-            ix = reflect(ix, is.w);
-          }
-          if (iy >= 0 && iy < is.h && ix >= 0 && ix < is.w)
+          int64_t iy, ix;
+          if (pad_source(p, is, y, x, iy, ix))
             acc[static_cast<size_t>((n * is.c + c) * is.plane() + iy * is.w + ix)] +=
                 gout.plane(n, c)[y * os.w + x];
         }
