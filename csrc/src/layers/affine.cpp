@@ -2,14 +2,14 @@
 // each optional (at least one): Sub/Div/Mul/Add by constants that cannot fold into a conv.
 #include <vector>
 
-#include "layers.hpp"
+#include "channel_affine.hpp"
 
 namespace pydeconv {
 namespace {
 
-class Affine : public Layer {
+class Affine : public ChannelAffineLayer {
  public:
-  using Layer::Layer;
+  using ChannelAffineLayer::ChannelAffineLayer;
 
   Shape shape(const std::vector<Shape>& in) override {
     const int64_t c = in[0].c;
@@ -23,15 +23,6 @@ class Affine : public Layer {
     return in[0];
   }
 
-  void forward(const Ctx& ctx, ForwardArgs& a) const override {
-    kernels::channel_affine_forward(ctx, *a.in[0], a_.data(), b_.data(), *a.out);
-  }
-
-  // All rules: gin += gout * scale[c] (the bias is unused going down).
-  void backward(const Ctx& ctx, BackwardArgs& a) const override {
-    kernels::channel_affine_backward(ctx, *a.gout, a.region, a_.data(), *a.gin[0]);
-  }
-
  private:
   // A (C,) or (1,) parameter, one value per channel.
   void expand(const Tensor* p, const char* key, int64_t c, std::vector<float>& out) const {
@@ -42,8 +33,6 @@ class Affine : public Layer {
           ",) or (1,), got " + s.str());
     for (int64_t i = 0; i < c; ++i) out[static_cast<size_t>(i)] = p->data()[s.n == 1 ? 0 : i];
   }
-
-  std::vector<float> a_, b_;
 };
 
 }  // namespace

@@ -3,14 +3,14 @@
 #include <cmath>
 #include <vector>
 
-#include "layers.hpp"
+#include "channel_affine.hpp"
 
 namespace pydeconv {
 namespace {
 
-class BatchNorm : public Layer {
+class BatchNorm : public ChannelAffineLayer {
  public:
-  using Layer::Layer;
+  using ChannelAffineLayer::ChannelAffineLayer;
 
   Shape shape(const std::vector<Shape>& in) override {
     const double eps = num1("epsilon");
@@ -34,18 +34,6 @@ class BatchNorm : public Layer {
     }
     return in[0];
   }
-
-  void forward(const Ctx& ctx, ForwardArgs& a) const override {
-    kernels::channel_affine_forward(ctx, *a.in[0], a_.data(), b_.data(), *a.out);
-  }
-
-  // All rules: gin += gout * scale / sqrt(var + eps) (the shift is a bias: unused going down).
-  void backward(const Ctx& ctx, BackwardArgs& a) const override {
-    kernels::channel_affine_backward(ctx, *a.gout, a.region, a_.data(), *a.gin[0]);
-  }
-
- private:
-  std::vector<float> a_, b_;
 };
 
 }  // namespace
