@@ -1,4 +1,5 @@
-"""The ``pydeconv`` command line: info, convert, project, switches, demo.
+"""The ``pydeconv`` command line: info, convert, project, switches, demo, and the analyses
+(:mod:`pydeconv.analysis.commands`).
 
 Every error a user can cause (a bad model, image, layer, channel, path) ends the program with one
 line ``pydeconv: error: ...`` and a non-zero status, never a traceback. Outputs are never
@@ -586,6 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also save the model the demo used (for info, project, switches)",
     )
     p.set_defaults(func=cmd_demo)
+
+    from pydeconv.analysis.commands import register_all
+
+    register_all(sub, common, writes)  # atlas, probe, occlude, ... (pydeconv.analysis)
     return parser
 
 

@@ -55,3 +55,12 @@ def kernels(request):
         yield request.param
     finally:
         pydeconv.set_reference_kernels(before)
+
+
+@pytest.fixture(scope="session")
+def report_browser():
+    """tests/browser.py's check_report, with the browser closed at the end of the session."""
+    import browser
+
+    yield browser.check_report
+    browser.close()
