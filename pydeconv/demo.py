@@ -56,6 +56,9 @@ CAVEAT = (
 
 Log = Callable[[str], None]
 
+# How many of the deepest shown layers also get the guided-backprop image (VGG16: blocks 4 and 5).
+GUIDED_DEEPEST = 2
+
 
 def stderr_log(msg: str) -> None:
     print(f"pydeconv: {msg}", file=sys.stderr, flush=True)
@@ -240,26 +243,34 @@ def feature_panels(
     rule: str = "deconvnet",
     threads: int | None = None,
     min_side: int = 96,
+    also: str | None = None,
     **project_args: Any,
 ) -> tuple[list[Image.Image], list[str], list[str]]:
     """Projection tiles beside receptive-field patches, for one batched projection.
 
     Returns (tiles, tile captions, one text caption per channel). For at="max" the crop is the
     receptive field of the channel's strongest position, for (y, x) that position's, and for
-    "map" the whole image. ``project_args`` go to Net.project (max_memory, progress).
+    "map" the whole image. ``also`` (another rule, e.g. "guided") adds that rule's projection of
+    the same unit between the first one and the patch: 3 tiles per channel instead of 2. Each
+    projection tile's caption names its rule. ``project_args`` go to Net.project (max_memory,
+    progress).
     """
     act = trace.activation(layer)[0]
-    proj, positions = net.project(
-        trace,
-        layer,
-        channel=list(channels),
-        at=at,
-        rule=rule,
-        threads=threads,
-        return_positions=True,
-        **project_args,
-    )
-    proj, positions = proj[0], positions[0]
+    rules = [rule] if also is None else [rule, also]
+    projs = []
+    for r in rules:
+        proj, positions = net.project(
+            trace,
+            layer,
+            channel=list(channels),
+            at=at,
+            rule=r,
+            threads=threads,
+            return_positions=True,
+            **project_args,
+        )
+        projs.append(proj[0])
+    positions = positions[0]
     order = net.preprocess["channel_order"]
     tiles: list[Image.Image] = []
     captions: list[str] = []
@@ -268,17 +279,23 @@ def feature_panels(
         fmap = act[c]
         if at == "map":
             value = float(np.max(fmap))
-            shown, patch = pimg.render(proj[i], order), pimg.to_pil(x[0], net)
+            shown = [pimg.render(p[i], order) for p in projs]
+            patch = pimg.to_pil(x[0], net)
             where, text_where = "whole map", "whole map, max"
         else:
             y, xx = (int(v) for v in positions[i])  # where the engine started the projection
             value = float(fmap[y, xx]) if fmap.ndim == 2 else float(fmap)
-            crop = pimg.mask_to_receptive_field(proj[i], net, layer, y, xx)
-            shown, patch = pimg.render(crop, order), pimg.crop_patch(x, net, layer, y, xx)
-            where, text_where = f"at {y},{xx}", f"at (y={y}, x={xx})"
-        tiles += [pimg.enlarge(shown, min_side), pimg.enlarge(patch, min_side)]
-        captions += [f"ch {c}  {value:.3g}", where]
-        texts.append(f"{layer} channel {c}: activation {value:.4g} {text_where}")
+            shown = [
+                pimg.render(pimg.mask_to_receptive_field(p[i], net, layer, y, xx), order)
+                for p in projs
+            ]
+            patch = pimg.crop_patch(x, net, layer, y, xx)
+            where, text_where = f"input at {y},{xx}", f"at (y={y}, x={xx})"
+        tiles += [pimg.enlarge(im, min_side) for im in (*shown, patch)]
+        captions += [f"ch {c} {value:.3g}\n{rules[0]}", *rules[1:], where]
+        texts.append(
+            f"{layer} channel {c}: activation {value:.4g} {text_where} ({' | '.join(rules)})"
+        )
     return tiles, captions, texts
 
 
@@ -489,6 +506,9 @@ def run_demo(
         layers = spread(layers[1:] or layers, 3)
         log(f"detection heads: {detect.describe_heads(heads)}")
     log(f"model {net.graph.get('name', '?')}: layers {', '.join(layers)}")
+    # The deepest layers' deconvnet images are mostly fine speckle on VGG16: their guided-backprop
+    # image is shown beside them.
+    guided = set(layers[-GUIDED_DEEPEST:]) if len(layers) > GUIDED_DEEPEST else set()
     stems = [f"{n:02d}-{_safe(path.stem)}" for n, path in enumerate(paths, 1)]
     parts = ["input", *(["detections"] if heads else []), *layers]
     names = [_png_name(stem, part) for stem in stems for part in parts]
@@ -520,11 +540,16 @@ def run_demo(
             _, trace = net.forward(x, upto=layers[-1], threads=threads)
         for layer in layers:
             channels = top_channels(trace.activation(layer)[0], top)
-            tiles, captions, texts = feature_panels(net, x, trace, layer, channels, threads=threads)
+            also = "guided" if layer in guided else None
+            tiles, captions, texts = feature_panels(
+                net, x, trace, layer, channels, threads=threads, also=also
+            )
             name = _png_name(stem, layer)
-            picture_grid = pimg.grid(tiles, cols=6, pad=3, captions=captions)
+            per = 3 if also else 2
+            picture_grid = pimg.grid(tiles, cols=3 * per, pad=6, captions=captions)
             write(name, report.png_bytes(picture_grid))
-            title = f"{layer}: the {len(channels)} strongest feature maps"
+            shows = "deconvnet | guided backprop | input" if also else "deconvnet | input"
+            title = f"{layer}: the {len(channels)} strongest feature maps ({shows})"
             figures.append(report.Figure(name, title, texts))
         sections.append(report.Section(path.name, _png_name(stem, "input"), figures=figures))
         log(
@@ -536,7 +561,16 @@ def run_demo(
         f"Model: {net.graph.get('name', '?')}, input {tuple(net.input_shape)}. For each image and "
         f"layer: the {top} feature maps with the strongest activation, each projected to pixels "
         "from its strongest position with the deconvnet rule (Zeiler & Fergus 2013, Fig. 2), "
-        "shown beside the receptive-field patch of that position.",
+        "shown beside the receptive-field patch of that position. "
+        + (
+            f"In the deepest {GUIDED_DEEPEST} layers ({', '.join(layers[-GUIDED_DEEPEST:])}) "
+            "the deconvnet image (mostly fine speckle there: the deconvnet passes every positive "
+            "signal through each ReLU, whatever the forward pass did) is followed by the guided "
+            "backprop image of the same unit, which also zeroes the signal where the forward "
+            "ReLU was off. Each tile's caption names its rule."
+            if guided
+            else "Each tile's caption names its rule."
+        ),
         CAVEAT,
     ]
     if heads:

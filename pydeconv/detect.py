@@ -705,7 +705,9 @@ def draw_box(
     width: int = 2,
 ) -> Any:
     """A copy of a PIL image with a box (x1, y1, x2, y2) and an optional label drawn on it."""
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
+
+    from . import image as pimg
 
     out = img.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
@@ -714,7 +716,7 @@ def draw_box(
     y1, y2 = sorted((min(max(y1, 0), out.height - 1), min(max(y2, 0), out.height - 1)))
     draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
     if text:
-        font = ImageFont.load_default()
+        font = pimg.caption_font()
         tb = draw.textbbox((0, 0), text, font=font)
         ty = y1 - (tb[3] - tb[1]) - 3 if y1 - (tb[3] - tb[1]) - 3 >= 0 else y1 + 1
         draw.rectangle((x1, ty, x1 + tb[2] - tb[0] + 3, ty + tb[3] - tb[1] + 2), fill=color)

@@ -21,6 +21,15 @@ from pydeconv.limits import get_limits, limit_str
 
 _ORDERS = ("RGB", "BGR", "L")
 
+# Captions under grid tiles and on boxes: Pillow's bundled FreeType font at this pixel size
+# (its bitmap fallback, about 11 px, ran neighbouring words together).
+CAPTION_SIZE = 13
+
+
+def caption_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The font of every caption pydeconv draws."""
+    return ImageFont.load_default(size=CAPTION_SIZE)
+
 
 # --- preprocessing -------------------------------------------------------------------------------
 
@@ -264,13 +273,11 @@ def grid(
     cols = min(cols, len(images))
     rows = math.ceil(len(images) / cols)
 
-    font = ImageFont.load_default()
+    font = caption_font()
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     boxes = [scratch.multiline_textbbox((0, 0), c, font=font) for c in captions or []]
-    # Whole pixels: for text at (0, 0) with the default anchor, left alignment and no stroke,
-    # Pillow's text boxes are integers (typed float: other positions/alignments give fractions).
-    text_w = max((int(b[2]) for b in boxes), default=0)
-    text_h = max((int(b[3]) for b in boxes), default=0)
+    text_w = max((math.ceil(b[2]) for b in boxes), default=0)
+    text_h = max((math.ceil(b[3]) for b in boxes), default=0)
     cell_w = max(max(im.width for im in images), text_w)
     cell_h = max(im.height for im in images) + (text_h + pad if captions is not None else 0)
 
@@ -290,7 +297,7 @@ def grid(
         at = (x0 + (cell_w - im.width) // 2, y0 + (tile_h - im.height) // 2)
         canvas.paste(im.convert("RGB"), at)
         if captions is not None:
-            text_x = x0 + (cell_w - boxes[i][2]) // 2
+            text_x = x0 + (cell_w - math.ceil(boxes[i][2])) // 2
             draw.multiline_text(
                 (text_x, y0 + tile_h + pad), captions[i], fill=ink, font=font, align="center"
             )

@@ -92,7 +92,9 @@ h3 { font-size: 1em; margin-bottom: 0.3em; }
 .input img { image-rendering: pixelated; border: 1px solid #ccc; }
 figure { margin: 0 0 1.5em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; background: #fff; }
-figcaption ol { margin: 0.3em 0; padding-left: 1.5em; columns: 3; font-size: 0.85em; }
+figcaption ol { margin: 0.3em 0; padding-left: 1.5em; font-size: 0.85em; display: grid;
+  grid-template-columns: repeat(auto-fill, minmax(24em, 1fr)); column-gap: 2.5em; }
+figcaption li { padding: 0.1em 0; }
 """
 
 

@@ -87,6 +87,37 @@ def test_feature_panels_match_the_engine(tiny):
         demo.feature_panels(net, x, trace, "conv2", [0], at=(0, 4))
 
 
+def test_feature_panels_show_a_second_rule_beside(tiny):
+    """also="guided": deconvnet, guided, input patch per channel; each caption names its rule."""
+    net = pydeconv.load(str(tiny))
+    x = pimg.load(demo.demo_images()[0], net)
+    _, trace = net.forward(x)
+    tiles, captions, texts = demo.feature_panels(net, x, trace, "conv4", [1, 2], also="guided")
+    assert len(tiles) == len(captions) == 6 and len(texts) == 2
+    assert "deconvnet" in captions[0] and captions[1] == "guided"
+    assert captions[2].startswith("input at")
+    proj, pos = net.project(trace, "conv4", channel=2, rule="guided", return_positions=True)
+    y, xx = (int(v) for v in pos[0])
+    crop = pimg.mask_to_receptive_field(proj[0], net, "conv4", y, xx)
+    np.testing.assert_array_equal(
+        np.asarray(tiles[4]), np.asarray(pimg.enlarge(pimg.render(crop), 96))
+    )
+    assert "(deconvnet | guided)" in texts[1]
+
+
+def test_run_demo_shows_guided_in_the_deepest_layers(tiny, tmp_path):
+    index = demo.run_demo(tmp_path / "o", images=demo.demo_images()[:1], model=tiny, log=print)
+    page = index.read_text()
+    # tiny's block layers are conv1, conv2, conv4: the deepest two get the guided image
+    titles = dict(re.findall(r"<h3>(\w+): the \d+ strongest feature maps \(([^)]*)\)</h3>", page))
+    assert titles == {
+        "conv1": "deconvnet | input",
+        "conv2": "deconvnet | guided backprop | input",
+        "conv4": "deconvnet | guided backprop | input",
+    }
+    assert "guided backprop image of the same unit" in page
+
+
 def test_run_demo_end_to_end(tiny, tmp_path):
     out_dir = tmp_path / "out"
     images = demo.demo_images()[:2]
