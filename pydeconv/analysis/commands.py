@@ -16,6 +16,7 @@ COMMANDS: list[str] = [
     # one line per verb module, appended by the module's author
     # -- occlude
     "occlusion",
+    "invariance",
 ]
 
 

@@ -10,7 +10,7 @@ the report says :data:`pydeconv.analysis.extras.PLOTS_NOTE`). Class maps are alw
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -191,7 +191,7 @@ def class_map(
 
 def line_plot(
     xs: Sequence[float],
-    series: dict[str, Sequence[float]],
+    series: Mapping[str, Sequence[float]],
     title: str,
     xlabel: str,
     ylabel: str,
@@ -218,7 +218,7 @@ def line_plot(
 
 
 def bar_plot(
-    names: Sequence[str], series: dict[str, Sequence[float]], title: str, ylabel: str
+    names: Sequence[str], series: Mapping[str, Sequence[float]], title: str, ylabel: str
 ) -> Image.Image | None:
     """Grouped bars, one group per name (matplotlib); None without matplotlib."""
     plt = extras.pyplot()
