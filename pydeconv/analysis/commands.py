@@ -17,6 +17,7 @@ COMMANDS: list[str] = [
     # -- occlude
     "occlusion",
     "invariance",
+    "filters",
 ]
 
 
