@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "occlusion",
     "invariance",
     "filters",
+    "correspondence",
 ]
 
 
