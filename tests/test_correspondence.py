@@ -92,6 +92,14 @@ def test_random_control(zf):
     assert a.random_mean("relu4") == pytest.approx(np.mean(a.random["relu4"]))
     c = cor.correspondence(net, x, boxes, ["relu4"], random=4, seed=8)
     assert c.random_boxes != a.random_boxes
+    # shared: one top-left corner per repetition for every image
+    s = cor.correspondence(net, x, boxes, ["relu4"], random=5, seed=1, random_mode="shared")
+    assert s.random_mode == "shared" and len(s.random["relu4"]) == 5
+    for rb in s.random_boxes:
+        assert len({(x1, y1) for x1, y1, _, _ in rb}) == 1
+        assert all(x2 <= 37 and y2 <= 37 for _, _, x2, y2 in rb)
+    with pytest.raises(PydeconvError, match="random_mode must be"):
+        cor.correspondence(net, x, boxes, ["relu4"], random=1, random_mode="same")
 
 
 def test_boxes_file_forms():
@@ -145,6 +153,7 @@ def test_cli_report(tmp_path, zf, capsys, report_browser):
     assert [p.split("/")[-1] for p in doc["images"]] == ["dog0.png", "dog1.png", "dog2.png"]
     assert doc["skipped"][0]["path"].endswith("dog9.png")
     assert doc["random"]["repetitions"] == 3 and len(doc["random"]["delta"]["fc7"]) == 3
+    assert doc["random"]["mode"] == "independent"
     x = np.concatenate([pimg.load(p, net) for p in doc["images"]])
     res = cor.correspondence(net, x, [tuple(b) for b in doc["boxes"]], ["conv2", "fc7"])
     assert doc["delta"] == res.delta

@@ -16,7 +16,13 @@ Hamming distance; the values it reports (0.067 to 0.107 at layer 5) are fraction
 The control: ``random`` repetitions in which each image is occluded by a box of the same size as
 its own at a uniformly random position inside the input (``numpy.random.default_rng(seed)``); its
 ``delta`` per repetition, their mean and standard deviation. A part whose occlusion changes the
-features consistently has a ``delta`` well below the random control's.
+features consistently has a ``delta`` well below the random control's. ``random_mode``:
+``"independent"`` (default) draws a position per image; ``"shared"`` draws one per repetition and
+puts every image's box there (each box's top-left corner at the same point, the point drawn so
+that the largest box fits). The two answer different questions: units whose receptive field misses
+the box do not change (sign 0), so boxes at the same place in every image already agree on those
+entries; the shared control shows how much of a part's low ``delta`` comes from the parts sitting
+at similar places, the independent one what random occlusions anywhere give.
 
 Boxes (``BOXES.json``): ``[x1, y1, x2, y2]`` (half-open, pixels), one per image, either as a list
 in the order of the images or an object keyed by the image's path as given or its file name;
@@ -47,6 +53,7 @@ from pydeconv.fileio import write_atomic
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in input pixels, half-open
 MAX_RANDOM = 10_000
+RANDOM_MODES = ("independent", "shared")
 
 
 def delta(signs: np.ndarray) -> tuple[float, int]:
@@ -145,6 +152,7 @@ class Correspondence:
     random_boxes: list[list[Box]] = field(default_factory=list)
     fill: list[float] = field(default_factory=list)
     seed: int = 0
+    random_mode: str = "independent"
     batch: int = 1
 
     def random_mean(self, layer: str) -> float | None:
@@ -164,6 +172,7 @@ def correspondence(
     random: int = 0,
     seed: int = 0,
     fill: str | float = "mean",
+    random_mode: str = "independent",
     batch: int = 8,
     max_memory: int = outputs.DEFAULT_MAX_MEMORY,
     threads: int | None = None,
@@ -181,6 +190,10 @@ def correspondence(
         raise PydeconvError(f"{len(boxes)} boxes for {n} images")
     if isinstance(random, bool) or not isinstance(random, int) or not 0 <= random <= MAX_RANDOM:
         raise PydeconvError(f"random repetitions must be 0..{MAX_RANDOM}, got {random!r}")
+    if random_mode not in RANDOM_MODES:
+        raise PydeconvError(
+            f"random_mode must be one of {', '.join(RANDOM_MODES)}, got {random_mode!r}"
+        )
     _, h, w = (int(v) for v in net.input_shape)
     # what is held at once: the originals' features (float32) and the signs (int8) of one set
     held = n * sum(dims.values()) * 5
@@ -227,15 +240,21 @@ def correspondence(
         {k: v[1] for k, v in main.items()},
         fill=[float(v) for v in fills],
         seed=seed,
+        random_mode=random_mode,
         batch=bsz,
     )
     rng = np.random.default_rng(seed)
+    max_h = max(y2 - y1 for _, y1, _, y2 in boxes)
+    max_w = max(x2 - x1 for x1, _, x2, _ in boxes)
     for _ in range(random):
         rb = []
+        if random_mode == "shared":
+            top, left = int(rng.integers(0, h - max_h + 1)), int(rng.integers(0, w - max_w + 1))
         for x1, y1, x2, y2 in boxes:
             bw, bh = x2 - x1, y2 - y1
-            top = int(rng.integers(0, h - bh + 1))
-            left = int(rng.integers(0, w - bw + 1))
+            if random_mode == "independent":
+                top = int(rng.integers(0, h - bh + 1))
+                left = int(rng.integers(0, w - bw + 1))
             rb.append((left, top, left + bw, top + bh))
         res.random_boxes.append(rb)
         for layer, (d, _) in deltas(rb).items():
@@ -264,6 +283,7 @@ def to_json(res: Correspondence, model: str, images: Sequence[str], skipped: lis
         "random": {
             "repetitions": len(res.random_boxes),
             "seed": res.seed,
+            "mode": res.random_mode,
             "delta": res.random,
             "mean": {k: res.random_mean(k) for k in res.layers},
             "std": {k: res.random_std(k) for k in res.layers},
@@ -331,7 +351,8 @@ def write_report(
             if res.random:
                 line += (
                     f"; random boxes {res.random_mean(k):.4f} +- {res.random_std(k):.4f} "
-                    f"({len(res.random_boxes)} repetitions, seed {res.seed})"
+                    f"({len(res.random_boxes)} repetitions, {res.random_mode} positions, "
+                    f"seed {res.seed})"
                 )
             notes.append(line)
         if skipped:
@@ -396,6 +417,7 @@ def cmd_correspond(args: argparse.Namespace) -> int:
         random=args.random,
         seed=args.seed,
         fill=args.fill,
+        random_mode=args.random_mode,
         batch=args.batch,
     )
     index = write_report(res, net, x, kept, args.output, args.model, skipped, args.force)
@@ -421,6 +443,12 @@ def register(sub: Any, common: Any, writes: Any) -> None:
     p.add_argument("--layers", required=True, metavar="L1,L2")
     p.add_argument("--random", type=int, default=0, metavar="R", help="random-box repetitions")
     p.add_argument("--seed", type=int, default=0, help="seed of the random boxes")
+    p.add_argument(
+        "--random-mode",
+        choices=RANDOM_MODES,
+        default="independent",
+        help="a random position per image (default) or one shared by all images",
+    )
     p.add_argument("--fill", default="mean", metavar="mean|grey|V", help="as occlude's --fill")
     p.add_argument("--batch", type=int, default=8, help="images per forward")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
