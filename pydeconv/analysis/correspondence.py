@@ -450,6 +450,6 @@ def register(sub: Any, common: Any, writes: Any) -> None:
         help="a random position per image (default) or one shared by all images",
     )
     p.add_argument("--fill", default="mean", metavar="mean|grey|V", help="as occlude's --fill")
-    p.add_argument("--batch", type=int, default=8, help="images per forward")
+    p.add_argument("--batch", type=outputs.positive_int, default=8, help="images per forward")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.set_defaults(func=cmd_correspond)

@@ -391,6 +391,6 @@ def register(sub: Any, common: Any, writes: Any) -> None:
     p.add_argument("--scale", type=_numbers, metavar="S,...", help="scale factors")
     p.add_argument("--rotate", type=_numbers, metavar="DEG,...", help="rotations (degrees)")
     p.add_argument("--class", dest="cls", type=int, metavar="C", help="class to follow")
-    p.add_argument("--batch", type=int, default=8, help="images per forward")
+    p.add_argument("--batch", type=outputs.positive_int, default=8, help="images per forward")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.set_defaults(func=cmd_invariance)

@@ -415,16 +415,6 @@ def write_report(
 # --- the command line ----------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def _progress(done: int, total: int) -> None:
     end = "\n" if done == total else ""
     print(f"\rpydeconv: {done}/{total} positions", end=end, file=sys.stderr, flush=True)
@@ -504,8 +494,10 @@ def register(sub: Any, common: Any, writes: Any) -> None:
     p.add_argument("image")
     p.add_argument("--layer", help="the layer of map (b) (with --detection: the detection's)")
     p.add_argument("--channel", type=int, help="its feature map (default: the strongest)")
-    p.add_argument("--size", type=_positive, help="the square's side in input pixels (input/6)")
-    p.add_argument("--stride", type=_positive, help="the square's step (size/2)")
+    p.add_argument(
+        "--size", type=outputs.positive_int, help="the square's side in input pixels (input/6)"
+    )
+    p.add_argument("--stride", type=outputs.positive_int, help="the square's step (size/2)")
     p.add_argument(
         "--fill",
         default="mean",
@@ -519,6 +511,8 @@ def register(sub: Any, common: Any, writes: Any) -> None:
     p.add_argument("--layout", choices=list(detect.LAYOUTS), help="--detection: head layout")
     p.add_argument("--anchors", metavar="'W,H ...; W,H ...'", help="--detection: anchors")
     p.add_argument("--rule", choices=RULES, default="deconvnet", help="projection (c)'s rule")
-    p.add_argument("--batch", type=_positive, default=8, help="occluded images per forward")
+    p.add_argument(
+        "--batch", type=outputs.positive_int, default=8, help="occluded images per forward"
+    )
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.set_defaults(func=cmd_occlude)

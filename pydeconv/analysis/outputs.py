@@ -5,6 +5,7 @@ may take (the memory estimate checked before anything is allocated).
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import numpy as np
@@ -130,3 +131,14 @@ def batch_for(net: Any, batch: int, max_memory: int) -> int:
     if isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory < 1:
         raise PydeconvError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
     return max(1, min(batch, max_memory // per_sample_bytes(net)))
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse names the option in its message)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
