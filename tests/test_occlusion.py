@@ -207,6 +207,7 @@ def test_cli_detection_report(tmp_path, darknet_net, capsys, report_browser):
     rc = main([str(a) for a in argv + ["--stride", "11", "-o", str(out)]])
     text, err = capsys.readouterr()
     assert rc == 0, err
+    assert "score of detection 2" in text
     doc = json.loads((out / "occlusion.json").read_text())
     assert doc["detection"]["rank"] == 2 and doc["probability"] is None
     assert doc["layer"] == doc["detection"]["layer"]  # --layer defaults to the detection's
@@ -330,3 +331,30 @@ def test_interrupted_run_leaves_no_report(tmp_path, model_file, monkeypatch):
         occlusion.write_report(res, net, x, tmp_path / "r", "m", "i")
     assert not (tmp_path / "r").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.")]
+
+
+def test_real_yolov3_tiny_cup(tmp_path, capsys):
+    """The real YOLOv3-tiny (fetched once, as the demo does) on the coffee photo: occluding the
+    cup takes its score down most where the square sits on the cup."""
+    from pydeconv.demo import DATA_DIR
+    from pydeconv.fetch import FetchError, fetch_yolov3_tiny
+
+    try:
+        fetch_yolov3_tiny()
+    except FetchError as exc:  # offline: nothing to test against
+        pytest.skip(f"YOLOv3-tiny could not be fetched: {exc}")
+    out = tmp_path / "cup"
+    argv = ["occlude", "yolov3-tiny", DATA_DIR / "coffee.jpg", "--detection", "1"]
+    rc = main([str(a) for a in argv + ["--size", "64", "--stride", "32", "-o", out]])
+    text, err = capsys.readouterr()
+    assert rc == 0, err
+    doc = json.loads((out / "occlusion.json").read_text())
+    det = doc["detection"]
+    assert det["label"] == "cup" and det["score"] == pytest.approx(0.613, abs=0.005)
+    score = np.asarray(doc["score"])
+    i, j = np.unravel_index(np.argmin(score), score.shape)
+    x1, y1, x2, y2 = det["box"]
+    assert x1 <= doc["centres"]["x"][j] <= x2 and y1 <= doc["centres"]["y"][i] <= y2
+    assert score[i, j] < 0.5 * det["score"]
+    # a square in the image's corner, far from the cup, leaves the score as it was
+    assert score[0, 0] == pytest.approx(det["score"], abs=0.05)

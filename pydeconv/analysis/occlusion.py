@@ -424,7 +424,8 @@ def cmd_occlude(args: argparse.Namespace) -> int:
     from pydeconv.cli import _load, log
 
     check_report_folder(args.output, args.force)
-    net = _load(args.model)
+    # "yolov3-tiny": the real one at 320x320 with its COCO names, as `pydeconv demo --model` has it
+    net = demo.load_yolov3_tiny(log) if args.model == demo.YOLO_MODEL else _load(args.model)
     fill_spec = str(args.fill)
     picture = pimg.open_image(args.image)
     x = pimg.from_pil(picture, net)
@@ -474,6 +475,13 @@ def cmd_occlude(args: argparse.Namespace) -> int:
             f"lowest {float(res.probability[worst]):.4g} with the square at "
             f"(top={res.ys[worst[0]]}, left={res.xs[worst[1]]})"
         )
+    if res.score is not None and res.detection is not None:
+        worst = np.unravel_index(np.argmin(res.score), res.score.shape)
+        print(
+            f"score of detection {args.detection} ({res.detection['label']}) unoccluded "
+            f"{res.detection['score']:.4g}, lowest {float(res.score[worst]):.4g} with the square "
+            f"at (top={res.ys[worst[0]]}, left={res.xs[worst[1]]})"
+        )
     worst = np.unravel_index(np.argmin(res.activation), res.activation.shape)
     print(
         f"{res.layer} channel {res.channel}: total activation unoccluded "
@@ -490,7 +498,7 @@ def register(sub: Any, common: Any, writes: Any) -> None:
         parents=[common, writes],
         help="occlusion maps (Zeiler & Fergus Fig. 7): a square slid over the image",
     )
-    p.add_argument("model")
+    p.add_argument("model", help=".npz/.onnx/.cfg model, or yolov3-tiny (the demo's detector)")
     p.add_argument("image")
     p.add_argument("--layer", help="the layer of map (b) (with --detection: the detection's)")
     p.add_argument("--channel", type=int, help="its feature map (default: the strongest)")
