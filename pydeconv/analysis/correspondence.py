@@ -195,8 +195,9 @@ def correspondence(
             f"random_mode must be one of {', '.join(RANDOM_MODES)}, got {random_mode!r}"
         )
     _, h, w = (int(v) for v in net.input_shape)
-    # what is held at once: the originals' features (float32) and the signs (int8) of one set
-    held = n * sum(dims.values()) * 5
+    # held at once, per feature value: the original's and the occluded image's (float32), their
+    # difference (float32) and its sign (int8)
+    held = n * sum(dims.values()) * 13
     if held > max_memory:
         raise PydeconvError(
             f"{n} images x {sum(dims.values())} feature values need {held >> 20} MiB, more than "
@@ -222,14 +223,8 @@ def correspondence(
 
     def deltas(bs: Sequence[Box]) -> dict[str, tuple[float, int]]:
         occ = features(occlude_all(bs))
-        return {
-            layer: delta(
-                np.sign(orig[layer].astype(np.float64) - occ[layer].astype(np.float64)).astype(
-                    np.int8
-                )
-            )
-            for layer in layers
-        }
+        # float32 differences have the sign of the exact difference (0 only for equal values)
+        return {layer: delta(np.sign(orig[layer] - occ[layer]).astype(np.int8)) for layer in layers}
 
     orig = features(np.asarray(x, np.float32))
     main = deltas(boxes)
