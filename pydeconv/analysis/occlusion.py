@@ -493,6 +493,8 @@ def cmd_occlude(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, common: Any, writes: Any) -> None:
+    from pydeconv.cli import _fraction
+
     p = sub.add_parser(
         "occlude",
         parents=[common, writes],
@@ -515,7 +517,9 @@ def register(sub: Any, common: Any, writes: Any) -> None:
     )
     p.add_argument("--class", dest="cls", type=int, metavar="C", help="class of map (d)")
     p.add_argument("--detection", type=int, metavar="K", help="a detector's K-th detection")
-    p.add_argument("--conf", type=float, default=0.25, help="--detection: score threshold")
+    p.add_argument(
+        "--conf", type=_fraction, default=0.25, metavar="P", help="--detection: score threshold"
+    )
     p.add_argument("--layout", choices=list(detect.LAYOUTS), help="--detection: head layout")
     p.add_argument("--anchors", metavar="'W,H ...; W,H ...'", help="--detection: anchors")
     p.add_argument("--rule", choices=RULES, default="deconvnet", help="projection (c)'s rule")
