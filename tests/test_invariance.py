@@ -81,6 +81,8 @@ def test_numbers_equal_numpy(zf):
     layers = ["conv1", "relu4", "fc7"]
     sweeps = {"translate": [-6, 0, 5], "scale": [0.8, 1.0, 1.3], "rotate": [0, 45, 200]}
     res = inv.invariance(net, picture, layers, sweeps, batch=2)
+    shifted = inv.invariance(net, picture, ["conv1"], {"translate": [4.6, -0.2]})
+    assert shifted.sweeps[0].values == [5.0, 0.0]  # whole pixels, as applied
     base = inv.base_image(picture, net)
     acts0, _ = npref.forward(graph, params, _pre(base))
     p0 = acts0["prob"][0]

@@ -133,6 +133,8 @@ def _check_values(kind: str, values: Sequence[float]) -> list[float]:
         raise PydeconvError(f"the {kind} sweep holds a value that is not a finite number")
     if kind == "scale" and min(vals) <= 0:
         raise PydeconvError(f"scale factors must be positive, got {min(vals)}")
+    if kind == "translate":  # whole pixels: the shift applied is what is recorded
+        vals = [float(round(v)) for v in vals]
     return vals
 
 
