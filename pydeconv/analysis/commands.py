@@ -14,6 +14,11 @@ import importlib
 
 COMMANDS: list[str] = [
     # one line per verb module, appended by the module's author
+    # -- occlude
+    "occlusion",
+    "invariance",
+    "filters",
+    "correspondence",
 ]
 
 
