@@ -14,6 +14,10 @@ import importlib
 
 COMMANDS: list[str] = [
     # one line per verb module, appended by the module's author
+    # -- probe
+    "fashion_mnist",
+    "probe",
+    "specialise",
 ]
 
 
