@@ -39,7 +39,9 @@ def test_real_files_read_with_their_sizes():
     with gzip.open(fm.files("test")[0], "rb") as f:
         raw = f.read()
     assert int.from_bytes(raw[:4], "big") == 0x803
-    assert np.array_equal(images[7], np.frombuffer(raw[16 + 7 * 784 : 16 + 8 * 784], np.uint8).reshape(28, 28))
+    assert np.array_equal(
+        images[7], np.frombuffer(raw[16 + 7 * 784 : 16 + 8 * 784], np.uint8).reshape(28, 28)
+    )
 
 
 def test_export_writes_the_chosen_images_deterministically(tmp_path):
@@ -109,7 +111,9 @@ def test_cli_writes_both_splits_and_a_report(tmp_path, capsys, report_browser):
     assert len(train.paths) == 20 and len(test.paths) == 10
     meta = json.loads((out / "fashion-mnist.json").read_text())
     assert meta["per_class"] == {"train": 2, "test": 1} and meta["classes"] == list(fm.CLASSES)
-    assert {int(p.stem) for p in train.paths} == {i for v in meta["indices"]["train"].values() for i in v}
+    assert {int(p.stem) for p in train.paths} == {
+        i for v in meta["indices"]["train"].values() for i in v
+    }
     report_browser(out, tmp_path / "shots")
     assert cli.main(argv) == 1  # exists: needs --force
     assert "--force" in capsys.readouterr().err

@@ -95,7 +95,9 @@ def test_unreadable_images_are_skipped_with_their_ids(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     skipped = []
-    ids, feats = probe.features(net, [paths[0], bad, paths[1], paths[2]], ["pool1"], skipped=skipped)
+    ids, feats = probe.features(
+        net, [paths[0], bad, paths[1], paths[2]], ["pool1"], skipped=skipped
+    )
     assert ids == [0, 2, 3] and feats["pool1"].shape == (3, 24)
     assert skipped[0][0] == str(bad) and "cannot decode" in skipped[0][1]
 

@@ -82,7 +82,11 @@ def read_idx(path: str | os.PathLike[str], kind: str) -> np.ndarray:
     is read) and the exact length are checked."""
     path = Path(path)
     if not path.is_file():
-        hint = " (Debian: apt-get install dataset-fashion-mnist)" if path.parent == DEFAULT_ROOT else ""
+        hint = (
+            " (Debian: apt-get install dataset-fashion-mnist)"
+            if path.parent == DEFAULT_ROOT
+            else ""
+        )
         raise FashionMnistError(f"{path}: no such file{hint}")
     try:
         with gzip.open(path, "rb") as f:

@@ -277,7 +277,14 @@ def run(
         raise ProbeError(f"no readable training image of class(es) {', '.join(missing)}")
     rows = []
     for layer in names:
-        r = fit(feats["train"][layer], labels["train"], feats["test"][layer], labels["test"], c, max_iter)
+        r = fit(
+            feats["train"][layer],
+            labels["train"],
+            feats["test"][layer],
+            labels["test"],
+            c,
+            max_iter,
+        )
         rows.append({"layer": layer, "features": int(feats["train"][layer].shape[1]), **r})
     best = stop_layer([r["test_accuracy"] for r in rows], tol)
     return {
@@ -415,7 +422,9 @@ def write(result: dict, out: str | os.PathLike[str], force: bool = False) -> Pat
             notes.append("Some fits did not converge within max_iter (see the table): raise it.")
         if result["skipped"]:
             listed = "; ".join(f"{s['path']}: {s['error']}" for s in result["skipped"][:20])
-            notes.append(f"{len(result['skipped'])} image(s) could not be read and were left out: {listed}")
+            notes.append(
+                f"{len(result['skipped'])} image(s) could not be read and were left out: {listed}"
+            )
         sections = []
         png = _plot(result)
         if png is None:
@@ -455,7 +464,9 @@ def _pool_arg(values: list[str]) -> int | None:
             g = 0
         if 1 <= g <= MAX_GRID:
             return g
-    raise ProbeError(f"--pool takes 'gap' or 'grid G' with G in [1, {MAX_GRID}], got {' '.join(values)}")
+    raise ProbeError(
+        f"--pool takes 'gap' or 'grid G' with G in [1, {MAX_GRID}], got {' '.join(values)}"
+    )
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -498,8 +509,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, w
     p.add_argument(
         "data_dir",
         metavar="DATA_DIR",
-        help="train/ and test/ class folders, or one class-folder set (split with "
-        "--test-fraction)",
+        help="train/ and test/ class folders, or one class-folder set (split with --test-fraction)",
     )
     p.add_argument("--layers", required=True, metavar="L1,L2,...", help="feature-map layers")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the report folder")

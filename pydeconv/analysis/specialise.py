@@ -105,7 +105,9 @@ def read_atlas(atlas: str | os.PathLike[str]) -> tuple[dict, Path]:
                     raise _fail(path, f"{where}[{r}]", "expected {image, y, x: int, value: number}")
                 if not 0 <= u["image"] < n or u["y"] < 0 or u["x"] < 0:
                     raise _fail(
-                        path, f"{where}[{r}]", f"image {u['image']} / position out of range ({n} images)"
+                        path,
+                        f"{where}[{r}]",
+                        f"image {u['image']} / position out of range ({n} images)",
                     )
     return doc, path
 
@@ -157,7 +159,7 @@ def image_labels(
 # --- the measures ----------------------------------------------------------------------------
 
 
-def class_measures(counts: Sequence[int]) -> dict:
+def class_measures(counts: Sequence[int] | np.ndarray) -> dict:
     """Selectivity index, entropy (bits) and normalised entropy of one class histogram."""
     n = np.asarray(counts, dtype=np.float64)
     k = n.size
@@ -352,9 +354,7 @@ def _boxplot(result: dict, m: str) -> bytes | None:
     if plt is None:
         return None
     layers = result["layers"]
-    data = [
-        [r[m] for r in result["channels"][layer] if r.get(m) is not None] for layer in layers
-    ]
+    data = [[r[m] for r in result["channels"][layer] if r.get(m) is not None] for layer in layers]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(layers) + 2), 4.0), dpi=100)
     ax.boxplot([d if d else [np.nan] for d in data], showmeans=True)
     ax.set_xticks(np.arange(1, len(layers) + 1), layers, rotation=30, ha="right")
@@ -397,7 +397,12 @@ def write(result: dict, out: str | os.PathLike[str], force: bool = False) -> Pat
                 else "No labels given: only the diversity (give --labels DATA_DIR for classes)."
             ),
         ]
-        notes += [f"{k}: {v}." for k, v in DEFINITIONS.items() if k in result["measures"] or (k == "entropy_bits" and "entropy_norm" in result["measures"])]
+        notes += [
+            f"{k}: {v}."
+            for k, v in DEFINITIONS.items()
+            if k in result["measures"]
+            or (k == "entropy_bits" and "entropy_norm" in result["measures"])
+        ]
         notes.append("All numbers: specialisation.json, specialisation.csv (one row per channel).")
         if result["skipped"]:
             listed = "; ".join(f"{s['path']}: {s['error']}" for s in result["skipped"][:20])
@@ -414,7 +419,10 @@ def write(result: dict, out: str | os.PathLike[str], force: bool = False) -> Pat
                     ["layer", "channels", "mean", "median", "q1", "q3", "min", "max"],
                     [
                         [layer]
-                        + [_fmt(result["summary"][layer][m][k]) for k in ("count", "mean", "median", "q1", "q3", "min", "max")]
+                        + [
+                            _fmt(result["summary"][layer][m][k])
+                            for k in ("count", "mean", "median", "q1", "q3", "min", "max")
+                        ]
                         for layer in result["layers"]
                     ],
                     title=_TITLES[m],
@@ -426,7 +434,13 @@ def write(result: dict, out: str | os.PathLike[str], force: bool = False) -> Pat
                 ranked = [r for r in result["channels"][layer] if r["selectivity"] is not None]
                 ranked.sort(key=lambda r: (-r["selectivity"], r["channel"]))
                 rows += [
-                    [layer, r["channel"], r["dominant"], _fmt(r["dominant_share"]), _fmt(r["selectivity"])]
+                    [
+                        layer,
+                        r["channel"],
+                        r["dominant"],
+                        _fmt(r["dominant_share"]),
+                        _fmt(r["selectivity"]),
+                    ]
                     for r in ranked[:5]
                 ]
             tables.append(
@@ -461,8 +475,7 @@ def cmd_specialise(args: argparse.Namespace) -> int:
     write(result, args.output, args.force)
     for layer in result["layers"]:
         parts = [
-            f"{m} median {_fmt(result['summary'][layer][m]['median'])}"
-            for m in result["measures"]
+            f"{m} median {_fmt(result['summary'][layer][m]['median'])}" for m in result["measures"]
         ]
         print(f"{layer}: {', '.join(parts)}")
     log(f"report: {Path(args.output) / 'index.html'}")
