@@ -265,3 +265,21 @@ def test_errors(setup, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pydeconv: error:") and "no atlas.json" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_labels_from_a_train_test_layout(setup, tmp_path):
+    """A DATA_DIR with train/ and test/ (pydeconv fashion-mnist's layout): the class is the folder
+    below either; the numbers equal those of the flat layout."""
+    import shutil
+
+    paths = []
+    for i, src in enumerate(setup["paths"]):
+        dst = tmp_path / "data" / ("train" if i % 5 < 3 else "test") / src.parent.name / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+        paths.append(str(dst))
+    atlas = _write(tmp_path / "atlas", {**setup["doc"], "images": paths})
+    split = sp.measure(atlas, labels=tmp_path / "data", diversity_on=False)
+    flat = sp.measure(setup["atlas"], labels=setup["root"] / "data", diversity_on=False)
+    assert split["classes"] == CLASSES
+    assert split["channels"] == flat["channels"] and split["summary"] == flat["summary"]

@@ -344,10 +344,10 @@ def write_page(
     notes: Sequence[str],
     tables: Sequence[str] = (),
 ) -> None:
-    """report.render_html's page with the given HTML tables before the sections."""
+    """report.render_html's page with the given HTML tables after the sections."""
     page = report.render_html(title, sections, notes)
     if tables:
-        page = page.replace("</h1>\n", "</h1>\n" + "\n".join(tables) + "\n", 1)
+        page = page.replace("</body>", "\n".join(tables) + "\n</body>", 1)
     write_atomic(path, page.encode("utf-8"))
 
 
@@ -359,7 +359,8 @@ def answer(result: dict) -> str:
     above = result["layers"][result["layers"].index(stop) + 1 :]
     text = (
         f"Test accuracy stops improving after {stop} ({rows[stop]['test_accuracy']:.3f}; "
-        f"best {best['test_accuracy']:.3f} at {best['layer']}; chance {result['chance']:.3f}). "
+        f"best {best['test_accuracy']:.3f} at {best['layer']}; majority baseline "
+        f"{result['chance']:.3f}). "
         f"The layers up to {stop} transfer to this task"
     )
     if above:
@@ -446,6 +447,7 @@ def write(result: dict, out: str | os.PathLike[str], force: bool = False) -> Pat
                 )
                 for r in result["results"]
             ],
+            title="Per layer",
         )
         write_page(tmp / "index.html", "Retrain-depth probe", sections, notes, [table])
     return Path(out)

@@ -128,30 +128,44 @@ def _used_images(doc: dict) -> list[int]:
     return sorted({u["image"] for layer in doc["layers"] for ch in doc["units"][layer] for u in ch})
 
 
+def class_roots(data_dir: str | os.PathLike[str]) -> list[Path]:
+    """The class-folder sets of ``data_dir``: its ``train/`` and ``test/`` when it has both (the
+    layout ``pydeconv fashion-mnist`` writes and ``pydeconv probe`` reads), else itself."""
+    base = Path(data_dir)
+    if (base / "train").is_dir() and (base / "test").is_dir():
+        return [base / "train", base / "test"]
+    return [base]
+
+
 def image_labels(
     doc: dict, paths: Sequence[Path], data_dir: str | os.PathLike[str]
 ) -> tuple[np.ndarray, list[str]]:
     """Per atlas image its class index (-1 for an image no unit uses), and the classes (the
-    class folders of ``data_dir``, sorted). PydeconvError if a used image is not in one."""
-    classes = imageset.labelled(data_dir).classes
-    root = Path(data_dir).resolve()
+    class folders of ``data_dir``, sorted; of its train/ and test/ together when it has both).
+    PydeconvError if a used image is not in one."""
+    roots = class_roots(data_dir)
+    classes = sorted({c for r in roots for c in imageset.labelled(r).classes})
     index = {name: i for i, name in enumerate(classes)}
     labels = np.full(len(paths), -1, dtype=np.int64)
     outside = []
-    for i in _used_images(doc):
-        try:
-            parts = paths[i].resolve().relative_to(root).parts
-        except ValueError:
-            parts = ()
-        if len(parts) < 2 or parts[0] not in index:
+    used = _used_images(doc)
+    for i in used:
+        path = paths[i].resolve()
+        for root in roots:
+            try:
+                parts = path.relative_to(root.resolve()).parts
+            except ValueError:
+                continue
+            if len(parts) >= 2 and parts[0] in index:
+                labels[i] = index[parts[0]]
+                break
+        else:
             outside.append(str(paths[i]))
-            continue
-        labels[i] = index[parts[0]]
     if outside:
         raise PydeconvError(
-            f"{data_dir}: {len(outside)} of the atlas's {len(_used_images(doc))} top-k images are "
-            f"not in a class folder there (first: {outside[0]}); --labels must be the class-folder "
-            "set the atlas was made from"
+            f"{data_dir}: {len(outside)} of the atlas's {len(used)} top-k images are not in a "
+            f"class folder there (first: {outside[0]}); --labels must be the class-folder set "
+            "the atlas was made from"
         )
     return labels, classes
 
