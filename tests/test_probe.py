@@ -89,6 +89,16 @@ def test_features_match_numpy_and_torch(tmp_path, grid):
         np.testing.assert_allclose(feats[layer], want, rtol=1e-4, atol=1e-5, err_msg=layer)
 
 
+def test_grid_pooling_equals_adaptive_avg_pool_on_any_size():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for h, w, g in ((1, 1, 3), (2, 5, 3), (7, 3, 4), (13, 13, 5), (6, 6, 6), (3, 9, 16)):
+        a = rng.standard_normal((2, 3, h, w))
+        want = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(a), g).reshape(2, -1)
+        np.testing.assert_allclose(probe.pool(a, g), want.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(probe.pool(a), a.mean(axis=(2, 3)), rtol=1e-12)
+
+
 def test_unreadable_images_are_skipped_with_their_ids(tmp_path):
     _, _, net = _net()
     paths = _grey_images(tmp_path, 3)
