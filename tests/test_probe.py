@@ -259,6 +259,17 @@ def test_errors(tmp_path, capsys):
         probe.check_layers(net, ["pool1", "pool1"])
     with pytest.raises(PydeconvError, match="grid must be in"):
         probe.run(net, one, ["pool1"], grid=0)
+    with pytest.raises(PydeconvError, match="max_iter must be"):
+        probe.run(net, one, ["pool1"], max_iter=0)
+    cats = tmp_path / "cats"
+    _grey_images(cats / "a", 3)
+    _grey_images(cats / "b", 3)
+    old = pydeconv.set_limits(max_tensor_bytes=1000)
+    try:
+        with pytest.raises(PydeconvError, match=r"features of 6 images .* past max_tensor_bytes"):
+            probe.run(net, cats, ["pool1", "relu2_3"], grid=2)
+    finally:
+        pydeconv.set_limits(old)
     split = tmp_path / "split"
     _grey_images(split / "train" / "a", 2)
     _grey_images(split / "train" / "b", 2)

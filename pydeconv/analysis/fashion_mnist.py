@@ -183,10 +183,9 @@ def _montage(out: Path, split: str, written: dict[str, list[int]], cols: int = 1
     img = Image.new("L", (cols * (side + gap), len(written) * (side + gap)), 255)
     for r, (name, idx) in enumerate(written.items()):
         for c, i in enumerate(idx[:cols]):
-            tile = Image.open(out / split / folder_name(name) / f"{i:05d}.png").resize(
-                (side, side), Image.Resampling.NEAREST
-            )
-            img.paste(tile, (c * (side + gap), r * (side + gap)))
+            with Image.open(out / split / folder_name(name) / f"{i:05d}.png") as tile:
+                big = tile.resize((side, side), Image.Resampling.NEAREST)
+            img.paste(big, (c * (side + gap), r * (side + gap)))
     write_atomic(out / f"{split}-samples.png", report.png_bytes(img.convert("RGB")))
 
 

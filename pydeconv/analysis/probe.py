@@ -38,6 +38,7 @@ from pydeconv import report
 from pydeconv.analysis import extras, imageset
 from pydeconv.errors import PydeconvError
 from pydeconv.fileio import write_atomic
+from pydeconv.limits import get_limits, limit_str
 
 DEFAULT_TOL = 0.01
 DEFAULT_TEST_FRACTION = 0.25
@@ -183,6 +184,20 @@ def features(
     return ids, {layer: np.concatenate(p) for layer, p in parts.items()}
 
 
+def check_feature_bytes(net: Any, layers: Sequence[str], grid: int | None, images: int) -> int:
+    """The bytes the pooled features of ``images`` images take (float64); ProbeError past the
+    engine's ``max_tensor_bytes`` limit, before any forward."""
+    per_image = sum(int(net.layer_info(layer)["shape"][0]) for layer in layers) * (grid or 1) ** 2
+    total = 8 * per_image * images
+    if total > get_limits().max_tensor_bytes:
+        raise ProbeError(
+            f"the pooled features of {images} images at {len(layers)} layers would take "
+            f"{total / 2**30:.1f} GiB, past {limit_str('max_tensor_bytes')}: use fewer images, "
+            "fewer layers or a smaller grid"
+        )
+    return total
+
+
 # --- the probe -------------------------------------------------------------------------------
 
 
@@ -256,10 +271,13 @@ def run(
         raise ProbeError(f"C must be > 0, got {c}")
     if tol < 0:
         raise ProbeError(f"tol must be >= 0, got {tol}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ProbeError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     extras.require("sklearn.linear_model")  # before any work
     net = pydeconv.load(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
     names = check_layers(net, layers)
     data = split_data(data_dir, test_fraction, seed)
+    check_feature_bytes(net, names, grid, len(data.train) + len(data.test))
     skipped: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     feats = {}
