@@ -537,8 +537,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, w
         "--pool",
         nargs="+",
         default=["gap"],
-        metavar="gap|grid G",
-        help="global average per channel (gap, default) or a GxG grid of averages",
+        metavar="MODE",
+        help="'gap': the global average per channel (default); 'grid G': a GxG grid of "
+        "averages per channel",
     )
     p.add_argument("--C", type=float, default=1.0, help="inverse regularisation (default 1)")
     p.add_argument(
