@@ -19,6 +19,10 @@ COMMANDS: list[str] = [
     "invariance",
     "filters",
     "correspondence",
+    # -- probe
+    "fashion_mnist",
+    "probe",
+    "specialise",
 ]
 
 
