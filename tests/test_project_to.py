@@ -172,3 +172,33 @@ def test_errors_name_both_layers():
         net.project(trace, "conv4", channel=0, to="")
     with pytest.raises(PydeconvError):
         net.project(trace, "conv4", channel=99, to="pool2")
+
+
+def test_cli_writes_the_signal(tmp_path, capsys):
+    from pydeconv.cli import main
+
+    graph, params = MODELS["zfnet"]()
+    graph["preprocess"] = {"size": [37, 37], "channel_order": "RGB", "scale": 1 / 255}
+    net = pydeconv.build(graph, params)
+    net.save(str(tmp_path / "tiny.npz"))
+    rng = np.random.default_rng(2)
+    from PIL import Image
+
+    Image.fromarray(rng.integers(0, 256, (37, 37, 3), dtype=np.uint8), "RGB").save(
+        tmp_path / "img.png"
+    )
+    out = tmp_path / "g.npy"
+    argv = ["project", str(tmp_path / "tiny.npz"), str(tmp_path / "img.png"), "--layer", "conv4"]
+    rc = main([*argv, "--channel", "3", "7", "--rule", "backprop", "--to", "pool2", "-o", str(out)])
+    assert rc == 0 and "pool2" in capsys.readouterr().out
+    got = np.load(out)
+    x = pydeconv.image.load(tmp_path / "img.png", net)
+    _, trace = net.forward(x)
+    want = net.project(trace, "conv4", channel=[3, 7], rule="backprop", to="pool2")[0]
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == (2,) + tuple(net.layer_info("pool2")["shape"])
+    assert main([*argv, "--channel", "3", "--to", "pool2", "-o", str(tmp_path / "g.png")]) != 0
+    assert ".npy" in capsys.readouterr().err
+    assert main([*argv, "--channel", "3", "--to", "fc6", "-o", str(tmp_path / "h.npy")]) != 0
+    err = capsys.readouterr().err
+    assert "'conv4'" in err and "'fc6'" in err and not (tmp_path / "h.npy").exists()

@@ -27,4 +27,4 @@ def register_all(
 
 
 # -- projto
-COMMANDS += ["sanity"]
+COMMANDS += ["sanity", "evolution"]
