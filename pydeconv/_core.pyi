@@ -74,6 +74,7 @@ class Net:
         reference: bool,
         max_memory: int | None = None,
         progress: Callable[[int, int], object] | None = None,
+        to: str = "",
     ) -> npt.NDArray[np.float32]: ...
     def positions(
         self, trace: Trace, layer: str, channels: list[int], kind: str, y: int, x: int
@@ -86,5 +87,7 @@ class Net:
         rule: str,
         threads: int,
         reference: bool,
+        to: str = "",
     ) -> npt.NDArray[np.float32]: ...
     def rules(self, layer: str, rule: str) -> list[dict[str, str]]: ...
+    def projection_bytes_per_sample(self, layer: str, to: str = "") -> int: ...

@@ -243,6 +243,8 @@ def cmd_project(args: argparse.Namespace) -> int:
         raise PydeconvError("give --layer LAYER (or --detection K for a detector's box)")
     if args.top is None:
         args.top = 9
+    if args.to is not None:
+        return _project_to(args)
     out = Path(args.output)
     report.image_format(out)  # an unwritable format fails before any work
     n = len(args.channel) if args.channel else max(args.top, 1)
@@ -283,6 +285,40 @@ def cmd_project(args: argparse.Namespace) -> int:
         f"wrote {out}"
         if len(pages) == 1
         else f"wrote {len(pages)} pages of {per_page} channels: {', '.join(map(str, pages))}"
+    )
+    return 0
+
+
+def _project_to(args: argparse.Namespace) -> int:
+    """``project ... --to LAYER -o OUT.npy``: the signal at LAYER's output (net.project's
+    ``to``), float32 (K, C, H, W) for the K channels of one image."""
+    out = Path(args.output)
+    if out.suffix.lower() != ".npy":
+        raise PydeconvError(f"{out}: --to writes the signal as .npy (name the file OUT.npy)")
+    _check_output(out, args.force)
+    net = _load(args.model)
+    net.layer_info(args.to)  # an unknown layer fails before the image is read
+    _, trace = _forward(net, args.image, args.layer, args.threads)
+    if args.channel:
+        channels = list(args.channel)
+    else:
+        channels = demo.top_channels(trace.activation(args.layer)[0], args.top)
+    signal = net.project(
+        trace,
+        args.layer,
+        channel=channels,
+        at=args.at,
+        rule=args.rule,
+        threads=args.threads,
+        max_memory=args.max_memory,
+        to=args.to,
+    )[0]
+    buf = io.BytesIO()
+    np.save(buf, signal, allow_pickle=False)
+    fileio.write_atomic(out, buf.getvalue(), replace=args.force)
+    print(
+        f"wrote {out}: float32 {signal.shape}, the {args.rule} signal of {args.layer} channels "
+        f"{','.join(map(str, channels))} at the output of {args.to}"
     )
     return 0
 
@@ -557,6 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--anchors",
         metavar="'W,H ...; W,H ...'",
         help="--detection: anchors in input pixels per output, ';' between outputs",
+    )
+    p.add_argument(
+        "--to",
+        metavar="LAYER",
+        help="stop at this layer and write the signal at its output as OUT.npy, float32 "
+        "(channels, C, H, W) (backprop: the gradient there)",
     )
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT.png", help="the picture grid: .png or .jpg"

@@ -279,8 +279,9 @@ class Net:
         return_positions: bool = False,
         max_memory: int | None = None,
         progress: Callable[[int, int], Any] | None = None,
+        to: str | None = None,
     ):
-        """Projects a layer's activation down to the input pixels.
+        """Projects a layer's activation down to the input pixels (or, with ``to``, to a layer).
 
         ``at``: "max" (the channel's strongest activation), "map" (its whole feature map), (y, x)
         (one position), or an array of the layer's output shape (the start signal itself; then
@@ -295,7 +296,17 @@ class Net:
         ``max_memory``: bytes the projection's working buffers may take at once (default
         ``pydeconv.net.DEFAULT_MAX_MEMORY``, 256 MiB; the result comes on top). A list of channels
         larger than that runs in chunks of channels, with the same bits as one batch;
-        ``progress(done, total)`` is called after each chunk with the channels done so far."""
+        ``progress(done, total)`` is called after each chunk with the channels done so far.
+
+        ``to``: a layer the projection passes (``net.rules(layer)`` lists them); the projection
+        stops there and returns the signal at that layer's OUTPUT instead of at the pixels:
+        (N, C_to, H_to, W_to) for one channel, (N, K, C_to, H_to, W_to) for a list ((N, C_to) /
+        (N, K, C_to) after a flatten or linear layer). Under ``rule="backprop"`` it is the
+        gradient of the start signal's dot product with ``layer``'s output with respect to
+        ``to``'s output; continuing from ``to`` with ``at=<that array>`` gives the full
+        projection. Paths that bypass ``to`` (a skip connection around it) do not reach it.
+        ``to == layer`` returns the start signal. A layer the projection does not pass raises
+        GraphError naming both layers."""
         if not isinstance(trace, Trace):
             raise PydeconvError(
                 f"trace must come from this net's forward(), got {type(trace).__name__}"
@@ -304,7 +315,8 @@ class Net:
         if not isinstance(rule, str):
             raise PydeconvError(f"unknown rule {rule!r} (expected one of {', '.join(RULES)})")
         n = trace.batch
-        c, h, w = self.input_shape
+        stop = "" if to is None else _name(to)
+        dims = tuple(self.input_shape) if to is None else tuple(self.layer_info(stop)["shape"])
         if isinstance(at, np.ndarray):
             if return_positions:
                 raise PydeconvError(
@@ -312,7 +324,7 @@ class Net:
                 )
             start = self._start(at, layer, n)
             return self._core.project(
-                trace._core, layer, start, rule, _threads(threads), get_reference_kernels()
+                trace._core, layer, start, rule, _threads(threads), get_reference_kernels(), stop
             )
         channels, single = self._channels(channel, layer)
         kind, y, x = self._at(at, layer)
@@ -334,8 +346,9 @@ class Net:
             get_reference_kernels(),
             budget,
             progress,
+            stop,
         )
-        out = out.reshape(n, len(channels), c, h, w)
+        out = out.reshape((n, len(channels)) + dims)
         out = out[:, 0] if single else out
         if not return_positions:
             return out

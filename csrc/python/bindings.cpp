@@ -299,10 +299,12 @@ PYBIND11_MODULE(_core, m) {
           "project_channels",
           [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
              const std::string& kind, int64_t y, int64_t x, const std::string& rule,
-             int64_t threads, bool reference, py::object max_memory, py::object progress) {
+             int64_t threads, bool reference, py::object max_memory, py::object progress,
+             const std::string& to) {
             Rule r = parse_rule(rule);
             const At at = to_at(kind, y, x);
             ProjectOptions opt;
+            opt.to = to;
             if (!max_memory.is_none()) opt.max_memory = max_memory.cast<int64_t>();
             if (!progress.is_none())
               opt.progress = [progress](int64_t done, int64_t total) {
@@ -319,8 +321,9 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("trace"), py::arg("layer"), py::arg("channels"), py::arg("kind"), py::arg("y"),
           py::arg("x"), py::arg("rule"), py::arg("threads"), py::arg("reference"),
-          py::arg("max_memory") = py::none(), py::arg("progress") = py::none())
-      .def("projection_bytes_per_sample", &Net::projection_bytes_per_sample)
+          py::arg("max_memory") = py::none(), py::arg("progress") = py::none(), py::arg("to") = "")
+      .def("projection_bytes_per_sample", &Net::projection_bytes_per_sample, py::arg("layer"),
+           py::arg("to") = "")
       .def("positions",
            [](const Net& n, const Trace& t, const std::string& layer, std::vector<int64_t> channels,
               const std::string& kind, int64_t y, int64_t x) {
@@ -333,18 +336,21 @@ PYBIND11_MODULE(_core, m) {
              }
              return out;
            })
-      .def("project",
-           [](const Net& n, const Trace& t, const std::string& layer, py::array start,
-              const std::string& rule, int64_t threads, bool reference) {
-             Rule r = parse_rule(rule);
-             Tensor s = to_tensor(start, "start signal");
-             Tensor out;
-             {
-               py::gil_scoped_release release;
-               out = n.project(make_ctx(threads, reference), t, layer, s, r);
-             }
-             return to_numpy(out);
-           })
+      .def(
+          "project",
+          [](const Net& n, const Trace& t, const std::string& layer, py::array start,
+             const std::string& rule, int64_t threads, bool reference, const std::string& to) {
+            Rule r = parse_rule(rule);
+            Tensor s = to_tensor(start, "start signal");
+            Tensor out;
+            {
+              py::gil_scoped_release release;
+              out = n.project(make_ctx(threads, reference), t, layer, s, r, to);
+            }
+            return to_numpy(out);
+          },
+          py::arg("trace"), py::arg("layer"), py::arg("start"), py::arg("rule"), py::arg("threads"),
+          py::arg("reference"), py::arg("to") = "")
       .def_property_readonly("layers", [](const Net& n) {
         std::vector<std::string> names;
         for (const auto& li : n.info()) names.push_back(li.name);

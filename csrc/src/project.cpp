@@ -48,6 +48,25 @@ void clear_growth(Tensor& g, int64_t b, const Region& old, const Region& grown) 
   }
 }
 
+// Zeroes sample b's planes outside `keep` (all of them when it is empty): a partially cleared
+// gradient handed to the caller (a projection that stops at a layer) must be zero everywhere.
+void clear_outside(Tensor& g, int64_t b, const Region& keep) {
+  const Shape& s = g.shape();
+  const int64_t h = s.rank == 4 ? s.h : 1, w = s.rank == 4 ? s.w : 1;
+  for (int64_t c = 0; c < s.c; ++c) {
+    float* plane = g.plane(b, c);
+    for (int64_t y = 0; y < h; ++y) {
+      float* row = plane + y * w;
+      if (keep.empty() || y < keep.y0 || y >= keep.y1) {
+        std::fill(row, row + w, 0.0f);
+      } else {
+        std::fill(row, row + keep.x0, 0.0f);
+        std::fill(row + keep.x1, row + w, 0.0f);
+      }
+    }
+  }
+}
+
 // The index into a plane of `s` where `at` puts the start signal, or -1 for the whole map.
 int64_t chosen_index(const float* plane, const Shape& s, const At& at) {
   if (at.kind == At::Position) return at.y * s.w + at.x;
@@ -93,8 +112,31 @@ std::vector<Position> Net::positions(const Trace& t, const std::string& layer,
 }
 
 Tensor Net::project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
-                    Rule rule) const {
-  return project_regions(ctx, t, layer, start, nonzero_regions(start), rule);
+                    Rule rule, const std::string& to) const {
+  const int stop = stop_tensor(layer, to);
+  return project_regions(ctx, t, layer, start, nonzero_regions(start), rule, nullptr, stop);
+}
+
+int Net::stop_tensor(const std::string& layer, const std::string& to) const {
+  const int target = layer_index(layer) + 1;
+  if (to.empty()) return 0;
+  const int stop = layer_index(to) + 1;
+  if (stop == target) return stop;
+  // project_regions' walk: a tensor is reached once a reader of it is.
+  const Impl& m = *impl_;
+  std::vector<bool> reached(m.shapes.size(), false);
+  reached[static_cast<size_t>(target)] = true;
+  for (int id = target; id > stop; --id) {
+    if (!reached[static_cast<size_t>(id)]) continue;
+    for (int j : m.in_ids[static_cast<size_t>(id - 1)]) reached[static_cast<size_t>(j)] = true;
+  }
+  if (stop > target || !reached[static_cast<size_t>(stop)])
+    fail(ErrorKind::Graph,
+         "a projection from layer '" + layer + "' does not pass layer '" + to + "' (" +
+             (stop > target ? "it runs after '" + layer + "'"
+                            : "no path from it leads to '" + layer + "'") +
+             "); Net::rules / `pydeconv info --rules` lists the layers it passes");
+  return stop;
 }
 
 Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& layer,
@@ -105,18 +147,22 @@ Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& 
     fail(ErrorKind::Range,
          "max_memory must be a positive number of bytes, got " + std::to_string(opt.max_memory));
   const Tensor& act = check_start_args(t, layer, channels, at);
+  const int stop = stop_tensor(layer, opt.to);
   const int64_t k = static_cast<int64_t>(channels.size()), n = t.batch();
   // A start signal is zero but for one value per sample (or one map): cleared in full, a fresh
   // map's pages fault in on every call (255 faults, ~0.25 ms, for a conv3_3 unit of VGG16).
   const Layer& target = *m.layers[static_cast<size_t>(layer_index(layer))];
-  const bool region_only = !ctx.reference && target.caps().backward_region_only;
+  // (Stopping at the start layer returns the start signal itself: it must be cleared in full.)
+  const int target_id = layer_index(layer) + 1;
+  const bool region_only =
+      !ctx.reference && target.caps().backward_region_only && stop != target_id;
   // Channels per chunk: as many as the budget holds (every sample of a channel in one chunk).
-  const int64_t per_channel = std::max<int64_t>(1, projection_bytes_per_sample(layer)) * n;
+  const int64_t per_channel = std::max<int64_t>(1, projection_bytes_per_sample(layer, opt.to)) * n;
   const int64_t chunk = std::clamp<int64_t>(opt.max_memory / per_channel, 1, k);
   if (chunk == k) {
     Regions regions;
     Tensor start = make_start(t, layer, channels, at, &regions, region_only);
-    Tensor out = project_regions(ctx, t, layer, start, std::move(regions), rule);
+    Tensor out = project_regions(ctx, t, layer, start, std::move(regions), rule, nullptr, stop);
     if (opt.progress) opt.progress(k, k);
     return out;
   }
@@ -124,7 +170,6 @@ Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& 
   // at the layers' sizes), for the kernels to choose by: each chunk then computes the bits the
   // one batch would.
   const Shape& as = act.shape();
-  const int target_id = layer_index(layer) + 1;
   std::vector<Regions> plan(m.shapes.size());
   plan[target_id].resize(static_cast<size_t>(n * k));
   for (int64_t i = 0; i < n; ++i)
@@ -133,15 +178,17 @@ Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& 
       plan[target_id][static_cast<size_t>(i * k + j)] =
           start_box(plane, as, chosen_index(plane, as, at));
     }
-  walk_regions(target_id, plan);
-  const int64_t sample = m.input.sample();
-  Tensor out(m.input.with_n(n * k));
+  walk_regions(target_id, plan, stop);
+  const Shape& result = m.shapes[static_cast<size_t>(stop)];  // the input's, or `to`'s output's
+  const int64_t sample = result.sample();
+  Tensor out(result.with_n(n * k));
   for (int64_t j0 = 0; j0 < k; j0 += chunk) {
     const int64_t j1 = std::min(k, j0 + chunk), kc = j1 - j0;
     const std::vector<int64_t> some(channels.begin() + j0, channels.begin() + j1);
     Regions regions;
     Tensor start = make_start(t, layer, some, at, &regions, region_only);
-    const Tensor part = project_regions(ctx, t, layer, start, std::move(regions), rule, &plan);
+    const Tensor part =
+        project_regions(ctx, t, layer, start, std::move(regions), rule, &plan, stop);
     for (int64_t i = 0; i < n; ++i)  // sample i * kc + j of the chunk is i * k + j0 + j
       std::memcpy(out.sample(i * k + j0), part.sample(i * kc),
                   static_cast<size_t>(kc * sample) * sizeof(float));
@@ -150,14 +197,14 @@ Tensor Net::project_channels(const Ctx& ctx, const Trace& t, const std::string& 
   return out;
 }
 
-void Net::walk_regions(int target, std::vector<Regions>& region) const {
+void Net::walk_regions(int target, std::vector<Regions>& region, int stop) const {
   // project_regions' walk with regions alone: a tensor is reached once a reader of it is, and
   // grows by every reader's input_region; an in-place layer hands its input the same regions.
   const Impl& m = *impl_;
   const size_t ns = region[static_cast<size_t>(target)].size();
   std::vector<bool> reached(m.shapes.size(), false);
   reached[static_cast<size_t>(target)] = true;
-  for (int id = target; id >= 1; --id) {
+  for (int id = target; id > stop; --id) {
     if (!reached[static_cast<size_t>(id)]) continue;
     const int li = id - 1;
     const Layer& L = *m.layers[static_cast<size_t>(li)];
@@ -196,12 +243,13 @@ std::vector<LayerRule> Net::rules(const std::string& layer, Rule rule) const {
   return out;
 }
 
-int64_t Net::projection_bytes_per_sample(const std::string& layer) const {
+int64_t Net::projection_bytes_per_sample(const std::string& layer, const std::string& to) const {
   // project_regions' walk with sizes alone: each tensor's gradient is allocated when its first
   // reader's backward runs (an in-place layer's input takes over its buffer) and freed once its
-  // own layer's backward has run.
+  // own layer's backward has run; a walk that stops at `to` ends holding `to`'s gradient.
   const Impl& m = *impl_;
   const int target = layer_index(layer) + 1;
+  const int stop = stop_tensor(layer, to);
   std::vector<int64_t> held(m.shapes.size(), 0);
   std::vector<bool> reached(m.shapes.size(), false);
   auto bytes = [&](int j) {
@@ -210,7 +258,7 @@ int64_t Net::projection_bytes_per_sample(const std::string& layer) const {
   held[static_cast<size_t>(target)] = bytes(target);
   reached[static_cast<size_t>(target)] = true;
   int64_t now = held[static_cast<size_t>(target)], peak = now;
-  for (int id = target; id >= 1; --id) {
+  for (int id = target; id > stop; --id) {
     if (!reached[static_cast<size_t>(id)]) continue;
     const int li = id - 1;
     const Layer& L = *m.layers[static_cast<size_t>(li)];
@@ -282,7 +330,7 @@ Tensor Net::make_start(const Trace& t, const std::string& layer,
 
 Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,
                             const Tensor& start, Regions regions, Rule rule,
-                            const std::vector<Regions>* choose_by) const {
+                            const std::vector<Regions>* choose_by, int stop) const {
   const Impl& m = *impl_;
   if (t.net_ != this) fail(ErrorKind::Value, "the trace was made by another model");
   const int target = layer_index(layer) + 1;
@@ -296,6 +344,7 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
   const int64_t reps = ss.n / t.batch();
   if (!t.ran(target))
     fail(ErrorKind::Value, "layer '" + layer + "' did not run in this trace (upto)");
+  if (stop == target) return start.clone();  // stopping where it starts: the start signal
 
   std::vector<Tensor> grad(m.shapes.size());
   std::vector<Regions> region(m.shapes.size(), Regions(static_cast<size_t>(ss.n)));
@@ -306,7 +355,7 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
   std::vector<bool> partial(m.shapes.size(), false);
   grad[target] = start;  // read-only on the way down: no copy
   region[target] = std::move(regions);
-  for (int id = target; id >= 1; --id) {
+  for (int id = target; id > stop; --id) {
     if (grad[id].empty()) continue;
     const int li = id - 1;
     const Layer& L = *m.layers[li];
@@ -364,8 +413,13 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
     }
     grad[id] = Tensor();  // free as we go
   }
-  if (grad[0].empty()) return Tensor(m.input.with_n(ss.n), 0.f);
-  return std::move(grad[0]);  // never partial: the input has no reader layer
+  const Shape& result = m.shapes[static_cast<size_t>(stop)];
+  if (grad[stop].empty()) return Tensor(result.with_n(ss.n), 0.f);
+  // The input is never partial (it has no reader layer); a layer's output may be: cleared
+  // outside its regions here, where nothing was written.
+  if (partial[stop])
+    for (int64_t b = 0; b < ss.n; ++b) clear_outside(grad[stop], b, region[stop][b]);
+  return std::move(grad[stop]);
 }
 
 }  // namespace pydeconv

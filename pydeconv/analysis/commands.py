@@ -33,3 +33,7 @@ def register_all(
 ) -> None:
     for name in COMMANDS:
         importlib.import_module(f"pydeconv.analysis.{name}").register(sub, common, writes)
+
+
+# -- projto
+COMMANDS += ["sanity", "evolution"]

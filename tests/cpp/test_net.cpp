@@ -236,4 +236,52 @@ TEST(positions_are_where_the_start_signal_sits) {
   }
 }
 
+// A projection that stops at a layer (ProjectOptions::to) returns the signal at its output;
+// continuing from there gives the full projection, bit for bit here; chunks give the same bits.
+TEST(projection_stops_at_a_layer) {
+  Net net(small_graph());
+  Ctx ctx;
+  Trace t = net.forward(ctx, random_tensor(Shape::nchw(2, 2, 9, 9), 5));
+  const std::vector<int64_t> channels{2, 0, 1};
+  for (Rule rule : {Rule::Deconvnet, Rule::Guided, Rule::Backprop}) {
+    ProjectOptions stop;
+    stop.to = "relu1";
+    const Tensor mid = net.project_channels(ctx, t, "conv2", channels, At{}, rule, stop);
+    CHECK(mid.shape() == Shape::nchw(6, 4, 9, 9));
+    const Tensor full = net.project_channels(ctx, t, "conv2", channels, At{}, rule);
+    const Tensor again = net.project(ctx, t, "relu1", mid, rule);
+    CHECK(again.shape() == full.shape());
+    for (int64_t i = 0; i < full.numel(); ++i) CHECK(again.data()[i] == full.data()[i]);
+    // The same from an explicit start signal, and in chunks of one channel.
+    const Tensor start = net.start_signal(t, "conv2", channels, At{});
+    const Tensor mid2 = net.project(ctx, t, "conv2", start, rule, "relu1");
+    stop.max_memory = 1;
+    const Tensor mid3 = net.project_channels(ctx, t, "conv2", channels, At{}, rule, stop);
+    for (int64_t i = 0; i < mid.numel(); ++i) {
+      CHECK(mid2.data()[i] == mid.data()[i]);
+      CHECK(mid3.data()[i] == mid.data()[i]);
+    }
+    // Stopping where it starts gives the start signal.
+    const Tensor same = net.project(ctx, t, "conv2", start, rule, "conv2");
+    for (int64_t i = 0; i < start.numel(); ++i) CHECK(same.data()[i] == start.data()[i]);
+  }
+  CHECK(net.projection_bytes_per_sample("conv2", "pool1") <
+        net.projection_bytes_per_sample("conv2"));
+  auto kind_of = [&](auto&& call) {
+    try {
+      call();
+    } catch (const Error& e) {
+      return e.kind();
+    }
+    return ErrorKind::Value;
+  };
+  ProjectOptions up;
+  up.to = "conv2";  // runs after relu1
+  CHECK(kind_of([&] { net.project_channels(ctx, t, "relu1", {0}, At{}, Rule::Backprop, up); }) ==
+        ErrorKind::Graph);
+  up.to = "conv7";
+  CHECK(kind_of([&] { net.project_channels(ctx, t, "relu1", {0}, At{}, Rule::Backprop, up); }) ==
+        ErrorKind::NotFound);
+}
+
 PYDECONV_TEST_MAIN()

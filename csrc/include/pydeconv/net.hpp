@@ -117,6 +117,14 @@ struct ProjectOptions {
   // When set: called from the calling thread after each chunk with (channels done, channels in
   // all). An exception it throws ends the projection.
   std::function<void(int64_t, int64_t)> progress;
+  // When set: the layer (name or alias) the projection stops at. The result is then the signal
+  // at that layer's OUTPUT (its shape, batch N * K) instead of at the input pixels: under
+  // Rule::Backprop the gradient of the start signal's dot product with the start layer's output
+  // with respect to `to`'s output. The walk ends once every layer after `to` has sent its signal
+  // down; paths that bypass `to` (a skip connection around it) do not reach it. `to` must be a
+  // layer the projection passes (Net::rules lists them), else Error(Graph); `to` == the start
+  // layer gives the start signal itself.
+  std::string to;
 };
 
 class Net {
@@ -157,9 +165,10 @@ class Net {
   std::vector<Position> positions(const Trace& t, const std::string& layer,
                                   const std::vector<int64_t>& channels, const At& at) const;
   // Sends `start` (batch N * reps, the layer's output shape) down to the input under `rule`.
-  // Returns the signal at the input, batch N * reps.
+  // Returns the signal at the input, batch N * reps; with `to`, the signal at that layer's
+  // output instead (ProjectOptions::to).
   Tensor project(const Ctx& ctx, const Trace& t, const std::string& layer, const Tensor& start,
-                 Rule rule) const;
+                 Rule rule, const std::string& to = "") const;
   // start_signal + project in one call (batch N * channels.size(), sample n * K + k); the start's
   // non-zero regions are known here, so nothing scans it.
   // Runs in chunks of channels under opt.max_memory (ProjectOptions).
@@ -167,8 +176,9 @@ class Net {
                           const std::vector<int64_t>& channels, const At& at, Rule rule,
                           const ProjectOptions& opt = {}) const;
   // Peak bytes of the buffers a projection from `layer` holds per start signal (per sample and
-  // channel): the largest set of gradients alive at once on its way down, start signal included.
-  int64_t projection_bytes_per_sample(const std::string& layer) const;
+  // channel): the largest set of gradients alive at once on its way down, start signal included;
+  // with `to`, on its way down to that layer (ProjectOptions::to), the result included.
+  int64_t projection_bytes_per_sample(const std::string& layer, const std::string& to = "") const;
   // Every layer a projection from `layer` passes (the layer itself first), in the order the
   // signal meets them, with how each sends it down under `rule`: the rule's text of its kind's
   // registry row; a layer that does not rectify (sigmoid, clip with min != 0...) its gradient's
@@ -188,12 +198,17 @@ class Net {
                     const At& at, std::vector<Region>* regions, bool region_only = false) const;
   // Fills region[id] for every tensor a projection from tensor `target` reaches, from
   // region[target] (what project_regions computes on its way, without the signals).
-  void walk_regions(int target, std::vector<std::vector<Region>>& region) const;
+  // Walks down to tensor `stop` only (0: the input).
+  void walk_regions(int target, std::vector<std::vector<Region>>& region, int stop = 0) const;
+  // The tensor id a projection from `layer` stops at: 0 (the input) for an empty `to`, else
+  // `to`'s output after checking that the projection passes it (Error(Graph) naming both).
+  int stop_tensor(const std::string& layer, const std::string& to) const;
   // choose_by: per tensor id, the regions of the whole batch when `start` is one chunk of it
   // (kernels choose by them: BackwardArgs::choose_by).
   Tensor project_regions(const Ctx& ctx, const Trace& t, const std::string& layer,
                          const Tensor& start, std::vector<Region> regions, Rule rule,
-                         const std::vector<std::vector<Region>>* choose_by = nullptr) const;
+                         const std::vector<std::vector<Region>>* choose_by = nullptr,
+                         int stop = 0) const;
 };
 
 }  // namespace pydeconv
