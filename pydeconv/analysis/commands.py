@@ -13,16 +13,15 @@ import argparse
 import importlib
 
 COMMANDS: list[str] = [
-    # one line per verb module, appended by the module's author
-    # -- occlude
-    "occlusion",
-    "invariance",
-    "filters",
-    "correspondence",
-    # -- probe
-    "fashion_mnist",
-    "probe",
-    "specialise",
+    "occlusion",  # Fig. 7
+    "invariance",  # Fig. 5
+    "filters",  # Fig. 6
+    "correspondence",  # Table 1
+    "fashion_mnist",  # a labelled set from Debian's dataset-fashion-mnist
+    "probe",  # Sec. 5.2: how deep to retrain
+    "specialise",  # how specialised each layer's channels are
+    "sanity",  # Adebayo et al.'s cascading randomisation
+    "evolution",  # Fig. 4: feature maps over training checkpoints
 ]
 
 
@@ -34,6 +33,3 @@ def register_all(
     for name in COMMANDS:
         importlib.import_module(f"pydeconv.analysis.{name}").register(sub, common, writes)
 
-
-# -- projto
-COMMANDS += ["sanity", "evolution"]
