@@ -32,4 +32,3 @@ def register_all(
 ) -> None:
     for name in COMMANDS:
         importlib.import_module(f"pydeconv.analysis.{name}").register(sub, common, writes)
-
