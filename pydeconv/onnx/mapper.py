@@ -288,7 +288,9 @@ class Mapper:
             return None
         if tensor in self.layout and not self.channels_last(tensor):
             return None
-        if any(self.params[f"{name}/{k}"].ndim == 4 for k in layer.get("params", {})):
+        if layer["kind"] == "affine" and any(
+            self.params[f"{name}/{k}"].ndim == 4 for k in layer.get("params", {})
+        ):
             return None  # an affine by constant tensors: per-channel arithmetic does not fold
         return layer
 
