@@ -303,11 +303,11 @@ def _candidates(t: np.ndarray, head: Head, input_hw: tuple[int, int], conf: floa
         scores = t[4:, 0]
         best = np.argmax(scores, axis=0)
         top = np.take_along_axis(scores, best[None], axis=0)[0]
-        for a in np.nonzero(top >= conf)[0]:
-            cls = int(best[a])
-            box = (cx[a] - w[a] / 2, cy[a] - h[a] / 2, cx[a] + w[a] / 2, cy[a] + h[a] / 2)
-            score, corners = float(top[a]), tuple(float(v) for v in box)
-            out.append((score, corners, cls, 4 + cls, 0, int(a), None, None))
+        for i in np.nonzero(top >= conf)[0]:
+            winner = int(best[i])
+            corners = (cx[i] - w[i] / 2, cy[i] - h[i] / 2, cx[i] + w[i] / 2, cy[i] + h[i] / 2)
+            box_xyxy = tuple(float(v) for v in corners)
+            out.append((float(top[i]), box_xyxy, winner, 4 + winner, 0, int(i), None, None))
         return out
     if head.layout == "v8":
         r, k = head.reg_max, head.classes
@@ -605,10 +605,10 @@ def heads(
     ``[yolo]`` sections of ``cfg``, one per graph output);
     else ``anchors`` (one list of (w, h) per output) with ``layout`` "darknet" (the default) or
     "v5"; else ``layout="v5"`` with :data:`V5_ANCHORS` on three outputs; else a whole YOLOv8
-    graph (``"v8_decoded"``), when its one output is (4 + classes, 1, anchors); else YOLOv8, when every
-    output has ``4*16 + classes`` channels (``classes`` from the argument or the net's labels,
-    else every output's channel count past 64 agreeing). Anything else: DetectionError saying
-    what is missing."""
+    graph (``"v8_decoded"``), when its one output is (4 + classes, 1, anchors); else YOLOv8,
+    when every output has ``4*16 + classes`` channels (``classes`` from the argument or the
+    net's labels, else every output's channel count past 64 agreeing). Anything else:
+    DetectionError saying what is missing."""
     outs = list(net.outputs)
     if layout is not None and layout not in LAYOUTS:
         raise DetectionError(f"unknown layout {layout!r} (expected one of {', '.join(LAYOUTS)})")

@@ -432,7 +432,13 @@ def decode_net(in_shape=(4, 5, 6), seed=0):
     b.add("bins", "reshape", "box", {"shape": [2, 3, a]})
     b.add("dflt", "transpose", "bins", {"perm": [1, 0, 2]})
     b.add("soft", "softmax", "dflt")
-    b.add("dfl", "conv2d", "soft", {"kernel_size": [1, 1]}, {"weight": np.arange(3.0).reshape(1, 3, 1, 1)})
+    b.add(
+        "dfl",
+        "conv2d",
+        "soft",
+        {"kernel_size": [1, 1]},
+        {"weight": np.arange(3.0).reshape(1, 3, 1, 1)},
+    )
     b.add("dist", "reshape", "dfl", {"shape": [2, 1, a]})
     b.add("lt", "slice", "dist", {"start": 0, "end": 1})
     b.add("rb", "slice", "dist", {"start": 1, "end": 2})
@@ -469,8 +475,16 @@ HEAD_ALL = [
 ] + [
     ("decode", decode_net, "out"),
     ("decode_dfl", decode_net, "dfl"),
-    ("region_reshape", lambda: models.sandwich_net("reshape", (4, 9, 7), {"shape": [4, 7, 9]}), "conv_b"),
-    ("region_transpose", lambda: models.sandwich_net("transpose", (4, 9, 7), {"perm": [0, 2, 1]}), "conv_b"),
+    (
+        "region_reshape",
+        lambda: models.sandwich_net("reshape", (4, 9, 7), {"shape": [4, 7, 9]}),
+        "conv_b",
+    ),
+    (
+        "region_transpose",
+        lambda: models.sandwich_net("transpose", (4, 9, 7), {"perm": [0, 2, 1]}),
+        "conv_b",
+    ),
 ]
 
 

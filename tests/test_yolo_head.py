@@ -183,7 +183,9 @@ def test_twin_projection_is_the_exact_gradient(twin, rule):
 def test_twin_detections_map_to_their_units(twin):
     _, _, x, _, graph, net, out, trace = twin
     head = detect.heads(net)
-    assert [(h.layer, h.layout, h.classes) for h in head] == [(graph["outputs"][0], "v8_decoded", 2)]
+    assert [(h.layer, h.layout, h.classes) for h in head] == [
+        (graph["outputs"][0], "v8_decoded", 2)
+    ]
     dets, _ = detect.detect(net, x.numpy(), conf=0.0, iou=0.5, max_det=5)
     assert dets
     for d in dets:
@@ -281,8 +283,8 @@ def test_real_top_detection_projection_is_exact(real):
         p = np.exp(logits - logits.max())
         p /= p.sum()
         dist = float((p * np.arange(16)).sum())
-        hstart[0, 16 * side_index : 16 * side_index + 16, y, xx] = (8 << scale) * p * (
-            np.arange(16) - dist
+        hstart[0, 16 * side_index : 16 * side_index + 16, y, xx] = (
+            (8 << scale) * p * (np.arange(16) - dist)
         )
     want = net.project(trace, head, at=hstart, rule="backprop")
     assert np.any(want != 0)

@@ -318,10 +318,10 @@ class Mapper:
     def add_constant(self, node: Node, tensor: str, c: np.ndarray) -> None:
         """x + c: into the producing layer's bias when it has one, else a batch_norm; a constant
         that is not per channel (anchor points) an ``affine`` bias tensor."""
-        full = self.constant_tensor(c, tensor)
-        if full is not None:
+        spread = self.constant_tensor(c, tensor)
+        if spread is not None:
             ones = np.ones(self.shape(tensor)[1], np.float32)
-            self._affine(node, tensor, ones, full)
+            self._affine(node, tensor, ones, spread)
             return
         vector = self.channel_vector(c, tensor)
         layer = self._foldable(tensor)
@@ -352,10 +352,10 @@ class Mapper:
         """x * c: into a producing conv2d/linear (its output channels), batch_norm or affine,
         else a new affine layer; a constant that is not per channel (strides) an ``affine``
         scale tensor."""
-        full = self.constant_tensor(c, tensor)
-        if full is not None:
+        spread = self.constant_tensor(c, tensor)
+        if spread is not None:
             zeros = np.zeros(self.shape(tensor)[1], np.float32)
-            self._affine(node, tensor, full, zeros)
+            self._affine(node, tensor, spread, zeros)
             return
         vector = self.channel_vector(c, tensor)
         layer = self._foldable(tensor)

@@ -269,9 +269,7 @@ def map_transpose(m: Mapper, node: Node) -> None:
     if len(x) == 3 and sorted(perm) == [0, 1, 2] and perm[0] == 0 and source not in m.layout:
         # (N, A, B) is (N, A, 1, B): ONNX axes 1 and 2 are pydeconv's per-sample axes 0 and 2.
         axis = {1: 0, 2: 2}
-        m.emit(
-            node, "transpose", [m.src(source)], {"perm": [axis[perm[1]], 1, axis[perm[2]]]}
-        )
+        m.emit(node, "transpose", [m.src(source)], {"perm": [axis[perm[1]], 1, axis[perm[2]]]})
         return
     layout = m.layout.get(source)
     if (

@@ -19,8 +19,7 @@ class Affine : public ChannelAffineLayer {
     const Tensor* scale = param("scale");
     const Tensor* bias = param("bias");
     if (!scale && !bias) bad("needs parameter 'scale' or 'bias' (or both)");
-    const bool broadcast =
-        (scale && scale->shape().rank == 4) || (bias && bias->shape().rank == 4);
+    const bool broadcast = (scale && scale->shape().rank == 4) || (bias && bias->shape().rank == 4);
     full_a_.clear();
     full_b_.clear();
     if (broadcast) {

@@ -1,7 +1,7 @@
 // reshape: the same elements in the same order, another per-sample shape (C, H, W) given by the
-// attribute `shape` (ONNX Reshape on rank-3/4 tensors: a detection head's (C, H, W) -> (C, 1, H*W)).
-// A unit of the output may sit anywhere in the input's rows and columns, so its receptive field is
-// the whole input.
+// attribute `shape` (ONNX Reshape on rank-3/4 tensors: a detection head's (C, H, W) -> (C, 1,
+// H*W)). A unit of the output may sit anywhere in the input's rows and columns, so its receptive
+// field is the whole input.
 #include <string>
 
 #include "layers.hpp"
@@ -19,8 +19,7 @@ class Reshape : public Layer {
     if (out.sample() != in[0].sample())
       bad("attribute 'shape' [" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " +
           std::to_string(s[2]) + "] holds " + std::to_string(out.sample()) +
-          " elements per sample, the input " + in[0].str() + " " +
-          std::to_string(in[0].sample()));
+          " elements per sample, the input " + in[0].str() + " " + std::to_string(in[0].sample()));
     return out;
   }
 

@@ -19,7 +19,8 @@ class Transpose : public Layer {
     std::sort(sorted.begin(), sorted.end());
     if (sorted != std::vector<int64_t>{0, 1, 2})
       bad("attribute 'perm' [" + std::to_string(p[0]) + ", " + std::to_string(p[1]) + ", " +
-          std::to_string(p[2]) + "] is not a permutation of the per-sample axes [0, 1, 2] (C, H, W)");
+          std::to_string(p[2]) +
+          "] is not a permutation of the per-sample axes [0, 1, 2] (C, H, W)");
     if (in[0].rank != 4) bad("expects an (N, C, H, W) input, got " + in[0].str());
     std::copy(p.begin(), p.end(), perm_);
     const int64_t d[3] = {in[0].c, in[0].h, in[0].w};

@@ -108,16 +108,16 @@ void add_weighted_backward_ref(const Tensor& gout, const std::vector<float>& w,
                                const std::vector<Tensor*>& gin) {
   for (size_t k = 0; k < gin.size(); ++k)
     for (int64_t i = 0; i < gout.numel(); ++i)
-      gin[k]->data()[i] = static_cast<float>(double(gin[k]->data()[i]) +
-                                             double(w[k]) * double(gout.data()[i]));
+      gin[k]->data()[i] =
+          static_cast<float>(double(gin[k]->data()[i]) + double(w[k]) * double(gout.data()[i]));
 }
 
 void broadcast_affine_forward_ref(const Tensor& in, const float* a, const float* b, Tensor& out) {
   const int64_t sample = in.shape().sample();
   for (int64_t n = 0; n < in.shape().n; ++n)
     for (int64_t i = 0; i < sample; ++i)
-      out.data()[n * sample + i] = static_cast<float>(
-          double(in.data()[n * sample + i]) * double(a[i]) + double(b[i]));
+      out.data()[n * sample + i] =
+          static_cast<float>(double(in.data()[n * sample + i]) * double(a[i]) + double(b[i]));
 }
 
 void broadcast_affine_backward_ref(const Tensor& gout, const float* a, Tensor& gin) {
