@@ -231,3 +231,20 @@ def _refused(tmp_path, build, match):
 )
 def test_bad_layout_graphs(tmp_path, build, match):
     _refused(tmp_path, build, match)
+
+
+@pytest.mark.parametrize("other", [(1, 1, 20), (1, 2, 1), (1, 2, 20)], ids=str)
+def test_mul_of_two_rank3_activations(tmp_path, other):
+    """Scores times a per-anchor gate, a per-channel gate or an equal tensor: (N, A, B) broadcast
+    as pydeconv's (N, A, 1, B)."""
+    rng = np.random.default_rng(4)
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", [1, 3, 4, 5])
+    t = b.node("Reshape", [head(b, rng, x, 3, 2), b.init("s", np.array([1, 2, 20], np.int64))])
+    g = b.node("Sigmoid", [head(b, rng, x, 3, other[1])])
+    if other[2] == 1:
+        g = b.node("GlobalAveragePool", [g])  # (1, 2, 1, 1)
+    g = b.node("Reshape", [g, b.init("s2", np.array(other, np.int64))])
+    b.output(b.node("Mul", [t, g], outputs=["y"]))
+    graph, _, _ = run(tmp_path, b, rand(rng, 1, 3, 4, 5))
+    assert kinds(graph)[-1] == "mul"

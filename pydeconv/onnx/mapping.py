@@ -412,7 +412,7 @@ def map_mul(m: Mapper, node: Node) -> None:
     out = m.shape(node.outputs[0])
     for name in node.inputs:
         shape = m.shape(name)
-        if len(shape) != len(out) or shape[0] != out[0] or len(out) not in (2, 4):
+        if len(shape) != len(out) or shape[0] != out[0] or len(out) not in (2, 3, 4):
             raise _fail(
                 node, f"cannot multiply tensors of shapes {[m.shape(n) for n in node.inputs]}"
             )
