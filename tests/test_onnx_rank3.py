@@ -248,3 +248,15 @@ def test_mul_of_two_rank3_activations(tmp_path, other):
     b.output(b.node("Mul", [t, g], outputs=["y"]))
     graph, _, _ = run(tmp_path, b, rand(rng, 1, 3, 4, 5))
     assert kinds(graph)[-1] == "mul"
+
+
+def test_transposed_graph_output_is_laid_out(tmp_path):
+    """A graph that ends in an NHWC view: a transpose layer lays it out as ONNX returns it."""
+    rng = np.random.default_rng(5)
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", [1, 3, 4, 5])
+    t = b.node("Transpose", [head(b, rng, x, 3, 2)], perm=[0, 2, 3, 1])
+    b.output(b.node("Relu", [t], outputs=["y"]))
+    graph, net, _ = run(tmp_path, b, rand(rng, 1, 3, 4, 5))
+    assert kinds(graph) == ["conv2d", "relu", "transpose"]
+    assert tuple(net.layer_info(graph["outputs"][0])["shape"]) == (4, 5, 2)

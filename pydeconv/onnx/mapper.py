@@ -89,19 +89,19 @@ class Mapper:
 
     def _materialise(self, tensor: str) -> str:
         """A ``transpose`` layer that lays a permuted view out as ONNX sees it; ``tensor`` then
-        maps to it, as a plain NCHW tensor."""
+        maps to it, as a plain NCHW tensor (named after the node reading it, or after the tensor
+        itself for a graph output)."""
         _, perm, _ = self.layout[tensor]
-        if self.node is None:  # pragma: no cover - finish() refuses permuted outputs first
-            raise GraphError(f"'{tensor}' is a Transpose'd view")
-        name = self.unique_name((self.node.name or self.node.outputs[0]) + "_transpose")
+        base = (self.node.name or self.node.outputs[0]) if self.node else tensor
+        name = self.unique_name(base + "_transpose")
         layer = {
             "name": name,
             "kind": "transpose",
             "inputs": [self.source[tensor]],
             "attrs": {"perm": [int(p) - 1 for p in perm[1:]]},
         }
-        self.origin[name] = self.node.name or self.node.outputs[0]
-        self.sources[name] = [self.node.name or self.node.outputs[0]]
+        self.origin[name] = base
+        self.sources[name] = [base]
         self.layers.append(layer)
         self.by_name[name] = layer
         self.source[tensor] = name
@@ -385,6 +385,8 @@ class Mapper:
         for tensor in graph_outputs:
             if tensor in self.consts:
                 raise GraphError(f"graph output '{tensor}' is a constant")
+            if tensor in self.layout and self.layout[tensor][0] == PERMUTED:
+                self._materialise(tensor)  # laid out as ONNX sees it
             if tensor in self.layout:
                 raise GraphError(
                     f"graph output '{tensor}' is a Transpose'd view of an image tensor; pydeconv "
