@@ -294,3 +294,17 @@ def test_real_top_detection_projection_is_exact(real):
         image = net.project(trace, **top.unit, rule=rule)
         assert image.shape == (1, 3, 640, 640) and np.all(np.isfinite(image))
         assert np.any(image != 0)
+
+
+def test_twin_keep_minimal_projects_the_same(twin):
+    """keep="minimal" keeps what the decode's backward needs (the DFL softmax's output, the
+    sigmoid's input): the same projection bits as keep="all"."""
+    _, _, x, _, graph, net, out, trace = twin
+    layer = graph["outputs"][0]
+    small, lean = net.forward(x.numpy(), keep="minimal")
+    np.testing.assert_array_equal(small, out)
+    for channel, anchor in UNITS:
+        for rule in RULES:
+            want = net.project(trace, layer, channel=channel, at=(0, anchor), rule=rule)
+            got = net.project(lean, layer, channel=channel, at=(0, anchor), rule=rule)
+            np.testing.assert_array_equal(got, want)
