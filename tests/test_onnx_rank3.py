@@ -260,3 +260,16 @@ def test_transposed_graph_output_is_laid_out(tmp_path):
     graph, net, _ = run(tmp_path, b, rand(rng, 1, 3, 4, 5))
     assert kinds(graph) == ["conv2d", "relu", "transpose"]
     assert tuple(net.layer_info(graph["outputs"][0])["shape"]) == (4, 5, 2)
+
+
+def test_dense_to_image_reshape(tmp_path):
+    """(N, F) -> (N, C, H, W): a decoder's Gemm output made an image again, then a conv."""
+    rng = np.random.default_rng(6)
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", [1, 3, 4, 5])
+    t = b.node("Flatten", [x])
+    t = b.node("Gemm", [t, b.init("W", rand(rng, 24, 60)), b.init("c", rand(rng, 24))], transB=1)
+    t = b.node("Reshape", [t, b.init("s", np.array([1, 2, 3, 4], np.int64))])
+    b.output(head(b, rng, t, 2, 3))
+    graph, _, _ = run(tmp_path, b, rand(rng, 1, 3, 4, 5))
+    assert kinds(graph) == ["flatten", "linear", "reshape", "conv2d"]
