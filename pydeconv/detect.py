@@ -18,6 +18,12 @@ graph), each head one (N, C, H, W) tensor whose stride is the input size over H 
   (left, top, right, bottom), each a distribution whose softmax expectation is the distance in
   grid cells from the cell centre ``(x + 0.5, y + 0.5)``; then one logit per class, score =
   ``sigmoid(logit)``; no objectness.
+- ``"v8_decoded"``, a YOLOv8 export imported whole, post-processing included: its one output
+  ``(N, 4 + classes, 1, anchors)`` (ONNX's ``(N, 4 + classes, anchors)``, docs/FORMAT.md's rank-3
+  convention) holds per anchor ``(cx, cy, w, h)`` in input pixels and the class scores, already
+  ``sigmoid``-ed. The unit of a detection is its class score itself, channel ``4 + k`` at
+  ``(0, anchor)``: every decode layer is a gradient layer, so its projection is the score's exact
+  gradient down to the trunk (the rules differ only at the trunk's rectifying activations).
 
 Which unit a detection records: the **class logit of its winning class** at its cell and anchor
 (Darknet/v5: channel ``a*(5+classes) + 5 + k``, v8: ``4*reg_max + k``). That logit is the only
@@ -47,7 +53,7 @@ import numpy as np
 
 from .errors import PydeconvError, ShapeError
 
-LAYOUTS = ("darknet", "v5", "v8")
+LAYOUTS = ("darknet", "v5", "v8", "v8_decoded")
 # Ultralytics YOLOv5's default anchors (models/yolov5s.yaml), input pixels, per stride 8, 16, 32.
 V5_ANCHORS: tuple[tuple[tuple[float, float], ...], ...] = (
     ((10, 13), (16, 30), (33, 23)),
@@ -92,7 +98,7 @@ class Head:
             raise DetectionError(
                 f"head '{self.layer}': classes must be a positive integer, got {self.classes!r}"
             )
-        if self.layout != "v8":
+        if self.layout not in ("v8", "v8_decoded"):
             if not self.anchors:
                 raise DetectionError(f"head '{self.layer}': the {self.layout} layout needs anchors")
             for a in self.anchors:
@@ -112,6 +118,8 @@ class Head:
         """The channel count the head tensor must have."""
         if self.layout == "v8":
             return 4 * self.reg_max + self.classes
+        if self.layout == "v8_decoded":
+            return 4 + self.classes
         return len(self.anchors) * (5 + self.classes)
 
 
@@ -258,14 +266,15 @@ def _head_tensor(outputs: Any, head: Head, sample: int) -> np.ndarray:
     else:
         t = outputs
     t = np.asarray(t)
+    if head.layout == "v8_decoded" and t.ndim == 3:
+        t = t[:, :, None, :]  # ONNX's (N, 4 + classes, anchors)
     if t.ndim != 4:
         raise ShapeError(f"head '{head.layer}': expected an (N, C, H, W) tensor, got {t.shape}")
     if t.shape[1] != head.channels:
-        what = (
-            f"4*{head.reg_max} + {head.classes} classes"
-            if head.layout == "v8"
-            else f"{len(head.anchors)} anchors x (5 + {head.classes} classes)"
-        )
+        what = {
+            "v8": f"4*{head.reg_max} + {head.classes} classes",
+            "v8_decoded": f"4 + {head.classes} classes",
+        }.get(head.layout, f"{len(head.anchors)} anchors x (5 + {head.classes} classes)")
         raise ShapeError(
             f"head '{head.layer}' ({head.layout}): {t.shape[1]} channels, expected "
             f"{head.channels} ({what})"
@@ -285,6 +294,21 @@ def _candidates(t: np.ndarray, head: Head, input_hw: tuple[int, int], conf: floa
         np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij"
     )
     out: list[tuple] = []
+    if head.layout == "v8_decoded":
+        if gh != 1:
+            raise ShapeError(
+                f"head '{head.layer}' (v8_decoded): expected ({c}, 1, anchors), got {t.shape}"
+            )
+        cx, cy, w, h = t[:4, 0]
+        scores = t[4:, 0]
+        best = np.argmax(scores, axis=0)
+        top = np.take_along_axis(scores, best[None], axis=0)[0]
+        for i in np.nonzero(top >= conf)[0]:
+            winner = int(best[i])
+            corners = (cx[i] - w[i] / 2, cy[i] - h[i] / 2, cx[i] + w[i] / 2, cy[i] + h[i] / 2)
+            box_xyxy = tuple(float(v) for v in corners)
+            out.append((float(top[i]), box_xyxy, winner, 4 + winner, 0, int(i), None, None))
+        return out
     if head.layout == "v8":
         r, k = head.reg_max, head.classes
         dist = t[: 4 * r].reshape(4, r, gh, gw)
@@ -580,10 +604,11 @@ def heads(
     In order: the ``[yolo]`` records a Darknet import keeps in the graph's metadata (or the
     ``[yolo]`` sections of ``cfg``, one per graph output);
     else ``anchors`` (one list of (w, h) per output) with ``layout`` "darknet" (the default) or
-    "v5"; else ``layout="v5"`` with :data:`V5_ANCHORS` on three outputs; else YOLOv8, when every
-    output has ``4*16 + classes`` channels (``classes`` from the argument or the net's labels,
-    else every output's channel count past 64 agreeing). Anything else: DetectionError saying
-    what is missing."""
+    "v5"; else ``layout="v5"`` with :data:`V5_ANCHORS` on three outputs; else a whole YOLOv8
+    graph (``"v8_decoded"``), when its one output is (4 + classes, 1, anchors); else YOLOv8,
+    when every output has ``4*16 + classes`` channels (``classes`` from the argument or the
+    net's labels, else every output's channel count past 64 agreeing). Anything else:
+    DetectionError saying what is missing."""
     outs = list(net.outputs)
     if layout is not None and layout not in LAYOUTS:
         raise DetectionError(f"unknown layout {layout!r} (expected one of {', '.join(LAYOUTS)})")
@@ -608,8 +633,8 @@ def heads(
         anchors = V5_ANCHORS
     if anchors is not None:
         lay = layout or "darknet"
-        if lay == "v8":
-            raise DetectionError("layout v8 is anchor-free: do not give anchors")
+        if lay in ("v8", "v8_decoded"):
+            raise DetectionError(f"layout {lay} is anchor-free: do not give anchors")
         if len(anchors) != len(outs):
             raise DetectionError(
                 f"{len(anchors)} anchor groups for {len(outs)} outputs (one group per output)"
@@ -630,6 +655,24 @@ def heads(
             pairs = tuple((float(w), float(h)) for w, h in group)
             out.append(Head(o, lay, k, pairs, tuple(range(a))))
         return out
+    if layout in (None, "v8_decoded"):
+        # A whole YOLOv8 graph: one (4 + classes, 1, anchors) output (fewer channels than a raw
+        # head's 4*16 + classes, unless the classes say otherwise).
+        k = classes if classes is not None else (len(labels) if labels else None)
+        decoded = [
+            o
+            for o in outs
+            if shapes[o][1] == 1
+            and shapes[o][0] > 4
+            and (shapes[o][0] == 4 + k if k is not None else shapes[o][0] <= 4 * REG_MAX)
+        ]
+        if len(outs) == 1 and decoded:
+            return [Head(outs[0], "v8_decoded", shapes[outs[0]][0] - 4)]
+        if layout == "v8_decoded":
+            raise DetectionError(
+                "layout v8_decoded: needs one (4 + classes, 1, anchors) output; got "
+                + ", ".join(f"'{o}' {'x'.join(map(str, shapes[o]))}" for o in outs)
+            )
     if layout in (None, "v8"):
         k = classes if classes is not None else (len(labels) if labels else None)
         extra = {shapes[o][0] - 4 * REG_MAX for o in outs}
@@ -645,7 +688,8 @@ def heads(
     raise DetectionError(
         "the model has no detection head pydeconv can decode: its outputs ("
         + ", ".join(f"'{o}' {'x'.join(map(str, shapes[o]))}" for o in outs)
-        + ") are not YOLOv8 heads (4*16 + classes channels) and no Darknet [yolo] metadata "
+        + ") are not YOLOv8 heads (4*16 + classes channels) nor a whole YOLOv8's (4 + classes, "
+        "1, anchors) output, and no Darknet [yolo] metadata "
         "or anchors were given"
     )
 

@@ -205,6 +205,6 @@ def fetch_yolov8_fall(
     cache_dir: str | os.PathLike | None = None,
     download: Callable[[str, Path], None] | None = None,
 ) -> dict[str, Path]:
-    """The Ultralytics YOLOv8 fall detector: ``{"onnx": ...}`` (import it with
-    ``pydeconv.load(path, outputs="auto")``: up to its raw heads)."""
+    """The Ultralytics YOLOv8 fall detector: ``{"onnx": ...}`` (``pydeconv.load(path)`` imports it
+    whole, post-processing included; ``outputs=`` its three head tensors: up to its raw heads)."""
     return fetch_pinned("yolov8-fall", cache_dir, download)

@@ -198,6 +198,13 @@ def receptive_field(net: Any, layer: str, y: int, x: int) -> tuple[int, int, int
     if not (0 <= y < oh and 0 <= x < ow):
         raise ChannelError(f"position ({y}, {x}) is outside layer {layer!r} of size {oh}x{ow}")
     _, h, w = (int(v) for v in net.input_shape)
+    # -- head: a field that is the whole image with the image's size as its stride (net.info's
+    # mark of a layer whose every unit reads everything: linear, reshape, a concat along W) is
+    # the whole image at every position (a (4 + nc, 1, 8400) detection output).
+    if tuple(int(v) for v in row["rf_stride"]) == (h, w) == tuple(
+        int(v) for v in row["rf_size"]
+    ) and tuple(int(v) for v in row["rf_start"]) == (0, 0):
+        return 0, 0, h, w
     top = int(row["rf_start"][0]) + y * int(row["rf_stride"][0])
     left = int(row["rf_start"][1]) + x * int(row["rf_stride"][1])
     bottom = top + int(row["rf_size"][0])

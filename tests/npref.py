@@ -305,10 +305,8 @@ def forward(graph, params, x):
         elif kind == "softmax":
             e = np.exp(x0 - x0.max(axis=1, keepdims=True))
             y = e / e.sum(axis=1, keepdims=True)
-        elif kind == "add":
-            y = sum(ins[1:], ins[0].copy())
-        elif kind == "concat":
-            y = np.concatenate(ins, axis=1)
+        elif kind in LAYOUT_KINDS:
+            y = layout_forward(layer, ins)
         elif kind in SHAPE_KINDS:
             y = shape_forward(layer, params, ins)
         elif kind in ACTIVATIONS:
@@ -391,11 +389,8 @@ def _layer_back(layer, params, acts, switches, g, rule):
     if kind == "softmax":
         y = acts[layer["name"]]
         return [y * (g - (y * g).sum(axis=1, keepdims=True))]
-    if kind == "add":
-        return [g.copy() for _ in layer["inputs"]]
-    if kind == "concat":
-        sizes = [acts[i].shape[1] for i in layer["inputs"]]
-        return np.split(g, np.cumsum(sizes)[:-1], axis=1)
+    if kind in LAYOUT_KINDS:
+        return layout_backward(layer, [acts[i] for i in layer["inputs"]], g)
     if kind in SHAPE_KINDS:
         return shape_backward(layer, params, [acts[i] for i in layer["inputs"]], g)
     if kind in ACTIVATIONS:
@@ -519,8 +514,8 @@ def shape_forward(layer, params, ins):
         return ins[0] * ins[1]
     if kind == "affine":
         scale, bias = _param(params, layer, "scale"), _param(params, layer, "bias")
-        y = x * _bcast(scale, x.ndim) if scale is not None else x.copy()
-        return y + _bcast(bias, x.ndim) if bias is not None else y
+        y = x * _affine_param(scale, x.ndim) if scale is not None else x.copy()
+        return y + _affine_param(bias, x.ndim) if bias is not None else y
     if kind == "slice":
         return x[:, int(a["start"]) : int(a["end"])].copy()
     if kind == "channel_shuffle":
@@ -539,7 +534,7 @@ def shape_backward(layer, params, ins, g):
         return [_unbroadcast(g * ins[1], ins[0].shape), _unbroadcast(g * ins[0], ins[1].shape)]
     if kind == "affine":
         scale = _param(params, layer, "scale")
-        return [g * _bcast(scale, g.ndim) if scale is not None else g.copy()]
+        return [g * _affine_param(scale, g.ndim) if scale is not None else g.copy()]
     if kind == "slice":
         gin = np.zeros_like(ins[0])
         gin[:, int(a["start"]) : int(a["end"])] = g
@@ -772,3 +767,41 @@ def layer_norm_back(g, x, scale, layer):
     return rstd * (
         s - s.mean(axis=1, keepdims=True) - xhat * (s * xhat).mean(axis=1, keepdims=True)
     )
+
+
+# -- head: the layout kinds of a detection head's decode (add with weights, concat along an axis,
+# reshape, transpose) and affine's broadcast (1, C|1, H|1, W|1) tensors.
+LAYOUT_KINDS = ("add", "concat", "reshape", "transpose")
+
+
+def _affine_param(p, ndim):
+    """An affine parameter against an activation: (C,)/(1,) per channel, a rank-4 one as it is."""
+    return p if p.ndim == 4 else _bcast(p, ndim)
+
+
+def layout_forward(layer, ins):
+    kind, a = layer["kind"], layer.get("attrs", {})
+    if kind == "add":
+        w = a.get("weights", [1.0] * len(ins))
+        return sum(float(wk) * x for wk, x in zip(w, ins))
+    if kind == "concat":
+        return np.concatenate(ins, axis=int(_values(a.get("axis", 1), 1)[0]))
+    if kind == "reshape":
+        return ins[0].reshape((len(ins[0]),) + tuple(int(d) for d in a["shape"]))
+    perm = [int(p) for p in a["perm"]]
+    return ins[0].transpose([0] + [p + 1 for p in perm]).copy()
+
+
+def layout_backward(layer, ins, g):
+    kind, a = layer["kind"], layer.get("attrs", {})
+    if kind == "add":
+        w = a.get("weights", [1.0] * len(ins))
+        return [float(wk) * g for wk in w]
+    if kind == "concat":
+        axis = int(_values(a.get("axis", 1), 1)[0])
+        sizes = [x.shape[axis] for x in ins]
+        return np.split(g, np.cumsum(sizes)[:-1], axis=axis)
+    if kind == "reshape":
+        return [g.reshape(ins[0].shape)]
+    perm = [int(p) for p in a["perm"]]
+    return [g.transpose(np.argsort([0] + [p + 1 for p in perm]))]

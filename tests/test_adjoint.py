@@ -307,3 +307,52 @@ def test_se_gate_through_branches(threads):
 
 
 BACKWARD_TESTS["mul"].add("test_se_gate_through_branches")
+
+
+# -- head: the layout kinds of a detection head's decode and affine's broadcast tensors ------------
+HEAD_LINEAR = [
+    ("reshape", (3, 7, 5), {"shape": [5, 1, 21]}),
+    ("reshape", (6, 2, 5), {"shape": [5, 4, 3]}),
+    ("transpose", (3, 7, 5), {"perm": [1, 0, 2]}),
+    ("transpose", (13, 4, 5), {"perm": [2, 0, 1]}),
+    ("concat", (3, 7, 5), {"axis": 3, "n_inputs": 3}),
+    ("concat", (13, 2, 5), {"axis": 2}),
+    ("add", (3, 7, 5), {"weights": [1.0, -1.0, 0.25], "n_inputs": 3}),
+]
+
+
+@pytest.mark.parametrize(
+    "kind,shape,attrs", HEAD_LINEAR, ids=[f"{k}_{i}" for i, (k, _, _) in enumerate(HEAD_LINEAR)]
+)
+def test_head_linear_kinds(kind, shape, attrs, threads):
+    graph, params = models.single_layer(kind, shape, attrs, seed=2, with_params=False)
+    _check(*_adjoint_pair(graph, params, kind, threads=threads))
+
+
+@pytest.mark.parametrize("scale_shape", [(1, 1, 1, 5), (1, 3, 7, 1), (1, 3, 7, 5), (3,)])
+def test_affine_broadcast_tensor(scale_shape, threads):
+    """affine by a (1, C|1, H|1, W|1) scale (a zero bias tensor keeps the broadcast path on):
+    linear, its adjoint the same scale."""
+    rng = np.random.default_rng(4)
+    graph = {
+        "format": "pydeconv",
+        "version": 1,
+        "input": {"name": "x", "shape": [3, 7, 5]},
+        "layers": [
+            {
+                "name": "affine",
+                "kind": "affine",
+                "inputs": ["x"],
+                "params": {"scale": list(scale_shape), "bias": [1, 1, 1, 5]},
+            }
+        ],
+    }
+    params = {
+        "affine/scale": rng.uniform(-2, 2, scale_shape).astype(np.float32),
+        "affine/bias": np.zeros((1, 1, 1, 5), np.float32),
+    }
+    _check(*_adjoint_pair(graph, params, "affine", threads=threads))
+
+
+for _kind, _, _ in HEAD_LINEAR:
+    BACKWARD_TESTS.setdefault(_kind, set()).add("test_head_linear_kinds")

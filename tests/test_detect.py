@@ -746,11 +746,13 @@ def test_real_yolov8_decode_equals_the_models_own_output():
 
 
 def test_real_yolov8_imported_up_to_its_heads():
-    """The ONNX importer's outputs='auto' stops at the three raw heads; detect recognises them as
-    YOLOv8 (66 = 4*16 + 2 channels) with no options, and each detection's unit is its class logit
-    in pydeconv's own forward, which a projection starts from."""
+    """Imported up to the three raw heads (outputs= their ONNX tensors; the whole graph:
+    tests/test_yolo_head.py), detect recognises them as YOLOv8 (66 = 4*16 + 2 channels) with no
+    options, and each detection's unit is its class logit in pydeconv's own forward, which a
+    projection starts from."""
     real_yolov8 = pytest.importorskip("real_yolov8")  # arrives with the ONNX importer's tests
-    net = pydeconv.load(real_yolov8.fetch(), outputs="auto")
+    heads = [f"/model.22/Concat{s}_output_0" for s in ("", "_1", "_2")]
+    net = pydeconv.load(real_yolov8.fetch(), outputs=heads)
     hs = detect.heads(net)
     assert [(h.layer, h.layout, h.classes) for h in hs] == [
         (name, "v8", 2) for name in net.outputs

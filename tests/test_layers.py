@@ -411,3 +411,89 @@ def test_activation_kinks(kind, attrs, rule, threads, kernels):
     got = net.project(trace, kind, at=start, rule=rule, threads=threads)
     ref = npref.project(graph, params, acts, switches, kind, start, rule)
     npref.assert_close(got, ref, err_msg=f"{kind} {attrs} {rule}")
+
+
+# -- head: the layout kinds of a detection head's decode, and affine by broadcast tensors ---------
+def decode_net(in_shape=(4, 5, 6), seed=0):
+    """A miniature YOLOv8 decode: two 1x1/strided heads flattened to (C, 1, H*W) and joined along
+    W, a DFL (reshape, transpose, softmax, 1x1 conv, reshape), anchor arithmetic (affine by
+    (1, C|1, 1, W) tensors, add with weights [1, -1]) and the class sigmoid, joined along C."""
+    b = models._Builder("decode", in_shape, seed)
+    b.conv("p3", "input", 8, 1)
+    b.conv("p4", "input", 8, 3, stride=2, padding=1)
+    h3, w3 = b.shapes["p3"][1:]
+    h4, w4 = b.shapes["p4"][1:]
+    b.add("f3", "reshape", "p3", {"shape": [8, 1, h3 * w3]})
+    b.add("f4", "reshape", "p4", {"shape": [8, 1, h4 * w4]})
+    a = h3 * w3 + h4 * w4
+    b.add("cat", "concat", ["f3", "f4"], {"axis": 3})
+    b.add("box", "slice", "cat", {"start": 0, "end": 6})
+    b.add("cls", "slice", "cat", {"start": 6, "end": 8})
+    b.add("bins", "reshape", "box", {"shape": [2, 3, a]})
+    b.add("dflt", "transpose", "bins", {"perm": [1, 0, 2]})
+    b.add("soft", "softmax", "dflt")
+    b.add(
+        "dfl",
+        "conv2d",
+        "soft",
+        {"kernel_size": [1, 1]},
+        {"weight": np.arange(3.0).reshape(1, 3, 1, 1)},
+    )
+    b.add("dist", "reshape", "dfl", {"shape": [2, 1, a]})
+    b.add("lt", "slice", "dist", {"start": 0, "end": 1})
+    b.add("rb", "slice", "dist", {"start": 1, "end": 2})
+    anchors = b.rng.uniform(0, 5, (1, 1, 1, a))
+    b.add("x1", "affine", "lt", None, {"scale": -np.ones(1), "bias": anchors})
+    b.add("x2", "affine", "rb", None, {"bias": anchors + 0.5})
+    b.add("wh", "add", ["x2", "x1"], {"weights": [1.0, -1.0]})
+    b.add("c", "add", ["x1", "x2"])
+    b.add("xy", "affine", "c", None, {"scale": np.full(1, 0.5)})
+    b.add("xywh", "concat", ["xy", "wh"])
+    b.add("pix", "affine", "xywh", None, {"scale": b.rng.uniform(4, 16, (1, 1, 1, a))})
+    b.add("score", "sigmoid", "cls")
+    b.add("out", "concat", ["pix", "score"])
+    return b.done()
+
+
+HEAD_CASES = [
+    ("reshape_flat", "reshape", (3, 4, 7), {"shape": [3, 1, 28]}),
+    ("reshape_mix", "reshape", (6, 2, 5), {"shape": [5, 4, 3]}),
+    ("transpose_ch", "transpose", (3, 4, 7), {"perm": [1, 0, 2]}),
+    ("transpose_cycle", "transpose", (3, 4, 7), {"perm": [2, 0, 1]}),
+    ("concat_w", "concat", (3, 4, 7), {"axis": 3, "n_inputs": 3}),
+    ("concat_h", "concat", (3, 4, 7), {"axis": 2}),
+    ("add_weights", "add", (3, 4, 7), {"weights": [1.0, -2.5]}),
+]
+CASES += HEAD_CASES
+for _cid, _kind, _, _ in HEAD_CASES:
+    CASES_BY_KIND.setdefault(_kind, []).append(_cid)
+# The decode projected from its output (every kind above, affine's broadcast tensors) and from
+# inside, and the global-rf kinds between two convs, projected from one position of the second.
+HEAD_ALL = [
+    (cid, lambda k=kind, s=shape, a=attrs: models.single_layer(k, s, a, seed=7), kind)
+    for cid, kind, shape, attrs in HEAD_CASES
+] + [
+    ("decode", decode_net, "out"),
+    ("decode_dfl", decode_net, "dfl"),
+    (
+        "region_reshape",
+        lambda: models.sandwich_net("reshape", (4, 9, 7), {"shape": [4, 7, 9]}),
+        "conv_b",
+    ),
+    (
+        "region_transpose",
+        lambda: models.sandwich_net("transpose", (4, 9, 7), {"perm": [0, 2, 1]}),
+        "conv_b",
+    ),
+]
+
+
+@pytest.mark.parametrize("cid,build,layer", HEAD_ALL, ids=[c[0] for c in HEAD_ALL])
+def test_forward_head(cid, build, layer, threads, kernels):
+    test_forward(cid, build, layer, threads, kernels)
+
+
+@pytest.mark.parametrize("rule", npref.RULES)
+@pytest.mark.parametrize("cid,build,layer", HEAD_ALL, ids=[c[0] for c in HEAD_ALL])
+def test_project_head(cid, build, layer, rule, threads, kernels):
+    test_project(cid, build, layer, rule, threads, kernels)

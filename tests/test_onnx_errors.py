@@ -170,7 +170,7 @@ def test_external_data_missing_or_short(tmp_path):
     "build, message",
     [
         (
-            lambda b, x: b.node("Reshape", [x, b.init("s", np.array([1, 2, 16], np.int64))]),
+            lambda b, x: b.node("Reshape", [x, b.init("s", np.array([2, 1, 16], np.int64))]),
             "flatten",
         ),
         (lambda b, x: b.node("MaxPool", [x], kernel_shape=[2, 2], dilations=[2, 2]), "dilations"),
@@ -187,9 +187,9 @@ def test_external_data_missing_or_short(tmp_path):
             ),
             "transA",
         ),
-        (lambda b, x: b.node("Concat", [x, x], axis=2), "channel axis"),
+        (lambda b, x: b.node("Concat", [x, x], axis=0), "channel axis"),
         (
-            lambda b, x: b.node("Add", [x, b.init("c", np.ones((1, 2, 4, 1), np.float32))]),
+            lambda b, x: b.node("Add", [x, b.init("c", np.ones((2, 2, 1, 1), np.float32))]),
             "per-channel",
         ),
     ],

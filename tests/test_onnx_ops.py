@@ -551,15 +551,17 @@ def test_layer_norm_channels_last_block(tmp_path):
     assert graph["layers"][1]["attrs"] == {"epsilon": pytest.approx(1e-6)}
 
 
-def test_transposed_tensor_into_a_conv_is_refused(tmp_path):
+def test_transposed_tensor_into_a_conv_is_laid_out(tmp_path):
+    """A conv reading a Transpose'd view as it is: a transpose layer lays it out first."""
     rng = np.random.default_rng(18)
     b = OnnxBuilder(opset=13)
-    x = b.input("x", ["N", 4, 6, 6])
+    x = b.input("x", ["N", 4, 6, 5])
     t = b.node("Transpose", [x], perm=[0, 2, 3, 1])
     t = b.node("Relu", [t])
     b.output(conv(b, rng, t, 6, 4, name="c"))
-    with pytest.raises(GraphError, match="Conv node 'c': .*Transpose'd view"):
-        import_onnx(b.save(str(tmp_path / "m.onnx")))
+    _, graph, _, _ = compare(tmp_path, b, rand(rng, 2, 4, 6, 5))
+    assert kinds(graph) == ["relu", "transpose", "conv2d"]
+    assert graph["layers"][1]["attrs"] == {"perm": [1, 2, 0]}
 
 
 def test_constant_on_a_transposed_view_needs_the_channels_last(tmp_path):

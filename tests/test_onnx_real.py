@@ -2,11 +2,11 @@
 forward equal to ONNX Runtime, projections under all three rules.
 
 Its detection head ends in post-processing on (1, 4, 16, 8400) tensors (DFL: Reshape, Transpose,
-Softmax over 16 bins; anchor arithmetic; a Concat along the anchors), which NCHW layers do not
-represent. ``outputs="auto"`` imports the graph up to the three raw head tensors (box and class
-convolutions concatenated per scale, (1, 66, 80, 80), (1, 66, 40, 40), (1, 66, 20, 20)); they are
-compared with ONNX Runtime's same tensors, made graph outputs of a copy of the file, and the test
-decodes them with NumPy into the model's own output0, which ONNX Runtime computes in full.
+Softmax over 16 bins; anchor arithmetic; a Concat along the anchors). The whole graph imports
+(tests/test_yolo_head.py); here ``outputs=`` the three raw head tensors (box and class convolutions
+concatenated per scale, (1, 66, 80, 80), (1, 66, 40, 40), (1, 66, 20, 20)) imports it up to them;
+they are compared with ONNX Runtime's same tensors, made graph outputs of a copy of the file, and
+the test decodes them with NumPy into the model's own output0, which ONNX Runtime computes in full.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ HEADS = ["/model.22/Concat_output_0", "/model.22/Concat_1_output_0", "/model.22/
 @pytest.fixture(scope="module")
 def yolo():
     path = real_yolov8.fetch()
-    graph, params = import_onnx(path, outputs="auto")
+    graph, params = import_onnx(path, outputs=HEADS)
     net = pydeconv.build(graph, params)
     x = load_image(pydeconv.__path__[0] + "/data/astronaut.jpg", net)
     out, trace = net.forward(x, keep=[NECK])
@@ -45,12 +45,11 @@ def test_import_up_to_the_raw_heads(yolo):
     assert kinds.count("slice") == 16  # the C2f blocks' Splits
     assert graph["input"] == {"name": "images", "shape": [3, 640, 640]}
     assert graph["outputs"] == ["model.22", "model.22_concat", "model.22_concat_2"]
-    # The same import, with the head tensors named.
-    named, _ = import_onnx(path, outputs=HEADS)
-    assert named["layers"] == graph["layers"] and named["outputs"] == graph["outputs"]
-    # Without a cut, the error names the first node that cannot be mapped and the way out.
-    with pytest.raises(pydeconv.errors.GraphError, match=r"/model.22/Reshape.*outputs='auto'"):
-        import_onnx(path)
+    # Every node maps: outputs="auto" cuts nothing, the import is the whole graph's.
+    auto, _ = import_onnx(path, outputs="auto")
+    whole, _ = import_onnx(path)
+    assert auto["layers"] == whole["layers"] and auto["outputs"] == whole["outputs"]
+    assert {la["name"] for la in graph["layers"]} < {la["name"] for la in whole["layers"]}
     # A SiLU layer answers to both of its ONNX nodes.
     silu = net.layer_info("_model.0_act_Sigmoid")
     assert silu["name"] == "model.0.act" and silu["kind"] == "silu"
@@ -117,12 +116,12 @@ def test_offline_fetch_says_what_to_do(monkeypatch, tmp_path):
     assert "network is down" in str(info.value) and str(tmp_path) in str(info.value)
 
 
-def test_cli_convert_with_outputs_auto(yolo, tmp_path):
+def test_cli_convert_with_outputs(yolo, tmp_path):
     from pydeconv.cli import main
 
     path, graph, _, x, out, _, _ = yolo
     dst = tmp_path / "yolov8.npz"
-    assert main(["convert", str(path), str(dst), "--outputs", "auto"]) == 0
+    assert main(["convert", str(path), str(dst), "--outputs", ",".join(HEADS)]) == 0
     net = pydeconv.load(dst)
     assert net.outputs == graph["outputs"]
     again, _ = net.forward(x, keep="minimal")

@@ -63,6 +63,11 @@ VALID |= {
     "conv_transpose2d": ({"stride": [2, 2]}, {"weight": W((3, 4, 3, 3), 0.1, np.float32)}, 1),
     "layer_norm": ({}, {"scale": W((3,), 1.0, np.float32)}, 1),
 }
+# -- head
+VALID |= {
+    "reshape": ({"shape": [3, 1, 81]}, {}, 1),
+    "transpose": ({"perm": [1, 0, 2]}, {}, 1),
+}
 # Kinds whose backward is not one linear map: the projection rule decides (test_layers projects
 # each under all three rules against npref instead of an adjoint test).
 RULE_DEPENDENT = {"relu"}
@@ -237,3 +242,37 @@ def test_prelu_slope_must_match_channels():
 
 def test_clip_min_above_max_is_refused():
     _refused("clip", {"min": [2.0], "max": [1.0]}, {}, 1, "min")
+
+
+# -- head: the extended rows' own checks
+def test_reshape_needs_the_same_element_count():
+    _refused("reshape", {"shape": [3, 2, 81]}, {}, 1, "'shape'")
+
+
+def test_transpose_needs_a_permutation():
+    _refused("transpose", {"perm": [0, 0, 2]}, {}, 1, "'perm'")
+    _refused("transpose", {"perm": [0, 1, 3]}, {}, 1, "'perm'")
+
+
+def test_concat_axis_checks():
+    _refused("concat", {"axis": [4]}, {}, 2, "'axis'")
+    with pytest.raises(GraphError, match="differ in a dim other than W"):
+        graph = {
+            "format": "pydeconv",
+            "version": 1,
+            "input": {"name": "x", "shape": [3, 9, 9]},
+            "layers": [
+                {"name": "a", "kind": "slice", "inputs": ["x"], "attrs": {"start": 0, "end": 2}},
+                {"name": "L1", "kind": "concat", "inputs": ["x", "a"], "attrs": {"axis": 3}},
+            ],
+        }
+        pydeconv.build(graph, {})
+
+
+def test_add_weights_one_per_input():
+    _refused("add", {"weights": [1.0, -1.0, 2.0]}, {}, 2, "'weights'")
+
+
+def test_affine_tensor_must_broadcast():
+    _refused("affine", {}, {"scale": W((1, 3, 2, 9), 1.0, np.float32)}, 1, "'scale'")
+    _refused("affine", {}, {"bias": W((2, 3, 9, 9), 1.0, np.float32)}, 1, "'bias'")

@@ -375,8 +375,15 @@ Tensor Net::project_regions(const Ctx& ctx, const Trace& t, const std::string& l
       fail(ErrorKind::Value, "layer '" + L.name() + "': its output is not in this trace");
     // An element-wise layer whose input has no signal yet works in place on gout's buffer
     // (never on the caller's start signal).
-    const bool in_place = L.caps().backward_in_place && id != target && m.in_ids[li].size() == 1 &&
-                          grad[m.in_ids[li][0]].empty();
+    bool in_place = L.caps().backward_in_place && id != target && m.in_ids[li].size() == 1 &&
+                    grad[m.in_ids[li][0]].empty();
+    // -- head: a buffer that holds anything outside its regions (partial) is handed down only to
+    // a tensor whose reader reads inside them alone (a slice or reshape before a sigmoid reads
+    // all of it; the graph input is returned whole).
+    if (in_place && partial[id]) {
+      const int j = m.in_ids[li][0];
+      in_place = j > 0 && m.layers[static_cast<size_t>(j - 1)]->caps().backward_region_only;
+    }
     if (in_place) {
       const int j = m.in_ids[li][0];
       grad[j] = grad[id];

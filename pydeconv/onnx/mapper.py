@@ -9,6 +9,12 @@ dense layer): pydeconv keeps them NCHW and records the permutation. Element-wise
 with the channels last, a LayerNormalization over the last axis, a MatMul by a constant (a 1x1
 convolution) and per-channel constants map too; a flatten records the flattening order for the
 linear layer after it, whose columns are permuted to match; Transposes compose it, back to NCHW.
+Any other operator that needs such a view as it is (a Softmax or Conv after YOLOv8's DFL
+Transpose (0, 2, 1, 3)) gets it materialised by a ``transpose`` layer (``src``).
+
+Rank-3 ONNX tensors (N, A, B) are pydeconv's (N, A, 1, B) (docs/FORMAT.md): A is the channel axis,
+so a (C, H, W) -> (C, 1, H*W) reshape keeps the channels and needs no reordering; ``sample_shape``
+gives the per-sample (C, H, W) of an ONNX shape.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ class Mapper:
             raise self.fail(f"input '{tensor}' is a constant where an activation is expected")
         if tensor not in self.source:
             raise self.fail(f"input '{tensor}' is not produced by any supported node")
+        if tensor in self.layout and not allow_layout and self.layout[tensor][0] == PERMUTED:
+            return self._materialise(tensor)
         if tensor in self.layout and not allow_layout:
             raise self.fail(
                 f"input '{tensor}' is a Transpose'd view of an image tensor (ONNX axes "
@@ -78,6 +86,28 @@ class Mapper:
                 f"LayerNormalization and MatMul accept it)"
             )
         return self.source[tensor]
+
+    def _materialise(self, tensor: str) -> str:
+        """A ``transpose`` layer that lays a permuted view out as ONNX sees it; ``tensor`` then
+        maps to it, as a plain NCHW tensor (named after the node reading it, or after the tensor
+        itself for a graph output)."""
+        _, perm, _ = self.layout[tensor]
+        base = (self.node.name or self.node.outputs[0]) if self.node else tensor
+        name = self.unique_name(base + "_transpose")
+        layer = {
+            "name": name,
+            "kind": "transpose",
+            "inputs": [self.source[tensor]],
+            "attrs": {"perm": [int(p) - 1 for p in perm[1:]]},
+        }
+        self.origin[name] = base
+        self.sources[name] = [base]
+        self.layers.append(layer)
+        self.by_name[name] = layer
+        self.source[tensor] = name
+        self.latest[name] = tensor
+        del self.layout[tensor]
+        return name
 
     def const(self, node: Node, index: int, what: str) -> np.ndarray:
         name = node.inputs[index] if index < len(node.inputs) else ""
@@ -174,6 +204,14 @@ class Mapper:
         """An activation for an element-wise layer: a permuted view is fine, a flattened one too."""
         return self.src(tensor, allow_layout=True)
 
+    @staticmethod
+    def sample_shape(shape: Shape) -> tuple[int, ...]:
+        """pydeconv's per-sample shape of an ONNX activation shape: (C, H, W) for rank 4,
+        (A, 1, B) for rank 3, (F,) for rank 2."""
+        if len(shape) == 3:
+            return (int(shape[1]), 1, int(shape[2]))
+        return tuple(int(d) for d in shape[1:])
+
     def is_raw_input(self, tensor: str) -> bool:
         return (
             tensor == self.input_tensor and self.uses[tensor] == 1 and len(self.shape(tensor)) == 4
@@ -223,6 +261,22 @@ class Mapper:
             )
         return np.broadcast_to(c.reshape(-1), (shape[1],)).astype(np.float32)
 
+    def constant_tensor(self, c: np.ndarray, tensor: str) -> np.ndarray | None:
+        """A constant that broadcasts against an NCHW (rank 4) or (N, A, B) (rank 3) activation
+        but is not one value per channel, as the (1, C|1, H|1, W|1) tensor of an ``affine``; None
+        for a per-channel constant (or one that does not broadcast: channel_vector says why)."""
+        shape = self.shape(tensor)
+        c = np.asarray(c, dtype=np.float32)
+        if len(shape) not in (3, 4) or c.ndim > len(shape) or tensor in self.layout:
+            return None
+        padded = (1,) * (len(shape) - c.ndim) + c.shape
+        if padded[0] != 1 or any(d not in (1, s) for d, s in zip(padded[1:], shape[1:])):
+            return None
+        if all(d == 1 for d in padded[2:]):
+            return None  # per channel
+        sample = padded[1:] if len(shape) == 4 else (padded[1], 1, padded[2])
+        return np.ascontiguousarray(c.reshape((1,) + tuple(sample)), dtype=np.float32)
+
     def _foldable(self, tensor: str) -> dict | None:
         """The layer that produced ``tensor`` if it can be changed in place: nothing else reads
         it."""
@@ -234,16 +288,20 @@ class Mapper:
             return None
         if tensor in self.layout and not self.channels_last(tensor):
             return None
+        if layer["kind"] == "affine" and any(
+            self.params[f"{name}/{k}"].ndim == 4 for k in layer.get("params", {})
+        ):
+            return None  # an affine by constant tensors: per-channel arithmetic does not fold
         return layer
 
     def _affine(self, node: Node, tensor: str, scale: np.ndarray, bias: np.ndarray) -> None:
         """y = x * scale + bias per channel: an ``affine`` layer on an image tensor; on a (batch,
         features) tensor a batch_norm (mean 0, var 1, epsilon 0)."""
-        if len(self.shape(tensor)) == 4:
+        if len(self.shape(tensor)) in (3, 4):
             params = {}
-            if np.any(scale != 1):
+            if scale.ndim == 4 or np.any(scale != 1):
                 params["scale"] = scale
-            if np.any(bias != 0) or not params:
+            if bias.ndim == 4 or np.any(bias != 0) or not params:
                 params["bias"] = bias
             self.emit(node, "affine", [self.src_elementwise(tensor)], params=params)
             self.same_layout(node.outputs[0], tensor)
@@ -258,7 +316,13 @@ class Mapper:
         )
 
     def add_constant(self, node: Node, tensor: str, c: np.ndarray) -> None:
-        """x + c: into the producing layer's bias when it has one, else a batch_norm."""
+        """x + c: into the producing layer's bias when it has one, else a batch_norm; a constant
+        that is not per channel (anchor points) an ``affine`` bias tensor."""
+        spread = self.constant_tensor(c, tensor)
+        if spread is not None:
+            ones = np.ones(self.shape(tensor)[1], np.float32)
+            self._affine(node, tensor, ones, spread)
+            return
         vector = self.channel_vector(c, tensor)
         layer = self._foldable(tensor)
         if layer is not None and layer["kind"] in _HAS_BIAS:
@@ -286,7 +350,13 @@ class Mapper:
 
     def scale_by_constant(self, node: Node, tensor: str, c: np.ndarray) -> None:
         """x * c: into a producing conv2d/linear (its output channels), batch_norm or affine,
-        else a new affine layer."""
+        else a new affine layer; a constant that is not per channel (strides) an ``affine``
+        scale tensor."""
+        spread = self.constant_tensor(c, tensor)
+        if spread is not None:
+            zeros = np.zeros(self.shape(tensor)[1], np.float32)
+            self._affine(node, tensor, spread, zeros)
+            return
         vector = self.channel_vector(c, tensor)
         layer = self._foldable(tensor)
         if layer is not None and layer["kind"] in _SCALABLE:
@@ -315,6 +385,8 @@ class Mapper:
         for tensor in graph_outputs:
             if tensor in self.consts:
                 raise GraphError(f"graph output '{tensor}' is a constant")
+            if tensor in self.layout and self.layout[tensor][0] == PERMUTED:
+                self._materialise(tensor)  # laid out as ONNX sees it
             if tensor in self.layout:
                 raise GraphError(
                     f"graph output '{tensor}' is a Transpose'd view of an image tensor; pydeconv "

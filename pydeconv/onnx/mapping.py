@@ -219,6 +219,9 @@ def _flatten(m: Mapper, node: Node, x: tuple) -> None:
 
 
 def map_reshape(m: Mapper, node: Node) -> None:
+    """A flatten to (batch, features), or a reshape between rank-2/3/4 tensors that keeps the
+    batch: a ``reshape`` layer to the per-sample shape (rank 3 (N, A, B) is (A, 1, B)), or no layer
+    when that shape is unchanged ((N, C, H*W) -> (N, C, 1, H*W))."""
     x = m.shape(node.inputs[0])
     target = [int(v) for v in m.const(node, 1, "shape").reshape(-1)]
     out = reshape_target(x, target, bool(node.attrs.get("allowzero", 0)))
@@ -228,13 +231,21 @@ def map_reshape(m: Mapper, node: Node) -> None:
     if len(x) == 4 and len(out) == 4 and out[0] == x[0] and out[2:] == (1, 1) and x[2:] == (1, 1):
         m.alias(node.outputs[0], node.inputs[0])
         return
-    if len(out) != 2 or out[0] != x[0]:
+    if len(out) == 2 and out[0] == x[0]:
+        _flatten(m, node, x)
+        return
+    if len(out) not in (3, 4) or len(x) not in (2, 3, 4) or out[0] != x[0]:
         raise _fail(
             node,
-            f"only a flatten to (batch, features) is supported, not {list(x)} -> {target} "
-            f"(and the (N, g, C/g, H, W) reshapes of a channel shuffle)",
+            f"only a reshape that keeps the batch between tensors of rank 2 to 4 is supported "
+            f"(a flatten, or (N, C, H, W) <-> (N, A, B)), not {list(x)} -> {target}",
         )
-    _flatten(m, node, x)
+    shape = Mapper.sample_shape(out)
+    if Mapper.sample_shape(x) == shape and node.inputs[0] not in m.layout:
+        m.alias(node.outputs[0], node.inputs[0])
+        m.shapes[node.outputs[0]] = tuple(out)
+        return
+    m.emit(node, "reshape", [m.src(node.inputs[0])], {"shape": list(shape)})
 
 
 def map_squeeze(m: Mapper, node: Node) -> None:
@@ -254,6 +265,11 @@ def map_transpose(m: Mapper, node: Node) -> None:
         return
     if perm == list(range(len(x))):
         m.alias(node.outputs[0], source)
+        return
+    if len(x) == 3 and sorted(perm) == [0, 1, 2] and perm[0] == 0 and source not in m.layout:
+        # (N, A, B) is (N, A, 1, B): ONNX axes 1 and 2 are pydeconv's per-sample axes 0 and 2.
+        axis = {1: 0, 2: 2}
+        m.emit(node, "transpose", [m.src(source)], {"perm": [axis[perm[1]], 1, axis[perm[2]]]})
         return
     layout = m.layout.get(source)
     if (
@@ -283,7 +299,8 @@ def map_softmax(m: Mapper, node: Node) -> None:
     default = -1 if m.opset >= 13 else 1
     axis = node.attrs.get("axis", default) % len(x)
     # Before opset 13 softmax ran over everything after `axis` flattened; same thing when H=W=1.
-    ok = axis == 1 and (len(x) == 2 or m.opset >= 13 or math.prod(x[2:]) == 1)
+    ok = axis == 1 and (len(x) in (2, 3) or m.opset >= 13 or math.prod(x[2:]) == 1)
+    ok = ok and (len(x) != 3 or m.opset >= 13 or x[2] == 1)
     if not ok:
         raise _fail(node, f"softmax over axis {axis} of a rank {len(x)} tensor is not supported")
     m.emit(node, "softmax", [m.src(node.inputs[0])])
@@ -304,14 +321,33 @@ def map_cast(m: Mapper, node: Node) -> None:
 
 
 def map_concat(m: Mapper, node: Node) -> None:
+    """Along the channels (axis 1), or along H/W of a rank-4 tensor or B of a rank-3 one (a
+    detection head's anchors; pydeconv's axis 3)."""
     inputs = [name for name in node.inputs if name]
     x = m.shape(inputs[0])
-    if node.attrs.get("axis", 0) % len(x) != 1:
-        raise _fail(node, "only concatenation along the channel axis is supported")
+    axis = node.attrs.get("axis", 0) % len(x)
+    engine = {2: {1: 1}, 3: {1: 1, 2: 3}, 4: {1: 1, 2: 2, 3: 3}}.get(len(x), {}).get(axis)
+    if engine is None:
+        raise _fail(
+            node,
+            f"only concatenation along the channel axis (or H, W of rank 4, axis 2 of rank 3) is "
+            f"supported, got axis {axis} of shape {list(x)}",
+        )
     if len(inputs) == 1:
         m.alias(node.outputs[0], inputs[0])  # torchvision DenseNet: a one-input Concat
         return
-    m.emit(node, "concat", [m.src(name) for name in inputs])
+    for name in inputs:
+        shape = m.shape(name)
+        if len(shape) != len(x) or any(
+            a != b for i, (a, b) in enumerate(zip(shape, x)) if i != axis
+        ):
+            raise _fail(
+                node,
+                f"input '{name}' of shape {list(shape)} does not match {list(x)} outside axis "
+                f"{axis}",
+            )
+    attrs = {"axis": engine} if engine != 1 else None
+    m.emit(node, "concat", [m.src(name) for name in inputs], attrs)
 
 
 def _split_constant(m: Mapper, node: Node):
@@ -351,10 +387,20 @@ def map_sub(m: Mapper, node: Node) -> None:
     if b in m.consts and a not in m.consts:
         m.add_constant(node, a, -m.consts[b])
     elif a in m.consts and b not in m.consts:
-        vector = m.channel_vector(m.consts[a], b)  # c - x: scale -1, bias c
+        full = m.constant_tensor(m.consts[a], b)  # c - x: scale -1, bias c
+        if full is not None:
+            m._affine(node, b, -np.ones(m.shape(b)[1], np.float32), full)
+            return
+        vector = m.channel_vector(m.consts[a], b)
         m._affine(node, b, -np.ones_like(vector), vector)
+    elif a not in m.consts and b not in m.consts:
+        shapes = [m.shape(name) for name in node.inputs]
+        if shapes[0] != shapes[1]:
+            raise _fail(node, f"subtracting tensors of different shapes {shapes} is not supported")
+        m.emit(node, "add", _binary_inputs(m, node), {"weights": [1.0, -1.0]})
+        m.same_layout(node.outputs[0], node.inputs[0])
     else:
-        raise _fail(node, "only subtracting a constant from an activation (or it from one)")
+        raise _fail(node, "subtracting two constants was not folded")  # pragma: no cover
 
 
 def map_mul(m: Mapper, node: Node) -> None:
@@ -366,7 +412,7 @@ def map_mul(m: Mapper, node: Node) -> None:
     out = m.shape(node.outputs[0])
     for name in node.inputs:
         shape = m.shape(name)
-        if len(shape) != len(out) or shape[0] != out[0] or len(out) not in (2, 4):
+        if len(shape) != len(out) or shape[0] != out[0] or len(out) not in (2, 3, 4):
             raise _fail(
                 node, f"cannot multiply tensors of shapes {[m.shape(n) for n in node.inputs]}"
             )
@@ -499,7 +545,7 @@ def map_gelu(m: Mapper, node: Node) -> None:
 
 # -- structure -------------------------------------------------------------------------------------
 def _channel_axis(m: Mapper, node: Node, axis: int, rank: int) -> None:
-    if rank not in (2, 4) or axis % rank != 1:
+    if rank not in (2, 3, 4) or axis % rank != 1:
         raise _fail(
             node, f"only the channel axis (1) of an NCHW tensor is supported, got axis {axis}"
         )
@@ -587,7 +633,7 @@ def map_slice(m: Mapper, node: Node) -> None:
         whole = step == 1 and s == 0 and e == size
         if whole:
             continue
-        if axis != 1 or len(x) not in (2, 4) or step != 1:
+        if axis != 1 or len(x) not in (2, 3, 4) or step != 1:
             raise _fail(
                 node,
                 f"only a slice of the channel axis with step 1 is supported (axis {axis}, "

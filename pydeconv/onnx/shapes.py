@@ -146,9 +146,12 @@ def _reshape(node, shapes, consts):
     target = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
     if x is None or target is None:
         return None
-    return reshape_target(
-        x, [int(v) for v in target.reshape(-1)], bool(node.attrs.get("allowzero", 0))
-    )
+    try:
+        return reshape_target(
+            x, [int(v) for v in target.reshape(-1)], bool(node.attrs.get("allowzero", 0))
+        )
+    except GraphError as exc:  # name the node
+        raise GraphError(f"Reshape node '{node.label()}': {exc}") from None
 
 
 def _transpose(node, shapes, consts):

@@ -1440,6 +1440,26 @@ def seed_files(folder: str) -> list[str]:
     return out
 
 
+# -- head: the layout kinds of a detection head's decode, appended to the "shape" seed graph
+# (pool is 3 x 10 x 10), and values aimed at their checks.
+ISSUE14_SHAPE += [
+    _layer("flat", "reshape", "pool", {"shape": [3, 1, 100]}),
+    _layer("tr", "transpose", "flat", {"perm": [2, 1, 0]}),  # 100 x 1 x 3
+    _layer("cat3", "concat", ["tr", "tr"], {"axis": 3}),  # 100 x 1 x 6
+    _layer("sub", "add", ["cat3", "tr"], {"weights": [1.0, -0.5]}),
+    _layer("anch", "affine", "sub", None, {"scale": [1, 1, 1, 6], "bias": [1, 100, 1, 1]}),
+]
+ISSUE14_KINDS += ["reshape", "transpose", "concat", "add"]
+ISSUE14_ATTRS |= {
+    "reshape": {"shape": [[3, 1, 99], [0, 1, 300], [-1, 1, 300], [10**9, 1, 1], [300], [1, 2]]},
+    "transpose": {"perm": [[0, 0, 2], [0, 1, 3], [-1, 0, 1], [1, 0], [2, 1, 0, 3]]},
+    "concat": {"axis": [0, 2, 3, 4, -1, 10**9]},
+    "add": {"weights": [[1.0], [math.nan, 1.0], [math.inf, 0.0], [1.0, -1.0, 2.0], []]},
+}
+ISSUE14_PARAM_SHAPES["scale"] += [[1, 1, 1, 7], [1, 100, 1, 6], [2, 1, 1, 6]]
+ISSUE14_PARAM_SHAPES["bias"] += [[1, 99, 1, 1], [1, 1, 2, 6]]
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 4:
         sys.exit(

@@ -252,6 +252,28 @@ void pad_backward_ref(const Tensor& gout, const Pad2d& p, Tensor& gin);
 // backward the inverse permutation.
 void channel_shuffle_forward_ref(const Tensor& in, int64_t groups, Tensor& out);
 void channel_shuffle_backward_ref(const Tensor& gout, int64_t groups, Tensor& gin);
+// Layout kinds of a detection head's decode (kernels/ref/layout_ref.cpp; reference kernels only).
+// reshape: the same elements in the same order, another per-sample shape; backward adds them back.
+void reshape_forward_ref(const Tensor& in, Tensor& out);
+void reshape_backward_ref(const Tensor& gout, Tensor& gin);
+// transpose: a permutation of the per-sample axes (C, H, W): out axis k is in axis perm[k];
+// backward the inverse permutation.
+void transpose_forward_ref(const Tensor& in, const int64_t* perm, Tensor& out);
+void transpose_backward_ref(const Tensor& gout, const int64_t* perm, Tensor& gin);
+// concat along axis 2 (H) or 3 (W); backward gives each input its own rows or columns.
+void concat_axis_forward_ref(const std::vector<const Tensor*>& in, int axis, Tensor& out);
+void concat_axis_backward_ref(const Tensor& gout, int axis, const std::vector<Tensor*>& gin);
+// add with weights: out = sum_k w[k] * in[k] (Sub of two tensors: w = [1, -1]); gin[k] += w[k] *
+// gout.
+void add_weighted_forward_ref(const std::vector<const Tensor*>& in, const std::vector<float>& w,
+                              Tensor& out);
+void add_weighted_backward_ref(const Tensor& gout, const std::vector<float>& w,
+                               const std::vector<Tensor*>& gin);
+// affine by constant tensors: out = in * a[i] + b[i], a and b one value per element of a sample
+// (broadcast out by the layer); backward gin += gout * a[i].
+void broadcast_affine_forward_ref(const Tensor& in, const float* a, const float* b, Tensor& out);
+void broadcast_affine_backward_ref(const Tensor& gout, const float* a, Tensor& gin);
+
 // Element-wise activations (the layers in layers/activation.hpp): y = f(x) over whole tensors;
 // the backward goes over each sample's region of gout, x being the forward input (batch N).
 enum class Act {

@@ -37,6 +37,8 @@ std::unique_ptr<Layer> make_elu(const LayerSpec& s);
 std::unique_ptr<Layer> make_gelu(const LayerSpec& s);
 std::unique_ptr<Layer> make_conv_transpose2d(const LayerSpec& s);
 std::unique_ptr<Layer> make_layer_norm(const LayerSpec& s);
+std::unique_ptr<Layer> make_reshape(const LayerSpec& s);
+std::unique_ptr<Layer> make_transpose(const LayerSpec& s);
 
 // The receptive-field step of layers whose every output depends on every input position.
 inline RfStep global_rf() {
