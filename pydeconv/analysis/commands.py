@@ -14,6 +14,8 @@ import importlib
 
 COMMANDS: list[str] = [
     # one line per verb module, appended by the module's author
+    # -- atlas
+    "atlas",
 ]
 
 
