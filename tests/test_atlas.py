@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
     model = folder / "vgg_like.npz"
     pydeconv.build(graph, params).save(model)
     (folder / "images").mkdir()
-    images = make_images(folder / "images", n=14)
+    make_images(folder / "images", n=14)
     (folder / "images" / "zz-broken.png").write_bytes(b"not a picture")
     return pydeconv.load(model), model, folder / "images"
 
@@ -220,7 +220,8 @@ def test_cli_errors_empty_set_and_dense_layer(tmp_path, capsys):
     model = tmp_path / "zf.npz"
     net.save(model)
     (tmp_path / "empty").mkdir()
-    code, _, err = run(capsys, "atlas", model, tmp_path / "empty", "--layers", "conv1", "-o", tmp_path / "x")
+    empty = tmp_path / "empty"
+    code, _, err = run(capsys, "atlas", model, empty, "--layers", "conv1", "-o", tmp_path / "x")
     assert code == 1 and "no image files there" in err and err.count("\n") == 1
     make_images(tmp_path / "empty", n=3)
     code, _, err = run(

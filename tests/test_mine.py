@@ -262,8 +262,11 @@ def test_dask_local_cluster_equals_single_process(setup, whole):
 
     net, model, images = setup
     st = mine.MineState.empty(net, images, LAYERS, k=K, batch_size=BATCH)
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         got = dask_shards.mine_on_dask(client, str(model), st, n_shards=3, threads=1)
     assert got.equal(whole)

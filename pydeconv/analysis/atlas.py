@@ -113,10 +113,10 @@ def project_units(
         _, trace = net.forward(x, upto=upto, keep=list(st.layers), threads=threads)
         for layer, units in work[image_id].items():
             _, h, w = st.shapes[layer]
+            groups: dict[Any, list[tuple[int, int, int]]] = defaultdict(list)
             if st.ranking == "activation":
-                groups = {"max": units}
+                groups["max"] = units
             else:  # each start position its own call: `at` is one position for all channels
-                groups = defaultdict(list)
                 for u in units:
                     groups[divmod(u[2], w)].append(u)
             for at, group in groups.items():

@@ -31,7 +31,7 @@ def _mine_shard(
     import pydeconv
 
     net = pydeconv.load(model)
-    score = mine.relevance_score(class_) if ranking == "relevance" else None
+    score = None if class_ is None else mine.relevance_score(class_)
     st = mine.mine(
         net,
         images,

@@ -22,6 +22,7 @@ every ``save_every`` images and at the end; on Ctrl-C it saves what is finished 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -62,8 +63,7 @@ def relevance_score(cls: int) -> Score:
     (:func:`pydeconv.analysis.relevance.relevance`)."""
 
     def score(net: Any, trace: Any, layer: str, activation: np.ndarray) -> np.ndarray:
-        from pydeconv.analysis.relevance import relevance
-
+        relevance = importlib.import_module("pydeconv.analysis.relevance").relevance
         return relevance(net, trace, layer, cls)
 
     return score
@@ -249,7 +249,7 @@ class MineState:
 
     # -- files --------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        arrays: dict[str, np.ndarray] = {
+        arrays: dict[str, Any] = {
             "header": np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8),
             "done": self.done.astype(np.uint8),
         }
@@ -290,7 +290,7 @@ class MineState:
                 ranking=str(head["ranking"]),
                 cls=None if head["class"] is None else int(head["class"]),
                 images=[str(x) for x in head["images"]],
-                shapes={n: tuple(int(v) for v in s) for n, s in head["shapes"].items()},
+                shapes={n: (int(s[0]), int(s[1]), int(s[2])) for n, s in head["shapes"].items()},
                 batch_size=int(head["batch_size"]),
                 done=arrays["done"].astype(bool),
                 skipped={int(i): str(msg) for i, msg in head["skipped"]},
