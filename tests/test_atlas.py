@@ -228,3 +228,37 @@ def test_cli_errors_empty_set_and_dense_layer(tmp_path, capsys):
         capsys, "atlas", model, tmp_path / "empty", "--layers", "fc6", "-o", tmp_path / "o"
     )
     assert code == 1 and "'fc6' is not a feature map" in err and err.count("\n") == 1
+
+
+def test_cli_dask_equals_single_process(setup, tmp_path, capsys):
+    distributed = pytest.importorskip("dask.distributed")
+    _, model, images = setup
+    args = ("atlas", model, images, "--layers", "conv1_2,conv2_3", "-k", "3", "--batch-size", "4")
+    code, _, err = run(capsys, *args, "-o", tmp_path / "one")
+    assert code == 0, err
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        code, _, err = run(
+            capsys, *args, "-o", tmp_path / "dask", "--dask", cluster.scheduler_address
+        )
+    assert code == 0, err
+    assert "shard(s) on 2 Dask worker(s)" in err
+    one = json.loads((tmp_path / "one" / "atlas.json").read_text())
+    many = json.loads((tmp_path / "dask" / "atlas.json").read_text())
+    assert many["units"] == one["units"] and many["skipped"] == one["skipped"]
+    a = mine.MineState.load(atlas.default_state_path(tmp_path / "one"))
+    b = mine.MineState.load(atlas.default_state_path(tmp_path / "dask"))
+    assert a.equal(b)
+
+
+def test_progress_line(capsys):
+    show = mine.Progress(total=40, done=10, enabled=True)
+    show(20)
+    show(40, True)
+    err = capsys.readouterr().err
+    assert "pydeconv: atlas: 20/40 images" in err and "images/s, ETA" in err
+    assert "\rpydeconv: atlas: 40/40 images" in err and err.endswith("\n")
+    quiet = mine.Progress(total=40, enabled=False)
+    quiet(20, True)
+    assert capsys.readouterr().err == ""
