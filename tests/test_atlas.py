@@ -66,6 +66,7 @@ def test_cli_report_in_browser(setup, tmp_path, capsys, report_browser):
                 assert doc["images"][u["image"]] == u["path"] and 0 <= u["y"] < h
         assert (out / f"layer_{layer}.html").is_file()
         assert len(list((out / f"layer_{layer}").glob("c*.png"))) == c
+    assert not (out / ".units").exists()  # the scratch pictures are gone
     index = (out / "index.html").read_text()
     assert "zz-broken.png" in index and "Skipped images (1)" in index
     assert "deconvnet" in (out / "layer_conv2_3.html").read_text()

@@ -16,9 +16,10 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ SANITY_NOTE = (
 )
 
 Log = Callable[[str], None]
+UnitKey = tuple[str, int, int]  # (layer, channel, rank)
+UnitStore = MutableMapping[UnitKey, tuple[bytes, bytes]]  # (projection PNG, patch PNG)
 
 
 def _quiet(msg: str) -> None:
@@ -88,13 +91,16 @@ def project_units(
     rule: str = "deconvnet",
     threads: int | None = None,
     log: Log = _quiet,
-) -> dict[tuple[str, int, int], tuple[bytes, bytes]]:
+    store: UnitStore | None = None,
+) -> UnitStore:
     """Every kept unit's projection (cropped to its receptive field) and patch, as PNG bytes,
-    keyed (layer, channel, rank). One forward per image; per layer one batched projection of the
-    image's channels (in chunks of CHANNELS_PER_CALL). With the activation ranking the
-    projection starts at ``at="max"`` and the engine's positions are checked against the mined
-    ones (a near-tie that the image's batch decided otherwise is projected from the mined
-    position); other rankings start at the mined (y, x), one call per distinct position."""
+    keyed (layer, channel, rank), in ``store`` (default: a dict; the report keeps them in files
+    while it is written, so memory does not grow with k x channels). One forward per image;
+    per layer one batched projection of the image's channels (in chunks of CHANNELS_PER_CALL).
+    With the activation ranking the projection starts at ``at="max"`` and the engine's
+    positions are checked against the mined ones (a near-tie that the image's batch decided
+    otherwise is projected from the mined position); other rankings start at the mined (y, x),
+    one call per distinct position."""
     if rule not in RULES:
         raise PydeconvError(f"unknown rule {rule!r} (expected one of {', '.join(RULES)})")
     work: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(lambda: defaultdict(list))
@@ -105,7 +111,7 @@ def project_units(
                     work[int(i)][layer].append((ch, rank, int(p)))
     order = net.preprocess["channel_order"]
     upto = max(st.layers, key=net.layers.index)
-    out: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
+    out: UnitStore = {} if store is None else store
     moved = 0
     for done, image_id in enumerate(sorted(work)):
         path = st.images[image_id]
@@ -180,6 +186,43 @@ def _at_mined(
         )
     proj = net.project(trace, layer, channel=[ch], at=mined, rule=rule)
     return proj[0, 0]
+
+
+class FileStore(MutableMapping[UnitKey, tuple[bytes, bytes]]):
+    """Unit pictures in a folder (removed by ``clear``): the report's scratch space."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir()
+        self.keys_: set[UnitKey] = set()
+
+    def _path(self, key: UnitKey, part: str) -> Path:
+        return self.folder / f"{safe_name(key[0])}-{key[1]}-{key[2]}-{part}.png"
+
+    def __setitem__(self, key: UnitKey, value: tuple[bytes, bytes]) -> None:
+        self._path(key, "p").write_bytes(value[0])
+        self._path(key, "q").write_bytes(value[1])
+        self.keys_.add(key)
+
+    def __getitem__(self, key: UnitKey) -> tuple[bytes, bytes]:
+        if key not in self.keys_:
+            raise KeyError(key)
+        return self._path(key, "p").read_bytes(), self._path(key, "q").read_bytes()
+
+    def __delitem__(self, key: UnitKey) -> None:
+        self.keys_.remove(key)
+        self._path(key, "p").unlink()
+        self._path(key, "q").unlink()
+
+    def __iter__(self) -> Iterator[UnitKey]:
+        return iter(list(self.keys_))
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder)
+        self.keys_.clear()
 
 
 def _tile(cells: Sequence[tuple[bytes, bytes]], k: int) -> Image.Image:
@@ -269,8 +312,8 @@ def write_atlas(
     all); returns its index.html."""
     mine.check_complete(st)
     reportdir.check_report_folder(out, force)
-    units = project_units(net, st, rule=rule, threads=threads, log=log)
     with reportdir.report_folder(out, force) as tmp:
+        units = project_units(net, st, rule, threads, log, FileStore(tmp / ".units"))
         pages: dict[str, str] = {}
         thumbs: dict[str, str] = {}
         for layer in st.layers:
@@ -313,6 +356,7 @@ def write_atlas(
             )
             (tmp / page).write_text(text, encoding="utf-8")
             pages[layer] = page
+        units.clear()
         (tmp / "atlas.json").write_text(json.dumps(atlas_json(st, rule), indent=1) + "\n")
         (tmp / "index.html").write_text(_index_html(st, rule, pages, thumbs), encoding="utf-8")
     return Path(out) / "index.html"
