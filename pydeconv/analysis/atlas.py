@@ -148,6 +148,7 @@ def project_units(
                             _png(_small(pimg.render(crop, order))),
                             _png(_small(patch)),
                         )
+        del trace  # before the next image's forward: one trace alive at a time
         if (done + 1) % 50 == 0:
             log(f"projected the units of {done + 1}/{len(work)} images")
     if moved:

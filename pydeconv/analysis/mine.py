@@ -539,6 +539,7 @@ def mine(
                     act = trace.activation(layer)
                     s = np.asarray(score(net, trace, layer, act), dtype=np.float32)
                     new[layer] = st.updated(layer, batch_ids, s)
+                del trace, act, s  # before the next batch's forward: one trace alive at a time
             # The batch lands as a whole (an image seen twice after an unlucky interrupt would
             # be kept once anyway: _top drops repeated images).
             for layer, (v, i, p) in new.items():
