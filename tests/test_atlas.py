@@ -102,8 +102,9 @@ def test_projections_start_at_the_mined_positions(setup):
                 # The same unit: equal up to float rounding (one channel alone here, a batch of
                 # channels there), i.e. at most one grey level apart.
                 assert got.shape == want.shape and np.abs(got - want).max() <= 1
-                patch = atlas._png(atlas._small(pimg.crop_patch(xin, net, layer, y, x)))
-                assert units[(layer, ch, rank)][1] == patch
+                patch = np.asarray(atlas._small(pimg.crop_patch(xin, net, layer, y, x)))
+                got = np.asarray(Image.open(io.BytesIO(units[(layer, ch, rank)][1])))
+                assert np.array_equal(got, patch)
 
 
 def test_custom_ranking_renders_from_mined_positions(setup, tmp_path):

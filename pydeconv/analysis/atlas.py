@@ -81,6 +81,13 @@ def _small(img: Image.Image) -> Image.Image:
     return img
 
 
+def _scratch_png(img: Image.Image) -> bytes:
+    """A unit's picture while the report is written: PNG at zlib level 1 (it is read back once)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def _png(img: Image.Image) -> bytes:
     return report.png_bytes(img)
 
@@ -116,6 +123,7 @@ def project_units(
     for done, image_id in enumerate(sorted(work)):
         path = st.images[image_id]
         x = pimg.load(path, net)
+        seen = pimg.to_pil(x[0], net)  # the input as the model saw it, for the patches
         _, trace = net.forward(x, upto=upto, keep=list(st.layers), threads=threads)
         for layer, units in work[image_id].items():
             _, h, w = st.shapes[layer]
@@ -143,10 +151,10 @@ def project_units(
                             pr = _at_mined(net, trace, layer, ch, (y, xx), tuple(yx), rule, path)
                             moved += 1
                         crop = pimg.mask_to_receptive_field(pr, net, layer, y, xx)
-                        patch = pimg.crop_patch(x, net, layer, y, xx)
+                        patch = pimg.crop_patch(seen, net, layer, y, xx)
                         out[(layer, ch, rank)] = (
-                            _png(_small(pimg.render(crop, order))),
-                            _png(_small(patch)),
+                            _scratch_png(_small(pimg.render(crop, order))),
+                            _scratch_png(_small(patch)),
                         )
         del trace  # before the next image's forward: one trace alive at a time
         if (done + 1) % 50 == 0:
