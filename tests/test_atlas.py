@@ -264,3 +264,28 @@ def test_progress_line(capsys):
     quiet = mine.Progress(total=40, enabled=False)
     quiet(20, True)
     assert capsys.readouterr().err == ""
+
+
+def test_mined_position_that_is_not_the_engines_max(setup, monkeypatch):
+    """A mined position the engine's at="max" does not choose: a near-tie (float rounding of
+    another batch) is projected from the mined position and logged; more is an error."""
+    net, _, images = setup
+    paths = sorted(images.glob("im*.png"))[:4]
+    st = mine.mine(net, paths, ["conv2_3"], k=1, batch_size=4)
+    _, _, w = st.shapes["conv2_3"]
+    xin = pimg.load(st.images[int(st.ids["conv2_3"][0, 0])], net)
+    _, trace = net.forward(xin, keep=["conv2_3"])
+    fmap = np.array(trace.activation("conv2_3")[0, 0])
+    y, x = divmod(int(np.argmin(fmap)), w)  # surely not the maximum
+    st.pos["conv2_3"][0, 0] = y * w + x
+    with pytest.raises(pydeconv.PydeconvError, match="was the state mined with another model"):
+        atlas.project_units(net, st)
+    monkeypatch.setattr(atlas, "NEAR_TIE", 1e9)
+    logged = []
+    units = atlas.project_units(net, st, log=logged.append)
+    assert any("1 unit(s) had a near-tie" in m for m in logged)
+    proj = net.project(trace, "conv2_3", channel=0, at=(y, x))[0]
+    crop = pimg.mask_to_receptive_field(proj, net, "conv2_3", y, x)
+    want = np.asarray(atlas._small(pimg.render(crop, net.preprocess["channel_order"])), dtype=int)
+    got = np.asarray(Image.open(io.BytesIO(units[("conv2_3", 0, 0)][0])), dtype=int)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1
