@@ -289,3 +289,16 @@ def test_mined_position_that_is_not_the_engines_max(setup, monkeypatch):
     want = np.asarray(atlas._small(pimg.render(crop, net.preprocess["channel_order"])), dtype=int)
     got = np.asarray(Image.open(io.BytesIO(units[("conv2_3", 0, 0)][0])), dtype=int)
     assert got.shape == want.shape and np.abs(got - want).max() <= 1
+
+
+def test_dask_without_the_extra_is_one_line(setup, tmp_path, capsys, monkeypatch):
+    import sys
+
+    _, model, images = setup
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # import fails: not installed
+    code, _, err = run(
+        capsys, "atlas", model, images, "--layers", "conv2_3", "-k", "2", "-o", tmp_path / "o",
+        "--dask", "tcp://127.0.0.1:1",
+    )  # fmt: skip
+    assert code == 1 and err.count("\n") == 1
+    assert "pip install 'pydeconv[dask]'" in err and not (tmp_path / "o").exists()
