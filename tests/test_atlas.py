@@ -302,3 +302,14 @@ def test_dask_without_the_extra_is_one_line(setup, tmp_path, capsys, monkeypatch
     )  # fmt: skip
     assert code == 1 and err.count("\n") == 1
     assert "pip install 'pydeconv[dask]'" in err and not (tmp_path / "o").exists()
+
+
+def test_class_without_relevance_module_is_one_line(setup, tmp_path, capsys, monkeypatch):
+    import sys
+
+    _, model, images = setup
+    monkeypatch.setitem(sys.modules, "pydeconv.analysis.relevance", None)
+    code, _, err = run(
+        capsys, "atlas", model, images, "--layers", "conv2_3", "-o", tmp_path / "o", "--class", "1"
+    )
+    assert code == 1 and err.count("\n") == 1 and "needs pydeconv.analysis.relevance" in err

@@ -62,8 +62,15 @@ def relevance_score(cls: int) -> Score:
     """The ranking by relevance to class ``cls``: activation x gradient of the class score
     (:func:`pydeconv.analysis.relevance.relevance`)."""
 
-    def score(net: Any, trace: Any, layer: str, activation: np.ndarray) -> np.ndarray:
+    try:
         relevance = importlib.import_module("pydeconv.analysis.relevance").relevance
+    except (ImportError, AttributeError):
+        raise PydeconvError(
+            "ranking by relevance (--class) needs pydeconv.analysis.relevance, which this "
+            "pydeconv lacks"
+        ) from None
+
+    def score(net: Any, trace: Any, layer: str, activation: np.ndarray) -> np.ndarray:
         return relevance(net, trace, layer, cls)
 
     return score
