@@ -13,6 +13,7 @@ import argparse
 import importlib
 
 COMMANDS: list[str] = [
+    "atlas",  # Fig. 2: top-k projections per feature map over an image set
     "occlusion",  # Fig. 7
     "invariance",  # Fig. 5
     "filters",  # Fig. 6
