@@ -304,12 +304,56 @@ def test_dask_without_the_extra_is_one_line(setup, tmp_path, capsys, monkeypatch
     assert "pip install 'pydeconv[dask]'" in err and not (tmp_path / "o").exists()
 
 
-def test_class_without_relevance_module_is_one_line(setup, tmp_path, capsys, monkeypatch):
-    import sys
+def test_class_ranking_end_to_end(setup, tmp_path, capsys):
+    """--class C: each channel's top-k by relevance (activation x gradient of class C's logit,
+    pydeconv.analysis.relevance), equal to a brute force over single-image forwards."""
+    from pydeconv.analysis import imageset
+    from pydeconv.analysis.relevance import relevance
 
-    _, model, images = setup
-    monkeypatch.setitem(sys.modules, "pydeconv.analysis.relevance", None)
+    net, model, images = setup
+    out = tmp_path / "rel"
     code, _, err = run(
-        capsys, "atlas", model, images, "--layers", "conv2_3", "-o", tmp_path / "o", "--class", "1"
-    )
-    assert code == 1 and err.count("\n") == 1 and "needs pydeconv.analysis.relevance" in err
+        capsys, "atlas", model, images, "--layers", "conv2_3", "-o", out, "-k", "3", "--class",
+        "1", "--top-channels", "2", "--batch-size", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads((out / "atlas.json").read_text())
+    assert doc["ranking"] == "relevance" and doc["class"] == 1
+    paths = [p for p in imageset.collect([images]) if p.name != "zz-broken.png"]
+    scores = []
+    for p in paths:
+        _, trace = net.forward(pimg.load(p, net), keep=["conv2_3"])
+        scores.append(relevance(net, trace, "conv2_3", 1)[0])
+    r = np.stack(scores)  # (images, C, H, W)
+    c, h, w = r.shape[1:]
+    best = r.reshape(len(paths), c, -1)
+    for ch in range(c):
+        per_image = best[:, ch].max(axis=1)
+        top = np.argsort(-per_image, kind="stable")[:3]
+        got = doc["units"]["conv2_3"][ch]
+        assert [u["path"] for u in got] == [str(paths[i]) for i in top]
+        np.testing.assert_allclose([u["value"] for u in got], per_image[top], rtol=1e-5)
+        for u, i in zip(got, top):
+            assert (u["y"], u["x"]) == divmod(int(best[i, ch].argmax()), w)
+    # --top-channels 2: the two channels with the strongest best unit are shown, all are listed
+    strongest = sorted(np.argsort(-best.max(axis=(0, 2)), kind="stable")[:2].tolist())
+    assert doc["shown"]["conv2_3"] == strongest
+    assert sorted(p.name for p in (out / "layer_conv2_3").glob("c*.png")) == [
+        f"c{ch:04d}.png" for ch in strongest
+    ]
+    assert len(doc["units"]["conv2_3"]) == c
+
+
+def test_shown_channels(setup):
+    net, model, images = setup
+    st = mine.mine(net, sorted(images.glob("*.png"))[:6], ["conv1_2"], k=2, batch_size=2)
+    c = net.layer_info("conv1_2")["shape"][0]
+    assert atlas.shown_channels(st)["conv1_2"] == list(range(c))
+    assert atlas.shown_channels(st, [3, 1, 3])["conv1_2"] == [1, 3]
+    top = atlas.shown_channels(st, 3)["conv1_2"]
+    strength = st.values["conv1_2"][:, 0]
+    assert top == sorted(np.argsort(-strength, kind="stable")[:3].tolist())
+    with pytest.raises(pydeconv.errors.ChannelError, match="out of range"):
+        atlas.shown_channels(st, [c])
+    with pytest.raises(pydeconv.errors.ChannelError, match=">= 1"):
+        atlas.shown_channels(st, 0)

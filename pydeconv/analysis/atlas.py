@@ -29,7 +29,7 @@ from PIL import Image
 from pydeconv import image as pimg
 from pydeconv import report
 from pydeconv.analysis import imageset, mine, reportdir
-from pydeconv.errors import PydeconvError
+from pydeconv.errors import ChannelError, PydeconvError
 from pydeconv.net import RULES
 
 # Channels projected per engine call: a VGG16 projection is 0.7 MB per channel (3 x 240 x 240
@@ -92,6 +92,41 @@ def _png(img: Image.Image) -> bytes:
     return report.png_bytes(img)
 
 
+Shown = dict[str, list[int]]  # layer -> the channels a report shows, ascending
+
+
+def shown_channels(st: mine.MineState, channels: Sequence[int] | int | None = None) -> Shown:
+    """Which channels of each mined layer the report shows (and projects): all of them
+    (``None``), the ``channels`` strongest (an int: by each channel's best unit, ties to the lower
+    channel), or the given channel numbers (a sequence, the same for every layer). Mining keeps
+    every channel either way; projecting each unit of a deep layer costs about a backward pass,
+    so a VGG16 block5 atlas of all 512 channels takes many minutes."""
+    out: Shown = {}
+    for layer in st.layers:
+        c = int(st.shapes[layer][0])
+        if channels is None:
+            out[layer] = list(range(c))
+        elif isinstance(channels, (int, np.integer)):
+            if channels < 1:
+                raise ChannelError(f"the number of channels to show must be >= 1, got {channels}")
+            best = np.asarray(st.values[layer], dtype=np.float64)[:, 0]
+            has = np.asarray(st.ids[layer])[:, 0] >= 0
+            strength = np.where(has, best, -np.inf)
+            order = np.lexsort((np.arange(c), -strength))[: int(channels)]
+            out[layer] = sorted(int(ch) for ch in order)
+        else:
+            chans = sorted({int(ch) for ch in channels})
+            if not chans:
+                raise ChannelError("the list of channels to show is empty")
+            bad = [ch for ch in chans if not 0 <= ch < c]
+            if bad:
+                raise ChannelError(
+                    f"layer '{layer}' has {c} channels: channel {bad[0]} is out of range"
+                )
+            out[layer] = chans
+    return out
+
+
 def project_units(
     net: Any,
     st: mine.MineState,
@@ -99,6 +134,7 @@ def project_units(
     threads: int | None = None,
     log: Log = _quiet,
     store: UnitStore | None = None,
+    shown: Shown | None = None,
 ) -> UnitStore:
     """Every kept unit's projection (cropped to its receptive field) and patch, as PNG bytes,
     keyed (layer, channel, rank), in ``store`` (default: a dict; the report keeps them in files
@@ -111,8 +147,10 @@ def project_units(
     if rule not in RULES:
         raise PydeconvError(f"unknown rule {rule!r} (expected one of {', '.join(RULES)})")
     work: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(lambda: defaultdict(list))
+    shown = shown_channels(st) if shown is None else shown
     for layer in st.layers:
-        for ch, (ids, pos) in enumerate(zip(st.ids[layer], st.pos[layer])):
+        for ch in shown[layer]:
+            ids, pos = st.ids[layer][ch], st.pos[layer][ch]
             for rank, (i, p) in enumerate(zip(ids, pos)):
                 if i >= 0:
                     work[int(i)][layer].append((ch, rank, int(p)))
@@ -252,7 +290,7 @@ td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }
 
 
 def _index_html(
-    st: mine.MineState, rule: str, pages: dict[str, str], thumbs: dict[str, str]
+    st: mine.MineState, rule: str, pages: dict[str, str], thumbs: dict[str, str], shown: Shown
 ) -> str:
     e = html.escape
     mined = st.finished - len(st.skipped)
@@ -291,10 +329,11 @@ def _index_html(
     for layer in st.layers:
         c, h, w = st.shapes[layer]
         src = report._src(pages[layer])
+        some = "" if len(shown[layer]) == c else f", {len(shown[layer])} shown"
         out.append(
-            f'<li><a href="{src}">{e(layer)}</a> ({c} channels, {h}x{w})<br>'
+            f'<li><a href="{src}">{e(layer)}</a> ({c} channels{some}, {h}x{w})<br>'
             f'<a href="{src}"><img src="{report._src(thumbs[layer])}" '
-            f'alt="{e(layer)} channel 0"></a></li>'
+            f'alt="{e(layer)} channel {shown[layer][0]}"></a></li>'
         )
     out.append("</ul>")
     out.append(f"<h2>Skipped images ({len(st.skipped)})</h2>")
@@ -316,22 +355,24 @@ def write_atlas(
     force: bool = False,
     threads: int | None = None,
     log: Log = _quiet,
+    channels: Sequence[int] | int | None = None,
 ) -> Path:
     """Render a finished mining state into the report folder ``out`` (written whole or not at
-    all); returns its index.html."""
+    all); returns its index.html. ``channels``: which channels the pages show
+    (:func:`shown_channels`; atlas.json keeps every channel's units)."""
     mine.check_complete(st)
     reportdir.check_report_folder(out, force)
+    shown = shown_channels(st, channels)
     with reportdir.report_folder(out, force) as tmp:
-        units = project_units(net, st, rule, threads, log, FileStore(tmp / ".units"))
+        units = project_units(net, st, rule, threads, log, FileStore(tmp / ".units"), shown)
         pages: dict[str, str] = {}
         thumbs: dict[str, str] = {}
         for layer in st.layers:
             folder = f"layer_{safe_name(layer)}"
             (tmp / folder).mkdir()
             figures = []
-            for ch, (ids, pos, vals) in enumerate(
-                zip(st.ids[layer], st.pos[layer], st.values[layer])
-            ):
+            for ch in shown[layer]:
+                ids, pos, vals = st.ids[layer][ch], st.pos[layer][ch], st.values[layer][ch]
                 n = int((ids >= 0).sum())
                 src = f"{folder}/c{ch:04d}.png"
                 tile = _tile([units[(layer, ch, r)] for r in range(n)], st.k)
@@ -345,8 +386,10 @@ def write_atlas(
                 figures.append(report.Figure(src, f"channel {ch}", captions))
                 thumbs.setdefault(layer, src)
             c, h, w = st.shapes[layer]
+            some = "" if len(shown[layer]) == c else f", {len(shown[layer])} of them shown"
             notes = [
-                f"Layer {layer} ({c} channels, {h}x{w}) of {st.model or 'the model'}: per channel "
+                f"Layer {layer} ({c} channels{some}, {h}x{w}) of {st.model or 'the model'}: per "
+                "channel "
                 f"the top {st.k} of {st.finished - len(st.skipped)} images by {st.ranking}"
                 + (f" to class {st.cls}" if st.cls is not None else "")
                 + f". Left: projections to pixels, {rule} rule, cropped to the receptive field; "
@@ -357,7 +400,7 @@ def write_atlas(
             page = f"{folder}.html"
             text = report.render_html(
                 f"Feature atlas: {layer}",
-                [report.Section(f"{layer}: {c} channels", figures=figures)],
+                [report.Section(f"{layer}: {len(shown[layer])} of {c} channels", figures=figures)],
                 notes,
             )
             text = text.replace(
@@ -366,8 +409,12 @@ def write_atlas(
             (tmp / page).write_text(text, encoding="utf-8")
             pages[layer] = page
         units.clear()
-        (tmp / "atlas.json").write_text(json.dumps(atlas_json(st, rule), indent=1) + "\n")
-        (tmp / "index.html").write_text(_index_html(st, rule, pages, thumbs), encoding="utf-8")
+        doc = atlas_json(st, rule)
+        doc["shown"] = shown
+        (tmp / "atlas.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (tmp / "index.html").write_text(
+            _index_html(st, rule, pages, thumbs, shown), encoding="utf-8"
+        )
     return Path(out) / "index.html"
 
 
@@ -386,6 +433,7 @@ def atlas(
     force: bool = False,
     threads: int | None = None,
     log: Log = _quiet,
+    channels: Sequence[int] | int | None = None,
 ) -> Path:
     """Mine and render in one call (the API twin of ``pydeconv atlas``); returns index.html."""
     reportdir.check_report_folder(out, force)
@@ -401,7 +449,9 @@ def atlas(
         state_path=state_path,
         threads=threads,
     )
-    return write_atlas(net, st, out, rule=rule, force=force, threads=threads, log=log)
+    return write_atlas(
+        net, st, out, rule=rule, force=force, threads=threads, log=log, channels=channels
+    )
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -416,6 +466,18 @@ def _layers(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("give layer names separated by commas")
     return names
+
+
+def _channel_list(text: str) -> list[int]:
+    try:
+        chans = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected channel numbers such as 0,5,9: {text!r}"
+        ) from None
+    if not chans:
+        raise argparse.ArgumentTypeError("give channel numbers separated by commas")
+    return chans
 
 
 def default_state_path(out: str | os.PathLike[str]) -> Path:
@@ -489,7 +551,14 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     if st.skipped:
         _log(f"skipped {len(st.skipped)} unreadable image(s) (listed in the report)")
     index = write_atlas(
-        net, st, args.output, rule=args.rule, force=args.force, threads=args.threads, log=_log
+        net,
+        st,
+        args.output,
+        rule=args.rule,
+        force=args.force,
+        threads=args.threads,
+        log=_log,
+        channels=args.channels if args.top_channels is None else args.top_channels,
     )
     print(f"open {index.resolve()}")
     return 0
@@ -507,6 +576,20 @@ def register(sub: Any, common: argparse.ArgumentParser, writes: argparse.Argumen
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the report folder")
     p.add_argument("-k", type=int, default=mine.DEFAULT_K, help="units per channel (default 9)")
     p.add_argument("--rule", choices=RULES, default="deconvnet", help="projection rule")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--top-channels",
+        type=int,
+        metavar="N",
+        help="show (and project) only the N channels per layer with the strongest units "
+        "(default: every channel; atlas.json lists every channel's units either way)",
+    )
+    which.add_argument(
+        "--channels",
+        type=_channel_list,
+        metavar="C1,C2",
+        help="show only these channels of every layer",
+    )
     p.add_argument(
         "--class",
         dest="class_",

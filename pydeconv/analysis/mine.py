@@ -22,7 +22,6 @@ every ``save_every`` images and at the end; on Ctrl-C it saves what is finished 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -62,13 +61,7 @@ def relevance_score(cls: int) -> Score:
     """The ranking by relevance to class ``cls``: activation x gradient of the class score
     (:func:`pydeconv.analysis.relevance.relevance`)."""
 
-    try:
-        relevance = importlib.import_module("pydeconv.analysis.relevance").relevance
-    except (ImportError, AttributeError):
-        raise PydeconvError(
-            "ranking by relevance (--class) needs pydeconv.analysis.relevance, which this "
-            "pydeconv lacks"
-        ) from None
+    from pydeconv.analysis.relevance import relevance
 
     def score(net: Any, trace: Any, layer: str, activation: np.ndarray) -> np.ndarray:
         return relevance(net, trace, layer, cls)
