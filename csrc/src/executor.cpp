@@ -56,6 +56,20 @@ Trace Net::forward(const Ctx& ctx, const Tensor& x, const std::string& upto, Kee
     for (int j : m.in_ids[i]) ++uses[j];
   }
 
+  // Let the pool keep what this pass allocates (an upper bound: every output, switch and mask
+  // as if none were freed or written in place, plus the input's copy), so that batches larger
+  // than the pool's initial cap reuse their blocks call after call.
+  {
+    std::size_t bytes = static_cast<std::size_t>(xs.numel()) * sizeof(float);
+    for (size_t i = 0; i < m.layers.size(); ++i) {
+      if (!need[i + 1]) continue;
+      const std::size_t n = static_cast<std::size_t>(m.shapes[i + 1].with_n(xs.n).numel());
+      const Needs& nd = m.layers[i]->needs();
+      bytes += n * (sizeof(float) + (nd.switches ? sizeof(int32_t) : 0) + (nd.mask ? 1 : 0));
+    }
+    m.pool.raise_cap(bytes);
+  }
+
   Trace t;
   t.net_ = this;
   t.batch_ = xs.n;
