@@ -115,6 +115,16 @@ void BufferPool::clear() {
 #endif
 }
 
+void BufferPool::raise_cap(std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(st_->mu);
+  st_->max_bytes = std::max(st_->max_bytes, bytes);
+}
+
+std::size_t BufferPool::cap() const {
+  std::lock_guard<std::mutex> lock(st_->mu);
+  return st_->max_bytes;
+}
+
 std::size_t BufferPool::idle_bytes() const {
   std::lock_guard<std::mutex> lock(st_->mu);
   return st_->idle_bytes;

@@ -94,4 +94,22 @@ TEST(pool_many_threads) {
   }
 }
 
+// -- speed: the executor raises the idle cap to what a forward pass allocates (batches larger
+// than the initial cap then reuse their blocks); the cap never falls.
+TEST(pool_raise_cap) {
+  BufferPool pool(std::size_t(1) << 20);
+  {
+    Tensor a(Shape::nchw(1, 1, 1024, 512), pool);
+  }  // 2 MiB: over the cap, freed at once
+  CHECK(pool.idle_bytes() == 0);
+  pool.raise_cap(std::size_t(4) << 20);
+  CHECK(pool.cap() == (std::size_t(4) << 20));
+  {
+    Tensor a(Shape::nchw(1, 1, 1024, 512), pool);
+  }  // now kept
+  CHECK(pool.idle_bytes() == std::size_t(2) << 20);
+  pool.raise_cap(std::size_t(1) << 20);
+  CHECK(pool.cap() == (std::size_t(4) << 20));
+}
+
 PYDECONV_TEST_MAIN()

@@ -280,8 +280,11 @@ void conv2d_forward(const Ctx& ctx, const Tensor& in, const Tensor& weight, cons
   const Shape& is = in.shape();
   const Shape& os = out.shape();
   const int64_t cg = is.c / groups, ocg = os.c / groups, p = os.h * os.w;
+  // The kernel is chosen for one sample, whatever the batch: a batch's outputs are then the bits
+  // of the same samples run one at a time (the cost model's filter term, amortised over more
+  // tiles, would otherwise pick F(4x4) or Winograd at some batch sizes and not at others).
   WinoCount count;
-  for (int64_t n = 0; n < is.n; ++n) count.add(os.h, os.w);
+  count.add(os.h, os.w);
   const int tile = winograd_geometry(g, groups) ? winograd_tile(os.c, is.c, count) : 0;
   if (tile != 0) {
     std::vector<WinoRect> rects;

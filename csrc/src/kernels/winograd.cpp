@@ -175,7 +175,10 @@ class Winograd {
     total_tiles_ = total;
     int64_t nb = block_count(total, tmax_);
     if (nb > 1) nb = round_up(nb, threads_);
-    target_ = std::max(NR, ceil_div(total, nb));
+    // A whole number of NR-column panels: a block is padded to them anyway, and a target just
+    // under a panel boundary left it short of whole tile rows (VGG16's 30x30 maps under F(4x4),
+    // 8 tiles a row, batch 8: blocks of 40 tiles in 48 columns, 17% of the GEMMs padding).
+    target_ = round_up(std::max(NR, ceil_div(total, nb)), NR);
     segments();
     // Threads take whole blocks when there are enough of them (big maps); otherwise they share
     // each block: the source channels for the input transform, row blocks for the GEMMs.
