@@ -85,7 +85,7 @@ def scan_folders(folders: Sequence[str | os.PathLike[str]]) -> list[ImageEntry]:
         if not root_given.is_dir():
             raise ImageError(f"{folder}: not a folder")
         root = root_given.resolve()
-        found = []
+        found: dict[Path, tuple[bool, str]] = {}  # a file linked to: under its own name
         for dirpath, _dirs, files in os.walk(root, followlinks=False):
             for name in files:
                 p = Path(dirpath) / name
@@ -94,9 +94,10 @@ def scan_folders(folders: Sequence[str | os.PathLike[str]]) -> list[ImageEntry]:
                 real = p.resolve()
                 if not _inside(real, root) or not real.is_file() or real in seen:
                     continue
-                seen.add(real)
-                found.append((p.relative_to(root).as_posix(), real))
-        for rel, real in sorted(found):
+                key = (p.is_symlink(), p.relative_to(root).as_posix())
+                found[real] = min(found.get(real, key), key)
+        seen.update(found)
+        for rel, real in sorted((rel, real) for real, (_, rel) in found.items()):
             label = rel if len(folders) == 1 else f"{root.name}/{rel}"
             out.append(ImageEntry(str(len(out)), label, real, root))
     return out
@@ -462,6 +463,7 @@ class State:
         image the page shows), each with the unit behind it; other models: no boxes."""
         from pydeconv import detect
 
+        self.entry(image_id)  # an unknown image is an error for every model
         if not detect.has_darknet_heads(self.net):
             return {"detector": False, "boxes": []}
         fwd = self.forward(image_id)
