@@ -32,7 +32,7 @@ _SECURITY = {
     "X-Content-Type-Options": "nosniff",
     # The page loads only its own files and the API's images; nothing from the web.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
-    "media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'",
+    "media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self' blob:",
 }
 
 

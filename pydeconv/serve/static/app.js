@@ -5,7 +5,8 @@
 const $ = (sel) => document.querySelector(sel);
 const CELL = 48;
 
-const view = { image: null, layer: null, channel: null, rule: "deconvnet", at: "max" };
+const DEFAULTS = { image: null, layer: null, channel: null, rule: "deconvnet", at: "max" };
+const view = { ...DEFAULTS };
 let model = null;
 let images = [];
 let fmaps = null;   // the /api/fmaps answer for view.image + view.layer
@@ -35,10 +36,9 @@ function query(params) {
 // --- the URL hash ------------------------------------------------------------------------------
 function readHash() {
   const h = new URLSearchParams(location.hash.slice(1));
-  for (const k of Object.keys(view)) {
-    if (h.has(k)) view[k] = h.get(k);
-  }
+  for (const k of Object.keys(view)) view[k] = h.has(k) ? h.get(k) : DEFAULTS[k];
   if (view.channel !== null) view.channel = Number(view.channel);
+  if (!["deconvnet", "guided", "backprop"].includes(view.rule)) view.rule = DEFAULTS.rule;
 }
 
 function writeHash() {
@@ -361,12 +361,18 @@ async function main() {
     });
   }
   document.addEventListener("keydown", onKey);
+  // A view typed or pasted into the address bar (the page's own changes use replaceState).
+  window.addEventListener("hashchange", () => { readHash(); applyView(); });
+  await applyView();
+  document.body.dataset.ready = "1";
+}
+
+async function applyView() {
   syncControls();
   if (!images.some((im) => im.id === view.image)) view.image = images.length ? images[0].id : null;
   if (!layerRow(view.layer)) view.layer = model.layers[0].name;
   if (view.image !== null) await selectImage(view.image);
   else status("no images: upload one");
-  document.body.dataset.ready = "1";
 }
 
 main().catch((e) => status(e.message, true));
