@@ -86,10 +86,8 @@ def start_server(net, folders, **options):
     return Server(make_app(net, [str(f) for f in folders], **options))
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
+def make_folders(base):
     """The demo photos in a folder, beside a file outside it that symbolic links point to."""
-    base = tmp_path_factory.mktemp("serve")
     root = base / "images"
     (root / "more").mkdir(parents=True)
     photos = demo.demo_images()
@@ -104,6 +102,11 @@ def folders(tmp_path_factory):
     (root / "link-in.jpg").symlink_to(root / photos[1].name)  # inside: the same file, once
     (root / "notes.txt").write_text("not an image")
     return root, outside
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return make_folders(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
@@ -431,8 +434,11 @@ def test_bad_uploads_answer_400(server, data, message):
     assert message in msg
     assert str(server.state._tmp) not in msg  # no server paths in messages
     assert set(server.state.images) == before
-    assert not [p for p in server.state._tmp.iterdir() if p.name not in {
-        e.path.name for e in server.state.images.values()}]
+    assert not [
+        p
+        for p in server.state._tmp.iterdir()
+        if p.name not in {e.path.name for e in server.state.images.values()}
+    ]
 
 
 # --- many clients --------------------------------------------------------------------------------
@@ -455,8 +461,10 @@ def test_burst_of_200_requests_from_8_threads(server, net):
         img, layer, ch, rule, at = u
         where = at if at in ("max", "map") else tuple(int(v) for v in at.split(","))
         want[u] = expected(net, image_path(server, img), layer, ch, rule, where)
-    fmap_meta = {img: json.loads(server.get(f"/api/fmaps?image={img}&layer=conv1")[2])
-                 for img in ("0", "1", "3")}
+    fmap_meta = {
+        img: json.loads(server.get(f"/api/fmaps?image={img}&layer=conv1")[2])
+        for img in ("0", "1", "3")
+    }
 
     def one(i):
         kind = i % 5
@@ -592,7 +600,10 @@ def test_cli_errors_are_one_line(tmp_path, net, args, message):
     args = [str(model) if a == "MODEL" else a for a in args]
     r = subprocess.run(
         [sys.executable, "-m", "pydeconv", "serve", *args],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert r.returncode == 1
     assert r.stderr.startswith("pydeconv: error:") and message in r.stderr
@@ -607,10 +618,143 @@ def test_without_the_extra_says_which_to_install(tmp_path, net):
         "from pydeconv.cli import main\n"
         f"sys.exit(main(['serve', {str(model)!r}]))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ})
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
     assert r.returncode == 1
     assert r.stderr.strip() == (
         "pydeconv: error: this needs starlette, which is not installed: "
         "pip install 'pydeconv[serve]'"
     )
+
+
+# --- --atlas DIR ---------------------------------------------------------------------------------
+
+
+def _atlas_folder(root, net, layer="conv2", k=3, outside=None):
+    """An atlas report's files as `pydeconv atlas` writes them: atlas.json and one tile PNG per
+    channel under layer_<layer>/."""
+    channels = int(net.layer_info(layer)["shape"][0])
+    units = [
+        [
+            {"image": r, "path": f"/data/img{r}.jpg", "y": r, "x": ch % 3, "value": 10.0 - r}
+            for r in range(k)
+        ]
+        for ch in range(channels)
+    ]
+    data = {
+        "format": "pydeconv-atlas",
+        "version": 1,
+        "model": "small.npz",
+        "layers": [layer],
+        "k": k,
+        "ranking": "activation",
+        "class": None,
+        "images": [f"/data/img{i}.jpg" for i in range(k)],
+        "skipped": [],
+        "units": {layer: units},
+    }
+    root.mkdir()
+    (root / "atlas.json").write_text(json.dumps(data))
+    (root / f"layer_{layer}").mkdir()
+    for ch in range(channels - 1):
+        Image.new("RGB", (30, 20), (ch * 20, 100, 50)).save(root / f"layer_{layer}/c{ch:04d}.png")
+    if outside is not None:  # the last channel's tile: a link out of the folder
+        (root / f"layer_{layer}/c{channels - 1:04d}.png").symlink_to(outside)
+    return data
+
+
+def test_atlas_tiles(tmp_path, net, folders):
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (5, 5)).save(secret)
+    data = _atlas_folder(tmp_path / "atlas", net, outside=secret)
+    srv = Server(make_app(net, [str(folders[0])], str(tmp_path / "atlas"), threads=1))
+    try:
+        assert json.loads(srv.get("/api/model")[2])["atlas"] is True
+        status, _, body = srv.get("/api/atlas?layer=conv2&channel=4")
+        assert status == 200
+        answer = json.loads(body)
+        want = data["units"]["conv2"][4]
+        assert [(t["image"], t["y"], t["x"], t["value"]) for t in answer["top"]] == [
+            (u["image"], u["y"], u["x"], u["value"]) for u in want
+        ]
+        assert [t["name"] for t in answer["top"]] == ["img0.jpg", "img1.jpg", "img2.jpg"]
+        assert answer["tile"] is True
+        status, headers, png = srv.get("/api/atlas/tile?layer=conv2&channel=4")
+        assert status == 200 and headers["content-type"] == "image/png"
+        assert png == (tmp_path / "atlas/layer_conv2/c0004.png").read_bytes()
+        # The last channel's tile links out of the folder: not served.
+        assert json.loads(srv.get("/api/atlas?layer=conv2&channel=11")[2])["tile"] is False
+        assert "no tile" in error_of(*srv.get("/api/atlas/tile?layer=conv2&channel=11"))
+        assert "no layer 'conv3'" in error_of(*srv.get("/api/atlas?layer=conv3&channel=0"))
+        assert "channel 12 out of range" in error_of(*srv.get("/api/atlas?layer=conv2&channel=12"))
+        assert "unknown layer" in error_of(*srv.get("/api/atlas/tile?layer=..&channel=0"))
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.update(format="other"), "not a pydeconv atlas"),
+        (lambda d: d.update(version=2), "atlas version 2"),
+        (lambda d: d["units"].update(nope=[]), "unknown layer 'nope'"),
+        (lambda d: d["units"]["conv2"].pop(), "11 channels in the atlas and 12 in the model"),
+    ],
+    ids=["format", "version", "layer", "channels"],
+)
+def test_atlas_of_another_model_is_refused(tmp_path, net, change, message):
+    data = _atlas_folder(tmp_path / "atlas", net)
+    change(data)
+    (tmp_path / "atlas/atlas.json").write_text(json.dumps(data))
+    with pytest.raises(pydeconv.PydeconvError, match=message.replace("(", r"\(")):
+        make_app(net, [], str(tmp_path / "atlas"))
+
+
+def test_atlas_folder_without_atlas_json(tmp_path, net):
+    with pytest.raises(pydeconv.PydeconvError, match="no atlas.json"):
+        make_app(net, [], str(tmp_path))
+
+
+# --- a detector ----------------------------------------------------------------------------------
+
+
+def test_detector_boxes_and_their_units(tmp_path, folders):
+    import darknet_files
+    from test_detect import SMALL_DARKNET
+
+    from pydeconv import detect
+
+    cfg, _ = darknet_files.write(tmp_path, "small", SMALL_DARKNET)
+    yolo = pydeconv.load(cfg, labels=["person", "cup"])
+    srv = start_server(yolo, [folders[0]])
+    try:
+        status, _, body = srv.get("/api/detections?image=0&conf=0.05")
+        assert status == 200
+        answer = json.loads(body)
+        x = pimg.load(image_path(srv, "0"), yolo)
+        dets, trace = detect.detect(yolo, x, conf=0.05)
+        assert answer["detector"] is True and len(answer["boxes"]) == len(dets) > 0
+        for box, d in zip(answer["boxes"], dets):
+            assert (box["layer"], box["channel"], tuple(box["at"])) == (
+                d.layer,
+                d.channel,
+                (d.y, d.x),
+            )
+            np.testing.assert_allclose(box["box"], d.box, atol=0.01)
+            assert box["label"] == d.name
+        # A click on a box projects its unit.
+        d = dets[0]
+        q = f"image=0&layer={d.layer}&channel={d.channel}&at={d.y},{d.x}"
+        status, _, png = srv.get(f"/api/project?{q}")
+        assert status == 200
+        want = pimg.render(yolo.project(trace, **d.unit)[0], yolo.preprocess["channel_order"])
+        assert np.array_equal(png_pixels(png), np.asarray(want))
+        for bad in ("2", "-0.1", "x"):
+            assert "conf must be" in error_of(*srv.get(f"/api/detections?image=0&conf={bad}"))
+    finally:
+        srv.stop()

@@ -14,7 +14,7 @@ import browser
 import numpy as np
 import pytest
 from PIL import Image
-from test_serve_api import expected, folders, image_path, net, start_server  # noqa: F401
+from test_serve_api import expected, image_path, make_folders, small_net, start_server
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -23,8 +23,14 @@ WAIT = 60
 
 
 @pytest.fixture(scope="module")
-def server(net, folders):  # noqa: F811
-    srv = start_server(net, [folders[0]])
+def net():
+    return small_net()
+
+
+@pytest.fixture(scope="module")
+def server(net, tmp_path_factory):
+    root, _ = make_folders(tmp_path_factory.mktemp("serve"))
+    srv = start_server(net, [root])
     yield srv
     srv.stop()
 
@@ -98,7 +104,8 @@ def test_click_a_feature_map_shows_its_projection(server, net, driver, tmp_path)
     driver.find_element(By.CSS_SELECTOR, "#layers li[data-layer='conv3']").click()
     _wait(driver, "return document.querySelectorAll('#fmaps .cell').length === 16", "the grid")
     order = [
-        int(c) for c in driver.execute_script(
+        int(c)
+        for c in driver.execute_script(
             "return Array.from(document.querySelectorAll('#fmaps .cell'))"
             ".map(c => c.dataset.channel)"
         )
@@ -113,14 +120,20 @@ def test_click_a_feature_map_shows_its_projection(server, net, driver, tmp_path)
     _check_projection(driver, server, net, "1", "conv3", channel, "deconvnet", "max")
     driver.save_screenshot(str(shots / "1-projection.png"))
     h = _hash(driver)
-    assert h == {"image": "1", "layer": "conv3", "channel": str(channel), "rule": "deconvnet",
-                 "at": "max"}
+    assert h == {
+        "image": "1",
+        "layer": "conv3",
+        "channel": str(channel),
+        "rule": "deconvnet",
+        "at": "max",
+    }
     pixels = np.asarray(Image.open(shots / "1-projection.png").convert("L"), dtype=np.float32)
     assert pixels.std() > 2.0
     # Download buttons point at the pictures shown.
     href = driver.find_element(By.ID, "download-projection").get_attribute("href")
     assert href.startswith("blob:") and href == driver.find_element(
-        By.ID, "projection-img").get_attribute("src")
+        By.ID, "projection-img"
+    ).get_attribute("src")
 
     # The guided rule, then the whole map.
     driver.find_element(By.CSS_SELECTOR, "input[name=rule][value=guided]").click()
@@ -133,12 +146,16 @@ def test_click_a_feature_map_shows_its_projection(server, net, driver, tmp_path)
     body.send_keys(Keys.ARROW_RIGHT)
     _check_projection(driver, server, net, "1", "conv3", order[3], "guided", "map")
     body.send_keys(Keys.ARROW_DOWN)
-    _wait(driver, "return document.querySelector('#layers li.selected').dataset.layer === "
-          "'relu3' && document.querySelectorAll('#fmaps .cell').length === 16", "the next layer")
+    _wait(
+        driver,
+        "return document.querySelector('#layers li.selected').dataset.layer === "
+        "'relu3' && document.querySelectorAll('#fmaps .cell').length === 16",
+        "the next layer",
+    )
     assert _hash(driver)["layer"] == "relu3"
 
     # A reload restores the view from the URL (a shared link does the same).
-    driver.get(server.url + f"/#image=2&layer=conv2&channel=5&rule=backprop&at=max")
+    driver.get(server.url + "/#image=2&layer=conv2&channel=5&rule=backprop&at=max")
     driver.refresh()
     _check_projection(driver, server, net, "2", "conv2", 5, "backprop", "max")
     driver.save_screenshot(str(shots / "2-reloaded.png"))
@@ -148,8 +165,11 @@ def test_click_a_feature_map_shows_its_projection(server, net, driver, tmp_path)
     from selenium.webdriver.common.action_chains import ActionChains
 
     ActionChains(driver).move_to_element_with_offset(img, 0, 0).click().perform()  # the centre
-    _wait(driver, "return !['max', 'map'].includes(new URLSearchParams("
-          "location.hash.slice(1)).get('at'))", "a clicked position")
+    _wait(
+        driver,
+        "return !['max', 'map'].includes(new URLSearchParams(location.hash.slice(1)).get('at'))",
+        "a clicked position",
+    )
     at = _hash(driver)["at"]
     _check_projection(driver, server, net, "2", "conv2", 5, "backprop", at)
     y, x = (int(v) for v in at.split(","))
@@ -170,10 +190,16 @@ def test_upload_from_the_page(server, net, driver, tmp_path):
     before = len(driver.find_elements(By.CSS_SELECTOR, ".thumb"))
     photo = demo.demo_images()[3]
     driver.find_element(By.ID, "upload").send_keys(str(photo))
-    _wait(driver, f"return document.querySelectorAll('.thumb').length === {before + 1}",
-          "the uploaded image in the strip")
-    _wait(driver, "return (new URLSearchParams(location.hash.slice(1)).get('image') || '')"
-          ".startsWith('u')", "the upload selected")
+    _wait(
+        driver,
+        f"return document.querySelectorAll('.thumb').length === {before + 1}",
+        "the uploaded image in the strip",
+    )
+    _wait(
+        driver,
+        "return (new URLSearchParams(location.hash.slice(1)).get('image') || '').startsWith('u')",
+        "the upload selected",
+    )
     uid = _hash(driver)["image"]
     _wait(driver, "return document.querySelectorAll('#fmaps .cell').length === 8", "the grid")
     driver.find_elements(By.CSS_SELECTOR, "#fmaps .cell")[0].click()

@@ -37,7 +37,7 @@ _SECURITY = {
 
 
 def _static(name: str) -> bytes:
-    return resources.files("pydeconv.serve").joinpath("static", name).read_bytes()
+    return resources.files("pydeconv.serve").joinpath("static").joinpath(name).read_bytes()
 
 
 def _png(data: bytes, headers: dict[str, str] | None = None) -> Response:
@@ -79,9 +79,7 @@ def create_app(state: State, atlas: Any = None) -> Starlette:
         async for chunk in request.stream():
             size += len(chunk)
             if size > state.max_upload_bytes:
-                raise PayloadTooLarge(
-                    f"upload past the limit of {state.max_upload_bytes} bytes"
-                )
+                raise PayloadTooLarge(f"upload past the limit of {state.max_upload_bytes} bytes")
             chunks.append(chunk)
         name = request.headers.get("x-filename", "")
         return _json(await run_in_threadpool(state.add_upload, b"".join(chunks), name))
@@ -117,16 +115,17 @@ def create_app(state: State, atlas: Any = None) -> Starlette:
         if atlas is None:
             raise BadRequest("no atlas: start the server with --atlas DIR")
         q = request.query_params
-        return _json(atlas.units(state.layer(q.get("layer")), q.get("channel")))
+        return _json(atlas.units_of(state.layer(q.get("layer")), q.get("channel")))
 
     def atlas_tile(request: Request) -> Response:
         if atlas is None:
             raise BadRequest("no atlas: start the server with --atlas DIR")
         q = request.query_params
-        return _png(atlas.tile(state.layer(q.get("layer")), q.get("channel"), q.get("rank")))
+        return _png(atlas.tile(state.layer(q.get("layer")), q.get("channel")))
 
     def detections(request: Request) -> Response:
-        return _json(state.detections(request.query_params.get("image")))
+        q = request.query_params
+        return _json(state.detections(q.get("image"), q.get("conf")))
 
     async def pydeconv_error(request: Request, exc: Exception) -> Response:
         status = 413 if isinstance(exc, PayloadTooLarge) else 400

@@ -135,15 +135,29 @@ def parse_rule(text: str | None) -> str:
 
 # A perceptual dark-to-bright ramp (black, purple, orange, pale yellow) for the heat maps.
 _ANCHORS = np.array(
-    [[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
-     [250, 193, 39], [252, 255, 164]],
+    [
+        [0, 0, 4],
+        [40, 11, 84],
+        [101, 21, 110],
+        [159, 42, 99],
+        [212, 72, 66],
+        [245, 125, 21],
+        [250, 193, 39],
+        [252, 255, 164],
+    ],
     dtype=np.float64,
 )
-HEAT_LUT = np.stack(
-    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c])
-     for c in range(3)],
-    axis=1,
-).round().astype(np.uint8)
+HEAT_LUT = (
+    np.stack(
+        [
+            np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c])
+            for c in range(3)
+        ],
+        axis=1,
+    )
+    .round()
+    .astype(np.uint8)
+)
 
 
 def _pool_down(a: np.ndarray, cell: int) -> np.ndarray:
@@ -408,17 +422,25 @@ class State:
     # -- what the endpoints answer -----------------------------------------------------------
     def input_png(self, image_id: str | None) -> bytes:
         fwd = self.forward(image_id)
-        return self._derived(fwd, "input", lambda: (report.png_bytes(pimg.to_pil(fwd.x, self.net)),))[0]
+        return self._derived(
+            fwd, "input", lambda: (report.png_bytes(pimg.to_pil(fwd.x, self.net)),)
+        )[0]
 
     def fmaps(self, image_id: str | None, layer_name: str | None) -> tuple[dict, bytes]:
         layer = self.layer(layer_name)
         fwd = self.forward(image_id)
         name = layer["name"]
-        return self._derived(fwd, ("fmaps", name), lambda: fmap_sprite(fwd.trace.activation(name)[0]))
+        return self._derived(
+            fwd, ("fmaps", name), lambda: fmap_sprite(fwd.trace.activation(name)[0])
+        )
 
     def projection(
-        self, image_id: str | None, layer_name: str | None, channel: str | None,
-        rule: str | None, at: str | None,
+        self,
+        image_id: str | None,
+        layer_name: str | None,
+        channel: str | None,
+        rule: str | None,
+        at: str | None,
     ) -> tuple[np.ndarray, tuple[int, int]]:
         """The projection (C, H, W) of one unit and the (y, x) it started from ((-1, -1) for
         the whole map)."""
@@ -429,7 +451,12 @@ class State:
         r = parse_rule(rule)
         fwd = self.forward(image_id)
         p, pos = self.net.project(
-            fwd.trace, layer["name"], c, at=where, rule=r, threads=self.threads,
+            fwd.trace,
+            layer["name"],
+            c,
+            at=where,
+            rule=r,
+            threads=self.threads,
             return_positions=True,
         )
         return p[0], (int(pos[0][0]), int(pos[0][1]))
@@ -453,17 +480,26 @@ class State:
             y, x = where
         else:
             a = np.asarray(fwd.trace.activation(layer["name"])[0, c])
-            y, x = (0, 0) if a.ndim == 0 else (int(v) for v in np.unravel_index(np.argmax(a), a.shape))
+            y, x = (
+                (0, 0) if a.ndim == 0 else (int(v) for v in np.unravel_index(np.argmax(a), a.shape))
+            )
         img = pimg.crop_patch(fwd.x, self.net, layer["name"], y, x)
         return report.png_bytes(img), (y, x)
 
     # -- detectors ---------------------------------------------------------------------------
-    def detections(self, image_id: str | None, conf: float = 0.25) -> dict:
-        """A model with Darknet [yolo] heads: the decoded boxes in input pixels (the preprocessed
-        image the page shows), each with the unit behind it; other models: no boxes."""
+    def detections(self, image_id: str | None, conf_text: str | None = None) -> dict:
+        """A model with Darknet [yolo] heads: the decoded boxes (score >= conf, default 0.25) in
+        input pixels (the preprocessed image the page shows), each with the unit behind it;
+        other models: no boxes."""
         from pydeconv import detect
 
         self.entry(image_id)  # an unknown image is an error for every model
+        try:
+            conf = 0.25 if conf_text in (None, "") else float(str(conf_text))
+        except ValueError:
+            conf = -1.0
+        if not 0.0 <= conf <= 1.0:
+            raise BadRequest(f"conf must be a number in [0, 1], got {conf_text!r}")
         if not detect.has_darknet_heads(self.net):
             return {"detector": False, "boxes": []}
         fwd = self.forward(image_id)

@@ -246,14 +246,23 @@ async function loadAtlas() {
   const box = $("#atlas");
   box.replaceChildren();
   try {
-    const answer = await (await api(`/api/atlas?${query({ layer: view.layer, channel: view.channel })}`)).json();
-    for (const t of answer.tiles) {
+    const unit = { layer: view.layer, channel: view.channel };
+    const answer = await (await api(`/api/atlas?${query(unit)}`)).json();
+    if (answer.tile) {
       const img = document.createElement("img");
-      img.src = t.url;
-      img.title = `${t.path} (${t.value.toPrecision(4)})`;
+      img.id = "atlas-tile";
+      img.src = `/api/atlas/tile?${query(unit)}`;
+      img.alt = `the atlas's top ${answer.top.length} for ${view.layer} channel ${view.channel}`;
       box.append(img);
     }
-    pane.hidden = answer.tiles.length === 0;
+    const list = document.createElement("ol");
+    for (const t of answer.top) {
+      const li = document.createElement("li");
+      li.textContent = `${t.name} (image ${t.image}) at (${t.y}, ${t.x}): ${t.value.toPrecision(4)}`;
+      list.append(li);
+    }
+    box.append(list);
+    pane.hidden = answer.top.length === 0;
   } catch (e) {
     pane.hidden = true;
   }
