@@ -61,6 +61,8 @@ class Server:
 
     def request(self, method, path, body=None, headers=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        if method == "POST":
+            headers = {"Content-Type": "application/octet-stream", **(headers or {})}
         try:
             conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
@@ -206,6 +208,17 @@ def test_fmaps_sorted_by_strength(server, net):
     h, w = meta["cell"]
     assert Image.open(io.BytesIO(sprite)).size == (meta["cols"] * w, meta["rows"] * h)
     assert meta["cols"] * meta["rows"] >= meta["channels"]
+    # Cell k of the sprite is channel order[k], on the layer's shared colour scale.
+    from pydeconv.serve.state import HEAT_LUT
+
+    pixels = png_pixels(sprite)
+    lo, hi = min(0.0, float(act.min())), float(act.max())
+    for k in (0, 5, 11):
+        r, q = divmod(k, meta["cols"])
+        v = np.clip(np.floor((act[meta["order"][k]] - lo) * (255.0 / (hi - lo)) + 0.5), 0, 255)
+        assert np.array_equal(
+            pixels[r * h : (r + 1) * h, q * w : (q + 1) * w], HEAT_LUT[v.astype(np.uint8)]
+        )
     # A linear layer: one cell per unit.
     status, _, body = server.get("/api/fmaps?image=1&layer=fc6")
     assert status == 200 and json.loads(body)["channels"] == 20
@@ -388,6 +401,29 @@ def test_upload_then_project(server, net):
     status, _, png = server.get(f"/api/project?image={uid}&layer=conv2&channel=3")
     assert status == 200
     assert np.array_equal(png_pixels(png), expected(net, photo, "conv2", 3))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [None, "text/plain", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"],
+)
+def test_upload_needs_an_image_content_type(server, kind):
+    data = Path(demo.demo_images()[0]).read_bytes()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("POST", "/api/upload", body=data, headers={"Content-Type": kind} if kind else {})
+    r = conn.getresponse()
+    assert "Content-Type image/" in error_of(r.status, dict(r.getheaders()), r.read())
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.evil.example"])
+def test_other_host_names_are_refused(server, host):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("GET", "/api/model", headers={"Host": host})
+    r = conn.getresponse()
+    assert "answers to 127.0.0.1, localhost only" in error_of(
+        r.status, dict(r.getheaders()), r.read()
+    )
+    assert server.request("GET", "/api/model", headers={"Host": "localhost:1234"})[0] == 200
 
 
 def test_upload_too_many_bytes_is_413(server):

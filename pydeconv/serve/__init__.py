@@ -27,14 +27,16 @@ def make_app(
     net: Any,
     folders: Sequence[str] = (),
     atlas_dir: str | None = None,
+    host: str = LOOPBACK,
     **state_options: Any,
 ) -> Any:
     """The Starlette app for ``net`` and the images in ``folders`` (the tests start it with
-    uvicorn on a free port); ``app.state.pydeconv`` is its :class:`~pydeconv.serve.state.State`."""
+    uvicorn on a free port); ``app.state.pydeconv`` is its :class:`~pydeconv.serve.state.State`.
+    On a loopback ``host`` it answers only requests addressed to 127.0.0.1 or localhost."""
     from pydeconv.analysis.extras import require
 
     require("starlette", "serve")
-    from pydeconv.serve.app import create_app
+    from pydeconv.serve.app import LOCAL_NAMES, create_app
     from pydeconv.serve.state import State
 
     state = State(net, folders, **state_options)
@@ -43,7 +45,8 @@ def make_app(
         from pydeconv.serve.atlas import Atlas
 
         atlas = Atlas(atlas_dir, net)
-    app = create_app(state, atlas)
+    hosts = (*LOCAL_NAMES, host) if _is_loopback(host) else None
+    app = create_app(state, atlas, hosts)
     app.state.pydeconv = state
     return app
 
@@ -75,7 +78,7 @@ def run(
     options: dict[str, Any] = {"threads": threads, "model_path": str(model)}
     if cache_bytes is not None:
         options["cache_bytes"] = cache_bytes
-    app = make_app(net, folders, atlas_dir, **options)
+    app = make_app(net, folders, atlas_dir, host, **options)
     shown = f"[{host}]" if ":" in host else host
     n = len(app.state.pydeconv.images)
     print(f"pydeconv serve: {model}, {n} image(s): http://{shown}:{port}/", flush=True)

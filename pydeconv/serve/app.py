@@ -10,12 +10,14 @@ exception a 500 answer with a one-line JSON message, never a traceback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -52,8 +54,43 @@ def _position(pos: tuple[int, int]) -> dict[str, str]:
     return {"X-Pydeconv-Position": f"{pos[0]},{pos[1]}"}
 
 
-def create_app(state: State, atlas: Any = None) -> Starlette:
-    """The app serving ``state`` (and, when given, an :class:`~pydeconv.serve.atlas.Atlas`)."""
+LOCAL_NAMES = ("127.0.0.1", "localhost")
+
+
+class HostCheck:
+    """ASGI middleware: answer only requests whose Host header names this machine (when the
+    server is bound to loopback), so that a web page elsewhere cannot reach it through a DNS name
+    it points at 127.0.0.1 (DNS rebinding). ``hosts=None`` lets every Host through."""
+
+    def __init__(self, app: Any, hosts: Sequence[str] | None):
+        self.app = app
+        self.hosts = None if hosts is None else {h.lower() for h in hosts}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.hosts is not None:
+            host = ""
+            for key, value in scope.get("headers", []):
+                if key == b"host":
+                    host = value.decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.startswith("[") else host
+            if name not in self.hosts:
+                response = _json(
+                    {
+                        "error": f"this server answers to {', '.join(sorted(self.hosts))} "
+                        f"only, not Host {host!r}"
+                    },
+                    400,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    state: State, atlas: Any = None, hosts: Sequence[str] | None = LOCAL_NAMES
+) -> Starlette:
+    """The app serving ``state`` (and, when given, an :class:`~pydeconv.serve.atlas.Atlas`);
+    ``hosts``: the Host header names it answers to (None: any)."""
 
     def page(request: Request) -> Response:
         name = request.path_params.get("name", "index.html")
@@ -70,6 +107,14 @@ def create_app(state: State, atlas: Any = None) -> Starlette:
         return _json({"images": state.image_list()})
 
     async def upload(request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not (kind.startswith("image/") or kind == "application/octet-stream"):
+            # Also what keeps other web sites out: a page elsewhere can only send a form's
+            # content types without the browser asking this server first (CORS), and it does not.
+            raise BadRequest(
+                "send the image's bytes as the body, with Content-Type image/... or "
+                f"application/octet-stream (got {kind or 'none'!r})"
+            )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > state.max_upload_bytes:
             raise PayloadTooLarge(
@@ -157,6 +202,7 @@ def create_app(state: State, atlas: Any = None) -> Starlette:
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(HostCheck, hosts=hosts)],
         exception_handlers={
             PydeconvError: pydeconv_error,
             HTTPException: http_error,

@@ -36,8 +36,9 @@ DEFAULT_CACHE_BYTES = 512 << 20
 DEFAULT_MAX_UPLOAD_BYTES = 20 << 20
 DEFAULT_MAX_UPLOAD_PIXELS = 40_000_000
 MAX_UPLOADS = 64
-#: Feature-map cells of the sprite are at most this many pixels on a side (max-pooled down).
-FMAP_CELL = 64
+#: Feature-map cells of the sprite are at most this many pixels on a side (max-pooled down by
+#: a whole factor; the page shows each cell 48 pixels wide).
+FMAP_CELL = 48
 #: Channels marked as the strongest in the grid.
 TOP_MARKED = 9
 
@@ -193,7 +194,12 @@ def fmap_sprite(act: np.ndarray) -> tuple[dict, bytes]:
     for k, chan in enumerate(order):
         r, q = divmod(k, cols)
         canvas[r * ch : (r + 1) * ch, q * cw : (q + 1) * cw] = idx[chan]
-    png = report.png_bytes(Image.fromarray(HEAT_LUT[canvas], "RGB"))
+    # A palette PNG (the heat map's 256 colours), zlib level 1: one byte a pixel, encoded fast.
+    sprite = Image.frombytes("P", (canvas.shape[1], canvas.shape[0]), canvas.tobytes())
+    sprite.putpalette(HEAT_LUT.reshape(-1).tolist())
+    buf = io.BytesIO()
+    sprite.save(buf, format="PNG", compress_level=1)
+    png = buf.getvalue()
     meta = {
         "channels": int(c),
         "map": [int(h), int(w)],

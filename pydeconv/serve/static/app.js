@@ -75,7 +75,7 @@ async function upload(file) {
   if (!file) return;
   status(`uploading ${file.name || "image"}...`);
   try {
-    const r = await fetch("/api/upload", { method: "POST", body: file, headers: { "X-Filename": file.name || "" } });
+    const r = await fetch("/api/upload", { method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream", "X-Filename": file.name || "" } });
     const answer = await r.json();
     if (!r.ok) throw new Error(answer.error);
     await loadImages();
