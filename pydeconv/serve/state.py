@@ -184,8 +184,10 @@ def fmap_sprite(act: np.ndarray) -> tuple[dict, bytes]:
     order = np.argsort(-strength, kind="stable")  # demo.top_channels's order
     small = _pool_down(a, FMAP_CELL)
     ch, cw = small.shape[1:]
-    lo = min(0.0, float(a.min()))
+    # The layer's shared scale from 0 (negative values, before a ReLU, show as 0) to its maximum;
+    # from its minimum when nothing is positive.
     hi = float(a.max())
+    lo = 0.0 if hi > 0 else float(a.min())
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
     idx = np.clip(np.floor((small - lo) * scale + 0.5), 0, 255).astype(np.uint8)
     cols = max(1, math.ceil(math.sqrt(c)))

@@ -100,7 +100,7 @@ function showLayers() {
     const name = document.createElement("span");
     name.textContent = l.name;
     const info = document.createElement("small");
-    info.textContent = `${l.kind} ${l.shape.join("x")} rf ${l.rf.size[0]}`;
+    info.textContent = `${l.shape.join("x")} rf ${l.rf.size[0]}`;
     li.append(name, info);
     li.addEventListener("click", () => selectLayer(l.name));
     list.append(li);
