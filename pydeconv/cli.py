@@ -443,6 +443,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve -------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pydeconv import serve
+
+    return serve.run(
+        args.model, args.images, args.atlas, args.host, args.port, args.threads, args.cache, log
+    )
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 
@@ -640,6 +651,16 @@ def build_parser() -> argparse.ArgumentParser:
     from pydeconv.analysis.commands import register_all
 
     register_all(sub, common, writes)  # atlas, probe, occlude, ... (pydeconv.analysis)
+
+    # -- serve
+    p = sub.add_parser("serve", parents=[common], help="explore a model in the browser")
+    p.add_argument("model", help=".npz, .onnx or Darknet .cfg model")
+    p.add_argument("images", nargs="*", metavar="IMAGES_DIR", help="folders of images to offer")
+    p.add_argument("--atlas", metavar="DIR", help="a `pydeconv atlas` report: top-k tiles")
+    p.add_argument("--port", type=int, default=8765, help="default 8765")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--cache", type=_bytes, metavar="BYTES", help="forward traces kept (512M)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
