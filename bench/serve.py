@@ -26,8 +26,10 @@ import statistics
 import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pydeconv
 
 
 def _rss_mib() -> float:
