@@ -47,6 +47,9 @@ RUN_ELSEWHERE = {
     "cmake --build build/dev && cp build/dev/_core*.so pydeconv/ && ctest --test-dir build/dev": (
         "the development build and its C++ tests: .ci/run runs ctest"
     ),
+    'pip install ".[analysis]"': (
+        "installing is .ci/run's: the test extra it installs brings the analysis extra's packages"
+    ),
     "PYDECONV_REFERENCE=1 pytest tests -q": (
         "the suite on the reference kernels: .ci/run runs the correctness suites so"
     ),
