@@ -21,6 +21,7 @@ from .mapper import Mapper
 from .mapping import FUSED, OPERATORS
 from .model import Graph, Model, Node, ValueInfo, parse_model
 from .naming import rename_layers
+from .rank5 import apply, roots_of
 
 
 def import_onnx(
@@ -93,6 +94,10 @@ def convert(
         info.name.replace("/", "_") or "input",
         uses,
     )
+    for node in fused:
+        for tensor in node.inputs:
+            if tensor:
+                mapper.readers.setdefault(tensor, []).append(node)
     cut: set[str] = set(shape_only)  # auto: tensors past a node that could not be mapped
     frontier: list[str] = []
     for node in fused:
@@ -105,20 +110,21 @@ def convert(
                 continue
             try:
                 with node_errors(node, "cannot map it"):
-                    handler(mapper, node)
+                    apply(handler, mapper, node)
             except GraphError:
                 _cut(node, reads, cut, frontier, mapper)
             continue
         assert handler is not None
         try:
             with node_errors(node, "cannot map it"):
-                handler(mapper, node)
+                apply(handler, mapper, node)
         except GraphError as exc:
             raise GraphError(
                 f"{exc}; outputs='auto' imports the graph up to the nodes that cannot be mapped"
             ) from None
     if auto:
         kept = [t for t in output_names if t not in cut and t in mapper.source]
+        kept = roots_of(mapper, kept)  # a rank-5 output: the tensor before its rank-5 view
         output_names = list(dict.fromkeys(frontier + kept))
         if not output_names:
             raise GraphError("outputs='auto': no node of the graph could be mapped")
@@ -169,7 +175,7 @@ def _cut(node: Node, reads: list[str], cut: set, frontier: list, mapper: Mapper)
     cut.update(out for out in node.outputs if out)
     if node.op_type in ("Shape", "Size"):
         return
-    for name in reads:
+    for name in roots_of(mapper, reads):  # a rank-5 tensor: the tensor before its rank-5 view
         if name in cut or name not in mapper.source or name in mapper.layout:
             continue
         if mapper.source[name] == mapper.input_name:
