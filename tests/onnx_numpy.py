@@ -184,6 +184,15 @@ def run_node(node, ins, opset):
     if op == "Split":  # a list: one array per output
         sizes = ins[1] if len(ins) > 1 and ins[1] is not None else a["split"]
         return np.split(x, np.cumsum(sizes)[:-1], axis=a.get("axis", 0))
+    if op == "Expand":
+        return x * np.ones([int(d) for d in ins[1]])
+    if op == "ScatterND":
+        out = x.copy()
+        idx = ins[1].reshape(-1, ins[1].shape[-1])
+        upd = ins[2].reshape((len(idx),) + x.shape[ins[1].shape[-1] :])
+        for i, where in enumerate(idx):
+            out[tuple(int(v) for v in where)] = upd[i]
+        return out
     if op == "Shape":
         return np.array(x.shape, dtype=np.int64)
     if op == "Gather":

@@ -160,6 +160,91 @@ def test_pow_on_rank4(tmp_path):
     check_gradients(b, x, graph, net, out, trace, [0, 13])
 
 
+def slice_indices(shape, axis, start):
+    """ScatterND's indices for data[..., start:start + shape[axis], ...] = updates of ``shape``:
+    every element's full index (what the TorchScript exporter writes for a slice assignment)."""
+    grid = np.stack(np.indices(shape), -1)
+    grid[..., axis] += start
+    return grid.astype(np.int64)
+
+
+@pytest.mark.parametrize("rank5", [True, False], ids=["rank5", "rank4"])
+def test_slice_assignment(tmp_path, rank5):
+    """YOLOv5's older decode: y[..., 0:2] = f(y[..., 0:2]); y[..., 2:4] = g(y[..., 2:4]) as Slice
+    + ScatterND (an Expand that keeps the shape before it), on a rank-5 view and on rank 4."""
+    rng = np.random.default_rng(4)
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", [1, 2, 3, 4])
+    y = conv(b, rng, x, 2, 3 * 6)
+    full = [1, 3, 3, 4, 6] if rank5 else [1, 18, 3, 4]
+    if rank5:
+        y = b.node("Reshape", [y, shape(b, [1, 3, 6, 3, 4])])
+        y = b.node("Transpose", [y], perm=[0, 1, 3, 4, 2])  # (1, 3, 3, 4, 6)
+    y = b.node("Sigmoid", [y])
+    axis = len(full) - 1 if rank5 else 1  # the last axis of the rank-5 view, else the channels
+    for start, scale in ((0, 2.0), (2, -3.0)):
+        part = b.node("Slice", [y, shape(b, [start]), shape(b, [start + 2]), shape(b, [axis])])
+        part = b.node("Mul", [part, b.init(f"k{start}", np.array(scale, np.float32))])
+        upd = list(full)
+        upd[axis] = 2
+        part = b.node("Expand", [part, shape(b, upd)])
+        y = b.node("ScatterND", [y, b.init(f"i{start}", slice_indices(upd, axis, start)), part])
+    if rank5:
+        y = b.node("Reshape", [y, shape(b, [1, 36, 6])])
+    b.output(b.node("Relu", [y], outputs=["y"]))
+    x = rand(rng, 1, 2, 3, 4, scale=1.0)
+    graph, net, out, trace, _ = imported(tmp_path, b, x)
+    kinds = [la["kind"] for la in graph["layers"]]
+    assert "concat" in kinds and "slice" in kinds
+    # units of the doubled slice, of untouched data and the last (the tripled slice is negative:
+    # no gradient past the Relu)
+    check_gradients(b, x, graph, net, out, trace, [0, 4 if rank5 else 48, out.size - 1])
+
+
+def test_slice_assignment_between_transposes(tmp_path):
+    """The dynamo exporter's slice assignment along the last axis: Transpose (4, 1, 2, 3, 0) of
+    data and updates, ScatterND of whole rows along axis 0, Transpose back: fused into one
+    ScatterND (fuse.py), then mapped as above."""
+    rng = np.random.default_rng(5)
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", [1, 2, 3, 4])
+    y = b.node("Reshape", [conv(b, rng, x, 2, 18), shape(b, [1, 3, 6, 3, 4])])
+    y = b.node("Sigmoid", [b.node("Transpose", [y], perm=[0, 1, 3, 4, 2])])  # (1, 3, 3, 4, 6)
+    swap = [4, 1, 2, 3, 0]
+    part = b.node("Slice", [y, shape(b, [2]), shape(b, [4]), shape(b, [4])])
+    part = b.node("Mul", [part, b.init("k", np.array(3.0, np.float32))])
+    scattered = b.node(
+        "ScatterND",
+        [
+            b.node("Transpose", [y], perm=swap),
+            b.init("i", np.array([[2], [3]], np.int64)),
+            b.node("Transpose", [part], perm=swap),
+        ],
+    )
+    y = b.node("Transpose", [scattered], perm=swap)
+    b.output(b.node("Reshape", [y, shape(b, [1, 36, 6])], outputs=["y"]))
+    x = rand(rng, 1, 2, 3, 4, scale=1.0)
+    graph, net, out, trace, _ = imported(tmp_path, b, x)
+    kinds = [la["kind"] for la in graph["layers"]]
+    assert kinds.count("transpose") == 1 and "concat" in kinds
+    check_gradients(b, x, graph, net, out, trace, [2, 3, out.size - 1])
+
+
+def test_scatter_that_is_not_a_slice_assignment(tmp_path):
+    b = OnnxBuilder(opset=13)
+    x = b.input("x", [1, 2, 2, 2])
+    y = b.node("Reshape", [b.node("Relu", [x]), shape(b, [1, 2, 2, 2, 1])], outputs=["v"])
+    indices = slice_indices([1, 2, 2, 2, 1], 4, 0)
+    indices[0, 0, 0, 0, 0, 3] = 1  # one element elsewhere
+    up = b.node("Sigmoid", [y])
+    b.output(b.node("ScatterND", [y, b.init("i", indices), up], name="sc", outputs=["y"]))
+    path = b.save(str(tmp_path / "bad.onnx"))
+    with pytest.raises(GraphError, match=r"ScatterND node 'sc'.*only a slice assignment"):
+        import_onnx(path)
+    graph, _ = import_onnx(path, outputs="auto")
+    assert [la["kind"] for la in graph["layers"]] == ["relu"]
+
+
 def _graph(tmp_path, tail):
     """conv -> Reshape (1, 2, 3, 2, 2) -> ``tail``; returns the file."""
     rng = np.random.default_rng(3)

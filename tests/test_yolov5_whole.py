@@ -88,12 +88,32 @@ class Detect(nn.Module):
         return grid, anchor_grid
 
 
+class DetectSliceAssign(Detect):
+    """The older Detect (YOLOv5 up to v5.0): the decode written as slice assignments, which the
+    TorchScript exporter writes as ScatterND (the dynamo exporter: ScatterND between Transposes
+    that swap the last axis with the batch). The same function as Detect."""
+
+    def forward(self, x):
+        z = []
+        for i in range(self.nl):
+            x[i] = self.m[i](x[i])
+            bs, _, ny, nx = x[i].shape
+            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            if self.grid[i].shape[2:4] != x[i].shape[2:4]:
+                self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
+            y = x[i].sigmoid()
+            y[..., 0:2] = (y[..., 0:2] * 2 + self.grid[i]) * self.stride[i]
+            y[..., 2:4] = (y[..., 2:4] * 2) ** 2 * self.anchor_grid[i]
+            z.append(y.view(bs, -1, self.no))
+        return torch.cat(z, 1)
+
+
 class YoloV5Whole(nn.Module):
-    def __init__(self):
+    def __init__(self, detect=Detect):
         super().__init__()
         self.b0 = nn.Sequential(cbs(3, 8, 3, 2), cbs(8, 8, 3, 2), cbs(8, 16, 3, 2))
         self.b1, self.b2 = cbs(16, 16, 3, 2), cbs(16, 16, 3, 2)
-        self.detect = Detect(NC, ANCHORS, (16, 16, 16), STRIDES)
+        self.detect = detect(NC, ANCHORS, (16, 16, 16), STRIDES)
 
     def forward(self, x):
         p3 = self.b0(x)
@@ -101,9 +121,9 @@ class YoloV5Whole(nn.Module):
         return self.detect([p3, p4, self.b2(p4)])
 
 
-def _twin():
+def _twin(detect=Detect):
     torch.manual_seed(0)
-    model = YoloV5Whole()
+    model = YoloV5Whole(detect)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for m in model.modules():
@@ -127,23 +147,33 @@ def _set_rule(model, rule):
 BOXES = 3 * sum((SIZE // s) ** 2 for s in STRIDES)
 
 
-@pytest.fixture(scope="module", params=["torchscript", "dynamo"])
+@pytest.fixture(
+    scope="module",
+    params=["torchscript", "dynamo", "torchscript-slice-assign", "dynamo-slice-assign"],
+)
 def twin(request, tmp_path_factory):
-    if request.param == "dynamo":
+    """(exporter, the model autograd runs on, input, file, graph, net, output, trace). The
+    slice-assignment form is exported from DetectSliceAssign; torch cannot differentiate its
+    in-place decode, so the reference model is the split form with the same weights."""
+    exporter = request.param
+    if exporter.startswith("dynamo"):
         pytest.importorskip("onnxscript")
     model = _twin()
+    exported = _twin(DetectSliceAssign) if exporter.endswith("slice-assign") else model
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 3, SIZE, SIZE)).astype("f4"))
-    path = str(tmp_path_factory.mktemp("twin") / f"yolov5_{request.param}.onnx")
+    path = str(tmp_path_factory.mktemp("twin") / f"yolov5_{exporter}.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if request.param == "dynamo":
-            torch.onnx.export(model, (x,), path, dynamo=True, verbose=False)
+        if exporter.startswith("dynamo"):
+            torch.onnx.export(exported, (x,), path, dynamo=True, verbose=False)
         else:
-            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17)
+            torch.onnx.export(exported, (x,), path, dynamo=False, opset_version=17)
     graph, params = import_onnx(path)
     net = pydeconv.build(graph, params)
     out, trace = net.forward(x.numpy())
-    return request.param, model, x, path, graph, net, out, trace
+    with torch.no_grad():
+        np.testing.assert_array_equal(exported(x).numpy(), model(x).numpy())
+    return exporter, model, x, path, graph, net, out, trace
 
 
 def test_twin_imports_whole(twin):

@@ -39,9 +39,10 @@ def import_onnx(
 
     ``outputs`` imports part of the graph: a list of ONNX tensor names makes those tensors the
     outputs (only what they need is imported); ``"auto"`` cuts the graph before the first node on
-    every path that cannot be mapped (YOLOv5's rank-5 head views; a YOLOv8's decode maps) and makes
-    the tensors it reads, and the graph outputs that still map, the outputs. Every output is a
-    layer; the graph dict's ``outputs`` name them in that order.
+    every path that cannot be mapped (YOLOv5's and YOLOv8's decodes map; a ScatterND that is not a
+    slice assignment does not) and makes the tensors it reads, and the graph outputs that still
+    map, the outputs. Every output is a layer; the graph dict's ``outputs`` name them in that
+    order.
     """
     path = os.fspath(path)
     label = os.path.basename(path) or path

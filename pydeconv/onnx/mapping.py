@@ -229,6 +229,10 @@ def map_reshape(m: Mapper, node: Node) -> None:
     onnx = m.rank5[source][0] if source in m.rank5 else x
     target = [int(v) for v in m.const(node, 1, "shape").reshape(-1)]
     out = reshape_target(onnx, target, bool(node.attrs.get("allowzero", 0)))
+    if len(out) == 5 and source in m.rank5 and tuple(out) == tuple(onnx):
+        rank5.register(m, node.outputs[0], out, m.rank5[source][1], rank5.roots_of(m, [source]))
+        m.alias(node.outputs[0], source)  # a no-op reshape keeps the merged pair
+        return
     if len(out) == 5:
         if len(x) not in (2, 3, 4) or out[0] != x[0]:
             raise _fail(
@@ -493,6 +497,88 @@ def map_pow(m: Mapper, node: Node) -> None:
         raise _fail(node, "squaring a Transpose'd tensor is not supported")
     source = m.src(a)
     m.emit(node, "mul", [source, source])
+
+
+def map_expand(m: Mapper, node: Node) -> None:
+    """An Expand that keeps the shape (the exporters' ``expand_as`` before a slice assignment):
+    no layer."""
+    if m.shape(node.outputs[0]) != m.shape(node.inputs[0]):
+        raise _fail(
+            node,
+            f"only an Expand that keeps the shape is supported, not {list(m.shape(node.inputs[0]))}"
+            f" -> {list(m.shape(node.outputs[0]))}",
+        )
+    m.alias(node.outputs[0], node.inputs[0])
+
+
+def map_scatter_nd(m: Mapper, node: Node) -> None:
+    """``data[..., s:e] = updates`` as the exporters write a slice assignment (YOLOv5's older
+    decode): ScatterND whose constant indices list every element of one contiguous slice along one
+    axis (the batch and the other axes whole). It is a ``concat`` along that axis of the data
+    before the slice, the updates and the data after it (``slice`` layers)."""
+    if node.attrs.get("reduction", "none") != "none":
+        raise _fail(node, f"reduction '{node.attrs['reduction']}' is not supported")
+    data, indices_name, updates = node.inputs[:3]
+    if data in m.consts or updates in m.consts:
+        raise _fail(node, "data and updates must be activations")
+    indices = m.consts.get(indices_name)
+    if indices is None:
+        raise _fail(node, f"indices '{indices_name}' must be a constant")
+    onnx = m.rank5[data][0] if data in m.rank5 else m.shape(data)
+    up = m.rank5[updates][0] if updates in m.rank5 else m.shape(updates)
+    rank = len(onnx)
+    found = None
+    if indices.ndim == rank + 1 and indices.shape[-1] == rank and tuple(indices.shape[:-1]) == up:
+        grid = np.stack(list(np.indices(tuple(int(d) for d in up))), -1)
+        for axis in range(1, rank):
+            others = [i for i in range(rank) if i != axis]
+            if any(up[i] != onnx[i] for i in others):
+                continue
+            start = int(indices.reshape(-1, rank)[0, axis])
+            if start + up[axis] <= onnx[axis] and np.array_equal(
+                indices, grid + start * np.eye(rank, dtype=np.int64)[axis]
+            ):
+                found = (axis, start, start + up[axis])
+                break
+    if found is None:
+        raise _fail(
+            node,
+            f"only a slice assignment data[..., s:e] = updates along one axis is supported "
+            f"(indices of shape {list(indices.shape)}, data {list(onnx)}, updates {list(up)})",
+        )
+    axis, start, end = found
+    if data in m.rank5:
+        k = m.rank5[data][1]
+        if m.rank5.get(updates, (None, None))[1] != k:
+            raise _fail(node, "data and updates are rank-5 tensors held with different axes merged")
+        engine = rank5.engine_axis(m, data, axis)
+        rank5.register(m, node.outputs[0], onnx, k, rank5.roots_of(m, [data, updates]))
+    else:
+        choice = {3: {1: 1, 2: 3}, 4: {1: 1, 2: 2, 3: 3}}.get(rank, {}).get(axis)
+        if choice is None:
+            raise _fail(
+                node, f"a slice assignment along axis {axis} of shape {list(onnx)} is not supported"
+            )
+        engine = choice
+    parts = []
+    if start > 0:
+        parts.append(
+            m.emit(
+                node,
+                "slice",
+                [m.src(data)],
+                {"axis": engine, "start": 0, "end": start},
+                suffix="_before",
+            )
+        )
+    parts.append(m.src(updates))
+    if end < onnx[axis]:
+        attrs = {"axis": engine, "start": end, "end": int(onnx[axis])}
+        parts.append(m.emit(node, "slice", [m.src(data)], attrs, suffix="_after"))
+    if len(parts) == 1:
+        m.alias(node.outputs[0], updates)
+        return
+    m.emit(node, "concat", parts, {"axis": engine} if engine != 1 else None)
 
 
 def map_div(m: Mapper, node: Node) -> None:
@@ -1000,6 +1086,8 @@ OPERATORS: dict[str, Callable[[Mapper, Node], None]] = {
     "Mul": map_mul,
     "Div": map_div,
     "Pow": map_pow,
+    "Expand": map_expand,
+    "ScatterND": map_scatter_nd,
     "LeakyRelu": map_leaky_relu,
     "PRelu": map_prelu,
     "Clip": map_clip,

@@ -29,7 +29,7 @@ from .model import Node
 
 # Operators that map rank-5 tensors themselves (mapping.py), and the element-wise ones this
 # module maps through the rank-4 view.
-OWN = ("Reshape", "Transpose", "Split", "Slice", "Concat")
+OWN = ("Reshape", "Transpose", "Split", "Slice", "Concat", "ScatterND")
 ELEMENTWISE = (
     "Add",
     "Sub",
@@ -50,6 +50,7 @@ ELEMENTWISE = (
     "Identity",
     "Dropout",
     "Cast",
+    "Expand",
 )
 _BINARY = ("Add", "Sub", "Mul", "Div")
 
@@ -156,8 +157,8 @@ def apply(handler: Callable[[Mapper, Node], None], m: Mapper, node: Node) -> Non
     if node.op_type not in ELEMENTWISE or node.domain not in ("", "ai.onnx", "pydeconv.fused"):
         raise m.fail(
             f"reads the rank-5 tensor '{first}' of shape {list(shape)}: rank-5 tensors map only "
-            f"through Reshape, Transpose, Split, Slice, Concat and element-wise operators "
-            f"(docs/FORMAT.md)"
+            f"through Reshape, Transpose, Split, Slice, Concat, ScatterND and element-wise "
+            f"operators (docs/FORMAT.md)"
         )
     activations = [i for i in node.inputs if i and i not in m.consts]
     for name in activations:
