@@ -282,3 +282,36 @@ def test_twin_auto_import_is_the_whole_graph(twin):
     _, _, _, path, graph, _, _, _ = twin
     auto, _ = import_onnx(path, outputs="auto")
     assert auto["outputs"] == graph["outputs"] and len(auto["layers"]) == len(graph["layers"])
+
+
+def test_cli_detection_needs_no_options(twin, tmp_path, capsys):
+    """`pydeconv project model.onnx photo --detection 1`: the whole graph's heads are found
+    (v5_decoded) and the strongest detection's class score is projected."""
+    from PIL import Image
+
+    from pydeconv import demo
+    from pydeconv.cli import main
+
+    _, _, _, path, graph, _, _, _ = twin
+    out = tmp_path / "v5.png"
+    argv = ["project", path, demo.demo_images()[2], "--detection", "1", "--conf", "0"]
+    rc = main([str(a) for a in argv + ["-o", str(out)]])
+    text, err = capsys.readouterr()
+    assert rc == 0, err
+    first = text.splitlines()[0]
+    assert first.startswith("*1. ") and f"{graph['outputs'][0]} channel " in first, first
+    assert Image.open(out).size[0] > 0
+
+
+def test_labels_name_the_classes(twin):
+    """labels= at import: one per class (not per output channel, which are the boxes); detect
+    names each detection by it."""
+    _, _, x, path, _, _, _, _ = twin
+    names = ["cat", "dog", "cup"]
+    graph, params = import_onnx(path, labels=names)
+    net = pydeconv.build(graph, params)
+    assert detect.heads(net)[0].classes == NC
+    dets, _ = detect.detect(net, x.numpy(), conf=0.0, max_det=3)
+    assert dets and all(d.label == names[d.class_id] for d in dets)
+    with pytest.raises(pydeconv.errors.GraphError, match="2 labels given"):
+        import_onnx(path, labels=names[:2])

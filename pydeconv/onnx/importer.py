@@ -154,7 +154,12 @@ def convert(
     }
     if labels is not None:
         labels = [str(v) for v in labels]
-        if channels_out is not None and len(labels) != channels_out:
+        # A whole detector's output names its K classes: YOLOv8's (N, 4 + K, anchors), YOLOv5's
+        # (N, boxes, 5 + K).
+        shape = mapper.shapes.get(output_names[0])
+        if shape is not None and len(shape) == 3 and len(labels) in (shape[1] - 4, shape[2] - 5):
+            pass
+        elif channels_out is not None and len(labels) != channels_out:
             raise GraphError(f"{len(labels)} labels given, the output has {channels_out} channels")
         doc["labels"] = labels
     doc["layers"] = layers
