@@ -308,7 +308,7 @@ def _gathered_reshape(g: _Graph, gather: Node, shapes: dict[str, Shape]) -> bool
 
 
 def _transposed_scatter(g: _Graph, scatter: Node, shapes: dict[str, Shape]) -> bool:
-    if len(scatter.inputs) < 3 or scatter.attrs.get("reduction", "none") not in ("none", b"none"):
+    if len(scatter.inputs) < 3 or scatter.attrs.get("reduction", "none") != "none":
         return False
     data_t, indices, updates_t = scatter.inputs[:3]
     first, second = g.made_by(data_t, "Transpose"), g.made_by(updates_t, "Transpose")
@@ -334,9 +334,10 @@ def _transposed_scatter(g: _Graph, scatter: Node, shapes: dict[str, Shape]) -> b
     full = np.empty(tuple(shape_t) + (rank,), np.int64)
     lead = index.reshape(index.shape[:-1] + (1,) * (rank - depth) + (depth,))
     full[..., :depth] = lead
-    full[..., depth:] = np.stack(list(np.indices(tuple(shape_t[depth:]))), -1).reshape(
-        (1,) * depth + tuple(shape_t[depth:]) + (rank - depth,)
-    )
+    if depth < rank:
+        full[..., depth:] = np.stack(list(np.indices(tuple(shape_t[depth:]))), -1).reshape(
+            (1,) * depth + tuple(shape_t[depth:]) + (rank - depth,)
+        )
     original = np.ascontiguousarray(np.transpose(full, perm + [rank])[..., perm])
     target = f"{last.outputs[0]}__indices"
     g.consts[target] = original

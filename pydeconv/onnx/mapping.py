@@ -518,6 +518,8 @@ def map_scatter_nd(m: Mapper, node: Node) -> None:
     before the slice, the updates and the data after it (``slice`` layers)."""
     if node.attrs.get("reduction", "none") != "none":
         raise _fail(node, f"reduction '{node.attrs['reduction']}' is not supported")
+    if len(node.inputs) < 3 or not all(node.inputs[:3]):
+        raise _fail(node, "needs data, indices and updates")
     data, indices_name, updates = node.inputs[:3]
     if data in m.consts or updates in m.consts:
         raise _fail(node, "data and updates must be activations")
