@@ -2,7 +2,8 @@
 head activation that produced it, so that ``net.project(trace, **det.unit)`` shows what drove it.
 
 NumPy only. Three layouts of the raw head tensors (the graph outputs, no post-processing in the
-graph), each head one (N, C, H, W) tensor whose stride is the input size over H and W:
+graph), each head one (N, C, H, W) tensor whose stride is the input size over H and W, and two of
+whole graphs' decoded outputs:
 
 - ``"darknet"``, Darknet's ``[yolo]`` layer (YOLOv3/v4, -tiny): ``C = A * (5 + classes)``, per
   anchor ``a`` the channels ``a*(5+classes) + (tx, ty, tw, th, objectness, class 0, ...)``.
@@ -18,6 +19,12 @@ graph), each head one (N, C, H, W) tensor whose stride is the input size over H 
   (left, top, right, bottom), each a distribution whose softmax expectation is the distance in
   grid cells from the cell centre ``(x + 0.5, y + 0.5)``; then one logit per class, score =
   ``sigmoid(logit)``; no objectness.
+- ``"v5_decoded"``, a YOLOv5 export imported whole, post-processing included: its one output
+  ``(N, boxes, 1, 5 + classes)`` (ONNX's ``(N, boxes, 5 + classes)``) holds per box ``(cx, cy, w,
+  h)`` in input pixels, the objectness and the class scores, all already ``sigmoid``-ed; score of
+  class ``k`` = objectness * class score (Ultralytics' ``non_max_suppression``). The unit of a
+  detection is its class score, channel ``box`` at ``(0, 5 + k)``, projected by its exact
+  gradient through the decode as for ``"v8_decoded"``.
 - ``"v8_decoded"``, a YOLOv8 export imported whole, post-processing included: its one output
   ``(N, 4 + classes, 1, anchors)`` (ONNX's ``(N, 4 + classes, anchors)``, docs/FORMAT.md's rank-3
   convention) holds per anchor ``(cx, cy, w, h)`` in input pixels and the class scores, already
@@ -53,7 +60,8 @@ import numpy as np
 
 from .errors import PydeconvError, ShapeError
 
-LAYOUTS = ("darknet", "v5", "v8", "v8_decoded")
+LAYOUTS = ("darknet", "v5", "v8", "v8_decoded", "v5_decoded")
+_DECODED = ("v8", "v8_decoded", "v5_decoded")  # the anchor-free or already decoded layouts
 # Ultralytics YOLOv5's default anchors (models/yolov5s.yaml), input pixels, per stride 8, 16, 32.
 V5_ANCHORS: tuple[tuple[tuple[float, float], ...], ...] = (
     ((10, 13), (16, 30), (33, 23)),
@@ -98,7 +106,7 @@ class Head:
             raise DetectionError(
                 f"head '{self.layer}': classes must be a positive integer, got {self.classes!r}"
             )
-        if self.layout not in ("v8", "v8_decoded"):
+        if self.layout not in _DECODED:
             if not self.anchors:
                 raise DetectionError(f"head '{self.layer}': the {self.layout} layout needs anchors")
             for a in self.anchors:
@@ -120,6 +128,8 @@ class Head:
             return 4 * self.reg_max + self.classes
         if self.layout == "v8_decoded":
             return 4 + self.classes
+        if self.layout == "v5_decoded":
+            return 5 + self.classes  # along W: the channels are the boxes
         return len(self.anchors) * (5 + self.classes)
 
 
@@ -266,11 +276,17 @@ def _head_tensor(outputs: Any, head: Head, sample: int) -> np.ndarray:
     else:
         t = outputs
     t = np.asarray(t)
-    if head.layout == "v8_decoded" and t.ndim == 3:
-        t = t[:, :, None, :]  # ONNX's (N, 4 + classes, anchors)
+    if head.layout in ("v8_decoded", "v5_decoded") and t.ndim == 3:
+        t = t[:, :, None, :]  # ONNX's (N, 4 + classes, anchors) or (N, boxes, 5 + classes)
     if t.ndim != 4:
         raise ShapeError(f"head '{head.layer}': expected an (N, C, H, W) tensor, got {t.shape}")
-    if t.shape[1] != head.channels:
+    if head.layout == "v5_decoded":
+        if t.shape[2] != 1 or t.shape[3] != head.channels:
+            raise ShapeError(
+                f"head '{head.layer}' (v5_decoded): expected (N, boxes, 1, 5 + {head.classes} "
+                f"classes), got {t.shape}"
+            )
+    elif t.shape[1] != head.channels:
         what = {
             "v8": f"4*{head.reg_max} + {head.classes} classes",
             "v8_decoded": f"4 + {head.classes} classes",
@@ -284,6 +300,21 @@ def _head_tensor(outputs: Any, head: Head, sample: int) -> np.ndarray:
     return t[sample].astype(np.float64)
 
 
+def _v5_decoded_candidates(t: np.ndarray, conf: float) -> list[tuple]:
+    """A whole YOLOv5's (boxes, 1, 5 + classes) rows: cx, cy, w, h, objectness, class scores."""
+    rows = t[:, 0, :]
+    cls = rows[:, 5:]
+    best = np.argmax(cls, axis=1)
+    scores = rows[:, 4] * cls[np.arange(len(rows)), best]
+    out: list[tuple] = []
+    for i in np.nonzero(scores >= conf)[0]:
+        cx, cy, w, h = (float(v) for v in rows[i, :4])
+        box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        winner = int(best[i])
+        out.append((float(scores[i]), box, winner, int(i), 0, 5 + winner, None, None))
+    return out
+
+
 def _candidates(t: np.ndarray, head: Head, input_hw: tuple[int, int], conf: float) -> list[tuple]:
     """Per cell (and anchor) the winning class above ``conf``: tuples (score, box, class,
     channel, y, x, anchor, objectness channel)."""
@@ -294,6 +325,8 @@ def _candidates(t: np.ndarray, head: Head, input_hw: tuple[int, int], conf: floa
         np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij"
     )
     out: list[tuple] = []
+    if head.layout == "v5_decoded":
+        return _v5_decoded_candidates(t, conf)
     if head.layout == "v8_decoded":
         if gh != 1:
             raise ShapeError(
@@ -604,7 +637,9 @@ def heads(
     In order: the ``[yolo]`` records a Darknet import keeps in the graph's metadata (or the
     ``[yolo]`` sections of ``cfg``, one per graph output);
     else ``anchors`` (one list of (w, h) per output) with ``layout`` "darknet" (the default) or
-    "v5"; else ``layout="v5"`` with :data:`V5_ANCHORS` on three outputs; else a whole YOLOv8
+    "v5"; else ``layout="v5"`` with :data:`V5_ANCHORS` on three outputs; else a whole YOLOv5
+    graph (``"v5_decoded"``), when its one output is (boxes, 1, 5 + classes) with more boxes than
+    columns; else a whole YOLOv8
     graph (``"v8_decoded"``), when its one output is (4 + classes, 1, anchors); else YOLOv8,
     when every output has ``4*16 + classes`` channels (``classes`` from the argument or the
     net's labels, else every output's channel count past 64 agreeing). Anything else:
@@ -633,7 +668,7 @@ def heads(
         anchors = V5_ANCHORS
     if anchors is not None:
         lay = layout or "darknet"
-        if lay in ("v8", "v8_decoded"):
+        if lay in _DECODED:
             raise DetectionError(f"layout {lay} is anchor-free: do not give anchors")
         if len(anchors) != len(outs):
             raise DetectionError(
@@ -655,6 +690,18 @@ def heads(
             pairs = tuple((float(w), float(h)) for w, h in group)
             out.append(Head(o, lay, k, pairs, tuple(range(a))))
         return out
+    if layout in (None, "v5_decoded"):
+        # A whole YOLOv5 graph: one (boxes, 1, 5 + classes) output, more boxes than columns.
+        k = classes if classes is not None else (len(labels) if labels else None)
+        if len(outs) == 1:
+            c, h, w = shapes[outs[0]]
+            if h == 1 and w >= 6 and c > w and (k is None or w == 5 + k):
+                return [Head(outs[0], "v5_decoded", w - 5)]
+        if layout == "v5_decoded":
+            raise DetectionError(
+                "layout v5_decoded: needs one (boxes, 1, 5 + classes) output; got "
+                + ", ".join(f"'{o}' {'x'.join(map(str, shapes[o]))}" for o in outs)
+            )
     if layout in (None, "v8_decoded"):
         # A whole YOLOv8 graph: one (4 + classes, 1, anchors) output (fewer channels than a raw
         # head's 4*16 + classes, unless the classes say otherwise).

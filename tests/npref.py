@@ -517,7 +517,9 @@ def shape_forward(layer, params, ins):
         y = x * _affine_param(scale, x.ndim) if scale is not None else x.copy()
         return y + _affine_param(bias, x.ndim) if bias is not None else y
     if kind == "slice":
-        return x[:, int(a["start"]) : int(a["end"])].copy()
+        index = [slice(None)] * x.ndim
+        index[int(a.get("axis", 1))] = slice(int(a["start"]), int(a["end"]))
+        return x[tuple(index)].copy()
     if kind == "channel_shuffle":
         return _channel_shuffle(x, int(a["groups"]))
     ah, aw = _shape_attrs(layer, x.shape)
@@ -537,7 +539,9 @@ def shape_backward(layer, params, ins, g):
         return [g * _affine_param(scale, g.ndim) if scale is not None else g.copy()]
     if kind == "slice":
         gin = np.zeros_like(ins[0])
-        gin[:, int(a["start"]) : int(a["end"])] = g
+        index = [slice(None)] * gin.ndim
+        index[int(a.get("axis", 1))] = slice(int(a["start"]), int(a["end"]))
+        gin[tuple(index)] = g
         return [gin]
     if kind == "channel_shuffle":
         groups = int(a["groups"])

@@ -175,6 +175,24 @@ def run_node(node, ins, opset):
         if op == "Div" and x.dtype.kind == "i":
             return x // ins[1]
         return fn(x, ins[1])
+    if op == "Sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if op == "Tanh":
+        return np.tanh(x)
+    if op == "Pow":
+        return np.power(x, ins[1])
+    if op == "Split":  # a list: one array per output
+        sizes = ins[1] if len(ins) > 1 and ins[1] is not None else a["split"]
+        return np.split(x, np.cumsum(sizes)[:-1], axis=a.get("axis", 0))
+    if op == "Expand":
+        return x * np.ones([int(d) for d in ins[1]])
+    if op == "ScatterND":
+        out = x.copy()
+        idx = ins[1].reshape(-1, ins[1].shape[-1])
+        upd = ins[2].reshape((len(idx),) + x.shape[ins[1].shape[-1] :])
+        for i, where in enumerate(idx):
+            out[tuple(int(v) for v in where)] = upd[i]
+        return out
     if op == "Shape":
         return np.array(x.shape, dtype=np.int64)
     if op == "Gather":
@@ -210,5 +228,6 @@ def run(builder: OnnxBuilder, x: np.ndarray) -> dict[str, np.ndarray]:
     for node in builder.nodes:
         ins = [values[n] if n else None for n in node.inputs]
         out = run_node(node, ins, builder.opset)
-        values[node.outputs[0]] = out.astype(np.float64) if out.dtype.kind == "f" else out
+        for name, value in zip(node.outputs, out if isinstance(out, list) else [out]):
+            values[name] = value.astype(np.float64) if value.dtype.kind == "f" else value
     return values

@@ -19,6 +19,7 @@ from pydeconv import demo, detect
 from pydeconv import image as pimg
 from pydeconv.cli import main
 from pydeconv.detect import DetectionError, Head
+from pydeconv.errors import ShapeError
 
 NEG = -30.0  # a logit whose sigmoid is ~1e-13: no candidate there
 
@@ -115,6 +116,27 @@ def test_v8_decode_by_hand():
         None,
     )
     assert d.logit == pytest.approx(logit(0.9))
+
+
+def test_v5_decoded_by_hand():
+    """A whole YOLOv5's (N, boxes, 5 + classes) output: xywh in pixels, objectness and class
+    scores already sigmoid-ed; score = objectness * best class score; the unit is that class
+    score (channel = box, at (0, 5 + k))."""
+    t = np.zeros((1, 4, 7), np.float32)
+    t[0, 1] = (20, 30, 8, 10, 0.9, 0.2, 0.5)  # class 1: 0.45
+    t[0, 3] = (21, 30, 8, 10, 0.5, 0.1, 0.2)  # class 1: 0.1, suppressed by box 1 (same class)
+    t[0, 2] = (50, 50, 4, 4, 0.3, 0.9, 0.1)  # class 0: 0.27
+    head = Head("out", "v5_decoded", 2)
+    dets = detect.decode({"out": t}, [head], (64, 64), conf=0.05)
+    assert [(d.channel, d.class_id, d.y, d.x) for d in dets] == [(1, 1, 0, 6), (2, 0, 0, 5)]
+    assert [d.score for d in dets] == pytest.approx([0.45, 0.27])
+    assert dets[0].box == pytest.approx((16, 25, 24, 35))
+    assert dets[0].logit == pytest.approx(0.5) and dets[0].anchor is None
+    assert dets[0].unit == {"layer": "out", "channel": 1, "at": (0, 6)}
+    # pydeconv's (N, boxes, 1, 5 + classes) decodes the same
+    assert detect.decode({"out": t[:, :, None]}, [head], (64, 64), conf=0.05)[0].box == dets[0].box
+    with pytest.raises(ShapeError, match=r"v5_decoded.*5 \+ 3 classes"):
+        detect.decode({"out": t}, [Head("out", "v5_decoded", 3)], (64, 64))
 
 
 def test_nms_and_ordering():

@@ -165,6 +165,25 @@ BAD = [
     ("slice_end_past_c", (3, 5, 5), "slice", {"start": 1, "end": 4}, {}, None, "'end'"),
     ("slice_end_before_start", (3, 5, 5), "slice", {"start": 2, "end": 2}, {}, None, "'end'"),
     (
+        "slice_rows_past_h",
+        (3, 5, 4),
+        "slice",
+        {"axis": 2, "start": 1, "end": 6},
+        {},
+        None,
+        "5 rows",
+    ),
+    ("slice_axis_4", (3, 5, 5), "slice", {"axis": 4, "start": 0, "end": 1}, {}, None, "'axis'"),
+    (
+        "slice_cols_of_rank2",
+        (3, 5, 5),
+        "slice",
+        {"axis": 3, "start": 0, "end": 1},
+        {},
+        [{"name": "f", "kind": "flatten", "inputs": ["x"]}],
+        "rank-4",
+    ),
+    (
         "reflect_too_wide",
         (3, 5, 4),
         "pad",
@@ -236,6 +255,7 @@ def test_valid_edges_build():
     _net((3, 5, 4), "pad", {"padding": [4, 3, 4, 3], "reflect": 1})  # size - 1: allowed
     _net((6, 5, 5), "channel_shuffle", {"groups": 6})
     _net((3, 5, 5), "slice", {"start": 0, "end": 3})
+    _net((3, 5, 4), "slice", {"axis": 3, "start": 0, "end": 4})
     _net(
         (3, 8, 8), "mul", {}, {}, [_pool_to("a", [8, 1]), _pool_to("b", [1, 8])]
     )  # (3,1,8)*(3,8,1)

@@ -308,3 +308,12 @@ def test_twin_keep_minimal_projects_the_same(twin):
             want = net.project(trace, layer, channel=channel, at=(0, anchor), rule=rule)
             got = net.project(lean, layer, channel=channel, at=(0, anchor), rule=rule)
             np.testing.assert_array_equal(got, want)
+
+
+def test_twin_labels_name_the_classes(twin):
+    """labels= at import: one per class of the whole graph's (1, 4 + K, anchors) output."""
+    _, _, x, path, _, _, _, _ = twin
+    graph, params = import_onnx(path, labels=["fallen", "standing"])
+    net = pydeconv.build(graph, params)
+    dets, _ = detect.detect(net, x.numpy(), conf=0.0, max_det=3)
+    assert dets and all(d.label == ("fallen", "standing")[d.class_id] for d in dets)

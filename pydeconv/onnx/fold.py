@@ -161,6 +161,9 @@ FOLDERS: dict[str, Callable[[Node, list], np.ndarray]] = {
     "Equal": lambda node, ins: (ins[0] == ins[1]).astype(np.int64),
     "Where": lambda node, ins: np.where(ins[0] != 0, ins[1], ins[2]),
     "ReduceProd": _reduce_prod,
+    "Expand": lambda node, ins: np.array(
+        np.broadcast_to(ins[0], np.broadcast_shapes(ins[0].shape, tuple(int(d) for d in ins[1])))
+    ),
 }
 
 
@@ -245,6 +248,17 @@ def _check_result_size(node: Node, ins: list) -> None:
         and all(i is not None for i in ins)
     ):
         dims = list(np.broadcast_shapes(np.shape(ins[0]), np.shape(ins[1])))
+    elif node.op_type == "Expand" and len(ins) == 2 and all(i is not None for i in ins):
+        target = tuple(int(d) for d in np.asarray(ins[1]).reshape(-1))
+        if any(d < 0 for d in target):
+            raise GraphError(f"Expand node '{node.label()}': negative dims {list(target)}")
+        try:
+            dims = list(np.broadcast_shapes(np.shape(ins[0]), target))
+        except ValueError:
+            raise GraphError(
+                f"Expand node '{node.label()}': {list(np.shape(ins[0]))} does not broadcast to "
+                f"{list(target)}"
+            ) from None
     else:
         return
     limits = get_limits()

@@ -15,7 +15,11 @@ the SiLU row, never as a sigmoid gate times its input.
 - ``Reshape (N, g, C/g, H, W) -> Transpose (0, 2, 1, 3, 4) -> Reshape (N, C, H, W)`` -> a channel
   shuffle (ShuffleNet);
 - ``Reshape (-1) -> Gather (indices 0, 1, 2, ... of any shape)`` -> one Reshape to the indices'
-  shape (torch's dynamo exporter writes ``as_strided`` after an adaptive average pool so).
+  shape (torch's dynamo exporter writes ``as_strided`` after an adaptive average pool so);
+- ``Transpose (p) of data and of updates -> ScatterND -> Transpose (p)``, ``p`` a permutation that
+  is its own inverse -> one ScatterND on the untransposed tensors with every element's index
+  (torch's dynamo exporter writes a slice assignment ``y[..., 0:2] = ...`` along the last axis so,
+  swapping it with the batch axis).
 
 Conv + BatchNormalization and constant Add/Mul are folded into the layer by the mapping itself
 (mapper.py), where the parameters are at hand.
@@ -303,6 +307,46 @@ def _gathered_reshape(g: _Graph, gather: Node, shapes: dict[str, Shape]) -> bool
     return True
 
 
+def _transposed_scatter(g: _Graph, scatter: Node, shapes: dict[str, Shape]) -> bool:
+    if len(scatter.inputs) < 3 or scatter.attrs.get("reduction", "none") != "none":
+        return False
+    data_t, indices, updates_t = scatter.inputs[:3]
+    first, second = g.made_by(data_t, "Transpose"), g.made_by(updates_t, "Transpose")
+    last = _only_reader(g, scatter.outputs[0], "Transpose")
+    index = g.consts.get(indices)
+    shape_t = shapes.get(updates_t)
+    if first is None or second is None or last is None or index is None or shape_t is None:
+        return False
+    perms = [n.attrs.get("perm") for n in (first, second, last)]
+    if perms[0] is None or any(list(p or []) != list(perms[0]) for p in perms):
+        return False
+    perm = [int(v) for v in perms[0]]
+    rank = len(perm)
+    if sorted(perm) != list(range(rank)) or any(perm[perm[k]] != k for k in range(rank)):
+        return False
+    depth = index.shape[-1] if index.ndim else 0
+    if not g.inner(data_t) or not g.inner(updates_t) or not 0 < depth <= rank:
+        return False
+    if tuple(index.shape[:-1]) + tuple(shape_t[depth:]) != tuple(shape_t):
+        return False
+    # Every updated element's full index, in the transposed layout, then in the original one:
+    # transposed index j is original index i with i[perm[k]] = j[k] (perm is its own inverse).
+    full = np.empty(tuple(shape_t) + (rank,), np.int64)
+    lead = index.reshape(index.shape[:-1] + (1,) * (rank - depth) + (depth,))
+    full[..., :depth] = lead
+    if depth < rank:
+        full[..., depth:] = np.stack(list(np.indices(tuple(shape_t[depth:]))), -1).reshape(
+            (1,) * depth + tuple(shape_t[depth:]) + (rank - depth,)
+        )
+    original = np.ascontiguousarray(np.transpose(full, perm + [rank])[..., perm])
+    target = f"{last.outputs[0]}__indices"
+    g.consts[target] = original
+    inputs = [first.inputs[0], target, second.inputs[0]]
+    fused = _fused("ScatterND", inputs, last, [first, second, scatter, last])
+    g.replace(last, fused, [first, second, scatter])
+    return True
+
+
 def fuse(
     nodes: list[Node], consts: dict[str, np.ndarray], shapes: dict[str, Shape], outputs: list[str]
 ) -> list[Node]:
@@ -321,6 +365,8 @@ def fuse(
             _channel_shuffle(g, node, shapes)
         elif node.op_type == "Gather":
             _gathered_reshape(g, node, shapes)
+        elif node.op_type == "ScatterND":
+            _transposed_scatter(g, node, shapes)
     for i, node in enumerate(nodes):
         if i in g.removed or i in g.replaced or node.domain not in ("", "ai.onnx"):
             continue

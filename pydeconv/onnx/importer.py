@@ -21,6 +21,7 @@ from .mapper import Mapper
 from .mapping import FUSED, OPERATORS
 from .model import Graph, Model, Node, ValueInfo, parse_model
 from .naming import rename_layers
+from .rank5 import apply, roots_of
 
 
 def import_onnx(
@@ -38,9 +39,10 @@ def import_onnx(
 
     ``outputs`` imports part of the graph: a list of ONNX tensor names makes those tensors the
     outputs (only what they need is imported); ``"auto"`` cuts the graph before the first node on
-    every path that cannot be mapped (YOLOv5's rank-5 head views; a YOLOv8's decode maps) and makes
-    the tensors it reads, and the graph outputs that still map, the outputs. Every output is a
-    layer; the graph dict's ``outputs`` name them in that order.
+    every path that cannot be mapped (YOLOv5's and YOLOv8's decodes map; a ScatterND that is not a
+    slice assignment does not) and makes the tensors it reads, and the graph outputs that still
+    map, the outputs. Every output is a layer; the graph dict's ``outputs`` name them in that
+    order.
     """
     path = os.fspath(path)
     label = os.path.basename(path) or path
@@ -93,6 +95,10 @@ def convert(
         info.name.replace("/", "_") or "input",
         uses,
     )
+    for node in fused:
+        for tensor in node.inputs:
+            if tensor:
+                mapper.readers.setdefault(tensor, []).append(node)
     cut: set[str] = set(shape_only)  # auto: tensors past a node that could not be mapped
     frontier: list[str] = []
     for node in fused:
@@ -105,20 +111,21 @@ def convert(
                 continue
             try:
                 with node_errors(node, "cannot map it"):
-                    handler(mapper, node)
+                    apply(handler, mapper, node)
             except GraphError:
                 _cut(node, reads, cut, frontier, mapper)
             continue
         assert handler is not None
         try:
             with node_errors(node, "cannot map it"):
-                handler(mapper, node)
+                apply(handler, mapper, node)
         except GraphError as exc:
             raise GraphError(
                 f"{exc}; outputs='auto' imports the graph up to the nodes that cannot be mapped"
             ) from None
     if auto:
         kept = [t for t in output_names if t not in cut and t in mapper.source]
+        kept = roots_of(mapper, kept)  # a rank-5 output: the tensor before its rank-5 view
         output_names = list(dict.fromkeys(frontier + kept))
         if not output_names:
             raise GraphError("outputs='auto': no node of the graph could be mapped")
@@ -147,7 +154,12 @@ def convert(
     }
     if labels is not None:
         labels = [str(v) for v in labels]
-        if channels_out is not None and len(labels) != channels_out:
+        # A whole detector's output names its K classes: YOLOv8's (N, 4 + K, anchors), YOLOv5's
+        # (N, boxes, 5 + K).
+        shape = mapper.shapes.get(output_names[0])
+        if shape is not None and len(shape) == 3 and len(labels) in (shape[1] - 4, shape[2] - 5):
+            pass
+        elif channels_out is not None and len(labels) != channels_out:
             raise GraphError(f"{len(labels)} labels given, the output has {channels_out} channels")
         doc["labels"] = labels
     doc["layers"] = layers
@@ -169,7 +181,7 @@ def _cut(node: Node, reads: list[str], cut: set, frontier: list, mapper: Mapper)
     cut.update(out for out in node.outputs if out)
     if node.op_type in ("Shape", "Size"):
         return
-    for name in reads:
+    for name in roots_of(mapper, reads):  # a rank-5 tensor: the tensor before its rank-5 view
         if name in cut or name not in mapper.source or name in mapper.layout:
             continue
         if mapper.source[name] == mapper.input_name:

@@ -14,7 +14,8 @@ Transpose (0, 2, 1, 3)) gets it materialised by a ``transpose`` layer (``src``).
 
 Rank-3 ONNX tensors (N, A, B) are pydeconv's (N, A, 1, B) (docs/FORMAT.md): A is the channel axis,
 so a (C, H, W) -> (C, 1, H*W) reshape keeps the channels and needs no reordering; ``sample_shape``
-gives the per-sample (C, H, W) of an ONNX shape.
+gives the per-sample (C, H, W) of an ONNX shape. Rank-5 ones are rank 4 with two adjacent axes
+merged (rank5.py; ``shapes`` holds the merged shape, ``rank5`` the ONNX one).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class Mapper:
         self.origin: dict[str, str] = {}  # layer name -> the ONNX node it came from (naming.py)
         self.sources: dict[str, list[str]] = {}  # layer name -> every ONNX node folded into it
         self.node: Node | None = None  # the node being mapped, for error messages
+        # Rank-5 ONNX tensors (rank5.py): tensor -> (ONNX shape, k: axes k, k+1 held merged); the
+        # rank-4 tensors each was reshaped from; the nodes reading each tensor (set by importer).
+        self.rank5: dict[str, tuple[tuple[int, ...], int]] = {}
+        self.roots: dict[str, list[str]] = {}
+        self.readers: dict[str, list[Node]] = {}
 
     # -- errors and lookups ---------------------------------------------------------------------
     def fail(self, why: str) -> GraphError:
@@ -385,6 +391,12 @@ class Mapper:
         for tensor in graph_outputs:
             if tensor in self.consts:
                 raise GraphError(f"graph output '{tensor}' is a constant")
+            if tensor in self.rank5:
+                raise GraphError(
+                    f"graph output '{tensor}' is a rank-5 tensor of shape "
+                    f"{list(self.rank5[tensor][0])}; pydeconv returns tensors of rank 2 to 4 "
+                    f"(make the output a tensor before the rank-5 view, or after it)"
+                )
             if tensor in self.layout and self.layout[tensor][0] == PERMUTED:
                 self._materialise(tensor)  # laid out as ONNX sees it
             if tensor in self.layout:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import GraphError
+from . import rank5
 from .mapper import FLAT, PERMUTED, Mapper
 from .model import BFLOAT16, DOUBLE, FLOAT, FLOAT16, Node
 from .shapes import conv_padding, reshape_target
@@ -221,10 +222,31 @@ def _flatten(m: Mapper, node: Node, x: tuple) -> None:
 def map_reshape(m: Mapper, node: Node) -> None:
     """A flatten to (batch, features), or a reshape between rank-2/3/4 tensors that keeps the
     batch: a ``reshape`` layer to the per-sample shape (rank 3 (N, A, B) is (A, 1, B)), or no layer
-    when that shape is unchanged ((N, C, H*W) -> (N, C, 1, H*W))."""
-    x = m.shape(node.inputs[0])
+    when that shape is unchanged ((N, C, H*W) -> (N, C, 1, H*W)). A rank-5 tensor is held with two
+    axes merged (rank5.py): the same elements in the same order."""
+    source = node.inputs[0]
+    x = m.shape(source)  # a rank-5 tensor's merged rank-4 shape
+    onnx = m.rank5[source][0] if source in m.rank5 else x
     target = [int(v) for v in m.const(node, 1, "shape").reshape(-1)]
-    out = reshape_target(x, target, bool(node.attrs.get("allowzero", 0)))
+    out = reshape_target(onnx, target, bool(node.attrs.get("allowzero", 0)))
+    if len(out) == 5 and source in m.rank5 and tuple(out) == tuple(onnx):
+        rank5.register(m, node.outputs[0], out, m.rank5[source][1], rank5.roots_of(m, [source]))
+        m.alias(node.outputs[0], source)  # a no-op reshape keeps the merged pair
+        return
+    if len(out) == 5:
+        if len(x) not in (2, 3, 4) or out[0] != x[0]:
+            raise _fail(
+                node, f"only a reshape that keeps the batch is supported, not {list(x)} -> {target}"
+            )
+        k = rank5.choose_merge(m, node.outputs[0], out)
+        sample = rank5.merged(out, k)[1:]
+        before = Mapper.sample_shape(x) if source not in m.rank5 else tuple(x[1:])
+        rank5.register(m, node.outputs[0], out, k, rank5.roots_of(m, [source]))
+        if before == sample and source not in m.layout:
+            m.alias(node.outputs[0], source)
+        else:
+            m.emit(node, "reshape", [m.src(source)], {"shape": list(sample)})
+        return
     if tuple(out) == tuple(x) and node.inputs[0] not in m.layout:
         m.alias(node.outputs[0], node.inputs[0])  # a no-op reshape
         return
@@ -260,6 +282,10 @@ def map_transpose(m: Mapper, node: Node) -> None:
     source = node.inputs[0]
     x = m.shape(source)
     perm = [int(p) for p in node.attrs.get("perm", range(len(x) - 1, -1, -1))]
+    if source in m.rank5:
+        perm = [int(p) for p in node.attrs.get("perm", range(4, -1, -1))]
+        rank5.transpose(m, node, perm)
+        return
     if perm == [0, 3, 1, 2] and m.is_raw_input(source):
         m.nhwc_input(node, source)  # tf2onnx/Keras: NHWC graph input made NCHW
         return
@@ -324,6 +350,9 @@ def map_concat(m: Mapper, node: Node) -> None:
     """Along the channels (axis 1), or along H/W of a rank-4 tensor or B of a rank-3 one (a
     detection head's anchors; pydeconv's axis 3)."""
     inputs = [name for name in node.inputs if name]
+    if inputs[0] in m.rank5:
+        _concat5(m, node, inputs)
+        return
     x = m.shape(inputs[0])
     axis = node.attrs.get("axis", 0) % len(x)
     engine = {2: {1: 1}, 3: {1: 1, 2: 3}, 4: {1: 1, 2: 2, 3: 3}}.get(len(x), {}).get(axis)
@@ -346,6 +375,34 @@ def map_concat(m: Mapper, node: Node) -> None:
                 f"input '{name}' of shape {list(shape)} does not match {list(x)} outside axis "
                 f"{axis}",
             )
+    attrs = {"axis": engine} if engine != 1 else None
+    m.emit(node, "concat", [m.src(name) for name in inputs], attrs)
+
+
+def _concat5(m: Mapper, node: Node, inputs: list[str]) -> None:
+    """Rank-5 inputs held with the same axes merged, joined along an axis outside the pair."""
+    shape, k = m.rank5[inputs[0]]
+    axis = int(node.attrs.get("axis", 0)) % 5
+    engine = rank5.engine_axis(m, inputs[0], axis)
+    for name in inputs:
+        other = m.rank5.get(name)
+        if (
+            other is None
+            or other[1] != k
+            or any(a != b for i, (a, b) in enumerate(zip(other[0], shape)) if i != axis)
+        ):
+            got = list(other[0]) if other else list(m.shape(name))
+            raise _fail(
+                node,
+                f"input '{name}' of shape {got} does not match the rank-5 {list(shape)} outside "
+                f"axis {axis}",
+            )
+    out = list(shape)
+    out[axis] = sum(m.rank5[name][0][axis] for name in inputs)
+    rank5.register(m, node.outputs[0], tuple(out), k, rank5.roots_of(m, inputs))
+    if len(inputs) == 1:
+        m.alias(node.outputs[0], inputs[0])
+        return
     attrs = {"axis": engine} if engine != 1 else None
     m.emit(node, "concat", [m.src(name) for name in inputs], attrs)
 
@@ -421,6 +478,109 @@ def map_mul(m: Mapper, node: Node) -> None:
     if m.permutation(node.inputs[0]) is not None or m.permutation(node.inputs[1]) is not None:
         raise _fail(node, "multiplying Transpose'd tensors is not supported")
     m.emit(node, "mul", [m.src(name) for name in node.inputs])
+
+
+def map_pow(m: Mapper, node: Node) -> None:
+    """x ** 2 (YOLOv5's box size): a ``mul`` of the activation by itself; x ** 1: no layer."""
+    a, b = node.inputs
+    if a in m.consts or b not in m.consts:
+        raise _fail(node, "only an activation raised to a constant power is supported")
+    exponent = np.unique(m.consts[b].astype(np.float64))
+    if exponent.size != 1 or float(exponent[0]) not in (1.0, 2.0):
+        raise _fail(node, f"only the exponents 1 and 2 are supported, got {exponent.tolist()}")
+    if m.shape(node.outputs[0]) != m.shape(a):
+        raise _fail(node, f"the exponent of shape {list(m.consts[b].shape)} broadcasts the input")
+    if float(exponent[0]) == 1.0:
+        m.alias(node.outputs[0], a)
+        return
+    if m.permutation(a) is not None or a in m.layout:
+        raise _fail(node, "squaring a Transpose'd tensor is not supported")
+    source = m.src(a)
+    m.emit(node, "mul", [source, source])
+
+
+def map_expand(m: Mapper, node: Node) -> None:
+    """An Expand that keeps the shape (the exporters' ``expand_as`` before a slice assignment):
+    no layer."""
+    if m.shape(node.outputs[0]) != m.shape(node.inputs[0]):
+        raise _fail(
+            node,
+            f"only an Expand that keeps the shape is supported, not {list(m.shape(node.inputs[0]))}"
+            f" -> {list(m.shape(node.outputs[0]))}",
+        )
+    m.alias(node.outputs[0], node.inputs[0])
+
+
+def map_scatter_nd(m: Mapper, node: Node) -> None:
+    """``data[..., s:e] = updates`` as the exporters write a slice assignment (YOLOv5's older
+    decode): ScatterND whose constant indices list every element of one contiguous slice along one
+    axis (the batch and the other axes whole). It is a ``concat`` along that axis of the data
+    before the slice, the updates and the data after it (``slice`` layers)."""
+    if node.attrs.get("reduction", "none") != "none":
+        raise _fail(node, f"reduction '{node.attrs['reduction']}' is not supported")
+    if len(node.inputs) < 3 or not all(node.inputs[:3]):
+        raise _fail(node, "needs data, indices and updates")
+    data, indices_name, updates = node.inputs[:3]
+    if data in m.consts or updates in m.consts:
+        raise _fail(node, "data and updates must be activations")
+    indices = m.consts.get(indices_name)
+    if indices is None:
+        raise _fail(node, f"indices '{indices_name}' must be a constant")
+    onnx = m.rank5[data][0] if data in m.rank5 else m.shape(data)
+    up = m.rank5[updates][0] if updates in m.rank5 else m.shape(updates)
+    rank = len(onnx)
+    found = None
+    if indices.ndim == rank + 1 and indices.shape[-1] == rank and tuple(indices.shape[:-1]) == up:
+        grid = np.stack(list(np.indices(tuple(int(d) for d in up))), -1)
+        for axis in range(1, rank):
+            others = [i for i in range(rank) if i != axis]
+            if any(up[i] != onnx[i] for i in others):
+                continue
+            start = int(indices.reshape(-1, rank)[0, axis])
+            if start + up[axis] <= onnx[axis] and np.array_equal(
+                indices, grid + start * np.eye(rank, dtype=np.int64)[axis]
+            ):
+                found = (axis, start, start + up[axis])
+                break
+    if found is None:
+        raise _fail(
+            node,
+            f"only a slice assignment data[..., s:e] = updates along one axis is supported "
+            f"(indices of shape {list(indices.shape)}, data {list(onnx)}, updates {list(up)})",
+        )
+    axis, start, end = found
+    if data in m.rank5:
+        k = m.rank5[data][1]
+        if m.rank5.get(updates, (None, None))[1] != k:
+            raise _fail(node, "data and updates are rank-5 tensors held with different axes merged")
+        engine = rank5.engine_axis(m, data, axis)
+        rank5.register(m, node.outputs[0], onnx, k, rank5.roots_of(m, [data, updates]))
+    else:
+        choice = {3: {1: 1, 2: 3}, 4: {1: 1, 2: 2, 3: 3}}.get(rank, {}).get(axis)
+        if choice is None:
+            raise _fail(
+                node, f"a slice assignment along axis {axis} of shape {list(onnx)} is not supported"
+            )
+        engine = choice
+    parts = []
+    if start > 0:
+        parts.append(
+            m.emit(
+                node,
+                "slice",
+                [m.src(data)],
+                {"axis": engine, "start": 0, "end": start},
+                suffix="_before",
+            )
+        )
+    parts.append(m.src(updates))
+    if end < onnx[axis]:
+        attrs = {"axis": engine, "start": end, "end": int(onnx[axis])}
+        parts.append(m.emit(node, "slice", [m.src(data)], attrs, suffix="_after"))
+    if len(parts) == 1:
+        m.alias(node.outputs[0], updates)
+        return
+    m.emit(node, "concat", parts, {"axis": engine} if engine != 1 else None)
 
 
 def map_div(m: Mapper, node: Node) -> None:
@@ -551,13 +711,15 @@ def _channel_axis(m: Mapper, node: Node, axis: int, rank: int) -> None:
         )
 
 
-def _slice_layer(m: Mapper, node: Node, output: str, start: int, end: int, index: int) -> None:
+def _slice_layer(
+    m: Mapper, node: Node, output: str, start: int, end: int, index: int, axis: int = 1
+) -> None:
     suffix = "" if index == 0 else f"_{index}"
     m.emit(
         node,
         "slice",
         [m.src(node.inputs[0])],
-        {"axis": 1, "start": int(start), "end": int(end)},
+        {"axis": axis, "start": int(start), "end": int(end)},
         suffix=suffix,
         output=output,
     )
@@ -589,6 +751,24 @@ def _split_sizes(m: Mapper, node: Node, channels: int) -> list[int]:
 
 
 def map_split(m: Mapper, node: Node) -> None:
+    source = node.inputs[0]
+    if source in m.rank5:
+        shape, k = m.rank5[source]
+        axis = int(node.attrs.get("axis", 0)) % 5
+        engine = rank5.engine_axis(m, source, axis)
+        start = 0
+        for index, (output, size) in enumerate(
+            zip(node.outputs, _split_sizes(m, node, shape[axis]))
+        ):
+            if output and m.uses.get(output, 0):
+                if size == 0:
+                    raise _fail(node, f"output '{output}' is empty")
+                out = list(shape)
+                out[axis] = size
+                rank5.register(m, output, tuple(out), k, rank5.roots_of(m, [source]))
+                _slice_layer(m, node, output, start, start + size, index, engine)
+            start += size
+        return
     x = m.shape(node.inputs[0])
     _channel_axis(m, node, int(node.attrs.get("axis", 0)), len(x))
     start = 0
@@ -623,7 +803,36 @@ def _slice_args(m: Mapper, node: Node, rank: int) -> list[tuple[int, int, int, i
     return [(a % rank, s, e, st) for a, s, e, st in zip(axes, starts, ends, steps)]
 
 
+def _slice5(m: Mapper, node: Node) -> None:
+    """A slice of a rank-5 tensor along one axis outside its merged pair, step 1."""
+    source = node.inputs[0]
+    shape, k = m.rank5[source]
+    out, along = list(shape), None
+    for axis, s, e, step in _slice_args(m, node, 5):
+        size = shape[axis]
+        s = max(0, min(size, s + size if s < 0 else s))
+        e = max(0, min(size, e + size if e < 0 else e))
+        if step == 1 and s == 0 and e == size:
+            continue
+        if step != 1 or along is not None:
+            raise _fail(
+                node, "only a slice of one axis with step 1 of a rank-5 tensor is supported"
+            )
+        if e <= s:
+            raise _fail(node, f"the slice [{s}, {e}) of axis {axis} is empty")
+        along = (rank5.engine_axis(m, source, axis), s, e)
+        out[axis] = e - s
+    rank5.register(m, node.outputs[0], tuple(out), k, rank5.roots_of(m, [source]))
+    if along is None:
+        m.alias(node.outputs[0], source)
+        return
+    _slice_layer(m, node, node.outputs[0], along[1], along[2], 0, along[0])
+
+
 def map_slice(m: Mapper, node: Node) -> None:
+    if node.inputs[0] in m.rank5:
+        _slice5(m, node)
+        return
     x = m.shape(node.inputs[0])
     start, end = 0, x[1] if len(x) > 1 else 0
     for axis, s, e, step in _slice_args(m, node, len(x)):
@@ -878,6 +1087,9 @@ OPERATORS: dict[str, Callable[[Mapper, Node], None]] = {
     "Sub": map_sub,
     "Mul": map_mul,
     "Div": map_div,
+    "Pow": map_pow,
+    "Expand": map_expand,
+    "ScatterND": map_scatter_nd,
     "LeakyRelu": map_leaky_relu,
     "PRelu": map_prelu,
     "Clip": map_clip,

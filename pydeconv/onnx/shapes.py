@@ -101,6 +101,19 @@ def _broadcast(node, shapes, consts):
         ) from None
 
 
+def _expand(node, shapes, consts):
+    """Expand: the input broadcast against a constant shape (bidirectionally, as ONNX does)."""
+    if shapes[0] is None or len(node.inputs) < 2 or node.inputs[1] not in consts:
+        return None
+    target = tuple(int(d) for d in consts[node.inputs[1]].reshape(-1))
+    try:
+        return tuple(np.broadcast_shapes(shapes[0], target))
+    except ValueError:
+        raise GraphError(
+            f"Expand node '{node.label()}': {list(shapes[0])} does not broadcast to {list(target)}"
+        ) from None
+
+
 def _gemm(node, shapes, consts):
     a, b = shapes[0], shapes[1]
     if a is None or b is None or len(a) != 2 or len(b) != 2:
@@ -384,6 +397,8 @@ _RULES: dict[str, Callable] = {
     "Mul": _broadcast,
     "Div": _broadcast,
     "Pow": _broadcast,
+    "Expand": _expand,
+    "ScatterND": lambda node, shapes, consts: shapes[0],
 }
 for _op in (
     "Relu",

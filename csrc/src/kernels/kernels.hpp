@@ -233,9 +233,10 @@ void upsample_backward(const Ctx& ctx, const Tensor& gout, const Regions& r, con
 void upsample_forward_ref(const Tensor& in, const UpsampleGeom& u, Tensor& out);
 void upsample_backward_ref(const Tensor& gout, const UpsampleGeom& u, Tensor& gin);
 
-// slice: out's channels are in's [start, start + out.c); backward adds them back there.
-void slice_forward_ref(const Tensor& in, int64_t start, Tensor& out);
-void slice_backward_ref(const Tensor& gout, int64_t start, Tensor& gin);
+// slice along axis 1 (C), 2 (H) or 3 (W): out's indices along it are in's [start, start + size);
+// backward adds them back there.
+void slice_forward_ref(const Tensor& in, int axis, int64_t start, Tensor& out);
+void slice_backward_ref(const Tensor& gout, int axis, int64_t start, Tensor& gin);
 
 // pad: constant (value) or reflect (PyTorch's F.pad mode="reflect": the edge is not repeated;
 // each padding below the input's size) padding; backward crops (reflect: folds the mirrored parts

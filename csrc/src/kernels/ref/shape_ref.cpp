@@ -139,18 +139,30 @@ void upsample_backward_ref(const Tensor& gout, const UpsampleGeom& u, Tensor& gi
   add_into(acc, gin);
 }
 
-void slice_forward_ref(const Tensor& in, int64_t start, Tensor& out) {
-  const Shape& s = out.shape();
-  for (int64_t n = 0; n < s.n; ++n)
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t i = 0; i < s.plane(); ++i) out.plane(n, c)[i] = in.plane(n, start + c)[i];
+void slice_forward_ref(const Tensor& in, int axis, int64_t start, Tensor& out) {
+  const Shape &is = in.shape(), &os = out.shape();
+  for (int64_t n = 0; n < os.n; ++n)
+    for (int64_t c = 0; c < os.c; ++c)
+      for (int64_t y = 0; y < os.h; ++y)
+        for (int64_t x = 0; x < os.w; ++x) {
+          const int64_t ic = axis == 1 ? c + start : c, iy = axis == 2 ? y + start : y,
+                        ix = axis == 3 ? x + start : x;
+          out.data()[((n * os.c + c) * os.h + y) * os.w + x] =
+              in.data()[((n * is.c + ic) * is.h + iy) * is.w + ix];
+        }
 }
 
-void slice_backward_ref(const Tensor& gout, int64_t start, Tensor& gin) {
-  const Shape& s = gout.shape();
-  for (int64_t n = 0; n < s.n; ++n)
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t i = 0; i < s.plane(); ++i) gin.plane(n, start + c)[i] += gout.plane(n, c)[i];
+void slice_backward_ref(const Tensor& gout, int axis, int64_t start, Tensor& gin) {
+  const Shape &os = gout.shape(), &is = gin.shape();
+  for (int64_t n = 0; n < os.n; ++n)
+    for (int64_t c = 0; c < os.c; ++c)
+      for (int64_t y = 0; y < os.h; ++y)
+        for (int64_t x = 0; x < os.w; ++x) {
+          const int64_t ic = axis == 1 ? c + start : c, iy = axis == 2 ? y + start : y,
+                        ix = axis == 3 ? x + start : x;
+          gin.data()[((n * is.c + ic) * is.h + iy) * is.w + ix] +=
+              gout.data()[((n * os.c + c) * os.h + y) * os.w + x];
+        }
 }
 
 void pad_forward_ref(const Tensor& in, const Pad2d& p, Tensor& out) {
