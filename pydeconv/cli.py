@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from pydeconv import demo, fileio, report
+from pydeconv import demo, detect, fileio, report
 from pydeconv import image as pimg
 from pydeconv.errors import PydeconvError
 from pydeconv.limits import check_threads
@@ -326,8 +326,6 @@ def _project_to(args: argparse.Namespace) -> int:
 def _project_detection(args: argparse.Namespace) -> int:
     """``project MODEL IMAGE --detection K``: the K-th detection by score (1 = the strongest),
     its box drawn on the image beside the projection of the head unit that produced it."""
-    from pydeconv import detect
-
     clash = [
         name
         for name, given in (
@@ -597,9 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=_fraction, metavar="P", help="--detection: NMS IoU (0.45)")
     p.add_argument(
         "--layout",
-        choices=["darknet", "v5", "v8"],
+        choices=list(detect.LAYOUTS),
         help="--detection: how to read the heads when the model does not say (Darknet models "
-        "carry their [yolo] metadata; v8 is recognised by its 4*16+classes channels)",
+        "carry their [yolo] metadata; v8 is recognised by its 4*16+classes channels, and whole "
+        "YOLOv8/YOLOv5 graphs, v8_decoded/v5_decoded, by their one decoded output)",
     )
     p.add_argument(
         "--anchors",
