@@ -200,7 +200,8 @@ class Net:
     def cache_bytes(self) -> int:
         """Bytes the engine keeps to run faster: the Winograd-transformed filters of convs on small
         maps (13x13 or 14x14 at hundreds of channels), filled by the first forward that uses them.
-        At most a quarter of the parameters' bytes; 0 when nothing qualified or fitted."""
+        At most a quarter of the parameters' bytes or 128 MiB, whichever is more; 0 when nothing
+        qualified or fitted."""
         return int(self._core.cache_bytes())
 
     def info(self) -> list[dict]:

@@ -283,12 +283,17 @@ Net::Net(GraphSpec g) : impl_(std::make_unique<Impl>()) {
     m.in_ids.push_back(ids);
     m.layers.push_back(std::move(layer));
   }
-  // Speed caches may use a quarter of the parameters' memory (ZFNet: its conv3-5 filters
-  // transformed for F(4x4), 50 of 249 MB; VGG16's trunk, 59 MB of weights, caches nothing: one
-  // conv5 layer's transformed filters alone would take 17-38 MB).
+  // Speed caches may use a quarter of the parameters' memory or kCacheFloor, whichever is more
+  // (ZFNet: its conv3-5 filters transformed for F(4x4), 50 of 249 MB). The floor lets a small
+  // model keep the filters of its 13x13 layers, where transforming them every call cost as much
+  // as their GEMMs: YOLOv3-tiny (35 MB of weights) keeps conv_10, conv_12 and conv_14's (117 MB;
+  // conv_12 alone went from 16.1 to 8.6 ms on one thread, bench/README.md). What qualifies is a
+  // 13x13/14x14-class map under F(4x4) (winograd.cpp: kCacheShare); U is 4x those weights.
+  constexpr int64_t kCacheFloor = int64_t(128) << 20;
   int64_t params = 0;
   for (const LayerInfo& li : m.info) params += li.params;
-  auto budget = std::make_shared<std::atomic<int64_t>>(params * int64_t(sizeof(float)) / 4);
+  auto budget = std::make_shared<std::atomic<int64_t>>(
+      std::max(params * int64_t(sizeof(float)) / 4, kCacheFloor));
   for (auto& layer : m.layers) layer->share_cache_budget(budget);
   for (const auto& kv : g.aliases) m.by_name[kv.first] = m.by_name.at(kv.second);
   m.outputs = g.outputs.empty() ? std::vector<std::string>{g.layers.back().name} : g.outputs;
