@@ -1,5 +1,6 @@
 // Reference kernels of the structure kinds (mul, upsample, slice, pad, channel_shuffle): element by
 // element over whole tensors, no regions; backward sums in double and then adds to the gradient.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -139,30 +140,36 @@ void upsample_backward_ref(const Tensor& gout, const UpsampleGeom& u, Tensor& gi
   add_into(acc, gin);
 }
 
+// The first input element of row (n, c, y) of a slice along `axis` from `start`: each output row
+// is a contiguous run of the input (along W from `start`, or a whole row along C or H).
+namespace {
+int64_t slice_source_row(const Shape& is, int axis, int64_t start, int64_t n, int64_t c,
+                         int64_t y) {
+  const int64_t ic = axis == 1 ? c + start : c, iy = axis == 2 ? y + start : y;
+  return ((n * is.c + ic) * is.h + iy) * is.w + (axis == 3 ? start : 0);
+}
+}  // namespace
+
 void slice_forward_ref(const Tensor& in, int axis, int64_t start, Tensor& out) {
   const Shape &is = in.shape(), &os = out.shape();
+  float* o = out.data();
   for (int64_t n = 0; n < os.n; ++n)
     for (int64_t c = 0; c < os.c; ++c)
-      for (int64_t y = 0; y < os.h; ++y)
-        for (int64_t x = 0; x < os.w; ++x) {
-          const int64_t ic = axis == 1 ? c + start : c, iy = axis == 2 ? y + start : y,
-                        ix = axis == 3 ? x + start : x;
-          out.data()[((n * os.c + c) * os.h + y) * os.w + x] =
-              in.data()[((n * is.c + ic) * is.h + iy) * is.w + ix];
-        }
+      for (int64_t y = 0; y < os.h; ++y, o += os.w) {
+        const float* src = in.data() + slice_source_row(is, axis, start, n, c, y);
+        std::copy(src, src + os.w, o);
+      }
 }
 
 void slice_backward_ref(const Tensor& gout, int axis, int64_t start, Tensor& gin) {
   const Shape &os = gout.shape(), &is = gin.shape();
+  const float* g = gout.data();
   for (int64_t n = 0; n < os.n; ++n)
     for (int64_t c = 0; c < os.c; ++c)
-      for (int64_t y = 0; y < os.h; ++y)
-        for (int64_t x = 0; x < os.w; ++x) {
-          const int64_t ic = axis == 1 ? c + start : c, iy = axis == 2 ? y + start : y,
-                        ix = axis == 3 ? x + start : x;
-          gin.data()[((n * is.c + ic) * is.h + iy) * is.w + ix] +=
-              gout.data()[((n * os.c + c) * os.h + y) * os.w + x];
-        }
+      for (int64_t y = 0; y < os.h; ++y, g += os.w) {
+        float* dst = gin.data() + slice_source_row(is, axis, start, n, c, y);
+        for (int64_t x = 0; x < os.w; ++x) dst[x] += g[x];
+      }
 }
 
 void pad_forward_ref(const Tensor& in, const Pad2d& p, Tensor& out) {
