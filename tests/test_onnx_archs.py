@@ -18,11 +18,10 @@ pools, a (0, 3, 2, 1) transpose before the dense layers, two heads).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from onnx_check import ort_run
+from torch_twins import export, seeded
 
 import pydeconv
 from pydeconv.onnx import import_onnx
@@ -396,32 +395,6 @@ ARCHS = {
     "yolov8": (YoloV8, 64, ["silu", "slice", "upsample", "max_pool2d"]),
     "mtcnn": (MTCNN, 24, ["prelu", "softmax", "linear"]),
 }
-
-
-def seeded(module_class, seed=0):
-    torch.manual_seed(seed)
-    model = module_class()
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-            if isinstance(m, nn.PReLU):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.5)
-    return model.eval()
-
-
-def export(model, x, path, dynamo):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:
-            torch.onnx.export(model, (x,), path, dynamo=True, verbose=False)
-        else:
-            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17)
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])

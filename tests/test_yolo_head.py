@@ -15,13 +15,11 @@ W, affine by broadcast tensors, add with weights), so a detection's class score 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import real_yolov8
 from onnx_check import RULES, file_bytes, ort_run
-from test_rules_torch import _Ruled
+from torch_twins import cbs, export, seeded, set_rule
 
 import pydeconv
 from pydeconv import detect
@@ -30,22 +28,6 @@ from pydeconv.onnx import import_onnx
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-F = torch.nn.functional
-
-
-class RuledSiLU(nn.Module):
-    """SiLU; with ``rule`` deconvnet or guided its backward is that rule's (relu(g), relu(g)*f')."""
-
-    rule = "backprop"
-
-    def forward(self, x):
-        return F.silu(x) if self.rule == "backprop" else _Ruled.apply(x, F.silu, self.rule)
-
-
-def cbs(cin, cout, k, s):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), RuledSiLU()
-    )
 
 
 class YoloV8Whole(nn.Module):
@@ -90,39 +72,14 @@ class YoloV8Whole(nn.Module):
         return torch.cat((dbox, cls.sigmoid()), 1)
 
 
-def _twin():
-    torch.manual_seed(0)
-    model = YoloV8Whole()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return model.eval()
-
-
-def _set_rule(model, rule):
-    for m in model.modules():
-        if isinstance(m, RuledSiLU):
-            m.rule = rule
-
-
 @pytest.fixture(scope="module", params=["torchscript", "dynamo"])
 def twin(request, tmp_path_factory):
     if request.param == "dynamo":
         pytest.importorskip("onnxscript")
-    model = _twin()
+    model = seeded(YoloV8Whole)
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype("f4"))
     path = str(tmp_path_factory.mktemp("twin") / f"yolov8_{request.param}.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if request.param == "dynamo":
-            torch.onnx.export(model, (x,), path, dynamo=True, verbose=False)
-        else:
-            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17)
+    export(model, x, path, request.param == "dynamo")
     graph, params = import_onnx(path)
     net = pydeconv.build(graph, params)
     out, trace = net.forward(x.numpy())
@@ -158,7 +115,7 @@ def test_twin_projection_is_the_exact_gradient(twin, rule):
     projection is region-limited down to the decode's global layers."""
     _, model, x, _, graph, net, out, trace = twin
     layer = graph["outputs"][0]
-    _set_rule(model, rule)
+    set_rule(model, rule)
     try:
         for channel, anchor in UNITS:
             xg = x.clone().requires_grad_(True)
@@ -171,7 +128,7 @@ def test_twin_projection_is_the_exact_gradient(twin, rule):
             assert scale > 0
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale)
     finally:
-        _set_rule(model, "backprop")
+        set_rule(model, "backprop")
     # channel/at (the start value kept: the unit's own value) is value * that gradient.
     channel, anchor = UNITS[3]
     got = net.project(trace, layer, channel=channel, at=(0, anchor), rule=rule)

@@ -13,12 +13,10 @@ guided: torch's SiLU with the rule's backward, as tests/test_rules_torch.py).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from onnx_check import RULES, ort_run
-from test_rules_torch import _Ruled
+from torch_twins import cbs, export, seeded, set_rule
 
 import pydeconv
 from pydeconv import detect
@@ -26,27 +24,11 @@ from pydeconv.onnx import import_onnx
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-F = torch.nn.functional
 
 NC = 3
 SIZE = 64
 STRIDES = (8, 16, 32)
 ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
-
-
-class RuledSiLU(nn.Module):
-    """SiLU; with ``rule`` deconvnet or guided its backward is that rule's (relu(g), relu(g)*f')."""
-
-    rule = "backprop"
-
-    def forward(self, x):
-        return F.silu(x) if self.rule == "backprop" else _Ruled.apply(x, F.silu, self.rule)
-
-
-def cbs(cin, cout, k, s):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), RuledSiLU()
-    )
 
 
 class Detect(nn.Module):
@@ -71,12 +53,16 @@ class Detect(nn.Module):
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
             if self.grid[i].shape[2:4] != x[i].shape[2:4]:
                 self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
-            xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
-            xy = (xy * 2 + self.grid[i]) * self.stride[i]
-            wh = (wh * 2) ** 2 * self.anchor_grid[i]
-            y = torch.cat((xy, wh, conf), 4)
-            z.append(y.view(bs, self.na * nx * ny, self.no))
+            z.append(self._decode(x[i].sigmoid(), i, bs, ny, nx))
         return torch.cat(z, 1)
+
+    def _decode(self, y, i, bs, ny, nx):
+        """Scale i's sigmoid-ed (bs, na, ny, nx, no) head as boxes in pixels, (bs, boxes, no)."""
+        xy, wh, conf = y.split((2, 2, self.nc + 1), 4)
+        xy = (xy * 2 + self.grid[i]) * self.stride[i]
+        wh = (wh * 2) ** 2 * self.anchor_grid[i]
+        y = torch.cat((xy, wh, conf), 4)
+        return y.view(bs, self.na * nx * ny, self.no)
 
     def _make_grid(self, nx=20, ny=20, i=0):
         d, t = self.anchors[i].device, self.anchors[i].dtype
@@ -93,19 +79,10 @@ class DetectSliceAssign(Detect):
     TorchScript exporter writes as ScatterND (the dynamo exporter: ScatterND between Transposes
     that swap the last axis with the batch). The same function as Detect."""
 
-    def forward(self, x):
-        z = []
-        for i in range(self.nl):
-            x[i] = self.m[i](x[i])
-            bs, _, ny, nx = x[i].shape
-            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
-            if self.grid[i].shape[2:4] != x[i].shape[2:4]:
-                self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
-            y = x[i].sigmoid()
-            y[..., 0:2] = (y[..., 0:2] * 2 + self.grid[i]) * self.stride[i]
-            y[..., 2:4] = (y[..., 2:4] * 2) ** 2 * self.anchor_grid[i]
-            z.append(y.view(bs, -1, self.no))
-        return torch.cat(z, 1)
+    def _decode(self, y, i, bs, ny, nx):
+        y[..., 0:2] = (y[..., 0:2] * 2 + self.grid[i]) * self.stride[i]
+        y[..., 2:4] = (y[..., 2:4] * 2) ** 2 * self.anchor_grid[i]
+        return y.view(bs, -1, self.no)
 
 
 class YoloV5Whole(nn.Module):
@@ -122,26 +99,10 @@ class YoloV5Whole(nn.Module):
 
 
 def _twin(detect=Detect):
-    torch.manual_seed(0)
-    model = YoloV5Whole(detect)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    model.eval()
+    model = seeded(lambda: YoloV5Whole(detect))
     with torch.no_grad():
         model(torch.zeros(1, 3, SIZE, SIZE))  # Ultralytics' dry run: the grids become constants
     return model
-
-
-def _set_rule(model, rule):
-    for m in model.modules():
-        if isinstance(m, RuledSiLU):
-            m.rule = rule
 
 
 BOXES = 3 * sum((SIZE // s) ** 2 for s in STRIDES)
@@ -162,12 +123,7 @@ def twin(request, tmp_path_factory):
     exported = _twin(DetectSliceAssign) if exporter.endswith("slice-assign") else model
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 3, SIZE, SIZE)).astype("f4"))
     path = str(tmp_path_factory.mktemp("twin") / f"yolov5_{exporter}.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter.startswith("dynamo"):
-            torch.onnx.export(exported, (x,), path, dynamo=True, verbose=False)
-        else:
-            torch.onnx.export(exported, (x,), path, dynamo=False, opset_version=17)
+    export(exported, x, path, exporter.startswith("dynamo"))
     graph, params = import_onnx(path)
     net = pydeconv.build(graph, params)
     out, trace = net.forward(x.numpy())
@@ -237,7 +193,7 @@ def test_twin_projection_is_the_exact_gradient(twin):
     units = [(d.channel, d.x) for d in dets] + [(5, 0), (BOXES - 1, 3), (200, 4)]
     worst = 0.0
     for rule in RULES:
-        _set_rule(model, rule)
+        set_rule(model, rule)
         try:
             for row, col in units:
                 xg = x.clone().requires_grad_(True)
@@ -252,7 +208,7 @@ def test_twin_projection_is_the_exact_gradient(twin):
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
                 worst = max(worst, float(np.abs(got - want).max()) / scale)
         finally:
-            _set_rule(model, "backprop")
+            set_rule(model, "backprop")
     print(
         f"\nyolov5 whole twin: projections vs torch autograd, max |diff| / max |grad| {worst:.2g}"
     )
