@@ -318,6 +318,8 @@ def _v5_decoded_candidates(t: np.ndarray, conf: float) -> list[tuple]:
 def _candidates(t: np.ndarray, head: Head, input_hw: tuple[int, int], conf: float) -> list[tuple]:
     """Per cell (and anchor) the winning class above ``conf``: tuples (score, box, class,
     channel, y, x, anchor, objectness channel)."""
+    if head.layout == "v5_decoded":  # rows of boxes, not a grid
+        return _v5_decoded_candidates(t, conf)
     c, gh, gw = t.shape
     ih, iw = input_hw
     sy, sx = ih / gh, iw / gw
@@ -325,8 +327,6 @@ def _candidates(t: np.ndarray, head: Head, input_hw: tuple[int, int], conf: floa
         np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij"
     )
     out: list[tuple] = []
-    if head.layout == "v5_decoded":
-        return _v5_decoded_candidates(t, conf)
     if head.layout == "v8_decoded":
         if gh != 1:
             raise ShapeError(
