@@ -19,6 +19,10 @@ from .mapper import FLAT, PERMUTED, Mapper
 from .model import BFLOAT16, DOUBLE, FLOAT, FLOAT16, Node
 from .shapes import conv_padding, reshape_target
 
+# pydeconv's axis (1 C, 2 H, 3 W) of an ONNX axis, per rank of a batch-first tensor: a rank-3
+# (N, A, B) is pydeconv's (N, A, 1, B) (docs/FORMAT.md), so its axis 2 runs along W.
+ENGINE_AXES = {2: {1: 1}, 3: {1: 1, 2: 3}, 4: {1: 1, 2: 2, 3: 3}}
+
 
 def _fail(node: Node, why: str) -> GraphError:
     return GraphError(f"{node.op_type} node '{node.label()}': {why}")
@@ -355,7 +359,7 @@ def map_concat(m: Mapper, node: Node) -> None:
         return
     x = m.shape(inputs[0])
     axis = node.attrs.get("axis", 0) % len(x)
-    engine = {2: {1: 1}, 3: {1: 1, 2: 3}, 4: {1: 1, 2: 2, 3: 3}}.get(len(x), {}).get(axis)
+    engine = ENGINE_AXES.get(len(x), {}).get(axis)
     if engine is None:
         raise _fail(
             node,
@@ -556,7 +560,7 @@ def map_scatter_nd(m: Mapper, node: Node) -> None:
         engine = rank5.engine_axis(m, data, axis)
         rank5.register(m, node.outputs[0], onnx, k, rank5.roots_of(m, [data, updates]))
     else:
-        choice = {3: {1: 1, 2: 3}, 4: {1: 1, 2: 2, 3: 3}}.get(rank, {}).get(axis)
+        choice = ENGINE_AXES.get(rank, {}).get(axis) if rank >= 3 else None
         if choice is None:
             raise _fail(
                 node, f"a slice assignment along axis {axis} of shape {list(onnx)} is not supported"
