@@ -25,7 +25,7 @@ from pydeconv import demo, detect, fileio, report
 from pydeconv import image as pimg
 from pydeconv.errors import PydeconvError
 from pydeconv.limits import check_threads
-from pydeconv.net import DEFAULT_MAX_MEMORY, RULES
+from pydeconv.net import DEFAULT_MAX_MEMORY, RULES, parse_at
 
 
 class _Parser(argparse.ArgumentParser):
@@ -218,13 +218,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _parse_at(text: str) -> str | tuple[int, int]:
-    if text in ("max", "map"):
-        return text
     try:
-        y, x = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected max, map or Y,X; got {text!r}") from None
-    return y, x
+        return parse_at(text)
+    except PydeconvError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _progress(done: int, total: int) -> None:

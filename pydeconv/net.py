@@ -25,6 +25,20 @@ At = str | Sequence[int] | np.ndarray
 # The projection rules, as the engine's parse_rule spells them (the CLI offers the same list).
 RULES = ("deconvnet", "guided", "backprop")
 _INT64 = (-(2**63), 2**63 - 1)
+
+
+def parse_at(text: str) -> str | tuple[int, int]:
+    """A projection's ``at`` written as text (the command line's ``--at``, the server's
+    ``at=``): ``max``, ``map`` or ``Y,X``."""
+    if text in ("max", "map"):
+        return text
+    try:
+        y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise PydeconvError(f"at must be max, map or Y,X; got {text!r}") from None
+    return y, x
+
+
 # Bytes a projection's working buffers may take by default (max_memory=None); defined in C++.
 DEFAULT_MAX_MEMORY: int = _core.DEFAULT_MAX_MEMORY
 

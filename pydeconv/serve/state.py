@@ -28,6 +28,7 @@ from pydeconv import image as pimg
 from pydeconv.analysis.imageset import IMAGE_SUFFIXES
 from pydeconv.errors import ChannelError, ImageError, PydeconvError
 from pydeconv.net import RULES
+from pydeconv.net import parse_at as parse_at_text
 
 #: Bytes of forward traces kept by default (a VGG16 trace at 224x224 is about 150 MB).
 DEFAULT_CACHE_BYTES = 512 << 20
@@ -115,15 +116,7 @@ def parse_int(name: str, text: str | None) -> int:
 
 def parse_at(text: str | None) -> str | tuple[int, int]:
     """``max`` (default), ``map`` or ``Y,X``."""
-    if text in (None, "", "max"):
-        return "max"
-    if text == "map":
-        return "map"
-    try:
-        y, x = (int(v) for v in str(text).split(","))
-    except ValueError:
-        raise BadRequest(f"at must be max, map or Y,X; got {text!r}") from None
-    return y, x
+    return "max" if text in (None, "") else parse_at_text(str(text))
 
 
 def parse_rule(text: str | None) -> str:
