@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import real_yolov8
 from onnx_check import RULES, file_bytes, ort_run
-from torch_twins import cbs, export, seeded, set_rule
+from torch_twins import cbs, export, seeded, set_rule, unit_gradient_error
 
 import pydeconv
 from pydeconv import detect
@@ -118,15 +118,9 @@ def test_twin_projection_is_the_exact_gradient(twin, rule):
     set_rule(model, rule)
     try:
         for channel, anchor in UNITS:
-            xg = x.clone().requires_grad_(True)
-            model(xg)[0, channel, anchor].backward()
-            want = xg.grad.numpy()
-            start = np.zeros(out.shape, np.float32)
-            start[0, channel, 0, anchor] = 1.0
-            got = net.project(trace, layer, at=start, rule=rule)
-            scale = float(np.abs(want).max())
-            assert scale > 0
-            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale)
+            unit_gradient_error(
+                model, x, net, trace, layer, out.shape, channel, anchor, rule, rtol=1e-3
+            )
     finally:
         set_rule(model, "backprop")
     # channel/at (the start value kept: the unit's own value) is value * that gradient.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from test_rules_torch import _Ruled
 
@@ -66,3 +67,21 @@ def set_rule(model: nn.Module, rule: str) -> None:
     for m in model.modules():
         if isinstance(m, RuledSiLU):
             m.rule = rule
+
+
+def unit_gradient_error(model, x, net, trace, layer, out_shape, row, col, rule, rtol) -> float:
+    """The projection of a rank-3 output's element ``[0, row, col]`` (pydeconv's ``(0, row, 0,
+    col)``, a one-position start signal) under ``rule`` against torch autograd of the same
+    element (``model``'s RuledSiLUs set to the rule by the caller); asserted within ``rtol`` and
+    1e-4 of the largest gradient value. Returns max |difference| / max |gradient|."""
+    xg = x.clone().requires_grad_(True)
+    model(xg)[0, row, col].backward()
+    want = xg.grad.numpy()
+    start = np.zeros(out_shape, np.float32)
+    start[0, row, 0, col] = 1.0
+    got = net.project(trace, layer, at=start, rule=rule)
+    assert np.all(np.isfinite(got))
+    scale = float(np.abs(want).max())
+    assert scale > 0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-4 * scale)
+    return float(np.abs(got - want).max()) / scale
